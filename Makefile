@@ -1,0 +1,45 @@
+# smartpark — the two commands: `make demo` and `make test`.
+# Both create .venv and install everything they need from the package index.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYX    := $(wildcard fast/*.pyx fast/*.pxd)
+PYTEST_ARGS ?=
+
+.PHONY: all demo test lint build venv clean bench
+
+all: build
+
+$(STAMP): pyproject.toml setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Rebuild the Cython extensions in place whenever a .pyx changes.
+$(VENV)/.built-stamp: $(STAMP) $(PYX)
+	$(PY) setup.py --quiet build_ext --inplace
+	@touch $@
+
+build: $(VENV)/.built-stamp
+
+lint: build
+	$(PY) -m ruff check .
+	$(PY) -m smartpark.tools.checks
+
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+	SMARTPARK_PUREPYTHON=1 $(PY) -m pytest -m "not compiled" -q $(PYTEST_ARGS) tests/protocol tests/fast
+
+demo: build
+	$(PY) -m smartpark.tools.cli demo
+
+bench: build
+	$(PY) -m pytest benchmarks --benchmark-only
+
+clean:
+	rm -rf build $(VENV) fast/*.c fast/*.so *.egg-info

@@ -1,0 +1,1 @@
+"""smartpark.fast"""
