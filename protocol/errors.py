@@ -1,0 +1,51 @@
+"""One family of errors for every malformed input (shared by protocol/ and fast/).
+
+Every decoder in smartpark ends malformed input in a DecodeError (a ValueError)
+that carries the byte offset where decoding failed, when there is one, and a
+short text saying what was wrong. Nothing else escapes a decoder: no stray
+IndexError, KeyError, struct.error or RecursionError.
+
+Runs on MicroPython and CPython alike.
+"""
+
+
+class DecodeError(ValueError):
+    """Malformed input. `offset` is the byte offset of the fault, or None."""
+
+    def __init__(self, msg, offset=None):
+        if offset is not None:
+            text = "%s (at byte %d)" % (msg, offset)
+        else:
+            text = msg
+        super().__init__(text)
+        self.msg = msg
+        self.offset = offset
+
+    def __str__(self):
+        if self.offset is not None:
+            return "%s (at byte %d)" % (self.msg, self.offset)
+        return self.msg
+
+
+class LimitError(DecodeError):
+    """Input exceeds a configured limit (depth, items, bytes)."""
+
+
+class CBORDecodeError(DecodeError):
+    """Malformed CBOR (RFC 8949)."""
+
+
+class SenMLError(DecodeError):
+    """A pack that is well-formed CBOR/JSON but not valid SenML (RFC 8428)."""
+
+
+class CoAPDecodeError(DecodeError):
+    """A malformed CoAP message (RFC 7252)."""
+
+
+class LinkFormatError(DecodeError):
+    """Malformed CoRE link-format (RFC 6690)."""
+
+
+class EncodeError(ValueError):
+    """A value that the encoder cannot represent."""
