@@ -27,7 +27,10 @@ Test hooks (all honest, all visible on the board): `fake_version=(1, 19, 1)`
 makes `sys.implementation.version` report an old MicroPython, and
 `flash_limit=BYTES` makes `os.statvfs` report a tiny filesystem; both work by
 placing wrapper modules in sys.modules from the ROM boot script, which is how
-a board with that firmware would answer mpremote.
+a board with that firmware would answer mpremote. `corrupt_writes=(SUFFIX, N)`
+makes the first N writes of a file ending in SUFFIX land with a flipped byte
+(a failing flash): the REPL runs in the ROM script's globals, so the open()
+that mpremote's commands call is the ROM's.
 
 Run by hand:  python -m smartpark.tools.ptyboard [--flash DIR]
 (prints the port; `mpremote connect PORT resume repl` then talks to it.)
@@ -51,6 +54,7 @@ import tty
 _ROM_BOOT = '''\
 # smartpark pty board ROM: runs boot.py then main.py from the flash (cwd).
 import sys
+sys.path[:] = ["", ".frozen", "lib"]  # as an ESP32: '', '.frozen', '/lib'
 {patches}
 def _sp_run(name):
     try:
@@ -83,14 +87,16 @@ class _SpImpl:
 class _SpSys:
     implementation = _SpImpl()
     version = "{vtext}"
+    _real = sys
     def __getattr__(self, n):
-        return getattr(sys, n)
+        return getattr(self._real, n)
 sys.modules["sys"] = _SpSys()
 '''
 
 _PATCH_FLASH = '''\
 import os as _sp_os
 class _SpOs:
+    _real = _sp_os
     def statvfs(self, path):
         bsize = 4096
         total = {limit} // bsize
@@ -103,8 +109,40 @@ class _SpOs:
         free = max(0, total - used)
         return (bsize, bsize, total, free, free, 0, 0, 0, 0, 255)
     def __getattr__(self, n):
-        return getattr(_sp_os, n)
+        return getattr(self._real, n)
 sys.modules["os"] = _SpOs()
+'''
+
+
+_PATCH_CORRUPT = '''\
+# A flash that garbles writes: the REPL (which mpremote drives) runs in these
+# globals, so its open() is this one; the first {times} write(s) of a file
+# whose name ends with {suffix!r} land with one byte flipped.
+import builtins as _sp_b
+_sp_left = [{times}]
+class _SpBadFile:
+    def __init__(self, f):
+        self._f = f
+    def write(self, data):
+        if _sp_left[0] > 0 and len(data):
+            data = bytearray(data)
+            data[0] ^= 0x55
+        return self._f.write(data)
+    def close(self):
+        if _sp_left[0] > 0:
+            _sp_left[0] -= 1
+        return self._f.close()
+    def __enter__(self):
+        return self
+    def __exit__(self, *a):
+        self.close()
+    def __getattr__(self, n):
+        return getattr(self._f, n)
+def open(name, mode="r", *a):
+    f = _sp_b.open(name, mode, *a)
+    if "w" in mode and name.endswith({suffix!r}) and _sp_left[0] > 0:
+        return _SpBadFile(f)
+    return f
 '''
 
 
@@ -137,13 +175,14 @@ class PtyBoard:
     """One unix-port board on a pty. Use as a context manager or start()/stop()."""
 
     def __init__(self, flash_dir=None, micropython=None, fake_version=None,
-                 flash_limit=None, reboot_on_exit=True, heapsize="4M", env=None):
+                 flash_limit=None, corrupt_writes=None, reboot_on_exit=True, heapsize="4M", env=None):
         self._own_flash = flash_dir is None
         self.flash_dir = flash_dir or tempfile.mkdtemp(prefix="sp-board-")
         os.makedirs(self.flash_dir, exist_ok=True)
         self.micropython = micropython or find_micropython()
         self.fake_version = fake_version
         self.flash_limit = flash_limit
+        self.corrupt_writes = corrupt_writes
         self.reboot_on_exit = reboot_on_exit
         self.heapsize = heapsize
         self.extra_env = dict(env or {})
@@ -232,6 +271,9 @@ class PtyBoard:
                 version=(v[0], v[1], v[2], ""), vtext="3.4.0; MicroPython v%d.%d.%d" % v[:3]))
         if self.flash_limit:
             patches.append(_PATCH_FLASH.format(limit=int(self.flash_limit)))
+        if self.corrupt_writes:
+            suffix, times = self.corrupt_writes
+            patches.append(_PATCH_CORRUPT.format(suffix=suffix, times=int(times)))
         with open(os.path.join(self._rom, "_boot.py"), "w") as f:
             f.write(_ROM_BOOT.format(patches="\n".join(patches)))
 

