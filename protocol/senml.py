@@ -38,6 +38,7 @@ CT_SENML_CBOR = const(112)
 
 VERSION = const(10)  # the SenML version of RFC 8428; bver above it is refused
 _REL_LIMIT = const(268435456)  # 2**28: smaller resolved times are relative to now
+_INT_RANGE = 1 << 64  # integers in numeric fields stay within 64 bits (no bignums)
 
 # §6 Table 4: CBOR integer labels.
 LABELS = {-1: "bver", -2: "bn", -3: "bt", -4: "bu", -5: "bv", -6: "bs",
@@ -107,6 +108,8 @@ def _check_field(label, val, where, is_json):
     elif label in _NUM:
         if not _is_num(val):
             raise SenMLError("%s: %s must be a number" % (where, label))
+        if type(val) is int and not -_INT_RANGE < val < _INT_RANGE:
+            raise SenMLError("%s: %s is out of range" % (where, label))
         if label in _TIMES and not _finite(val):
             raise SenMLError("%s: %s is not a finite time" % (where, label))
     elif label == "vb":

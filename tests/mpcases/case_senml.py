@@ -203,6 +203,10 @@ def test_cbor_labels():
     raises(DecodeError, senml.decode, b"\x81\xa1\x00", "cbor")
     raises(DecodeError, senml.decode, b"\x81\xa1\x00\x61", "cbor")
     raises(ValueError, senml.decode, b"[]", "xml")
+    # bignum numbers are refused (they would overflow float arithmetic in resolve)
+    raises(SenMLError, senml.decode, cbor.dumps([{-3: -(1 << 2000), 0: "a", 2: 1}]), "cbor")
+    raises(SenMLError, senml.decode, cbor.dumps([{0: "a", 2: 1 << 64}]), "cbor")
+    assert senml.decode(cbor.dumps([{0: "a", 2: (1 << 64) - 1}]), "cbor")[0]["v"] == (1 << 64) - 1
 
 
 # ------------------------------------------------------------------ encode
