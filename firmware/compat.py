@@ -1,0 +1,59 @@
+"""The one place for interpreter shims (MicroPython <-> CPython).
+
+Firmware modules import `const`, the ticks functions, `mem_free` and
+`sleep_ms` from here, so the same files import on CPython (type checking,
+host-side unit tests) and run unchanged on MicroPython.
+"""
+
+import gc
+import time
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):  # type: ignore[no-redef]
+        return x
+
+try:
+    from time import ticks_add, ticks_diff, ticks_ms  # type: ignore[attr-defined]
+except ImportError:  # CPython
+    def ticks_ms():  # type: ignore[misc]
+        return int(time.monotonic() * 1000) & 0x3FFFFFFF
+
+    def ticks_diff(a, b):  # type: ignore[misc]
+        d = (a - b) & 0x3FFFFFFF
+        return d - 0x40000000 if d & 0x20000000 else d
+
+    def ticks_add(a, b):  # type: ignore[misc]
+        return (a + b) & 0x3FFFFFFF
+
+try:
+    from asyncio import sleep_ms  # type: ignore[attr-defined]
+except ImportError:  # CPython
+    import asyncio as _aio
+
+    async def sleep_ms(ms):  # type: ignore[misc]
+        await _aio.sleep(ms / 1000)
+
+
+def mem_free():
+    """Free heap in bytes (-1 when the interpreter does not say)."""
+    f = getattr(gc, "mem_free", None)
+    return f() if f else -1
+
+
+def mem_alloc():
+    """Allocated heap in bytes (-1 when the interpreter does not say)."""
+    f = getattr(gc, "mem_alloc", None)
+    return f() if f else -1
+
+
+def urandom_int(bits):
+    """A random integer of `bits` bits (MicroPython `random.getrandbits`)."""
+    import random
+    return random.getrandbits(bits)
+
+
+def log(*parts):
+    """One line to the console: the firmware's only logger (no `logging` on device)."""
+    print("[node]", *parts)

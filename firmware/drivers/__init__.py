@@ -1,0 +1,78 @@
+"""Sensor drivers, one file per part, and the table that maps config names to them.
+
+Every driver follows one contract (see /work/shared/CONVENTIONS.md):
+
+- `__init__(bus, params)` allocates its buffers once and may probe the part.
+- `start()` kicks off a conversion and returns how many ms to wait before
+  `measure()` (0 when the part needs no wait). The sampler awaits that delay,
+  so no driver sleeps for long; a driver may block for 1-2 ms between a
+  command and its read, as the datasheets ask.
+- `measure()` fills the driver's buffer and returns True, or returns False and
+  sets `status` to a non-zero code. It never raises into the main loop.
+- `FIELDS` names what the part gives: a tuple of (suffix, SenML unit, kind)
+  where kind is "v" (value), "vb" (boolean) or "s" (sum). `value(i)` returns
+  field i of the last good measurement, or None.
+
+Status codes are shared: 0 ok, 1 bus error (no ACK / OSError), 2 CRC or
+checksum mismatch, 3 not ready / no data, 4 wrong part (chip id), 5 out of range.
+"""
+
+from compat import const
+
+OK = const(0)
+E_BUS = const(1)
+E_CRC = const(2)
+E_NOT_READY = const(3)
+E_CHIP = const(4)
+E_RANGE = const(5)
+
+# config "driver" name -> module in this package (imported only when used,
+# so a node without a part never loads its driver).
+MODULES = {
+    "bme280": "bme280",
+    "bmp280": "bme280",
+    "sht4x": "sht4x",
+    "scd4x": "scd4x",
+    "bh1750": "bh1750",
+    "pms5003": "pms5003",
+    "ds18b20": "ds18b20",
+    "pir": "pir",
+    "hcsr04": "hcsr04",
+    "adc": "adc",
+    "pulse": "pulse",
+}
+
+# Which kind of bus each driver needs (checked by config validation).
+BUS_KIND = {
+    "bme280": "i2c", "bmp280": "i2c", "sht4x": "i2c", "scd4x": "i2c", "bh1750": "i2c",
+    "pms5003": "uart", "ds18b20": "onewire", "pir": "pin", "hcsr04": "pin",
+    "adc": "adc", "pulse": "pin",
+}
+
+
+def load(name):
+    """The driver class for config name `name` (raises KeyError when unknown)."""
+    modname = MODULES[name]
+    mod = __import__("drivers." + modname, None, None, ["Driver"])
+    return mod.Driver
+
+
+def sensirion_crc8(buf, start=0, end=None):
+    """Sensirion CRC-8: polynomial 0x31, init 0xFF, no reflection (SHT4x/SCD4x datasheets)."""
+    if end is None:
+        end = len(buf)
+    crc = 0xFF
+    for i in range(start, end):
+        crc ^= buf[i]
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def wait_ms(ms):
+    """A short blocking wait between a command and its answer (a few ms at most)."""
+    import time
+    if hasattr(time, "sleep_ms"):
+        time.sleep_ms(ms)
+    else:
+        time.sleep(ms / 1000)
