@@ -1,0 +1,203 @@
+"""Composition root: the only place that wires the hub's parts together.
+
+Start order: store (thread) -> live state loaded from it -> rollups replay ->
+ingest pipeline -> CoAP site (POST /r, RD, /cfg, /latest) -> HTTP API ->
+zeroconf -> background tasks (liveness, retention, rollup watermark).
+
+Stop order ("stop accepting, flush, close"): new reports get 5.03, reports
+in flight finish (their commits and acks), CoAP and HTTP close, background
+tasks stop, zeroconf withdraws, the store commits what is queued and closes
+the database (WAL checkpoint). A restart loads everything back.
+"""
+
+import asyncio
+import logging
+import sys
+import time
+
+from aiohttp import web
+from smartpark.protocol.version import VERSION
+
+from .api.http import HttpApi
+from .coap.server import CoapServer, build_site
+from .codec import Decoder
+from .discovery import Advertiser
+from .events import EventBus
+from .ingest import Pipeline
+from .metrics import Metrics
+from .registry import Registry
+from .rollups import RollupFeeder
+from .store.sqlite import SqliteStore, q_load_state, q_prune
+
+log = logging.getLogger("smartpark.hub")
+
+
+class Hub:
+    def __init__(self, config, advertise=None, out=None):
+        self.config = config
+        self.advertise = config.discovery_zeroconf if advertise is None else advertise
+        self.out = out if out is not None else sys.stdout
+        self.started = None
+        self._tasks = []
+        self.coap_port = None
+        self.http_port = None
+        self.rollups = None
+        self.rollup_error = None
+
+    async def start(self):
+        c = self.config
+        loop = asyncio.get_running_loop()
+        self.metrics = Metrics()
+        self.events = EventBus()
+        try:
+            self.rollups = RollupFeeder()
+        except RuntimeError as e:
+            self.rollup_error = str(e)
+            log.warning("%s", e)
+        self.store = SqliteStore(c.db_path, cache_mb=c.store_cache_mb,
+                                 on_commit=self.rollups.on_commit if self.rollups else None)
+        await self.store.start(loop)
+        self.registry = Registry(self.store, self.events, factor=c.liveness_factor,
+                                 default_interval=c.liveness_default_interval,
+                                 firmware=c.nodes_firmware)
+        self.registry.load(await self.store.call(q_load_state))
+        if self.rollups is not None:
+            await self.store.call(self.rollups.replay)
+        self.decoder = Decoder()
+        self.pipeline = Pipeline(self.store, self.decoder, self.registry, self.events,
+                                 self.metrics, max_payload=c.coap_max_payload)
+        default_config = {"report_interval": c.liveness_default_interval}
+        site, self.latest_site, self.rd = build_site(self.pipeline, self.registry,
+                                                     default_config)
+        self.events.add_listener(self.latest_site.on_event)
+        self.events.add_listener(lambda ev: self.metrics.events.inc(ev["type"]))
+        self.rd.restore()
+        self.coap = CoapServer(site, c.coap_bind, c.coap_port, c.coap_multicast,
+                               self.metrics)
+        await self.coap.start()
+        self.coap_port = self.coap.port
+        self.http = HttpApi(self.registry, self.store, self.events, self.metrics,
+                            token=c.http_token, rollups_enabled=self.rollups is not None,
+                            health=self.health)
+        self.runner = web.AppRunner(self.http.app, access_log=None, shutdown_timeout=2.0)
+        await self.runner.setup()
+        http_site = web.TCPSite(self.runner, c.http_bind, c.http_port)
+        await http_site.start()
+        self.http_port = c.http_port
+        for addr in self.runner.addresses:
+            if isinstance(addr, tuple) and len(addr) >= 2:
+                self.http_port = addr[1]
+                break
+        self._gauges()
+        self.advertiser = Advertiser(c.discovery_name, self.coap_port, self.http_port, VERSION)
+        if self.advertise:
+            await self.advertiser.start()
+        self._tasks = [
+            asyncio.create_task(self._liveness(), name="liveness"),
+            asyncio.create_task(self._retention(), name="retention"),
+        ]
+        if self.rollups is not None:
+            self._tasks.append(asyncio.create_task(self._rollup_clock(), name="rollups"))
+        self.started = time.time()
+        self.out.write("smartpark hub ready coap=%d http=%d data=%s decoder=%s\n" % (
+            self.coap_port, self.http_port, c.data_dir, self.decoder.path))
+        self.out.flush()
+        return self
+
+    def _gauges(self):
+        m = self.metrics
+        m.gauge("smartpark_store_queue_depth", "Jobs waiting for the store thread",
+                lambda: self.store.queue_depth)
+        m.gauge("smartpark_ingest_inflight", "Reports being ingested (decoded, awaiting commit)",
+                lambda: self.pipeline.inflight)
+        m.gauge("smartpark_store_commits", "Group commits since start", lambda: self.store.commits)
+        m.gauge("smartpark_store_last_batch", "Reports in the last group commit",
+                lambda: self.store.last_batch)
+        m.gauge("smartpark_nodes", "Known nodes", lambda: len(self.registry.nodes))
+        m.gauge("smartpark_nodes_online", "Nodes online",
+                lambda: sum(1 for n in self.registry.nodes.values() if n.online))
+        m.gauge("smartpark_series", "Known series", lambda: len(self.registry.series))
+        m.gauge("smartpark_sse_clients", "Server-Sent Events subscribers",
+                lambda: self.events.subscribers)
+        m.gauge("smartpark_events_dropped", "Events dropped for slow SSE clients",
+                lambda: self.events.dropped)
+        m.gauge("smartpark_coap_observers", "CoAP observers of /latest",
+                lambda: self.latest_site.observers)
+        m.gauge("smartpark_rollup_buckets_written", "Rollup buckets written since start",
+                lambda: self.rollups.written if self.rollups else 0)
+        m.gauge("smartpark_rollup_late_total", "Readings too late for their rollup bucket",
+                lambda: self.rollups.late if self.rollups else 0)
+
+    def health(self):
+        return {"status": "ok", "version": VERSION, "uptime": time.time() - (self.started or 0),
+                "decoder": self.decoder.path, "rollups": self.rollups is not None,
+                "zeroconf": self.advertiser.active}
+
+    async def _liveness(self):
+        interval = self.config.liveness_check_interval
+        while True:
+            await asyncio.sleep(interval)
+            for node_id in self.registry.check_liveness():
+                try:
+                    await self.registry._persist(self.registry.nodes[node_id])
+                except Exception:  # noqa: BLE001 - store closing; state is rebuilt on start
+                    return
+
+    async def _retention(self):
+        c = self.config
+        while True:
+            cutoff = time.time() - c.store_retention_days * 86400.0
+            after = 0
+            while after is not None:
+                try:
+                    _removed, after = await self.store.call(q_prune, cutoff, after)
+                except Exception:  # noqa: BLE001 - store closing
+                    return
+                await asyncio.sleep(0)
+            await asyncio.sleep(c.store_retention_interval)
+
+    async def _rollup_clock(self):
+        while True:
+            await asyncio.sleep(10.0)
+            try:
+                await self.store.call(self.rollups.advance, time.time())
+            except Exception:  # noqa: BLE001 - store closing
+                return
+
+    async def stop(self):
+        """Stop in order; safe after a start that failed half way."""
+        pipeline = getattr(self, "pipeline", None)
+        if pipeline is not None:
+            pipeline.closing = True
+            try:
+                await asyncio.wait_for(pipeline.drain(), 10)
+            except asyncio.TimeoutError:
+                log.warning("reports still in flight at shutdown")
+        if getattr(self, "coap", None) is not None:
+            await self.coap.stop()
+        if getattr(self, "http", None) is not None:
+            self.http.close_streams()
+        if getattr(self, "runner", None) is not None:
+            await self.runner.cleanup()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        if getattr(self, "advertiser", None) is not None:
+            await self.advertiser.stop()
+        if getattr(self, "store", None) is not None:
+            await self.store.close()
+
+
+async def serve(config, stop_event=None, out=None):
+    """Run until stop_event is set (SIGINT/SIGTERM in the CLI)."""
+    hub = Hub(config, out=out)
+    await hub.start()
+    try:
+        await (stop_event or asyncio.Event()).wait()
+    finally:
+        await hub.stop()
+    return 0

@@ -1,0 +1,75 @@
+"""`smartpark hub`: run the hub service (CoAP ingest, storage, HTTP API).
+
+Works with no configuration (./data, CoAP 5683 on IPv4+IPv6, HTTP 8080).
+`--config hub.toml` and the flags override the defaults (see hub/config.py).
+A wrong value stops start-up with a message naming the key; exit code 2.
+SIGINT/SIGTERM stop the hub cleanly (exit code 0).
+"""
+
+import asyncio
+import logging
+import signal
+import sys
+
+from . import config as hubconfig
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "hub", help="run the hub service (CoAP ingest, storage, HTTP API)",
+        description="Run the smartpark hub: CoAP ingest on UDP, SQLite storage, HTTP API.")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    p.add_argument("--data", metavar="DIR", help="data directory (default ./data)")
+    p.add_argument("--coap-bind", metavar="ADDR", help='CoAP bind address (default "::" = v4+v6)')
+    p.add_argument("--coap-port", metavar="PORT", help="CoAP UDP port (default 5683; 0 = any)")
+    p.add_argument("--http-bind", metavar="ADDR", help="HTTP bind address (default 0.0.0.0)")
+    p.add_argument("--http-port", metavar="PORT", help="HTTP port (default 8080; 0 = any)")
+    p.add_argument("--http-token", metavar="TOKEN", help="bearer token for HTTP writes")
+    p.add_argument("--retention-days", metavar="DAYS", help="keep raw readings this long")
+    p.add_argument("--offline-factor", metavar="F",
+                   help="offline after F x the expected report interval")
+    p.add_argument("--no-zeroconf", action="store_true", default=None,
+                   help="do not advertise with mDNS")
+    p.add_argument("--no-multicast", action="store_true", default=None,
+                   help="do not join the CoAP multicast groups")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args):
+    try:
+        cfg = hubconfig.load(args.config, hubconfig.overrides_from_args(args))
+    except hubconfig.ConfigError as e:
+        sys.stderr.write("smartpark hub: %s\n" % e)
+        return 2
+    logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else
+                        logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return asyncio.run(_main(cfg))
+
+
+async def _main(cfg):
+    from .app import Hub
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    hub = Hub(cfg)
+    try:
+        await hub.start()
+    except OSError as e:
+        sys.stderr.write("smartpark hub: cannot start: %s\n" % e)
+        await hub.stop()
+        return 1
+    try:
+        await stop.wait()
+    finally:
+        await hub.stop()
+        sys.stdout.write("smartpark hub stopped\n")
+        sys.stdout.flush()
+    return 0

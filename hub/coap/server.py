@@ -1,0 +1,115 @@
+"""The hub's CoAP endpoint: one aiocoap context on one UDP port, IPv4 and IPv6.
+
+Scope: build the site (/.well-known/core, /r, /rd + RD function sets, /cfg,
+/latest), bind it, join the All-CoAP-Nodes groups (224.0.1.187, ff02::fd) on
+every interface where the host allows it (failures are logged and
+tolerated), and count datagrams aiocoap drops as unparsable.
+
+Binding "::" gives one dual-stack socket (IPv6 with IPv4-mapped addresses),
+so CoAP answers on IPv4 and IPv6 with a single port, as the design asks.
+"""
+
+import logging
+import socket
+
+import aiocoap
+from aiocoap.resource import Site, WKCResource
+
+from .rd import HubRD
+from .resources import ConfigIndex, ConfigResource, LatestIndex, LatestSite, ReportResource
+
+log = logging.getLogger("smartpark.hub.coap")
+
+
+class _DropCounter(logging.Handler):
+    """Counts aiocoap's 'Ignoring unparsable message' log records as errors{kind=unparsable}."""
+
+    def __init__(self, metrics):
+        super().__init__(logging.WARNING)
+        self.metrics = metrics
+
+    def emit(self, record):
+        msg = str(record.msg)
+        if msg.startswith("Ignoring unparsable"):
+            self.metrics.errors.inc("unparsable")
+
+
+class _Quiet(logging.Filter):
+    def filter(self, record):
+        return not str(record.msg).startswith("Ignoring unparsable")
+
+
+def build_site(pipeline, registry, default_config):
+    site = Site()
+    site.add_resource((".well-known", "core"),
+                      WKCResource(site.get_resources_as_linkheader, impl_info=None))
+    site.add_resource(("r",), ReportResource(pipeline))
+    site.add_resource(("cfg",), ConfigIndex())
+    site.add_resource(("cfg",), ConfigResource(registry, default_config))
+    site.add_resource(("latest",), LatestIndex(registry))
+    latest = LatestSite(registry)
+    site.add_resource(("latest",), latest)
+    rd = HubRD(registry)
+    rd.mount(site)
+    return site, latest, rd
+
+
+def _interfaces():
+    try:
+        return [name for _idx, name in socket.if_nameindex()]
+    except OSError:
+        return []
+
+
+class CoapServer:
+    def __init__(self, site, bind, port, multicast, metrics):
+        self.site = site
+        self.bind = bind
+        self.port = port
+        self.multicast = multicast
+        self.metrics = metrics
+        self.context = None
+        self.multicast_joined = []
+
+    async def start(self):
+        counter = _DropCounter(self.metrics)
+        srv_log = logging.getLogger("coap-server")
+        srv_log.addHandler(counter)
+        srv_log.addFilter(_Quiet())
+        groups = []
+        if self.multicast and self.bind in ("::", "0.0.0.0", ""):
+            groups = _interfaces()
+        bind = ("::" if self.bind in ("0.0.0.0", "") else self.bind, self.port)
+        try:
+            self.context = await aiocoap.Context.create_server_context(
+                self.site, bind=bind, multicast=groups, transports=["udp6"],
+                loggername="coap-server")
+            self.multicast_joined = groups
+        except OSError:
+            if not groups:
+                raise
+            log.warning("multicast join failed; serving unicast only")
+            self.context = await aiocoap.Context.create_server_context(
+                self.site, bind=bind, transports=["udp6"], loggername="coap-server")
+        self.port = self.bound_port() or self.port
+        return self
+
+    def bound_port(self):
+        """The UDP port actually bound (useful with port 0)."""
+        try:
+            for ri in self.context.request_interfaces:
+                mi = getattr(getattr(ri, "token_interface", None), "message_interface", None)
+                mi = getattr(mi, "message_interface", mi)
+                tr = getattr(mi, "transport", None) or getattr(mi, "_transport", None)
+                if tr is not None:
+                    sock = tr.get_extra_info("socket")
+                    if sock is not None:
+                        return sock.getsockname()[1]
+        except Exception:  # noqa: BLE001 - aiocoap internals differ between versions
+            return None
+        return None
+
+    async def stop(self):
+        if self.context is not None:
+            await self.context.shutdown()
+            self.context = None

@@ -1,0 +1,194 @@
+"""Hub configuration: defaults, a TOML file (tomllib) and command-line flags.
+
+Precedence, lowest first: built-in defaults, the TOML file given with
+`--config`, then flags. Every value is checked before anything starts; a wrong
+one raises ConfigError naming the key (as written in TOML, e.g.
+`coap.port`) and what is expected, and `smartpark hub` exits with that text.
+
+TOML layout (every key optional):
+
+    data_dir = "./data"
+    [coap]
+    bind = "::"            # "::" = IPv4 and IPv6 (dual stack)
+    port = 5683
+    multicast = true        # join 224.0.1.187 / ff02::fd where the host allows
+    max_payload = 8192      # bytes; larger reports get 4.13
+    [http]
+    bind = "0.0.0.0"
+    port = 8080
+    token = ""              # bearer token for HTTP writes; empty = writes disabled
+    [store]
+    retention_days = 30     # raw readings; rollups are kept
+    retention_interval = 3600
+    cache_mb = 64
+    [liveness]
+    factor = 3.0            # offline after factor x expected interval without a report
+    default_interval = 60.0 # s, when neither config nor history gives one
+    check_interval = 1.0
+    [discovery]
+    zeroconf = true
+    name = "smartpark hub"
+    [nodes]
+    firmware = ""           # firmware version wanted on every node ("" = none)
+"""
+
+import os
+import tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; names the key."""
+
+    def __init__(self, key, expected, got=None):
+        self.key = key
+        self.expected = expected
+        text = "config key %r: expected %s" % (key, expected)
+        if got is not None:
+            text += ", got %r" % (got,)
+        super().__init__(text)
+
+
+# key -> (default, kind, extra) ; kinds: str, port, bool, posfloat, posint, nonnegint
+_SPEC = {
+    "data_dir": ("./data", "str"),
+    "coap.bind": ("::", "host"),
+    "coap.port": (5683, "port"),
+    "coap.multicast": (True, "bool"),
+    "coap.max_payload": (8192, "posint"),
+    "http.bind": ("0.0.0.0", "host"),
+    "http.port": (8080, "port"),
+    "http.token": ("", "str"),
+    "store.retention_days": (30.0, "posfloat"),
+    "store.retention_interval": (3600.0, "posfloat"),
+    "store.cache_mb": (64, "posint"),
+    "liveness.factor": (3.0, "posfloat"),
+    "liveness.default_interval": (60.0, "posfloat"),
+    "liveness.check_interval": (1.0, "posfloat"),
+    "discovery.zeroconf": (True, "bool"),
+    "discovery.name": ("smartpark hub", "str"),
+    "nodes.firmware": ("", "str"),
+}
+
+# flag dest -> key
+FLAG_KEYS = {
+    "data": "data_dir",
+    "coap_bind": "coap.bind",
+    "coap_port": "coap.port",
+    "http_bind": "http.bind",
+    "http_port": "http.port",
+    "http_token": "http.token",
+    "retention_days": "store.retention_days",
+    "offline_factor": "liveness.factor",
+    "no_zeroconf": "discovery.zeroconf",
+    "no_multicast": "coap.multicast",
+}
+
+
+def _check(key, kind, value):
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(key, "a string", value)
+        return value
+    if kind == "host":
+        if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+            raise ConfigError(key, "a host name or IP address (\"::\" for all)", value)
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(key, "true or false", value)
+        return value
+    if kind == "port":
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+            raise ConfigError(key, "a port number 0..65535 (0 = any free port)", value)
+        return value
+    if kind == "posint":
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(key, "a positive integer", value)
+        return value
+    if kind == "posfloat":
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(key, "a positive number", value) from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(key, "a positive number", value)
+        if value != value or value == float("inf"):
+            raise ConfigError(key, "a finite positive number", value)
+        return float(value)
+    raise AssertionError(kind)
+
+
+def _flatten(table, prefix, out):
+    for k, v in table.items():
+        key = prefix + k
+        if isinstance(v, dict):
+            _flatten(v, key + ".", out)
+        else:
+            out[key] = v
+
+
+class Config:
+    """Checked settings; read them as attributes with dots replaced: c.coap_port."""
+
+    def __init__(self, values):
+        self._values = dict(values)
+        for key, value in values.items():
+            setattr(self, key.replace(".", "_"), value)
+
+    def get(self, key):
+        return self._values[key]
+
+    def as_dict(self):
+        return dict(self._values)
+
+    @property
+    def db_path(self):
+        return os.path.join(self.data_dir, "hub.sqlite3")
+
+
+def load(path=None, overrides=None):
+    """Defaults <- TOML file at `path` <- `overrides` (key -> value). Raises ConfigError."""
+    values = {k: spec[0] for k, spec in _SPEC.items()}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError("--config", "a readable TOML file", "%s (%s)" % (path, e.strerror)) from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("--config", "valid TOML (%s)" % e, path) from None
+        flat = {}
+        _flatten(doc, "", flat)
+        for key, value in flat.items():
+            if key not in _SPEC:
+                raise ConfigError(key, "one of the known keys: " + ", ".join(sorted(_SPEC)))
+            values[key] = value
+    for key, value in (overrides or {}).items():
+        if key not in _SPEC:
+            raise ConfigError(key, "a known key")
+        if value is not None:
+            values[key] = value
+    checked = {}
+    for key, value in values.items():
+        checked[key] = _check(key, _SPEC[key][1], value)
+    return Config(checked)
+
+
+def overrides_from_args(args):
+    """Turn parsed `smartpark hub` flags into config overrides (unset flags are None)."""
+    out = {}
+    for dest, key in FLAG_KEYS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if dest.startswith("no_"):
+            value = not value if value else None
+            if value is None:
+                continue
+        out[key] = value
+    return out

@@ -1,0 +1,162 @@
+"""The report pipeline behind POST /r: check, decode, store (dedup), then ack.
+
+Scope: `Pipeline.ingest(items)` takes a batch of (node address, payload bytes,
+content format) and returns one ReportResult per item, in order. It is the
+only way reports enter the hub, whatever the front end: the aiocoap resource
+(hub/coap/resources.py) calls it with batches of one; a later raw-UDP front
+end (issue 7) can hand it hundreds at once. No aiocoap types cross this line.
+
+Order of work for a batch, all on the event loop except the store:
+  1. size (4.13) and content format (4.15) checks;
+  2. decode every payload of the batch at once (hub/codec.py: fast/ selector);
+     a bad pack gets 4.00 with the decoder's short diagnostic;
+  3. hand the rows to the store, which commits every pending report in one
+     transaction (group commit); duplicates -- the same (node, sensor, time)
+     again -- are dropped there by the primary key, never stored twice;
+  4. only after the commit: update the live state, publish events, build the
+     2.04 ack (protocol/report.py: hub time, config version, wanted firmware,
+     stored, duplicates). A failed commit answers 5.03 with Max-Age, so the
+     node keeps the readings and retries.
+"""
+
+import asyncio
+import time
+
+from .interfaces import (
+    BAD_REQUEST,
+    CHANGED,
+    CT_CBOR,
+    CT_SENML_CBOR,
+    CT_SENML_JSON,
+    REQUEST_ENTITY_TOO_LARGE,
+    SERVICE_UNAVAILABLE,
+    UNSUPPORTED_CONTENT_FORMAT,
+    ReportResult,
+)
+from .store.sqlite import StoreClosed
+
+try:
+    from smartpark.protocol.report import encode_ack
+except ImportError:  # protocol/cbor.py not built yet
+    encode_ack = None
+
+RETRY_AFTER = 5  # s, Max-Age of a 5.03 when the store cannot take the report
+
+ACCEPTED_FORMATS = (CT_SENML_CBOR, CT_SENML_JSON)
+
+
+def _diag(text):
+    return text.encode("utf-8", "replace")[:120]
+
+
+class Pipeline:
+    """Implements interfaces.Ingest."""
+
+    def __init__(self, store, decoder, registry, events, metrics, max_payload=8192, clock=None):
+        self.store = store
+        self.decoder = decoder
+        self.registry = registry
+        self.events = events
+        self.metrics = metrics
+        self.max_payload = max_payload
+        self.clock = clock or time.time
+        self.closing = False
+        self.inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def drain(self):
+        """Wait until every report being ingested has its result (used at shutdown)."""
+        await self._idle.wait()
+
+    def _error(self, code, text, kind, max_age=None):
+        self.metrics.errors.inc(kind)
+        return ReportResult(code, _diag(text), max_age=max_age, error=kind)
+
+    async def ingest(self, items, path="aiocoap"):
+        self.inflight += 1
+        self._idle.clear()
+        try:
+            return await self._ingest(items, path)
+        finally:
+            self.inflight -= 1
+            if not self.inflight:
+                self._idle.set()
+
+    async def _ingest(self, items, path):
+        t_start = time.perf_counter()
+        now = self.clock()
+        n = len(items)
+        self.metrics.messages.inc(path, by=n)
+        results = [None] * n
+        todo = []
+        for i, (_address, payload, cf) in enumerate(items):
+            if self.closing:
+                results[i] = self._error(SERVICE_UNAVAILABLE, "hub is shutting down", "shutdown",
+                                         RETRY_AFTER)
+            elif len(payload) > self.max_payload:
+                results[i] = self._error(
+                    REQUEST_ENTITY_TOO_LARGE,
+                    "report of %d bytes exceeds %d" % (len(payload), self.max_payload),
+                    "too_large")
+            elif cf not in ACCEPTED_FORMATS:
+                results[i] = self._error(
+                    UNSUPPORTED_CONTENT_FORMAT,
+                    "content-format %s not accepted; use 112 (senml+cbor) or 110 (senml+json)"
+                    % ("none" if cf is None else cf), "content_format")
+            else:
+                todo.append(i)
+        if todo:
+            decoded = self.decoder.decode([(items[i][1], items[i][2]) for i in todo], now)
+            waits = []
+            for i, rows in zip(todo, decoded, strict=False):
+                if isinstance(rows, Exception):
+                    results[i] = self._error(BAD_REQUEST, "invalid pack: %s" % rows, "invalid")
+                    continue
+                address = items[i][0]
+                nodes = []
+                for row in rows:
+                    if row[0] not in nodes:
+                        nodes.append(row[0])
+                seen = [(node, address, now) for node in nodes]
+                try:
+                    fut = self.store.write(rows, seen)
+                except StoreClosed:
+                    results[i] = self._error(SERVICE_UNAVAILABLE, "hub is shutting down",
+                                             "shutdown", RETRY_AFTER)
+                    continue
+                waits.append((i, nodes, fut))
+            if waits:
+                done = await asyncio.gather(*(w[2] for w in waits), return_exceptions=True)
+                for (i, nodes, _fut), res in zip(waits, done, strict=False):
+                    if isinstance(res, BaseException):
+                        results[i] = self._error(SERVICE_UNAVAILABLE,
+                                                 "storage unavailable: %s" % type(res).__name__,
+                                                 "store", RETRY_AFTER)
+                        continue
+                    results[i] = self._committed(items[i][0], nodes, res, now)
+        self.metrics.latency.observe(time.perf_counter() - t_start)
+        return results
+
+    def _committed(self, address, nodes, res, now):
+        reg = self.registry
+        for node in nodes:
+            reg.reported(node, address, now)
+        if res.new_rows:
+            reg.new_rows(res.new_rows)
+            self.metrics.readings.inc(by=len(res.new_rows))
+            for sid, node, sensor, unit, t, kind, val in res.new_rows:
+                self.events.publish("reading", {
+                    "series": sid, "node": node, "sensor": sensor, "unit": unit, "time": t,
+                    "kind": kind, "value": val})
+        if res.duplicates:
+            self.metrics.duplicate_readings.inc(by=res.duplicates)
+            if not res.stored:
+                self.metrics.duplicate_reports.inc()
+        node = nodes[0]
+        if encode_ack is None:
+            raise RuntimeError("smartpark.protocol.report needs protocol/cbor.py")
+        payload = encode_ack(now, reg.config_version(node), reg.wanted_firmware(node),
+                             res.stored, res.duplicates)
+        return ReportResult(CHANGED, payload, content_format=CT_CBOR, stored=res.stored,
+                            duplicates=res.duplicates, node=node)

@@ -1,0 +1,159 @@
+"""The OpenAPI 3 document of the HTTP API (served at /api/openapi.json).
+
+Kept beside api/http.py and checked against the running server by
+tests/hub/test_openapi.py, which calls every documented path and validates
+each response against the schema here.
+"""
+
+_ERROR = {"type": "object", "required": ["error"],
+          "properties": {"error": {"type": "string"}, "parameter": {"type": "string"},
+                         "node": {"type": "string"}, "sensor": {"type": "string"}}}
+
+_VALUE = {"oneOf": [{"type": "number"}, {"type": "boolean"}, {"type": "string"},
+                    {"type": "null"}]}
+
+_NODE = {
+    "type": "object",
+    "required": ["id", "online", "last_seen", "firmware", "health", "sensors"],
+    "properties": {
+        "id": {"type": "string"},
+        "online": {"type": "boolean"},
+        "last_seen": {"type": ["number", "null"]},
+        "address": {"type": ["string", "null"]},
+        "firmware": {"type": ["string", "null"]},
+        "health": {"type": "object", "additionalProperties": _VALUE},
+        "sensors": {"type": "array", "items": {"type": "string"}},
+        "registered": {"type": "boolean"},
+        "lifetime": {"type": ["number", "null"]},
+        "expected_interval": {"type": "number"},
+        "config_version": {"type": "integer"},
+    },
+}
+
+_LATEST = {"type": "object", "required": ["node", "sensor", "unit", "time", "value"],
+           "properties": {"node": {"type": "string"}, "sensor": {"type": "string"},
+                          "unit": {"type": ["string", "null"]}, "time": {"type": "number"},
+                          "value": _VALUE}}
+
+_RAW_POINT = {"type": "object", "required": ["time", "value"], "additionalProperties": False,
+              "properties": {"time": {"type": "number"}, "value": _VALUE}}
+
+_BUCKET = {"type": "object", "additionalProperties": False,
+           "required": ["time", "count", "min", "max", "mean", "p50", "p95", "p99"],
+           "properties": {"time": {"type": "number"}, "count": {"type": "integer"},
+                          **{k: {"type": ["number", "null"]}
+                             for k in ("min", "max", "mean", "p50", "p95", "p99")}}}
+
+_SERIES = {"type": "object", "required": ["node", "sensor", "unit", "window", "points"],
+           "properties": {"node": {"type": "string"}, "sensor": {"type": "string"},
+                          "unit": {"type": ["string", "null"]},
+                          "window": {"type": "string",
+                                     "enum": ["raw", "1m", "15m", "1h", "1d"]},
+                          "points": {"type": "array",
+                                     "items": {"oneOf": [_RAW_POINT, _BUCKET]}}}}
+
+_CONFIG = {"type": "object", "required": ["node", "version", "config"],
+           "properties": {"node": {"type": "string"}, "version": {"type": "integer"},
+                          "config": {"type": "object"}}}
+
+
+def _json(schema, description="OK"):
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description):
+    return _json({"$ref": "#/components/schemas/Error"}, description)
+
+
+_NODE_PARAM = {"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def document(version):
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "smartpark hub", "version": version,
+                 "description": "Readings, nodes and events of a smartpark hub. "
+                                "Times are epoch seconds (floats)."},
+        "paths": {
+            "/api/nodes": {"get": {
+                "summary": "All known nodes", "operationId": "listNodes",
+                "responses": {"200": _json({"type": "array",
+                                            "items": {"$ref": "#/components/schemas/Node"}})}}},
+            "/api/nodes/{node}": {"get": {
+                "summary": "One node", "operationId": "getNode", "parameters": [_NODE_PARAM],
+                "responses": {"200": _json({"$ref": "#/components/schemas/Node"}),
+                              "404": _error("unknown node")}}},
+            "/api/nodes/{node}/config": {
+                "get": {"summary": "The node's current configuration", "operationId": "getConfig",
+                        "parameters": [_NODE_PARAM],
+                        "responses": {"200": _json({"$ref": "#/components/schemas/Config"}),
+                                      "404": _error("unknown node")}},
+                "put": {"summary": "Set a new configuration version (bearer token)",
+                        "operationId": "putConfig", "parameters": [_NODE_PARAM],
+                        "security": [{"bearer": []}],
+                        "requestBody": {"required": True, "content": {"application/json": {
+                            "schema": {"type": "object", "properties": {
+                                "report_interval": {"type": "number", "exclusiveMinimum": 0}}}}}},
+                        "responses": {"200": _json({"$ref": "#/components/schemas/Config"}),
+                                      "400": _error("body is not a JSON object"),
+                                      "401": _error("missing or wrong token"),
+                                      "403": _error("writes disabled (no token configured)")}}},
+            "/api/latest": {"get": {
+                "summary": "Latest value of every series", "operationId": "latest",
+                "parameters": [{"name": "node", "in": "query", "required": False,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": _json({"type": "array",
+                                            "items": {"$ref": "#/components/schemas/Latest"}})}}},
+            "/api/series/{node}/{sensor}": {"get": {
+                "summary": "Readings (raw) or rollup buckets of one series",
+                "operationId": "series",
+                "parameters": [
+                    _NODE_PARAM,
+                    {"name": "sensor", "in": "path", "required": True,
+                     "schema": {"type": "string"}},
+                    {"name": "from", "in": "query", "required": False,
+                     "description": "epoch seconds, inclusive; default: 24 h before `to` or now",
+                     "schema": {"type": "number"}},
+                    {"name": "to", "in": "query", "required": False,
+                     "description": "epoch seconds, exclusive; default: no upper bound",
+                     "schema": {"type": "number"}},
+                    {"name": "window", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": ["raw", "1m", "15m", "1h", "1d"],
+                                "default": "raw"}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 100000,
+                                "default": 10000}},
+                ],
+                "responses": {"200": _json({"$ref": "#/components/schemas/Series"}),
+                              "400": _error("bad parameter (named in `parameter`)"),
+                              "404": _error("unknown node or series"),
+                              "503": _error("rollups not available in this build")}}},
+            "/api/events": {"get": {
+                "summary": "Server-Sent Events: reading, node (online/offline), registration",
+                "operationId": "events",
+                "parameters": [{"name": "types", "in": "query", "required": False,
+                                "description": "comma list of reading, node, registration",
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "event stream",
+                                      "content": {"text/event-stream": {
+                                          "schema": {"type": "string"}}}},
+                              "400": _error("unknown event type")}}},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics (text format 0.0.4)", "operationId": "metrics",
+                "responses": {"200": {"description": "metrics", "content": {
+                    "text/plain": {"schema": {"type": "string"}}}}}}},
+            "/healthz": {"get": {
+                "summary": "Liveness of the hub itself", "operationId": "healthz",
+                "responses": {"200": _json({"type": "object", "required": ["status"],
+                                            "properties": {"status": {"type": "string"}}}),
+                              "503": _json({"type": "object"}, "unhealthy")}}},
+            "/api/openapi.json": {"get": {
+                "summary": "This document", "operationId": "openapi",
+                "responses": {"200": _json({"type": "object"})}}},
+        },
+        "components": {
+            "schemas": {"Node": _NODE, "Latest": _LATEST, "Series": _SERIES, "Config": _CONFIG,
+                        "Error": _ERROR},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

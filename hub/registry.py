@@ -1,0 +1,236 @@
+"""The hub's live state: nodes, series, latest values, node configs, and liveness.
+
+Scope: in-memory mirror of what the store holds, kept on the event loop (no
+locks; only the loop touches it). Loaded from the store at start-up; every
+change that must survive a restart is written through the store.
+
+Liveness: a node is expected to report every `interval` seconds, taken from
+its configuration (`report_interval`), else learned from the gaps between its
+reports (exponentially weighted), else the hub default. It is offline once
+`factor * interval` passes without a report (or its RD registration expired
+and it has not reported since); the change is an event and shows in the API.
+"""
+
+import json
+import time
+
+from .store.sqlite import KIND_BOOL, KIND_DATA, KIND_NUM, KIND_STR, q_upsert_node
+
+HEALTH_PREFIX = "health."
+MIN_GAP = 1.0  # s; shorter gaps between reports are not learned as the report interval
+
+
+def value_out(kind, val):
+    """A stored value as JSON-able Python: number, bool, string (vd as base64url text)."""
+    if kind == KIND_BOOL:
+        return bool(val)
+    if kind == KIND_NUM:
+        return val
+    if kind == KIND_STR:
+        return val
+    if kind == KIND_DATA:
+        if isinstance(val, (bytes, bytearray, memoryview)):
+            import base64
+
+            return base64.urlsafe_b64encode(bytes(val)).rstrip(b"=").decode()
+        return val
+    return val
+
+
+class Node:
+    __slots__ = ("id", "address", "firmware", "lt", "registered", "rd", "last_seen", "online",
+                 "interval", "first_seen", "learned", "reports")
+
+    def __init__(self, node_id):
+        self.id = node_id
+        self.address = None
+        self.firmware = None
+        self.lt = None
+        self.registered = None
+        self.rd = None  # {"base":..., "links": [[href, {attrs}], ...], "params": {...}}
+        self.last_seen = None
+        self.online = False
+        self.interval = None  # from config
+        self.first_seen = None
+        self.learned = None  # EWMA of gaps between reports
+        self.reports = 0
+
+
+class Registry:
+    def __init__(self, store, events, factor=3.0, default_interval=60.0, firmware=None):
+        self.store = store
+        self.events = events
+        self.factor = factor
+        self.default_interval = default_interval
+        self.firmware = firmware or None
+        self.nodes = {}
+        self.series = {}  # sid -> (node, sensor, unit)
+        self.series_by_name = {}  # (node, sensor) -> sid
+        self.latest = {}  # sid -> (t, kind, val)
+        self.configs = {}  # node -> (version, cbor bytes)
+
+    # ---- loading -------------------------------------------------------------------------
+
+    def load(self, state):
+        for sid, node, sensor, unit in state["series"]:
+            self.series[sid] = (node, sensor, unit)
+            self.series_by_name[(node, sensor)] = sid
+        self.latest.update(state["latest"])
+        self.configs.update(state["configs"])
+        for row in state["nodes"]:
+            n = self._node(row["id"])
+            for k in ("address", "firmware", "lt", "registered", "last_seen", "interval",
+                      "first_seen"):
+                setattr(n, k, row[k])
+            n.online = bool(row["online"])
+            if row["rd"]:
+                try:
+                    n.rd = json.loads(row["rd"])
+                except ValueError:
+                    n.rd = None
+
+    def _node(self, node_id):
+        n = self.nodes.get(node_id)
+        if n is None:
+            n = self.nodes[node_id] = Node(node_id)
+        return n
+
+    # ---- updates from ingest ---------------------------------------------------------------
+
+    def reported(self, node_id, address, now):
+        """A report from node_id was committed (called after the store's commit)."""
+        n = self._node(node_id)
+        if n.first_seen is None:
+            n.first_seen = now
+        if n.last_seen is not None and now - n.last_seen >= MIN_GAP:
+            # bursts (outbox flush, retransmissions) say nothing about the schedule
+            gap = now - n.last_seen
+            n.learned = gap if n.learned is None else 0.8 * n.learned + 0.2 * gap
+        n.last_seen = now if n.last_seen is None else max(n.last_seen, now)
+        n.address = address
+        n.reports += 1
+        if not n.online:
+            n.online = True
+            self.events.publish("node", {"node": node_id, "online": True})
+
+    def new_rows(self, rows):
+        """Rows newly stored: (sid, node, sensor, unit, t, kind, val)."""
+        for sid, node, sensor, unit, t, kind, val in rows:
+            self.series[sid] = (node, sensor, unit)
+            self.series_by_name[(node, sensor)] = sid
+            cur = self.latest.get(sid)
+            if cur is None or t >= cur[0]:
+                self.latest[sid] = (t, kind, val)
+
+    # ---- RD ----------------------------------------------------------------------------------
+
+    def registered(self, node_id, address, lt, rd, firmware, now):
+        n = self._node(node_id)
+        n.registered = now
+        n.lt = lt
+        n.rd = rd
+        if address:
+            n.address = address
+        if firmware:
+            n.firmware = firmware
+        if not n.online:
+            n.online = True
+            self.events.publish("node", {"node": node_id, "online": True})
+        self.events.publish("registration", {"node": node_id, "action": "register", "lt": lt,
+                                             "sensors": self.sensors(node_id)})
+        return self._persist(n)
+
+    def unregistered(self, node_id):
+        n = self.nodes.get(node_id)
+        if n is None:
+            return None
+        n.registered = None
+        n.lt = None
+        n.rd = None
+        self.events.publish("registration", {"node": node_id, "action": "remove"})
+        return self._persist(n)
+
+    def _persist(self, n):
+        return self.store.call(q_upsert_node, {
+            "id": n.id, "address": n.address, "firmware": n.firmware, "lt": n.lt,
+            "registered": n.registered, "rd": json.dumps(n.rd) if n.rd is not None else None,
+            "last_seen": n.last_seen, "online": int(n.online), "interval": n.interval,
+            "first_seen": n.first_seen})
+
+    # ---- configs ----------------------------------------------------------------------------
+
+    def config_version(self, node_id):
+        c = self.configs.get(node_id)
+        return c[0] if c else 0
+
+    def wanted_firmware(self, node_id):
+        return self.firmware
+
+    def set_config(self, node_id, version, body, interval):
+        self.configs[node_id] = (version, body)
+        n = self._node(node_id)
+        n.interval = interval
+        return self._persist(n)
+
+    # ---- views --------------------------------------------------------------------------------
+
+    def sensors(self, node_id):
+        names = set()
+        for (node, sensor) in self.series_by_name:
+            if node == node_id and not sensor.startswith(HEALTH_PREFIX):
+                names.add(sensor)
+        n = self.nodes.get(node_id)
+        if n is not None and n.rd:
+            for href, _attrs in n.rd.get("links", ()):
+                name = href.rstrip("/").rsplit("/", 1)[-1]
+                if name and not name.startswith(HEALTH_PREFIX):
+                    names.add(name)
+        return sorted(names)
+
+    def health(self, node_id):
+        out = {}
+        for (node, sensor), sid in self.series_by_name.items():
+            if node == node_id and sensor.startswith(HEALTH_PREFIX):
+                cur = self.latest.get(sid)
+                if cur is not None:
+                    out[sensor[len(HEALTH_PREFIX):]] = value_out(cur[1], cur[2])
+        return out
+
+    def expected_interval(self, n):
+        return n.interval or n.learned or self.default_interval
+
+    def node_view(self, node_id):
+        n = self.nodes[node_id]
+        return {
+            "id": n.id,
+            "online": bool(n.online),
+            "last_seen": n.last_seen,
+            "address": n.address,
+            "firmware": n.firmware,
+            "health": self.health(node_id),
+            "sensors": self.sensors(node_id),
+            "registered": n.registered is not None,
+            "lifetime": n.lt,
+            "expected_interval": self.expected_interval(n),
+            "config_version": self.config_version(node_id),
+        }
+
+    # ---- liveness ------------------------------------------------------------------------
+
+    def check_liveness(self, now=None):
+        """Mark nodes offline that missed their reports; returns the ids that changed."""
+        now = time.time() if now is None else now
+        changed = []
+        for n in self.nodes.values():
+            if not n.online:
+                continue
+            last = max(n.last_seen or 0, n.registered or 0)
+            late = now - last > self.factor * self.expected_interval(n)
+            expired = (n.registered is not None and n.lt is not None
+                       and now > n.registered + n.lt and (n.last_seen or 0) < n.registered + n.lt)
+            if late or expired:
+                n.online = False
+                changed.append(n.id)
+                self.events.publish("node", {"node": n.id, "online": False,
+                                             "last_seen": n.last_seen})
+        return changed

@@ -1,0 +1,436 @@
+"""SQLite store: one file, one thread, group commit; "acknowledged means stored".
+
+Scope: every SQLite statement the hub runs happens here, in the store's own
+thread. The event loop hands work over through a queue and awaits an asyncio
+future that the thread resolves (via call_soon_threadsafe) once the work is
+done -- for writes, once the transaction that holds them is committed with
+journal_mode=WAL and synchronous=FULL, i.e. fsync'd.
+
+Group commit: the thread takes *every* job waiting in the queue, writes all
+pending reports in one transaction, commits once, then resolves all their
+futures. Under load a transaction carries hundreds of reports and costs one
+fsync; when idle a lone report is committed at once (no timer, no added
+latency).
+
+Layout (see hub/README.md for why):
+  series(id, node, sensor, unit)          -- small; (node, sensor) unique
+  readings(series, t, kind, val, sum)     -- PRIMARY KEY (series, t) WITHOUT ROWID:
+      one B-tree that is at the same time the uniqueness check for
+      (node, sensor, time), the series/time-range index for the API, and
+      the table itself (no second index to maintain). Rows of a group commit
+      are inserted sorted by that key, so neighbouring rows share pages.
+  rollups(series, win, t, count, min, max, mean, p50, p95, p99)
+  nodes(id, address, firmware, lt, registered, rd, last_seen, online, interval, first_seen)
+  node_configs(node, version, body, created)
+"""
+
+import json
+import math
+import os
+import queue
+import sqlite3
+import threading
+import time
+
+KIND_NUM = 0
+KIND_STR = 1
+KIND_BOOL = 2
+KIND_DATA = 3
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS series(
+    id INTEGER PRIMARY KEY, node TEXT NOT NULL, sensor TEXT NOT NULL, unit TEXT,
+    UNIQUE(node, sensor));
+CREATE TABLE IF NOT EXISTS readings(
+    series INTEGER NOT NULL, t REAL NOT NULL, kind INTEGER NOT NULL, val, sum REAL,
+    PRIMARY KEY(series, t)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollups(
+    series INTEGER NOT NULL, win INTEGER NOT NULL, t REAL NOT NULL,
+    count INTEGER NOT NULL, min REAL, max REAL, mean REAL, p50 REAL, p95 REAL, p99 REAL,
+    PRIMARY KEY(series, win, t)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nodes(
+    id TEXT PRIMARY KEY, address TEXT, firmware TEXT, lt REAL, registered REAL,
+    rd TEXT, last_seen REAL, online INTEGER, interval REAL, first_seen REAL);
+CREATE TABLE IF NOT EXISTS node_configs(
+    node TEXT NOT NULL, version INTEGER NOT NULL, body BLOB NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY(node, version));
+"""
+
+_INSERT = "INSERT OR IGNORE INTO readings(series, t, kind, val, sum) VALUES (?, ?, ?, ?, ?)"
+_NODE_SEEN = (
+    "INSERT INTO nodes(id, address, last_seen, first_seen, online) VALUES (?, ?, ?, ?, 1) "
+    "ON CONFLICT(id) DO UPDATE SET address = excluded.address, "
+    "last_seen = max(coalesce(last_seen, 0), excluded.last_seen)"
+)
+
+
+class StoreClosed(RuntimeError):
+    """The store no longer accepts work (shutting down or closed)."""
+
+
+class WriteResult:
+    """What one report's write did: counts, and the rows that were new."""
+
+    __slots__ = ("stored", "duplicates", "new_rows")
+
+    def __init__(self):
+        self.stored = 0
+        self.duplicates = 0
+        # (series_id, node, sensor, unit, t, kind, val) of rows actually inserted
+        self.new_rows = []
+
+
+class _Write:
+    __slots__ = ("rows", "seen", "future", "result")
+
+    def __init__(self, rows, seen, future):
+        self.rows = rows
+        self.seen = seen
+        self.future = future
+        self.result = WriteResult()
+
+
+class _Call:
+    __slots__ = ("fn", "args", "future")
+
+    def __init__(self, fn, args, future):
+        self.fn = fn
+        self.args = args
+        self.future = future
+
+
+_STOP = object()
+
+
+def _resolve_all(pairs):
+    for fut, ok, value in pairs:
+        if fut.cancelled():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
+class SqliteStore:
+    """The SQLite backend. Create, `await start()`, use, `await close()`."""
+
+    def __init__(self, path, cache_mb=64, on_commit=None):
+        self.path = path
+        self.cache_mb = cache_mb
+        # on_commit(conn, new_rows): runs in the store thread after each group commit
+        # with every newly inserted row (used to feed the rollups).
+        self.on_commit = on_commit
+        self._q = queue.SimpleQueue()
+        self._thread = None
+        self._loop = None
+        self._closed = False
+        self._series = {}  # (node, sensor) -> (id, unit)
+        self.commits = 0
+        self.committed_reports = 0
+        self.last_batch = 0
+        self.commit_seconds = 0.0
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, loop):
+        self._loop = loop
+        d = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(d, exist_ok=True)
+        ready = loop.create_future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="sqlite-store",
+                                        daemon=True)
+        self._thread.start()
+        await ready
+
+    async def close(self):
+        """Finish everything queued, then close the database. Idempotent."""
+        if self._thread is None:
+            return
+        self._closed = True
+        done = self._loop.create_future()
+        self._q.put((_STOP, done))
+        await done
+        self._thread.join(timeout=10)
+        self._thread = None
+
+    @property
+    def queue_depth(self):
+        return self._q.qsize()
+
+    # ---- API for the event loop ---------------------------------------------------------
+
+    def write(self, rows, seen):
+        """Queue a report's rows; return a future resolved with a WriteResult after commit.
+
+        rows: list of (node, sensor, unit, t, kind, val, sum)
+        seen: list of (node, address, time) -- node registry last-seen updates
+        """
+        if self._closed:
+            raise StoreClosed("store is closing")
+        fut = self._loop.create_future()
+        self._q.put(_Write(rows, seen, fut))
+        return fut
+
+    def call(self, fn, *args):
+        """Run fn(conn, *args) in the store thread; returns an awaitable future."""
+        if self._closed:
+            raise StoreClosed("store is closing")
+        fut = self._loop.create_future()
+        self._q.put(_Call(fn, args, fut))
+        return fut
+
+    # ---- the thread ---------------------------------------------------------------------
+
+    def _open(self):
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA cache_size=%d" % (-1024 * int(self.cache_mb)))
+        conn.execute("PRAGMA foreign_keys=OFF")
+        conn.executescript(_SCHEMA)
+        for sid, node, sensor, unit in conn.execute("SELECT id, node, sensor, unit FROM series"):
+            self._series[(node, sensor)] = (sid, unit)
+        return conn
+
+    def _run(self, ready):
+        loop = self._loop
+        try:
+            conn = self._open()
+        except Exception as e:  # noqa: BLE001 - reported to the starter
+            loop.call_soon_threadsafe(_resolve_all, [(ready, False, e)])
+            return
+        loop.call_soon_threadsafe(_resolve_all, [(ready, True, None)])
+        stop = None
+        while stop is None:
+            jobs = [self._q.get()]
+            while True:
+                try:
+                    jobs.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            writes = []
+            calls = []
+            for j in jobs:
+                if isinstance(j, _Write):
+                    writes.append(j)
+                elif isinstance(j, _Call):
+                    calls.append(j)
+                else:
+                    stop = j
+            done = []
+            if writes:
+                done.extend(self._group_commit(conn, writes))
+            for c in calls:
+                try:
+                    done.append((c.future, True, c.fn(conn, *c.args)))
+                except Exception as e:  # noqa: BLE001 - handed to the awaiting caller
+                    if conn.in_transaction:
+                        conn.rollback()
+                    done.append((c.future, False, e))
+            if done:
+                loop.call_soon_threadsafe(_resolve_all, done)
+        # drain anything that raced in after the stop marker
+        late = []
+        while True:
+            try:
+                j = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(j, (_Write, _Call)):
+                late.append((j.future, False, StoreClosed("store closed")))
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
+        conn.close()
+        late.append((stop[1], True, None))
+        loop.call_soon_threadsafe(_resolve_all, late)
+
+    def _series_id(self, conn, node, sensor, unit):
+        key = (node, sensor)
+        hit = self._series.get(key)
+        if hit is not None:
+            sid, old_unit = hit
+            if unit is not None and unit != old_unit:
+                conn.execute("UPDATE series SET unit = ? WHERE id = ?", (unit, sid))
+                self._series[key] = (sid, unit)
+            return sid
+        cur = conn.execute("INSERT INTO series(node, sensor, unit) VALUES (?, ?, ?)",
+                           (node, sensor, unit))
+        sid = cur.lastrowid
+        self._series[key] = (sid, unit)
+        return sid
+
+    def _group_commit(self, conn, writes):
+        t0 = time.perf_counter()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            flat = []
+            for wi, w in enumerate(writes):
+                for row in w.rows:
+                    node, sensor, unit, t, kind, val, sm = row
+                    sid = self._series_id(conn, node, sensor, unit)
+                    flat.append((sid, t, kind, val, sm, wi, node, sensor, unit))
+            flat.sort(key=lambda r: (r[0], r[1]))
+            cur = conn.cursor()
+            new_rows = []
+            for sid, t, kind, val, sm, wi, node, sensor, unit in flat:
+                cur.execute(_INSERT, (sid, t, kind, val, sm))
+                res = writes[wi].result
+                if cur.rowcount == 1:
+                    res.stored += 1
+                    r = (sid, node, sensor, unit, t, kind, val)
+                    res.new_rows.append(r)
+                    new_rows.append(r)
+                else:
+                    res.duplicates += 1
+            last = {}
+            for w in writes:
+                for node, address, seen_at in w.seen:
+                    prev = last.get(node)
+                    if prev is None or seen_at >= prev[1]:
+                        last[node] = (address, seen_at)
+            for node, (address, seen_at) in last.items():
+                cur.execute(_NODE_SEEN, (node, address, seen_at, seen_at))
+            conn.execute("COMMIT")
+        except Exception as e:  # noqa: BLE001 - every waiting report learns of the failure
+            if conn.in_transaction:
+                conn.rollback()
+            self._series.clear()
+            for sid, node, sensor, unit in conn.execute("SELECT id, node, sensor, unit FROM series"):
+                self._series[(node, sensor)] = (sid, unit)
+            return [(w.future, False, e) for w in writes]
+        self.commits += 1
+        self.committed_reports += len(writes)
+        self.last_batch = len(writes)
+        self.commit_seconds += time.perf_counter() - t0
+        if self.on_commit is not None and new_rows:
+            try:
+                self.on_commit(conn, new_rows)
+            except Exception:  # noqa: BLE001 - rollups must not undo an acknowledged commit
+                import traceback
+
+                traceback.print_exc()
+        return [(w.future, True, w.result) for w in writes]
+
+
+# ---- queries: functions run in the store thread via store.call(fn, ...) ---------------------
+
+
+def q_load_state(conn):
+    """Everything the hub keeps in memory, read at start-up."""
+    series = [tuple(r) for r in conn.execute("SELECT id, node, sensor, unit FROM series")]
+    latest = {}
+    for sid, _node, _sensor, _unit in series:
+        row = conn.execute(
+            "SELECT t, kind, val FROM readings WHERE series = ? ORDER BY t DESC LIMIT 1", (sid,)
+        ).fetchone()
+        if row is not None:
+            latest[sid] = tuple(row)
+    nodes = [
+        dict(zip(("id", "address", "firmware", "lt", "registered", "rd", "last_seen", "online",
+                  "interval", "first_seen"), r, strict=False))
+        for r in conn.execute(
+            "SELECT id, address, firmware, lt, registered, rd, last_seen, online, interval,"
+            " first_seen FROM nodes")
+    ]
+    configs = {}
+    for node, version, body in conn.execute(
+            "SELECT node, version, body FROM node_configs c WHERE version ="
+            " (SELECT max(version) FROM node_configs d WHERE d.node = c.node)"):
+        configs[node] = (version, bytes(body))
+    return {"series": series, "latest": latest, "nodes": nodes, "configs": configs}
+
+
+def q_raw(conn, sid, t0, t1, limit):
+    return [tuple(r) for r in conn.execute(
+        "SELECT t, kind, val FROM readings WHERE series = ? AND t >= ? AND t < ? ORDER BY t LIMIT ?",
+        (sid, t0, t1, limit))]
+
+
+def q_rollups(conn, sid, win, t0, t1, limit):
+    return [tuple(r) for r in conn.execute(
+        "SELECT t, count, min, max, mean, p50, p95, p99 FROM rollups"
+        " WHERE series = ? AND win = ? AND t >= ? AND t < ? ORDER BY t LIMIT ?",
+        (sid, win, t0, t1, limit))]
+
+
+def q_count_readings(conn, sid=None):
+    if sid is None:
+        return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+    return conn.execute("SELECT count(*) FROM readings WHERE series = ?", (sid,)).fetchone()[0]
+
+
+def q_upsert_rollups(conn, rows):
+    """rows: (series, win, t, count, min, max, mean, p50, p95, p99); replaces buckets."""
+    if not rows:
+        return 0
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(
+        "INSERT OR REPLACE INTO rollups(series, win, t, count, min, max, mean, p50, p95, p99)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.execute("COMMIT")
+    return len(rows)
+
+
+def q_readings_between(conn, sid, t0, t1):
+    """Numeric/bool readings of one series in [t0, t1), for rebuilding a rollup bucket."""
+    return [tuple(r) for r in conn.execute(
+        "SELECT t, val FROM readings WHERE series = ? AND t >= ? AND t < ? AND kind IN (?, ?)"
+        " ORDER BY t", (sid, t0, t1, KIND_NUM, KIND_BOOL))]
+
+
+def q_rollup_exists(conn, sid, win, t):
+    return conn.execute("SELECT 1 FROM rollups WHERE series = ? AND win = ? AND t = ?",
+                        (sid, win, t)).fetchone() is not None
+
+
+def q_upsert_node(conn, node):
+    """node: dict with id and any of the nodes columns; missing columns are left alone."""
+    cols = [k for k in ("address", "firmware", "lt", "registered", "rd", "last_seen", "online",
+                        "interval", "first_seen") if k in node]
+    values = [node[k] for k in cols]
+    if isinstance(node.get("rd"), (dict, list)):
+        values[cols.index("rd")] = json.dumps(node["rd"])
+    sets = ", ".join("%s = excluded.%s" % (c, c) for c in cols) or "id = id"
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(
+        "INSERT INTO nodes(id%s) VALUES (?%s) ON CONFLICT(id) DO UPDATE SET %s"
+        % ("".join(", " + c for c in cols), ", ?" * len(cols), sets),
+        [node["id"]] + values)
+    conn.execute("COMMIT")
+
+
+def q_put_config(conn, node, body, now):
+    conn.execute("BEGIN IMMEDIATE")
+    row = conn.execute("SELECT max(version) FROM node_configs WHERE node = ?", (node,)).fetchone()
+    version = (row[0] or 0) + 1
+    conn.execute("INSERT INTO node_configs(node, version, body, created) VALUES (?, ?, ?, ?)",
+                 (node, version, body, now))
+    conn.execute("COMMIT")
+    return version
+
+
+def q_prune(conn, cutoff, after_sid=0, batch=100):
+    """Delete raw readings older than `cutoff` for up to `batch` series with id > after_sid.
+
+    Returns (rows removed, last series id handled or None when done). The hub's
+    retention task calls this repeatedly so that ingest commits interleave.
+    """
+    sids = [r[0] for r in conn.execute(
+        "SELECT id FROM series WHERE id > ? ORDER BY id LIMIT ?", (after_sid, batch))]
+    if not sids:
+        return 0, None
+    removed = 0
+    conn.execute("BEGIN IMMEDIATE")
+    for sid in sids:
+        removed += conn.execute("DELETE FROM readings WHERE series = ? AND t < ?",
+                                (sid, cutoff)).rowcount
+    conn.execute("COMMIT")
+    return removed, sids[-1]
+
+
+def finite(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
