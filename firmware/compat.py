@@ -57,3 +57,15 @@ def urandom_int(bits):
 def log(*parts):
     """One line to the console: the firmware's only logger (no `logging` on device)."""
     print("[node]", *parts)
+
+
+try:
+    from binascii import crc32
+except ImportError:  # a port built without binascii.crc32
+    def crc32(data, crc=0):  # type: ignore[misc]
+        crc ^= 0xFFFFFFFF
+        for b in data:
+            crc ^= b
+            for _ in range(8):
+                crc = (crc >> 1) ^ 0xEDB88320 if crc & 1 else crc >> 1
+        return crc ^ 0xFFFFFFFF
