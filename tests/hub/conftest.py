@@ -1,0 +1,33 @@
+"""Fixtures for the hub tests (helpers live in hubutil.py)."""
+
+import os
+
+import pytest
+from hubutil import HubProc
+
+
+@pytest.fixture
+def hub_factory(tmp_path):
+    started = []
+
+    def make(extra=(), config=None, bind="127.0.0.1", data_dir=None):
+        d = data_dir or str(tmp_path / "data")
+        os.makedirs(d, exist_ok=True)
+        h = HubProc(d, extra=extra, config=config, bind=bind).start()
+        started.append(h)
+        return h
+
+    yield make
+    for h in started:
+        h.kill()
+
+
+@pytest.fixture(scope="module")
+def shared_hub(tmp_path_factory):
+    """One hub for the tests that only add their own nodes (names unique per test)."""
+    d = str(tmp_path_factory.mktemp("hub"))
+    h = HubProc(d, extra=["--http-token", "s3cret"]).start()
+    yield h
+    h.kill()
+
+
