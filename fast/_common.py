@@ -25,7 +25,7 @@ MIN_INDEXABLE = 1e-9  # |x| below this counts in the zero bin
 
 DEFAULT_MAX_RECORDS = 4096
 DEFAULT_MAX_BYTES = 65536
-DEFAULT_MAX_DEPTH = 16
+DEFAULT_MAX_DEPTH = 32  # as protocol.cbor.MAX_DEPTH, so both twins agree
 
 RELATIVE_TIME_LIMIT = 268435456  # 2**28, RFC 8428 §4.5.3
 

@@ -19,10 +19,10 @@ decodes on one thread; the nogil section lets the event loop run meanwhile).
 
 from cpython.array cimport array, clone, resize
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from libc.math cimport INFINITY, NAN, ldexp
+from libc.math cimport INFINITY, NAN, isfinite, ldexp
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, strlen
 
 from smartpark.fast._common import Batch as _Batch
 from smartpark.fast._common import (
@@ -351,6 +351,10 @@ cdef enum:
     E_MUST_UNDERSTAND = 38
     E_LABEL_TYPE = 39
     E_EMPTY = 40
+    E_RANGE = 41
+    E_TIME = 42
+    E_TEXT_LABEL = 43
+    E_BVER_CHANGE = 44
 
 # field slots, indexed by CBOR label + 6 (labels -6..8)
 cdef enum:
@@ -655,6 +659,7 @@ cdef int read_num(Ctx* c, Rd* r, int depth, int field, Num* out) noexcept nogil:
     cdef double d
     cdef Py_ssize_t i
     cdef const uint8_t* bp
+    cdef uint64_t big
     if head(c, r, &mt, &arg, &ai) < 0:
         return -1
     if mt == 7:
@@ -694,6 +699,8 @@ cdef int read_num(Ctx* c, Rd* r, int depth, int field, Num* out) noexcept nogil:
             out.i = -1 - <int64_t>arg
             out.d = <double>out.i
         else:
+            if arg == 0xFFFFFFFFFFFFFFFFULL:
+                return fail(c, E_RANGE, start, field)  # -2**64: outside the reference's range
             out.is_int = False
             out.d = -1.0 - <double>arg
         return 0
@@ -712,14 +719,21 @@ cdef int read_num(Ctx* c, Rd* r, int depth, int field, Num* out) noexcept nogil:
         if read_string(c, r, 2, arg, ai, i, &s) < 0:
             return -1
         bp = str_ptr(c, &s)
-        d = 0.0
+        # the reference turns a bignum into an int and keeps it only within 64 bits
+        big = 0
         for i in range(s.n):
-            d = d * 256.0 + bp[i]
-        out.is_int = False
-        out.d = d if arg == 2 else -1.0 - d
-        if out.d == <double>(<int64_t>out.d) and out.d < 9.2e18 and out.d > -9.2e18:
+            if big >> 56:
+                return fail(c, E_RANGE, start, field)
+            big = (big << 8) | bp[i]
+        if arg == 3 and big == 0xFFFFFFFFFFFFFFFFULL:
+            return fail(c, E_RANGE, start, field)
+        if big <= 0x7FFFFFFFFFFFFFFFULL:
             out.is_int = True
-            out.i = <int64_t>out.d
+            out.i = <int64_t>big if arg == 2 else -1 - <int64_t>big
+            out.d = <double>out.i
+        else:
+            out.is_int = False
+            out.d = <double>big if arg == 2 else -1.0 - <double>big
         return 0
     # anything else is the wrong type, but must still be well-formed CBOR
     r.pos = start
@@ -752,6 +766,7 @@ cdef struct Pack:
     bint has_bv
     Num bs
     bint has_bs
+    int64_t bver   # 0 = none seen yet
 
 
 cdef int read_text_field(Ctx* c, Rd* r, int want_mt, int field, Str* out) noexcept nogil:
@@ -780,9 +795,25 @@ cdef inline int ensure_scratch(Ctx* c, Py_ssize_t n) noexcept nogil:
     return 0
 
 
+cdef const char* LABEL_TEXT[15]
+LABEL_TEXT[:] = [b"bs", b"bv", b"bu", b"bt", b"bn", b"bver", b"n", b"u", b"v", b"vs", b"vb",
+                 b"s", b"t", b"ut", b"vd"]
+
+
+cdef bint is_known_label(const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    """A JSON label of RFC 8428 Table 4 (must be an integer in SenML-CBOR)."""
+    cdef int i
+    cdef const char* lab
+    for i in range(15):
+        lab = LABEL_TEXT[i]
+        if strlen(lab) == <size_t>n and memcmp(lab, p, n) == 0:
+            return True
+    return False
+
+
 cdef int unknown_label(Ctx* c, Rd* r, Py_ssize_t kpos, int kmt, uint64_t karg, int kai,
                        int64_t* seen_int, int* n_int, Py_ssize_t* seen_txt_off,
-                       Py_ssize_t* seen_txt_len, int* n_txt) noexcept nogil:
+                       Py_ssize_t* seen_txt_len, int* n_txt, bint* has_ext) noexcept nogil:
     """A label this decoder does not know: check it, then skip its value."""
     cdef Str s
     cdef int j, sub
@@ -799,6 +830,9 @@ cdef int unknown_label(Ctx* c, Rd* r, Py_ssize_t kpos, int kmt, uint64_t karg, i
             seen_txt_off[n_txt[0]] = s.p - r.p
             seen_txt_len[n_txt[0]] = s.n
             n_txt[0] += 1
+        if is_known_label(sp, s.n):
+            return fail(c, E_TEXT_LABEL, kpos)
+        has_ext[0] = True
         if s.n > 0 and sp[s.n - 1] == b'_':
             # must-understand (RFC 8428 §4.4): reject, after the value is well-formed
             if skip_item(c, r, 2, &sub) < 0:
@@ -852,6 +886,7 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
     cdef double tval
     cdef Py_ssize_t o
     cdef bint have_u
+    cdef bint has_ext = False
 
     if head(c, r, &mt, &arg, &ai) < 0:
         return -1
@@ -887,7 +922,7 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
             f = 5 - <int>karg
         if f < 0:
             if unknown_label(c, r, kpos, kmt, karg, kai, seen_int, &n_int, seen_txt_off,
-                             seen_txt_len, &n_txt) < 0:
+                             seen_txt_len, &n_txt, &has_ext) < 0:
                 return -1
             continue
         if seen & (1u << f):
@@ -900,14 +935,20 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
             if read_num(c, r, 2, f, &v_n) < 0:
                 return -1
         elif f == F_T:
+            o = r.pos
             if read_num(c, r, 2, f, &t_n) < 0:
                 return -1
+            if not t_n.is_int and not isfinite(t_n.d):
+                return fail(c, E_TIME, o, f)
         elif f == F_BN:
             if read_text_field(c, r, 3, f, &bn_s) < 0:
                 return -1
         elif f == F_BT:
+            o = r.pos
             if read_num(c, r, 2, f, &bt_n) < 0:
                 return -1
+            if not bt_n.is_int and not isfinite(bt_n.d):
+                return fail(c, E_TIME, o, f)
         elif f == F_U:
             if read_text_field(c, r, 3, f, &u_s) < 0:
                 return -1
@@ -939,16 +980,22 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
             if read_num(c, r, 2, f, &bs_n) < 0:
                 return -1
         elif f == F_UT:
+            o = r.pos
             if read_num(c, r, 2, f, &ut_n) < 0:
                 return -1
+            if not ut_n.is_int and not isfinite(ut_n.d):
+                return fail(c, E_TIME, o, f)
         elif f == F_BVER:
             o = r.pos
             if read_num(c, r, 2, f, &tt) < 0:
                 return -1
             if not tt.is_int:
                 return fail(c, E_TYPE, o, f)
-            if tt.i > 10:
-                return fail(c, E_VERSION, o, <int>(tt.i if tt.i < 1000000000 else 1000000000))
+            if tt.i > 10 or tt.i < 1:
+                return fail(c, E_VERSION, o, <int>(tt.i if tt.i < 1000000000 and tt.i > -1000000000 else 0))
+            if pk.bver != 0 and pk.bver != tt.i:
+                return fail(c, E_BVER_CHANGE, o)
+            pk.bver = tt.i
 
     # base fields apply to this record and the ones after it
     if seen & (1u << F_BN):
@@ -969,7 +1016,7 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
     if nvalues > 1:
         return fail(c, E_MULTI_VALUE, start)
     if nvalues == 0 and not (seen & (1u << F_S)):
-        if seen & ((1u << F_N) | (1u << F_U) | (1u << F_T) | (1u << F_UT)):
+        if has_ext or seen & ((1u << F_N) | (1u << F_U) | (1u << F_T) | (1u << F_UT)):
             return fail(c, E_NO_VALUE, start)
         return 0  # only base fields (or nothing): no record
 
@@ -1097,6 +1144,7 @@ cdef int decode_payload(Ctx* c, const uint8_t* p, Py_ssize_t n, int32_t pi) noex
     pk.has_bu = False
     pk.has_bv = False
     pk.has_bs = False
+    pk.bver = 0
     if head(c, &r, &mt, &arg, &ai) < 0:
         return -1
     if mt != 4:
@@ -1162,6 +1210,10 @@ cdef dict _MESSAGES = {
     E_MUST_UNDERSTAND: (SenMLError, "unknown must-understand label (ends with '_')"),
     E_LABEL_TYPE: (SenMLError, "a label must be an integer or a text string"),
     E_EMPTY: (CBORDecodeError, "empty payload"),
+    E_RANGE: (SenMLError, "%r is out of range (integers stay within 64 bits)"),
+    E_TIME: (SenMLError, "%r is not a finite time"),
+    E_TEXT_LABEL: (SenMLError, "a RFC 8428 label must be its integer code in SenML-CBOR"),
+    E_BVER_CHANGE: (SenMLError, "bver changes within the pack"),
 }
 
 
