@@ -18,6 +18,10 @@ import urllib.request
 
 import cbor2
 
+# Readings are stamped near the present (hour-aligned): the hub's retention
+# (30 days by default) would rightly delete anything older.
+T0 = float(int(time.time()) // 3600 * 3600 - 7200)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -133,7 +137,7 @@ class HubProc:
 
 def senml_cbor(node, records, bt=None):
     """A SenML-CBOR pack (cbor2): records are (sensor, value, t offset[, unit])."""
-    bt = 1_700_000_000.0 if bt is None else bt
+    bt = T0 if bt is None else bt
     pack = []
     for i, rec in enumerate(records):
         sensor, value, t = rec[:3]
@@ -154,7 +158,7 @@ def senml_cbor(node, records, bt=None):
 
 
 def senml_json(node, records, bt=None):
-    bt = 1_700_000_000.0 if bt is None else bt
+    bt = T0 if bt is None else bt
     pack = []
     for i, rec in enumerate(records):
         sensor, value, t = rec[:3]

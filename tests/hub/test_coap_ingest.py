@@ -6,10 +6,8 @@ import subprocess
 import aiocoap
 import cbor2
 import pytest
-from hubutil import coap_post, run, senml_cbor, senml_json
+from hubutil import T0, coap_post, run, senml_cbor, senml_json
 from smartpark.protocol.report import decode_ack
-
-T0 = 1_700_000_000.0
 
 
 def test_aiocoap_post_cbor_and_json_read_back(shared_hub):

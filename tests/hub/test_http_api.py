@@ -6,9 +6,7 @@ import threading
 
 import aiocoap
 import pytest
-from hubutil import coap_post, run, senml_cbor
-
-T0 = 1_700_000_000.0
+from hubutil import T0, coap_post, run, senml_cbor
 
 
 @pytest.fixture(scope="module")
