@@ -55,6 +55,7 @@ _BREAK = const(0xFF)
 _ENCODE_DEPTH = const(100)
 
 _U64 = 0xFFFFFFFFFFFFFFFF
+_NEG64 = -1 - _U64  # the most negative int that major type 1 holds
 
 
 class Tag:
@@ -134,25 +135,6 @@ def _half_to_float(h):
     else:
         val = math.ldexp(mant + 1024, exp - 25)
     return -val if h & 0x8000 else val
-
-
-def _float_to_half(f, neg):
-    """binary16 bits for abs-value f if exactly representable, else None."""
-    if f < 6.103515625e-05:  # below 2**-14: subnormal (or zero)
-        m = f * 16777216.0  # 2**24, exact
-        if m != int(m):
-            return None
-        bits = int(m)
-    else:
-        m, e = math.frexp(f)  # f = m * 2**e, 0.5 <= m < 1
-        e -= 1
-        if e > 15:
-            return None
-        m = (m * 2.0 - 1.0) * 1024.0  # exact: only the exponent changes
-        if m != int(m):
-            return None
-        bits = ((e + 15) << 10) | int(m)
-    return bits | 0x8000 if neg else bits
 
 
 # ---------------------------------------------------------------- UTF-8
@@ -428,6 +410,10 @@ def loads(data, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_bytes=MAX_BYTES,
 
 
 # ---------------------------------------------------------------- encoding
+#
+# The encoder avoids heap churn on a node: heads are appended byte by byte,
+# and floats are analysed in one 9-byte scratch buffer per dumps() call
+# instead of trying each width with struct.pack.
 
 def _head(buf, mt, n):
     mt <<= 5
@@ -437,9 +423,15 @@ def _head(buf, mt, n):
         buf.append(mt | 24)
         buf.append(n)
     elif n < 0x10000:
-        buf.extend(struct.pack(">BH", mt | 25, n))
+        buf.append(mt | 25)
+        buf.append(n >> 8)
+        buf.append(n & 0xFF)
     elif n < 0x100000000:
-        buf.extend(struct.pack(">BI", mt | 26, n))
+        buf.append(mt | 26)
+        buf.append(n >> 24)
+        buf.append((n >> 16) & 0xFF)
+        buf.append((n >> 8) & 0xFF)
+        buf.append(n & 0xFF)
     else:
         buf.extend(struct.pack(">BQ", mt | 27, n))
 
@@ -453,36 +445,121 @@ def _bignum(buf, tag, n):
     buf.extend(n.to_bytes(k, "big"))
 
 
-def _float(buf, f):
+def _fits(e, tz, p, emin, emax):
+    """Does 1.m * 2**e, m with tz trailing zero bits of 52, fit a binary format
+    with p mantissa bits and normal exponents emin..emax (subnormals too)?"""
+    if e > emax:
+        return False
+    if e >= emin:
+        return tz >= 52 - p
+    if e >= emin - p:
+        return tz >= 52 - p + (emin - e)
+    return False
+
+
+def _float(buf, f, sc):
     if f != f:
-        buf.extend(b"\xf9\x7e\x00")
+        buf.extend(b"\xf9\x7e\x00")  # NaN, canonical quiet form
         return
-    neg = struct.pack(">d", f)[0] & 0x80
-    a = -f if neg else f
-    if a == float("inf"):
-        buf.extend(b"\xf9\xfc\x00" if neg else b"\xf9\x7c\x00")
+    struct.pack_into(">d", sc, 1, f)
+    sign = sc[1] & 0x80
+    e = ((sc[1] & 0x7F) << 4) | (sc[2] >> 4)  # biased exponent
+    if e == 0x7FF:
+        buf.extend(b"\xf9\xfc\x00" if sign else b"\xf9\x7c\x00")
         return
-    h = _float_to_half(a, neg)
-    if h is not None:
-        buf.extend(struct.pack(">BH", 0xF9, h))
-        return
-    if a <= 3.4028234663852886e38:
-        try:
-            single = struct.pack(">f", f)
-        except OverflowError:
-            single = None
-        if single is not None and struct.unpack(">f", single)[0] == f:
-            buf.append(0xFA)
-            buf.extend(single)
+    # Trailing zero bits of the 52-bit mantissa (52 when it is all zero).
+    tz = 0
+    i = 8
+    while i > 2 and sc[i] == 0:
+        tz += 8
+        i -= 1
+    x = sc[i] if i > 2 else (sc[2] & 0x0F) | 0x10
+    while not x & 1:
+        x >>= 1
+        tz += 1
+    if e == 0:  # zero, or a double subnormal (too small for any shorter width)
+        if tz >= 52:
+            buf.append(0xF9)
+            buf.append(sign)
+            buf.append(0)
             return
-    buf.extend(struct.pack(">Bd", 0xFB, f))
+        e = -2000
+    else:
+        e -= 1023
+    if _fits(e, tz, 10, -14, 15):
+        m = ((sc[2] & 0x0F) << 6) | (sc[3] >> 2)  # top 10 mantissa bits
+        if e >= -14:
+            h = ((e + 15) << 10) | m
+        else:
+            h = (0x400 | m) >> (-14 - e)
+        buf.append(0xF9)
+        buf.append(sign | (h >> 8))
+        buf.append(h & 0xFF)
+        return
+    if _fits(e, tz, 23, -126, 127):
+        struct.pack_into(">f", sc, 1, f)
+        sc[0] = 0xFA
+        for j in range(5):
+            buf.append(sc[j])
+        return
+    sc[0] = 0xFB
+    buf.extend(sc)
+
+
+def _int_keys(obj):
+    """True when every key of obj is an int of at most 64 bits."""
+    for k in obj:
+        if type(k) is not int or k > _U64 or k < _NEG64:
+            return False
+    return True
+
+
+def _before(a, b):
+    """Does int key a encode (bytewise) before int key b? Unsigned ints come
+    first in numeric order, then negative ints as -1, -2, ... (§4.2.1)."""
+    if a >= 0:
+        return b < 0 or a < b
+    return b < 0 and a > b
 
 
 def _first(pair):
     return pair[0]
 
 
-def _enc(buf, obj, depth):
+def _map(buf, obj, depth, sc):
+    n = len(obj)
+    _head(buf, _MT_MAP, n)
+    if n == 1:
+        for k in obj:
+            _enc(buf, k, depth, sc)
+            _enc(buf, obj[k], depth, sc)
+        return
+    if n <= 16 and _int_keys(obj):
+        # Small int-keyed maps (SenML records, report acks): pick the keys in
+        # order by selection, which allocates nothing.
+        prev = None
+        for _ in range(n):
+            best = None
+            for k in obj:
+                if (prev is None or _before(prev, k)) and (best is None or _before(k, best)):
+                    best = k
+            _enc(buf, best, depth, sc)
+            _enc(buf, obj[best], depth, sc)
+            prev = best
+        return
+    # General case: sort by the encoded bytes of each key.
+    keyed = []
+    for k in obj:
+        kb = bytearray()
+        _enc(kb, k, depth, sc)
+        keyed.append((bytes(kb), k))
+    keyed.sort(key=_first)
+    for kb, k in keyed:
+        buf.extend(kb)
+        _enc(buf, obj[k], depth, sc)
+
+
+def _enc(buf, obj, depth, sc):
     # bool before int: CPython's bool is an int; MicroPython's is not.
     if obj is False:
         buf.append(0xF4)
@@ -503,7 +580,7 @@ def _enc(buf, obj, depth):
             else:
                 _bignum(buf, 3, n)
     elif isinstance(obj, float):
-        _float(buf, obj)
+        _float(buf, obj, sc)
     elif isinstance(obj, str):
         raw = obj.encode("utf-8")
         _head(buf, _MT_TEXT, len(raw))
@@ -518,28 +595,12 @@ def _enc(buf, obj, depth):
         if isinstance(obj, (list, tuple)):
             _head(buf, _MT_ARRAY, len(obj))
             for x in obj:
-                _enc(buf, x, depth)
+                _enc(buf, x, depth, sc)
         elif isinstance(obj, dict):
-            _head(buf, _MT_MAP, len(obj))
-            if len(obj) == 1:
-                for k in obj:
-                    _enc(buf, k, depth)
-                    _enc(buf, obj[k], depth)
-                return
-            # Keys in bytewise order of their encoding (RFC 8949 §4.2.1): the
-            # output does not depend on dict order (unordered on MicroPython).
-            keyed = []
-            for k in obj:
-                kb = bytearray()
-                _enc(kb, k, depth)
-                keyed.append((bytes(kb), k))
-            keyed.sort(key=_first)
-            for kb, k in keyed:
-                buf.extend(kb)
-                _enc(buf, obj[k], depth)
+            _map(buf, obj, depth, sc)
         elif isinstance(obj, Tag):
             _head(buf, _MT_TAG, obj.tag)
-            _enc(buf, obj.value, depth)
+            _enc(buf, obj.value, depth, sc)
         elif isinstance(obj, Simple):
             if obj.value < 24:
                 buf.append(0xE0 | obj.value)
@@ -556,5 +617,5 @@ def dumps(obj):
     """Encode obj as CBOR: preferred serialisation, definite lengths, map keys
     sorted by their encoded bytes (so the output is deterministic)."""
     buf = bytearray()
-    _enc(buf, obj, 0)
+    _enc(buf, obj, 0, bytearray(9))
     return bytes(buf)

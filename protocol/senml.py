@@ -38,7 +38,12 @@ CT_SENML_CBOR = const(112)
 
 VERSION = const(10)  # the SenML version of RFC 8428; bver above it is refused
 _REL_LIMIT = const(268435456)  # 2**28: smaller resolved times are relative to now
-_INT_RANGE = 1 << 64  # integers in numeric fields stay within 64 bits (no bignums)
+# Numbers stay within 64-bit ints (no bignums). Constants, so that checking a
+# field allocates nothing on a node.
+_INT_MAX = (1 << 64) - 1
+_INT_MIN = -(1 << 64) + 1
+_INF = float("inf")
+_NINF = float("-inf")
 
 # §6 Table 4: CBOR integer labels.
 LABELS = {-1: "bver", -2: "bn", -3: "bt", -4: "bu", -5: "bv", -6: "bs",
@@ -64,7 +69,7 @@ def _is_num(x):
 
 
 def _finite(x):
-    return x == x and x != float("inf") and x != float("-inf")
+    return x == x and x != _INF and x != _NINF
 
 
 def valid_name(name):
@@ -79,18 +84,18 @@ def valid_name(name):
 
 # ---------------------------------------------------------------- base64url
 
-def _b64url_decode(text, where):
+def _b64url_decode(text, i):
     body = text.rstrip("=")
     if len(text) - len(body) > 2 or len(body) % 4 == 1:
-        raise SenMLError("%s: vd is not base64url" % where)
+        raise SenMLError("%s: vd is not base64url" % _where(i))
     for c in body:
         if c not in _B64URL:
-            raise SenMLError("%s: vd has a character outside base64url: %r" % (where, c))
+            raise SenMLError("%s: vd has a character outside base64url: %r" % (_where(i), c))
     std = body.replace("-", "+").replace("_", "/") + "=" * (-len(body) % 4)
     try:
         return binascii.a2b_base64(std)
     except ValueError:
-        raise SenMLError("%s: vd is not base64url" % where) from None
+        raise SenMLError("%s: vd is not base64url" % _where(i)) from None
 
 
 def _b64url_encode(raw):
@@ -100,42 +105,47 @@ def _b64url_encode(raw):
 
 # ---------------------------------------------------------------- decode
 
-def _check_field(label, val, where, is_json):
-    """Return the field's value (vd converted to bytes) or raise SenMLError."""
+def _where(i):
+    return "record %d" % i
+
+
+def _check_field(label, val, i, is_json):
+    """Return the field's value (vd converted to bytes) or raise SenMLError.
+
+    i is the record index, formatted into the message only on error."""
     if label in _STR:
         if not isinstance(val, str):
-            raise SenMLError("%s: %s must be a text string" % (where, label))
+            raise SenMLError("%s: %s must be a text string" % (_where(i), label))
     elif label in _NUM:
         if not _is_num(val):
-            raise SenMLError("%s: %s must be a number" % (where, label))
-        if type(val) is int and not -_INT_RANGE < val < _INT_RANGE:
-            raise SenMLError("%s: %s is out of range" % (where, label))
+            raise SenMLError("%s: %s must be a number" % (_where(i), label))
+        if type(val) is int and not _INT_MIN <= val <= _INT_MAX:
+            raise SenMLError("%s: %s is out of range" % (_where(i), label))
         if label in _TIMES and not _finite(val):
-            raise SenMLError("%s: %s is not a finite time" % (where, label))
+            raise SenMLError("%s: %s is not a finite time" % (_where(i), label))
     elif label == "vb":
         if val is not True and val is not False:
-            raise SenMLError("%s: vb must be a boolean" % where)
+            raise SenMLError("%s: vb must be a boolean" % _where(i))
     elif label == "vd":
         if is_json:
             if not isinstance(val, str):
-                raise SenMLError("%s: vd must be base64url text in SenML-JSON" % where)
-            return _b64url_decode(val, where)
+                raise SenMLError("%s: vd must be base64url text in SenML-JSON" % _where(i))
+            return _b64url_decode(val, i)
         if not isinstance(val, bytes):
-            raise SenMLError("%s: vd must be a byte string in SenML-CBOR" % where)
+            raise SenMLError("%s: vd must be a byte string in SenML-CBOR" % _where(i))
     elif label == "bver":
         if type(val) is not int:
-            raise SenMLError("%s: bver must be an integer" % where)
+            raise SenMLError("%s: bver must be an integer" % _where(i))
         if val > VERSION:
-            raise SenMLError("%s: SenML version %d is not supported (max %d)" % (where, val, VERSION))
+            raise SenMLError("%s: SenML version %d is not supported (max %d)" % (_where(i), val, VERSION))
         if val < 1:
-            raise SenMLError("%s: bad SenML version %d" % (where, val))
+            raise SenMLError("%s: bad SenML version %d" % (_where(i), val))
     return val
 
 
 def _record(raw, i, is_json):
-    where = "record %d" % i
     if not isinstance(raw, dict):
-        raise SenMLError("%s is not a map/object" % where)
+        raise SenMLError("%s is not a map/object" % _where(i))
     rec = {}
     nvalues = 0
     for key in raw:
@@ -151,21 +161,21 @@ def _record(raw, i, is_json):
         elif isinstance(key, str):
             if key in CODES:
                 raise SenMLError("%s: label %r must be the integer %d in SenML-CBOR"
-                                 % (where, key, CODES[key]))
+                                 % (_where(i), key, CODES[key]))
             label = key
             known = False
         else:
-            raise SenMLError("%s: a label must be an integer or text" % where)
+            raise SenMLError("%s: a label must be an integer or text" % _where(i))
         if not known:
             if label.endswith("_"):
-                raise SenMLError("%s: must-understand label %r is not supported" % (where, label))
+                raise SenMLError("%s: must-understand label %r is not supported" % (_where(i), label))
             rec[label] = val  # extension (e.g. "l"), carried through
             continue
         if label in _VALUES:
             nvalues += 1
-        rec[label] = _check_field(label, val, where, is_json)
+        rec[label] = _check_field(label, val, i, is_json)
     if nvalues > 1:
-        raise SenMLError("%s has more than one value field" % where)
+        raise SenMLError("%s has more than one value field" % _where(i))
     return rec
 
 
@@ -216,10 +226,9 @@ def resolve(pack, now=None):
     out = []
     for i in range(len(pack)):
         rec = pack[i]
-        where = "record %d" % i
         if "bver" in rec:
             if bver is not None and rec["bver"] != bver:
-                raise SenMLError("%s: bver changes within the pack" % where)
+                raise SenMLError("%s: bver changes within the pack" % _where(i))
             bver = rec["bver"]
         if "bn" in rec:
             bn = rec["bn"]
@@ -235,16 +244,16 @@ def resolve(pack, now=None):
         for label in _VALUES:
             if label in rec:
                 if value is not None:
-                    raise SenMLError("%s has more than one value field" % where)
+                    raise SenMLError("%s has more than one value field" % _where(i))
                 value = label
         if value is None and "s" not in rec:
             for label in rec:
                 if label not in _BASE:
-                    raise SenMLError("%s has neither a value nor a sum" % where)
+                    raise SenMLError("%s has neither a value nor a sum" % _where(i))
             continue  # base fields only
         name = bn + rec.get("n", "")
         if not valid_name(name):
-            raise SenMLError("%s: invalid name %r" % (where, name))
+            raise SenMLError("%s: invalid name %r" % (_where(i), name))
         t = bt + rec.get("t", 0)
         if t < _REL_LIMIT:
             t = now + t
@@ -282,28 +291,76 @@ def _common_base(names):
 
 
 def _check_record(rec, i):
-    where = "record %d" % i
     if not isinstance(rec, dict):
-        raise EncodeError("%s is not a dict" % where)
+        raise EncodeError("record %d is not a dict" % i)
     name = rec.get("n")
     if not isinstance(name, str) or not valid_name(name):
-        raise EncodeError("%s: invalid name %r" % (where, name))
+        raise EncodeError("record %d: invalid name %r" % (i, name))
     nvalues = 0
     for label in rec:
         if label in _BASE:
-            raise EncodeError("%s: base field %r in a resolved record" % (where, label))
+            raise EncodeError("record %d: base field %r in a resolved record" % (i, label))
         if not isinstance(label, str) or label.endswith("_"):
-            raise EncodeError("%s: unsupported label %r" % (where, label))
+            raise EncodeError("record %d: unsupported label %r" % (i, label))
         if label in _VALUES:
             nvalues += 1
-        val = rec[label]
         if label in CODES:
             try:
-                _check_field(label, val, where, False)
+                _check_field(label, rec[label], i, False)
             except DecodeError as e:
                 raise EncodeError(e.msg) from None
     if nvalues > 1 or (nvalues == 0 and "s" not in rec):
-        raise EncodeError("%s needs exactly one of v/vs/vb/vd (or a sum)" % where)
+        raise EncodeError("record %d needs exactly one of v/vs/vb/vd (or a sum)" % i)
+
+
+def _base_name(records, base_name):
+    if base_name is not None:
+        for r in records:
+            if not r["n"].startswith(base_name):
+                raise EncodeError("name %r does not start with base_name %r"
+                                  % (r["n"], base_name))
+        return base_name
+    # The longest '/'-terminated prefix of the first name shared by all names.
+    bn = records[0]["n"]
+    cut = bn.rfind("/")
+    while cut >= 0:
+        bn = bn[:cut + 1]
+        for r in records:
+            if not r["n"].startswith(bn):
+                break
+        else:
+            return bn
+        cut = bn.rfind("/", 0, cut)
+    return ""
+
+
+def _base_time(records):
+    bt = None
+    for r in records:
+        t = r.get("t")
+        if t is None:
+            return None  # a record without time means "now": no bt
+        if bt is None:
+            bt = t
+        elif bt + (t - bt) != t:
+            return None  # a relative time would not add back exactly
+    return bt
+
+
+def _base_unit(records):
+    if len(records) < 2:
+        return None
+    counts = {}
+    for r in records:
+        u = r.get("u")
+        if u is None:
+            return None  # a record without unit would inherit bu
+        counts[u] = counts.get(u, 0) + 1
+    bu = None
+    for u in counts:
+        if counts[u] > 1 and (bu is None or counts[u] > counts[bu]):
+            bu = u
+    return bu
 
 
 def encode(records, fmt="cbor", base_name=None):
@@ -314,6 +371,7 @@ def encode(records, fmt="cbor", base_name=None):
     record's time when every record has one and the relative times add back
     exactly; records then carry t relative to it (0 omitted). bu: the
     commonest unit when every record has a unit and it saves bytes.
+    Base fields go into the first record.
     """
     if fmt == "cbor" or fmt == CT_SENML_CBOR:
         is_json = False
@@ -323,77 +381,51 @@ def encode(records, fmt="cbor", base_name=None):
         raise ValueError("unknown SenML format %r (use 'cbor' or 'json')" % (fmt,))
     for i in range(len(records)):
         _check_record(records[i], i)
-    pack = [{} for _ in records]
-    if not records:
-        return _serialize(pack, is_json)
-    names = [r["n"] for r in records]
-    if base_name is None:
-        bn = _common_base(names)
-    else:
-        bn = base_name
-        for nm in names:
-            if not nm.startswith(bn):
-                raise EncodeError("name %r does not start with base_name %r" % (nm, bn))
-    bt = None
-    if all("t" in r for r in records):
-        bt = records[0]["t"]
-        for r in records:
-            if bt + (r["t"] - bt) != r["t"]:
-                bt = None  # a relative time would not add back exactly
-                break
-    bu = None
-    if len(records) > 1 and all("u" in r for r in records):
-        counts = {}
-        for r in records:
-            counts[r["u"]] = counts.get(r["u"], 0) + 1
-        for u in counts:
-            if counts[u] > 1 and (bu is None or counts[u] > counts[bu]):
-                bu = u
-    if bn:
-        pack[0]["bn"] = bn
-    if bt is not None and bt != 0:
-        pack[0]["bt"] = bt
-    if bu is not None:
-        pack[0]["bu"] = bu
+    pack = []
+    if records:
+        bn = _base_name(records, base_name)
+        bt = _base_time(records)
+        bu = _base_unit(records)
     for i in range(len(records)):
         r = records[i]
-        p = pack[i]
+        p = {}
+        if i == 0:
+            if bn:
+                p[_key("bn", is_json)] = bn
+            if bt:
+                p[_key("bt", is_json)] = bt
+            if bu is not None:
+                p[_key("bu", is_json)] = bu
         for label in r:
             val = r[label]
             if label == "n":
-                if len(val) > len(bn):
-                    p["n"] = val[len(bn):]
+                if len(val) == len(bn):
+                    continue
+                val = val[len(bn):]
             elif label == "t":
                 if bt is not None:
                     val = val - bt
-                if val != 0:
-                    p["t"] = val
+                if val == 0:
+                    continue
             elif label == "u":
-                if val != bu:
-                    p["u"] = val
-            else:
-                p[label] = val
-    return _serialize(pack, is_json)
-
-
-def _serialize(pack, is_json):
+                if val == bu:
+                    continue
+            elif is_json:
+                if label == "vd":
+                    val = _b64url_encode(val)
+                elif type(val) is float and not _finite(val):
+                    raise EncodeError("SenML-JSON cannot carry %r (record %d, %s)" % (val, i, label))
+            p[_key(label, is_json)] = val
+        pack.append(p)
     if not is_json:
-        out = []
-        for p in pack:
-            m = {}
-            for label in p:
-                m[CODES.get(label, label)] = p[label]
-            out.append(m)
-        return cbor.dumps(out)
-    for p in pack:
-        for label in p:
-            val = p[label]
-            if label == "vd":
-                p[label] = _b64url_encode(val)
-            elif type(val) is float and not _finite(val):
-                raise EncodeError("SenML-JSON cannot carry %r (%s)" % (val, label))
+        return cbor.dumps(pack)
     try:
-        text = json.dumps(pack, separators=(",", ":"))
+        return json.dumps(pack, separators=(",", ":")).encode("utf-8")
     except TypeError as e:
         raise EncodeError("cannot encode as JSON: %s" % e) from None
-    return text.encode("utf-8")
+
+
+def _key(label, is_json):
+    if is_json:
+        return label
+    return CODES.get(label, label)
