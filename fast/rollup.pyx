@@ -1,0 +1,600 @@
+# Mirrors fast/rollup_py.py (the plain-Python rollup reference) in C data, without the GIL.
+"""Windowed per-series rollups: count, min, max, sum, sum of squares, first/last
+(time, value) and a mergeable DDSketch-style quantile sketch (p50/p95/p99).
+
+State lives in C memory: one block per live series (watermark, per-window
+"closed through" time and late counter, and a ring of open buckets per
+window, ceil(lateness / window) + 1 slots, which is the most that can be open
+at once). A bucket's sketch holds at most max_bins (key, count) bins. Closed
+buckets are appended to C output columns until drain_closed() hands them out
+as a ClosedBuckets of array.array columns. add_batch / advance / flush run
+their loops without the GIL.
+
+Semantics are those of fast/rollup_py.py, line for line, so the two twins
+give identical results (the sketch keys use the same formula and libm log).
+"""
+
+from cpython.array cimport array, clone
+from libc.math cimport INFINITY, NAN, ceil, exp, fabs, floor, isfinite, isnan, log
+from libc.stdint cimport int32_t, int64_t, uint32_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memmove, memset
+
+from smartpark.fast._common import (
+    DEFAULT_ALPHA, DEFAULT_LATENESS, DEFAULT_MAX_BINS, DEFAULT_WINDOWS,
+)
+from smartpark.fast._common import MIN_INDEXABLE as _MIN_INDEXABLE
+from smartpark.fast._common import ClosedBuckets as _ClosedBuckets
+from smartpark.fast.rollup_py import check_config
+
+cdef enum:
+    MAXW = 16
+
+cdef double MIN_INDEXABLE = _MIN_INDEXABLE
+
+cdef struct Bin:
+    int32_t key
+    uint32_t count
+
+cdef struct Bucket:
+    double start          # NaN: slot empty
+    int64_t count
+    double mn
+    double mx
+    double sm
+    double sq
+    double ft
+    double fv
+    double lt
+    double lv
+    Bin* bins
+    int32_t nbins
+    int32_t cap
+
+cdef struct SState:
+    double max_t
+    double thr            # no bucket can close while t - lateness < thr (skip the divisions)
+    double* ct            # [nw] closed through (bucket starts below are closed)
+    uint32_t* late        # [nw] late drops since drain_late()
+    Bucket* slots         # [total_slots]
+
+cdef struct Grow:         # a growable C column
+    char* p
+    int64_t n
+    int64_t cap
+    int32_t item
+
+
+cdef int grow_push(Grow* g, const void* x) noexcept nogil:
+    cdef int64_t ncap
+    cdef void* q
+    if g.n == g.cap:
+        ncap = g.cap * 2 if g.cap else 1024
+        q = realloc(g.p, ncap * g.item)
+        if q == NULL:
+            return -1
+        g.p = <char*>q
+        g.cap = ncap
+    memcpy(g.p + g.n * g.item, x, g.item)
+    g.n += 1
+    return 0
+
+
+cdef enum:
+    C_SERIES = 0
+    C_WINDOW = 1
+    C_START = 2
+    C_COUNT = 3
+    C_MIN = 4
+    C_MAX = 5
+    C_SUM = 6
+    C_SUMSQ = 7
+    C_FT = 8
+    C_FV = 9
+    C_LT = 10
+    C_LV = 11
+    C_P50 = 12
+    C_P95 = 13
+    C_P99 = 14
+    C_BINOFF = 15
+    C_BINKEY = 16
+    C_BINCNT = 17
+    NCOL = 18
+
+_COLNAMES = ("series", "window", "start", "count", "min", "max", "sum", "sumsq", "first_t",
+             "first_v", "last_t", "last_v", "p50", "p95", "p99", "bin_off", "bin_key",
+             "bin_count")
+_COLTYPES = "idd" + "q" + "d" * 11 + "qiq"
+
+
+cdef class Rollups:
+    """Per-series windowed aggregates (see fast/README.md for the API)."""
+
+    cdef int nw
+    cdef double win[MAXW]
+    cdef int K[MAXW]
+    cdef int base[MAXW]
+    cdef int total_slots
+    cdef double lateness_
+    cdef double alpha_
+    cdef double lg
+    cdef double inv
+    cdef double onepg
+    cdef int kmin
+    cdef int max_bins_
+    cdef SState** states
+    cdef int64_t nstates
+    cdef int64_t live
+    cdef Grow out[NCOL]
+    cdef int64_t late_total[MAXW]
+    cdef int64_t nonfinite
+    cdef int64_t mem
+    cdef int64_t nclosed
+
+    def __cinit__(self):
+        self.states = NULL
+        self.nstates = 0
+        memset(self.out, 0, sizeof(self.out))
+
+    def __init__(self, windows=DEFAULT_WINDOWS, lateness=DEFAULT_LATENESS, alpha=DEFAULT_ALPHA,
+                 max_bins=DEFAULT_MAX_BINS):
+        ws, lateness = check_config(windows, lateness, alpha, max_bins)
+        cdef int i, need
+        self.nw = len(ws)
+        self.lateness_ = lateness
+        self.total_slots = 0
+        for i in range(self.nw):
+            self.win[i] = ws[i]
+            # ring size: a power of two >= ceil(lateness / w) + 1 (the most open at once)
+            need = <int>ceil(lateness / ws[i]) + 1
+            self.K[i] = 1
+            while self.K[i] < need:
+                self.K[i] *= 2
+            self.base[i] = self.total_slots
+            self.total_slots += self.K[i]
+            self.late_total[i] = 0
+        self.alpha_ = alpha
+        gamma = (1.0 + alpha) / (1.0 - alpha)
+        self.lg = log(gamma)
+        self.inv = 1.0 / self.lg
+        self.onepg = 1.0 + exp(self.lg)
+        self.kmin = <int>ceil(log(MIN_INDEXABLE) * self.inv)
+        self.max_bins_ = max_bins
+        self.nonfinite = 0
+        self.mem = 0
+        self.live = 0
+        for i in range(NCOL):
+            self.out[i].item = 8
+        self.out[C_SERIES].item = 4
+        self.out[C_BINKEY].item = 4
+        cdef int64_t zero = 0
+        grow_push(&self.out[C_BINOFF], &zero)
+
+    def __dealloc__(self):
+        cdef int64_t i
+        cdef int j
+        if self.states != NULL:
+            for i in range(self.nstates):
+                if self.states[i] != NULL:
+                    for j in range(self.total_slots):
+                        free(self.states[i].slots[j].bins)
+                    free(self.states[i])
+            free(self.states)
+        for j in range(NCOL):
+            free(self.out[j].p)
+
+    # -------------------------------------------------------------- properties
+
+    @property
+    def windows(self):
+        return tuple(self.win[i] for i in range(self.nw))
+
+    @property
+    def lateness(self):
+        return self.lateness_
+
+    @property
+    def alpha(self):
+        return self.alpha_
+
+    @property
+    def max_bins(self):
+        return self.max_bins_
+
+    @property
+    def late_dropped(self):
+        return {self.win[i]: self.late_total[i] for i in range(self.nw)}
+
+    @property
+    def nonfinite_skipped(self):
+        return self.nonfinite
+
+    def __len__(self):
+        return self.live
+
+    def memory_bytes(self):
+        """C memory held by the open state (series blocks, rings, sketch bins, index)."""
+        return self.mem + self.nstates * sizeof(SState*)
+
+    def series_block_bytes(self):
+        """Fixed bytes per live series (watermarks + bucket rings), sketch bins excluded."""
+        return self._block_size()
+
+    cdef int64_t _block_size(self) noexcept nogil:
+        return (sizeof(SState) + self.nw * (sizeof(double) + sizeof(uint32_t) + 4)
+                + self.total_slots * sizeof(Bucket))
+
+    # -------------------------------------------------------------- C core
+
+    cdef SState* _state(self, int32_t sid) noexcept nogil:
+        cdef int64_t ncap, i
+        cdef void* q
+        cdef SState* st
+        cdef char* blk
+        cdef int j
+        if sid >= self.nstates:
+            ncap = self.nstates * 2 if self.nstates else 1024
+            while ncap <= sid:
+                ncap *= 2
+            q = realloc(self.states, ncap * sizeof(SState*))
+            if q == NULL:
+                return NULL
+            self.states = <SState**>q
+            for i in range(self.nstates, ncap):
+                self.states[i] = NULL
+            self.nstates = ncap
+        st = self.states[sid]
+        if st != NULL:
+            return st
+        blk = <char*>malloc(self._block_size())
+        if blk == NULL:
+            return NULL
+        st = <SState*>blk
+        st.max_t = -INFINITY
+        st.thr = -INFINITY
+        st.slots = <Bucket*>(blk + sizeof(SState))
+        st.ct = <double*>(blk + sizeof(SState) + self.total_slots * sizeof(Bucket))
+        st.late = <uint32_t*>(<char*>st.ct + self.nw * sizeof(double))
+        for j in range(self.nw):
+            st.ct[j] = -INFINITY
+            st.late[j] = 0
+        for j in range(self.total_slots):
+            st.slots[j].start = NAN
+            st.slots[j].bins = NULL
+            st.slots[j].nbins = 0
+            st.slots[j].cap = 0
+            st.slots[j].count = 0
+        self.states[sid] = st
+        self.mem += self._block_size()
+        self.live += 1
+        return st
+
+    cdef inline int32_t _key(self, double v) noexcept nogil:
+        if v > MIN_INDEXABLE:
+            return <int32_t>(<int64_t>ceil(log(v) * self.inv) - self.kmin + 1)
+        if v < -MIN_INDEXABLE:
+            return -<int32_t>(<int64_t>ceil(log(-v) * self.inv) - self.kmin + 1)
+        return 0
+
+    cdef inline double _value_of(self, int32_t key) noexcept nogil:
+        cdef int64_t k
+        cdef double v
+        if key == 0:
+            return 0.0
+        k = (key if key > 0 else -key) + self.kmin - 1
+        v = 2.0 * exp(k * self.lg) / self.onepg
+        return v if key > 0 else -v
+
+    cdef int _bin_add(self, Bucket* b, int32_t key) noexcept nogil:
+        cdef int lo = 0, hi = b.nbins, mid, ncap
+        cdef void* q
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if b.bins[mid].key < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < b.nbins and b.bins[lo].key == key:
+            b.bins[lo].count += 1
+            return 0
+        if b.nbins == b.cap:
+            ncap = b.cap * 2 if b.cap else 4
+            if ncap > self.max_bins_ + 1:
+                ncap = self.max_bins_ + 1
+            q = realloc(b.bins, ncap * sizeof(Bin))
+            if q == NULL:
+                return -1
+            self.mem += (ncap - b.cap) * sizeof(Bin)
+            b.bins = <Bin*>q
+            b.cap = ncap
+        memmove(&b.bins[lo + 1], &b.bins[lo], (b.nbins - lo) * sizeof(Bin))
+        b.bins[lo].key = key
+        b.bins[lo].count = 1
+        b.nbins += 1
+        if b.nbins > self.max_bins_:
+            # collapse: the lowest bin merges into the next one
+            b.bins[1].count += b.bins[0].count
+            memmove(&b.bins[0], &b.bins[1], (b.nbins - 1) * sizeof(Bin))
+            b.nbins -= 1
+        return 0
+
+    cdef double _quantile(self, Bucket* b, double q) noexcept nogil:
+        cdef int64_t rank = <int64_t>floor(q * (b.count - 1))
+        cdef int64_t cum = 0
+        cdef int i
+        cdef double v
+        for i in range(b.nbins):
+            cum += b.bins[i].count
+            if cum > rank:
+                v = self._value_of(b.bins[i].key)
+                if v < b.mn:
+                    v = b.mn
+                if v > b.mx:
+                    v = b.mx
+                return v
+        return b.mx
+
+    cdef int _emit(self, int32_t sid, int wi, Bucket* b) noexcept nogil:
+        cdef double d
+        cdef int64_t n
+        cdef int i
+        cdef int32_t k
+        if grow_push(&self.out[C_SERIES], &sid) < 0:
+            return -1
+        if grow_push(&self.out[C_WINDOW], &self.win[wi]) < 0:
+            return -1
+        grow_push(&self.out[C_START], &b.start)
+        grow_push(&self.out[C_COUNT], &b.count)
+        grow_push(&self.out[C_MIN], &b.mn)
+        grow_push(&self.out[C_MAX], &b.mx)
+        grow_push(&self.out[C_SUM], &b.sm)
+        grow_push(&self.out[C_SUMSQ], &b.sq)
+        grow_push(&self.out[C_FT], &b.ft)
+        grow_push(&self.out[C_FV], &b.fv)
+        grow_push(&self.out[C_LT], &b.lt)
+        grow_push(&self.out[C_LV], &b.lv)
+        d = self._quantile(b, 0.5)
+        grow_push(&self.out[C_P50], &d)
+        d = self._quantile(b, 0.95)
+        grow_push(&self.out[C_P95], &d)
+        d = self._quantile(b, 0.99)
+        if grow_push(&self.out[C_P99], &d) < 0:
+            return -1
+        for i in range(b.nbins):
+            k = b.bins[i].key
+            n = b.bins[i].count
+            grow_push(&self.out[C_BINKEY], &k)
+            if grow_push(&self.out[C_BINCNT], &n) < 0:
+                return -1
+        n = self.out[C_BINKEY].n
+        if grow_push(&self.out[C_BINOFF], &n) < 0:
+            return -1
+        self.nclosed += 1
+        b.start = NAN
+        b.count = 0
+        b.nbins = 0
+        return 0
+
+    cdef int _close(self, int32_t sid, SState* st, int wi, double before) noexcept nogil:
+        """Emit the open buckets of window wi starting before `before`, ascending."""
+        cdef int j, best
+        cdef Bucket* slots = st.slots + self.base[wi]
+        while True:
+            best = -1
+            for j in range(self.K[wi]):
+                if not isnan(slots[j].start) and slots[j].start < before:
+                    if best < 0 or slots[j].start < slots[best].start:
+                        best = j
+            if best < 0:
+                return 0
+            if self._emit(sid, wi, &slots[best]) < 0:
+                return -1
+
+    cdef inline void _set_thr(self, SState* st) noexcept nogil:
+        # smallest ct + w, minus a relative margin far above float rounding of t / w
+        cdef double m = INFINITY, x
+        cdef int wi
+        for wi in range(self.nw):
+            x = st.ct[wi] + self.win[wi]
+            if x < m:
+                m = x
+        st.thr = m - 1e-9 * fabs(m) - 1e-9
+
+    cdef int _add(self, int32_t sid, double t, double v) noexcept nogil:
+        """0 added, 1 skipped (non-finite), -1 out of memory."""
+        cdef SState* st
+        cdef int wi
+        cdef double w, nct, start, q
+        cdef int64_t qi, slot
+        cdef int32_t key
+        cdef Bucket* b
+        if not (isfinite(t) and isfinite(v)):
+            self.nonfinite += 1
+            return 1
+        st = self._state(sid)
+        if st == NULL:
+            return -1
+        if t > st.max_t:
+            st.max_t = t
+            if t - self.lateness_ >= st.thr:
+                for wi in range(self.nw):
+                    w = self.win[wi]
+                    nct = floor((t - self.lateness_) / w) * w
+                    if nct > st.ct[wi]:
+                        if self._close(sid, st, wi, nct) < 0:
+                            return -1
+                        st.ct[wi] = nct
+                self._set_thr(st)
+        key = self._key(v)
+        for wi in range(self.nw):
+            w = self.win[wi]
+            q = floor(t / w)
+            start = q * w
+            if start < st.ct[wi]:
+                st.late[wi] += 1
+                self.late_total[wi] += 1
+                continue
+            qi = <int64_t>q
+            slot = qi & (self.K[wi] - 1)
+            b = st.slots + self.base[wi] + slot
+            if b.start != start:
+                if not isnan(b.start):
+                    # cannot happen (see the ring size); never overwrite data silently
+                    if self._emit(sid, wi, b) < 0:
+                        return -1
+                # empty slot (the ring holds every bucket that can be open at once)
+                b.start = start
+                b.count = 0
+                b.mn = INFINITY
+                b.mx = -INFINITY
+                b.sm = 0.0
+                b.sq = 0.0
+                b.ft = INFINITY
+                b.fv = NAN
+                b.lt = -INFINITY
+                b.lv = NAN
+                b.nbins = 0
+            b.count += 1
+            if v < b.mn:
+                b.mn = v
+            if v > b.mx:
+                b.mx = v
+            b.sm += v
+            b.sq += v * v
+            if t < b.ft:
+                b.ft = t
+                b.fv = v
+            if t >= b.lt:
+                b.lt = t
+                b.lv = v
+            if self._bin_add(b, key) < 0:
+                return -1
+        return 0
+
+    # -------------------------------------------------------------- Python API
+
+    def add(self, int sid, double t, double v):
+        """Aggregate one reading; False when skipped (non-finite)."""
+        if sid < 0:
+            raise ValueError("series id must be >= 0")
+        cdef int rc = self._add(sid, t, v)
+        if rc < 0:
+            raise MemoryError()
+        return rc == 0
+
+    def add_batch(self, batch):
+        """Aggregate the numeric records (v, vb) of a Batch; returns how many."""
+        cdef const int[::1] series = batch.series
+        cdef const double[::1] time = batch.time
+        cdef const double[::1] value = batch.value
+        cdef const unsigned char[::1] kind = batch.kind
+        cdef Py_ssize_t i, n = batch.n_records
+        cdef int64_t added = 0
+        cdef int rc = 0
+        if n == 0:
+            return 0
+        if series.shape[0] < n or time.shape[0] < n or value.shape[0] < n or kind.shape[0] < n:
+            raise ValueError("batch columns shorter than n_records")
+        with nogil:
+            for i in range(n):
+                if kind[i] > 1 or series[i] < 0:
+                    continue
+                rc = self._add(series[i], time[i], value[i])
+                if rc < 0:
+                    break
+                if rc == 0:
+                    added += 1
+        if rc < 0:
+            raise MemoryError()
+        return added
+
+    def advance(self, double watermark):
+        """Close, for every series, the buckets with end + lateness <= watermark."""
+        cdef int64_t sid
+        cdef int wi
+        cdef int rc = 0
+        cdef double w, nct
+        cdef SState* st
+        with nogil:
+            for sid in range(self.nstates):
+                st = self.states[sid]
+                if st == NULL:
+                    continue
+                for wi in range(self.nw):
+                    w = self.win[wi]
+                    nct = floor((watermark - self.lateness_) / w) * w
+                    if nct > st.ct[wi]:
+                        if self._close(<int32_t>sid, st, wi, nct) < 0:
+                            rc = -1
+                        st.ct[wi] = nct
+                self._set_thr(st)
+        if rc < 0:
+            raise MemoryError()
+
+    def flush(self):
+        """Close every open bucket (shutdown); later readings for them are late."""
+        cdef int64_t sid
+        cdef int wi
+        cdef int rc = 0
+        cdef double w, nct
+        cdef SState* st
+        with nogil:
+            for sid in range(self.nstates):
+                st = self.states[sid]
+                if st == NULL or st.max_t == -INFINITY:
+                    continue
+                for wi in range(self.nw):
+                    w = self.win[wi]
+                    if self._close(<int32_t>sid, st, wi, INFINITY) < 0:
+                        rc = -1
+                    nct = floor(st.max_t / w) * w + w
+                    if nct > st.ct[wi]:
+                        st.ct[wi] = nct
+                self._set_thr(st)
+        if rc < 0:
+            raise MemoryError()
+
+    def drain_closed(self):
+        """The buckets closed since the last call, as ClosedBuckets (columnar)."""
+        out = _ClosedBuckets(self.alpha_, self.max_bins_)
+        cdef int j
+        cdef array col
+        for j in range(NCOL):
+            col = clone(array(_COLTYPES[j]), self.out[j].n, False)
+            if self.out[j].n:
+                memcpy(col.data.as_voidptr, self.out[j].p, self.out[j].n * self.out[j].item)
+            setattr(out, _COLNAMES[j], col)
+            self.out[j].n = 0
+        cdef int64_t zero = 0
+        grow_push(&self.out[C_BINOFF], &zero)
+        self.nclosed = 0
+        return out
+
+    def drain_late(self):
+        """[(series_id, window, count)] of late drops since the last call."""
+        res = []
+        cdef int64_t sid
+        cdef int wi
+        cdef SState* st
+        for sid in range(self.nstates):
+            st = self.states[sid]
+            if st == NULL:
+                continue
+            for wi in range(self.nw):
+                if st.late[wi]:
+                    res.append((sid, self.win[wi], st.late[wi]))
+                    st.late[wi] = 0
+        return res
+
+    def open_buckets(self):
+        cdef int64_t sid, total = 0
+        cdef int j
+        cdef SState* st
+        for sid in range(self.nstates):
+            st = self.states[sid]
+            if st == NULL:
+                continue
+            for j in range(self.total_slots):
+                if not isnan(st.slots[j].start):
+                    total += 1
+        return total
