@@ -21,22 +21,19 @@ from .resources import ConfigIndex, ConfigResource, LatestIndex, LatestSite, Rep
 log = logging.getLogger("smartpark.hub.coap")
 
 
-class _DropCounter(logging.Handler):
-    """Counts aiocoap's 'Ignoring unparsable message' log records as errors{kind=unparsable}."""
+class _DropCounter(logging.Filter):
+    """Counts aiocoap's 'Ignoring unparsable message' records as errors{kind=unparsable}
+    and keeps them out of the log (a flood of junk must not flood the log too)."""
 
     def __init__(self, metrics):
-        super().__init__(logging.WARNING)
+        super().__init__()
         self.metrics = metrics
 
-    def emit(self, record):
-        msg = str(record.msg)
-        if msg.startswith("Ignoring unparsable"):
-            self.metrics.errors.inc("unparsable")
-
-
-class _Quiet(logging.Filter):
     def filter(self, record):
-        return not str(record.msg).startswith("Ignoring unparsable")
+        if str(record.msg).startswith("Ignoring unparsable"):
+            self.metrics.errors.inc("unparsable")
+            return False
+        return True
 
 
 def build_site(pipeline, registry, default_config):
@@ -72,10 +69,7 @@ class CoapServer:
         self.multicast_joined = []
 
     async def start(self):
-        counter = _DropCounter(self.metrics)
-        srv_log = logging.getLogger("coap-server")
-        srv_log.addHandler(counter)
-        srv_log.addFilter(_Quiet())
+        logging.getLogger("coap-server").addFilter(_DropCounter(self.metrics))
         groups = []
         if self.multicast and self.bind in ("::", "0.0.0.0", ""):
             groups = _interfaces()
