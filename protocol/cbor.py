@@ -270,6 +270,24 @@ class _Decoder:
 
     def item(self, depth):
         start = self.pos
+        if start < self.n:
+            # Fast paths for what SenML packs are made of: small unsigned
+            # ints, short text strings, doubles. Everything else: _head().
+            ib = self.d[start]
+            if ib < 0x18:
+                self.pos = start + 1
+                return ib
+            if 0x20 <= ib < 0x38:
+                self.pos = start + 1
+                return 0x1F - ib  # -1 - (ib - 0x20)
+            if 0x60 <= ib < 0x78:
+                end = start + ib - 0x5F
+                if end <= self.n:
+                    self.pos = end
+                    return self._text(self.d[start + 1:end], start)
+            elif ib == 0xFB and start + 9 <= self.n:
+                self.pos = start + 9
+                return struct.unpack_from(">d", self.d, start + 1)[0]
         mt, arg = self._head()
         if mt == _MT_UINT:
             if arg is None:
@@ -337,7 +355,16 @@ class _Decoder:
             raise CBORDecodeError("truncated: map of %d pairs declared" % arg, start)
         self._count(arg, start)
         for _ in range(arg):
-            self._pair(out, depth)
+            kpos = self.pos
+            key = self.item(depth)
+            value = self.item(depth)
+            try:
+                if key in out:
+                    raise CBORDecodeError("duplicate map key %r" % (key,), kpos)
+                out[key] = value
+            except TypeError:
+                raise CBORDecodeError("unhashable map key (%s)" % type(key).__name__,
+                                      kpos) from None
         return out
 
     def _pair(self, out, depth):
@@ -377,9 +404,9 @@ class _Decoder:
 
 
 def _decoder(data, max_depth, max_items, max_bytes):
-    if isinstance(data, memoryview):
-        data = bytes(data)
-    elif not isinstance(data, (bytes, bytearray)):
+    if isinstance(data, (memoryview, bytearray)):
+        data = bytes(data)  # slices of bytes are bytes (str decoding needs them)
+    elif not isinstance(data, bytes):
         raise TypeError("cbor.loads needs bytes, not %s" % type(data).__name__)
     if len(data) > max_bytes:
         raise LimitError("input of %d bytes exceeds max_bytes=%d" % (len(data), max_bytes), 0)
