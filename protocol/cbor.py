@@ -88,10 +88,11 @@ class Simple:
     __slots__ = ("value",)
 
     def __init__(self, value):
+        # 20..23 are false/true/null/undefined, 24..31 are reserved.
         if not isinstance(value, int) or isinstance(value, bool) or not (
-            0 <= value < 24 or 32 <= value < 256
+            0 <= value < 20 or 32 <= value < 256
         ):
-            raise ValueError("simple value must be 0..23 or 32..255")
+            raise ValueError("simple value must be 0..19 or 32..255")
         self.value = value
 
     def __eq__(self, other):

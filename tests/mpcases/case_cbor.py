@@ -229,7 +229,7 @@ def test_encode_exact_bytes():
         (4294967296, "1b0000000100000000"), (-18446744073709551616, "3bffffffffffffffff"),
         (1 << 72, "c24a01000000000000000000"),
         (cbor.Tag(1 << 40, None), "db0000010000000000f6"), (cbor.Simple(0), "e0"),
-        (cbor.Simple(23), "f7"), (cbor.Simple(32), "f820"), (cbor.undefined, "f7"),
+        (cbor.Simple(19), "f3"), (cbor.Simple(32), "f820"), (cbor.undefined, "f7"),
         (memoryview(b"ab"), "426162"), ("\u00fc", "62c3bc"),
     ]
     for obj, want in cases:
@@ -272,6 +272,8 @@ def test_encode_errors():
         deep = [deep]
     raises(EncodeError, cbor.dumps, deep)
     raises(ValueError, cbor.Simple, 24)
+    raises(ValueError, cbor.Simple, 20)  # that is false
+    raises(ValueError, cbor.Simple, 31)
     raises(ValueError, cbor.Simple, 256)
     raises(ValueError, cbor.Tag, -1, 0)
 
