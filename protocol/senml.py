@@ -61,6 +61,7 @@ _TIMES = ("bt", "t", "ut")
 _NAME_FIRST = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _NAME_REST = _NAME_FIRST + "-:./_"
 _B64URL = _NAME_FIRST + "-_"
+_NAME_SET = set(_NAME_REST)  # hashed lookups: valid_name runs for every record
 
 
 def _is_num(x):
@@ -77,7 +78,7 @@ def valid_name(name):
     if not name or name[0] not in _NAME_FIRST:
         return False
     for c in name:
-        if c not in _NAME_REST:
+        if c not in _NAME_SET:
             return False
     return True
 
