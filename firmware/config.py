@@ -5,6 +5,7 @@ A valid config is a dict with these keys (defaults in DEFAULTS):
   node             node id, 1-32 of [A-Za-z0-9_-]                   (required)
   hub              "auto" | "host" | "host:port" | "[v6]:port"      ("auto")
   hub_mdns         mDNS name tried after multicast discovery        ("smartpark-hub.local")
+  hub_port         UDP port for multicast discovery and mDNS answers (5683)
   report_interval  seconds between reports, 1..86400                (30)
   sensors          list of {name, driver, bus, pins, params, interval}
   wifi             {"ssid": str, "password": str} (needed on an ESP32)
@@ -34,6 +35,7 @@ FILE = "config.json"
 DEFAULTS = {
     "hub": "auto",
     "hub_mdns": "smartpark-hub.local",
+    "hub_port": 5683,
     "report_interval": 30,
     "sensors": [],
     "wifi": None,
@@ -65,7 +67,7 @@ class ConfigError(ValueError):
         self.why = why
 
 
-def _ident(s, maxlen=32):
+def valid_ident(s, maxlen=32):
     if not isinstance(s, str) or not 1 <= len(s) <= maxlen:
         return False
     for c in s:
@@ -121,7 +123,7 @@ def _sensor(i, s, names):
         if k not in ("name", "driver", "bus", "pins", "params", "interval"):
             raise ConfigError(p + "." + str(k), "unknown key")
     name = s.get("name")
-    if not _ident(name, 24):
+    if not valid_ident(name, 24):
         raise ConfigError(p + ".name", "must be 1-24 of letters, digits, _ or -")
     if name in names or name == "health":
         raise ConfigError(p + ".name", "duplicate or reserved name " + name)
@@ -179,13 +181,14 @@ def validate(raw):
             raise ConfigError(k, "unknown key")
     if "node" not in raw:
         raise ConfigError("node", "missing")
-    if not _ident(raw["node"]):
+    if not valid_ident(raw["node"]):
         raise ConfigError("node", "must be 1-32 of letters, digits, _ or -")
     cfg = dict(DEFAULTS)
     cfg.update(raw)
     parse_hub(cfg["hub"])
     if not isinstance(cfg["hub_mdns"], str):
         raise ConfigError("hub_mdns", "must be a string")
+    _num(cfg, "hub_port", 1, 65535)
     _num(cfg, "report_interval", 1, 86400, False)
     _num(cfg, "outbox_size", 16, 200000)
     _num(cfg, "config_version", 0, 0xFFFFFFFF)

@@ -1,0 +1,174 @@
+"""CoAP client over UDP (RFC 7252) for the node: one confirmable exchange at a time.
+
+- Reliability (section 4.2): a CON is retransmitted after ACK_TIMEOUT * a
+  random factor in [1, ACK_RANDOM_FACTOR], the timeout doubling each time, at
+  most MAX_RETRANSMIT times (defaults 2 s, 1.5, 4; configurable for tests).
+- NSTART = 1 (section 4.7): an asyncio.Lock serialises exchanges.
+- Message IDs start at a random value and count up; every request gets a
+  fresh random 4-byte token (section 5.3.1).
+- Responses: piggybacked in the ACK, or separate (an Empty ACK, then a CON
+  or NON response with our token; a CON one is acknowledged). Duplicates --
+  a second ACK for an answered MID, a retransmitted separate response, a
+  response with a stale token -- are ignored (a duplicate CON is re-ACKed so
+  the server stops retransmitting). An RST for our MID ends the exchange.
+- Block2 (RFC 7959) for GETs whose answer does not fit one datagram.
+
+The socket is a connected UDP socket read through asyncio's stream wrapper,
+so waiting costs nothing; ICMP "port unreachable" (the hub is down) shows as
+OSError on read and is treated like silence.
+"""
+
+import asyncio
+import socket
+
+from compat import const, sleep_ms, ticks_add, ticks_diff, ticks_ms, urandom_int
+from smartpark.protocol import coap
+from smartpark.protocol.errors import DecodeError
+
+_MAX_DGRAM = const(1280)
+
+
+class CoapTimeout(OSError):
+    pass
+
+
+class CoapReset(OSError):
+    pass
+
+
+class Client:
+    def __init__(self, params=None):
+        p = params or {}
+        self.ack_timeout_ms = int(p.get("ack_timeout", 2.0) * 1000)
+        self.factor = float(p.get("ack_random_factor", 1.5))
+        self.max_retransmit = int(p.get("max_retransmit", 4))
+        # how long to wait for a separate response after an Empty ACK
+        self.separate_ms = int(p.get("separate_timeout", self.ack_timeout_ms * 15 / 1000) * 1000)
+        self.mid = urandom_int(16)
+        self.retx = 0          # retransmissions since boot (health "retx")
+        self.requests = 0
+        self.last_rtt_ms = None
+        self._lock = asyncio.Lock()
+        self._sock = None
+        self._stream = None
+        self.peer = None
+
+    def connect(self, host, port):
+        self.close()
+        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0]
+        s = socket.socket(ai[0], socket.SOCK_DGRAM)
+        s.connect(ai[-1])
+        s.setblocking(False)
+        self._sock = s
+        self._stream = asyncio.StreamReader(s)  # type: ignore[call-arg]
+        self.peer = (host, port)
+
+    def close(self):
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = self._stream = None
+
+    def _next_mid(self):
+        self.mid = (self.mid + 1) & 0xFFFF
+        return self.mid
+
+    def _send(self, data):
+        try:
+            self._sock.write(data)   # type: ignore[union-attr]
+        except OSError:
+            pass   # e.g. ECONNREFUSED left over from an ICMP error: as if lost
+
+    async def _recv(self, wait_ms):
+        """One datagram within wait_ms, or None."""
+        if wait_ms <= 0:
+            return None
+        t0 = ticks_ms()
+        try:
+            return await asyncio.wait_for_ms(self._stream.read(_MAX_DGRAM), wait_ms)  # type: ignore
+        except asyncio.TimeoutError:
+            return None
+        except OSError:
+            # ICMP unreachable: nobody listens; wait out the rest of this slot
+            rest = wait_ms - ticks_diff(ticks_ms(), t0)
+            if rest > 0:
+                await sleep_ms(rest)
+            return None
+
+    async def request(self, code, path, payload=b"", content_format=None, query=None,
+                      accept=None, options=None):
+        """Send a CON request and return the response Message (raises CoapTimeout/CoapReset)."""
+        async with self._lock:
+            return await self._exchange(code, path, payload, content_format, query, accept, options)
+
+    async def get(self, path, accept=None, query=None):
+        """GET with Block2 reassembly; returns (response of the last block, whole payload)."""
+        async with self._lock:
+            body = b""
+            num = 0
+            while True:
+                opts = [(coap.BLOCK2, coap.block_encode(num, False, 6))] if num else None
+                resp = await self._exchange(coap.GET, path, b"", None, query, accept, opts)
+                body += resp.payload
+                blk = resp.block2
+                if blk is None or not blk[1] or resp.code != coap.CONTENT or num > 64:
+                    return resp, body
+                num = blk[0] + 1
+
+    async def _exchange(self, code, path, payload, cf, query, accept, options):
+        if self._sock is None:
+            raise CoapTimeout("not connected")
+        mid = self._next_mid()
+        token = urandom_int(32).to_bytes(4, "big")
+        msg = coap.make_request(code, path, mid, token, coap.CON, payload, cf, query, accept)
+        if options:
+            for n, v in options:
+                msg.add_option(n, v)
+        data = msg.encode()
+        del msg
+        self.requests += 1
+        timeout = self.ack_timeout_ms + urandom_int(16) * int(self.ack_timeout_ms * (self.factor - 1)) // 65536
+        sent = ticks_ms()
+        first = sent
+        self._send(data)
+        tries = 0
+        acked = False
+        deadline = ticks_add(sent, timeout)
+        while True:
+            dgram = await self._recv(ticks_diff(deadline, ticks_ms()))
+            if dgram is None:
+                if ticks_diff(deadline, ticks_ms()) > 0:
+                    continue
+                if acked:
+                    raise CoapTimeout("no separate response")
+                if tries >= self.max_retransmit:
+                    raise CoapTimeout("no answer after %d retransmissions" % tries)
+                tries += 1
+                self.retx += 1
+                timeout *= 2
+                sent = ticks_ms()
+                deadline = ticks_add(sent, timeout)
+                self._send(data)
+                continue
+            try:
+                r = coap.parse(dgram)
+            except DecodeError:
+                continue
+            if r.mtype == coap.ACK and r.mid == mid:
+                if r.code == coap.EMPTY:
+                    if not acked:
+                        acked = True
+                        deadline = ticks_add(ticks_ms(), self.separate_ms)
+                    continue
+                if r.token != token:
+                    continue
+                self.last_rtt_ms = None if tries else ticks_diff(ticks_ms(), first)
+                return r
+            if r.mtype == coap.RST and r.mid == mid:
+                raise CoapReset("reset by peer")
+            if r.mtype in (coap.CON, coap.NON) and r.code >= 0x40:
+                if r.mtype == coap.CON:
+                    self._send(coap.empty_ack(r).encode())
+                if r.token == token:
+                    self.last_rtt_ms = None
+                    return r
+            # anything else: a duplicate or stray message, ignored

@@ -1,0 +1,57 @@
+"""Entry point: start the node, and never crash-loop.
+
+A bad config is not an exception here (node.py runs in safe mode). Anything
+unexpected is logged to crash.log in flash; an ESP32 then resets after 10 s
+(WDT-like, so a transient fault clears), the unix port restarts the node in
+the same process after 2 s. Tests and tools may run a bounded number of
+cycles with SMARTPARK_CYCLES=<n> (unix port only).
+"""
+
+import sys
+
+import asyncio
+
+from compat import log
+
+
+def _cycles():
+    try:
+        import os
+        v = os.getenv("SMARTPARK_CYCLES")  # type: ignore[attr-defined]
+        return int(v) if v else None
+    except (AttributeError, ImportError, ValueError):
+        return None
+
+
+def _note_crash(e):
+    try:
+        with open("crash.log", "a") as f:
+            f.write("%s: %s\n" % (type(e).__name__, e))
+    except OSError:
+        pass
+
+
+def main():
+    import node
+    while True:
+        try:
+            n = node.Node()
+            asyncio.run(n.run(_cycles()))
+            return 0
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - the last line of defence
+            log("crash:", repr(e))
+            if hasattr(sys, "print_exception"):
+                sys.print_exception(e)  # type: ignore[attr-defined]
+            _note_crash(e)
+            if sys.platform == "esp32":
+                import time
+                time.sleep(10)
+                import machine
+                machine.reset()
+            asyncio.run(asyncio.sleep(2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,419 @@
+"""The node: wires config, board, drivers, sampler, outbox, clock, CoAP client and RD together.
+
+One report cycle (every report_interval s, or one per wake-up in deep-sleep mode):
+  1. health readings ("health.<key>", protocol/report.py HEALTH_KEYS) go into
+     the outbox like any reading;
+  2. find the hub (rd.py) and register / refresh the registration;
+  3. until the clock is synced, a time-less POST /r asks the hub for its time;
+  4. drain the outbox oldest first: packs of up to batch_max readings, CON POST
+     /r (ct 112); a 2.xx acks the pack's records, its payload (report ack)
+     syncs the clock and may announce a newer config version; 5.xx or silence
+     keeps them for the next cycle; a 4.xx other than 4.13 means the hub will
+     never take that pack, so its records are dropped and counted;
+  5. a newer config version -> GET /cfg/<node>, validate, persist, apply.
+
+Safe mode: when config.json is missing or invalid, the key at fault is
+logged, and the node runs with no sensors, still reporting health and
+fetching its config from the hub on every cycle until a valid one arrives.
+"""
+
+import asyncio
+import json
+import os
+
+import clock as clockmod
+import config
+import drivers
+import outbox as outboxmod
+import pack
+import rd
+import sampler as samplermod
+from board import Board
+from coapc import Client, CoapReset, CoapTimeout
+from compat import log, mem_free, sleep_ms, ticks_diff, ticks_ms
+from smartpark.protocol import cbor, coap, report
+from smartpark.protocol.errors import DecodeError
+from smartpark.protocol.version import VERSION
+
+FIRMWARE = VERSION
+_PULSE_FILE = "pulse.json"
+_MAX_PAYLOAD = 1024
+
+
+def _load_json(path, default):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+class Node:
+    def __init__(self):
+        cfg, err = config.load()
+        self.error = err
+        self.raw = cfg if err is None else None
+        sim = cfg.get("sim") if isinstance(cfg, dict) else None
+        self.board = Board(sim if isinstance(sim, dict) else None)
+        if err is not None:
+            log("config error:", err, "-> safe mode (health only, waiting for a config from the hub)")
+            cfg = self._safe_config(cfg)
+        self.cfg = cfg
+        self.safe = err is not None
+        mem = self.board.rtc_memory()
+        try:
+            self.rtc = json.loads(mem) if mem else {}
+        except ValueError:
+            self.rtc = {}
+        if not isinstance(self.rtc, dict):
+            self.rtc = {}
+        self.rtc["boot"] = self.rtc.get("boot", 0) + 1
+        self.clock = clockmod.Clock(self.board, self.rtc)
+        self._save_rtc()
+        self.outbox = outboxmod.Outbox(cfg["outbox_size"])
+        if self.outbox.recovered_bytes:
+            log("outbox: dropped a torn tail of", self.outbox.recovered_bytes, "bytes")
+        self.client = Client(cfg["coap"])
+        self.node = cfg["node"]
+        self.hub = None
+        self.reg = None
+        self.cycles = 0
+        self.stored = 0
+        self.refused = 0
+        self.cfg_wanted = None
+        self.cfg_failed = None
+        self.fw_noted = None
+        self._alive = ticks_ms()
+        self._ledger = open("ledger.log", "a") if cfg.get("ledger") else None
+        self._build_sensors()
+        if cfg["ntp"]:
+            host = cfg["ntp"] if isinstance(cfg["ntp"], str) else None
+            if self.board.ntp_sync(host):
+                self.clock.sync(self.board.rtc_ms())
+                self._save_rtc()
+
+    # --- configuration ---
+    def _safe_config(self, raw):
+        node = None
+        hub = "auto"
+        if isinstance(raw, dict):
+            node = raw.get("node")
+            try:
+                config.parse_hub(raw.get("hub", "auto"))
+                hub = raw.get("hub", "auto")
+            except config.ConfigError:
+                pass
+        if not config.valid_ident(node):
+            node = "node-" + self.board.unique_id()[-12:]
+        safe = {"node": node, "hub": hub}
+        if isinstance(raw, dict):
+            for k in ("sim", "coap", "ledger", "report_interval", "hub_port"):
+                if k in raw:
+                    try:
+                        config.validate(dict(safe, **{k: raw[k]}))
+                        safe[k] = raw[k]
+                    except config.ConfigError:
+                        pass
+        return config.validate(safe)
+
+    def _build_sensors(self):
+        pulses = _load_json(_PULSE_FILE, {})
+        sensors = []
+        for i, s in enumerate(self.cfg["sensors"]):
+            params = dict(s["params"])
+            if s["driver"] == "pulse" and s["name"] in pulses:
+                params["start"] = pulses[s["name"]]
+            try:
+                drv = drivers.load(s["driver"])(self.board.bus(s, i), params)
+            except Exception as e:  # a missing part must not stop the node
+                log("sensor", s["name"], "not started:", repr(e))
+                continue
+            sensors.append((s, drv))
+        self.sensors = sensors
+        self.sampler = samplermod.Sampler(sensors, self.record, self.clock, self.cfg["report_interval"])
+        self.reg = None
+
+    def _save_rtc(self):
+        try:
+            self.board.rtc_memory_write(json.dumps(self.rtc).encode())
+        except OSError:
+            pass
+
+    def _save_pulses(self):
+        totals = {}
+        for s, drv in self.sensors:
+            if s["driver"] == "pulse":
+                totals[s["name"]] = drv.total()
+        if totals:
+            tmp = _PULSE_FILE + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(totals, f)
+            os.rename(tmp, _PULSE_FILE)
+
+    # --- recording ---
+    def record(self, recs):
+        seqs = self.outbox.append(recs)
+        if self._ledger is not None:
+            lines = []
+            for seq, r in zip(seqs, recs):
+                lines.append("%d %d %d %d %s\n" % (seq, r[0], r[1], r[2], r[5]))
+            self._ledger.write("".join(lines))
+            self._ledger.flush()
+
+    def health(self):
+        vbat = None
+        for s, drv in self.sensors:
+            if drv.FIELDS[0][0] == "vbat":
+                vbat = drv.value(0)
+        values = {
+            "uptime": (self.clock.uptime_s(), "s"),
+            "heap_free": (mem_free(), "B"),
+            "reset": (self.board.reset_cause(), ""),
+            "rssi": (self.board.rssi(), "dBm"),
+            "vbat": (vbat, "V"),
+            "outbox": (self.outbox.depth(), ""),
+            "dropped": (self.outbox.dropped, ""),
+            "retx": (self.client.retx, ""),
+        }
+        flags, run, t = self.clock.stamp()
+        recs = []
+        for key in report.HEALTH_KEYS:
+            v, unit = values.get(key, (None, ""))
+            if v is not None:
+                recs.append((flags, run, t, "v", v, "health." + key, unit))
+        return recs
+
+    # --- talking to the hub ---
+    async def find_hub(self):
+        cfg = self.cfg
+        hp = config.parse_hub(cfg["hub"])
+        if hp is None:
+            port = cfg["hub_port"]
+            hp = await rd.multicast(port)
+            if hp is None:
+                hp = rd.mdns(cfg["hub_mdns"], port)
+            if hp is None:
+                hp = rd.remembered()
+        if hp is None:
+            return False
+        if self.hub != hp:
+            log("hub at %s:%d" % hp)
+            self.client.connect(hp[0], hp[1])
+            self.hub = hp
+            self.reg = None
+        return True
+
+    def _ack(self, resp):
+        """Use the report ack carried by a 2.xx (hub time, config version, firmware)."""
+        if not resp.payload:
+            return
+        try:
+            a = report.decode_ack(resp.payload)
+        except (DecodeError, ValueError):
+            return
+        self.clock.sync(clockmod.ack_time_ms(resp.payload, a["time"]), self.client.last_rtt_ms or 0)
+        if self.clock.syncs == 1 or self.clock.syncs % 16 == 0:
+            self._save_rtc()
+        cv = a["config_version"]
+        if cv > self.cfg["config_version"] and cv != self.cfg_failed:
+            self.cfg_wanted = cv
+        fw = a["firmware"]
+        if fw and fw != FIRMWARE and fw != self.fw_noted:
+            self.fw_noted = fw
+            log("hub wants firmware", fw, "- OTA is not part of this build; update with `smartpark flash`")
+
+    async def sync_time(self):
+        extra = [("health.uptime", "s", "v", self.clock.uptime_s())]
+        r = await self.client.request(coap.POST, "/r", pack.build(self.node, [], extra),
+                                      pack.CT_SENML_CBOR)
+        if r.code >> 5 == 2:
+            self._ack(r)
+        return self.clock.synced()
+
+    def _next_pack(self, limit):
+        """(items, last seq) of the next sendable records; drops never-resolvable ones."""
+        while True:
+            recs = self.outbox.peek(limit)
+            items = []
+            last = None
+            first_ms = None
+            drop = None
+            for seq, flags, run, t, kind, value, name, unit in recs:
+                ms = self.clock.resolve(flags, run, t)
+                if ms == -1:
+                    if items:
+                        break
+                    drop = seq
+                    continue
+                if ms is None:
+                    break
+                if drop is not None:
+                    break
+                if first_ms is None:
+                    first_ms = ms
+                elif not pack.fits(first_ms, ms):
+                    break
+                items.append((ms, name, unit, kind, value))
+                last = seq
+            if drop is not None and not items:
+                log("outbox: dropping readings of a run that never got the time, up to", drop)
+                self.outbox.drop(drop)
+                continue
+            return items, last
+
+    async def drain(self, max_packs=50):
+        """Send packs until the outbox is empty (True) or the hub stops taking them (False)."""
+        limit = self.cfg["batch_max"]
+        for _ in range(max_packs):
+            self._alive = ticks_ms()
+            items, last = self._next_pack(limit)
+            if not items:
+                return True
+            payload = pack.build(self.node, items)
+            while len(payload) > _MAX_PAYLOAD and len(items) > 1:
+                items = items[:len(items) // 2]
+                payload = pack.build(self.node, items)
+            last = self.outbox.head + len(items) - 1   # items always start at the head
+            r = await self.client.request(coap.POST, "/r", payload, pack.CT_SENML_CBOR)
+            cls = r.code >> 5
+            if cls == 2:
+                self.outbox.ack(last)
+                self.stored += len(items)
+                self._ack(r)
+            elif r.code == coap.REQUEST_ENTITY_TOO_LARGE and limit > 1:
+                limit = max(1, len(items) // 2)
+            elif cls == 4:
+                log("hub refused a pack:", coap.code_str(r.code), r.payload[:60], "- dropping", len(items))
+                self.refused += len(items)
+                self.outbox.drop(last)
+            else:
+                log("hub answered", coap.code_str(r.code), "- keeping readings")
+                return False
+        return self.outbox.depth() == 0
+
+    async def fetch_config(self):
+        want = self.cfg_wanted
+        resp, body = await self.client.get("/cfg/" + self.node, accept=coap.CBOR)
+        if resp.code != coap.CONTENT:
+            log("cfg: GET got", coap.code_str(resp.code))
+            return False
+        try:
+            new = cbor.loads(body)
+            if not isinstance(new, dict):
+                raise config.ConfigError("(hub)", "config is not a map")
+            merged = dict(self.raw or {"node": self.node})
+            for k in new:
+                if k != "version":
+                    merged[k] = new[k]
+            merged["node"] = self.node
+            merged["config_version"] = new.get("version", want or 0)
+            cfg = config.validate(merged)
+        except (DecodeError, config.ConfigError) as e:
+            log("cfg from hub rejected:", e)
+            self.cfg_failed = want
+            self.cfg_wanted = None
+            return False
+        config.save(merged)
+        log("config version", cfg["config_version"], "applied")
+        self.apply(merged, cfg)
+        return True
+
+    def apply(self, raw, cfg):
+        """Apply a new valid config without a reboot."""
+        self.sampler.stop()
+        self.raw = raw
+        self.cfg = cfg
+        self.safe = False
+        self.error = None
+        self.cfg_wanted = None
+        self.outbox.max = cfg["outbox_size"]
+        c = self.client
+        p = cfg["coap"]
+        c.ack_timeout_ms = int(p["ack_timeout"] * 1000)
+        c.factor = float(p["ack_random_factor"])
+        c.max_retransmit = int(p["max_retransmit"])
+        if config.parse_hub(cfg["hub"]) != self.hub and cfg["hub"] != "auto":
+            self.hub = None
+        self._build_sensors()
+        if cfg["deep_sleep"] == "off":
+            self.sampler.start()
+
+    # --- the loop ---
+    async def cycle(self):
+        self.cycles += 1
+        if self.cycles % self.cfg["health_every"] == 0 or self.safe:
+            self.record(self.health())
+        self._save_pulses()
+        try:
+            if self.hub is None and not await self.find_hub():
+                log("no hub found")
+                return False
+            if self.reg is None:
+                self.reg = rd.Registration(self.client, self.node, self.cfg["lifetime"],
+                                           rd.links_for(self.cfg["sensors"]), FIRMWARE)
+            try:
+                await self.reg.ensure()
+            except (CoapTimeout, CoapReset):
+                self.reg.forget()
+                raise
+            if not self.clock.synced():
+                await self.sync_time()
+            ok = await self.drain()
+            if self.cfg_wanted is not None or (self.safe and self.cycles % 3 == 1):
+                await self.fetch_config()
+            return ok
+        except CoapTimeout as e:
+            log("hub silent:", e)
+            if self.cfg["hub"] == "auto":
+                self.hub = None
+            return False
+        except CoapReset:
+            log("hub reset the exchange")
+            return False
+        except OSError as e:
+            log("network error:", e)
+            self.hub = None
+            return False
+
+    async def _watchdog(self, ms):
+        wdt = self.board.watchdog(ms)
+        while True:
+            if ticks_diff(ticks_ms(), self._alive) < ms // 2:
+                wdt.feed()
+            await sleep_ms(ms // 4)
+
+    async def run(self, cycles=None):
+        cfg = self.cfg
+        for coro in self.board.background():
+            asyncio.create_task(coro)
+        if cfg["watchdog_ms"]:
+            asyncio.create_task(self._watchdog(cfg["watchdog_ms"]))
+        if not self.board.network_up(cfg["wifi"]):
+            log("Wi-Fi not up yet")
+        sleeping = cfg["deep_sleep"] == "between_reports"
+        if sleeping:
+            await self.sampler.sample_all()
+        else:
+            self.sampler.start()
+        n = 0
+        while cycles is None or n < cycles:
+            n += 1
+            self._alive = ticks_ms()
+            t0 = ticks_ms()
+            ok = await self.cycle()
+            if self.cfg["deep_sleep"] == "between_reports":
+                self._save_rtc()
+                self._save_pulses()
+                self.outbox.close()
+                rest = int(self.cfg["report_interval"] * 1000) - ticks_diff(ticks_ms(), t0)
+                self.board.deepsleep(max(rest, 1000))
+            wait = int(self.cfg["report_interval"] * 1000) - ticks_diff(ticks_ms(), t0)
+            if not ok and wait > 5000:
+                wait = 5000 if self.outbox.depth() else wait
+            while wait > 0:
+                step = min(wait, 1000)
+                self._alive = ticks_ms()
+                await sleep_ms(step)
+                wait -= step
+        self.sampler.stop()
+        self.outbox.close()
