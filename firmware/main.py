@@ -7,9 +7,8 @@ the same process after 2 s. Tests and tools may run a bounded number of
 cycles with SMARTPARK_CYCLES=<n> (unix port only).
 """
 
-import sys
-
 import asyncio
+import sys
 
 from compat import log
 

@@ -22,7 +22,8 @@ def test_pack_roundtrip_exact_times():
              (1763978009999, "meter.total", "J", "s", 7200.0)]
     recs = _resolve(pack.build("n7", items))
     assert [r["n"] for r in recs] == ["n7/air1.temp", "n7/air1.hum", "n7/bay3.occupied", "n7/meter.total"]
-    for r, it in zip(recs, items):
+    for i in range(len(items)):
+        r, it = recs[i], items[i]
         tick = it[0] * 1024 // 1000
         assert r["t"] == tick / 1024, (r["t"], tick / 1024)
         assert abs(r["t"] * 1000 - it[0]) <= 1.0
