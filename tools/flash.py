@@ -223,6 +223,9 @@ def register(subparsers):
                    help="Wi-Fi password (required with --wifi; '' for an open network)")
     p.add_argument("--sensors", metavar="FILE",
                    help="JSON file: the node's sensors (list of {\"driver\": ..., ...})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other config.json key (VALUE as JSON, else a string), e.g. "
+                        "--set report_interval=60; repeatable")
     p.add_argument("--wipe", action="store_true",
                    help="erase everything on the board first (also the outbox of unsent readings)")
     p.add_argument("--bundle", metavar="DIR",
@@ -239,7 +242,9 @@ def run(args):
     try:
         config = nodeconfig.make_config(
             node_id=args.node_id, hub=args.hub, wifi=args.wifi,
-            wifi_password=args.wifi_password, sensors_file=args.sensors)
+            wifi_password=args.wifi_password, sensors_file=args.sensors,
+            extra=nodeconfig.parse_sets(args.set))
+        config = nodeconfig.check_config(config, args.bundle)
     except nodeconfig.ConfigError as e:
         say("smartpark flash: error: %s" % e)
         return EXIT_USAGE

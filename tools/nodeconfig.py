@@ -4,9 +4,11 @@ make_config() turns command-line options into the dict the firmware reads
 from config.json in its working directory, checking everything a technician
 can get wrong (node id, hub address, Wi-Fi, sensors file) with a message
 naming the field. When the firmware ships a validator (firmware/config.py
-with `validate(cfg)`), validate_with_firmware() also runs the firmware's own
-check on the generated file under the real `micropython` binary, so the host
-and the node cannot disagree about what a valid config is.
+with `validate(cfg)`), check_config() runs the firmware's own check (from
+the bundle being flashed) on the generated file under the real `micropython`
+binary, so the host and the node cannot disagree about what a valid config
+is. The keys are the firmware's (firmware/config.py): node, hub, wifi,
+sensors, and anything given with --set.
 """
 
 import json
@@ -18,7 +20,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRMWARE_DIR = os.path.join(ROOT, "firmware")
 DEFAULT_COAP_PORT = 5683
-_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+_NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
@@ -29,8 +31,8 @@ class ConfigError(ValueError):
 
 def check_node_id(node_id):
     if not isinstance(node_id, str) or not _NODE_ID.match(node_id):
-        raise ConfigError("node id %r: use 1-32 letters, digits, '.', '_' or '-', starting with a "
-                          "letter or digit (it becomes the SenML base name '<id>/')" % (node_id,))
+        raise ConfigError("node id %r: use 1-32 letters, digits, '_' or '-' (it becomes the "
+                          "SenML base name '<id>/')" % (node_id,))
     return node_id
 
 
@@ -117,7 +119,7 @@ def firmware_drivers(firmware_dir=FIRMWARE_DIR):
 def make_config(node_id, hub="auto", wifi=None, wifi_password=None, sensors_file=None,
                 sensors=None, extra=None):
     """The config.json dict for one node; raises ConfigError naming the bad field."""
-    cfg = {"node_id": check_node_id(node_id)}
+    cfg = {"node": check_node_id(node_id)}
     target = parse_hub(hub)
     cfg["hub"] = "auto" if target is None else "%s:%d" % (
         "[%s]" % target[0] if ":" in target[0] else target[0], target[1])
@@ -126,8 +128,8 @@ def make_config(node_id, hub="auto", wifi=None, wifi_password=None, sensors_file
             raise ConfigError("--wifi SSID must be 1-32 bytes")
         if wifi_password is None:
             raise ConfigError("--wifi needs --wifi-password ('' for an open network)")
-        if wifi_password and not 8 <= len(wifi_password) <= 63:
-            raise ConfigError("--wifi-password must be 8-63 characters (WPA2), or '' for open")
+        if wifi_password and not 8 <= len(wifi_password) <= 64:
+            raise ConfigError("--wifi-password must be 8-64 characters (WPA2), or '' for open")
         cfg["wifi"] = {"ssid": wifi, "password": wifi_password}
     elif wifi_password is not None:
         raise ConfigError("--wifi-password given without --wifi")
@@ -140,35 +142,64 @@ def make_config(node_id, hub="auto", wifi=None, wifi_password=None, sensors_file
     return cfg
 
 
-def validate_with_firmware(cfg, micropython=None, firmware_dir=FIRMWARE_DIR, timeout=30):
-    """Run firmware/config.py's validate() on `cfg` under micropython.
+def parse_sets(items):
+    """['key=value', ...] -> dict; value parsed as JSON when it is JSON, else kept as text."""
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--set %r: expected KEY=VALUE" % item)
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
-    Returns None when valid, the firmware's error text when not, and raises
-    ConfigError if the firmware has no validator to run.
+
+def _firmware_path(bundle_dir):
+    """MICROPYPATH entries under which `import config` is the firmware's own."""
+    if bundle_dir:
+        return [bundle_dir, os.path.join(bundle_dir, "lib")], bundle_dir
+    return [FIRMWARE_DIR], FIRMWARE_DIR
+
+
+def check_config(cfg, bundle_dir=None, micropython=None, timeout=60):
+    """Validate `cfg` with the firmware's own config.validate() under micropython.
+
+    The firmware that will read the file decides: the bundle's config module
+    (or firmware/config.py when no bundle is given) runs on the real unix
+    port. Returns `cfg`; raises ConfigError with the firmware's message.
     """
-    if not os.path.isfile(os.path.join(firmware_dir, "config.py")):
-        raise ConfigError("firmware/config.py is not there yet: cannot check the config "
-                          "against the firmware")
+    paths, where = _firmware_path(bundle_dir)
+    if not any(os.path.isfile(os.path.join(where, "config" + ext)) for ext in (".py", ".mpy")):
+        raise ConfigError("%s has no config module: cannot check config.json against the "
+                          "firmware that will read it" % where)
     from smartpark.tools.ptyboard import find_micropython
     mp = micropython or find_micropython()
-    proto_top = tempfile.mkdtemp(prefix="sp-cfgchk-")
+    work = tempfile.mkdtemp(prefix="sp-cfgchk-")
     try:
-        os.makedirs(os.path.join(proto_top, "smartpark"))
-        os.symlink(os.path.join(ROOT, "protocol"), os.path.join(proto_top, "smartpark", "protocol"))
-        with open(os.path.join(proto_top, "config.json"), "w") as f:
+        if not bundle_dir:
+            os.makedirs(os.path.join(work, "smartpark"))
+            os.symlink(os.path.join(ROOT, "protocol"), os.path.join(work, "smartpark", "protocol"))
+            paths = paths + [work]
+        with open(os.path.join(work, "candidate.json"), "w") as f:
             json.dump(cfg, f)
         code = ("import json, config\n"
-                "try:\n config.validate(json.load(open('config.json')))\n"
-                "except Exception as e:\n print('INVALID', e)\nelse:\n print('VALID')\n")
-        env = dict(os.environ, MICROPYPATH=".frozen:%s:%s" % (firmware_dir, proto_top))
-        proc = subprocess.run([mp, "-c", code], cwd=proto_top, env=env, capture_output=True,
-                              text=True, timeout=timeout)
+                "try:\n config.validate(json.load(open('candidate.json')))\n"
+                "except ValueError as e:\n print('INVALID', e)\nelse:\n print('VALID')\n")
+        env = dict(os.environ, MICROPYPATH=":".join([".frozen"] + paths))
+        try:
+            proc = subprocess.run([mp, "-c", code], cwd=work, env=env, capture_output=True,
+                                  text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise ConfigError("could not run the firmware's config check: %s" % e) from None
     finally:
         import shutil
-        shutil.rmtree(proto_top, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     out = proc.stdout.strip().splitlines()
     if out and out[-1] == "VALID":
-        return None
+        return cfg
     if out and out[-1].startswith("INVALID"):
-        return out[-1][8:]
-    return (proc.stdout + proc.stderr).strip()[-500:] or "validator did not run"
+        raise ConfigError("the firmware rejects this config: " + out[-1][8:])
+    raise ConfigError("the firmware's config check did not run: %s"
+                      % (proc.stdout + proc.stderr).strip()[-400:])

@@ -40,6 +40,17 @@ def run():
     ack = report.decode_ack(report.encode_ack(1700000000.0, stored=reading()))
     print("tiny app ok", ack["stored"])
 '''
+TINY_CONFIG = '''"""tiny config check (the firmware's contract: validate(raw) raises ValueError)"""
+
+
+def validate(raw):
+    if not isinstance(raw, dict) or "node" not in raw:
+        raise ValueError("config key node: missing")
+    for i, s in enumerate(raw.get("sensors", [])):
+        if "name" not in s:
+            raise ValueError("config key sensors[%d].name: missing" % i)
+    return raw
+'''
 TINY_SENSORS = '''"""tiny sensors package"""
 
 
@@ -55,6 +66,7 @@ def tiny_firmware(tmp_path):
     (fw / "boot.py").write_text('"""boot"""\n')
     (fw / "main.py").write_text(TINY_MAIN)
     (fw / "app.py").write_text(TINY_APP)
+    (fw / "config.py").write_text(TINY_CONFIG)
     (fw / "sensors" / "__init__.py").write_text(TINY_SENSORS)
     (fw / "README.md").write_text("not for the board\n")
     return str(fw)

@@ -50,7 +50,7 @@ def test_flash_real_firmware_lands_verified_and_configured(real_bundle, pty_boar
     assert proc.returncode == 0, proc.stderr
     manifest = _check_files(pty_board.flash_dir, real_bundle)
     cfg = json.load(open(os.path.join(pty_board.flash_dir, "config.json")))
-    assert cfg["node_id"] == "node-7" and cfg["hub"] == "127.0.0.1:5999"
+    assert cfg["node"] == "node-7" and cfg["hub"] == "127.0.0.1:5999"
     s = json.load(open(summary))
     assert s["files"] == len(manifest["files"]) + 2 and s["written"] == s["files"]
     assert "verified by SHA-256 on the board" in proc.stderr
@@ -64,15 +64,18 @@ def test_flash_real_firmware_lands_verified_and_configured(real_bundle, pty_boar
 
 def test_flash_tiny_bundle_config_and_incremental_reflash(tiny_bundle, pty_board, tmp_path):
     sensors = tmp_path / "sensors.json"
-    sensors.write_text(json.dumps([{"driver": "bme280", "bus": "i2c0", "addr": 118}]))
+    sensors.write_text(json.dumps([{"name": "air", "driver": "bme280", "bus": "i2c0",
+                                    "params": {"address": 118}}]))
     proc = _flash(pty_board.port, tiny_bundle, "--wifi", "park-iot", "--wifi-password",
-                  "s3cret-pass", "--sensors", sensors, "--no-reset")
+                  "s3cret-pass", "--sensors", sensors, "--set", "report_interval=5", "--no-reset")
     assert proc.returncode == 0, proc.stderr
     _check_files(pty_board.flash_dir, tiny_bundle)
     cfg = json.load(open(os.path.join(pty_board.flash_dir, "config.json")))
-    assert cfg == {"node_id": "node-7", "hub": "127.0.0.1:5999",
+    assert cfg == {"node": "node-7", "hub": "127.0.0.1:5999",
                    "wifi": {"ssid": "park-iot", "password": "s3cret-pass"},
-                   "sensors": [{"driver": "bme280", "bus": "i2c0", "addr": 118}]}
+                   "sensors": [{"name": "air", "driver": "bme280", "bus": "i2c0",
+                                "params": {"address": 118}}],
+                   "report_interval": 5}
     assert pty_board.boots == 1  # --no-reset
     # the node's data, and a firmware file the new bundle no longer has
     outbox = os.path.join(pty_board.flash_dir, "outbox")
@@ -92,7 +95,7 @@ def test_flash_tiny_bundle_config_and_incremental_reflash(tiny_bundle, pty_board
     s = json.load(open(summary))
     assert s["written"] == 3 and s["kept"] == s["files"] - 3  # app.mpy, config.json, manifest
     _check_files(pty_board.flash_dir, tiny_bundle)
-    assert json.load(open(os.path.join(pty_board.flash_dir, "config.json")))["node_id"] == "node-8"
+    assert json.load(open(os.path.join(pty_board.flash_dir, "config.json")))["node"] == "node-8"
     assert open(os.path.join(outbox, "seg-000001"), "rb").read() == b"unsent readings"
     assert not os.path.exists(stale_path)
     # --wipe: the outbox goes too
@@ -207,13 +210,28 @@ def test_mismatch_that_persists_fails(tiny_bundle, special_board):
     (["--node-id", "n1", "--hub", "host:99999"], "port must be 1-65535"),
     (["--node-id", "n1", "--hub", "[::1"], "missing ']'"),
     (["--node-id", "n1", "--wifi", "park"], "--wifi needs --wifi-password"),
-    (["--node-id", "n1", "--wifi", "park", "--wifi-password", "short"], "8-63 characters"),
+    (["--node-id", "n1", "--wifi", "park", "--wifi-password", "short"], "8-64 characters"),
+    (["--node-id", "n1", "--set", "novalue"], "expected KEY=VALUE"),
+    (["--node-id", "n1", "--sensors", "/dev/null"], "not valid JSON"),
     (["--node-id", "n1", "--sensors", "/nonexistent.json"], "sensors file /nonexistent.json"),
 ])
 def test_bad_options_fail_before_touching_the_board(args, needle, tiny_bundle, tmp_path):
     proc = smartpark("flash", "--port", str(tmp_path / "nope"), "--bundle", tiny_bundle, *args)
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr
+
+
+def test_the_firmware_itself_validates_the_config(tmp_path):
+    """No --bundle: firmware/config.py's validate() runs under micropython before any build."""
+    proc = smartpark("flash", "--port", str(tmp_path / "nope"), "--node-id", "n1",
+                     "--set", "report_interval=0")
+    assert proc.returncode == 2, proc.stderr
+    assert "the firmware rejects this config" in proc.stderr and "report_interval" in proc.stderr
+    sensors = tmp_path / "s.json"
+    sensors.write_text(json.dumps([{"name": "air", "driver": "bme280", "pins": {"sda": 99}}]))
+    proc = smartpark("flash", "--port", str(tmp_path / "nope"), "--node-id", "n1",
+                     "--sensors", sensors)
+    assert proc.returncode == 2 and "sensors[0].pins.sda" in proc.stderr, proc.stderr
 
 
 def test_unknown_driver_in_sensors_file(tiny_bundle, tmp_path):
