@@ -70,7 +70,7 @@ _NODE_PARAM = {"name": "node", "in": "path", "required": True, "schema": {"type"
 
 def document(version):
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "smartpark hub", "version": version,
                  "description": "Readings, nodes and events of a smartpark hub. "
                                 "Times are epoch seconds (floats)."},

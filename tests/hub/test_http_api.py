@@ -33,13 +33,17 @@ def seeded(shared_hub):
     ("window=5m", "window"),
     ("limit=0", "limit"),
     ("limit=x", "limit"),
-    ("from=10&to=5", "from"),
 ])
 def test_bad_parameters_get_400_naming_them(seeded, query, param):
     status, body = seeded.get("/api/series/api-1/temp?" + query)
     assert status == 400
     assert body["parameter"] == param
     assert param in body["error"]
+
+
+def test_empty_range_is_200_without_points(seeded):
+    status, body = seeded.get("/api/series/api-1/temp?from=%r&to=%r" % (T0 + 5, T0))
+    assert status == 200 and body["points"] == []
 
 
 def test_unknown_node_and_series_are_404(seeded):
