@@ -417,8 +417,19 @@ def _decoder(data, max_depth, max_items, max_bytes):
 def loads_prefix(data, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_bytes=MAX_BYTES):
     """Decode the first data item of data; return (obj, end offset)."""
     dec = _decoder(data, max_depth, max_items, max_bytes)
-    obj = dec.item(0)
+    obj = _run(dec)
     return obj, dec.pos
+
+
+def _run(dec):
+    # max_depth bounds the recursion; a board with a smaller stack (or heap)
+    # than the limits assume still gets a DecodeError, not a crash.
+    try:
+        return dec.item(0)
+    except RuntimeError:  # RecursionError on CPython; MicroPython's depth error
+        raise LimitError("nesting too deep for this interpreter's stack", dec.pos) from None
+    except MemoryError:
+        raise LimitError("out of memory while decoding", dec.pos) from None
 
 
 def loads(data, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_bytes=MAX_BYTES,
@@ -431,7 +442,7 @@ def loads(data, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_bytes=MAX_BYTES,
     loads_prefix to learn where the item ended).
     """
     dec = _decoder(data, max_depth, max_items, max_bytes)
-    obj = dec.item(0)
+    obj = _run(dec)
     if dec.pos != dec.n and not allow_trailing:
         raise CBORDecodeError("%d trailing bytes after the data item" % (dec.n - dec.pos), dec.pos)
     return obj

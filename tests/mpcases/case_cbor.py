@@ -332,6 +332,8 @@ def test_limits():
     assert e.offset == cbor.MAX_DEPTH
     assert cbor.loads(b"\x81" * 5 + b"\x00", max_depth=5) == [[[[[0]]]]]
     raises(LimitError, cbor.loads, b"\x81" * 6 + b"\x00", max_depth=5)
+    # A max_depth beyond what the interpreter's stack holds is still a LimitError.
+    raises(LimitError, cbor.loads, b"\x81" * 100000 + b"\x00", max_depth=1000000)
     raises(LimitError, cbor.loads, b"\xc1" * 40 + b"\x00")  # tags nest too
     raises(LimitError, cbor.loads, b"\x9f" * 40 + b"\xff" * 40)
     assert cbor.loads(h("83010203"), max_items=3) == [1, 2, 3]
