@@ -242,8 +242,12 @@ class _Decoder:
             raise LimitError("too many items (max_items)", start)
 
     def _string(self, mt, arg, start):
+        """Byte string, or text string (mt 3) decoded; each chunk of an
+        indefinite text string must be valid UTF-8 by itself (§3.2.3: a
+        character cannot be split across chunks)."""
         if arg is not None:
-            return self._take(arg, start)
+            raw = self._take(arg, start)
+            return self._text(raw, start) if mt == _MT_TEXT else raw
         # Indefinite length: definite chunks of the same major type until break.
         parts = []
         while True:
@@ -257,8 +261,9 @@ class _Decoder:
             if cmt != mt or carg is None:
                 raise CBORDecodeError("bad chunk in indefinite-length string", p)
             self._count(1, p)
-            parts.append(self._take(carg, p))
-        return b"".join(parts)
+            chunk = self._take(carg, p)
+            parts.append(self._text(chunk, p) if mt == _MT_TEXT else chunk)
+        return (b"" if mt == _MT_BYTES else "").join(parts)
 
     def _text(self, raw, start):
         try:
@@ -299,9 +304,9 @@ class _Decoder:
                 raise CBORDecodeError("indefinite length on an integer", start)
             return -1 - arg
         if mt == _MT_BYTES:
-            return bytes(self._string(mt, arg, start))
+            return self._string(mt, arg, start)
         if mt == _MT_TEXT:
-            return self._text(bytes(self._string(mt, arg, start)), start)
+            return self._string(mt, arg, start)
         if mt == _MT_SIMPLE:
             return self._simple(arg, start)
         if depth >= self.max_depth:

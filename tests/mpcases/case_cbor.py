@@ -288,6 +288,7 @@ def test_decode_types_and_equality():
     assert not cbor.undefined
     assert cbor.loads(h("c240")) == 0 and cbor.loads(h("c340")) == -1
     assert cbor.loads(h("5f40ff")) == b"" and cbor.loads(h("7fff")) == ""
+    assert cbor.loads(h("7f 62 c3 bc 60 61 61 ff")) == "\u00fca"
     assert cbor.loads(bytearray(h("83010203"))) == [1, 2, 3]
     assert cbor.loads(memoryview(h("83010203"))) == [1, 2, 3]
 
@@ -306,7 +307,7 @@ def test_malformed_offsets():
     cases = [
         ("", 0), ("18", 0), ("1c", 0), ("1d", 0), ("1e", 0), ("1f", 0), ("3f", 0), ("df", 0),
         ("ff", 0), ("8201", 0), ("83 01 02 ff", 3), ("5f 01 ff", 1), ("5f 61 61 ff", 1),
-        ("5f 5f 40 ff ff", 1), ("7f 40 ff", 1), ("62 c3 28", 0), ("61 80", 0),
+        ("5f 5f 40 ff ff", 1), ("7f 40 ff", 1), ("7f 61 c3 61 bc ff", 1), ("62 c3 28", 0), ("61 80", 0),
         ("64 f4 90 80 80", 0), ("63 ed a0 80", 0), ("62 c0 80", 0), ("c2 01", 0),
         ("c3 a0", 0), ("fc", 0), ("f9 00", 0), ("fa 00 00 00", 0), ("fb 00", 0),
         ("81 82 01", 1), ("9f 01", 0), ("bf 01 ff", 2), ("bf 01", 2), ("a1 01", 0),
