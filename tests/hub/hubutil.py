@@ -26,8 +26,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 class HubProc:
-    def __init__(self, data_dir, extra=(), config=None, bind="127.0.0.1"):
+    def __init__(self, data_dir, extra=(), config=None, bind="127.0.0.1", discovery=False):
         self.data_dir = data_dir
+        self.discovery = discovery
         self.extra = list(extra)
         self.config = config
         self.bind = bind
@@ -39,7 +40,9 @@ class HubProc:
     def start(self, timeout=30):
         cmd = [sys.executable, "-m", "smartpark.tools.cli", "hub", "--data", self.data_dir,
                "--coap-bind", self.bind, "--coap-port", "0", "--http-bind", "127.0.0.1",
-               "--http-port", "0", "--no-zeroconf", "--no-multicast"] + self.extra
+               "--http-port", "0"] + self.extra
+        if not self.discovery:
+            cmd += ["--no-zeroconf", "--no-multicast"]
         if self.config:
             cmd += ["--config", self.config]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
