@@ -194,9 +194,6 @@ class _Decoder:
         self.items = max_items
         self.max_depth = max_depth
 
-    def _err(self, msg, offset):
-        return CBORDecodeError(msg, offset)
-
     def _take(self, k, start):
         """k raw bytes at pos (k is checked against the input first)."""
         p = self.pos

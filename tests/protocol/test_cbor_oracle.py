@@ -171,6 +171,23 @@ def test_fuzz_mutated(data):
     _only_decode_error(data, max_depth=3, max_items=8)
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.binary(max_size=12),
+                 st.text(max_size=6).map(lambda t: t.encode("utf-8", "surrogatepass")),
+                 st.lists(st.sampled_from([0x00, 0x7F, 0x80, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0,
+                                           0xED, 0xEF, 0xF0, 0xF4, 0xF5, 0x9F, 0xA0, 0x8F, 0x90]),
+                          max_size=8).map(bytes)))
+def test_utf8_validator_matches_cpython(raw):
+    # MicroPython's decoder is lenient, so cbor.py checks text itself there;
+    # the check must agree with CPython's strict codec.
+    try:
+        raw.decode("utf-8")
+        strict_ok = True
+    except UnicodeDecodeError:
+        strict_ok = False
+    assert (cbor._bad_utf8_seq(raw) < 0) == strict_ok, raw.hex()
+
+
 # ------------------------------------------------------------------ fail fast
 
 def _peak(fn, *args, **kw):
