@@ -1,0 +1,437 @@
+"""`smartpark simulate`: many nodes reporting to a hub, with an honest summary.
+
+Full mode (default): N nodes, each the real firmware (firmware/main.py, or a
+built bundle with --bundle) under the MicroPython unix port, a process with
+its own flash directory and config.json (simulated sensors seeded per node,
+board/unix.py). The run has three phases:
+
+  1. run      --duration S (or until Ctrl-C); a node that exits (deep sleep:
+              status 75, or a crash) is started again, as a board reboots;
+  2. drain    nodes are stopped (SIGINT = Ctrl-C on the console), then
+              restarted with SMARTPARK_DRAIN=1: the firmware only sends,
+              without sampling, until its outbox is empty (--drain S, 15);
+  3. summary  read from each node's own outbox with the firmware's outbox.py
+              under micropython: recorded = readings ever appended (next
+              seq), pending = still in the outbox, dropped = given up (full
+              outbox or refused by the hub), acknowledged = the rest.
+
+Nodes trust the host clock as their NTP ("ntp": true), so every reading the
+hub stores went through the outbox and `acknowledged` equals what the hub
+stored for the node; --hub-time makes them take the time from the hub
+instead (their time-sync requests then add a few time-less readings).
+
+--light: a CPython asyncio load generator for 10,000+ virtual nodes, speaking
+the same wire protocol (CON POST /r, SenML-CBOR with bn "<node>/", the report
+ack), with CoAP retransmission (RFC 7252 4.2) and the same summary.
+
+A second Ctrl-C skips the drain. Exit codes: 0 all outboxes empty at the
+end; 6 readings still pending after the drain; 2 usage; 5 firmware missing.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from smartpark.tools import nodeconfig
+from smartpark.tools.progress import say
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIRMWARE_DIR = os.path.join(ROOT, "firmware")
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_MISSING = 5
+EXIT_PENDING = 6
+EXIT_DEEPSLEEP = 75
+
+# Sensor sets cycled over the nodes: a weather/air node, an office, a parking row,
+# a meter cabinet. Names and drivers are the firmware's (firmware/drivers).
+SENSOR_SETS = (
+    [{"name": "air", "driver": "bme280", "pins": {"sda": 21, "scl": 22}},
+     {"name": "light", "driver": "bh1750", "pins": {"sda": 21, "scl": 22}}],
+    [{"name": "climate", "driver": "sht4x", "pins": {"sda": 21, "scl": 22}},
+     {"name": "co2", "driver": "scd4x", "pins": {"sda": 21, "scl": 22}},
+     {"name": "motion", "driver": "pir", "bus": "pin", "pins": {"in": 27}}],
+    [{"name": "bay", "driver": "hcsr04", "bus": "pin", "pins": {"trig": 5, "echo": 18}},
+     {"name": "air", "driver": "bme280", "pins": {"sda": 21, "scl": 22}}],
+    [{"name": "meter", "driver": "pulse", "bus": "pin", "pins": {"in": 4}},
+     {"name": "water", "driver": "ds18b20", "bus": "onewire", "pins": {"data": 15}}],
+)
+
+_SUMMARY_CODE = """
+import json, sys, outbox
+out = []
+for d in json.loads(sys.argv[1]):
+    try:
+        o = outbox.Outbox(200000, d + '/outbox')
+        n, p, dr = o.next, o.depth(), o.dropped
+        o.close()
+        out.append([n, p, dr])
+    except Exception as e:
+        out.append(repr(e))
+print('SUMMARY ' + json.dumps(out))
+"""
+
+
+class SimError(Exception):
+    def __init__(self, code, message):
+        Exception.__init__(self, message)
+        self.code = code
+
+
+def node_ids(n, prefix="sim"):
+    width = max(3, len(str(n)))
+    return ["%s-%0*d" % (prefix, width, i + 1) for i in range(n)]
+
+
+def node_config(node, index, hub, interval, hub_time=False, ledger=False):
+    return {
+        "node": node,
+        "hub": hub,
+        "report_interval": interval,
+        "ntp": not hub_time,
+        "ledger": bool(ledger),
+        "watchdog_ms": 0,
+        "coap": {"ack_timeout": 1.0, "max_retransmit": 4},
+        "sim": {"seed": index + 1, "indoor": index % 2 == 1},
+        "sensors": SENSOR_SETS[index % len(SENSOR_SETS)],
+    }
+
+
+class FirmwareImage:
+    """Where a node's code comes from: firmware/ (source) or a built bundle."""
+
+    def __init__(self, bundle=None, firmware_dir=FIRMWARE_DIR):
+        self.bundle = bundle
+        self._tmp = None
+        if bundle:
+            from smartpark.tools import bundle as bundlemod
+            try:
+                bundlemod.load_manifest(bundle)
+            except bundlemod.BundleError as e:
+                raise SimError(EXIT_MISSING, str(e)) from None
+            self.main = os.path.join(bundle, "main.py")
+            self.path = [".frozen", bundle, os.path.join(bundle, "lib")]
+        else:
+            self.main = os.path.join(firmware_dir, "main.py")
+            if not os.path.isfile(self.main):
+                raise SimError(EXIT_MISSING, "the firmware is not there yet: %s is missing "
+                                             "(simulate runs the real firmware)" % self.main)
+            self._tmp = tempfile.mkdtemp(prefix="sp-simproto-")
+            os.makedirs(os.path.join(self._tmp, "smartpark"))
+            os.symlink(os.path.join(ROOT, "protocol"), os.path.join(self._tmp, "smartpark", "protocol"))
+            self.path = [".frozen", firmware_dir, self._tmp]
+
+    def env(self, extra=None):
+        e = dict(os.environ)
+        e["MICROPYPATH"] = ":".join(self.path)
+        e.pop("SMARTPARK_DRAIN", None)
+        e.pop("SMARTPARK_CYCLES", None)
+        e.update(extra or {})
+        return e
+
+    def close(self):
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+class SimNode:
+    """One firmware process and its flash directory."""
+
+    def __init__(self, node_id, flash, config, image, micropython, heap="2M"):
+        self.id = node_id
+        self.flash = flash
+        self.image = image
+        self.micropython = micropython
+        self.heap = heap
+        self.proc = None
+        self.restarts = 0
+        self.wake_at = None
+        self._log = None
+        os.makedirs(flash, exist_ok=True)
+        with open(os.path.join(flash, "config.json"), "w") as f:
+            json.dump(config, f)
+
+    def start(self, **env):
+        self._close_log()
+        self._log = open(os.path.join(self.flash, "node.out"), "ab")
+        self.proc = subprocess.Popen(
+            [self.micropython, "-X", "heapsize=" + self.heap, self.image.main],
+            cwd=self.flash, env=self.image.env({k: str(v) for k, v in env.items()}),
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)  # our Ctrl-C is ours: nodes get theirs when we say so
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def supervise(self, now):
+        """Restart a node that exited (deep sleep or crash), as a board reboots."""
+        if self.proc is None or self.running():
+            return
+        if self.wake_at is None:
+            delay = 0.5
+            if self.proc.returncode == EXIT_DEEPSLEEP:
+                try:
+                    delay = int(open(os.path.join(self.flash, "deepsleep.flag")).read()) / 1000.0
+                except (OSError, ValueError):
+                    delay = 1.0
+            self.wake_at = now + delay
+        if now >= self.wake_at:
+            self.wake_at = None
+            self.restarts += 1
+            self.start()
+
+    def interrupt(self):
+        if self.running():
+            self.proc.send_signal(signal.SIGINT)
+
+    def kill(self):
+        if self.running():
+            self.proc.kill()
+        if self.proc is not None:
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        self._close_log()
+
+    def _close_log(self):
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def read_outboxes(flash_dirs, image, micropython):
+    """[(recorded, pending, dropped)] per flash dir, by the firmware's own outbox.py."""
+    if not flash_dirs:
+        return []
+    out = []
+    for i in range(0, len(flash_dirs), 200):
+        chunk = flash_dirs[i:i + 200]
+        proc = subprocess.run(
+            [micropython, "-X", "heapsize=8M", "-c", _SUMMARY_CODE, json.dumps(chunk)],
+            cwd=chunk[0], env=image.env(), capture_output=True, text=True, timeout=300)
+        line = [x for x in proc.stdout.splitlines() if x.startswith("SUMMARY ")]
+        if not line:
+            raise SimError(EXIT_MISSING, "could not read the nodes' outboxes: %s"
+                           % (proc.stdout + proc.stderr)[-600:])
+        out.extend(json.loads(line[-1][8:]))
+    return out
+
+
+class _Signals:
+    """First Ctrl-C/SIGTERM: end the run phase; second: skip the drain."""
+
+    def __init__(self):
+        self.count = 0
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.count += 1
+        if self.count == 1:
+            say("\nstopping: the nodes stop sampling and drain (Ctrl-C again to skip the drain)")
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _sleep_until(deadline, signals, stop_count=1, step=0.2, tick=None):
+    while time.monotonic() < deadline and signals.count < stop_count:
+        if tick:
+            tick()
+        time.sleep(min(step, max(0.0, deadline - time.monotonic())))
+
+
+def run_full(n, hub, duration=None, drain=15.0, interval=5.0, workdir=None, keep=False,
+             bundle=None, hub_time=False, ledger=False, quiet=False, signals=None,
+             on_ready=None, prefix="sim"):
+    """Run the full simulation; returns the summary list (dicts)."""
+    from smartpark.tools.ptyboard import find_micropython
+    micropython = find_micropython()
+    image = FirmwareImage(bundle)
+    own = workdir is None
+    work = workdir or tempfile.mkdtemp(prefix="sp-sim-")
+    nodes = []
+    signals = signals or _Signals()
+    try:
+        ids = node_ids(n, prefix)
+        for i, nid in enumerate(ids):
+            cfg = node_config(nid, i, hub, interval, hub_time=hub_time, ledger=ledger)
+            if i < len(SENSOR_SETS):  # each distinct shape once, by the firmware's own check
+                try:
+                    nodeconfig.check_config(cfg, bundle)
+                except nodeconfig.ConfigError as e:
+                    raise SimError(EXIT_USAGE, str(e)) from None
+            nodes.append(SimNode(nid, os.path.join(work, nid), cfg, image, micropython))
+        say("simulate: starting %d nodes (firmware from %s), flash dirs in %s"
+            % (n, bundle or "firmware/", work), quiet)
+        for node in nodes:
+            node.start()
+            time.sleep(min(0.05, interval / max(1, n)))
+        if on_ready:
+            on_ready(nodes)
+        t_end = time.monotonic() + duration if duration else float("inf")
+
+        def tick():
+            now = time.monotonic()
+            for node in nodes:
+                node.supervise(now)
+
+        _sleep_until(t_end, signals, 1, tick=tick)
+        # phase 2: stop sampling, then drain
+        for node in nodes:
+            node.interrupt()
+        t_stop = time.monotonic() + 5
+        while time.monotonic() < t_stop and any(nd.running() for nd in nodes):
+            time.sleep(0.05)
+        for node in nodes:
+            node.kill()
+        if drain and drain > 0 and signals.count < 2:
+            say("simulate: draining outboxes (up to %.0f s)" % drain, quiet)
+            for node in nodes:
+                node.start(SMARTPARK_DRAIN=1)
+            t_drain = time.monotonic() + drain
+            while (time.monotonic() < t_drain and signals.count < 2
+                   and any(nd.running() for nd in nodes)):
+                time.sleep(0.1)
+        for node in nodes:
+            node.kill()
+        counts = read_outboxes([nd.flash for nd in nodes], image, micropython)
+        summary = []
+        for node, c in zip(nodes, counts, strict=True):
+            if isinstance(c, str):
+                summary.append({"node": node.id, "error": c})
+                continue
+            recorded, pending, dropped = c
+            summary.append({"node": node.id, "recorded": recorded,
+                            "acknowledged": recorded - pending - dropped,
+                            "pending": pending, "dropped": dropped,
+                            "restarts": node.restarts})
+        return summary
+    finally:
+        for node in nodes:
+            node.kill()
+        image.close()
+        if own and not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def print_summary(summary, stream=None, limit=50):
+    stream = stream or sys.stdout
+    cols = ("recorded", "acknowledged", "pending", "dropped")
+    stream.write("%-16s %10s %13s %9s %9s\n" % (("node",) + cols))
+    shown = summary if len(summary) <= limit else sorted(
+        summary, key=lambda s: -(s.get("pending", 0) + s.get("dropped", 0)))[:limit]
+    for s in shown:
+        if "error" in s:
+            stream.write("%-16s %s\n" % (s["node"], s["error"]))
+        else:
+            stream.write("%-16s %10d %13d %9d %9d\n" % tuple([s["node"]] + [s[c] for c in cols]))
+    if len(summary) > limit:
+        stream.write("... %d more nodes (all in --json)\n" % (len(summary) - limit))
+    tot = [sum(s.get(c, 0) for s in summary) for c in cols]
+    stream.write("%-16s %10d %13d %9d %9d\n" % tuple(["total (%d)" % len(summary)] + tot))
+    stream.flush()
+
+
+def write_json(path, summary, extra=None):
+    doc = {"nodes": summary}
+    doc.update(extra or {})
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp, path)
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "simulate",
+        help="run simulated nodes on the MicroPython unix port",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--nodes", type=int, required=True, metavar="N", help="how many nodes")
+    p.add_argument("--hub", required=True, metavar="HOST[:PORT]",
+                   help="the hub's CoAP address (port 5683 if not given), or 'auto'")
+    p.add_argument("--duration", type=float, metavar="S",
+                   help="seconds of sampling before the drain (default: until Ctrl-C)")
+    p.add_argument("--drain", type=float, default=15.0, metavar="S",
+                   help="grace period for the nodes to empty their outboxes (default 15)")
+    p.add_argument("--json", metavar="FILE", help="write the per-node summary as JSON")
+    p.add_argument("--interval", type=float, default=5.0, metavar="S",
+                   help="report interval of each node (default 5)")
+    p.add_argument("--light", action="store_true",
+                   help="CPython load generator (no firmware), for 10,000+ virtual nodes")
+    p.add_argument("--sensors-per-node", type=int, default=2, metavar="K",
+                   help="--light: readings per node per interval (default 2)")
+    p.add_argument("--sockets", type=int, default=64,
+                   help="--light: UDP sockets shared by the virtual nodes (default 64)")
+    p.add_argument("--bundle", metavar="DIR",
+                   help="run a built bundle (.mpy, from `smartpark firmware build`) "
+                        "instead of firmware/ sources")
+    p.add_argument("--workdir", metavar="DIR", help="keep the nodes' flash directories here")
+    p.add_argument("--hub-time", action="store_true",
+                   help="nodes take the time from the hub instead of the host clock (NTP)")
+    p.add_argument("--ledger", action="store_true",
+                   help="nodes keep ledger.log of every reading (for exactly-once checks)")
+    p.add_argument("--prefix", default=None, help="node id prefix (default sim / vnode)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    if args.nodes < 1:
+        say("smartpark simulate: error: --nodes must be at least 1")
+        return EXIT_USAGE
+    if args.interval <= 0 or (args.duration is not None and args.duration < 0) or args.drain < 0:
+        say("smartpark simulate: error: --interval must be > 0, --duration and --drain >= 0")
+        return EXIT_USAGE
+    try:
+        target = nodeconfig.parse_hub(args.hub)
+    except nodeconfig.ConfigError as e:
+        say("smartpark simulate: error: %s" % e)
+        return EXIT_USAGE
+    try:
+        if args.light:
+            if target is None:
+                say("smartpark simulate: error: --light needs the hub's address (no discovery)")
+                return EXIT_USAGE
+            from smartpark.tools import loadgen
+            summary, extra = loadgen.run(
+                args.nodes, target, duration=args.duration, drain=args.drain,
+                interval=args.interval, sensors=args.sensors_per_node, sockets=args.sockets,
+                prefix=args.prefix or "vnode", quiet=args.quiet)
+        else:
+            if args.nodes > 500:
+                say("smartpark simulate: error: %d firmware processes is too many for one "
+                    "machine; use --light for large fleets" % args.nodes)
+                return EXIT_USAGE
+            hub = "auto" if target is None else args.hub
+            summary = run_full(args.nodes, hub, duration=args.duration, drain=args.drain,
+                               interval=args.interval, workdir=args.workdir,
+                               keep=bool(args.workdir), bundle=args.bundle,
+                               hub_time=args.hub_time, ledger=args.ledger, quiet=args.quiet,
+                               prefix=args.prefix or "sim")
+            extra = {"mode": "firmware"}
+    except SimError as e:
+        say("smartpark simulate: error: %s" % e)
+        return e.code
+    print_summary(summary)
+    if args.json:
+        write_json(args.json, summary, extra)
+    pending = sum(s.get("pending", 0) for s in summary)
+    errors = [s for s in summary if "error" in s]
+    if errors:
+        return EXIT_MISSING
+    return EXIT_PENDING if pending else EXIT_OK
