@@ -4,7 +4,8 @@ A bad config is not an exception here (node.py runs in safe mode). Anything
 unexpected is logged to crash.log in flash; an ESP32 then resets after 10 s
 (WDT-like, so a transient fault clears), the unix port restarts the node in
 the same process after 2 s. Tests and tools may run a bounded number of
-cycles with SMARTPARK_CYCLES=<n> (unix port only).
+cycles with SMARTPARK_CYCLES=<n>, or only empty the outbox with SMARTPARK_DRAIN=1
+(exit status 0 when empty, 3 when not; unix port only).
 """
 
 import asyncio
@@ -13,10 +14,10 @@ import sys
 from compat import log
 
 
-def _cycles():
+def _env(name):
     try:
         import os
-        v = os.getenv("SMARTPARK_CYCLES")  # type: ignore[attr-defined]
+        v = os.getenv(name)  # type: ignore[attr-defined]
         return int(v) if v else None
     except (AttributeError, ImportError, ValueError):
         return None
@@ -35,7 +36,9 @@ def main():
     while True:
         try:
             n = node.Node()
-            asyncio.run(n.run(_cycles()))
+            if _env("SMARTPARK_DRAIN"):
+                return 0 if asyncio.run(n.run_drain()) else 3
+            asyncio.run(n.run(_env("SMARTPARK_CYCLES")))
             return 0
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -53,4 +56,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -37,6 +37,7 @@ from smartpark.protocol.version import VERSION
 
 FIRMWARE = VERSION
 _PULSE_FILE = "pulse.json"
+_IDENT_FILE = "ident.json"   # last good node id, kept for safe mode
 _MAX_PAYLOAD = 1024
 
 
@@ -52,7 +53,8 @@ class Node:
     def __init__(self):
         cfg, err = config.load()
         self.error = err
-        self.raw = cfg if err is None else None
+        # the file's dict even when invalid: a config from the hub is merged over it
+        self.raw = cfg if isinstance(cfg, dict) else None
         sim = cfg.get("sim") if isinstance(cfg, dict) else None
         self.board = Board(sim if isinstance(sim, dict) else None)
         if err is not None:
@@ -60,6 +62,8 @@ class Node:
             cfg = self._safe_config(cfg)
         self.cfg = cfg
         self.safe = err is not None
+        if not self.safe and _load_json(_IDENT_FILE, {}).get("node") != cfg["node"]:
+            self._save_ident(cfg["node"])
         mem = self.board.rtc_memory()
         try:
             self.rtc = json.loads(mem) if mem else {}
@@ -103,8 +107,10 @@ class Node:
                 hub = raw.get("hub", "auto")
             except config.ConfigError:
                 pass
+        last = _load_json(_IDENT_FILE, {})
         if not config.valid_ident(node):
-            node = "node-" + self.board.unique_id()[-12:]
+            node = last.get("node") if config.valid_ident(last.get("node")) else \
+                "node-" + self.board.unique_id()[-12:]
         safe = {"node": node, "hub": hub}
         if isinstance(raw, dict):
             for k in ("sim", "coap", "ledger", "report_interval", "hub_port"):
@@ -115,6 +121,19 @@ class Node:
                     except config.ConfigError:
                         pass
         return config.validate(safe)
+
+    def _save_ident(self, node):
+        with open(_IDENT_FILE + ".tmp", "w") as f:
+            json.dump({"node": node}, f)
+        os.rename(_IDENT_FILE + ".tmp", _IDENT_FILE)
+
+    def _safe_raw(self):
+        c = self.cfg
+        out = {"node": self.node, "hub": c["hub"]}
+        for k in ("sim", "ledger", "hub_port"):
+            out[k] = c[k]
+        out["coap"] = dict(c["coap"])
+        return out
 
     def _build_sensors(self):
         pulses = _load_json(_PULSE_FILE, {})
@@ -198,6 +217,8 @@ class Node:
             return False
         if self.hub != hp:
             log("hub at %s:%d" % hp)
+            if hp != rd.remembered():
+                rd.remember(hp[0], hp[1])
             self.client.connect(hp[0], hp[1])
             self.hub = hp
             self.reg = None
@@ -301,7 +322,7 @@ class Node:
             new = cbor.loads(body)
             if not isinstance(new, dict):
                 raise config.ConfigError("(hub)", "config is not a map")
-            merged = dict(self.raw or {"node": self.node})
+            merged = dict(self.raw or self._safe_raw())
             for k in new:
                 if k != "version":
                     merged[k] = new[k]
@@ -375,6 +396,41 @@ class Node:
             self.hub = None
             return False
 
+    def write_status(self):
+        """status.json for tests and tools (only with config "ledger": flash wear on a board)."""
+        if self._ledger is None:
+            return
+        st = {"cycles": self.cycles, "stored": self.stored, "depth": self.outbox.depth(),
+              "dropped": self.outbox.dropped, "refused": self.refused, "retx": self.client.retx,
+              "synced": self.clock.synced(), "registered": bool(self.reg and self.reg.location),
+              "registrations": self.reg.count if self.reg else 0, "safe": self.safe,
+              "error_key": self.error.key if self.error else None,
+              "config_version": self.cfg["config_version"], "samples": self.sampler.samples,
+              "failures": self.sampler.failures, "boot": self.rtc.get("boot")}
+        tmp = "status.json.tmp"
+        with open(tmp, "w") as f:
+            json.dump(st, f)
+        os.rename(tmp, "status.json")
+
+    async def run_drain(self, max_cycles=40):
+        """Only send: no sampling, no health, until the outbox is empty (tests' final drain)."""
+        for _ in range(max_cycles):
+            self.cycles += 1
+            try:
+                if self.hub is None and not await self.find_hub():
+                    await sleep_ms(500)
+                    continue
+                if not self.clock.synced():
+                    await self.sync_time()
+                if await self.drain(1000) and self.outbox.depth() == 0:
+                    break
+            except (CoapTimeout, CoapReset, OSError) as e:
+                log("drain:", repr(e))
+                await sleep_ms(500)
+        self.write_status()
+        self.outbox.close()
+        return self.outbox.depth() == 0
+
     async def _watchdog(self, ms):
         wdt = self.board.watchdog(ms)
         while True:
@@ -401,6 +457,7 @@ class Node:
             self._alive = ticks_ms()
             t0 = ticks_ms()
             ok = await self.cycle()
+            self.write_status()
             if self.cfg["deep_sleep"] == "between_reports":
                 self._save_rtc()
                 self._save_pulses()

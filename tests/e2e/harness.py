@@ -1,0 +1,294 @@
+"""Test harness: real unix-port nodes, a real hub, a lossy UDP proxy, and the ledger check.
+
+Used by tests/firmware, tests/e2e and tests/reliability. Every process this
+starts is tracked and stopped by its own handle (never by name).
+"""
+
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIRMWARE = os.path.join(ROOT, "firmware")
+MAIN = os.path.join(FIRMWARE, "main.py")
+
+
+def free_udp_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def node_config(node, hub, **kw):
+    cfg = {
+        "node": node, "hub": hub, "report_interval": 1, "ledger": True,
+        "coap": {"ack_timeout": 0.3, "max_retransmit": 4},
+        "sim": {"seed": abs(hash(node)) % 1000},
+        "sensors": [
+            {"name": "air", "driver": "bme280", "pins": {"sda": 21, "scl": 22}},
+            {"name": "bay", "driver": "hcsr04", "bus": "pin", "pins": {"trig": 5, "echo": 18}},
+            {"name": "meter", "driver": "pulse", "bus": "pin"},
+        ],
+    }
+    cfg.update(kw)
+    return cfg
+
+
+class Node:
+    """One `micropython firmware/main.py` process with its own flash directory."""
+
+    def __init__(self, flash, config, micropython_bin, mpypath, env=None):
+        self.flash = str(flash)
+        os.makedirs(self.flash, exist_ok=True)
+        if config is not None:
+            with open(os.path.join(self.flash, "config.json"), "w") as f:
+                json.dump(config, f)
+        self.bin = micropython_bin
+        self.mpypath = mpypath
+        self.env = env or {}
+        self.proc = None
+        self._log = None
+
+    def start(self, **env):
+        e = dict(os.environ)
+        e["MICROPYPATH"] = ":".join([".frozen", FIRMWARE, self.mpypath])
+        e.update(self.env)
+        e.update({k: str(v) for k, v in env.items()})
+        self._log = open(os.path.join(self.flash, "node.out"), "ab")
+        self.proc = subprocess.Popen([self.bin, "-X", "heapsize=4M", MAIN], cwd=self.flash, env=e,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    def run(self, timeout=60, **env):
+        self.start(**env)
+        return self.wait(timeout)
+
+    def wait(self, timeout=60):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        finally:
+            self._close()
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self._close()
+
+    def stop(self):
+        """Ctrl-C, like a developer at the console; SIGKILL if it does not go."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._close()
+
+    def _close(self):
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def output(self):
+        try:
+            with open(os.path.join(self.flash, "node.out"), "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def status(self):
+        try:
+            with open(os.path.join(self.flash, "status.json")) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def ledger(self):
+        """Readings the node recorded: {(sensor, hub time)}; unresolvable ones counted apart."""
+        try:
+            with open(os.path.join(self.flash, "clock.json")) as f:
+                deltas = {run: d for run, d in json.load(f)}
+        except (OSError, ValueError):
+            deltas = {}
+        out = []
+        unresolved = 0
+        with open(os.path.join(self.flash, "ledger.log")) as f:
+            for line in f:
+                if not line.endswith("\n"):
+                    break   # torn last line of a killed node
+                seq, flags, run, t, name = line.split()
+                flags, run, t = int(flags), int(run), int(t)
+                if not flags & 1:
+                    if run not in deltas:
+                        unresolved += 1
+                        continue
+                    t += deltas[run]
+                out.append((name, (t * 1024 // 1000) / 1024))
+        return out, unresolved
+
+
+class Hub:
+    """`smartpark hub` on loopback with a fresh data directory."""
+
+    TOKEN = "test-token"
+
+    def __init__(self, data, port=0):
+        self.data = str(data)
+        os.makedirs(self.data, exist_ok=True)
+        self.port = port
+        self.http_port = None
+        self.proc = None
+
+    def start(self, timeout=30):
+        cmd = [sys.executable, "-m", "smartpark.tools.cli", "hub", "--data", self.data,
+               "--coap-bind", "127.0.0.1", "--coap-port", str(self.port),
+               "--http-bind", "127.0.0.1", "--http-port", "0", "--http-token", self.TOKEN,
+               "--no-zeroconf", "--no-multicast"]
+        self._out = open(os.path.join(self.data, "hub.out"), "ab")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._out, cwd=self.data)
+        t0 = time.time()
+        line = b""
+        while time.time() - t0 < timeout:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith(b"smartpark hub ready"):
+                for part in line.split():
+                    if part.startswith(b"coap="):
+                        self.port = int(part[5:])
+                    if part.startswith(b"http="):
+                        self.http_port = int(part[5:])
+                threading.Thread(target=self._pump, daemon=True).start()
+                return self
+        self.stop()
+        raise RuntimeError("hub did not start: %r; see %s/hub.out" % (line, self.data))
+
+    def _pump(self):
+        for _ in iter(self.proc.stdout.readline, b""):
+            pass
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if getattr(self, "_out", None):
+            self._out.close()
+            self._out = None
+
+    def put_config(self, node, doc):
+        import urllib.request
+        req = urllib.request.Request(
+            "http://127.0.0.1:%d/api/nodes/%s/config" % (self.http_port, node),
+            data=json.dumps(doc).encode(), method="PUT",
+            headers={"Authorization": "Bearer " + self.TOKEN, "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.load(r)
+
+    def readings(self, node):
+        """[(sensor, t)] the hub stored for `node` (read-only, while it runs or after)."""
+        db = os.path.join(self.data, "hub.sqlite3")
+        c = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
+        try:
+            return c.execute("SELECT s.sensor, r.t FROM readings r JOIN series s ON s.id = r.series "
+                             "WHERE s.node = ?", (node,)).fetchall()
+        finally:
+            c.close()
+
+
+def check_exactly_once(ledger, hub_rows, max_timeless=1000, extra_ok=0):
+    """Every recorded reading is in the hub once; the hub holds nothing else but the
+    time-less sync readings (health.uptime) and at most `extra_ok` readings written to
+    the outbox just before a kill and not yet to the ledger."""
+    rec = {}
+    for k in ledger:
+        rec[k] = rec.get(k, 0) + 1
+    dup_local = [k for k, n in rec.items() if n > 1]
+    assert not dup_local, "node recorded the same (sensor, time) twice: %r" % dup_local[:5]
+    hub = set(hub_rows)
+    assert len(hub) == len(hub_rows)
+    missing = [k for k in rec if k not in hub]
+    assert not missing, "%d recorded readings missing at the hub, e.g. %r" % (len(missing), missing[:5])
+    extra = [k for k in hub if k not in rec]
+    extra_uptime = [k for k in extra if k[0] == "health.uptime"]
+    others = [k for k in extra if k[0] != "health.uptime"]
+    assert len(others) <= extra_ok, "hub has %d readings the node never recorded: %r" % (
+        len(others), others[:5])
+    assert len(extra_uptime) <= max_timeless
+    return len(rec), len(extra)
+
+
+class LossyProxy:
+    """UDP proxy dropping a share of datagrams in both directions (seeded)."""
+
+    def __init__(self, upstream, loss=0.3, seed=1):
+        self.upstream = upstream
+        self.loss = loss
+        self.rng = random.Random(seed)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sock.settimeout(0.2)
+        self.peers = {}   # client addr -> upstream socket
+        self.dropped = [0, 0]
+        self.passed = [0, 0]
+        self._stop = False
+        self._threads = [threading.Thread(target=self._down, daemon=True)]
+        self._threads[0].start()
+
+    def _down(self):
+        while not self._stop:
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except (socket.timeout, OSError):
+                continue
+            up = self.peers.get(addr)
+            if up is None:
+                up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                up.bind(("127.0.0.1", 0))
+                up.settimeout(0.2)
+                self.peers[addr] = up
+                t = threading.Thread(target=self._up, args=(addr, up), daemon=True)
+                t.start()
+                self._threads.append(t)
+            if self.rng.random() < self.loss:
+                self.dropped[0] += 1
+                continue
+            self.passed[0] += 1
+            up.sendto(data, ("127.0.0.1", self.upstream))
+
+    def _up(self, addr, up):
+        while not self._stop:
+            try:
+                data, _ = up.recvfrom(2048)
+            except (socket.timeout, OSError):
+                continue
+            if self.rng.random() < self.loss:
+                self.dropped[1] += 1
+                continue
+            self.passed[1] += 1
+            self.sock.sendto(data, addr)
+
+    def close(self):
+        self._stop = True
+        for t in self._threads:
+            t.join(2)
+        for s in self.peers.values():
+            s.close()
+        self.sock.close()
