@@ -67,10 +67,9 @@ class Hub:
         self.pipeline = Pipeline(self.store, self.decoder, self.registry, self.events,
                                  self.metrics, max_payload=c.coap_max_payload)
         default_config = {"report_interval": c.liveness_default_interval}
-        site, self.latest_site, self.rd = build_site(self.pipeline, self.registry,
+        site, self.latest_site, self.rd = build_site(self.pipeline, self.registry, self.events,
                                                      default_config)
-        self.events.add_listener(self.latest_site.on_event)
-        self.events.add_listener(lambda ev: self.metrics.events.inc(ev["type"]))
+        self.metrics.events.source = self.events.counts
         self.rd.restore()
         self.coap = CoapServer(site, c.coap_bind, c.coap_port, c.coap_multicast,
                                self.metrics)
@@ -111,6 +110,10 @@ class Hub:
         m.gauge("smartpark_ingest_inflight", "Reports being ingested (decoded, awaiting commit)",
                 lambda: self.pipeline.inflight)
         m.gauge("smartpark_store_commits", "Group commits since start", lambda: self.store.commits)
+        m.gauge("smartpark_store_commit_seconds", "Time the store thread spent in group commits",
+                lambda: self.store.commit_seconds)
+        m.gauge("smartpark_store_reports", "Reports committed since start",
+                lambda: self.store.committed_reports)
         m.gauge("smartpark_store_last_batch", "Reports in the last group commit",
                 lambda: self.store.last_batch)
         m.gauge("smartpark_nodes", "Known nodes", lambda: len(self.registry.nodes))

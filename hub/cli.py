@@ -32,6 +32,8 @@ def register(subparsers):
                    help="do not advertise with mDNS")
     p.add_argument("--no-multicast", action="store_true", default=None,
                    help="do not join the CoAP multicast groups")
+    p.add_argument("--profile", metavar="FILE",
+                   help="profile the event loop thread with cProfile; pstats written to FILE")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=run)
     return p
@@ -46,6 +48,14 @@ def run(args):
     logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else
                         logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        try:
+            return prof.runcall(asyncio.run, _main(cfg))
+        finally:
+            prof.dump_stats(args.profile)
     return asyncio.run(_main(cfg))
 
 

@@ -15,10 +15,16 @@ class EventBus:
         self._queues = set()
         self._listeners = []
         self.dropped = 0
-        self.published = 0
+        self.counts = {}  # type -> events published
+
+    def active(self):
+        """True when someone listens; lets ingest skip building events nobody reads."""
+        return bool(self._queues or self._listeners)
 
     def publish(self, kind, data):
-        self.published += 1
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if not self._queues and not self._listeners:
+            return
         event = {"type": kind, "time": time.time(), "data": data}
         for fn in list(self._listeners):
             try:
@@ -34,7 +40,12 @@ class EventBus:
                 self.dropped += 1
 
     def add_listener(self, fn):
-        self._listeners.append(fn)
+        if fn not in self._listeners:
+            self._listeners.append(fn)
+
+    def remove_listener(self, fn):
+        if fn in self._listeners:
+            self._listeners.remove(fn)
 
     def subscribe(self):
         q = asyncio.Queue(self.queue_size)

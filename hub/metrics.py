@@ -12,6 +12,7 @@ class Counter:
         self.help = help_text
         self.labels = tuple(labels)
         self.values = {}
+        self.source = None  # optional dict label-value -> count kept by someone else
 
     def inc(self, *label_values, by=1):
         self.values[label_values] = self.values.get(label_values, 0) + by
@@ -20,6 +21,8 @@ class Counter:
         return self.values.get(label_values, 0)
 
     def render(self, out):
+        if self.source is not None:
+            self.values = {(k,): v for k, v in self.source.items()}
         out.append("# HELP %s %s" % (self.name, self.help))
         out.append("# TYPE %s counter" % self.name)
         if not self.labels and () not in self.values:

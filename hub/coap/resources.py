@@ -147,9 +147,10 @@ class LatestIndex(Resource):
 class LatestSite(ObservableResource, PathCapable):
     """GET /latest/<node>/<sensor>, observable (RFC 7641): a notification per new reading."""
 
-    def __init__(self, registry):
+    def __init__(self, registry, events):
         super().__init__()
         self.registry = registry
+        self.events = events
         self._by_path = {}  # (node, sensor) -> set of observations
 
     def get_link_description(self):
@@ -161,6 +162,8 @@ class LatestSite(ObservableResource, PathCapable):
             return
         obs = self._by_path.setdefault(key, set())
         obs.add(serverobservation)
+        # listen to readings only while someone observes (ingest skips events otherwise)
+        self.events.add_listener(self.on_event)
 
         def _cancel(key=key, o=serverobservation):
             s = self._by_path.get(key)
@@ -168,6 +171,8 @@ class LatestSite(ObservableResource, PathCapable):
                 s.discard(o)
                 if not s:
                     del self._by_path[key]
+            if not self._by_path:
+                self.events.remove_listener(self.on_event)
 
         serverobservation.accept(_cancel)
 

@@ -36,7 +36,7 @@ class _DropCounter(logging.Filter):
         return True
 
 
-def build_site(pipeline, registry, default_config):
+def build_site(pipeline, registry, events, default_config):
     site = Site()
     site.add_resource((".well-known", "core"),
                       WKCResource(site.get_resources_as_linkheader, impl_info=None))
@@ -44,7 +44,7 @@ def build_site(pipeline, registry, default_config):
     site.add_resource(("cfg",), ConfigIndex())
     site.add_resource(("cfg",), ConfigResource(registry, default_config))
     site.add_resource(("latest",), LatestIndex(registry))
-    latest = LatestSite(registry)
+    latest = LatestSite(registry, events)
     site.add_resource(("latest",), latest)
     rd = HubRD(registry)
     rd.mount(site)

@@ -1,0 +1,204 @@
+"""End-to-end ingest through the hub's aiocoap path into SQLite, vs a bare aiocoap server.
+
+Not a timed test: it measures and reports. Load: >= 500 client UDP sockets
+(one per simulated node), each with one CON POST /r in flight and at most
+250 msg/s (RFC 7252 message-ID lifetime), every message a distinct 4-record
+SenML-CBOR pack (so the hub stores 4 new rows per message). Counted:
+piggybacked or separate 2.04 responses per second ("acknowledged"), over a
+fixed window after a warm-up. The baseline is the same aiocoap set-up
+(hub/coap/server.py's CoapServer, udp6 transport) whose POST /r handler does
+nothing, measured in the same run.
+
+    .venv/bin/pytest benchmarks/test_hub_bench.py --benchmark-only -s
+
+Sizes: SP_BENCH_PEERS (500), SP_BENCH_SECONDS (3.0).
+"""
+
+import os
+import selectors
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import cbor2
+import pytest
+
+PEERS = int(os.environ.get("SP_BENCH_PEERS", "500"))
+SECONDS = float(os.environ.get("SP_BENCH_SECONDS", "3.0"))
+WARMUP = 0.7
+MIN_GAP = 1.0 / 250  # per peer
+RETRANSMIT = 2.0
+
+_BARE = r"""
+import asyncio, sys
+import aiocoap
+from aiocoap.resource import Resource, Site
+from smartpark.hub.coap.server import CoapServer
+from smartpark.hub.metrics import Metrics
+
+class Nothing(Resource):
+    async def render_post(self, request):
+        return aiocoap.Message(code=aiocoap.CHANGED)
+
+async def main():
+    site = Site()
+    site.add_resource(("r",), Nothing())
+    srv = CoapServer(site, "127.0.0.1", 0, False, Metrics())
+    await srv.start()
+    print("smartpark hub ready coap=%d http=0" % srv.port, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def _start(cmd, cwd):
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         cwd=cwd)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = p.stdout.readline()
+        if line.startswith("smartpark hub ready"):
+            return p, int(line.split("coap=")[1].split()[0])
+        if not line:
+            break
+    p.kill()
+    raise RuntimeError("server did not start")
+
+
+def _header(mtype, code, mid, token):
+    return struct.pack("!BBH", 0x40 | (mtype << 4) | len(token), code, mid) + token
+
+
+def _post(mid, token, payload):
+    # Uri-Path "r" (option 11: delta 11, length 1), Content-Format 112 (option 12: delta 1, len 1)
+    return _header(0, 0x02, mid, token) + b"\xb1r" + b"\x11\x70" + b"\xff" + payload
+
+
+def _pack(node, seq):
+    t = 1_800_000_000.0 + seq
+    return cbor2.dumps([{-2: "b%d/" % node, -3: t, 0: "temp", 1: "Cel", 2: 20.0 + seq % 7},
+                        {0: "hum", 1: "%RH", 2: 40.0}, {0: "co2", 1: "ppm", 2: 500.0},
+                        {0: "lux", 1: "lx", 2: 300.0}])
+
+
+def drive(port, peers=PEERS, seconds=SECONDS, warmup=WARMUP):
+    """Run the load; return (acknowledged msgs/s in the window, errors, retransmissions)."""
+    sel = selectors.DefaultSelector()
+    socks = []
+    state = {}
+    for i in range(peers):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        s.connect(("127.0.0.1", port))
+        socks.append(s)
+        state[s] = {"i": i, "mid": (i * 7919) & 0xFFFF, "seq": 0, "sent": 0.0, "msg": None,
+                    "next": 0.0}
+        sel.register(s, selectors.EVENT_READ)
+    start = time.monotonic()
+    t_measure = start + warmup
+    t_end = t_measure + seconds
+    acked = 0
+    errors = 0
+    retx = 0
+
+    def send(s, st, now):
+        st["mid"] = (st["mid"] + 1) & 0xFFFF
+        st["seq"] += 1
+        token = struct.pack("!I", st["seq"])
+        st["token"] = token
+        st["msg"] = _post(st["mid"], token, _pack(st["i"], st["seq"]))
+        st["sent"] = now
+        s.send(st["msg"])
+
+    now = time.monotonic()
+    for s in socks:
+        send(s, state[s], now)
+    while True:
+        now = time.monotonic()
+        if now >= t_end:
+            break
+        for key, _ev in sel.select(timeout=0.05):
+            s = key.fileobj
+            st = state[s]
+            try:
+                data = s.recv(2048)
+            except OSError:
+                continue
+            if len(data) < 4:
+                continue
+            b0, code, mid = struct.unpack("!BBH", data[:4])
+            mtype = (b0 >> 4) & 3
+            tkl = b0 & 0xF
+            token = data[4:4 + tkl]
+            if mtype == 0:  # separate CON response: ACK it
+                s.send(_header(2, 0, mid, b""))
+            if code == 0 or token != st.get("token") or st["msg"] is None:
+                continue  # empty ACK, or a stale answer
+            now = time.monotonic()
+            if code == 0x44:
+                if now >= t_measure:
+                    acked += 1
+            else:
+                errors += 1
+            st["msg"] = None
+            st["next"] = st["sent"] + MIN_GAP
+        now = time.monotonic()
+        for s in socks:
+            st = state[s]
+            if st["msg"] is None:
+                if now >= st["next"]:
+                    send(s, st, now)
+            elif now - st["sent"] > RETRANSMIT:
+                retx += 1
+                st["sent"] = now
+                s.send(st["msg"])
+    for s in socks:
+        sel.unregister(s)
+        s.close()
+    return acked / seconds, errors, retx
+
+
+def _measure(cmd, cwd):
+    p, port = _start(cmd, cwd)
+    try:
+        return drive(port)
+    finally:
+        p.terminate()
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.slow
+def test_hub_ingest_vs_bare_aiocoap(benchmark, tmp_path):
+    bare = _measure([sys.executable, "-c", _BARE], str(tmp_path))
+    data = tempfile.mkdtemp(dir=str(tmp_path))
+    hub_cmd = [sys.executable, "-m", "smartpark.tools.cli", "hub", "--data", data,
+               "--coap-bind", "127.0.0.1", "--coap-port", "0", "--http-bind", "127.0.0.1",
+               "--http-port", "0", "--no-zeroconf", "--no-multicast"]
+    result = {}
+
+    def run_hub():
+        result["hub"] = _measure(hub_cmd, str(tmp_path))
+
+    benchmark.pedantic(run_hub, rounds=1, iterations=1)
+    hub = result["hub"]
+    ratio = hub[0] / bare[0] if bare[0] else float("nan")
+    benchmark.extra_info.update({
+        "peers": PEERS, "window_s": SECONDS,
+        "bare_aiocoap_msgs_per_s": round(bare[0]), "hub_msgs_per_s": round(hub[0]),
+        "hub_readings_per_s": round(hub[0] * 4), "hub_vs_bare": round(ratio, 3),
+        "hub_errors": hub[1], "hub_retransmissions": hub[2], "bare_retransmissions": bare[2],
+    })
+    sys.stdout.write("\n%d peers, %.1f s: bare aiocoap %.0f msg/s; hub (aiocoap + SQLite) "
+                     "%.0f msg/s = %.0f readings/s; ratio %.2f; hub errors %d, retx %d/%d\n"
+                     % (PEERS, SECONDS, bare[0], hub[0], hub[0] * 4, ratio, hub[1], hub[2],
+                        bare[2]))
+    assert hub[1] == 0
+    assert hub[0] > 0 and bare[0] > 0
