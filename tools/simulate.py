@@ -369,8 +369,8 @@ def register(subparsers):
     p.add_argument("--drain", type=float, default=15.0, metavar="S",
                    help="grace period for the nodes to empty their outboxes (default 15)")
     p.add_argument("--json", metavar="FILE", help="write the per-node summary as JSON")
-    p.add_argument("--interval", type=float, default=5.0, metavar="S",
-                   help="report interval of each node (default 5)")
+    p.add_argument("--interval", type=float, default=None, metavar="S",
+                   help="report interval of each node (default 5; 30 with --light)")
     p.add_argument("--light", action="store_true",
                    help="CPython load generator (no firmware), for 10,000+ virtual nodes")
     p.add_argument("--sensors-per-node", type=int, default=2, metavar="K",
@@ -391,6 +391,8 @@ def register(subparsers):
 
 
 def run(args):
+    if args.interval is None:
+        args.interval = 30.0 if args.light else 5.0
     if args.nodes < 1:
         say("smartpark simulate: error: --nodes must be at least 1")
         return EXIT_USAGE
