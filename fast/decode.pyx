@@ -1247,11 +1247,16 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
         raise MemoryError()
     cdef Py_ssize_t got = 0
     cdef Ctx c
+    c.scratch = NULL
+    c.spill = NULL
     batch = _Batch(table, payloads)
     try:
         for k in range(npay):
-            if PyObject_GetBuffer(payloads[k], &bufs[k], PyBUF_SIMPLE) < 0:
-                raise TypeError("payload %d is not bytes-like" % k)
+            try:
+                PyObject_GetBuffer(payloads[k], &bufs[k], PyBUF_SIMPLE)
+            except TypeError:
+                raise TypeError("payload %d is not bytes-like (%s)"
+                                % (k, type(payloads[k]).__name__)) from None
             got += 1
             ln = bufs[k].len
             if ln <= max_bytes:
