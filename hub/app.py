@@ -75,6 +75,11 @@ class Hub:
                                self.metrics)
         await self.coap.start()
         self.coap_port = self.coap.port
+        self.fastpath = None
+        if c.coap_fast_path:  # issue 7: POST /r off the same socket, the rest stays aiocoap
+            from .fastpath import FastPath
+
+            self.fastpath = FastPath(self.pipeline, self.metrics).attach(self.coap)
         self.http = HttpApi(self.registry, self.store, self.events, self.metrics,
                             token=c.http_token, rollups_enabled=self.rollups is not None,
                             health=self.health)
@@ -98,8 +103,9 @@ class Hub:
         if self.rollups is not None:
             self._tasks.append(asyncio.create_task(self._rollup_clock(), name="rollups"))
         self.started = time.time()
-        self.out.write("smartpark hub ready coap=%d http=%d data=%s decoder=%s\n" % (
-            self.coap_port, self.http_port, c.data_dir, self.decoder.path))
+        self.out.write("smartpark hub ready coap=%d http=%d data=%s decoder=%s fastpath=%s\n" % (
+            self.coap_port, self.http_port, c.data_dir, self.decoder.path,
+            "on" if self.fastpath else "off"))
         self.out.flush()
         return self
 
@@ -176,6 +182,8 @@ class Hub:
                 await asyncio.wait_for(pipeline.drain(), 10)
             except asyncio.TimeoutError:
                 log.warning("reports still in flight at shutdown")
+        if getattr(self, "fastpath", None) is not None:
+            await self.fastpath.stop()
         if getattr(self, "coap", None) is not None:
             await self.coap.stop()
         if getattr(self, "http", None) is not None:

@@ -13,6 +13,7 @@ TOML layout (every key optional):
     port = 5683
     multicast = true        # join 224.0.1.187 / ff02::fd where the host allows
     max_payload = 8192      # bytes; larger reports get 4.13
+    fast_path = true        # POST /r via the recvmmsg fast path (hub/fastpath.py)
     [http]
     bind = "0.0.0.0"
     port = 8080
@@ -55,6 +56,7 @@ _SPEC = {
     "coap.port": (5683, "port"),
     "coap.multicast": (True, "bool"),
     "coap.max_payload": (8192, "posint"),
+    "coap.fast_path": (True, "bool"),
     "http.bind": ("0.0.0.0", "host"),
     "http.port": (8080, "port"),
     "http.token": ("", "str"),
@@ -81,6 +83,7 @@ FLAG_KEYS = {
     "offline_factor": "liveness.factor",
     "no_zeroconf": "discovery.zeroconf",
     "no_multicast": "coap.multicast",
+    "no_fast_path": "coap.fast_path",
 }
 
 

@@ -1,0 +1,236 @@
+"""The fast ingest front end: POST /r straight off the hub's UDP socket, the rest to aiocoap.
+
+Scope (issue 7): glue between `smartpark.fast.udp` (recvmmsg/sendmmsg, CoAP
+header parsing, piggybacked responses, per-peer recent-response cache) and
+the ingest pipeline (hub/ingest.py). It takes over the read side of aiocoap's
+own udp6 socket: the event loop's reader for that socket calls `_readable`,
+which drains up to `rounds` x `nmsg` datagrams, and
+
+  * hands every datagram that is not a confirmable `POST /r` report
+    (registration, /.well-known/core, /cfg, Observe, Block-wise, ACK/RST,
+    anything malformed or unexpected) to aiocoap's transport protocol
+    unchanged (`datagram_msg_received` with the same data, ancillary data and
+    address aiocoap would have read itself), and drains the socket's error
+    queue for it as aiocoap's transport does;
+  * answers retransmissions from the cache (identical bytes) or drops them
+    while their report is in flight;
+  * queues new reports; when more than `queue_bound` reports are queued or
+    being ingested, answers 5.03 Service Unavailable with Max-Age
+    `retry_after` instead (overload: memory stays bounded, the nodes back
+    off, and the queue drains);
+  * runs the queue through `Pipeline.ingest` in batches of up to `batch`
+    reports, at most `concurrency` batches at a time (one is decoded while the
+    store thread commits the previous: group commit). A batch's responses are
+    sent with one sendmmsg only after the pipeline returned, i.e. after its
+    readings were committed ("acknowledged means stored").
+
+Responses are byte-for-byte what hub/coap/resources.py makes aiocoap send:
+ACK, same MID and token, Content-Format (60 for the ack, 0 for a diagnostic),
+Max-Age with 5.03.
+
+Linux only (recvmmsg/sendmmsg). Elsewhere, or when the extension was not
+built, `FastPath.attach` logs one warning and the hub serves POST /r through
+aiocoap alone.
+"""
+
+import asyncio
+import logging
+import socket
+import sys
+import time
+
+from .interfaces import SERVICE_UNAVAILABLE, ReportResult
+
+log = logging.getLogger("smartpark.hub.fastpath")
+
+try:
+    from smartpark.fast import udp as _udp
+    UNAVAILABLE = None if sys.platform.startswith("linux") else (
+        "recvmmsg/sendmmsg need Linux (platform %s)" % sys.platform)
+except ImportError as e:  # extension not built
+    _udp = None
+    UNAVAILABLE = "smartpark.fast.udp is not built (%s)" % e
+
+CT_TEXT = 0
+MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0)
+
+
+def udp6_interface(context):
+    """aiocoap's udp6 message interface (the socket owner) of a server context, or None."""
+    for ri in getattr(context, "request_interfaces", ()):
+        mi = getattr(getattr(ri, "token_interface", None), "message_interface", None)
+        mi = getattr(mi, "message_interface", mi)
+        if mi is not None and hasattr(mi, "datagram_msg_received") and hasattr(mi, "transport"):
+            return mi
+    return None
+
+
+class FastPath:
+    def __init__(self, pipeline, metrics=None, queue_bound=4096, batch=1024, concurrency=2,
+                 retry_after=2, nmsg=256, rounds=8, ring=4, max_peers=20000, lifetime=247.0):
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.queue_bound = queue_bound
+        self.batch = batch
+        self.concurrency = concurrency
+        self.retry_after = retry_after
+        self.nmsg = nmsg
+        self.rounds = rounds
+        self.ring = ring
+        self.max_peers = max_peers
+        self.lifetime = lifetime
+        self.endpoint = None
+        self.proto = None
+        self.sock = None
+        self.fd = None
+        self.pending = []
+        self.queued = 0  # reports queued or being ingested
+        self.active = 0
+        self.tasks = set()
+        self.errors = 0  # exceptions caught in the read path (should stay 0)
+        self._idle = None
+        self._loop = None
+
+    @property
+    def active_on(self):
+        return self.endpoint is not None
+
+    def attach(self, coap_server):
+        """Take over the read side of the CoAP server's socket. Returns self when the fast
+        path is on, None (after one log line) when it cannot run here."""
+        if UNAVAILABLE:
+            log.warning("fast ingest path off: %s; POST /r is served by aiocoap", UNAVAILABLE)
+            return None
+        mi = udp6_interface(coap_server.context)
+        sock = mi.transport.get_extra_info("socket") if mi is not None else None
+        if sock is None:
+            log.warning("fast ingest path off: no aiocoap udp6 socket found; POST /r is served "
+                        "by aiocoap")
+            return None
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.proto = mi
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.endpoint = _udp.Endpoint(self.fd, nmsg=self.nmsg, ring=self.ring,
+                                      max_peers=self.max_peers, lifetime=self.lifetime)
+        self._loop.remove_reader(self.fd)
+        self._loop.add_reader(self.fd, self._readable)
+        if self.metrics is not None:
+            self._gauges(self.metrics)
+        log.info("fast ingest path on (recvmmsg x%d, queue bound %d)", self.nmsg,
+                 self.queue_bound)
+        return self
+
+    def _gauges(self, m):
+        ep = self.endpoint
+        for name, help_text, fn in (
+                ("reports", "Reports taken by the fast path", lambda: ep.n_reports),
+                ("other", "Datagrams handed to aiocoap", lambda: ep.n_other),
+                ("resent", "Retransmissions answered from the response cache",
+                 lambda: ep.n_resent),
+                ("inflight_dropped", "Retransmissions dropped while their report was in flight",
+                 lambda: ep.n_inflight_dropped),
+                ("overload", "Reports answered 5.03 because the ingest queue was full",
+                 lambda: ep.n_rejected),
+                ("send_dropped", "Responses the socket would not take", lambda: ep.n_send_dropped),
+                ("peers", "Peers in the response cache", lambda: ep.peer_count),
+                ("queue", "Reports queued or being ingested", lambda: self.queued),
+                ("errors", "Exceptions caught in the fast read path", lambda: self.errors)):
+            m.gauge("smartpark_fastpath_" + name, help_text, fn)
+
+    # ---- read side --------------------------------------------------------------------
+
+    def _errqueue(self):
+        if not MSG_ERRQUEUE:
+            return
+        while True:
+            try:
+                data, anc, flags, addr = self.sock.recvmsg(4096, 1024, MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self.proto.error_received(e)
+                return
+            self.proto.datagram_errqueue_received(data, anc, flags, addr)
+
+    def _readable(self):
+        ep = self.endpoint
+        proto = self.proto
+        try:
+            self._errqueue()
+            for _ in range(self.rounds):
+                if not ep.recv():
+                    break
+                reports, others = ep.classify(time.monotonic(),
+                                              self.queue_bound - self.queued, self.retry_after)
+                if reports:
+                    self.pending.extend(reports)
+                    self.queued += len(reports)
+                ep.flush()
+                for data, anc, flags, addr in others:
+                    try:
+                        proto.datagram_msg_received(data, anc, flags, addr)
+                    except Exception:  # noqa: BLE001 - aiocoap logged it; keep serving
+                        self.errors += 1
+        except Exception:  # noqa: BLE001 - the hub never dies of input
+            self.errors += 1
+            log.exception("fast path read error")
+        self._pump()
+
+    def _pump(self):
+        while self.pending and self.active < self.concurrency:
+            chunk = self.pending[:self.batch]
+            del self.pending[:self.batch]
+            self.active += 1
+            self._idle.clear()
+            t = self._loop.create_task(self._ingest(chunk))
+            self.tasks.add(t)
+            t.add_done_callback(self.tasks.discard)
+
+    async def _ingest(self, chunk):
+        ep = self.endpoint
+        try:
+            try:
+                results = await self.pipeline.ingest(
+                    [(e[0].address, e[4], e[3]) for e in chunk], path="fast")
+            except Exception as e:  # noqa: BLE001 - answer 5.03, never lose the socket
+                log.exception("ingest failed")
+                res = ReportResult(SERVICE_UNAVAILABLE,
+                                   ("ingest failed: %s" % type(e).__name__).encode(),
+                                   max_age=self.retry_after, error="internal")
+                results = [res] * len(chunk)
+            for (peer, mid, token, _cf, _payload, pktinfo), res in zip(chunk, results,
+                                                                      strict=True):
+                cf = res.content_format
+                if cf is None and res.payload:
+                    cf = CT_TEXT
+                ep.respond(peer, mid, token, res.code, cf, res.max_age, bytes(res.payload),
+                           pktinfo)
+            ep.flush()
+        except Exception:  # noqa: BLE001
+            self.errors += 1
+            log.exception("fast path response error")
+        finally:
+            self.active -= 1
+            self.queued -= len(chunk)
+            if not self.active:
+                self._idle.set()
+            self._pump()
+
+    async def stop(self):
+        """Hand the socket back to aiocoap's reader after the last batch was answered."""
+        if self.endpoint is None:
+            return
+        self._loop.remove_reader(self.fd)
+        while self.active or self.pending:
+            self._pump()
+            await self._idle.wait()
+            await asyncio.sleep(0)
+        try:
+            transport = self.proto.transport
+            self._loop.add_reader(self.fd, transport._read_ready)
+        except Exception:  # noqa: BLE001 - transport already closed
+            pass
+        self.endpoint = None
