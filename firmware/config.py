@@ -169,7 +169,7 @@ def _sensor(i, s, names):
     iv = s.get("interval")
     if iv is not None:
         out["interval"] = iv
-        _num(out, "interval", 1, 86400, False, p + ".interval")
+        _num(out, "interval", 0.1, 86400, False, p + ".interval")
     return out
 
 

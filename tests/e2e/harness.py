@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIRMWARE = os.path.join(ROOT, "firmware")
 MAIN = os.path.join(FIRMWARE, "main.py")
@@ -292,3 +294,24 @@ class LossyProxy:
         for s in self.peers.values():
             s.close()
         self.sock.close()
+
+
+@pytest.fixture
+def hub(tmp_path):
+    h = Hub(tmp_path / "hub").start()
+    yield h
+    h.stop()
+
+
+@pytest.fixture
+def make_node(tmp_path, micropython_bin, micropython_path):
+    nodes = []
+
+    def make(name, config):
+        n = Node(tmp_path / name, config, micropython_bin, micropython_path)
+        nodes.append(n)
+        return n
+
+    yield make
+    for n in nodes:
+        n.kill()
