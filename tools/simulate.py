@@ -66,7 +66,7 @@ SENSOR_SETS = (
 _SUMMARY_CODE = """
 import json, sys, outbox
 out = []
-for d in json.loads(sys.argv[1]):
+for d in json.load(open(sys.argv[1])):
     try:
         o = outbox.Outbox(200000, d + '/outbox')
         n, p, dr = o.next, o.depth(), o.dropped
@@ -76,6 +76,18 @@ for d in json.loads(sys.argv[1]):
         out.append(repr(e))
 print('SUMMARY ' + json.dumps(out))
 """
+
+
+def child_setup():
+    """In a child process: own session (our Ctrl-C is handled by us, in order),
+    and die with us if we are killed outright (Linux PR_SET_PDEATHSIG)."""
+    os.setsid()
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)   # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
 
 
 class SimError(Exception):
@@ -164,7 +176,7 @@ class SimNode:
             [self.micropython, "-X", "heapsize=" + self.heap, self.image.main],
             cwd=self.flash, env=self.image.env({k: str(v) for k, v in env.items()}),
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)  # our Ctrl-C is ours: nodes get theirs when we say so
+            preexec_fn=child_setup)  # our Ctrl-C is ours: nodes get theirs when we say so
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
@@ -213,9 +225,16 @@ def read_outboxes(flash_dirs, image, micropython):
     out = []
     for i in range(0, len(flash_dirs), 200):
         chunk = flash_dirs[i:i + 200]
-        proc = subprocess.run(
-            [micropython, "-X", "heapsize=8M", "-c", _SUMMARY_CODE, json.dumps(chunk)],
-            cwd=chunk[0], env=image.env(), capture_output=True, text=True, timeout=300)
+        # the list goes in a file: this unix-port build dies on long argv strings
+        fd, listing = tempfile.mkstemp(prefix="sp-outboxes-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump([os.path.abspath(d) for d in chunk], f)
+            proc = subprocess.run(
+                [micropython, "-X", "heapsize=8M", "-c", _SUMMARY_CODE, listing],
+                cwd=chunk[0], env=image.env(), capture_output=True, text=True, timeout=300)
+        finally:
+            os.unlink(listing)
         line = [x for x in proc.stdout.splitlines() if x.startswith("SUMMARY ")]
         if not line:
             raise SimError(EXIT_MISSING, "could not read the nodes' outboxes: %s"
@@ -263,7 +282,9 @@ def run_full(n, hub, duration=None, drain=15.0, interval=5.0, workdir=None, keep
     own = workdir is None
     work = workdir or tempfile.mkdtemp(prefix="sp-sim-")
     nodes = []
-    signals = signals or _Signals()
+    own_signals = signals is None
+    if own_signals:
+        signals = _Signals().__enter__()
     try:
         ids = node_ids(n, prefix)
         for i, nid in enumerate(ids):
@@ -323,6 +344,8 @@ def run_full(n, hub, duration=None, drain=15.0, interval=5.0, workdir=None, keep
         for node in nodes:
             node.kill()
         image.close()
+        if own_signals:
+            signals.__exit__(None, None, None)
         if own and not keep:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -1,0 +1,183 @@
+"""`smartpark demo` (what `make demo` runs): a hub on SQLite and 20 simulated nodes.
+
+Starts `smartpark hub` with its data in ./data (SQLite, hub.sqlite3), then
+20 nodes running the real firmware on the MicroPython unix port (the same
+as `smartpark simulate`, flash directories in ./data/demo-nodes, so a second
+run continues where the first stopped). Prints the HTTP API URLs and a
+ready curl line, then tells you when the first readings are served.
+
+Ctrl-C (SIGINT) or SIGTERM stops everything in order: the nodes stop
+sampling and get a few seconds to send what they hold, then the hub
+flushes and stops. A second Ctrl-C skips the nodes' drain.
+
+Ports: HTTP 8080 and CoAP 5683 unless taken, then any free port (the URLs
+printed are the real ones); --http-port/--coap-port choose (0 = any).
+Exit codes: 0 clean stop; 1 the hub did not start; 5 firmware missing.
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+from smartpark.tools import simulate
+from smartpark.tools.progress import say
+
+EXIT_OK = 0
+EXIT_HUB = 1
+
+
+def _free(port, kind):
+    if port == 0:
+        return True
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def start_hub(data, http_port, coap_port, timeout=60):
+    """Start `smartpark hub`; returns (process, coap port, http port)."""
+    os.makedirs(data, exist_ok=True)
+    log = open(os.path.join(data, "hub.log"), "ab")
+    cmd = [sys.executable, "-m", "smartpark.tools.cli", "hub", "--data", data,
+           "--coap-bind", "127.0.0.1", "--coap-port", str(coap_port),
+           "--http-bind", "127.0.0.1", "--http-port", str(http_port),
+           "--no-zeroconf", "--no-multicast"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                            preexec_fn=simulate.child_setup)
+    log.close()
+    deadline = time.monotonic() + timeout
+    ports = None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        text = line.decode("utf-8", "replace")
+        if text.startswith("smartpark hub ready"):
+            fields = dict(p.split("=", 1) for p in text.split() if "=" in p)
+            ports = int(fields["coap"]), int(fields["http"])
+            break
+    if ports is None:
+        stop_hub(proc)
+        return None, None, None
+    threading.Thread(target=_drain_pipe, args=(proc.stdout,), daemon=True).start()
+    return proc, ports[0], ports[1]
+
+
+def _drain_pipe(pipe):
+    for _line in iter(pipe.readline, b""):
+        pass
+
+
+def stop_hub(proc, timeout=20):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+def _get_json(url, timeout=3):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read().decode())
+
+
+def _watch_first_data(base, stop, quiet):
+    while not stop.is_set():
+        try:
+            latest = _get_json(base + "/api/latest")
+        except (OSError, ValueError):
+            latest = []
+        if latest:
+            nodes = len({x["node"] for x in latest})
+            say("data is flowing: %d series from %d nodes; e.g. curl -s %s/api/series/%s/%s"
+                % (len(latest), nodes, base, latest[0]["node"], latest[0]["sensor"]), quiet)
+            return
+        stop.wait(0.5)
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "demo",
+        help="hub on SQLite plus 20 simulated nodes (make demo)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--nodes", type=int, default=20, help="simulated nodes (default 20)")
+    p.add_argument("--data", default="data", help="hub data directory (default ./data)")
+    p.add_argument("--http-port", type=int, default=8080, help="HTTP API port (default 8080)")
+    p.add_argument("--coap-port", type=int, default=5683, help="CoAP UDP port (default 5683)")
+    p.add_argument("--interval", type=float, default=5.0, help="node report interval, s (default 5)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop by itself after S seconds (default: run until Ctrl-C)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    data = os.path.abspath(args.data)
+    http_port, coap_port = args.http_port, args.coap_port
+    if not _free(http_port, socket.SOCK_STREAM):
+        say("demo: HTTP port %d is taken, using a free one" % http_port, args.quiet)
+        http_port = 0
+    if not _free(coap_port, socket.SOCK_DGRAM):
+        say("demo: CoAP port %d is taken, using a free one" % coap_port, args.quiet)
+        coap_port = 0
+    with simulate._Signals() as signals:
+        hub, coap_port, http_port = start_hub(data, http_port, coap_port)
+        if hub is None:
+            say("smartpark demo: the hub did not start; see %s" % os.path.join(data, "hub.log"))
+            return EXIT_HUB
+        base = "http://127.0.0.1:%d" % http_port
+        watch_stop = threading.Event()
+
+        def ready(nodes):
+            sys.stdout.write(
+                "\nsmartpark demo: hub + %d nodes running (data in %s)\n"
+                "  nodes:      %s/api/nodes\n"
+                "  latest:     %s/api/latest\n"
+                "  a series:   %s/api/series/<node>/<sensor>?window=1m\n"
+                "  live (SSE): %s/api/events\n"
+                "  metrics:    %s/metrics\n"
+                "  API docs:   %s/api/openapi.json\n"
+                "  CoAP:       coap://127.0.0.1:%d/r\n"
+                "try:  curl -s %s/api/latest | python3 -m json.tool\n"
+                "Ctrl-C stops everything.\n\n"
+                % (len(nodes), data, base, base, base, base, base, base,
+                   coap_port, base))
+            sys.stdout.flush()
+            threading.Thread(target=_watch_first_data, args=(base, watch_stop, args.quiet),
+                             daemon=True).start()
+
+        try:
+            summary = simulate.run_full(
+                args.nodes, "127.0.0.1:%d" % coap_port, duration=args.duration, drain=5.0,
+                interval=args.interval, workdir=os.path.join(data, "demo-nodes"), keep=True,
+                quiet=args.quiet, signals=signals, on_ready=ready, prefix="demo")
+        except simulate.SimError as e:
+            say("smartpark demo: %s" % e)
+            stop_hub(hub)
+            return e.code
+        finally:
+            watch_stop.set()
+        code = stop_hub(hub)
+    acked = sum(s.get("acknowledged", 0) for s in summary)
+    pending = sum(s.get("pending", 0) for s in summary)
+    say("smartpark demo stopped: %d nodes, %d readings stored over their lifetime, %d still in "
+        "outboxes; hub exit %s; data kept in %s" % (len(summary), acked, pending, code, data),
+        args.quiet)
+    return EXIT_OK if code == 0 else EXIT_HUB
