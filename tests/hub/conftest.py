@@ -22,11 +22,19 @@ def hub_factory(tmp_path):
         h.kill()
 
 
-@pytest.fixture(scope="module")
-def shared_hub(tmp_path_factory):
-    """One hub for the tests that only add their own nodes (names unique per test)."""
+@pytest.fixture(scope="module", params=["aiocoap", "fastpath"])
+def shared_hub(request, tmp_path_factory):
+    """One hub for the tests that only add their own nodes (names unique per test).
+
+    Every test using it runs twice: POST /r served by aiocoap (--no-fast-path, this
+    issue's path) and by issue 7's fast path in front of it (the default).
+    """
     d = str(tmp_path_factory.mktemp("hub"))
-    h = HubProc(d, extra=["--http-token", "s3cret"]).start()
+    extra = ["--http-token", "s3cret"]
+    if request.param == "aiocoap":
+        extra.append("--no-fast-path")
+    h = HubProc(d, extra=extra).start()
+    h.path = request.param
     yield h
     h.kill()
 
