@@ -6,6 +6,7 @@ import signal
 import sqlite3
 
 import aiocoap
+import pytest
 from hubutil import T0, coap_post, run, senml_cbor
 from smartpark.protocol.report import decode_ack
 
@@ -21,7 +22,7 @@ def _db_rows(h):
 
 
 def test_sigterm_restart_keeps_everything(hub_factory):
-    h = hub_factory()
+    h = hub_factory(extra=["--http-token", "tok"])
     vals = [12.0, 14.0, 13.0, 30.0]
 
     async def feed(hub):
@@ -40,6 +41,8 @@ def test_sigterm_restart_keeps_everything(hub_factory):
             await ctx.shutdown()
 
     run(feed(h))
+    assert h.request("PUT", "/api/nodes/keep-1/config", {"report_interval": 20, "led": False},
+                     {"Authorization": "Bearer tok"})[0] == 200
     before_nodes = h.get("/api/nodes/keep-1")[1]
     start = math.floor(T0 / 60) * 60
     win = h.get("/api/series/keep-1/temp?from=0&window=1m")[1]
@@ -47,6 +50,9 @@ def test_sigterm_restart_keeps_everything(hub_factory):
     assert rc == 0 and "stopped" in out
 
     h2 = hub_factory(data_dir=h.data_dir)
+    assert h2.get("/api/nodes/keep-1/config")[1] == {
+        "node": "keep-1", "version": 1, "config": {"report_interval": 20, "led": False}}
+    assert h2.get("/api/nodes/keep-1")[1]["expected_interval"] == 20
     pts = h2.get("/api/series/keep-1/temp?from=0")[1]["points"]
     assert [p["value"] for p in pts] == vals + [1.0]
     node = h2.get("/api/nodes/keep-1")[1]
@@ -78,8 +84,9 @@ def test_sigterm_restart_keeps_everything(hub_factory):
     assert ack["stored"] == 0 and ack["duplicates"] == 2
 
 
-def test_sigkill_while_streaming_every_acked_report_is_stored_once(hub_factory):
-    h = hub_factory()
+@pytest.mark.parametrize("path", ["aiocoap", "fastpath"])
+def test_sigkill_while_streaming_every_acked_report_is_stored_once(hub_factory, path):
+    h = hub_factory(extra=["--no-fast-path"] if path == "aiocoap" else [])
     acked = set()
     sent = set()
     n_clients = 8
@@ -121,7 +128,7 @@ def test_sigkill_while_streaming_every_acked_report_is_stored_once(hub_factory):
     h.proc.wait()
     assert len(acked) >= 150
 
-    h2 = hub_factory(data_dir=h.data_dir)
+    h2 = hub_factory(data_dir=h.data_dir, extra=h.extra)
     rows = _db_rows(h2)
     assert len(rows) == len(set((n, s, t) for n, s, t, _v in rows)), "duplicate readings"
     stored = {}
@@ -144,3 +151,17 @@ def test_sigkill_while_streaming_every_acked_report_is_stored_once(hub_factory):
             await ctx.shutdown()
 
     assert decode_ack(run(again()).payload)["duplicates"] == 4
+
+
+def test_sigterm_with_an_open_event_stream_stops_cleanly(hub_factory):
+    import socket
+
+    h = hub_factory()
+    s = socket.create_connection(("127.0.0.1", h.http_port), timeout=10)
+    try:
+        s.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"text/event-stream" in s.recv(4096)
+        rc, out = h.stop(signal.SIGTERM)
+        assert rc == 0 and "stopped" in out
+    finally:
+        s.close()
