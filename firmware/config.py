@@ -12,7 +12,7 @@ A valid config is a dict with these keys (defaults in DEFAULTS):
   deep_sleep       "off" | "between_reports"                        ("off")
   outbox_size      records kept while the hub is unreachable, 16..200000 (2000)
   config_version   version of this config on the hub                 (0)
-  lifetime         Resource Directory registration lifetime, s, 60..86400 (3600)
+  lifetime         Resource Directory registration lifetime, s, 10..86400 (3600)
   health_every     send health every N reports, 1..1000              (1)
   batch_max        readings per report, 1..200                       (40)
   coap             {"ack_timeout": s, "ack_random_factor": >= 1, "max_retransmit": 0..10}
@@ -192,7 +192,7 @@ def validate(raw):
     _num(cfg, "report_interval", 1, 86400, False)
     _num(cfg, "outbox_size", 16, 200000)
     _num(cfg, "config_version", 0, 0xFFFFFFFF)
-    _num(cfg, "lifetime", 60, 86400)
+    _num(cfg, "lifetime", 10, 86400)
     _num(cfg, "health_every", 1, 1000)
     _num(cfg, "batch_max", 1, 200)
     wd = _num(cfg, "watchdog_ms", 0, 600000)

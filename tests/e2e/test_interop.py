@@ -57,7 +57,14 @@ class _RD(resource.Resource):
 
 
 class _Reg(resource.Resource):
+    def __init__(self, server):
+        super().__init__()
+        self.server = server
+
     async def render_post(self, request):
+        self.server.updates.append(request.opt.uri_query)
+        if self.server.forget:
+            return aiocoap.Message(code=aiocoap.NOT_FOUND)   # the RD lost the registration
         return aiocoap.Message(code=aiocoap.CHANGED)
 
 
@@ -67,6 +74,8 @@ class AiocoapServer:
         self.packs = []
         self.posts = 0
         self.registrations = []
+        self.updates = []
+        self.forget = False
         self.port = harness.free_udp_port()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -79,7 +88,7 @@ class AiocoapServer:
         site = resource.Site()
         site.add_resource(["r"], _Report(self))
         site.add_resource(["rd"], _RD(self))
-        site.add_resource(["reg", "1"], _Reg())
+        site.add_resource(["reg", "1"], _Reg(self))
         self.ctx = self._loop.run_until_complete(
             aiocoap.Context.create_server_context(site, bind=("127.0.0.1", self.port)))
         self._ready.set()
@@ -131,6 +140,24 @@ def test_reports_to_aiocoap(aiocoap_server, make_node):
     if aiocoap_server.delay:
         # every exchange went Empty ACK + separate response; no pack was handled twice
         assert len(aiocoap_server.packs) == aiocoap_server.posts
+
+
+def test_registration_refreshed_and_redone_when_forgotten(aiocoap_server, make_node):
+    cfg = harness.node_config("a2", "127.0.0.1:%d" % aiocoap_server.port, lifetime=10)
+    n = make_node("a2", cfg)
+    n.start()
+    t0 = time.time()
+    while time.time() - t0 < 30 and not aiocoap_server.updates:
+        time.sleep(0.2)
+    assert aiocoap_server.updates, "no refresh before the lifetime ran out"
+    assert list(aiocoap_server.updates[0]) == ["lt=10"]
+    aiocoap_server.forget = True
+    n_regs = len(aiocoap_server.registrations)
+    while time.time() - t0 < 45 and len(aiocoap_server.registrations) == n_regs:
+        time.sleep(0.2)
+    n.stop()
+    assert len(aiocoap_server.registrations) > n_regs, n.output()
+    assert "registering again" in n.output()
 
 
 def test_reports_to_libcoap_server(coap_server_bin, coap_client_bin, make_node):
