@@ -234,3 +234,56 @@ def test_hub_ingest_vs_bare_aiocoap(benchmark, tmp_path):
            [round(r[0]) for r in runs["hub"]], hub, hub * 4, ratio, hub_errors))
     assert hub_errors == 0
     assert hub > 0 and bare > 0
+
+
+@pytest.mark.slow
+def test_pipeline_without_coap(benchmark, tmp_path):
+    """Where the hub's own time goes: Pipeline.ingest driven in-process (no CoAP, real
+    SQLite store thread), one report per call (as the aiocoap resource does) vs batches
+    of PEERS (as a batching front end does). Same packs as the end-to-end test."""
+    import asyncio
+
+    from smartpark.hub import config as hubconfig
+    from smartpark.hub.app import Hub
+
+    rounds = 10
+
+    async def measure(batch, data):
+        cfg = hubconfig.load(None, {
+            "data_dir": data, "coap.bind": "127.0.0.1", "coap.port": 0,
+            "http.bind": "127.0.0.1", "http.port": 0, "discovery.zeroconf": False,
+            "coap.multicast": False})
+        hub = Hub(cfg, out=open(os.devnull, "w"))
+        await hub.start()
+        try:
+            packs = [[_pack(i, s) for i in range(PEERS)] for s in range(1, rounds + 1)]
+            t0 = time.perf_counter()
+            commits0, store0 = hub.store.commits, hub.store.commit_seconds
+            n = 0
+            for s in range(rounds):
+                if batch:
+                    res = await hub.pipeline.ingest([("127.0.0.1:1", p, 112) for p in packs[s]])
+                else:
+                    res = await asyncio.gather(*(hub.pipeline.ingest([("127.0.0.1:1", p, 112)])
+                                                 for p in packs[s]))
+                    res = [r[0] for r in res]
+                assert all(r.code == 0x44 and r.stored == 4 for r in res)
+                n += len(res)
+            dt = time.perf_counter() - t0
+            return n / dt, hub.store.commits - commits0, hub.store.commit_seconds - store0
+        finally:
+            await hub.stop()
+
+    out = {}
+
+    def both():
+        out["single"] = asyncio.run(measure(False, tempfile.mkdtemp(dir=str(tmp_path))))
+        out["batch"] = asyncio.run(measure(True, tempfile.mkdtemp(dir=str(tmp_path))))
+
+    benchmark.pedantic(both, rounds=1, iterations=1)
+    for k, (rate, commits, store_s) in out.items():
+        benchmark.extra_info[k] = {"reports_per_s": round(rate), "commits": commits,
+                                   "store_seconds": round(store_s, 3)}
+        sys.stdout.write("\npipeline, %s: %.0f reports/s (%d reports in %d commits, "
+                         "store thread %.3f s)" % (k, rate, rounds * PEERS, commits, store_s))
+    sys.stdout.write("\n")
