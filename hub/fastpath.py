@@ -67,7 +67,8 @@ def udp6_interface(context):
 
 class FastPath:
     def __init__(self, pipeline, metrics=None, queue_bound=4096, batch=1024, concurrency=2,
-                 retry_after=2, nmsg=256, rounds=8, ring=4, max_peers=20000, lifetime=247.0):
+                 retry_after=2, nmsg=256, rounds=8, ring=4, max_peers=20000, lifetime=247.0,
+                 socket_buffer=8 << 20):
         self.pipeline = pipeline
         self.metrics = metrics
         self.queue_bound = queue_bound
@@ -79,6 +80,7 @@ class FastPath:
         self.ring = ring
         self.max_peers = max_peers
         self.lifetime = lifetime
+        self.socket_buffer = socket_buffer
         self.endpoint = None
         self.proto = None
         self.sock = None
@@ -113,6 +115,7 @@ class FastPath:
         self.proto = mi
         self.sock = sock
         self.fd = sock.fileno()
+        self._buffers(sock)
         self.endpoint = _udp.Endpoint(self.fd, nmsg=self.nmsg, ring=self.ring,
                                       max_peers=self.max_peers, lifetime=self.lifetime)
         self._loop.remove_reader(self.fd)
@@ -122,6 +125,22 @@ class FastPath:
         log.info("fast ingest path on (recvmmsg x%d, queue bound %d)", self.nmsg,
                  self.queue_bound)
         return self
+
+    def _buffers(self, sock):
+        """Room for a burst: a batch of reports arrives while the previous one commits.
+        The kernel caps SO_RCVBUF at net.core.rmem_max unless we may force it."""
+        for opt, force in ((socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", None)),
+                           (socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", None))):
+            try:
+                if force is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, force, self.socket_buffer)
+                    continue
+            except OSError:
+                pass
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, self.socket_buffer)
+            except OSError:
+                log.info("could not enlarge the CoAP socket buffer")
 
     def _gauges(self, m):
         ep = self.endpoint

@@ -6,14 +6,17 @@ import pytest
 from hubutil import HubProc
 
 
-@pytest.fixture
-def hub_factory(tmp_path):
+@pytest.fixture(params=["aiocoap", "fastpath"])
+def hub_factory(request, tmp_path):
+    """Hubs for one test; the test runs twice, without and with the fast path (issue 7)."""
     started = []
 
     def make(extra=(), config=None, bind="127.0.0.1", data_dir=None):
         d = data_dir or str(tmp_path / "data")
         os.makedirs(d, exist_ok=True)
+        extra = list(extra) + (["--no-fast-path"] if request.param == "aiocoap" else [])
         h = HubProc(d, extra=extra, config=config, bind=bind).start()
+        h.path = request.param
         started.append(h)
         return h
 

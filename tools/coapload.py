@@ -1,0 +1,380 @@
+"""CoAP ingest load generator and the ingest comparison (issue 7): hub with/without fast path,
+bare aiocoap, libcoap's coap-server, a bare Python recvfrom/sendto loop.
+
+Load: `load(host, port, peers=500, peer_rate=200, ...)` opens one UDP socket
+per peer (its own source port = its own CoAP endpoint) and drives them from
+the C loop in smartpark.fast.loadgen: CON POST /r, Content-Format 112, a
+4-record SenML-CBOR pack per message with bn "<node>/" and a base time that
+advances per message (every report carries new readings), at most
+`peer_rate` (<= 250) messages/s per peer, `window` exchanges outstanding per
+peer, RFC 7252 retransmission. Result: counts by response code, p50/p99
+latency, acknowledged (2.xx) per second.
+
+Comparison: `compare(seconds=3, ...)` starts every target as its own process
+on a free loopback port, runs the same load against each in turn (full load,
+then half of what the fast hub managed for the latency figure) and returns
+rows for a table (`table(rows)`). The tools engineer's `smartpark bench`
+calls `compare()`; benchmarks/test_ingest_bench.py runs it under
+pytest-benchmark.
+
+    python -m smartpark.tools.coapload bench [--seconds 3] [--peers 500] [--hold 600]
+    python -m smartpark.tools.coapload load --port 5683 [--peers 500 --rate 200 --seconds 5]
+    python -m smartpark.tools.coapload serve-bare|serve-aiocoap --port N
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+from smartpark.protocol import senml
+
+try:
+    from smartpark.fast import loadgen as _loadgen
+except ImportError as e:  # not built
+    _loadgen = None
+    _LOADGEN_ERROR = e
+
+CT_SENML_CBOR = 112
+
+
+def _text(s):
+    b = s.encode()
+    assert len(b) < 24
+    return bytes([0x60 + len(b)]) + b
+
+
+def _f64(v):
+    return b"\xfb" + struct.pack(">d", v)
+
+
+def template(node, bt=0.0):
+    """CON POST /r message with a 4-byte token and a 4-record pack; returns (bytes, bt offset)."""
+    head = bytes([0x44, 0x02, 0, 0, 0, 0, 0, 0]) + b"\xb1r" + b"\x11\x70" + b"\xff"
+    r0 = b"\xa5" + b"\x21" + _text(node + "/") + b"\x22"
+    bt_off = len(head) + 1 + len(r0) + 1  # array head, then r0 up to bt, then 0xfb
+    r0 += _f64(bt) + b"\x00" + _text("temp") + b"\x01" + _text("Cel") + b"\x02" + _f64(21.5)
+    rest = b""
+    for name, v in (("hum", 40.25), ("pm25", 7.5), ("co2", 612.0)):
+        rest += b"\xa2\x00" + _text(name) + b"\x02" + _f64(v)
+    payload = b"\x84" + r0 + rest
+    msg = head + payload
+    assert msg[bt_off - 1] == 0xFB
+    return msg, bt_off
+
+
+def check_template(node):
+    """The template is a valid report (checked with the reference decoder)."""
+    msg, _ = template(node, 1.7e9)
+    records = senml.resolve(senml.decode(msg[msg.index(b"\xff") + 1:], "cbor"))
+    assert [r["n"] for r in records] == [node + "/" + s for s in ("temp", "hum", "pm25", "co2")]
+    return msg
+
+
+def _raise_nofile(n):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 256), hard))
+
+
+def load(host, port, peers=500, peer_rate=200.0, seconds=3.0, window=1, drain=3.0,
+         max_messages=10 ** 9, ack_timeout=2.0, node_prefix=None, bt0=None):
+    """Drive `peers` CoAP endpoints against host:port; returns the loadgen result dict plus
+    `acked` (2.xx responses) and `acked_per_s`."""
+    if _loadgen is None:
+        raise RuntimeError("smartpark.fast.loadgen is not built (%s); run "
+                           "`python setup.py build_ext --inplace`" % _LOADGEN_ERROR)
+    _raise_nofile(peers)
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    prefix = node_prefix or "lg%x" % (os.getpid() & 0xFFFF)
+    socks = []
+    try:
+        for _ in range(peers):
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+            s.setblocking(False)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+            s.connect((host, port))
+            socks.append(s)
+        tmpls = []
+        offs = []
+        for i in range(peers):
+            m, off = template("%s-%d" % (prefix, i))
+            tmpls.append(m)
+            offs.append(off)
+        if bt0 is None:
+            bt0 = float(int(time.time()) - 2 * 86400)
+        res = _loadgen.run([s.fileno() for s in socks], tmpls, offs, bt0, 0.001,
+                           peer_rate=peer_rate, window=window, duration=seconds,
+                           max_messages=max_messages, drain=drain, ack_timeout=ack_timeout,
+                           mid_base=os.getpid() & 0xFFFF)
+    finally:
+        for s in socks:
+            s.close()
+    acked = sum(v for k, v in res["codes"].items() if k.startswith("2."))
+    res["acked"] = acked
+    res["acked_per_s"] = acked / res["seconds"] if res["seconds"] > 0 else 0.0
+    res["answered_per_s"] = res["responses"] / res["seconds"] if res["seconds"] > 0 else 0.0
+    return res
+
+
+# ---- the baselines --------------------------------------------------------------------------
+
+def serve_bare(port, host="127.0.0.1", seconds=3600):
+    """A bare recvfrom/sendto loop: answers every CON with an empty-payload 2.04 ACK (same MID
+    and token), parses nothing else. The floor any Python server pays in syscalls."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, port))
+    print("ready %d" % s.getsockname()[1], flush=True)
+    s.settimeout(1.0)
+    end = time.monotonic() + seconds
+    recvfrom, sendto = s.recvfrom, s.sendto
+    while time.monotonic() < end:
+        try:
+            d, a = recvfrom(2048)
+        except socket.timeout:
+            continue
+        if len(d) >= 4:
+            sendto(bytes([0x60 | (d[0] & 0x0F), 0x44]) + d[2:4 + (d[0] & 0x0F)], a)
+
+
+def serve_aiocoap(port, host="127.0.0.1"):
+    """A bare aiocoap server whose POST /r handler does nothing but answer 2.04."""
+    import aiocoap
+    import aiocoap.resource as resource_
+
+    class Nothing(resource_.Resource):
+        async def render_post(self, request):
+            return aiocoap.Message(code=aiocoap.CHANGED)
+
+    async def main():
+        site = resource_.Site()
+        site.add_resource(("r",), Nothing())
+        await aiocoap.Context.create_server_context(site, bind=(host, port))
+        print("ready %d" % port, flush=True)
+        await asyncio.get_running_loop().create_future()
+
+    asyncio.run(main())
+
+
+def free_port(host="127.0.0.1"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Target:
+    """One server process under test."""
+
+    def __init__(self, name, cmd, port, cwd=None, ready=None, env=None):
+        self.name = name
+        self.cmd = cmd
+        self.port = port
+        self.cwd = cwd
+        self.ready = ready
+        self.env = env
+        self.proc = None
+
+    def start(self, timeout=30):
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     cwd=self.cwd, text=True, env=self.env)
+        if self.ready is None:
+            time.sleep(0.5)
+            return self
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith(self.ready):
+                if self.port == 0:
+                    fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+                    self.port = int(fields["coap"])
+                return self
+        self.stop()
+        raise RuntimeError("%s did not start" % self.name)
+
+    def rss_kb(self):
+        try:
+            with open("/proc/%d/status" % self.proc.pid) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except OSError:
+            return None
+        return None
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc.stdout.close()
+            self.proc = None
+
+
+def targets(workdir, names=("hub-fast", "hub", "aiocoap", "libcoap", "bare")):
+    py = sys.executable
+    out = []
+    for name in names:
+        if name in ("hub-fast", "hub"):
+            d = os.path.join(workdir, name)
+            os.makedirs(d, exist_ok=True)
+            cmd = [py, "-m", "smartpark.tools.cli", "hub", "--data", d, "--coap-bind",
+                   "127.0.0.1", "--coap-port", "0", "--http-bind", "127.0.0.1", "--http-port",
+                   "0", "--no-zeroconf", "--no-multicast"]
+            if name == "hub":
+                cmd.append("--no-fast-path")
+            out.append(Target(name, cmd, 0, cwd=d, ready="smartpark hub ready"))
+        elif name == "aiocoap":
+            p = free_port()
+            out.append(Target(name, [py, "-m", "smartpark.tools.coapload", "serve-aiocoap",
+                                     "--port", str(p)], p, ready="ready"))
+        elif name == "bare":
+            p = free_port()
+            out.append(Target(name, [py, "-m", "smartpark.tools.coapload", "serve-bare",
+                                     "--port", str(p)], p, ready="ready"))
+        elif name == "libcoap":
+            exe = shutil.which("coap-server-notls") or shutil.which("coap-server")
+            if exe is None:
+                continue
+            p = free_port()
+            out.append(Target(name, [exe, "-A", "127.0.0.1", "-p", str(p)], p))
+        else:
+            raise ValueError("unknown target %r" % name)
+    return out
+
+
+def compare(seconds=3.0, peers=500, peer_rate=250.0, window=4, half_load=True, hold=0.0,
+            names=("hub-fast", "hub", "aiocoap", "libcoap", "bare"), workdir=None, say=None):
+    """Run the same load against every target (one at a time); returns a list of row dicts:
+    target, acked/s, answered/s, codes, p50/p99 (ms) at full load, and for the hubs p99 at
+    half of the fast hub's throughput; RSS before/after. `hold` > 0 adds a long run of the
+    fast hub at half load with RSS sampled every 10 s (the memory-flat check)."""
+    say = say or (lambda s: None)
+    own = workdir is None
+    workdir = workdir or tempfile.mkdtemp(prefix="smartpark-bench-")
+    rows = []
+    fast_rate = None
+    try:
+        for tg in targets(workdir, names):
+            tg.start()
+            try:
+                load("127.0.0.1", tg.port, peers=min(peers, 50), peer_rate=50, seconds=0.5,
+                     window=1, drain=1.0, node_prefix="warm")
+                rss0 = tg.rss_kb()
+                r = load("127.0.0.1", tg.port, peers=peers, peer_rate=peer_rate, seconds=seconds,
+                         window=window, drain=3.0, node_prefix="full")
+                row = {"target": tg.name, "acked_per_s": r["acked_per_s"],
+                       "answered_per_s": r["answered_per_s"], "codes": r["codes"],
+                       "p50_ms": _ms(r["p50"]), "p99_ms": _ms(r["p99"]),
+                       "timeouts": r["timeouts"], "retransmissions": r["retransmissions"],
+                       "rss_kb_before": rss0, "rss_kb_after": tg.rss_kb()}
+                if tg.name == "hub-fast":
+                    fast_rate = r["acked_per_s"]
+                if half_load and tg.name.startswith("hub") and fast_rate:
+                    half = max(1.0, min(peer_rate, fast_rate / 2 / peers))
+                    h = load("127.0.0.1", tg.port, peers=peers, peer_rate=half,
+                             seconds=seconds, window=window, drain=3.0, node_prefix="half")
+                    row["half_load_per_s"] = half * peers
+                    row["half_p50_ms"] = _ms(h["p50"])
+                    row["half_p99_ms"] = _ms(h["p99"])
+                if hold > 0 and tg.name == "hub-fast" and fast_rate:
+                    row["hold"] = _hold(tg, peers, max(1.0, min(peer_rate, fast_rate / 2 / peers)),
+                                        window, hold, say)
+                rows.append(row)
+                say("%s: %s" % (tg.name, json.dumps(row)))
+            finally:
+                tg.stop()
+    finally:
+        if own:
+            shutil.rmtree(workdir, ignore_errors=True)
+    base = {r["target"]: r for r in rows}
+    for r in rows:
+        for b in ("aiocoap", "libcoap", "bare"):
+            if b in base and base[b]["answered_per_s"]:
+                r["x_" + b] = r["acked_per_s"] / base[b]["answered_per_s"]
+    return rows
+
+
+def _hold(tg, peers, rate, window, hold, say):
+    samples = []
+    t_end = time.monotonic() + hold
+    while time.monotonic() < t_end:
+        r = load("127.0.0.1", tg.port, peers=peers, peer_rate=rate, seconds=min(10.0, hold),
+                 window=window, drain=2.0, node_prefix="hold")
+        samples.append((round(r["acked_per_s"]), tg.rss_kb(), _ms(r["p99"])))
+        say("hold: %r" % (samples[-1],))
+    return samples
+
+
+def _ms(x):
+    return None if x is None else round(x * 1000.0, 2)
+
+
+def table(rows):
+    """Markdown table of compare() rows."""
+    out = ["| target | acked/s | answered/s | p50 ms | p99 ms | p99 ms @ half load | codes "
+           "| x aiocoap | x libcoap | RSS kB before/after |",
+           "|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+    for r in rows:
+        out.append("| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %s/%s |" % (
+            r["target"], r["acked_per_s"], r["answered_per_s"], r["p50_ms"], r["p99_ms"],
+            r.get("half_p99_ms", ""), " ".join("%s:%d" % kv for kv in sorted(r["codes"].items())),
+            "%.1f" % r["x_aiocoap"] if "x_aiocoap" in r else "",
+            "%.2f" % r["x_libcoap"] if "x_libcoap" in r else "",
+            r["rss_kb_before"], r["rss_kb_after"]))
+    return "\n".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="smartpark.tools.coapload", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bench", help="compare hub (fast/off), aiocoap, libcoap, bare loop")
+    b.add_argument("--seconds", type=float, default=3.0)
+    b.add_argument("--peers", type=int, default=500)
+    b.add_argument("--peer-rate", type=float, default=250.0)
+    b.add_argument("--window", type=int, default=4)
+    b.add_argument("--hold", type=float, default=0.0, help="seconds of half load on the fast hub")
+    b.add_argument("--targets", default="hub-fast,hub,aiocoap,libcoap,bare")
+    b.add_argument("--json", action="store_true")
+    lo = sub.add_parser("load", help="drive one server")
+    lo.add_argument("--host", default="127.0.0.1")
+    lo.add_argument("--port", type=int, required=True)
+    lo.add_argument("--peers", type=int, default=500)
+    lo.add_argument("--rate", type=float, default=200.0, help="messages/s per peer (<= 250)")
+    lo.add_argument("--window", type=int, default=1)
+    lo.add_argument("--seconds", type=float, default=3.0)
+    for name in ("serve-bare", "serve-aiocoap"):
+        s = sub.add_parser(name)
+        s.add_argument("--port", type=int, required=True)
+        s.add_argument("--host", default="127.0.0.1")
+    a = ap.parse_args(argv)
+    if a.cmd == "bench":
+        rows = compare(a.seconds, a.peers, a.peer_rate, a.window, hold=a.hold,
+                       names=tuple(a.targets.split(",")),
+                       say=lambda s: print(s, file=sys.stderr, flush=True))
+        print(json.dumps(rows, indent=1) if a.json else table(rows))
+    elif a.cmd == "load":
+        print(json.dumps(load(a.host, a.port, a.peers, a.rate, a.seconds, a.window), indent=1))
+    elif a.cmd == "serve-bare":
+        serve_bare(a.port, a.host)
+    elif a.cmd == "serve-aiocoap":
+        serve_aiocoap(a.port, a.host)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
