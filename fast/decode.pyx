@@ -19,7 +19,7 @@ decodes on one thread; the nogil section lets the event loop run meanwhile).
 
 from cpython.array cimport array, clone, resize
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from libc.math cimport INFINITY, NAN, isfinite, ldexp
+from libc.math cimport INFINITY, NAN, floor, isfinite, isnan, ldexp
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, strlen
@@ -395,6 +395,13 @@ cdef struct Rd:
     Py_ssize_t pos
 
 
+cdef struct KeyEnt:
+    uint64_t h
+    int64_t off
+    int64_t n
+    Py_ssize_t pos
+
+
 cdef struct Ctx:
     # output columns (array.array data) and their capacity
     int32_t* o_series
@@ -433,6 +440,14 @@ cdef struct Ctx:
     int32_t err
     int64_t eoff
     int32_t edetail
+    # canonical map keys (duplicate detection as Python dict keys compare)
+    uint8_t* kbuf
+    int64_t kbuf_len
+    int64_t kbuf_cap
+    KeyEnt* keys
+    int64_t nkeys
+    int64_t keys_cap
+    uint64_t nan_serial
 
 
 cdef inline int fail(Ctx* c, int code, Py_ssize_t off, int detail=0) noexcept nogil:
@@ -620,33 +635,250 @@ cdef int skip_item(Ctx* c, Rd* r, int depth, int* kind) noexcept nogil:
             if skip_item(c, r, depth, &sub) < 0:
                 return -1
         return 0
-    # mt == 5: map (duplicate keys inside nested maps are not detected here)
+    # mt == 5: a map, with its keys checked for duplicates like a Python dict
+    cdef int64_t kbase = c.nkeys, kbuf_base = c.kbuf_len
+    cdef KeyInfo ki
     if ai == 31:
         while True:
             if r.pos >= r.n:
                 return fail(c, E_TRUNC, start)
             if r.p[r.pos] == 0xFF:
                 r.pos += 1
-                return 0
-            if skip_pair(c, r, depth) < 0:
+                break
+            if canon_key(c, r, depth, &ki) < 0:
                 return -1
-    if arg > <uint64_t>((r.n - r.pos) // 2):
-        return fail(c, E_TRUNC, start)
-    for i in range(arg):
-        if skip_pair(c, r, depth) < 0:
-            return -1
+            if skip_item(c, r, depth, &sub) < 0:
+                return -1
+    else:
+        if arg > <uint64_t>((r.n - r.pos) // 2):
+            return fail(c, E_TRUNC, start)
+        for i in range(arg):
+            if canon_key(c, r, depth, &ki) < 0:
+                return -1
+            if skip_item(c, r, depth, &sub) < 0:
+                return -1
+    if check_dups(c, kbase) < 0:
+        return -1
+    c.nkeys = kbase
+    c.kbuf_len = kbuf_base
     return 0
 
 
-cdef int skip_pair(Ctx* c, Rd* r, int depth) noexcept nogil:
-    cdef int kk, vk
-    cdef Py_ssize_t kpos = r.pos
-    if skip_item(c, r, depth, &kk) < 0:
+# ---------------------------------------------------------------- map keys
+
+cdef enum:
+    KT_INT = 0      # int (or bignum, bool); ival valid when fits
+    KT_TEXT = 1
+    KT_OTHER = 2    # hashable, neither int nor text (float, bytes, null, tag, simple)
+
+cdef struct KeyInfo:
+    int cls
+    bint ival_ok
+    int64_t ival
+    Str text
+
+
+cdef int kput(Ctx* c, const void* p, Py_ssize_t n) noexcept nogil:
+    cdef void* q
+    cdef int64_t ncap
+    if c.kbuf_len + n > c.kbuf_cap:
+        ncap = c.kbuf_cap * 2 if c.kbuf_cap else 1024
+        while ncap < c.kbuf_len + n:
+            ncap *= 2
+        q = realloc(c.kbuf, ncap)
+        if q == NULL:
+            return -1
+        c.kbuf = <uint8_t*>q
+        c.kbuf_cap = ncap
+    memcpy(c.kbuf + c.kbuf_len, p, n)
+    c.kbuf_len += n
+    return 0
+
+
+cdef inline int kput_int(Ctx* c, uint8_t sign, uint64_t mag) noexcept nogil:
+    # 'N', sign (1: the value is -1 - mag), magnitude: ints, bools, integral floats
+    cdef uint8_t tagc = b'N'
+    if kput(c, &tagc, 1) < 0 or kput(c, &sign, 1) < 0:
         return -1
-    if skip_item(c, r, depth, &vk) < 0:
+    return kput(c, &mag, 8)
+
+
+cdef int canon_key(Ctx* c, Rd* r, int depth, KeyInfo* ki) noexcept nogil:
+    """Read a map key, validate it, and record its canonical form (Python equality)."""
+    cdef Py_ssize_t start = r.pos
+    cdef int64_t kstart = c.kbuf_len
+    cdef KeyEnt* e
+    cdef void* q
+    cdef int64_t ncap
+    if canon_item(c, r, depth, ki) < 0:
         return -1
-    if kk:
-        return fail(c, E_UNHASHABLE, kpos)
+    if ki.cls < 0:
+        return fail(c, E_UNHASHABLE, start)
+    if c.nkeys == c.keys_cap:
+        ncap = c.keys_cap * 2 if c.keys_cap else 256
+        q = realloc(c.keys, ncap * sizeof(KeyEnt))
+        if q == NULL:
+            return fail(c, E_NOMEM, start)
+        c.keys = <KeyEnt*>q
+        c.keys_cap = ncap
+    e = &c.keys[c.nkeys]
+    e.off = kstart
+    e.n = c.kbuf_len - kstart
+    e.h = hash_bytes(c.kbuf + kstart, e.n)
+    e.pos = start
+    c.nkeys += 1
+    return 0
+
+
+cdef int canon_item(Ctx* c, Rd* r, int depth, KeyInfo* ki) noexcept nogil:
+    """One data item as a key: ki.cls = -1 when unhashable (a container)."""
+    cdef Py_ssize_t start = r.pos
+    cdef int mt, ai, sub, k
+    cdef uint64_t arg, mag
+    cdef Str s
+    cdef double d
+    cdef uint8_t tagc
+    cdef const uint8_t* bp
+    cdef Py_ssize_t i, nz
+    ki.cls = KT_OTHER
+    ki.ival_ok = False
+    if head(c, r, &mt, &arg, &ai) < 0:
+        return -1
+    if mt == 0 or mt == 1:
+        if ai == 31:
+            return fail(c, E_INDEF_INT, start)
+        ki.cls = KT_INT
+        if arg <= 0x7FFFFFFFFFFFFFFFULL:
+            ki.ival_ok = True
+            ki.ival = <int64_t>arg if mt == 0 else -1 - <int64_t>arg
+        if kput_int(c, mt, arg) < 0:
+            return fail(c, E_NOMEM, start)
+        return 0
+    if mt == 2 or mt == 3:
+        if read_string(c, r, mt, arg, ai, start, &s) < 0:
+            return -1
+        tagc = b'T' if mt == 3 else b'B'
+        if kput(c, &tagc, 1) < 0 or kput(c, str_ptr(c, &s), s.n) < 0:
+            return fail(c, E_NOMEM, start)
+        if mt == 3:
+            ki.cls = KT_TEXT
+            ki.text = s
+        return 0
+    if mt == 7:
+        if ai == 31:
+            return fail(c, E_BREAK, start)
+        if ai == 24 and arg < 32:
+            return fail(c, E_SIMPLE2, start)
+        if ai == 20 or ai == 21:  # False == 0, True == 1 as dict keys
+            ki.cls = KT_OTHER
+            return -1 if kput_int(c, 0, <uint64_t>(ai - 20)) < 0 else 0
+        if ai == 25 or ai == 26 or ai == 27:
+            d = half_to_double(arg) if ai == 25 else (bits_to_float(arg) if ai == 26
+                                                       else bits_to_double(arg))
+            if isnan(d):  # NaN keys are never equal to anything
+                tagc = b'X'
+                c.nan_serial += 1
+                if kput(c, &tagc, 1) < 0 or kput(c, &c.nan_serial, 8) < 0:
+                    return fail(c, E_NOMEM, start)
+                return 0
+            if d == floor(d) and d > -18446744073709551616.0 and d < 18446744073709551616.0:
+                if d >= 0:
+                    return -1 if kput_int(c, 0, <uint64_t>d) < 0 else 0
+                return -1 if kput_int(c, 1, <uint64_t>(-d - 1.0)) < 0 else 0
+            tagc = b'F'
+            if kput(c, &tagc, 1) < 0 or kput(c, &d, 8) < 0:
+                return fail(c, E_NOMEM, start)
+            return 0
+        tagc = b'S'
+        if kput(c, &tagc, 1) < 0 or kput(c, &arg, 8) < 0:
+            return fail(c, E_NOMEM, start)
+        return 0
+    if depth >= c.max_depth:
+        return fail(c, E_MAX_DEPTH, start, c.max_depth)
+    if mt == 6:
+        if ai == 31:
+            return fail(c, E_INDEF_TAG, start)
+        if arg == 2 or arg == 3:
+            if r.pos >= r.n:
+                return fail(c, E_TRUNC, r.pos)
+            if (r.p[r.pos] >> 5) != 2:
+                if skip_item(c, r, depth + 1, &sub) < 0:
+                    return -1
+                return fail(c, E_BIGNUM, start)
+            i = r.pos
+            if head(c, r, &mt, &mag, &ai) < 0:
+                return -1
+            if read_string(c, r, 2, mag, ai, i, &s) < 0:
+                return -1
+            bp = str_ptr(c, &s)
+            nz = 0
+            while nz < s.n and bp[nz] == 0:
+                nz += 1
+            ki.cls = KT_INT
+            if s.n - nz <= 8:
+                mag = 0
+                for i in range(nz, s.n):
+                    mag = (mag << 8) | bp[i]
+                if mag <= 0x7FFFFFFFFFFFFFFFULL:
+                    ki.ival_ok = True
+                    ki.ival = <int64_t>mag if arg == 2 else -1 - <int64_t>mag
+                return -1 if kput_int(c, <uint8_t>(arg - 2), mag) < 0 else 0
+            tagc = b'I'
+            k = <int>(arg - 2)
+            if kput(c, &tagc, 1) < 0 or kput(c, &k, 4) < 0 or kput(c, bp + nz, s.n - nz) < 0:
+                return fail(c, E_NOMEM, start)
+            return 0
+        tagc = b'G'
+        if kput(c, &tagc, 1) < 0 or kput(c, &arg, 8) < 0:
+            return fail(c, E_NOMEM, start)
+        if canon_item(c, r, depth + 1, ki) < 0:
+            return -1
+        if ki.cls >= 0:
+            ki.cls = KT_OTHER
+        return 0
+    # array or map: unhashable; still has to be well-formed
+    r.pos = start
+    if skip_item(c, r, depth, &sub) < 0:
+        return -1
+    ki.cls = -1
+    return 0
+
+
+cdef int key_cmp(const void* a, const void* b) noexcept nogil:
+    cdef uint64_t x = (<KeyEnt*>a).h, y = (<KeyEnt*>b).h
+    if x < y:
+        return -1
+    if x > y:
+        return 1
+    if (<KeyEnt*>a).pos < (<KeyEnt*>b).pos:
+        return -1
+    return 1 if (<KeyEnt*>a).pos > (<KeyEnt*>b).pos else 0
+
+
+cdef extern from "stdlib.h":
+    void qsort(void* base, size_t n, size_t size, int (*cmp)(const void*, const void*) noexcept nogil) nogil
+
+
+cdef int check_dups(Ctx* c, int64_t base) noexcept nogil:
+    """E_DUPKEY when two keys of the map (keys[base:]) are equal."""
+    cdef int64_t n = c.nkeys - base, i, j
+    cdef KeyEnt* k = c.keys + base
+    if n < 2:
+        return 0
+    if n <= 16:
+        for i in range(1, n):
+            for j in range(i):
+                if k[i].h == k[j].h and k[i].n == k[j].n and memcmp(
+                        c.kbuf + k[i].off, c.kbuf + k[j].off, k[i].n) == 0:
+                    return fail(c, E_DUPKEY, k[i].pos)
+        return 0
+    qsort(k, n, sizeof(KeyEnt), key_cmp)
+    for i in range(1, n):
+        j = i - 1
+        while j >= 0 and k[j].h == k[i].h:
+            if k[i].n == k[j].n and memcmp(c.kbuf + k[i].off, c.kbuf + k[j].off, k[i].n) == 0:
+                return fail(c, E_DUPKEY, k[i].pos)
+            j -= 1
     return 0
 
 
@@ -811,55 +1043,22 @@ cdef bint is_known_label(const uint8_t* p, Py_ssize_t n) noexcept nogil:
     return False
 
 
-cdef int unknown_label(Ctx* c, Rd* r, Py_ssize_t kpos, int kmt, uint64_t karg, int kai,
-                       int64_t* seen_int, int* n_int, Py_ssize_t* seen_txt_off,
-                       Py_ssize_t* seen_txt_len, int* n_txt, bint* has_ext) noexcept nogil:
-    """A label this decoder does not know: check it, then skip its value."""
-    cdef Str s
-    cdef int j, sub
-    cdef int64_t lab
+cdef int unknown_label(Ctx* c, Rd* r, KeyInfo* ki, Py_ssize_t kpos,
+                       bint* has_ext) noexcept nogil:
+    """A key that is no RFC 8428 integer label (already read by canon_key): check it, skip its value."""
+    cdef int sub
     cdef const uint8_t* sp
-    if kmt == 3:
-        if read_string(c, r, 3, karg, kai, kpos, &s) < 0:
-            return -1
-        sp = str_ptr(c, &s)
-        for j in range(n_txt[0]):
-            if seen_txt_len[j] == s.n and memcmp(r.p + seen_txt_off[j], sp, s.n) == 0:
-                return fail(c, E_DUPKEY, kpos)
-        if s.spill < 0 and n_txt[0] < 32:
-            seen_txt_off[n_txt[0]] = s.p - r.p
-            seen_txt_len[n_txt[0]] = s.n
-            n_txt[0] += 1
-        if is_known_label(sp, s.n):
+    if ki.cls == KT_INT:
+        return skip_item(c, r, 2, &sub)  # an unregistered integer label: ignored
+    if ki.cls == KT_TEXT:
+        sp = str_ptr(c, &ki.text)
+        if is_known_label(sp, ki.text.n):
             return fail(c, E_TEXT_LABEL, kpos)
         has_ext[0] = True
-        if s.n > 0 and sp[s.n - 1] == b'_':
-            # must-understand (RFC 8428 §4.4): reject, after the value is well-formed
-            if skip_item(c, r, 2, &sub) < 0:
-                return -1
+        if ki.text.n > 0 and sp[ki.text.n - 1] == b'_':
+            # must-understand (RFC 8428 §4.4)
             return fail(c, E_MUST_UNDERSTAND, kpos)
         return skip_item(c, r, 2, &sub)
-    if kmt == 0 or kmt == 1:
-        if kai == 31:
-            return fail(c, E_INDEF_INT, kpos)
-        lab = <int64_t>karg if kmt == 0 else -1 - <int64_t>karg
-        if karg > 0x7FFFFFFFFFFFFFFFULL:
-            lab = 0x7FFFFFFFFFFFFFFF
-        for j in range(n_int[0]):
-            if seen_int[j] == lab:
-                return fail(c, E_DUPKEY, kpos)
-        if n_int[0] < 32:
-            seen_int[n_int[0]] = lab
-            n_int[0] += 1
-        return skip_item(c, r, 2, &sub)
-    # any other key type: must be well-formed and hashable, then it is not a SenML label
-    r.pos = kpos
-    if skip_item(c, r, 2, &sub) < 0:
-        return -1
-    if sub:
-        return fail(c, E_UNHASHABLE, kpos)
-    if skip_item(c, r, 2, &sub) < 0:
-        return -1
     return fail(c, E_LABEL_TYPE, kpos)
 
 
@@ -873,10 +1072,8 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
     cdef Num bt_n, bv_n, bs_n, v_n, s_n, t_n, ut_n, tt
     cdef bint vb = False
     cdef int64_t bver
-    cdef int64_t seen_int[32]
-    cdef Py_ssize_t seen_txt_off[32]
-    cdef Py_ssize_t seen_txt_len[32]
-    cdef int n_int = 0, n_txt = 0
+    cdef KeyInfo ki
+    cdef int64_t kbase = c.nkeys, kbuf_base = c.kbuf_len
     cdef bint indef
     cdef Py_ssize_t nlen
     cdef uint64_t h
@@ -913,18 +1110,23 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
             break
         j += 1
         kpos = r.pos
-        if head(c, r, &kmt, &karg, &kai) < 0:
-            return -1
         f = -1
-        if kmt == 0 and karg <= 8 and kai != 31:
-            f = <int>karg + 6
-        elif kmt == 1 and karg <= 5 and kai != 31:
-            f = 5 - <int>karg
-        if f < 0:
-            if unknown_label(c, r, kpos, kmt, karg, kai, seen_int, &n_int, seen_txt_off,
-                             seen_txt_len, &n_txt, &has_ext) < 0:
+        if LIKELY(r.pos < r.n and r.p[r.pos] <= 0x08):
+            f = r.p[r.pos] + 6          # fast path: labels 0..8
+            r.pos += 1
+        elif r.pos < r.n and r.p[r.pos] >= 0x20 and r.p[r.pos] <= 0x25:
+            f = 5 - (r.p[r.pos] - 0x20)  # labels -1..-6
+            r.pos += 1
+        else:
+            if canon_key(c, r, 2, &ki) < 0:
                 return -1
-            continue
+            if ki.cls == KT_INT and ki.ival_ok and ki.ival >= -6 and ki.ival <= 8:
+                f = <int>ki.ival + 6     # a long-form or bignum integer label
+                c.nkeys -= 1             # tracked by `seen` instead
+            else:
+                if unknown_label(c, r, &ki, kpos, &has_ext) < 0:
+                    return -1
+                continue
         if seen & (1u << f):
             return fail(c, E_DUPKEY, kpos)
         seen |= 1u << f
@@ -996,6 +1198,11 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
             if pk.bver != 0 and pk.bver != tt.i:
                 return fail(c, E_BVER_CHANGE, o)
             pk.bver = tt.i
+
+    if check_dups(c, kbase) < 0:
+        return -1
+    c.nkeys = kbase
+    c.kbuf_len = kbuf_base
 
     # base fields apply to this record and the ones after it
     if seen & (1u << F_BN):
@@ -1249,6 +1456,8 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
     cdef Ctx c
     c.scratch = NULL
     c.spill = NULL
+    c.kbuf = NULL
+    c.keys = NULL
     batch = _Batch(table, payloads)
     try:
         for k in range(npay):
@@ -1306,6 +1515,13 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
         c.spill = NULL
         c.spill_len = 0
         c.spill_cap = 0
+        c.kbuf = NULL
+        c.kbuf_len = 0
+        c.kbuf_cap = 0
+        c.keys = NULL
+        c.nkeys = 0
+        c.keys_cap = 0
+        c.nan_serial = 0
         with nogil:
             decode_all(&c, bufs, npay)
         n = c.nrec
@@ -1346,6 +1562,8 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
         free(bufs)
         free(c.scratch)
         free(c.spill)
+        free(c.kbuf)
+        free(c.keys)
     return batch
 
 
@@ -1354,6 +1572,8 @@ cdef void decode_all(Ctx* c, Py_buffer* bufs, Py_ssize_t npay) noexcept nogil:
     for k in range(npay):
         start = c.nrec
         c.err = 0
+        c.nkeys = 0
+        c.kbuf_len = 0
         if decode_payload(c, <const uint8_t*>bufs[k].buf, bufs[k].len, <int32_t>k) < 0:
             c.nrec = start
             c.ok[k] = 0

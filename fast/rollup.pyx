@@ -36,7 +36,11 @@ cdef struct Bin:
     int32_t key
     uint32_t count
 
-cdef struct Bucket:
+cdef enum:
+    INLINE_BINS = 4
+    PREFETCH = 8          # records ahead
+
+cdef struct Bucket:       # 128 bytes: two cache lines, 64-byte aligned
     double start          # NaN: slot empty
     int64_t count
     double mn
@@ -47,16 +51,23 @@ cdef struct Bucket:
     double fv
     double lt
     double lv
-    Bin* bins
+    Bin* bins             # -> inl until more than INLINE_BINS bins are needed
     int32_t nbins
     int32_t cap
+    Bin inl[INLINE_BINS]
 
 cdef struct SState:
+    # followed in the same block by ct[nw] (closed through: bucket starts below
+    # are closed), late[nw] (late drops since drain_late) and, from offset
+    # slots_off (64-aligned), the bucket rings of every window
     double max_t
     double thr            # no bucket can close while t - lateness < thr (skip the divisions)
-    double* ct            # [nw] closed through (bucket starts below are closed)
-    uint32_t* late        # [nw] late drops since drain_late()
-    Bucket* slots         # [total_slots]
+
+cdef extern from "stdlib.h":
+    void* aligned_alloc(size_t alignment, size_t size) nogil
+
+cdef extern from *:
+    void prefetch "__builtin_prefetch"(const void* p) noexcept nogil
 
 cdef struct Grow:         # a growable C column
     char* p
@@ -130,6 +141,8 @@ cdef class Rollups:
     cdef int64_t nonfinite
     cdef int64_t mem
     cdef int64_t nclosed
+    cdef int64_t slots_off
+    cdef double invw[MAXW]
 
     def __cinit__(self):
         self.states = NULL
@@ -151,8 +164,11 @@ cdef class Rollups:
             while self.K[i] < need:
                 self.K[i] *= 2
             self.base[i] = self.total_slots
+            self.invw[i] = 1.0 / ws[i]
             self.total_slots += self.K[i]
             self.late_total[i] = 0
+        self.slots_off = ((sizeof(SState) + self.nw * (sizeof(double) + sizeof(uint32_t)) + 63)
+                          // 64) * 64
         self.alpha_ = alpha
         gamma = (1.0 + alpha) / (1.0 - alpha)
         self.lg = log(gamma)
@@ -177,7 +193,8 @@ cdef class Rollups:
             for i in range(self.nstates):
                 if self.states[i] != NULL:
                     for j in range(self.total_slots):
-                        free(self.states[i].slots[j].bins)
+                        if self._slots(self.states[i])[j].bins != self._slots(self.states[i])[j].inl:
+                            free(self._slots(self.states[i])[j].bins)
                     free(self.states[i])
             free(self.states)
         for j in range(NCOL):
@@ -221,8 +238,16 @@ cdef class Rollups:
         return self._block_size()
 
     cdef int64_t _block_size(self) noexcept nogil:
-        return (sizeof(SState) + self.nw * (sizeof(double) + sizeof(uint32_t) + 4)
-                + self.total_slots * sizeof(Bucket))
+        return self.slots_off + self.total_slots * sizeof(Bucket)
+
+    cdef inline double* _ct(self, SState* st) noexcept nogil:
+        return <double*>(<char*>st + sizeof(SState))
+
+    cdef inline uint32_t* _late(self, SState* st) noexcept nogil:
+        return <uint32_t*>(<char*>st + sizeof(SState) + self.nw * sizeof(double))
+
+    cdef inline Bucket* _slots(self, SState* st) noexcept nogil:
+        return <Bucket*>(<char*>st + self.slots_off)
 
     # -------------------------------------------------------------- C core
 
@@ -246,24 +271,24 @@ cdef class Rollups:
         st = self.states[sid]
         if st != NULL:
             return st
-        blk = <char*>malloc(self._block_size())
+        blk = <char*>aligned_alloc(64, self._block_size())
         if blk == NULL:
             return NULL
         st = <SState*>blk
         st.max_t = -INFINITY
         st.thr = -INFINITY
-        st.slots = <Bucket*>(blk + sizeof(SState))
-        st.ct = <double*>(blk + sizeof(SState) + self.total_slots * sizeof(Bucket))
-        st.late = <uint32_t*>(<char*>st.ct + self.nw * sizeof(double))
+        cdef double* ct = self._ct(st)
+        cdef uint32_t* late = self._late(st)
+        cdef Bucket* slots = self._slots(st)
         for j in range(self.nw):
-            st.ct[j] = -INFINITY
-            st.late[j] = 0
+            ct[j] = -INFINITY
+            late[j] = 0
         for j in range(self.total_slots):
-            st.slots[j].start = NAN
-            st.slots[j].bins = NULL
-            st.slots[j].nbins = 0
-            st.slots[j].cap = 0
-            st.slots[j].count = 0
+            slots[j].start = NAN
+            slots[j].bins = slots[j].inl
+            slots[j].nbins = 0
+            slots[j].cap = INLINE_BINS
+            slots[j].count = 0
         self.states[sid] = st
         self.mem += self._block_size()
         self.live += 1
@@ -298,13 +323,20 @@ cdef class Rollups:
             b.bins[lo].count += 1
             return 0
         if b.nbins == b.cap:
-            ncap = b.cap * 2 if b.cap else 4
+            ncap = b.cap * 2
             if ncap > self.max_bins_ + 1:
                 ncap = self.max_bins_ + 1
-            q = realloc(b.bins, ncap * sizeof(Bin))
-            if q == NULL:
-                return -1
-            self.mem += (ncap - b.cap) * sizeof(Bin)
+            if b.bins == b.inl:
+                q = malloc(ncap * sizeof(Bin))
+                if q == NULL:
+                    return -1
+                memcpy(q, b.inl, b.nbins * sizeof(Bin))
+                self.mem += ncap * sizeof(Bin)
+            else:
+                q = realloc(b.bins, ncap * sizeof(Bin))
+                if q == NULL:
+                    return -1
+                self.mem += (ncap - b.cap) * sizeof(Bin)
             b.bins = <Bin*>q
             b.cap = ncap
         memmove(&b.bins[lo + 1], &b.bins[lo], (b.nbins - lo) * sizeof(Bin))
@@ -378,7 +410,7 @@ cdef class Rollups:
     cdef int _close(self, int32_t sid, SState* st, int wi, double before) noexcept nogil:
         """Emit the open buckets of window wi starting before `before`, ascending."""
         cdef int j, best
-        cdef Bucket* slots = st.slots + self.base[wi]
+        cdef Bucket* slots = self._slots(st) + self.base[wi]
         while True:
             best = -1
             for j in range(self.K[wi]):
@@ -395,10 +427,28 @@ cdef class Rollups:
         cdef double m = INFINITY, x
         cdef int wi
         for wi in range(self.nw):
-            x = st.ct[wi] + self.win[wi]
+            x = self._ct(st)[wi] + self.win[wi]
             if x < m:
                 m = x
         st.thr = m - 1e-9 * fabs(m) - 1e-9
+
+    cdef inline void _prefetch(self, int32_t sid, double t) noexcept nogil:
+        """Ask for the cache lines a later reading will touch (an estimate is enough)."""
+        cdef SState* st
+        cdef int wi
+        cdef int64_t qi
+        cdef char* b
+        if sid < 0 or sid >= self.nstates:
+            return
+        st = self.states[sid]
+        if st == NULL:
+            return
+        prefetch(st)
+        for wi in range(self.nw):
+            qi = <int64_t>(t * self.invw[wi])
+            b = <char*>(self._slots(st) + self.base[wi] + (qi & (self.K[wi] - 1)))
+            prefetch(b)
+            prefetch(b + 64)
 
     cdef int _add(self, int32_t sid, double t, double v) noexcept nogil:
         """0 added, 1 skipped (non-finite), -1 out of memory."""
@@ -408,35 +458,37 @@ cdef class Rollups:
         cdef int64_t qi, slot
         cdef int32_t key
         cdef Bucket* b
+        cdef double* ct
         if not (isfinite(t) and isfinite(v)):
             self.nonfinite += 1
             return 1
         st = self._state(sid)
         if st == NULL:
             return -1
+        ct = self._ct(st)
         if t > st.max_t:
             st.max_t = t
             if t - self.lateness_ >= st.thr:
                 for wi in range(self.nw):
                     w = self.win[wi]
                     nct = floor((t - self.lateness_) / w) * w
-                    if nct > st.ct[wi]:
+                    if nct > ct[wi]:
                         if self._close(sid, st, wi, nct) < 0:
                             return -1
-                        st.ct[wi] = nct
+                        ct[wi] = nct
                 self._set_thr(st)
         key = self._key(v)
         for wi in range(self.nw):
             w = self.win[wi]
             q = floor(t / w)
             start = q * w
-            if start < st.ct[wi]:
-                st.late[wi] += 1
+            if start < ct[wi]:
+                self._late(st)[wi] += 1
                 self.late_total[wi] += 1
                 continue
             qi = <int64_t>q
             slot = qi & (self.K[wi] - 1)
-            b = st.slots + self.base[wi] + slot
+            b = self._slots(st) + self.base[wi] + slot
             if b.start != start:
                 if not isnan(b.start):
                     # cannot happen (see the ring size); never overwrite data silently
@@ -497,6 +549,8 @@ cdef class Rollups:
             raise ValueError("batch columns shorter than n_records")
         with nogil:
             for i in range(n):
+                if i + PREFETCH < n:
+                    self._prefetch(series[i + PREFETCH], time[i + PREFETCH])
                 if kind[i] > 1 or series[i] < 0:
                     continue
                 rc = self._add(series[i], time[i], value[i])
@@ -523,10 +577,10 @@ cdef class Rollups:
                 for wi in range(self.nw):
                     w = self.win[wi]
                     nct = floor((watermark - self.lateness_) / w) * w
-                    if nct > st.ct[wi]:
+                    if nct > self._ct(st)[wi]:
                         if self._close(<int32_t>sid, st, wi, nct) < 0:
                             rc = -1
-                        st.ct[wi] = nct
+                        self._ct(st)[wi] = nct
                 self._set_thr(st)
         if rc < 0:
             raise MemoryError()
@@ -548,8 +602,8 @@ cdef class Rollups:
                     if self._close(<int32_t>sid, st, wi, INFINITY) < 0:
                         rc = -1
                     nct = floor(st.max_t / w) * w + w
-                    if nct > st.ct[wi]:
-                        st.ct[wi] = nct
+                    if nct > self._ct(st)[wi]:
+                        self._ct(st)[wi] = nct
                 self._set_thr(st)
         if rc < 0:
             raise MemoryError()
@@ -581,9 +635,9 @@ cdef class Rollups:
             if st == NULL:
                 continue
             for wi in range(self.nw):
-                if st.late[wi]:
-                    res.append((sid, self.win[wi], st.late[wi]))
-                    st.late[wi] = 0
+                if self._late(st)[wi]:
+                    res.append((sid, self.win[wi], self._late(st)[wi]))
+                    self._late(st)[wi] = 0
         return res
 
     def open_buckets(self):
@@ -595,6 +649,6 @@ cdef class Rollups:
             if st == NULL:
                 continue
             for j in range(self.total_slots):
-                if not isnan(st.slots[j].start):
+                if not isnan(self._slots(st)[j].start):
                     total += 1
         return total
