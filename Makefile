@@ -30,6 +30,7 @@ build: $(VENV)/.built-stamp
 lint: build
 	$(PY) -m ruff check .
 	$(PY) -m smartpark.tools.checks
+	$(PY) tests/firmware/typecheck.py
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)

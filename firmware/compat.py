@@ -11,20 +11,20 @@ import time
 try:
     from micropython import const
 except ImportError:  # CPython
-    def const(x):  # type: ignore[no-redef]
+    def const(x):  # type: ignore[no-redef,misc]
         return x
 
 try:
     from time import ticks_add, ticks_diff, ticks_ms  # type: ignore[attr-defined]
 except ImportError:  # CPython
     def ticks_ms():  # type: ignore[misc]
-        return int(time.monotonic() * 1000) & 0x3FFFFFFF
+        return int(time.monotonic() * 1000) & 0x3FFFFFFF  # type: ignore[attr-defined]
 
-    def ticks_diff(a, b):  # type: ignore[misc]
+    def ticks_diff(a, b):  # type: ignore[misc,no-redef]
         d = (a - b) & 0x3FFFFFFF
         return d - 0x40000000 if d & 0x20000000 else d
 
-    def ticks_add(a, b):  # type: ignore[misc]
+    def ticks_add(a, b):  # type: ignore[misc,no-redef]
         return (a + b) & 0x3FFFFFFF
 
 try:
@@ -32,7 +32,7 @@ try:
 except ImportError:  # CPython
     import asyncio as _aio
 
-    async def sleep_ms(ms):  # type: ignore[misc]
+    async def sleep_ms(ms):  # type: ignore[misc,no-redef]
         await _aio.sleep(ms / 1000)
 
 

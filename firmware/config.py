@@ -92,7 +92,7 @@ def parse_hub(hub):
         return None
     if not isinstance(hub, str) or not hub or " " in hub:
         raise ConfigError("hub", "must be \"auto\" or host[:port]")
-    port = 5683
+    port_text = "5683"
     host = hub
     if hub.startswith("["):
         end = hub.find("]")
@@ -103,11 +103,11 @@ def parse_hub(hub):
         if rest:
             if not rest.startswith(":"):
                 raise ConfigError("hub", "junk after ]")
-            port = rest[1:]
+            port_text = rest[1:]
     elif hub.count(":") == 1:
-        host, port = hub.split(":")
+        host, port_text = hub.split(":")
     try:
-        port = int(port)
+        port = int(port_text)
     except ValueError:
         raise ConfigError("hub", "port is not a number") from None
     if not 0 < port < 65536 or not host:
@@ -122,7 +122,7 @@ def _sensor(i, s, names):
     for k in s:
         if k not in ("name", "driver", "bus", "pins", "params", "interval"):
             raise ConfigError(p + "." + str(k), "unknown key")
-    name = s.get("name")
+    name = s.get("name", "")
     if not valid_ident(name, 24):
         raise ConfigError(p + ".name", "must be 1-24 of letters, digits, _ or -")
     if name in names or name == "health":
@@ -222,7 +222,7 @@ def validate(raw):
         raise ConfigError("ntp", "must be true, false or an NTP host name")
     if not isinstance(cfg["sensors"], list) or len(cfg["sensors"]) > 32:
         raise ConfigError("sensors", "must be a list of at most 32 sensors")
-    names = []
+    names = []  # type: list
     cfg["sensors"] = [_sensor(i, s, names) for i, s in enumerate(cfg["sensors"])]
     if cfg["sim"] is not None and not isinstance(cfg["sim"], dict):
         raise ConfigError("sim", "must be an object")

@@ -255,7 +255,7 @@ class Node:
         """(items, last seq) of the next sendable records; drops never-resolvable ones."""
         while True:
             recs = self.outbox.peek(limit)
-            items = []
+            items = []  # type: list
             last = None
             first_ms = None
             drop = None

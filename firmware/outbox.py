@@ -191,7 +191,7 @@ class Outbox:
     def peek(self, n, start=None):
         """Up to n live records (decoded) from seq `start` (default: the head), oldest first."""
         s = self.head if start is None else start
-        out = []
+        out = []  # type: list
         if self._f is not None:
             self._f.flush()
         with open(self._log, "rb") as f:

@@ -88,7 +88,7 @@ def addr_host(addr):
     if isinstance(addr, tuple):
         return addr[0]
     try:
-        return socket.inet_ntop(socket.AF_INET, bytes(addr[4:8]))
+        return socket.inet_ntop(socket.AF_INET, bytes(addr[4:8]))  # type: ignore[attr-defined]
     except (AttributeError, OSError, ValueError):
         return None
 

@@ -100,7 +100,9 @@ class Board:
                 self._buses[name] = b
             return b
         if drv in ("pir", "pulse"):
-            return machine.Pin(pins["in"], machine.Pin.IN, machine.Pin.PULL_UP if drv == "pulse" else None)
+            if drv == "pulse":   # S0 / reed contacts switch to ground
+                return machine.Pin(pins["in"], machine.Pin.IN, machine.Pin.PULL_UP)
+            return machine.Pin(pins["in"], machine.Pin.IN)
         if drv == "hcsr04":
             return (machine.Pin(pins["trig"], machine.Pin.OUT), machine.Pin(pins["echo"], machine.Pin.IN),
                     machine.time_pulse_us)

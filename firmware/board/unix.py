@@ -129,6 +129,7 @@ class Board:
             if i2c is None:
                 i2c = self._buses[bus_name] = sp.SimI2C(self._fault, self._rng)
             addr = sensor.get("params", {}).get("address")
+            part = None  # type: object
             if drv in ("bme280", "bmp280"):
                 part = sp.SimBME280(lambda: (w.temperature(clock(), place), w.pressure(clock()),
                                              w.humidity(clock(), place)),

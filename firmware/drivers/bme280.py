@@ -57,11 +57,10 @@ class Driver:
         self._addr = params.get("address", 0x76)
         self._buf = bytearray(8)
         self._cal = bytearray(33)   # 26 bytes from 0x88, 7 from 0xE1
-        self._vals = [None, None, None]
+        self._vals = [None, None, None]  # type: list
         self.status = OK
         self.humidity = False
-        self.T = self.P = None
-        self.H = None
+        self.T = self.P = self.H = ()  # type: tuple
         try:
             self._setup()
         except OSError:
@@ -88,12 +87,12 @@ class Driver:
         self.status = OK
 
     def start(self):
-        if self.T is None:
+        if not self.T:
             try:
                 self._setup()
             except OSError:
                 self.status = E_BUS
-            if self.T is None:
+            if not self.T:
                 return 0
         try:
             if self.humidity:
@@ -105,7 +104,7 @@ class Driver:
 
     def measure(self):
         self._vals[0] = self._vals[1] = self._vals[2] = None
-        if self.T is None:
+        if not self.T:
             return False
         b = self._buf
         try:

@@ -21,7 +21,7 @@ class Driver:
     def __init__(self, pins, params):
         self._trig, self._echo, self._pulse = pins  # (Pin out, Pin in, time_pulse_us)
         self._below = float(params.get("occupied_below_m", 1.0))
-        self._vals = [None, None]
+        self._vals = [None, None]  # type: list
         self.status = OK
 
     def start(self):

@@ -16,7 +16,7 @@ class Driver:
     def __init__(self, pin, params):
         self._pin = pin
         self._count = 0
-        self._vals = [None, None]
+        self._vals = [None, None]  # type: list
         self.status = OK
         pin.irq(self._irq, pin.IRQ_RISING)
 

@@ -23,7 +23,7 @@ class Driver:
         self._uart = bus
         self._buf = bytearray(_BUF)
         self._n = 0
-        self._vals = [None, None, None]
+        self._vals = [None, None, None]  # type: list
         self.status = OK
 
     def start(self):

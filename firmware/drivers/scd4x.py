@@ -26,7 +26,7 @@ class Driver:
         self._addr = params.get("address", 0x62)
         self._buf = bytearray(9)
         self._cmd = bytearray(2)
-        self._vals = [None, None, None]
+        self._vals = [None, None, None]  # type: list
         self.status = OK
         self._started = False
 

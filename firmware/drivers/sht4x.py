@@ -24,7 +24,7 @@ class Driver:
         self._addr = params.get("address", 0x44)
         self._buf = bytearray(6)
         self._cmd = bytes((_CMD_MEASURE_HIGH,))
-        self._vals = [None, None]
+        self._vals = [None, None]  # type: list
         self.status = OK
 
     def start(self):
