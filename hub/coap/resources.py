@@ -15,7 +15,6 @@ from aiocoap.util.linkformat import Link, LinkFormat
 from smartpark.protocol import cbor, senml
 
 from ..interfaces import CT_CBOR, CT_SENML_CBOR
-from ..registry import value_out
 from ..store.sqlite import KIND_BOOL, KIND_DATA, KIND_NUM, KIND_STR
 
 CT_TEXT = 0
@@ -201,4 +200,4 @@ class LatestSite(ObservableResource, PathCapable):
 
 
 __all__ = ["ConfigIndex", "ConfigResource", "LatestIndex", "LatestSite", "ReportResource",
-           "latest_payload", "remote_address", "value_out"]
+           "latest_payload", "remote_address"]

@@ -153,7 +153,8 @@ def test_sigkill_while_streaming_every_acked_report_is_stored_once(hub_factory, 
     assert decode_ack(run(again()).payload)["duplicates"] == 4
 
 
-def test_sigterm_with_an_open_event_stream_stops_cleanly(hub_factory):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_with_an_open_event_stream_stops_cleanly(hub_factory, sig):
     import socket
 
     h = hub_factory()
@@ -161,7 +162,7 @@ def test_sigterm_with_an_open_event_stream_stops_cleanly(hub_factory):
     try:
         s.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
         assert b"text/event-stream" in s.recv(4096)
-        rc, out = h.stop(signal.SIGTERM)
+        rc, out = h.stop(sig)
         assert rc == 0 and "stopped" in out
     finally:
         s.close()
