@@ -88,6 +88,7 @@ class Node:
         self.cfg_failed = None
         self.fw_noted = None
         self._alive = ticks_ms()
+        self._wdt = None
         self._ledger = open("ledger.log", "a") if cfg.get("ledger") else None
         self._build_sensors()
         if cfg["ntp"]:
@@ -406,7 +407,9 @@ class Node:
               "registrations": self.reg.count if self.reg else 0, "safe": self.safe,
               "error_key": self.error.key if self.error else None,
               "config_version": self.cfg["config_version"], "samples": self.sampler.samples,
-              "failures": self.sampler.failures, "boot": self.rtc.get("boot")}
+              "failures": self.sampler.failures, "boot": self.rtc.get("boot"),
+              "reset": self.board.reset_cause(), "syncs": self.clock.syncs,
+              "wdt_feeds": self._wdt.fed if self._wdt is not None and hasattr(self._wdt, "fed") else None}
         tmp = "status.json.tmp"
         with open(tmp, "w") as f:
             json.dump(st, f)
@@ -432,7 +435,7 @@ class Node:
         return self.outbox.depth() == 0
 
     async def _watchdog(self, ms):
-        wdt = self.board.watchdog(ms)
+        wdt = self._wdt = self.board.watchdog(ms)
         while True:
             if ticks_diff(ticks_ms(), self._alive) < ms // 2:
                 wdt.feed()
