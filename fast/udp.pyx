@@ -248,6 +248,20 @@ cdef int put_uint(unsigned char *out, unsigned int v) noexcept nogil:
     return 4
 
 
+cdef int put_option(unsigned char *out, int pos, int delta, unsigned char *val,
+                    int ln) noexcept nogil:
+    """Option header (delta < 269, length < 13 here) and value at out[pos:]; new pos."""
+    if delta >= 13:
+        out[pos] = (13 << 4) | ln
+        out[pos + 1] = delta - 13
+        pos += 2
+    else:
+        out[pos] = (delta << 4) | ln
+        pos += 1
+    memcpy(&out[pos], val, ln)
+    return pos + ln
+
+
 def build_ack(int mid, bytes token, int code, cf=None, max_age=None, bytes payload=b""):
     """The piggybacked ACK response: same MID and token, Content-Format then Max-Age
     (options in number order), payload after 0xFF when non-empty."""
@@ -264,15 +278,11 @@ def build_ack(int mid, bytes token, int code, cf=None, max_age=None, bytes paylo
     pos = 4 + tkl
     if cf is not None:
         ln = put_uint(val, <unsigned int>cf)
-        head[pos] = ((O_CONTENT_FORMAT - last) << 4) | ln
-        memcpy(&head[pos + 1], val, ln)
-        pos += 1 + ln
+        pos = put_option(head, pos, O_CONTENT_FORMAT - last, val, ln)
         last = O_CONTENT_FORMAT
     if max_age is not None:
         ln = put_uint(val, <unsigned int>max_age)
-        head[pos] = ((O_MAX_AGE - last) << 4) | ln
-        memcpy(&head[pos + 1], val, ln)
-        pos += 1 + ln
+        pos = put_option(head, pos, O_MAX_AGE - last, val, ln)
     if payload:
         head[pos] = 0xFF
         pos += 1
