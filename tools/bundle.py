@@ -59,7 +59,8 @@ EXIT_USAGE = 2
 EXIT_TOOLCHAIN = 4
 EXIT_SOURCES = 5
 
-_SKIP_SUFFIXES = (".pyc", ".pyi", ".md", ".orig", ".rej", "~")
+# not for the board: editor/tool files, type stubs, docs, lint configs (firmware/mypy.ini)
+_SKIP_SUFFIXES = (".pyc", ".pyi", ".md", ".ini", ".cfg", ".toml", ".orig", ".rej", "~")
 
 
 class BundleError(Exception):

@@ -46,13 +46,13 @@ def _free(port, kind):
         s.close()
 
 
-def start_hub(data, http_port, coap_port, timeout=60):
-    """Start `smartpark hub`; returns (process, coap port, http port)."""
+def start_hub(data, http_port, coap_port, timeout=60, bind="127.0.0.1"):
+    """Start `smartpark hub`; returns (process, coap port, http port), (None,)*3 on failure."""
     os.makedirs(data, exist_ok=True)
     log = open(os.path.join(data, "hub.log"), "ab")
     cmd = [sys.executable, "-m", "smartpark.tools.cli", "hub", "--data", data,
-           "--coap-bind", "127.0.0.1", "--coap-port", str(coap_port),
-           "--http-bind", "127.0.0.1", "--http-port", str(http_port),
+           "--coap-bind", bind, "--coap-port", str(coap_port),
+           "--http-bind", bind, "--http-port", str(http_port),
            "--no-zeroconf", "--no-multicast"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                             preexec_fn=simulate.child_setup)

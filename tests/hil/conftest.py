@@ -1,0 +1,152 @@
+"""Hardware-in-the-loop plugin: one board, flashed by `smartpark flash`, checked end to end.
+
+    .venv/bin/pytest tests/hil                         # the pty board (unix port)
+    .venv/bin/pytest tests/hil --hil-port /dev/ttyUSB0 \\
+        --hil-hub-host 192.168.1.20 --hil-wifi park-lab --hil-wifi-password ... \\
+        [--hil-sensors bench-sensors.json]             # a real ESP32 on the bench
+
+The options live here (tests/hil/conftest.py), so they are known when pytest
+is pointed at tests/hil (or a file in it), as above. Without --hil-port the
+same tests run against a MicroPython unix-port REPL on a pseudo-terminal
+(tools/ptyboard.py), so the flashing path is tested on every `make test`.
+
+Fixtures (session-wide; the tests in test_hil.py run in file order):
+  hil          the target: port, kind ("pty"/"serial"), reset() = hard reset
+  hil_hub      `smartpark hub` on this host (SQLite in a temp dir)
+  hil_bundle   `smartpark firmware build --all-protocol` (the vectors need
+               every protocol module on the board)
+  hil_flash    the result of `smartpark flash --wipe` onto the board
+"""
+
+import json
+import os
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
+from toolhelp import ROOT, require, smartpark  # noqa: E402
+
+NODE = "hil-node"
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("hil", "hardware-in-the-loop (tests/hil)")
+    g.addoption("--hil-port", default=None, metavar="PORT",
+                help="serial port of a real ESP32 running MicroPython (default: a pty board)")
+    g.addoption("--hil-hub-host", default=None, metavar="ADDR",
+                help="this host's address as the board sees it (real board; default 127.0.0.1)")
+    g.addoption("--hil-wifi", default=None, metavar="SSID", help="Wi-Fi the real board joins")
+    g.addoption("--hil-wifi-password", default=None, metavar="PW", help="its password")
+    g.addoption("--hil-sensors", default=None, metavar="FILE",
+                help="JSON list of the sensors wired on the bench (firmware config format)")
+    g.addoption("--hil-timeout", default=120.0, type=float, metavar="S",
+                help="upper bound for each wait on the board (default 120)")
+
+
+def _opt(config, name):
+    try:
+        return config.getoption(name)
+    except ValueError:  # options not registered (pytest not started on tests/hil)
+        return None
+
+
+class Target:
+    """The board under test, by its port, with a hard reset."""
+
+    def __init__(self, port, kind, ptyboard=None):
+        self.port = port
+        self.kind = kind
+        self.ptyboard = ptyboard
+
+    def reset(self):
+        """Hard reset: the pty board's process is killed and rebooted; an ESP32's EN line
+        is pulsed through RTS (DevKit auto-reset circuit), as esptool does."""
+        if self.ptyboard is not None:
+            self.ptyboard.reset()
+            return
+        import serial
+        s = serial.Serial(self.port, 115200)
+        try:
+            s.dtr = False
+            s.rts = True
+            time.sleep(0.2)
+            s.rts = False
+        finally:
+            s.close()
+
+    def session(self):
+        from smartpark.tools.board import Board
+        return Board(self.port)
+
+
+@pytest.fixture(scope="session")
+def hil_timeout(pytestconfig):
+    return _opt(pytestconfig, "--hil-timeout") or 120.0
+
+
+@pytest.fixture(scope="session")
+def hil(pytestconfig, micropython_bin):
+    port = _opt(pytestconfig, "--hil-port")
+    if port:
+        yield Target(port, "serial")
+        return
+    from smartpark.tools.ptyboard import PtyBoard
+    board = PtyBoard(micropython=micropython_bin)
+    board.start()
+    try:
+        assert board.wait_output(b">>> ", 30), board.console()
+        yield Target(board.port, "pty", board)
+    finally:
+        board.stop()
+
+
+@pytest.fixture(scope="session")
+def hil_hub(pytestconfig, tmp_path_factory, hil):
+    from smartpark.tools import demo
+    data = str(tmp_path_factory.mktemp("hil-hub"))
+    bind = "0.0.0.0" if hil.kind == "serial" else "127.0.0.1"
+    proc, coap_port, http_port = demo.start_hub(data, 0, 0, bind=bind)
+    assert proc is not None, open(os.path.join(data, "hub.log")).read()[-2000:]
+    host = _opt(pytestconfig, "--hil-hub-host") or "127.0.0.1"
+    yield {"data": data, "host": host, "coap": coap_port, "http": http_port, "proc": proc}
+    demo.stop_hub(proc)
+
+
+@pytest.fixture(scope="session")
+def hil_bundle(tmp_path_factory):
+    require(os.path.isfile(os.path.join(ROOT, "firmware", "main.py")),
+            "firmware/main.py is not there yet: nothing to flash")
+    out = str(tmp_path_factory.mktemp("hil-bundle") / "firmware")
+    proc = smartpark("firmware", "build", "--all-protocol", "-q", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def hil_flash(pytestconfig, hil, hil_hub, hil_bundle, tmp_path_factory):
+    from smartpark.tools import simulate
+    tmp = tmp_path_factory.mktemp("hil-flash")
+    sensors_file = _opt(pytestconfig, "--hil-sensors")
+    if not sensors_file:
+        sensors_file = str(tmp / "sensors.json")
+        # the pty board simulates these parts (firmware/board/unix.py); a real board
+        # without --hil-sensors gets none and reports health only
+        sensors = simulate.SENSOR_SETS[0] if hil.kind == "pty" else []
+        with open(sensors_file, "w") as f:
+            json.dump(sensors, f)
+    summary = str(tmp / "flash.json")
+    args = ["flash", "--port", hil.port, "--node-id", NODE,
+            "--hub", "%s:%d" % (hil_hub["host"], hil_hub["coap"]), "--bundle", hil_bundle,
+            "--sensors", sensors_file, "--wipe", "--no-reset", "--json", summary,
+            "--set", "report_interval=2", "--set", "ledger=true", "--set", "watchdog_ms=0",
+            "--set", 'coap={"ack_timeout": 1.0, "max_retransmit": 4}']
+    if hil.kind == "pty":
+        args += ["--set", "ntp=true"]
+    wifi = _opt(pytestconfig, "--hil-wifi")
+    if wifi:
+        args += ["--wifi", wifi, "--wifi-password", _opt(pytestconfig, "--hil-wifi-password") or ""]
+    proc = smartpark(*args, timeout=900)
+    return {"proc": proc, "summary": summary, "bundle": hil_bundle}
