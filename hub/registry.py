@@ -66,6 +66,7 @@ class Registry:
         self.nodes = {}
         self.series = {}  # sid -> (node, sensor, unit)
         self.series_by_name = {}  # (node, sensor) -> sid
+        self.node_series = {}  # node -> {sensor: sid}
         self.latest = {}  # sid -> (t, kind, val)
         self.configs = {}  # node -> (version, cbor bytes)
 
@@ -75,6 +76,7 @@ class Registry:
         for sid, node, sensor, unit in state["series"]:
             self.series[sid] = (node, sensor, unit)
             self.series_by_name[(node, sensor)] = sid
+            self.node_series.setdefault(node, {})[sensor] = sid
         self.latest.update(state["latest"])
         self.configs.update(state["configs"])
         for row in state["nodes"]:
@@ -116,8 +118,10 @@ class Registry:
     def new_rows(self, rows):
         """Rows newly stored: (sid, node, sensor, unit, t, kind, val)."""
         for sid, node, sensor, unit, t, kind, val in rows:
-            self.series[sid] = (node, sensor, unit)
-            self.series_by_name[(node, sensor)] = sid
+            if sid not in self.series or self.series[sid][2] != unit:
+                self.series[sid] = (node, sensor, unit)
+                self.series_by_name[(node, sensor)] = sid
+                self.node_series.setdefault(node, {})[sensor] = sid
             cur = self.latest.get(sid)
             if cur is None or t >= cur[0]:
                 self.latest[sid] = (t, kind, val)
@@ -175,10 +179,8 @@ class Registry:
     # ---- views --------------------------------------------------------------------------------
 
     def sensors(self, node_id):
-        names = set()
-        for (node, sensor) in self.series_by_name:
-            if node == node_id and not sensor.startswith(HEALTH_PREFIX):
-                names.add(sensor)
+        names = set(sensor for sensor in self.node_series.get(node_id, ())
+                    if not sensor.startswith(HEALTH_PREFIX))
         n = self.nodes.get(node_id)
         if n is not None and n.rd:
             for href, _attrs in n.rd.get("links", ()):
@@ -189,8 +191,8 @@ class Registry:
 
     def health(self, node_id):
         out = {}
-        for (node, sensor), sid in self.series_by_name.items():
-            if node == node_id and sensor.startswith(HEALTH_PREFIX):
+        for sensor, sid in self.node_series.get(node_id, {}).items():
+            if sensor.startswith(HEALTH_PREFIX):
                 cur = self.latest.get(sid)
                 if cur is not None:
                     out[sensor[len(HEALTH_PREFIX):]] = value_out(cur[1], cur[2])
