@@ -76,6 +76,8 @@ def test_latest_filter_and_shape(seeded):
 def test_healthz_and_metrics(seeded):
     status, body = seeded.get("/healthz")
     assert status == 200 and body["status"] == "ok"
+    # SenML-CBOR decoding and rollups come from smartpark.fast's selector
+    assert body["decoder"] in ("fast-compiled", "fast-pure") and body["rollups"] is True
     status, text = seeded.get("/metrics")
     assert status == 200
     for name in ("smartpark_messages_total", "smartpark_readings_stored_total",
