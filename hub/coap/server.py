@@ -68,12 +68,33 @@ class CoapServer:
         self.context = None
         self.multicast_joined = []
 
+    def _probe_port(self, bind):
+        """aiocoap binds with SO_REUSEPORT, so a second hub on the same port would silently
+        share the traffic. A plain bind (no REUSEPORT) fails when anyone holds the port."""
+        if not bind[1]:
+            return
+        try:
+            infos = socket.getaddrinfo(bind[0], bind[1], socket.AF_INET6, socket.SOCK_DGRAM, 0,
+                                       socket.AI_V4MAPPED)
+        except socket.gaierror as e:
+            raise OSError("CoAP bind address %r: %s" % (bind[0], e)) from None
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            probe.bind(infos[0][4])
+        except OSError as e:
+            raise OSError(e.errno, "CoAP port %s/udp on %s is not available (%s)"
+                          % (bind[1], bind[0], e.strerror)) from None
+        finally:
+            probe.close()
+
     async def start(self):
         logging.getLogger("coap-server").addFilter(_DropCounter(self.metrics))
         groups = []
         if self.multicast and self.bind in ("::", "0.0.0.0", ""):
             groups = _interfaces()
         bind = ("::" if self.bind in ("0.0.0.0", "") else self.bind, self.port)
+        self._probe_port(bind)
         try:
             self.context = await aiocoap.Context.create_server_context(
                 self.site, bind=bind, multicast=groups, transports=["udp6"],

@@ -114,3 +114,16 @@ def test_retention_drops_old_raw_readings(hub_factory, tmp_path):
             break
         time.sleep(0.1)
     assert pts == [{"time": T0, "value": 1.0}]
+
+
+def test_second_hub_on_a_taken_coap_port_refuses_to_start(hub_factory, tmp_path):
+    h = hub_factory()
+    other = tmp_path / "other"
+    other.mkdir()
+    r = subprocess.run([sys.executable, "-m", "smartpark.tools.cli", "hub", "--data", str(other),
+                        "--coap-bind", "127.0.0.1", "--coap-port", str(h.coap_port),
+                        "--http-bind", "127.0.0.1", "--http-port", "0", "--no-zeroconf",
+                        "--no-multicast"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "CoAP port %d/udp" % h.coap_port in r.stderr and "not available" in r.stderr
+    assert h.alive() and h.get("/healthz")[0] == 200
