@@ -59,7 +59,7 @@ cdef extern from "<sys/epoll.h>":
 cdef extern from "<unistd.h>":
     int close(int fd) nogil
 
-DEF MAXW = 16
+DEF MAXW = 64
 DEF HBUCKETS = 512
 DEF MAXMSG = 1400
 

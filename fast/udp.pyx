@@ -363,7 +363,7 @@ cdef class Endpoint:
     cdef int queued
     cdef dict peers
     cdef readonly unsigned long long n_received, n_reports, n_other, n_resent, n_inflight_dropped
-    cdef readonly unsigned long long n_sent, n_send_dropped, n_evicted, n_rejected
+    cdef readonly unsigned long long n_sent, n_send_dropped, n_evicted, n_rejected, n_peer_busy
 
     def __cinit__(self, int fd, int nmsg=256, int bufsize=4096, int ring=4, int max_peers=20000,
                   double lifetime=247.0):
@@ -566,9 +566,12 @@ cdef class Endpoint:
                 continue
             slot = p.claim(r.mid, hv, now)
             if slot < 0:
-                # every slot of this peer is in flight: it exceeds its window; answer later
-                # retransmissions, drop this one (the node retransmits).
-                self.n_inflight_dropped += 1
+                # every slot of this peer is in flight (it runs more than `ring` exchanges at
+                # once, far beyond NSTART=1): the same 5.03 as a full queue, so one peer cannot
+                # take the queue from the others.
+                self._queue(p, build_ack(r.mid, token, SERVICE_UNAVAILABLE, None, retry_after),
+                            pktinfo)
+                self.n_peer_busy += 1
                 continue
             room -= 1
             reports.append((p, r.mid, token, None if r.cf < 0 else r.cf,
