@@ -562,13 +562,13 @@ cdef int read_string(Ctx* c, Rd* r, int want_mt, uint64_t arg, int ai, Py_ssize_
             return fail(c, E_BAD_CHUNK, cp)
         if carg > <uint64_t>(r.n - r.pos):
             return fail(c, E_TRUNC, cp)
+        if want_mt == 3 and not utf8_ok(r.p + r.pos, <Py_ssize_t>carg):
+            return fail(c, E_UTF8, cp)  # each chunk on its own (RFC 8949 §3.2.3)
         if spill_put(c, r.p + r.pos, <Py_ssize_t>carg) < 0:
             return fail(c, E_NOMEM, cp)
         r.pos += <Py_ssize_t>carg
         out.n += <Py_ssize_t>carg
     out.p = NULL  # resolve with str_ptr(): spill may move while more is added
-    if want_mt == 3 and not utf8_ok(c.spill + out.spill, out.n):
-        return fail(c, E_UTF8, start)
     return 0
 
 

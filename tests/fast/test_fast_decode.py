@@ -333,6 +333,7 @@ BAD = [
     (cbor2.dumps([{0: "x", 2: 1, 1.5: 1}]), SenMLError),      # float label
     (b"\x81\xa2\x00\x61x\x00\x61y", DecodeError),             # duplicate label
     (b"\x81\xa1\x00\x62\xc3\x28", DecodeError),               # invalid UTF-8
+    (b"\x81\xa2\x00\x61x\x03\x7f\x61\xc3\x62\xb2\x6c\xff", DecodeError),  # UTF-8 split across chunks
     (b"\x9b" + b"\xff" * 8, DecodeError),                     # 2**64-1 records declared
     (b"\x81\xa1\x00\x7b" + b"\xff" * 8, DecodeError),         # 2**64-1-byte string
     (b"\x81\xbb" + b"\x7f" * 8, DecodeError),                 # huge map

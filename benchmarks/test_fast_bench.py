@@ -1,0 +1,236 @@
+"""fast/ throughput: decode-only and decode+rollup, against a Python baseline in the same run.
+
+Workload: realistic node packs as the firmware sends them (protocol.senml.encode:
+bn "<node>/", bt, 8 records - temperature, humidity, pressure, CO2, PM2.5, noise as
+mixed ints and half/single/double floats, door and occupancy as booleans), 256
+payloads per batch, every node reporting every 10 s so rollup buckets open and
+close as in service. Two park sizes: 2,048 nodes (16,384 series) and 20,480
+nodes (163,840 series).
+
+Baseline (same run, same payloads): cbor2.loads + SenML resolution in Python
+(base fields, relative time, name interning in a dict) + fast/rollup_py.py, the
+plain-Python dict-based rollups.
+
+    .venv/bin/python -m pytest benchmarks/test_fast_bench.py --benchmark-only
+
+records/s and the ratios are printed at the end of the module (terminal
+reporter) and stored in each benchmark's extra_info. Nothing here asserts a
+speed; these are measurements, not tests.
+"""
+
+import os
+import random
+import resource
+
+import cbor2
+import pytest
+from smartpark import fast
+from smartpark.fast import rollup_py
+from smartpark.protocol import senml
+
+BATCH = 256
+CADENCE = 10.0          # seconds between two reports of one node
+T0 = 1_700_000_000.0
+RESULTS = {}
+
+
+def node_pack(rnd, node, t):
+    recs = [
+        {"n": node + "/temp", "u": "Cel", "v": round(rnd.gauss(21.0, 2.0), 2), "t": t},
+        {"n": node + "/hum", "u": "%RH", "v": rnd.randint(30, 70), "t": t},
+        {"n": node + "/pressure", "u": "Pa", "v": rnd.randint(98000, 103000), "t": t},
+        {"n": node + "/co2", "u": "ppm", "v": rnd.randint(400, 1500), "t": t},
+        {"n": node + "/pm25", "u": "ug/m3", "v": rnd.choice([1.5, 2.0, 3.5, 7.25]), "t": t},
+        {"n": node + "/noise", "u": "dB", "v": round(rnd.uniform(35, 80), 1), "t": t},
+        {"n": node + "/door", "vb": rnd.random() < 0.2, "t": t},
+        {"n": node + "/occupied", "vb": rnd.random() < 0.5, "t": t},
+    ]
+    return senml.encode(recs)
+
+
+def make_batches(nodes, seconds, seed=7):
+    """Batches of BATCH packs: all nodes once per CADENCE, in time order."""
+    rnd = random.Random(seed)
+    names = ["park-%05d" % i for i in range(nodes)]
+    per_cycle = nodes // BATCH
+    batches = []
+    for cycle in range(int(seconds / CADENCE)):
+        for b in range(per_cycle):
+            t = T0 + cycle * CADENCE + b * CADENCE / per_cycle
+            batches.append([node_pack(rnd, names[b * BATCH + i], t + i * 1e-3)
+                            for i in range(BATCH)])
+    return batches
+
+
+_LABELS = senml.LABELS
+
+
+class BaselineTable:
+    def __init__(self):
+        self.ids = {}
+
+    def intern(self, name):
+        sid = self.ids.get(name)
+        if sid is None:
+            sid = self.ids[name] = len(self.ids)
+        return sid
+
+
+def baseline_decode(payloads, now, table):
+    """cbor2.loads + Python SenML resolution: [(series, time, value)] numeric readings."""
+    out = []
+    for p in payloads:
+        bn, bt, bv = "", 0, 0
+        for rec in cbor2.loads(p):
+            bn = rec.get(-2, bn)
+            bt = rec.get(-3, bt)
+            bv = rec.get(-5, bv)
+            t = bt + rec.get(6, 0)
+            if t < 268435456:
+                t += now
+            name = bn + rec.get(0, "")
+            sid = table.intern(name)
+            if 2 in rec:
+                out.append((sid, float(t), float(rec[2] + bv)))
+            elif 4 in rec:
+                out.append((sid, float(t), 1.0 if rec[4] else 0.0))
+    return out
+
+
+class Cursor:
+    def __init__(self, batches):
+        self.batches = batches
+        self.i = 0
+
+    def next(self):
+        b = self.batches[self.i % len(self.batches)]
+        self.i += 1
+        return b
+
+
+@pytest.fixture(scope="module", params=[2048, 20480], ids=["16k-series", "164k-series"])
+def workload(request):
+    nodes = request.param
+    seconds = 160.0 if nodes <= 2048 else 20.0
+    batches = make_batches(nodes, seconds)
+    return nodes, batches
+
+
+def _records(batches):
+    return sum(len(b) for b in batches) * 8
+
+
+def _run(benchmark, label, nodes, batches, fn):
+    rounds = len(batches)
+    benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
+    mean = benchmark.stats.stats.mean
+    rps = BATCH * 8 / mean
+    benchmark.extra_info["records_per_s"] = rps
+    benchmark.extra_info["batch"] = BATCH
+    benchmark.extra_info["series"] = nodes * 8
+    RESULTS[(nodes, label)] = rps
+    return rps
+
+
+def test_decode_fast(benchmark, workload):
+    nodes, batches = workload
+    table = fast.SeriesTable()
+    cur = Cursor(batches)
+    _run(benchmark, "decode fast", nodes, batches,
+         lambda: fast.decode_batch(cur.next(), T0, table))
+
+
+def test_decode_rollup_fast(benchmark, workload):
+    nodes, batches = workload
+    table = fast.SeriesTable()
+    roll = fast.Rollups()
+    cur = Cursor(batches)
+
+    def step():
+        batch = fast.decode_batch(cur.next(), T0, table)
+        roll.add_batch(batch)
+        roll.drain_closed()
+
+    _run(benchmark, "decode+rollup fast", nodes, batches, step)
+    benchmark.extra_info["rollup_bytes_per_series"] = roll.memory_bytes() / max(1, len(roll))
+
+
+def test_decode_baseline(benchmark, workload):
+    nodes, batches = workload
+    table = BaselineTable()
+    cur = Cursor(batches[: max(8, len(batches) // 8)])
+    _run(benchmark, "decode baseline", nodes, cur.batches,
+         lambda: baseline_decode(cur.next(), T0, table))
+
+
+def test_decode_rollup_baseline(benchmark, workload):
+    nodes, batches = workload
+    table = BaselineTable()
+    roll = rollup_py.Rollups()
+    cur = Cursor(batches[: max(8, len(batches) // 8)])
+
+    def step():
+        for sid, t, v in baseline_decode(cur.next(), T0, table):
+            roll.add(sid, t, v)
+        roll.drain_closed()
+
+    _run(benchmark, "decode+rollup baseline", nodes, cur.batches, step)
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def test_memory_per_live_series(benchmark):
+    """RSS delta and the C accounting for 100k live series (4 windows, 3 buckets each)."""
+    n = 100_000
+    state = {}
+
+    def build():
+        before = _rss_bytes()
+        roll = fast.Rollups()
+        for k in range(6):  # six readings 10 s apart: every window has open buckets
+            for sid in range(n):
+                roll.add(sid, T0 + k * 10.0 + sid * 1e-4, 20.0 + (sid % 13) * 0.1 + k)
+        state["rss"] = (_rss_bytes() - before) / n
+        state["c"] = roll.memory_bytes() / n
+        state["block"] = roll.series_block_bytes()
+        state["open"] = roll.open_buckets() / n
+        state["roll"] = roll
+
+    benchmark.pedantic(build, rounds=1, iterations=1)
+    benchmark.extra_info.update({"series": n, "rss_bytes_per_series": state["rss"],
+                                 "c_bytes_per_series": state["c"],
+                                 "fixed_block_bytes": state["block"],
+                                 "open_buckets_per_series": state["open"]})
+    RESULTS["memory"] = state
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report(request):
+    yield
+    rep = request.config.pluginmanager.getplugin("terminalreporter")
+    if rep is None or not RESULTS:
+        return
+    rep.write_line("")
+    rep.write_line("fast/ benchmark (batch %d payloads x 8 records, pid %d, %s cores):"
+                   % (BATCH, os.getpid(), os.cpu_count()))
+    for nodes in (2048, 20480):
+        row = {k[1]: v for k, v in RESULTS.items() if isinstance(k, tuple) and k[0] == nodes}
+        if not row:
+            continue
+        rep.write_line("  %d series:" % (nodes * 8))
+        for label in ("decode fast", "decode+rollup fast", "decode baseline",
+                      "decode+rollup baseline"):
+            if label in row:
+                rep.write_line("    %-24s %12.0f records/s" % (label, row[label]))
+        for what in ("decode", "decode+rollup"):
+            f, b = row.get(what + " fast"), row.get(what + " baseline")
+            if f and b:
+                rep.write_line("    %-24s %12.1fx baseline" % (what, f / b))
+    mem = RESULTS.get("memory")
+    if mem:
+        rep.write_line("  100k live series: RSS %.0f B/series, C state %.0f B/series "
+                       "(fixed block %d B, %.1f open buckets/series)"
+                       % (mem["rss"], mem["c"], mem["block"], mem["open"]))
