@@ -138,7 +138,12 @@ def run(args):
         say("demo: CoAP port %d is taken, using a free one" % coap_port, args.quiet)
         coap_port = 0
     with simulate._Signals() as signals:
-        hub, coap_port, http_port = start_hub(data, http_port, coap_port)
+        hub, got_coap, got_http = start_hub(data, http_port, coap_port)
+        if hub is None and (http_port or coap_port):
+            # a port taken between our check and the hub's bind: any free port will do
+            say("demo: the hub could not bind its ports, trying free ones", args.quiet)
+            hub, got_coap, got_http = start_hub(data, 0, 0)
+        coap_port, http_port = got_coap, got_http
         if hub is None:
             say("smartpark demo: the hub did not start; see %s" % os.path.join(data, "hub.log"))
             return EXIT_HUB
