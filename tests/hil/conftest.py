@@ -149,4 +149,4 @@ def hil_flash(pytestconfig, hil, hil_hub, hil_bundle, tmp_path_factory):
     if wifi:
         args += ["--wifi", wifi, "--wifi-password", _opt(pytestconfig, "--hil-wifi-password") or ""]
     proc = smartpark(*args, timeout=900)
-    return {"proc": proc, "summary": summary, "bundle": hil_bundle}
+    return {"proc": proc, "summary": summary, "bundle": hil_bundle, "node": NODE}

@@ -14,7 +14,8 @@ import sys
 import time
 
 import pytest
-from conftest import NODE
+
+NODE = "hil-node"   # the node id tests/hil/conftest.py flashes (hil_flash["node"])
 
 pytestmark = pytest.mark.micropython
 
@@ -47,6 +48,7 @@ def _collect(kind):
 # ---- 1. flashing ---------------------------------------------------------------------------
 
 def test_flash_verified(hil_flash, hil):
+    assert hil_flash["node"] == NODE
     proc = hil_flash["proc"]
     assert proc.returncode == 0, proc.stderr
     s = json.load(open(hil_flash["summary"]))
