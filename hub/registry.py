@@ -11,12 +11,28 @@ reports (exponentially weighted), else the hub default. It is offline once
 and it has not reported since); the change is an event and shows in the API.
 """
 
+import asyncio
 import json
+import logging
 import time
 
-from .store.sqlite import KIND_BOOL, KIND_DATA, KIND_NUM, KIND_STR, q_upsert_node
+from .store.sqlite import KIND_BOOL, KIND_DATA, KIND_NUM, KIND_STR, StoreClosed, q_upsert_node
 
 HEALTH_PREFIX = "health."
+
+
+def _consume(fut):
+    if not fut.cancelled() and fut.exception() is not None:
+        logging.getLogger("smartpark.hub").warning("node registry write failed: %s",
+                                                   fut.exception())
+
+
+def _done():
+    fut = asyncio.get_event_loop().create_future()
+    fut.set_result(None)
+    return fut
+
+
 MIN_GAP = 1.0  # s; shorter gaps between reports are not learned as the report interval
 
 
@@ -155,6 +171,16 @@ class Registry:
         return self._persist(n)
 
     def _persist(self, n):
+        """Write the node's row through the store; returns an awaitable that never raises
+        unobserved (callers from aiocoap callbacks do not await it)."""
+        try:
+            fut = self._write_node(n)
+        except StoreClosed:
+            return _done()
+        fut.add_done_callback(_consume)
+        return fut
+
+    def _write_node(self, n):
         return self.store.call(q_upsert_node, {
             "id": n.id, "address": n.address, "firmware": n.firmware, "lt": n.lt,
             "registered": n.registered, "rd": json.dumps(n.rd) if n.rd is not None else None,
