@@ -37,16 +37,47 @@ class BoardError(Exception):
         self.code = code
 
 
+# UUCP lock files, as minicom, picocom and cu announce that they hold a port
+LOCK_DIRS = ("/var/lock", "/run/lock")
+
+
+def _uucp_holder(port):
+    """PID of a live process holding a UUCP lock on `port`, else None."""
+    name = "LCK.." + os.path.basename(port)
+    for d in LOCK_DIRS:
+        try:
+            with open(os.path.join(d, name)) as f:
+                pid = int(f.read().strip() or "0")
+        except (OSError, ValueError):
+            continue
+        if pid > 0 and pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue  # stale lock
+            except PermissionError:
+                pass
+            return pid
+    return None
+
+
 def probe_port(port):
     """Check that `port` is a device we can open and nobody else holds.
 
     A held port is detected the ways serial programs announce it on Linux:
-    an flock (pyserial/mpremote exclusive=True, picocom) or TIOCEXCL (EBUSY
-    on open). The probe releases the port again before mpremote opens it.
+    a UUCP lock file (minicom, picocom, cu), an flock (pyserial/mpremote
+    exclusive=True) or TIOCEXCL (EBUSY on open). A program that opens the
+    port without any of these (cat, some IDEs) cannot be told apart from the
+    board's own driver and is not detected. The probe releases the port
+    again before mpremote opens it.
     """
     if not os.path.exists(port):
         raise BoardError(EXIT_NO_DEVICE, "no device at %s (is the board plugged in? "
                          "try `mpremote connect list`)" % port)
+    holder = _uucp_holder(port)
+    if holder:
+        raise BoardError(EXIT_PORT_BUSY, "port %s is busy: process %d holds its lock file "
+                         "(a serial terminal such as minicom or picocom?)" % (port, holder))
     try:
         fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as e:

@@ -240,3 +240,19 @@ def test_unknown_driver_in_sensors_file(tiny_bundle, tmp_path):
     proc = smartpark("flash", "--port", str(tmp_path / "nope"), "--bundle", tiny_bundle,
                      "--node-id", "n1", "--sensors", sensors)
     assert proc.returncode == 2 and "unknown driver 'flux-capacitor'" in proc.stderr
+
+
+def test_port_busy_with_a_uucp_lock_file(pty_board, tmp_path, monkeypatch):
+    """minicom/picocom announce a held port with /var/lock/LCK..<name> holding their PID."""
+    monkeypatch.setattr(boardmod, "LOCK_DIRS", (str(tmp_path),))
+    lock = tmp_path / ("LCK.." + os.path.basename(pty_board.port))
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text("%10d\n" % holder.pid)
+        with pytest.raises(boardmod.BoardError) as e:
+            boardmod.probe_port(pty_board.port)
+        assert e.value.code == boardmod.EXIT_PORT_BUSY and str(holder.pid) in str(e.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    boardmod.probe_port(pty_board.port)  # a stale lock (dead PID) does not block
