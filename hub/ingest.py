@@ -20,7 +20,10 @@ Order of work for a batch, all on the event loop except the store:
 """
 
 import asyncio
+import logging
 import time
+
+from smartpark.protocol.report import encode_ack
 
 from .interfaces import (
     BAD_REQUEST,
@@ -28,6 +31,7 @@ from .interfaces import (
     CT_CBOR,
     CT_SENML_CBOR,
     CT_SENML_JSON,
+    INTERNAL_SERVER_ERROR,
     REQUEST_ENTITY_TOO_LARGE,
     SERVICE_UNAVAILABLE,
     UNSUPPORTED_CONTENT_FORMAT,
@@ -35,14 +39,18 @@ from .interfaces import (
 )
 from .store.sqlite import StoreClosed
 
-try:
-    from smartpark.protocol.report import encode_ack
-except ImportError:  # protocol/cbor.py not built yet
-    encode_ack = None
+log = logging.getLogger("smartpark.hub.ingest")
 
 RETRY_AFTER = 5  # s, Max-Age of a 5.03 when the store cannot take the report
 
 ACCEPTED_FORMATS = (CT_SENML_CBOR, CT_SENML_JSON)
+
+
+class _Internal:
+    """Marks a report the decoder could not judge because of a fault on our side."""
+
+    def __init__(self, exc):
+        self.exc = exc
 
 
 def _diag(text):
@@ -107,9 +115,16 @@ class Pipeline:
             else:
                 todo.append(i)
         if todo:
-            decoded = self.decoder.decode([(items[i][1], items[i][2]) for i in todo], now)
+            try:
+                decoded = self.decoder.decode([(items[i][1], items[i][2]) for i in todo], now)
+            except Exception as e:  # noqa: BLE001 - a decoder bug must not take the hub down
+                log.exception("decoder failed on a batch of %d", len(todo))
+                decoded = [_Internal(e)] * len(todo)
             waits = []
             for i, rows in zip(todo, decoded, strict=False):
+                if isinstance(rows, _Internal):
+                    results[i] = self._error(INTERNAL_SERVER_ERROR, "internal error", "internal")
+                    continue
                 if isinstance(rows, Exception):
                     results[i] = self._error(BAD_REQUEST, "invalid pack: %s" % rows, "invalid")
                     continue
@@ -135,7 +150,7 @@ class Pipeline:
                                                  "store", RETRY_AFTER)
                         continue
                     results[i] = self._committed(items[i][0], nodes, res, now)
-        self.metrics.latency.observe(time.perf_counter() - t_start)
+        self.metrics.latency.observe(time.perf_counter() - t_start, n)
         return results
 
     def _committed(self, address, nodes, res, now):
@@ -158,8 +173,6 @@ class Pipeline:
             if not res.stored:
                 self.metrics.duplicate_reports.inc()
         node = nodes[0]
-        if encode_ack is None:
-            raise RuntimeError("smartpark.protocol.report needs protocol/cbor.py")
         payload = encode_ack(now, reg.config_version(node), reg.wanted_firmware(node),
                              res.stored, res.duplicates)
         return ReportResult(CHANGED, payload, content_format=CT_CBOR, stored=res.stored,

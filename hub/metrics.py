@@ -52,12 +52,13 @@ class Histogram:
         self.count = 0
         self.sum = 0.0
 
-    def observe(self, v):
-        self.count += 1
-        self.sum += v
+    def observe(self, v, n=1):
+        """n observations of value v (a batch of reports that shared one latency)."""
+        self.count += n
+        self.sum += v * n
         for i, b in enumerate(self.buckets):
             if v <= b:
-                self.counts[i] += 1
+                self.counts[i] += n
                 break
 
     def render(self, out):

@@ -94,3 +94,26 @@ def test_shutdown_answers_5_03_with_max_age(tmp_path):
 
     (r,) = asyncio.run(_with_pipeline(tmp_path, go))
     assert r.code == 0xA3 and r.max_age > 0 and r.error == "shutdown"
+
+
+def test_a_decoder_fault_is_a_5_00_not_a_crash(tmp_path):
+    class Broken:
+        """Stands in for a decoder with a bug (fault isolation, not a real peer)."""
+
+        path = "broken"
+
+        def decode(self, items, now):
+            raise IndexError("bug")
+
+    async def go(pipe, metrics, registry):
+        pipe.decoder = Broken()
+        res = await pipe.ingest([("10.0.0.1:1", senml_cbor("bug-1", [("t", 1.0, 0)]), 112),
+                                 ("10.0.0.1:1", b"x", 0)])
+        pipe.decoder = Decoder()
+        ok = await pipe.ingest([("10.0.0.1:1", senml_cbor("bug-1", [("t", 1.0, 0)]), 112)])
+        return res, ok, metrics.render()
+
+    res, ok, text = asyncio.run(_with_pipeline(tmp_path, go))
+    assert [r.code for r in res] == [0xA0, 0x8F]
+    assert ok[0].code == 0x44 and ok[0].stored == 1
+    assert 'smartpark_errors_total{kind="internal"} 1' in text
