@@ -250,9 +250,13 @@ class Board:
         text = self.exec(code, "hashing %s on the board" % path).strip()
         if text == "None":
             return None
+        import ast
         try:
-            return eval(text, {"__builtins__": {}})  # a quoted hex string
-        except Exception:
+            value = ast.literal_eval(text.splitlines()[-1])  # a quoted hex string
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return value
+        except (ValueError, SyntaxError, IndexError):
             raise BoardError(EXIT_BOARD_ERROR, "unexpected hash answer for %s: %r"
                              % (path, text[-120:])) from None
 
