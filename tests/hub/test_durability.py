@@ -63,7 +63,12 @@ def test_sigterm_restart_keeps_everything(hub_factory):
     assert latest[0]["time"] == T0 + 3600 and latest[0]["value"] == 1.0
     # rollups: the closed bucket was written before the restart and is still there
     win2 = h2.get("/api/series/keep-1/temp?from=0&window=1m")[1]
-    assert win2 == win
+    # (the bucket of the last reading closes only by the hub's clock, which may or may
+    # not have ticked before either GET; every bucket closed by data must be identical)
+    def closed(w):
+        return [b for b in w["points"] if b["time"] < T0 + 3000]
+
+    assert closed(win) and closed(win2) == closed(win)
     buckets = {b["time"]: b for b in win2["points"]}
     first = [b for t, b in buckets.items() if t <= T0 < t + 60]
     in_bucket = [v for i, v in enumerate(vals) if start <= T0 + 10 * i < start + 60]
@@ -84,9 +89,9 @@ def test_sigterm_restart_keeps_everything(hub_factory):
     assert ack["stored"] == 0 and ack["duplicates"] == 2
 
 
-@pytest.mark.parametrize("path", ["aiocoap", "fastpath"])
-def test_sigkill_while_streaming_every_acked_report_is_stored_once(hub_factory, path):
-    h = hub_factory(extra=["--no-fast-path"] if path == "aiocoap" else [])
+def test_sigkill_while_streaming_every_acked_report_is_stored_once(hub_factory):
+    # (hub_factory runs this once through aiocoap and once through the fast path)
+    h = hub_factory()
     acked = set()
     sent = set()
     n_clients = 8
@@ -128,7 +133,7 @@ def test_sigkill_while_streaming_every_acked_report_is_stored_once(hub_factory, 
     h.proc.wait()
     assert len(acked) >= 150
 
-    h2 = hub_factory(data_dir=h.data_dir, extra=h.extra)
+    h2 = hub_factory(data_dir=h.data_dir)
     rows = _db_rows(h2)
     assert len(rows) == len(set((n, s, t) for n, s, t, _v in rows)), "duplicate readings"
     stored = {}
