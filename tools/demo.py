@@ -172,7 +172,8 @@ def run(args):
             summary = simulate.run_full(
                 args.nodes, "127.0.0.1:%d" % coap_port, duration=args.duration, drain=5.0,
                 interval=args.interval, workdir=os.path.join(data, "demo-nodes"), keep=True,
-                quiet=args.quiet, signals=signals, on_ready=ready, prefix="demo")
+                quiet=args.quiet, signals=signals, on_ready=ready, prefix="demo",
+                status_every=None)
         except simulate.SimError as e:
             say("smartpark demo: %s" % e)
             stop_hub(hub)

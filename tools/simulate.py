@@ -274,7 +274,7 @@ def _sleep_until(deadline, signals, stop_count=1, step=0.2, tick=None):
 
 def run_full(n, hub, duration=None, drain=15.0, interval=5.0, workdir=None, keep=False,
              bundle=None, hub_time=False, ledger=False, quiet=False, signals=None,
-             on_ready=None, prefix="sim"):
+             on_ready=None, prefix="sim", status_every=10.0):
     """Run the full simulation; returns the summary list (dicts)."""
     from smartpark.tools.ptyboard import find_micropython
     micropython = find_micropython()
@@ -304,10 +304,19 @@ def run_full(n, hub, duration=None, drain=15.0, interval=5.0, workdir=None, keep
             on_ready(nodes)
         t_end = time.monotonic() + duration if duration else float("inf")
 
+        t_start = time.monotonic()
+        last_status = [t_start]
+
         def tick():
             now = time.monotonic()
             for node in nodes:
                 node.supervise(now)
+            if status_every and not quiet and now - last_status[0] >= status_every:
+                last_status[0] = now
+                running = sum(1 for nd in nodes if nd.running())
+                left = "" if t_end == float("inf") else ", %.0f s to go" % (t_end - now)
+                say("simulate: %.0f s, %d/%d nodes running, %d restarts%s" % (
+                    now - t_start, running, n, sum(nd.restarts for nd in nodes), left))
 
         _sleep_until(t_end, signals, 1, tick=tick)
         # phase 2: stop sampling, then drain
@@ -326,6 +335,8 @@ def run_full(n, hub, duration=None, drain=15.0, interval=5.0, workdir=None, keep
             while (time.monotonic() < t_drain and signals.count < 2
                    and any(nd.running() for nd in nodes)):
                 time.sleep(0.1)
+            emptied = sum(1 for nd in nodes if nd.proc is not None and nd.proc.poll() == 0)
+            say("simulate: %d/%d nodes emptied their outbox" % (emptied, n), quiet)
         for node in nodes:
             node.kill()
         counts = read_outboxes([nd.flash for nd in nodes], image, micropython)
