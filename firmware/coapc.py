@@ -49,6 +49,7 @@ class Client:
         self.requests = 0
         self.last_rtt_ms = None
         self._lock = asyncio.Lock()
+        self._rbuf = bytearray(_MAX_DGRAM)   # one receive buffer, reused
         self._sock = None
         self._stream = None
         self.peer = None
@@ -84,7 +85,8 @@ class Client:
             return None
         t0 = ticks_ms()
         try:
-            return await asyncio.wait_for_ms(self._stream.read(_MAX_DGRAM), wait_ms)  # type: ignore
+            n = await asyncio.wait_for_ms(self._stream.readinto(self._rbuf), wait_ms)  # type: ignore
+            return memoryview(self._rbuf)[0:n] if n else None
         except asyncio.TimeoutError:
             return None
         except OSError:
@@ -150,7 +152,7 @@ class Client:
                 self._send(data)
                 continue
             try:
-                r = coap.parse(dgram)
+                r = coap.parse(bytes(dgram))
             except DecodeError:
                 continue
             if r.mtype == coap.ACK and r.mid == mid:

@@ -172,11 +172,12 @@ class Node:
 
     # --- recording ---
     def record(self, recs):
-        seqs = self.outbox.append(recs)
+        seq = self.outbox.append(recs)
         if self._ledger is not None:
             lines = []
-            for seq, r in zip(seqs, recs):
+            for r in recs:
                 lines.append("%d %d %d %d %s\n" % (seq, r[0], r[1], r[2], r[5]))
+                seq += 1
             self._ledger.write("".join(lines))
             self._ledger.flush()
 
@@ -323,6 +324,10 @@ class Node:
             new = cbor.loads(body)
             if not isinstance(new, dict):
                 raise config.ConfigError("(hub)", "config is not a map")
+            if self.safe and not new.get("version"):
+                # version 0 is the hub's default, not a config made for this node
+                log("cfg: the hub has no config for this node yet; staying in safe mode")
+                return False
             merged = dict(self.raw or self._safe_raw())
             for k in new:
                 if k != "version":

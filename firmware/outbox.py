@@ -42,19 +42,45 @@ def _exists(p):
         return False
 
 
-def encode(seq, flags, run, t, kind, value, name, unit):
+def encode_into(buf, pos, seq, flags, run, t, kind, value, nb, ub):
+    """Write one record at buf[pos:]; nb/ub are the name/unit as bytes. Returns its length."""
     k = KINDS.index(kind)
-    nb = name.encode()
-    ub = unit.encode()
-    val = struct.pack(">B", 1 if value else 0) if kind == "vb" else struct.pack(">d", value)
-    payload = struct.pack(_FIX, seq, flags, run, t, k) + val + bytes((len(nb),)) + nb + \
-        bytes((len(ub),)) + ub
-    body = struct.pack(">BH", _MAGIC, len(payload)) + payload
-    return body + struct.pack(">I", crc32(body[1:]) & 0xFFFFFFFF)
+    i = pos + _HDR
+    struct.pack_into(_FIX, buf, i, seq, flags, run, t, k)
+    i += _FIX_LEN
+    if k == 1:
+        buf[i] = 1 if value else 0
+        i += 1
+    else:
+        struct.pack_into(">d", buf, i, value)
+        i += 8
+    buf[i] = len(nb)
+    buf[i + 1:i + 1 + len(nb)] = nb
+    i += 1 + len(nb)
+    buf[i] = len(ub)
+    buf[i + 1:i + 1 + len(ub)] = ub
+    i += 1 + len(ub)
+    n = i - pos - _HDR
+    buf[pos] = _MAGIC
+    buf[pos + 1] = n >> 8
+    buf[pos + 2] = n & 0xFF
+    struct.pack_into(">I", buf, i, crc32(memoryview(buf)[pos + 1:i]))
+    return i + 4 - pos
 
 
-def decode(payload):
-    """(seq, flags, run, t, kind, value, name, unit) from a record's payload."""
+def encode(seq, flags, run, t, kind, value, name, unit):
+    """One record as bytes (tests and tools; the outbox itself encodes in place)."""
+    b = bytearray(_HDR + _FIX_LEN + 8 + 2 + 2 * 255 + 4)
+    n = encode_into(b, 0, seq, flags, run, t, kind, value, name.encode(), unit.encode())
+    return bytes(b[0:n])
+
+
+def decode(payload, names=None):
+    """(seq, flags, run, t, kind, value, name, unit) from a record's payload.
+
+    `names` (a dict) interns name and unit strings: a node has few of them, and
+    reusing one str per name spares the heap on every read.
+    """
     seq, flags, run, t, k = struct.unpack_from(_FIX, payload, 0)
     i = _FIX_LEN
     if k == 1:
@@ -64,10 +90,18 @@ def decode(payload):
         value = struct.unpack_from(">d", payload, i)[0]
         i += 8
     n = payload[i]
-    name = bytes(payload[i + 1:i + 1 + n]).decode()
+    nb = bytes(payload[i + 1:i + 1 + n])
     i += 1 + n
     u = payload[i]
-    unit = bytes(payload[i + 1:i + 1 + u]).decode()
+    ub = bytes(payload[i + 1:i + 1 + u])
+    if names is None:
+        return seq, flags, run, t, KINDS[k], value, nb.decode(), ub.decode()
+    name = names.get(nb)
+    if name is None:
+        name = names[nb] = nb.decode()
+    unit = names.get(ub)
+    if unit is None:
+        unit = names[ub] = ub.decode()
     return seq, flags, run, t, KINDS[k], value, name, unit
 
 
@@ -84,6 +118,10 @@ class Outbox:
         self._size = 0
         self.recovered_bytes = 0   # torn tail dropped by the last recover()
         self._f = None
+        self._wbuf = bytearray(512)    # append scratch, grown when a batch needs more
+        self._rbuf = bytearray(512)    # peek scratch
+        self._bytes = {}               # name/unit str -> bytes (encode side)
+        self._names = {}               # bytes -> str (decode side)
         self.recover()
 
     # --- head file ---
@@ -163,45 +201,68 @@ class Outbox:
     def depth(self):
         return self.next - self.head
 
+    def _b(self, s):
+        b = self._bytes.get(s)
+        if b is None:
+            b = self._bytes[s] = s.encode()
+            if len(b) > 255:
+                raise ValueError("name or unit longer than 255 bytes")
+        return b
+
     def append(self, records):
-        """Append [(flags, run, t, kind, value, name, unit), ...]; return their seqs."""
-        out = bytearray()
-        seqs = []
-        pos = self._size
+        """Append [(flags, run, t, kind, value, name, unit), ...]; return the first seq.
+
+        The batch is one write(): records of one measurement land together.
+        """
+        first = self.next
+        pos = 0
+        buf = self._wbuf
         for r in records:
-            enc = encode(self.next, r[0], r[1], r[2], r[3], r[4], r[5], r[6])
-            self._offs.append(pos + len(out))
-            out += enc
-            seqs.append(self.next)
+            nb = self._b(r[5])
+            ub = self._b(r[6])
+            need = pos + _HDR + _FIX_LEN + 8 + 2 + len(nb) + len(ub) + 4
+            if need > len(buf):
+                nbuf = bytearray(max(need, 2 * len(buf)))
+                nbuf[0:pos] = buf[0:pos]
+                buf = self._wbuf = nbuf
+            self._offs.append(self._size + pos)
+            pos += encode_into(buf, pos, self.next, r[0], r[1], r[2], r[3], r[4], nb, ub)
             self.next += 1
         if self._f is None:
             self._f = open(self._log, "ab")
-        self._f.write(out)
+        self._f.write(memoryview(buf)[0:pos])
         self._f.flush()
-        self._size += len(out)
+        self._size += pos
         over = self.depth() - self.max
         if over > 0:
             self.head += over
             self.dropped += over
             self._write_head()
             self._maybe_compact()
-        return seqs
+        return first
 
     # --- reading and acknowledging ---
     def peek(self, n, start=None):
         """Up to n live records (decoded) from seq `start` (default: the head), oldest first."""
         s = self.head if start is None else start
         out = []  # type: list
+        end = min(self.next, s + n)
+        if s >= end:
+            return out
         if self._f is not None:
             self._f.flush()
+        a = self._offs[s - self._first]
+        b = self._offs[end - self._first] if end < self.next else self._size
+        if b - a > len(self._rbuf):
+            self._rbuf = bytearray(b - a)
+        mv = memoryview(self._rbuf)
         with open(self._log, "rb") as f:
-            while s < self.next and len(out) < n:
-                off = self._offs[s - self._first]
-                f.seek(off)
-                hdr = f.read(_HDR)
-                ln = (hdr[1] << 8) | hdr[2]
-                out.append(decode(f.read(ln)))
-                s += 1
+            f.seek(a)
+            f.readinto(mv[0:b - a])
+        for k in range(s, end):
+            o = self._offs[k - self._first] - a
+            ln = (mv[o + 1] << 8) | mv[o + 2]
+            out.append(decode(mv[o + _HDR:o + _HDR + ln], self._names))
         return out
 
     def ack(self, upto_seq):

@@ -16,7 +16,7 @@ while True:
     recs = [(outbox.FLAG_ABS, 0, 1700000000000 + i + k, "v", (i + k) * 0.25, "s%d.x" % ((i + k) % 5), "Cel")
             for k in range(n)]
     seqs = o.append(recs)
-    led.write("".join("%d %r\n" % (seqs[j], recs[j][4]) for j in range(len(recs))))
+    led.write("".join("%d %r\n" % (seqs + j, recs[j][4]) for j in range(len(recs))))
     led.flush()
     i += n
     if random.getrandbits(3) == 0 and o.depth() > 5:

@@ -32,7 +32,7 @@ def test_roundtrip_and_reopen():
     _clean()
     o = ob.Outbox(100)
     seqs = o.append([_rec(i) for i in range(5)])
-    assert seqs == [0, 1, 2, 3, 4]
+    assert seqs == 0
     o.append([(0, 7, 123456, "vb", True, "bay1.occupied", ""), (ob.FLAG_ABS, 0, 5, "s", 3600.0, "m.total", "J")])
     got = o.peek(10)
     assert [g[0] for g in got] == list(range(7))
@@ -43,7 +43,7 @@ def test_roundtrip_and_reopen():
     o2 = ob.Outbox(100)
     assert o2.head == 3 and o2.next == 7 and o2.depth() == 4
     assert [g[0] for g in o2.peek(100)] == [3, 4, 5, 6]
-    assert o2.append([_rec(9)]) == [7]
+    assert o2.append([_rec(9)]) == 7
     o2.close()
 
 
@@ -81,7 +81,7 @@ def test_power_cut_at_every_byte_of_an_append():
         assert [g[0] for g in o.peek(100)] == list(range(1, 3 + whole))
         assert _read("outbox.log") == base + new[:len(new) // 2 * whole]
         # and the node goes on appending after the torn tail
-        assert o.append([_rec(7)]) == [3 + whole]
+        assert o.append([_rec(7)]) == 3 + whole
         o.close()
         o = ob.Outbox(100)
         assert o.peek(100)[-1][3] == 1700000000007
@@ -142,5 +142,5 @@ def test_compaction_keeps_live_records():
     o.close()
     o = ob.Outbox(5000)
     assert o.depth() == 0 and o.next == 301
-    assert o.append([_rec(1)]) == [301]
+    assert o.append([_rec(1)]) == 301
     o.close()
