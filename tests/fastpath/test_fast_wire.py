@@ -322,3 +322,14 @@ def test_peer_table_is_bounded_and_memory_measured(server):
     # cached responses -- well under 2 kB each; 10,000 peers stay under 20 MB.
     assert per_peer < 2048, per_peer
     assert ep.memory_bytes() < 2000 * 2048 + ep.nmsg * (ep.bufsize + 1024)
+
+
+@settings(max_examples=400, deadline=None)
+@given(t=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(0, 2 ** 40),
+                   st.floats(1.6e9, 1.9e9)),
+       cv=st.integers(0, 2 ** 64), fw=st.one_of(st.none(), st.just(""), st.text(max_size=40)),
+       stored=st.integers(0, 2 ** 33), dup=st.integers(0, 70000))
+def test_encode_ack_twin_is_byte_identical(t, cv, fw, stored, dup):
+    from smartpark.protocol import report as ref
+
+    assert udp.encode_ack(t, cv, fw, stored, dup) == ref.encode_ack(t, cv, fw, stored, dup)
