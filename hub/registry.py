@@ -16,6 +16,8 @@ import json
 import logging
 import time
 
+from smartpark.protocol import cbor
+
 from .store.sqlite import KIND_BOOL, KIND_DATA, KIND_NUM, KIND_STR, StoreClosed, q_upsert_node
 
 HEALTH_PREFIX = "health."
@@ -85,6 +87,7 @@ class Registry:
         self.node_series = {}  # node -> {sensor: sid}
         self.latest = {}  # sid -> (t, kind, val)
         self.configs = {}  # node -> (version, cbor bytes)
+        self.node_firmware = {}  # node -> firmware version its config asks for
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -95,6 +98,8 @@ class Registry:
             self.node_series.setdefault(node, {})[sensor] = sid
         self.latest.update(state["latest"])
         self.configs.update(state["configs"])
+        for node_id, (_version, body) in state["configs"].items():
+            self._note_firmware(node_id, body)
         for row in state["nodes"]:
             n = self._node(row["id"])
             for k in ("address", "firmware", "lt", "registered", "last_seen", "interval",
@@ -194,10 +199,23 @@ class Registry:
         return c[0] if c else 0
 
     def wanted_firmware(self, node_id):
-        return self.firmware
+        """The node config's "firmware" when set, else the hub-wide nodes.firmware."""
+        return self.node_firmware.get(node_id) or self.firmware
+
+    def _note_firmware(self, node_id, body):
+        try:
+            doc = cbor.loads(body)
+        except ValueError:
+            doc = None
+        fw = doc.get("firmware") if isinstance(doc, dict) else None
+        if isinstance(fw, str) and fw:
+            self.node_firmware[node_id] = fw
+        else:
+            self.node_firmware.pop(node_id, None)
 
     def set_config(self, node_id, version, body, interval):
         self.configs[node_id] = (version, body)
+        self._note_firmware(node_id, body)
         n = self._node(node_id)
         n.interval = interval
         return self._persist(n)

@@ -255,3 +255,21 @@ def test_ipv6_loopback_bind(hub_factory):
 
     assert decode_ack(run(go()).payload)["stored"] == 1
     assert h.get("/api/series/v6-1/x?from=0")[1]["points"] == [{"time": T0, "value": 7.0}]
+
+
+def test_wanted_firmware_from_node_config_reaches_the_ack(shared_hub):
+    h = shared_hub
+
+    async def post(i):
+        ctx = await aiocoap.Context.create_client_context()
+        try:
+            return await coap_post(ctx, h.coap + "/r", senml_cbor("fw-1", [("x", 1.0, i)]), 112)
+        finally:
+            await ctx.shutdown()
+
+    assert decode_ack(run(post(0)).payload)["firmware"] is None
+    status, _ = h.request("PUT", "/api/nodes/fw-1/config", {"firmware": "2.1.0"},
+                          {"Authorization": "Bearer s3cret"})
+    assert status == 200
+    ack = decode_ack(run(post(1)).payload)
+    assert ack["firmware"] == "2.1.0" and ack["config_version"] == 1
