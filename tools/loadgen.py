@@ -91,6 +91,7 @@ class _Endpoint(asyncio.DatagramProtocol):
             return
         if msg.mtype == coap.CON:   # separate response: ack it
             self.transport.sendto(coap.empty_ack(msg).encode())
+            self.gen.separate += 1
         fut = self.pending.get(msg.token) if msg.token else None
         if msg.mtype == coap.ACK and msg.code == 0:   # empty ACK: answer comes later
             for f in self.pending.values():
@@ -118,7 +119,7 @@ class LoadGen:
         self.target = target
         self.nsockets = sockets
         self.endpoints = []
-        self.bad = self.errors = self.requests = self.retransmits = 0
+        self.bad = self.errors = self.requests = self.retransmits = self.separate = 0
         self.stopping = False
         self._token = random.randrange(1 << 32)
 
@@ -259,6 +260,7 @@ async def _run(n, target, duration, drain, interval, sensors, sockets, prefix, q
                 "pending": len(nd.outbox), "dropped": nd.dropped, "duplicates": nd.duplicates}
                for nd in nodes]
     extra = {"mode": "light", "requests": gen.requests, "retransmissions": gen.retransmits,
+             "separate_responses": gen.separate, "unparsable": gen.bad,
              "run_seconds": round(run_s, 3),
              "machine": "%s, %d cpus" % (os.uname().machine, os.cpu_count() or 0)}
     return summary, extra

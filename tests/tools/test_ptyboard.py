@@ -1,0 +1,74 @@
+"""The pty board behaves like a USB board for the real mpremote CLI (DESIGN.md's claim)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.micropython
+
+MPREMOTE = os.path.join(os.path.dirname(sys.executable), "mpremote")
+
+
+def mpremote(port, *args, timeout=60):
+    return subprocess.run([MPREMOTE, "connect", port, "resume"] + list(args),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_exec_cp_and_run(pty_board, tmp_path):
+    r = mpremote(pty_board.port, "exec", "import sys; print(sys.platform, 6 * 7)")
+    assert r.returncode == 0 and r.stdout.split() == ["linux", "42"], r.stdout + r.stderr
+    local = tmp_path / "data.bin"
+    local.write_bytes(bytes(range(256)) * 40)
+    r = mpremote(pty_board.port, "fs", "cp", str(local), ":data.bin")
+    assert r.returncode == 0, r.stderr
+    assert open(os.path.join(pty_board.flash_dir, "data.bin"), "rb").read() == local.read_bytes()
+    script = tmp_path / "s.py"
+    script.write_text("import os\nprint(os.stat('data.bin')[6])\n")
+    r = mpremote(pty_board.port, "run", str(script))
+    assert r.returncode == 0 and r.stdout.strip() == "10240", r.stdout + r.stderr
+
+
+def test_ctrl_c_interrupts_main_and_exit_reboots(pty_board):
+    with open(os.path.join(pty_board.flash_dir, "main.py"), "w") as f:
+        f.write("import time\nprint('main up')\nwhile True:\n    time.sleep(0.05)\n")
+    pty_board.reset()
+    assert pty_board.wait_output(b"main up", 20)
+    # mpremote's Ctrl-C reaches the program as SIGINT on its terminal, as on a board
+    r = mpremote(pty_board.port, "exec", "print('repl ok')")
+    assert r.returncode == 0 and "repl ok" in r.stdout, r.stdout + r.stderr
+    assert pty_board.wait_output(b"KeyboardInterrupt in main.py", 10)
+    boots = pty_board.boots
+    # the program on the board exits (no machine.reset on the unix port): the board reboots
+    subprocess.run([MPREMOTE, "connect", pty_board.port, "resume", "exec", "import sys\nsys.exit(0)"],
+                   capture_output=True, timeout=30)
+    deadline = time.monotonic() + 20
+    while pty_board.boots == boots and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pty_board.boots == boots + 1
+    assert pty_board.wait_output(b"main up", 20)
+
+
+def test_standalone_tool(tmp_path):
+    """`python -m smartpark.tools.ptyboard --flash DIR` prints its port and stops on Ctrl-C."""
+    flash = tmp_path / "flash"
+    proc = subprocess.Popen([sys.executable, "-m", "smartpark.tools.ptyboard", "--flash", str(flash)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("board port: /dev/pts/"), line + proc.stderr.read()
+        port = line.split()[2]
+        time.sleep(0.5)
+        r = mpremote(port, "exec", "f = open('hello.txt', 'w'); f.write('hi'); f.close()")
+        assert r.returncode == 0, r.stderr
+        assert (flash / "hello.txt").read_text() == "hi"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (flash / "hello.txt").exists()  # a given flash dir is kept
