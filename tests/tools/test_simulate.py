@@ -170,3 +170,33 @@ def test_demo_serves_data_and_stops_cleanly_on_sigint(tmp_path):
     assert _processes_in(str(tmp_path)) == []
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=3)
+
+
+def test_simulate_until_ctrl_c(hub, tmp_path):
+    """Without --duration the run ends on SIGINT: drain, summary, exit 0."""
+    out = tmp_path / "sim.json"
+    proc = subprocess.Popen([sys.executable, "-m", "smartpark.tools.cli", "simulate", "--nodes", "2",
+                             "--hub", "127.0.0.1:%d" % hub["coap"], "--interval", "1",
+                             "--json", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(_hub_counts_safe(hub["data"]).values()) < 20:
+            time.sleep(0.5)
+        assert sum(_hub_counts_safe(hub["data"]).values()) >= 20
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stdout + stderr
+    assert "nodes stop sampling and drain" in stderr
+    _check_against_hub(json.load(open(out)), hub["data"])
+
+
+def _hub_counts_safe(data):
+    try:
+        return _hub_counts(data)
+    except sqlite3.Error:
+        return {}
