@@ -1,0 +1,77 @@
+"""Finding the hub with config "hub": "auto": RFC 9176 multicast, then the mDNS name, then memory."""
+
+import socket
+import struct
+import time
+
+import harness
+import pytest
+
+pytestmark = pytest.mark.micropython
+
+
+def _free_port_v6():
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.bind(("::", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def _multicast_works():
+    """Does a datagram to 224.0.1.187 come back to a member socket on this host?"""
+    port = harness.free_udp_port()
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    r.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    r.bind(("", port))
+    try:
+        r.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                     struct.pack("4sl", socket.inet_aton("224.0.1.187"), socket.INADDR_ANY))
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(b"probe", ("224.0.1.187", port))
+        s.close()
+        r.settimeout(1.0)
+        return r.recv(16) == b"probe"
+    except OSError:
+        return False
+    finally:
+        r.close()
+
+
+def test_multicast_discovery_finds_the_rd(tmp_path, make_node):
+    harness.require(_multicast_works(), "no IPv4 multicast route on this host")
+    port = _free_port_v6()
+    hub = harness.Hub(tmp_path / "hub", port=port, bind="::", multicast=True).start()
+    try:
+        cfg = harness.node_config("m1", "auto", hub_port=port, hub_mdns="nonexistent.invalid")
+        n = make_node("m1", cfg)
+        assert n.run(timeout=60, SMARTPARK_CYCLES=2) == 0, n.output()
+        assert "hub at" in n.output()
+        st = n.status()
+        assert st["registered"] and st["synced"], (st, n.output())
+        assert any(r[0] == "air.temp" for r in hub.readings("m1"))
+    finally:
+        hub.stop()
+
+
+def test_mdns_name_then_remembered_hub(tmp_path, make_node):
+    # no multicast answer (the hub does not join the group); the name resolves through the
+    # host's resolver ("localhost" stands in for smartpark-hub.local), then the node remembers it
+    hub = harness.Hub(tmp_path / "hub").start()
+    try:
+        cfg = harness.node_config("m2", "auto", hub_port=hub.port, hub_mdns="localhost")
+        n = make_node("m2", cfg)
+        assert n.run(timeout=60, SMARTPARK_CYCLES=1) == 0, n.output()
+        assert "hub at 127.0.0.1:%d" % hub.port in n.output()
+        cfg["hub_mdns"] = "nonexistent.invalid"     # the name is gone: memory must do
+        import json
+        import os
+        with open(os.path.join(n.flash, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        before = len(hub.readings("m2"))
+        t0 = time.time()
+        assert n.run(timeout=60, SMARTPARK_CYCLES=1) == 0, n.output()
+        assert len(hub.readings("m2")) > before, n.output()
+        assert time.time() - t0 < 30
+    finally:
+        hub.stop()
