@@ -2,10 +2,14 @@
 """Windowed per-series rollups: count, min, max, sum, sum of squares, first/last
 (time, value) and a mergeable DDSketch-style quantile sketch (p50/p95/p99).
 
+A reading updates only the finest window; coarser windows are rollups of
+rollups (a closing finest bucket is merged into them), so the hot loop touches
+one bucket (two cache lines) per reading whatever the number of windows.
+
 State lives in C memory: one block per live series (watermark, per-window
 "closed through" time and late counter, and a ring of open buckets per
 window, ceil(lateness / window) + 1 slots, which is the most that can be open
-at once). A bucket's sketch holds at most max_bins (key, count) bins. Closed
+at once; one slot per coarser window). A bucket's sketch holds at most max_bins (key, count) bins. Closed
 buckets are appended to C output columns until drain_closed() hands them out
 as a ClosedBuckets of array.array columns. add_batch / advance / flush run
 their loops without the GIL.
@@ -142,11 +146,15 @@ cdef class Rollups:
     cdef int64_t mem
     cdef int64_t nclosed
     cdef int64_t slots_off
+    cdef Bin* mbuf
+    cdef int mcap
     cdef double invw[MAXW]
 
     def __cinit__(self):
         self.states = NULL
         self.nstates = 0
+        self.mbuf = NULL
+        self.mcap = 0
         memset(self.out, 0, sizeof(self.out))
 
     def __init__(self, windows=DEFAULT_WINDOWS, lateness=DEFAULT_LATENESS, alpha=DEFAULT_ALPHA,
@@ -158,11 +166,13 @@ cdef class Rollups:
         self.total_slots = 0
         for i in range(self.nw):
             self.win[i] = ws[i]
-            # ring size: a power of two >= ceil(lateness / w) + 1 (the most open at once)
-            need = <int>ceil(lateness / ws[i]) + 1
+            # finest window: a ring, a power of two >= ceil(lateness / w) + 1 slots (the
+            # most that can be open at once); a coarser window has one open bucket
             self.K[i] = 1
-            while self.K[i] < need:
-                self.K[i] *= 2
+            if i == 0:
+                need = <int>ceil(lateness / ws[i]) + 1
+                while self.K[i] < need:
+                    self.K[i] *= 2
             self.base[i] = self.total_slots
             self.invw[i] = 1.0 / ws[i]
             self.total_slots += self.K[i]
@@ -190,6 +200,7 @@ cdef class Rollups:
         cdef int64_t i
         cdef int j
         if self.states != NULL:
+            free(self.mbuf)
             for i in range(self.nstates):
                 if self.states[i] != NULL:
                     for j in range(self.total_slots):
@@ -220,7 +231,8 @@ cdef class Rollups:
 
     @property
     def late_dropped(self):
-        return {self.win[i]: self.late_total[i] for i in range(self.nw)}
+        """window -> late readings: a late reading is missing from every window."""
+        return {self.win[i]: self.late_total[0] for i in range(self.nw)}
 
     @property
     def nonfinite_skipped(self):
@@ -407,36 +419,127 @@ cdef class Rollups:
         b.nbins = 0
         return 0
 
-    cdef int _close(self, int32_t sid, SState* st, int wi, double before) noexcept nogil:
-        """Emit the open buckets of window wi starting before `before`, ascending."""
-        cdef int j, best
-        cdef Bucket* slots = self._slots(st) + self.base[wi]
+    cdef int _merge(self, Bucket* into, Bucket* b) noexcept nogil:
+        """Fold closed bucket b into the coarser bucket `into` (as rollup_py._merge)."""
+        cdef int i = 0, j = 0, n = 0, need, ncap, drop
+        cdef Bin* out
+        cdef void* q
+        into.count += b.count
+        if b.mn < into.mn:
+            into.mn = b.mn
+        if b.mx > into.mx:
+            into.mx = b.mx
+        into.sm += b.sm
+        into.sq += b.sq
+        if b.ft < into.ft:
+            into.ft = b.ft
+            into.fv = b.fv
+        if b.lt >= into.lt:
+            into.lt = b.lt
+            into.lv = b.lv
+        # union of two sorted bin lists into scratch, then collapse from below
+        need = into.nbins + b.nbins
+        if need > self.mcap:
+            q = realloc(self.mbuf, need * sizeof(Bin))
+            if q == NULL:
+                return -1
+            self.mbuf = <Bin*>q
+            self.mcap = need
+        out = self.mbuf
+        while i < into.nbins or j < b.nbins:
+            if j >= b.nbins or (i < into.nbins and into.bins[i].key < b.bins[j].key):
+                out[n] = into.bins[i]
+                i += 1
+            elif i >= into.nbins or b.bins[j].key < into.bins[i].key:
+                out[n] = b.bins[j]
+                j += 1
+            else:
+                out[n].key = into.bins[i].key
+                out[n].count = into.bins[i].count + b.bins[j].count
+                i += 1
+                j += 1
+            n += 1
+        drop = 0
+        if n > self.max_bins_:
+            drop = n - self.max_bins_
+            for i in range(drop):
+                out[drop].count += out[i].count
+        n -= drop
+        if n > into.cap:
+            ncap = into.cap
+            while ncap < n:
+                ncap *= 2
+            if ncap > self.max_bins_ + 1:
+                ncap = self.max_bins_ + 1
+            if into.bins == into.inl:
+                q = malloc(ncap * sizeof(Bin))
+                if q == NULL:
+                    return -1
+                self.mem += ncap * sizeof(Bin)
+            else:
+                q = realloc(into.bins, ncap * sizeof(Bin))
+                if q == NULL:
+                    return -1
+                self.mem += (ncap - into.cap) * sizeof(Bin)
+            into.bins = <Bin*>q
+            into.cap = ncap
+        memcpy(into.bins, out + drop, n * sizeof(Bin))
+        into.nbins = n
+        return 0
+
+    cdef inline void _open(self, Bucket* b, double start) noexcept nogil:
+        b.start = start
+        b.count = 0
+        b.mn = INFINITY
+        b.mx = -INFINITY
+        b.sm = 0.0
+        b.sq = 0.0
+        b.ft = INFINITY
+        b.fv = NAN
+        b.lt = -INFINITY
+        b.lv = NAN
+        b.nbins = 0
+
+    cdef int _close(self, int32_t sid, SState* st, double before) noexcept nogil:
+        """Emit the finest buckets starting before `before` (ascending), merging each
+        into the coarser windows; emit the coarser buckets that are complete."""
+        cdef int j, best, wi
+        cdef Bucket* slots = self._slots(st)
+        cdef Bucket* fine
+        cdef Bucket* cb
+        cdef double cstart, w
         while True:
             best = -1
-            for j in range(self.K[wi]):
+            for j in range(self.K[0]):
                 if not isnan(slots[j].start) and slots[j].start < before:
                     if best < 0 or slots[j].start < slots[best].start:
                         best = j
             if best < 0:
-                return 0
-            if self._emit(sid, wi, &slots[best]) < 0:
+                break
+            fine = &slots[best]
+            for wi in range(1, self.nw):
+                w = self.win[wi]
+                cstart = floor(fine.start / w) * w
+                cb = slots + self.base[wi]
+                if not isnan(cb.start) and cb.start != cstart:
+                    if self._emit(sid, wi, cb) < 0:
+                        return -1
+                if isnan(cb.start):
+                    self._open(cb, cstart)
+                if self._merge(cb, fine) < 0:
+                    return -1
+            if self._emit(sid, 0, fine) < 0:
                 return -1
-
-    cdef inline void _set_thr(self, SState* st) noexcept nogil:
-        # smallest ct + w, minus a relative margin far above float rounding of t / w
-        cdef double m = INFINITY, x
-        cdef int wi
-        for wi in range(self.nw):
-            x = self._ct(st)[wi] + self.win[wi]
-            if x < m:
-                m = x
-        st.thr = m - 1e-9 * fabs(m) - 1e-9
+        for wi in range(1, self.nw):
+            cb = slots + self.base[wi]
+            if not isnan(cb.start) and cb.start + self.win[wi] <= before:
+                if self._emit(sid, wi, cb) < 0:
+                    return -1
+        return 0
 
     cdef inline void _prefetch(self, int32_t sid, double t) noexcept nogil:
         """Ask for the cache lines a later reading will touch (an estimate is enough)."""
         cdef SState* st
-        cdef int wi
-        cdef int64_t qi
         cdef char* b
         if sid < 0 or sid >= self.nstates:
             return
@@ -444,19 +547,15 @@ cdef class Rollups:
         if st == NULL:
             return
         prefetch(st)
-        for wi in range(self.nw):
-            qi = <int64_t>(t * self.invw[wi])
-            b = <char*>(self._slots(st) + self.base[wi] + (qi & (self.K[wi] - 1)))
-            prefetch(b)
-            prefetch(b + 64)
+        b = <char*>(self._slots(st) + ((<int64_t>(t * self.invw[0])) & (self.K[0] - 1)))
+        prefetch(b)
+        prefetch(b + 64)
 
     cdef int _add(self, int32_t sid, double t, double v) noexcept nogil:
-        """0 added, 1 skipped (non-finite), -1 out of memory."""
+        """0 added (or counted late), 1 skipped (non-finite), -1 out of memory."""
         cdef SState* st
-        cdef int wi
         cdef double w, nct, start, q
-        cdef int64_t qi, slot
-        cdef int32_t key
+        cdef int64_t qi
         cdef Bucket* b
         cdef double* ct
         if not (isfinite(t) and isfinite(v)):
@@ -466,62 +565,49 @@ cdef class Rollups:
         if st == NULL:
             return -1
         ct = self._ct(st)
+        w = self.win[0]
         if t > st.max_t:
             st.max_t = t
             if t - self.lateness_ >= st.thr:
-                for wi in range(self.nw):
-                    w = self.win[wi]
-                    nct = floor((t - self.lateness_) / w) * w
-                    if nct > ct[wi]:
-                        if self._close(sid, st, wi, nct) < 0:
-                            return -1
-                        ct[wi] = nct
-                self._set_thr(st)
-        key = self._key(v)
-        for wi in range(self.nw):
-            w = self.win[wi]
-            q = floor(t / w)
-            start = q * w
-            if start < ct[wi]:
-                self._late(st)[wi] += 1
-                self.late_total[wi] += 1
-                continue
-            qi = <int64_t>q
-            slot = qi & (self.K[wi] - 1)
-            b = self._slots(st) + self.base[wi] + slot
-            if b.start != start:
-                if not isnan(b.start):
-                    # cannot happen (see the ring size); never overwrite data silently
-                    if self._emit(sid, wi, b) < 0:
+                nct = floor((t - self.lateness_) / w) * w
+                if nct > ct[0]:
+                    if self._close(sid, st, nct) < 0:
                         return -1
-                # empty slot (the ring holds every bucket that can be open at once)
-                b.start = start
-                b.count = 0
-                b.mn = INFINITY
-                b.mx = -INFINITY
-                b.sm = 0.0
-                b.sq = 0.0
-                b.ft = INFINITY
-                b.fv = NAN
-                b.lt = -INFINITY
-                b.lv = NAN
-                b.nbins = 0
-            b.count += 1
-            if v < b.mn:
-                b.mn = v
-            if v > b.mx:
-                b.mx = v
-            b.sm += v
-            b.sq += v * v
-            if t < b.ft:
-                b.ft = t
-                b.fv = v
-            if t >= b.lt:
-                b.lt = t
-                b.lv = v
-            if self._bin_add(b, key) < 0:
-                return -1
-        return 0
+                    ct[0] = nct
+                self._set_thr(st)
+        q = floor(t / w)
+        start = q * w
+        if start < ct[0]:
+            self._late(st)[0] += 1
+            self.late_total[0] += 1
+            return 0
+        qi = <int64_t>q
+        b = self._slots(st) + (qi & (self.K[0] - 1))
+        if b.start != start:
+            if not isnan(b.start):
+                # cannot happen (see the ring size); never overwrite data silently
+                if self._emit(sid, 0, b) < 0:
+                    return -1
+            self._open(b, start)
+        b.count += 1
+        if v < b.mn:
+            b.mn = v
+        if v > b.mx:
+            b.mx = v
+        b.sm += v
+        b.sq += v * v
+        if t < b.ft:
+            b.ft = t
+            b.fv = v
+        if t >= b.lt:
+            b.lt = t
+            b.lv = v
+        return self._bin_add(b, self._key(v))
+
+    cdef inline void _set_thr(self, SState* st) noexcept nogil:
+        # ct + w minus a relative margin far above the float rounding of t / w
+        cdef double m = self._ct(st)[0] + self.win[0]
+        st.thr = m - 1e-9 * fabs(m) - 1e-9
 
     # -------------------------------------------------------------- Python API
 
@@ -565,45 +651,40 @@ cdef class Rollups:
     def advance(self, double watermark):
         """Close, for every series, the buckets with end + lateness <= watermark."""
         cdef int64_t sid
-        cdef int wi
         cdef int rc = 0
-        cdef double w, nct
+        cdef double w = self.win[0]
+        cdef double nct = floor((watermark - self.lateness_) / w) * w
         cdef SState* st
         with nogil:
             for sid in range(self.nstates):
                 st = self.states[sid]
                 if st == NULL:
                     continue
-                for wi in range(self.nw):
-                    w = self.win[wi]
-                    nct = floor((watermark - self.lateness_) / w) * w
-                    if nct > self._ct(st)[wi]:
-                        if self._close(<int32_t>sid, st, wi, nct) < 0:
-                            rc = -1
-                        self._ct(st)[wi] = nct
-                self._set_thr(st)
+                if nct > self._ct(st)[0]:
+                    if self._close(<int32_t>sid, st, nct) < 0:
+                        rc = -1
+                    self._ct(st)[0] = nct
+                    self._set_thr(st)
         if rc < 0:
             raise MemoryError()
 
     def flush(self):
         """Close every open bucket (shutdown); later readings for them are late."""
         cdef int64_t sid
-        cdef int wi
         cdef int rc = 0
-        cdef double w, nct
+        cdef double w = self.win[0]
+        cdef double nct
         cdef SState* st
         with nogil:
             for sid in range(self.nstates):
                 st = self.states[sid]
                 if st == NULL or st.max_t == -INFINITY:
                     continue
-                for wi in range(self.nw):
-                    w = self.win[wi]
-                    if self._close(<int32_t>sid, st, wi, INFINITY) < 0:
-                        rc = -1
-                    nct = floor(st.max_t / w) * w + w
-                    if nct > self._ct(st)[wi]:
-                        self._ct(st)[wi] = nct
+                if self._close(<int32_t>sid, st, INFINITY) < 0:
+                    rc = -1
+                nct = floor(st.max_t / w) * w + w
+                if nct > self._ct(st)[0]:
+                    self._ct(st)[0] = nct
                 self._set_thr(st)
         if rc < 0:
             raise MemoryError()
@@ -625,19 +706,15 @@ cdef class Rollups:
         return out
 
     def drain_late(self):
-        """[(series_id, window, count)] of late drops since the last call."""
+        """[(series_id, finest window, count)] of late drops since the last call."""
         res = []
         cdef int64_t sid
-        cdef int wi
         cdef SState* st
         for sid in range(self.nstates):
             st = self.states[sid]
-            if st == NULL:
-                continue
-            for wi in range(self.nw):
-                if self._late(st)[wi]:
-                    res.append((sid, self.win[wi], self._late(st)[wi]))
-                    self._late(st)[wi] = 0
+            if st != NULL and self._late(st)[0]:
+                res.append((sid, self.win[0], self._late(st)[0]))
+                self._late(st)[0] = 0
         return res
 
     def open_buckets(self):

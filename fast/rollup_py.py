@@ -1,11 +1,16 @@
 """Pure-Python reference for fast/rollup.pyx: windowed per-series rollups.
 
 Plain dicts, one reading at a time. Semantics (shared with the compiled twin,
-see fast/README.md): bucket start = floor(t / w) * w; a series' watermark is
-the largest time seen for it; a bucket closes once watermark - lateness >= its
-end; a reading whose bucket already closed is a late drop (counted). Buckets
-close in (series event, window order, ascending start) order and are handed
-out columnar by drain_closed().
+see fast/README.md): readings go into the finest window only (bucket start =
+floor(t / w0) * w0); a series' watermark is the largest time seen for it; a
+finest bucket closes once watermark - lateness >= its end, and a reading whose
+finest bucket already closed is a late drop (counted). Coarser windows (each a
+multiple of the finest) are rollups of rollups: a closing finest bucket is
+merged into the open bucket of every coarser window, which closes once every
+finest bucket inside it has closed. All aggregates (count, min, max, sums,
+first/last, the sketch) merge exactly, so this equals direct aggregation up
+to floating-point summation order. Buckets are handed out columnar by
+drain_closed().
 """
 
 import math
@@ -27,7 +32,7 @@ _INF = math.inf
 
 def check_config(windows, lateness, alpha, max_bins):
     """Validated (windows tuple of floats, lateness float); raises ValueError."""
-    ws = tuple(float(w) for w in windows)
+    ws = tuple(sorted(float(w) for w in windows))
     if not ws or len(ws) > 16:
         raise ValueError("between 1 and 16 windows")
     for w in ws:
@@ -35,6 +40,9 @@ def check_config(windows, lateness, alpha, max_bins):
             raise ValueError("windows must be positive finite seconds, not %r" % w)
     if len(set(ws)) != len(ws):
         raise ValueError("windows must be distinct")
+    for w in ws[1:]:
+        if w % ws[0] != 0:
+            raise ValueError("every window must be a multiple of the finest (%r)" % ws[0])
     lateness = float(lateness)
     if not (lateness >= 0 and math.isfinite(lateness)):
         raise ValueError("lateness must be >= 0 seconds")
@@ -42,9 +50,8 @@ def check_config(windows, lateness, alpha, max_bins):
         raise ValueError("alpha must be in (0, 1)")
     if not 2 <= max_bins <= 65536:
         raise ValueError("max_bins must be in 2..65536")
-    for w in ws:
-        if math.ceil(lateness / w) + 1 > 4096:
-            raise ValueError("lateness/window ratio too large (at most 4095 open buckets)")
+    if math.ceil(lateness / ws[0]) + 1 > 4096:
+        raise ValueError("lateness/window ratio too large (at most 4095 open buckets)")
     return ws, lateness
 
 
@@ -66,14 +73,36 @@ class _Bucket:
         self.sketch = Sketch(alpha, max_bins)
 
 
+def _merge(into, b):
+    """Fold closed bucket b into the coarser bucket `into` (exact for every aggregate)."""
+    into.count += b.count
+    if b.min < into.min:
+        into.min = b.min
+    if b.max > into.max:
+        into.max = b.max
+    into.sum += b.sum
+    into.sumsq += b.sumsq
+    if b.first_t < into.first_t:
+        into.first_t = b.first_t
+        into.first_v = b.first_v
+    if b.last_t >= into.last_t:
+        into.last_t = b.last_t
+        into.last_v = b.last_v
+    bins = into.sketch.bins
+    for key, n in b.sketch.bins.items():
+        bins[key] = bins.get(key, 0) + n
+    into.sketch._collapse()
+
+
 class _Series:
-    __slots__ = ("max_t", "closed_through", "open", "late")
+    __slots__ = ("max_t", "closed_through", "open", "coarse", "late")
 
     def __init__(self, nw):
         self.max_t = -_INF
-        self.closed_through = [-_INF] * nw
-        self.open = [{} for _ in range(nw)]
-        self.late = [0] * nw
+        self.closed_through = -_INF  # finest bucket starts below this are closed
+        self.open = {}  # finest window: start -> bucket
+        self.coarse = [None] * (nw - 1)  # the one open bucket of each coarser window
+        self.late = 0
 
 
 class Rollups:
@@ -87,12 +116,13 @@ class Rollups:
         self._keyer = Sketch(alpha, max_bins)
         self._series = {}
         self._closed = ClosedBuckets(alpha, max_bins)
-        self._late_total = [0] * len(self.windows)
+        self._late_total = 0
         self.nonfinite_skipped = 0
 
     @property
     def late_dropped(self):
-        return dict(zip(self.windows, self._late_total, strict=True))
+        """window -> late readings: a late reading is missing from every window."""
+        return dict.fromkeys(self.windows, self._late_total)
 
     def __len__(self):
         return len(self._series)
@@ -109,37 +139,35 @@ class Rollups:
         st = self._series.get(sid)
         if st is None:
             st = self._series[sid] = _Series(len(self.windows))
+        w = self.windows[0]
         if t > st.max_t:
             st.max_t = t
-            for wi, w in enumerate(self.windows):
-                nct = math.floor((t - self.lateness) / w) * w
-                if nct > st.closed_through[wi]:
-                    self._close(sid, st, wi, nct)
-                    st.closed_through[wi] = nct
-        key = self._keyer.key(v)
-        for wi, w in enumerate(self.windows):
-            start = math.floor(t / w) * w
-            if start < st.closed_through[wi]:
-                st.late[wi] += 1
-                self._late_total[wi] += 1
-                continue
-            b = st.open[wi].get(start)
-            if b is None:
-                b = st.open[wi][start] = _Bucket(start, self.alpha, self.max_bins)
-            b.count += 1
-            if v < b.min:
-                b.min = v
-            if v > b.max:
-                b.max = v
-            b.sum += v
-            b.sumsq += v * v
-            if t < b.first_t:
-                b.first_t = t
-                b.first_v = v
-            if t >= b.last_t:
-                b.last_t = t
-                b.last_v = v
-            b.sketch.add_key(key)
+            nct = math.floor((t - self.lateness) / w) * w
+            if nct > st.closed_through:
+                self._close(sid, st, nct)
+                st.closed_through = nct
+        start = math.floor(t / w) * w
+        if start < st.closed_through:
+            st.late += 1
+            self._late_total += 1
+            return True
+        b = st.open.get(start)
+        if b is None:
+            b = st.open[start] = _Bucket(start, self.alpha, self.max_bins)
+        b.count += 1
+        if v < b.min:
+            b.min = v
+        if v > b.max:
+            b.max = v
+        b.sum += v
+        b.sumsq += v * v
+        if t < b.first_t:
+            b.first_t = t
+            b.first_v = v
+        if t >= b.last_t:
+            b.last_t = t
+            b.last_v = v
+        b.sketch.add_key(self._keyer.key(v))
         return True
 
     def add_batch(self, batch):
@@ -156,11 +184,26 @@ class Rollups:
                     n += 1
         return n
 
-    def _close(self, sid, st, wi, before):
-        w = self.windows[wi]
-        opened = st.open[wi]
-        for start in sorted(s for s in opened if s < before):
-            self._emit(sid, w, opened.pop(start))
+    def _close(self, sid, st, before):
+        """Close the finest buckets starting before `before` (ascending), cascade."""
+        for start in sorted(s for s in st.open if s < before):
+            fine = st.open.pop(start)
+            for ci in range(len(st.coarse)):
+                w = self.windows[ci + 1]
+                cstart = math.floor(start / w) * w
+                cb = st.coarse[ci]
+                if cb is not None and cb.start != cstart:
+                    self._emit(sid, w, cb)
+                    cb = None
+                if cb is None:
+                    cb = st.coarse[ci] = _Bucket(cstart, self.alpha, self.max_bins)
+                _merge(cb, fine)
+            self._emit(sid, self.windows[0], fine)
+        for ci in range(len(st.coarse)):
+            cb = st.coarse[ci]
+            if cb is not None and cb.start + self.windows[ci + 1] <= before:
+                self._emit(sid, self.windows[ci + 1], cb)
+                st.coarse[ci] = None
 
     def _emit(self, sid, w, b):
         c = self._closed
@@ -185,24 +228,23 @@ class Rollups:
     def advance(self, watermark):
         """Close, for every series, the buckets with end + lateness <= watermark."""
         watermark = float(watermark)
+        w = self.windows[0]
+        nct = math.floor((watermark - self.lateness) / w) * w
         for sid in sorted(self._series):
             st = self._series[sid]
-            for wi, w in enumerate(self.windows):
-                nct = math.floor((watermark - self.lateness) / w) * w
-                if nct > st.closed_through[wi]:
-                    self._close(sid, st, wi, nct)
-                    st.closed_through[wi] = nct
+            if nct > st.closed_through:
+                self._close(sid, st, nct)
+                st.closed_through = nct
 
     def flush(self):
         """Close every open bucket (shutdown); later readings for them are late."""
+        w = self.windows[0]
         for sid in sorted(self._series):
             st = self._series[sid]
             if st.max_t == -_INF:
                 continue
-            for wi, w in enumerate(self.windows):
-                self._close(sid, st, wi, _INF)
-                st.closed_through[wi] = max(st.closed_through[wi],
-                                            math.floor(st.max_t / w) * w + w)
+            self._close(sid, st, _INF)
+            st.closed_through = max(st.closed_through, math.floor(st.max_t / w) * w + w)
 
     def drain_closed(self):
         out = self._closed
@@ -210,19 +252,19 @@ class Rollups:
         return out
 
     def drain_late(self):
+        """[(series_id, finest window, count)] of late drops since the last call."""
         out = []
         for sid in sorted(self._series):
             st = self._series[sid]
-            for wi, w in enumerate(self.windows):
-                if st.late[wi]:
-                    out.append((sid, w, st.late[wi]))
-                    st.late[wi] = 0
+            if st.late:
+                out.append((sid, self.windows[0], st.late))
+                st.late = 0
         return out
 
     def open_buckets(self):
-        return sum(len(o) for st in self._series.values() for o in st.open)
+        return sum(len(st.open) + sum(1 for b in st.coarse if b is not None)
+                   for st in self._series.values())
 
     def memory_bytes(self):
         """A rough count (the reference twin is not about memory)."""
-        per_bucket = 400
-        return len(self._series) * 300 + self.open_buckets() * per_bucket
+        return len(self._series) * 300 + self.open_buckets() * 400

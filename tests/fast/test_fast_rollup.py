@@ -49,8 +49,10 @@ values = st.one_of(
     st.integers(-1000, 1000).map(float),
 )
 readings = st.lists(st.tuples(st.integers(0, 5), st.floats(-400, 4000), values), max_size=300)
-windows = st.lists(st.sampled_from([1.0, 10.0, 60.0, 90.0, 900.0, 3600.0, 86400.0]),
-                   min_size=1, max_size=4, unique=True)
+# the finest window and coarser ones that are multiples of it
+windows = st.tuples(st.sampled_from([1.0, 10.0, 60.0, 90.0]),
+                    st.lists(st.sampled_from([2, 3, 15, 60, 1440]), max_size=3, unique=True)
+                    ).map(lambda p: [p[0]] + [p[0] * k for k in p[1]])
 
 
 @SETTINGS
@@ -191,6 +193,37 @@ def test_lateness_and_late_drops():
     assert len(c) == 1 and c.count[0] == 2 and c.sum[0] == 6.0
 
 
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 3, allow_nan=False), values),
+                max_size=200))
+def test_coarse_windows_equal_direct_aggregation(rs):
+    """Rollups of rollups equal aggregating the readings directly (in-order input)."""
+    t, readings = 1_700_000_000.0, []
+    for sid, dt, v in rs:
+        t += dt * 20
+        readings.append((sid, t, v))
+    nested = fast.Rollups(windows=(60.0, 900.0, 3600.0), lateness=0.0)
+    direct = {w: fast.Rollups(windows=(w,), lateness=0.0) for w in (900.0, 3600.0)}
+    for sid, t, v in readings:
+        nested.add(sid, t, v)
+        for r in direct.values():
+            r.add(sid, t, v)
+    nested.flush()
+    got = nested.drain_closed()
+    for w, r in direct.items():
+        r.flush()
+        want = r.drain_closed()
+        rows = {(x["series"], x["start"]): x for x in got.rows() if x["window"] == w}
+        assert len(rows) == len(want)
+        for x in want.rows():
+            y = rows[(x["series"], x["start"])]
+            for k in ("count", "min", "max", "first_t", "first_v", "last_t", "last_v",
+                      "p50", "p95", "p99"):
+                assert x[k] == y[k] or (x[k] != x[k] and y[k] != y[k]), k
+            for k in ("sum", "sumsq"):
+                assert math.isclose(x[k], y[k], rel_tol=1e-9, abs_tol=1e-6), k
+
+
 def test_advance_closes_idle_series():
     r = fast.Rollups(windows=(60.0, 3600.0), lateness=10.0)
     r.add(0, 1_700_000_000.0, 1.0)
@@ -216,6 +249,7 @@ def test_add_batch_skips_strings_and_sum_only():
 
 def test_config_errors():
     for kw in ({"windows": ()}, {"windows": (0,)}, {"windows": (60, 60)}, {"lateness": -1},
+               {"windows": (60, 90)},
                {"alpha": 0}, {"alpha": 1.5}, {"max_bins": 1}):
         with pytest.raises(ValueError):
             fast.Rollups(**kw)
@@ -242,7 +276,7 @@ def test_memory_bounded_per_series():
             r.add(sid, 1_700_000_000.0 + k * 10, float(k % 7) + sid * 1e-3)
     assert len(r) == 2000
     # fixed block + at most (max_bins + 1) bins of 8 bytes per ring slot + the index
-    slots = sum(2 ** math.ceil(math.log2(math.ceil(120 / w) + 1)) for w in r.windows)
+    slots = 2 ** math.ceil(math.log2(math.ceil(120 / r.windows[0]) + 1)) + len(r.windows) - 1
     bound = per_series + slots * (r.max_bins + 1) * 8 + 8
     assert r.memory_bytes() / len(r) <= bound
     # and in practice far less: bins grow only as far as the data needs
