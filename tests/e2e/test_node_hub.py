@@ -104,3 +104,24 @@ def test_unreadable_config_file_still_reports_health(hub, make_node):
     assert _wait(lambda: len(hub.readings("n5")) > before + 8, 30), n.output()
     assert n.proc.poll() is None   # running, not crash-looping
     n.stop()
+
+
+def test_failing_bus_gives_no_reading_and_a_status_never_a_crash(hub, make_node):
+    cfg = harness.node_config("n6", "127.0.0.1:%d" % hub.port,
+                              sim={"seed": 5, "fault_rate": 0.4})
+    cfg["sensors"].append({"name": "rh", "driver": "sht4x"})
+    n = make_node("n6", cfg)
+    assert n.run(timeout=60, SMARTPARK_CYCLES=6) == 0, n.output()
+    failures = n.status()["failures"]
+    assert n.run(timeout=60, SMARTPARK_DRAIN=1) == 0, n.output()
+    assert "Traceback" not in n.output()
+    ledger, _ = n.ledger()
+    harness.check_exactly_once(ledger, hub.readings("n6"), max_timeless=2)
+    names = [name for name, _t in ledger]
+    assert failures.get("air", 0) + failures.get("rh", 0) > 0, failures
+    assert "bay" not in failures        # the pin-based part is not on the failing bus
+    # every sampling round of a sensor gave either a reading or a counted failure
+    rounds = names.count("bay.occupied")   # written every round, even with nothing in range
+    for s, field in (("air", "air.temp"), ("rh", "rh.temp")):
+        assert abs(names.count(field) + failures.get(s, 0) - rounds) <= 1, (s, names.count(field),
+                                                                           failures, rounds)
