@@ -91,6 +91,11 @@ def hil_timeout(pytestconfig):
 def hil(pytestconfig, micropython_bin):
     port = _opt(pytestconfig, "--hil-port")
     if port:
+        missing = [o for o in ("--hil-hub-host", "--hil-wifi") if not _opt(pytestconfig, o)]
+        if missing:
+            pytest.fail("a real board (--hil-port) also needs %s: the board joins Wi-Fi and "
+                        "reports to this host's LAN address" % " and ".join(missing),
+                        pytrace=False)
         yield Target(port, "serial")
         return
     from smartpark.tools.ptyboard import PtyBoard
