@@ -48,6 +48,7 @@ class Client:
         self.retx = 0          # retransmissions since boot (health "retx")
         self.requests = 0
         self.last_rtt_ms = None
+        self.last_io = ticks_ms()   # an exchange in progress counts as life for the watchdog
         self._lock = asyncio.Lock()
         self._rbuf = bytearray(_MAX_DGRAM)   # one receive buffer, reused
         self._sock = None
@@ -74,6 +75,7 @@ class Client:
         return self.mid
 
     def _send(self, data):
+        self.last_io = ticks_ms()
         try:
             self._sock.write(data)   # type: ignore[union-attr]
         except OSError:

@@ -49,9 +49,9 @@ def mem_alloc():
 
 
 def urandom_int(bits):
-    """A random integer of `bits` bits (MicroPython `random.getrandbits`)."""
-    import random
-    return random.getrandbits(bits)
+    """A random integer of `bits` bits from the OS / hardware RNG (os.urandom)."""
+    import os
+    return int.from_bytes(os.urandom((bits + 7) // 8), "big") & ((1 << bits) - 1)
 
 
 def log(*parts):

@@ -442,7 +442,11 @@ class Node:
     async def _watchdog(self, ms):
         wdt = self._wdt = self.board.watchdog(ms)
         while True:
-            if ticks_diff(ticks_ms(), self._alive) < ms // 2:
+            # fed while the main loop moves on, or while a CoAP exchange is still
+            # retransmitting (RFC 7252 allows up to 93 s for one); a hung loop or
+            # a blocked interpreter stops the feeding and the WDT resets the board
+            now = ticks_ms()
+            if ticks_diff(now, self._alive) < ms // 2 or ticks_diff(now, self.client.last_io) < ms // 2:
                 wdt.feed()
             await sleep_ms(ms // 4)
 

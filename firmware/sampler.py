@@ -75,11 +75,9 @@ class Sampler:
         return len(recs)
 
     async def sample_all(self):
-        """Every sensor once (deep-sleep mode: one pass per wake-up)."""
-        n = 0
-        for cfg, drv in self.sensors:
-            n += await self.sample_once(cfg, drv)
-        return n
+        """Every sensor once, conversions overlapping (deep-sleep mode: one pass per wake-up)."""
+        res = await asyncio.gather(*[self.sample_once(cfg, drv) for cfg, drv in self.sensors])
+        return sum(res)
 
     async def _run(self, cfg, drv):
         period_ms = int(cfg.get("interval", self.default_interval) * 1000)

@@ -69,6 +69,15 @@ def sensirion_crc8(buf, start=0, end=None):
     return crc
 
 
+def wait_us(us):
+    """A pulse-width wait (microseconds)."""
+    import time
+    if hasattr(time, "sleep_us"):
+        time.sleep_us(us)
+    else:
+        time.sleep(us / 1e6)
+
+
 def wait_ms(ms):
     """A short blocking wait between a command and its answer (a few ms at most)."""
     import time

@@ -10,7 +10,7 @@ or ceiling looking at the car).
 
 from compat import const
 
-from drivers import E_BUS, E_RANGE, OK
+from drivers import E_BUS, E_RANGE, OK, wait_us
 
 _TIMEOUT_US = const(30000)
 
@@ -32,7 +32,9 @@ class Driver:
         v[0] = v[1] = None
         try:
             self._trig.value(0)
-            self._trig.value(1)   # the sim and the part both take >= 10 us here
+            wait_us(2)
+            self._trig.value(1)
+            wait_us(10)          # the manual's 10 us trigger pulse
             self._trig.value(0)
             us = self._pulse(self._echo, 1, _TIMEOUT_US)
         except OSError:
