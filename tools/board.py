@@ -260,6 +260,21 @@ class Board:
             raise BoardError(EXIT_BOARD_ERROR, "unexpected hash answer for %s: %r"
                              % (path, text[-120:])) from None
 
+    def usage(self, info=None):
+        """Bytes the board's files occupy, rounded up to its filesystem blocks."""
+        st = (info or {}).get("statvfs") or (4096, 4096)
+        bsize = st[1] or st[0] or 4096
+        code = ("import os\n"
+                "def _sp_du(p, b):\n"
+                " n = 0\n"
+                " for e in (os.listdir(p) if p else os.listdir()):\n"
+                "  q = p + '/' + e if p else e\n"
+                "  m = os.stat(q)\n"
+                "  n += _sp_du(q, b) if m[0] & 0x4000 else (m[6] + b - 1) // b * b\n"
+                " return n\n"
+                "print(_sp_du('', %d))\n" % bsize)
+        return self.eval(code, "measuring what the board's files occupy")
+
     def remove_tree(self, path=""):
         """Remove a file or directory tree ('' = everything in the cwd); returns files removed."""
         call = "_sp_rm(%r)" % path if path else "_sp_wipe()"

@@ -84,13 +84,15 @@ def check_board(info, manifest):
                              "%s: update MicroPython or build with --source" % (board_major, fmt))
 
 
-def check_space(info, files, old_manifest):
-    """Raise BoardError when the files do not fit in the board's free flash."""
+def check_space(info, files, old_manifest, reclaim=0):
+    """Raise BoardError when the files do not fit in the board's free flash.
+
+    `reclaim`: bytes that will be freed first (--wipe: everything on the board)."""
     st = info.get("statvfs")
     if not st:
         return None
     bsize = st[1] or st[0]
-    free = st[4] * bsize
+    free = st[4] * bsize + reclaim
     old = {f["path"]: f["size"] for f in (old_manifest or {}).get("files", [])
            if isinstance(f, dict) and "path" in f and "size" in f}
     need = SPACE_MARGIN
@@ -133,11 +135,15 @@ def flash(port, config, bundle_dir=None, wipe=False, retries=2, quiet=False, res
                 old_manifest = json.loads(old_raw) if old_raw else None
             except ValueError:
                 old_manifest = None
+            all_files = files + [(bundlemod.MANIFEST, manifest_bytes)]
+            # checked before anything is erased: a board that cannot take the firmware
+            # is left as it was, also with --wipe (which frees what the board holds now)
+            space = check_space(info, all_files, None if wipe else old_manifest,
+                                reclaim=board.usage(info) if wipe else 0)
             if wipe:
                 n = board.remove_tree("")
                 say("wiped the board's flash (%d files removed)" % n, quiet)
                 old_manifest = None
-            space = check_space(info, files + [(bundlemod.MANIFEST, manifest_bytes)], old_manifest)
             if old_manifest:
                 keep = {p for p, _ in files}
                 stale = [f["path"] for f in old_manifest.get("files", [])

@@ -256,3 +256,26 @@ def test_port_busy_with_a_uucp_lock_file(pty_board, tmp_path, monkeypatch):
         holder.kill()
         holder.wait()
     boardmod.probe_port(pty_board.port)  # a stale lock (dead PID) does not block
+
+
+@pytest.mark.parametrize("special_board", [{"flash_limit": 100000}], indirect=True)
+def test_space_check_comes_before_wipe_and_counts_what_wipe_frees(tiny_bundle, special_board):
+    """24 blocks of 4 kB; the tiny firmware needs ~11 + 4 for the outbox margin."""
+    data = os.path.join(special_board.flash_dir, "outbox.log")
+    open(data, "wb").write(b"u" * 40000)                 # 10 blocks of node data
+    proc = _flash(special_board.port, tiny_bundle, "--no-reset")
+    assert proc.returncode == boardmod.EXIT_NO_SPACE, proc.stderr
+    assert os.path.getsize(data) == 40000                # nothing touched
+    proc = _flash(special_board.port, tiny_bundle, "--no-reset", "--wipe")
+    assert proc.returncode == 0, proc.stderr              # fits once the old data is gone
+    assert not os.path.exists(data)
+    _check_files(special_board.flash_dir, tiny_bundle)
+
+
+@pytest.mark.parametrize("special_board", [{"flash_limit": 40000}], indirect=True)
+def test_wipe_is_not_done_when_the_firmware_cannot_fit_anyway(tiny_bundle, special_board):
+    data = os.path.join(special_board.flash_dir, "outbox.log")
+    open(data, "wb").write(b"u" * 8000)
+    proc = _flash(special_board.port, tiny_bundle, "--no-reset", "--wipe")
+    assert proc.returncode == boardmod.EXIT_NO_SPACE, proc.stderr
+    assert os.path.getsize(data) == 8000                 # not wiped for nothing
