@@ -33,6 +33,13 @@ except (ImportError, AttributeError):  # fast/ selector not built
     FAST = False
     COMPILED = False
 
+_batch_rows = None  # issue 7: compiled twin of the row loop in Decoder._decode_fast
+if COMPILED:
+    try:
+        from smartpark.fast.rows import batch_rows as _batch_rows
+    except ImportError:  # not built: the Python loop below does the same
+        pass
+
 try:
     from smartpark.protocol import senml as _senml
 except ImportError:  # protocol/senml.py not built yet
@@ -98,8 +105,9 @@ _FAST_KIND = {0: KIND_NUM, 1: KIND_BOOL, 2: KIND_STR, 3: KIND_DATA, 4: KIND_NUM}
 class Decoder:
     """Decodes batches of reports; holds fast/'s SeriesTable for its lifetime."""
 
-    def __init__(self, use_fast=True):
+    def __init__(self, use_fast=True, compiled_rows=True):
         self.use_fast = use_fast and FAST
+        self.rows_twin = _batch_rows if compiled_rows and self.use_fast else None
         self.table = _SeriesTable() if self.use_fast else None
         self._names = {}  # fast series id -> (node, sensor) or None
 
@@ -133,6 +141,10 @@ class Decoder:
 
     def _decode_fast(self, payloads, now, where, out):
         batch = _decode_batch(payloads, now, self.table)
+        if self.rows_twin is not None:
+            self.rows_twin(batch, self.table, self._names, where, out, split_name, _FAST_KIND,
+                           SenMLError, DecodeError)
+            return
         table = self.table
         names = self._names
         series, times, values, kinds = batch.series, batch.time, batch.value, batch.kind

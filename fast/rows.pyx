@@ -1,0 +1,95 @@
+# cython: language_level=3
+"""Decoded batch to storable rows: mirrors the per-record loop of hub/codec.Decoder._decode_fast.
+
+Scope (issue 7): the hub's pipeline turns fast.decode_batch's columns back
+into one row tuple (node, sensor, unit, t, kind, val, sum) per reading; in
+Python that loop was most of the pipeline's time. This twin runs the same
+checks in the same order with the same error texts, reading the columns
+through typed memoryviews. hub/codec.py uses it when it imports, and its
+Python loop otherwise (SMARTPARK_PUREPYTHON=1 or no build);
+tests/fastpath/test_fast_rows.py checks the two agree.
+"""
+
+from libc.math cimport isfinite
+
+
+def batch_rows(batch, table, dict names, where, list out, split_name, kind_map, error,
+               decode_error):
+    """For payload p of `batch` (p = 0..len(where)-1) set out[where[p]] to its list of rows,
+    or to the DecodeError of the batch, or to error(text) for a record the hub refuses.
+    `names` caches series id -> (node, sensor) or None; kind_map maps fast kinds to store
+    kinds; error is SenMLError, decode_error DecodeError."""
+    cdef const int[:] series = batch.series
+    cdef const double[:] times = batch.time
+    cdef const double[:] values = batch.value
+    cdef const unsigned char[:] kinds = batch.kind
+    cdef const int[:] units = batch.unit
+    cdef const double[:] sums = batch.sum
+    cdef const unsigned char[:] has_sum = batch.has_sum
+    cdef const unsigned char[:] ok = batch.ok
+    cdef const int[:] firsts = batch.first
+    cdef const int[:] counts = batch.count
+    cdef Py_ssize_t p, r, first, n
+    cdef int sid, k, u
+    cdef double t, v, sm
+    cdef list rows
+    cdef dict unit_names = {}
+    cdef tuple kmap = tuple(kind_map[i] for i in range(5))
+    errors = batch.errors
+    for p in range(len(where)):
+        i = where[p]
+        if not ok[p]:
+            err = errors[p]
+            out[i] = err if isinstance(err, decode_error) else error(str(err))
+            continue
+        first = firsts[p]
+        n = counts[p]
+        rows = []
+        bad = None
+        for r in range(first, first + n):
+            sid = series[r]
+            parts = names.get(sid, False)
+            if parts is False:
+                parts = split_name(table.name(sid))
+                names[sid] = parts
+            if parts is None:
+                bad = error("record %d: name %r does not name a node ('<node>/<sensor>')"
+                            % (r - first, table.name(sid)))
+                break
+            t = times[r]
+            if not isfinite(t):
+                bad = error("record %d: time is not a finite number" % (r - first))
+                break
+            k = kinds[r]
+            if k == 0:
+                v = values[r]
+                if not isfinite(v):
+                    bad = error("record %d: value is not a finite number" % (r - first))
+                    break
+                val = v
+            elif k == 1:
+                val = 1 if values[r] else 0
+            elif k == 4:
+                val = None
+            else:
+                val = batch.string_value(r)
+            if has_sum[r]:
+                sm = sums[r]
+                if not isfinite(sm):
+                    bad = error("record %d: sum is not a finite number" % (r - first))
+                    break
+                smo = sm
+            else:
+                smo = None
+            u = units[r]
+            if u:
+                un = unit_names.get(u)
+                if un is None:
+                    un = table.unit(u)
+                    unit_names[u] = un
+            else:
+                un = None
+            rows.append((parts[0], parts[1], un, t, kmap[k], val, smo))
+        if bad is None and not rows:
+            bad = error("pack has no records")
+        out[i] = bad if bad is not None else rows
