@@ -56,15 +56,24 @@ cdef struct Intern:
 cdef inline uint64_t hash_bytes(const uint8_t* p, Py_ssize_t n) noexcept nogil:
     cdef uint64_t h = 0x9E3779B97F4A7C15ULL ^ (<uint64_t>n * 0xFF51AFD7ED558CCDULL)
     cdef uint64_t w
-    cdef Py_ssize_t i = 0
+    cdef uint32_t w4
+    cdef Py_ssize_t i = 0, j
     while i + 8 <= n:
         memcpy(&w, p + i, 8)
         h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL
         h ^= h >> 29
         i += 8
     if i < n:
+        # tail without a variable-size memcpy (a call and a store-forwarding stall)
         w = 0
-        memcpy(&w, p + i, n - i)
+        j = 0
+        if n - i >= 4:
+            memcpy(&w4, p + i, 4)
+            w = w4
+            j = 4
+        while i + j < n:
+            w |= (<uint64_t>p[i + j]) << (8 * j)
+            j += 1
         h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL
         h ^= h >> 29
     h ^= h >> 32
@@ -103,6 +112,16 @@ cdef void intern_free(Intern* t) noexcept nogil:
     t.arena = NULL
 
 
+cdef inline bint bytes_eq(const uint8_t* a, const uint8_t* b, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    if n > 24:
+        return memcmp(a, b, n) == 0
+    for i in range(n):
+        if a[i] != b[i]:
+            return False
+    return True
+
+
 cdef inline int32_t intern_find(Intern* t, const uint8_t* p, Py_ssize_t n, uint64_t h) noexcept nogil:
     cdef uint64_t i = h & t.mask
     cdef int32_t sid
@@ -110,7 +129,8 @@ cdef inline int32_t intern_find(Intern* t, const uint8_t* p, Py_ssize_t n, uint6
         sid = t.slots[i]
         if sid < 0:
             return -1
-        if t.hashes[sid] == h and t.length[sid] == n and memcmp(t.arena + t.off[sid], p, n) == 0:
+        if t.hashes[sid] == h and t.length[sid] == n and bytes_eq(
+                <const uint8_t*>t.arena + t.off[sid], p, n):
             return sid
         i = (i + 1) & t.mask
 
@@ -195,6 +215,12 @@ cdef bint utf8_ok(const uint8_t* s, Py_ssize_t n) noexcept nogil:
     """Well-formed UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF)."""
     cdef Py_ssize_t i = 0, k, j
     cdef uint8_t b, lo, hi
+    cdef uint64_t w
+    while i + 8 <= n:  # ASCII fast path, 8 bytes at a time
+        memcpy(&w, s + i, 8)
+        if w & 0x8080808080808080ULL:
+            break
+        i += 8
     while i < n:
         b = s[i]
         if b < 0x80:
@@ -225,6 +251,22 @@ cdef bint utf8_ok(const uint8_t* s, Py_ssize_t n) noexcept nogil:
     return True
 
 
+cdef struct NEnt:         # one sensor of a base name: hash of n, its series id, len(n)
+    uint64_t h
+    int32_t sid
+    int32_t nlen
+
+
+cdef struct NodeCache:    # per distinct bn: the names seen under it (bn + n -> sid)
+    NEnt* e
+    int32_t n
+    int32_t cap
+
+
+cdef enum:
+    NODE_CACHE_MAX = 64
+
+
 cdef int64_t _intern_bytes(Intern* t) noexcept:
     return (t.mask + 1) * 4 + t.cap * (8 + 8 + 4) + t.arena_cap
 
@@ -238,14 +280,25 @@ cdef class SeriesTable:
 
     cdef Intern names
     cdef Intern units
+    cdef Intern bns           # distinct base names, keys of the node caches
+    cdef NodeCache* nc
+    cdef int64_t nc_cap
 
     def __cinit__(self):
-        if intern_init(&self.names) < 0 or intern_init(&self.units) < 0:
+        self.nc = NULL
+        self.nc_cap = 0
+        if (intern_init(&self.names) < 0 or intern_init(&self.units) < 0
+                or intern_init(&self.bns) < 0):
             raise MemoryError()
 
     def __dealloc__(self):
+        cdef int64_t i
         intern_free(&self.names)
         intern_free(&self.units)
+        intern_free(&self.bns)
+        for i in range(self.nc_cap):
+            free(self.nc[i].e)
+        free(self.nc)
 
     def __len__(self):
         return self.names.n
@@ -314,7 +367,11 @@ cdef class SeriesTable:
 
     def memory_bytes(self):
         """C memory held by the table (both interns)."""
-        return _intern_bytes(&self.names) + _intern_bytes(&self.units)
+        cdef int64_t i, total = self.nc_cap * sizeof(NodeCache)
+        for i in range(self.nc_cap):
+            total += self.nc[i].cap * sizeof(NEnt)
+        return (_intern_bytes(&self.names) + _intern_bytes(&self.units)
+                + _intern_bytes(&self.bns) + total)
 
 
 # ------------------------------------------------------------------ decoder state
@@ -426,6 +483,9 @@ cdef struct Ctx:
     # tables, limits, time
     Intern* names
     Intern* units
+    Intern* bns
+    NodeCache** nc
+    int64_t* nc_cap
     double now
     int64_t max_records
     int64_t max_bytes
@@ -999,6 +1059,8 @@ cdef struct Pack:
     Num bs
     bint has_bs
     int64_t bver   # 0 = none seen yet
+    int32_t bn_id  # node cache of bn, -1 = not looked up yet
+    int32_t hint   # node cache entry to try first
 
 
 cdef int read_text_field(Ctx* c, Rd* r, int want_mt, int field, Str* out) noexcept nogil:
@@ -1062,6 +1124,33 @@ cdef int unknown_label(Ctx* c, Rd* r, KeyInfo* ki, Py_ssize_t kpos,
     return fail(c, E_LABEL_TYPE, kpos)
 
 
+cdef int32_t node_cache_of(Ctx* c, const uint8_t* bnp, Py_ssize_t n) noexcept nogil:
+    """Id of the node cache for base name bnp[:n] (created when new); -1: no memory."""
+    cdef uint64_t h = hash_bytes(bnp, n)
+    cdef int32_t bid = intern_find(c.bns, bnp, n, h)
+    cdef int64_t ncap, i
+    cdef void* q
+    if bid >= 0:
+        return bid
+    bid = intern_add(c.bns, bnp, n, h)
+    if bid < 0:
+        return -1
+    if bid >= c.nc_cap[0]:
+        ncap = c.nc_cap[0] * 2 if c.nc_cap[0] else 256
+        while ncap <= bid:
+            ncap *= 2
+        q = realloc(c.nc[0], ncap * sizeof(NodeCache))
+        if q == NULL:
+            return -1
+        c.nc[0] = <NodeCache*>q
+        for i in range(c.nc_cap[0], ncap):
+            c.nc[0][i].e = NULL
+            c.nc[0][i].n = 0
+            c.nc[0][i].cap = 0
+        c.nc_cap[0] = ncap
+    return bid
+
+
 cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
     cdef Py_ssize_t start = r.pos, kpos, npairs, j
     cdef int mt, ai, f, nvalues
@@ -1081,8 +1170,12 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
     cdef const uint8_t* bnp
     cdef const uint8_t* np_
     cdef double tval
-    cdef Py_ssize_t o
+    cdef Py_ssize_t o, nn
     cdef bint have_u
+    cdef NodeCache* ncp
+    cdef uint64_t hn
+    cdef int32_t k
+    cdef void* q
     cdef bint has_ext = False
 
     if head(c, r, &mt, &arg, &ai) < 0:
@@ -1207,6 +1300,8 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
     # base fields apply to this record and the ones after it
     if seen & (1u << F_BN):
         pk.bn = bn_s
+        pk.bn_id = -1
+        pk.hint = 0
     if seen & (1u << F_BT):
         pk.bt = bt_n
     if seen & (1u << F_BU):
@@ -1230,27 +1325,63 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
     if UNLIKELY(c.nrec >= c.cap):
         return fail(c, E_NOMEM, start)
 
-    # resolved name = bn + n, interned
+    # resolved name = bn + n, interned; first through the node cache of bn
     bnp = str_ptr(c, &pk.bn)
-    nlen = pk.bn.n
     if seen & (1u << F_N):
-        nlen += n_s.n
-    if nlen == 0:
-        return fail(c, E_NO_NAME, start)
-    if ensure_scratch(c, nlen) < 0:
-        return fail(c, E_NOMEM, start)
-    if pk.bn.n:
-        memcpy(c.scratch, bnp, pk.bn.n)
-    if seen & (1u << F_N):
-        memcpy(c.scratch + pk.bn.n, str_ptr(c, &n_s), n_s.n)
-    h = hash_bytes(c.scratch, nlen)
-    sid = intern_find(c.names, c.scratch, nlen, h)
-    if sid < 0:
-        if not name_ok(c.scratch, nlen):
-            return fail(c, E_BAD_NAME, start)
-        sid = intern_add(c.names, c.scratch, nlen, h)
-        if sid < 0:
+        np_ = str_ptr(c, &n_s)
+        nn = n_s.n
+    else:
+        np_ = bnp
+        nn = 0
+    if pk.bn_id < 0:
+        pk.bn_id = node_cache_of(c, bnp, pk.bn.n)
+        if pk.bn_id < 0:
             return fail(c, E_NOMEM, start)
+    ncp = &c.nc[0][pk.bn_id]
+    hn = hash_bytes(np_, nn)
+    sid = -1
+    # packs list a node's sensors in the same order every time: try the entry
+    # after the last match first, then the rest
+    for j in range(ncp.n):
+        k = pk.hint + <int32_t>j
+        if k >= ncp.n:
+            k -= ncp.n
+        if ncp.e[k].h == hn and ncp.e[k].nlen == nn and bytes_eq(
+                <const uint8_t*>c.names.arena + c.names.off[ncp.e[k].sid] + pk.bn.n, np_, nn):
+            sid = ncp.e[k].sid
+            pk.hint = k + 1
+            break
+    if sid < 0:
+        nlen = pk.bn.n + nn
+        if nlen == 0:
+            return fail(c, E_NO_NAME, start)
+        if ensure_scratch(c, nlen) < 0:
+            return fail(c, E_NOMEM, start)
+        if pk.bn.n:
+            memcpy(c.scratch, bnp, pk.bn.n)
+        if nn:
+            memcpy(c.scratch + pk.bn.n, np_, nn)
+        h = hash_bytes(c.scratch, nlen)
+        sid = intern_find(c.names, c.scratch, nlen, h)
+        if sid < 0:
+            if not name_ok(c.scratch, nlen):
+                return fail(c, E_BAD_NAME, start)
+            sid = intern_add(c.names, c.scratch, nlen, h)
+            if sid < 0:
+                return fail(c, E_NOMEM, start)
+        if ncp.n < NODE_CACHE_MAX:
+            if ncp.n == ncp.cap:
+                k = ncp.cap * 2 if ncp.cap else 8
+                q = realloc(ncp.e, k * sizeof(NEnt))
+                if q == NULL:
+                    return fail(c, E_NOMEM, start)
+                ncp.e = <NEnt*>q
+                ncp.cap = k
+            ncp.e[ncp.n].h = hn
+            ncp.e[ncp.n].sid = sid
+            ncp.e[ncp.n].nlen = <int32_t>nn
+            ncp.n += 1
+            pk.hint = ncp.n
 
     # unit
     uid = 0
@@ -1352,6 +1483,8 @@ cdef int decode_payload(Ctx* c, const uint8_t* p, Py_ssize_t n, int32_t pi) noex
     pk.has_bv = False
     pk.has_bs = False
     pk.bver = 0
+    pk.bn_id = -1
+    pk.hint = 0
     if head(c, &r, &mt, &arg, &ai) < 0:
         return -1
     if mt != 4:
@@ -1506,6 +1639,9 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
         c.err_detail = <int32_t*>(<array>err_detail).data.as_ints
         c.names = &table.names
         c.units = &table.units
+        c.bns = &table.bns
+        c.nc = &table.nc
+        c.nc_cap = &table.nc_cap
         c.now = now
         c.max_records = max_records
         c.max_bytes = max_bytes
