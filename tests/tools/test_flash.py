@@ -279,3 +279,15 @@ def test_wipe_is_not_done_when_the_firmware_cannot_fit_anyway(tiny_bundle, speci
     proc = _flash(special_board.port, tiny_bundle, "--no-reset", "--wipe")
     assert proc.returncode == boardmod.EXIT_NO_SPACE, proc.stderr
     assert os.path.getsize(data) == 8000                 # not wiped for nothing
+
+
+def test_flash_builds_the_bundle_when_none_is_given(real_bundle, pty_board):
+    """No --bundle: flash builds the firmware itself; builds are reproducible, so the board
+    ends up with exactly the files of a separate `smartpark firmware build`."""
+    proc = smartpark("flash", "--port", pty_board.port, "--node-id", "n-auto", "--no-reset",
+                     timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "building the firmware bundle" in proc.stderr
+    _check_files(pty_board.flash_dir, real_bundle)
+    cfg = json.load(open(os.path.join(pty_board.flash_dir, "config.json")))
+    assert cfg == {"node": "n-auto", "hub": "auto"}
