@@ -25,6 +25,14 @@ import time
 
 from smartpark.protocol.report import encode_ack
 
+from .codec import COMPILED as _COMPILED
+
+if _COMPILED:  # issue 7: byte-identical compiled twin (tests/fastpath/test_fast_wire.py)
+    try:
+        from smartpark.fast.udp import encode_ack  # noqa: F811
+    except ImportError:  # not built, or not Linux: the reference above
+        pass
+
 from .interfaces import (
     BAD_REQUEST,
     CHANGED,
