@@ -295,6 +295,11 @@ class PtyBoard:
         def _controlling_tty():
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            try:  # die with whoever runs the board (Linux PR_SET_PDEATHSIG)
+                import ctypes
+                ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
+            except (OSError, AttributeError):
+                pass
 
         self._proc = subprocess.Popen(
             [self.micropython, "-X", "heapsize=" + self.heapsize, "-i",
