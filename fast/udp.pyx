@@ -31,6 +31,26 @@ from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcmp, memcpy, memset
 
+cdef extern from *:
+    """
+    /* recvmmsg/sendmmsg are Linux (glibc/musl) only: elsewhere this module still builds,
+       every call fails with ENOSYS and AVAILABLE is False (hub/fastpath.py logs and stays
+       off). */
+    #include <sys/socket.h>
+    #include <errno.h>
+    #if !defined(__linux__)
+    struct mmsghdr { struct msghdr msg_hdr; unsigned int msg_len; };
+    static int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int f, void *t)
+    { (void)fd; (void)v; (void)n; (void)f; (void)t; errno = ENOSYS; return -1; }
+    static int sendmmsg(int fd, struct mmsghdr *v, unsigned int n, int f)
+    { (void)fd; (void)v; (void)n; (void)f; errno = ENOSYS; return -1; }
+    #define SP_HAVE_MMSG 0
+    #else
+    #define SP_HAVE_MMSG 1
+    #endif
+    """
+    int SP_HAVE_MMSG
+
 cdef extern from "<sys/types.h>":
     ctypedef unsigned int socklen_t
 
@@ -118,7 +138,7 @@ cdef enum:
 
 SERVICE_UNAVAILABLE = 0xA3
 
-AVAILABLE = True
+AVAILABLE = bool(SP_HAVE_MMSG)
 
 
 cdef struct report_t:

@@ -45,7 +45,7 @@ log = logging.getLogger("smartpark.hub.fastpath")
 
 try:
     from smartpark.fast import udp as _udp
-    UNAVAILABLE = None if sys.platform.startswith("linux") else (
+    UNAVAILABLE = None if sys.platform.startswith("linux") and _udp.AVAILABLE else (
         "recvmmsg/sendmmsg need Linux (platform %s)" % sys.platform)
 except ImportError as e:  # extension not built
     _udp = None
