@@ -1124,14 +1124,18 @@ cdef int unknown_label(Ctx* c, Rd* r, KeyInfo* ki, Py_ssize_t kpos,
     return fail(c, E_LABEL_TYPE, kpos)
 
 
-cdef int32_t node_cache_of(Ctx* c, const uint8_t* bnp, Py_ssize_t n) noexcept nogil:
-    """Id of the node cache for base name bnp[:n] (created when new); -1: no memory."""
+cdef int32_t node_cache_of(Ctx* c, const uint8_t* bnp, Py_ssize_t n, bint create) noexcept nogil:
+    """Id of the node cache for base name bnp[:n]; -2 when absent and not created
+    (a cache is made only once a name under that bn validated: hostile input
+    cannot grow it), -1 when memory ran out."""
     cdef uint64_t h = hash_bytes(bnp, n)
     cdef int32_t bid = intern_find(c.bns, bnp, n, h)
     cdef int64_t ncap, i
     cdef void* q
     if bid >= 0:
         return bid
+    if not create:
+        return -2
     bid = intern_add(c.bns, bnp, n, h)
     if bid < 0:
         return -1
@@ -1333,16 +1337,14 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
     else:
         np_ = bnp
         nn = 0
-    if pk.bn_id < 0:
-        pk.bn_id = node_cache_of(c, bnp, pk.bn.n)
-        if pk.bn_id < 0:
-            return fail(c, E_NOMEM, start)
-    ncp = &c.nc[0][pk.bn_id]
+    if pk.bn_id == -1:
+        pk.bn_id = node_cache_of(c, bnp, pk.bn.n, False)
     hn = hash_bytes(np_, nn)
     sid = -1
+    ncp = &c.nc[0][pk.bn_id] if pk.bn_id >= 0 else NULL
     # packs list a node's sensors in the same order every time: try the entry
     # after the last match first, then the rest
-    for j in range(ncp.n):
+    for j in range(ncp.n if ncp != NULL else 0):
         k = pk.hint + <int32_t>j
         if k >= ncp.n:
             k -= ncp.n
@@ -1369,6 +1371,11 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
             sid = intern_add(c.names, c.scratch, nlen, h)
             if sid < 0:
                 return fail(c, E_NOMEM, start)
+        if ncp == NULL:
+            pk.bn_id = node_cache_of(c, bnp, pk.bn.n, True)
+            if pk.bn_id < 0:
+                return fail(c, E_NOMEM, start)
+            ncp = &c.nc[0][pk.bn_id]
         if ncp.n < NODE_CACHE_MAX:
             if ncp.n == ncp.cap:
                 k = ncp.cap * 2 if ncp.cap else 8

@@ -401,3 +401,24 @@ def test_mutated_payloads_agree_with_reference(p, data):
 def test_same_float_helper_is_strict():
     assert same_float(1.0, 1.0) and same_float(float("nan"), float("nan"))
     assert not same_float(1.0, 1.0000001) and not same_float(0.0, 1e-300)
+
+
+def test_same_name_split_differently_is_one_series():
+    """bn/n splits of one resolved name, sensor order changes, > 64 sensors per node."""
+    table = fast.SeriesTable()
+    packs = [
+        cbor2.dumps([{-2: "a/", 0: "b", 2: 1}, {0: "c", 2: 2}]),
+        cbor2.dumps([{-2: "a", 0: "/b", 2: 3}, {-2: "", 0: "a/c", 2: 4}]),
+        cbor2.dumps([{0: "a/c", 2: 5}, {-2: "a/", 0: "b", 2: 6}, {-2: "a/", 0: "c", 2: 7}]),
+        cbor2.dumps([{-2: "big/", 0: "s%d" % i, 2: i} for i in range(100)]
+                    + [{0: "s%d" % i, 2: i} for i in range(99, -1, -1)]),
+    ]
+    for _ in range(2):
+        batch = fast.decode_batch(packs, NOW, table)
+        assert list(batch.ok) == [1, 1, 1, 1]
+        names = [table.name(s) for s in batch.series]
+        assert names[:7] == ["a/b", "a/c", "a/b", "a/c", "a/c", "a/b", "a/c"]
+        assert len({s for s, n in zip(batch.series, names, strict=True) if n == "a/b"}) == 1
+        assert names[7:107] == ["big/s%d" % i for i in range(100)]
+        assert names[107:] == ["big/s%d" % i for i in range(99, -1, -1)]
+        assert len(table) == 102
