@@ -39,7 +39,9 @@ def _multicast_works():
 
 
 def test_multicast_discovery_finds_the_rd(tmp_path, make_node):
-    harness.require(_multicast_works(), "no IPv4 multicast route on this host")
+    if not _multicast_works():
+        # a property of the host's network, not a missing peer: skip even under CI
+        pytest.skip("no IPv4 multicast route on this host")
     port = _free_port_v6()
     hub = harness.Hub(tmp_path / "hub", port=port, bind="::", multicast=True).start()
     try:
