@@ -13,9 +13,9 @@
   the server stops retransmitting). An RST for our MID ends the exchange.
 - Block2 (RFC 7959) for GETs whose answer does not fit one datagram.
 
-The socket is a connected UDP socket read through asyncio's stream wrapper,
-so waiting costs nothing; ICMP "port unreachable" (the hub is down) shows as
-OSError on read and is treated like silence.
+The socket is a connected, non-blocking UDP socket: the client waits for it
+on asyncio's I/O queue (no polling) and takes one datagram with recv(); ICMP
+"port unreachable" (the hub is down) shows as OSError and counts as silence.
 """
 
 import asyncio
@@ -26,6 +26,16 @@ from smartpark.protocol import coap
 from smartpark.protocol.errors import DecodeError
 
 _MAX_DGRAM = const(1280)
+_EAGAIN = (11, 35)   # EAGAIN on Linux / lwIP, macOS
+
+
+def _readable(sock):
+    """Awaitable (MicroPython) that resumes when `sock` has a datagram waiting.
+
+    The same I/O-queue call MicroPython's asyncio streams use; a plain
+    generator is a coroutine there.
+    """
+    yield asyncio.core._io_queue.queue_read(sock)  # type: ignore[attr-defined]
 
 
 class CoapTimeout(OSError):
@@ -50,9 +60,7 @@ class Client:
         self.last_rtt_ms = None
         self.last_io = ticks_ms()   # an exchange in progress counts as life for the watchdog
         self._lock = asyncio.Lock()
-        self._rbuf = bytearray(_MAX_DGRAM)   # one receive buffer, reused
         self._sock = None
-        self._stream = None
         self.peer = None
 
     def connect(self, host, port):
@@ -62,13 +70,12 @@ class Client:
         s.connect(ai[-1])
         s.setblocking(False)
         self._sock = s
-        self._stream = asyncio.StreamReader(s)  # type: ignore[call-arg]
         self.peer = (host, port)
 
     def close(self):
         if self._sock is not None:
             self._sock.close()
-        self._sock = self._stream = None
+        self._sock = None
 
     def _next_mid(self):
         self.mid = (self.mid + 1) & 0xFFFF
@@ -87,16 +94,29 @@ class Client:
             return None
         t0 = ticks_ms()
         try:
-            n = await asyncio.wait_for_ms(self._stream.readinto(self._rbuf), wait_ms)  # type: ignore
-            return memoryview(self._rbuf)[0:n] if n else None
+            return self._sock.recv(_MAX_DGRAM)   # type: ignore[union-attr]
+        except OSError as e:
+            if e.args[0] not in _EAGAIN:
+                return await self._unreachable(wait_ms, t0)
+        try:
+            await asyncio.wait_for_ms(_readable(self._sock), wait_ms)  # type: ignore
         except asyncio.TimeoutError:
             return None
-        except OSError:
-            # ICMP unreachable: nobody listens; wait out the rest of this slot
-            rest = wait_ms - ticks_diff(ticks_ms(), t0)
-            if rest > 0:
-                await sleep_ms(rest)
-            return None
+        try:
+            # recv() takes exactly one datagram. (The stream read()/readinto() of the
+            # unix port loop until their buffer is full, gluing queued datagrams together.)
+            return self._sock.recv(_MAX_DGRAM)   # type: ignore[union-attr]
+        except OSError as e:
+            if e.args[0] in _EAGAIN:
+                return None
+            return await self._unreachable(wait_ms, t0)
+
+    async def _unreachable(self, wait_ms, t0):
+        """ICMP unreachable (nobody listens): wait out the rest of this slot, as silence."""
+        rest = wait_ms - ticks_diff(ticks_ms(), t0)
+        if rest > 0:
+            await sleep_ms(rest)
+        return None
 
     async def request(self, code, path, payload=b"", content_format=None, query=None,
                       accept=None, options=None):
@@ -154,7 +174,7 @@ class Client:
                 self._send(data)
                 continue
             try:
-                r = coap.parse(bytes(dgram))
+                r = coap.parse(dgram)
             except DecodeError:
                 continue
             if r.mtype == coap.ACK and r.mid == mid:
