@@ -1573,6 +1573,20 @@ cdef object make_error(int code, int64_t off, int detail):
     return cls(text, off)
 
 
+cdef inline Py_ssize_t _records_bound(const uint8_t* p, Py_ssize_t n,
+                                      Py_ssize_t max_records) noexcept:
+    """Most records a payload can yield: its declared array length when it has
+    one, never more than a record per 3 bytes (map head, label, value)."""
+    cdef Py_ssize_t bound = n // 3 + 1, declared = bound
+    if n >= 1 and 0x80 <= p[0] <= 0x97:
+        declared = p[0] & 0x1F
+    elif n >= 2 and p[0] == 0x98:
+        declared = p[1]
+    elif n >= 3 and p[0] == 0x99:
+        declared = (p[1] << 8) | p[2]
+    return min(bound, declared, max_records)
+
+
 cdef SeriesTable _default_table = SeriesTable()
 DEFAULT_TABLE = _default_table
 
@@ -1609,7 +1623,7 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
             got += 1
             ln = bufs[k].len
             if ln <= max_bytes:
-                cap += min(ln // 3 + 1, max_records)
+                cap += _records_bound(<const uint8_t*>bufs[k].buf, ln, max_records)
         series = clone(_tmpl_i, cap, False)
         time = clone(_tmpl_d, cap, False)
         value = clone(_tmpl_d, cap, False)
