@@ -218,12 +218,23 @@ class Hub:
             return json.load(r)
 
     def readings(self, node):
-        """[(sensor, t)] the hub stored for `node` (read-only, while it runs or after)."""
+        """[(sensor, t)] the hub stored for `node` (read-only, while it runs or after).
+
+        The hub commits new readings to an `inbox` table and moves them into
+        `readings` when idle (hub/store/sqlite.py); both are durable, so both
+        count. UNION ALL keeps a reading stored twice visible as two rows.
+        """
         db = os.path.join(self.data, "hub.sqlite3")
         c = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
         try:
-            return c.execute("SELECT s.sensor, r.t FROM readings r JOIN series s ON s.id = r.series "
-                             "WHERE s.node = ?", (node,)).fetchall()
+            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            q = ("SELECT s.sensor, r.t FROM %s r JOIN series s ON s.id = r.series "
+                 "WHERE s.node = ?")
+            rows = []
+            for table in ("readings", "inbox"):
+                if table in tables:
+                    rows += c.execute(q % table, (node,)).fetchall()
+            return rows
         finally:
             c.close()
 
@@ -238,7 +249,7 @@ def check_exactly_once(ledger, hub_rows, max_timeless=1000, extra_ok=0):
     dup_local = [k for k, n in rec.items() if n > 1]
     assert not dup_local, "node recorded the same (sensor, time) twice: %r" % dup_local[:5]
     hub = set(hub_rows)
-    assert len(hub) == len(hub_rows)
+    assert len(hub) == len(hub_rows), "the hub stored %d readings twice" % (len(hub_rows) - len(hub))
     missing = [k for k in rec if k not in hub]
     assert not missing, "%d recorded readings missing at the hub, e.g. %r" % (len(missing), missing[:5])
     extra = [k for k in hub if k not in rec]
