@@ -18,10 +18,12 @@ reporter) and stored in each benchmark's extra_info. Nothing here asserts a
 speed; these are measurements, not tests.
 """
 
+import json
 import os
 import random
-import resource
 import struct
+import subprocess
+import sys
 
 import cbor2
 import pytest
@@ -178,7 +180,9 @@ def test_decode_rollup_fast(benchmark, workload):
         roll.drain_closed()
 
     _run(benchmark, "decode+rollup fast", nodes, batches, step, nodes // BATCH)
-    benchmark.extra_info["rollup_bytes_per_series"] = roll.memory_bytes() / max(1, len(roll))
+    per = roll.memory_bytes() / max(1, len(roll))
+    benchmark.extra_info["rollup_bytes_per_series"] = per
+    RESULTS[(nodes, "rollup C bytes/series after the run")] = per
 
 
 def test_decode_baseline(benchmark, workload):
@@ -208,34 +212,45 @@ def test_decode_rollup_baseline(benchmark, workload):
          len(cur.batches) - 2 * nodes // BATCH)
 
 
-def _rss_bytes():
+_MEMORY_PROBE = r"""
+import json, resource, sys
+from smartpark import fast
+
+def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
 
+n, t0 = int(sys.argv[1]), float(sys.argv[2])
+table = fast.SeriesTable()
+names = ["park-%05d/s%d" % (i // 8, i % 8) for i in range(n)]
+before = rss()
+for name in names:
+    table.intern(name)
+mid = rss()
+roll = fast.Rollups()
+for k in range(6):  # six readings 10 s apart: every window has an open bucket
+    for sid in range(n):
+        roll.add(sid, t0 + k * 10.0 + sid * 1e-4, 20.0 + (sid % 13) * 0.1 + k)
+after = rss()
+print(json.dumps({"table_rss": (mid - before) / n, "rollup_rss": (after - mid) / n,
+                  "table_c": table.memory_bytes() / n, "rollup_c": roll.memory_bytes() / n,
+                  "block": roll.series_block_bytes(), "open": roll.open_buckets() / n}))
+"""
+
 
 def test_memory_per_live_series(benchmark):
-    """RSS delta and the C accounting for 100k live series (4 windows, 3 buckets each)."""
+    """RSS delta (a fresh interpreter) and the C accounting for 100k live series."""
     n = 100_000
-    state = {}
+    out = {}
 
-    def build():
-        before = _rss_bytes()
-        roll = fast.Rollups()
-        for k in range(6):  # six readings 10 s apart: every window has open buckets
-            for sid in range(n):
-                roll.add(sid, T0 + k * 10.0 + sid * 1e-4, 20.0 + (sid % 13) * 0.1 + k)
-        state["rss"] = (_rss_bytes() - before) / n
-        state["c"] = roll.memory_bytes() / n
-        state["block"] = roll.series_block_bytes()
-        state["open"] = roll.open_buckets() / n
-        state["roll"] = roll
+    def probe():
+        res = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(n), str(T0)],
+                             capture_output=True, text=True, timeout=300, check=True)
+        out.update(json.loads(res.stdout))
 
-    benchmark.pedantic(build, rounds=1, iterations=1)
-    benchmark.extra_info.update({"series": n, "rss_bytes_per_series": state["rss"],
-                                 "c_bytes_per_series": state["c"],
-                                 "fixed_block_bytes": state["block"],
-                                 "open_buckets_per_series": state["open"]})
-    RESULTS["memory"] = state
+    benchmark.pedantic(probe, rounds=1, iterations=1)
+    benchmark.extra_info.update(out)
+    RESULTS["memory"] = out
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -256,12 +271,16 @@ def _report(request):
                       "decode+rollup baseline"):
             if label in row:
                 rep.write_line("    %-24s %12.0f records/s" % (label, row[label]))
+        per = row.get("rollup C bytes/series after the run")
+        if per:
+            rep.write_line("    %-24s %12.0f B/series (C state)" % ("rollups after the run", per))
         for what in ("decode", "decode+rollup"):
             f, b = row.get(what + " fast"), row.get(what + " baseline")
             if f and b:
                 rep.write_line("    %-24s %12.1fx baseline" % (what, f / b))
     mem = RESULTS.get("memory")
     if mem:
-        rep.write_line("  100k live series: RSS %.0f B/series, C state %.0f B/series "
-                       "(fixed block %d B, %.1f open buckets/series)"
-                       % (mem["rss"], mem["c"], mem["block"], mem["open"]))
+        rep.write_line("  100k live series, per series: rollups RSS %.0f B (C state %.0f B, "
+                       "fixed block %d B, %.1f open buckets); SeriesTable RSS %.0f B (C %.0f B)"
+                       % (mem["rollup_rss"], mem["rollup_c"], mem["block"], mem["open"],
+                          mem["table_rss"], mem["table_c"]))
