@@ -75,12 +75,37 @@ def encode(seq, flags, run, t, kind, value, name, unit):
     return bytes(b[0:n])
 
 
-def decode(payload, names=None):
-    """(seq, flags, run, t, kind, value, name, unit) from a record's payload.
+def _text(mv, a, n, names):
+    """The str of mv[a:a+n], reused from `names` when seen before (no allocation then).
 
-    `names` (a dict) interns name and unit strings: a node has few of them, and
-    reusing one str per name spares the heap on every read.
+    `names` maps a small-int key (length, first and last byte) to [(bytes, str)].
+    A node has a few dozen names and units; interning them keeps reading the
+    log back from costing a new bytes and str per record.
     """
+    if n == 0:
+        return ""
+    key = (n << 16) | (mv[a] << 8) | mv[a + n - 1]
+    cands = names.get(key)
+    if cands is not None:
+        for b, text in cands:
+            i = 1
+            while i < n - 1 and mv[a + i] == b[i]:
+                i += 1
+            if i >= n - 1:
+                return text
+    b = bytes(mv[a:a + n])
+    text = b.decode()
+    if cands is None:
+        names[key] = [(b, text)]
+    else:
+        cands.append((b, text))
+    return text
+
+
+def decode(payload, names=None):
+    """(seq, flags, run, t, kind, value, name, unit) from a record's payload."""
+    if names is None:
+        names = {}
     seq, flags, run, t, k = struct.unpack_from(_FIX, payload, 0)
     i = _FIX_LEN
     if k == 1:
@@ -90,18 +115,9 @@ def decode(payload, names=None):
         value = struct.unpack_from(">d", payload, i)[0]
         i += 8
     n = payload[i]
-    nb = bytes(payload[i + 1:i + 1 + n])
+    name = _text(payload, i + 1, n, names)
     i += 1 + n
-    u = payload[i]
-    ub = bytes(payload[i + 1:i + 1 + u])
-    if names is None:
-        return seq, flags, run, t, KINDS[k], value, nb.decode(), ub.decode()
-    name = names.get(nb)
-    if name is None:
-        name = names[nb] = nb.decode()
-    unit = names.get(ub)
-    if unit is None:
-        unit = names[ub] = ub.decode()
+    unit = _text(payload, i + 1, payload[i], names)
     return seq, flags, run, t, KINDS[k], value, name, unit
 
 
@@ -121,7 +137,7 @@ class Outbox:
         self._wbuf = bytearray(512)    # append scratch, grown when a batch needs more
         self._rbuf = bytearray(512)    # peek scratch
         self._bytes = {}               # name/unit str -> bytes (encode side)
-        self._names = {}               # bytes -> str (decode side)
+        self._names = {}               # interned names (decode side), see _text()
         self.recover()
 
     # --- head file ---

@@ -144,3 +144,15 @@ def test_compaction_keeps_live_records():
     assert o.depth() == 0 and o.next == 301
     assert o.append([_rec(1)]) == 301
     o.close()
+
+
+def test_names_read_back_exactly_even_when_alike():
+    _clean()
+    o = ob.Outbox(100)
+    names = ["air0.temp", "air1.temp", "air2.temp", "a", "ab", "air0.temp", "", "air10.temp"]
+    o.append([(ob.FLAG_ABS, 0, i, "v", 1.0, names[i], "Cel" if i % 2 else "%RH") for i in range(len(names))])
+    for _ in range(2):       # the second read comes from the interned names
+        got = o.peek(100)
+        assert [g[6] for g in got] == names
+        assert [g[7] for g in got] == ["%RH", "Cel"] * 4
+    o.close()
