@@ -21,7 +21,7 @@ Layout (see hub/README.md for why):
       are inserted sorted by that key, so neighbouring rows share pages.
   inbox(series, t, kind, val, sum)        -- issue 7: a group commit appends its new
       readings here (rowid order: always the last page); `_compact` moves them into
-      `readings` in (series, t) order every 200,000 readings, when idle, before any
+      `readings` in (series, t) order every 100,000 readings, when idle, before any
       query and at close/start, so the cost of a commit no longer grows with the
       size of `readings` (see hub/README.md, "Store change").
   rollups(series, win, t, count, min, max, mean, p50, p95, p99)
@@ -130,7 +130,7 @@ def _resolve_all(pairs):
 class SqliteStore:
     """The SQLite backend. Create, `await start()`, use, `await close()`."""
 
-    def __init__(self, path, cache_mb=64, on_commit=None, compact_rows=200000, compact_idle=0.5):
+    def __init__(self, path, cache_mb=64, on_commit=None, compact_rows=100000, compact_idle=0.5):
         self.path = path
         self.cache_mb = cache_mb
         # on_commit(conn, new_rows): runs in the store thread after each group commit
