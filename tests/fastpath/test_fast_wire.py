@@ -1,7 +1,6 @@
 """fast/udp.pyx on its own: the report classifier against protocol.coap (reference) and the
 ACK builder against aiocoap (outside judge); the per-peer response cache over real sockets."""
 
-import importlib.machinery
 import random
 import resource
 import socket
@@ -15,15 +14,14 @@ from hypothesis import strategies as st
 from smartpark.protocol import coap
 from smartpark.protocol.errors import DecodeError
 
-udp = pytest.importorskip("smartpark.fast.udp") if sys.platform.startswith("linux") else None
-pytestmark = pytest.mark.skipif(udp is None, reason="recvmmsg fast path is Linux only")
+try:
+    from smartpark.fast import udp
+except ImportError:  # not built: test_fast_compiled.py fails under CI
+    udp = None
+pytestmark = pytest.mark.skipif(udp is None or not sys.platform.startswith("linux"),
+                                reason="smartpark.fast.udp not built, or not Linux")
 
 REPORT_OPTS = {coap.URI_HOST, coap.URI_PORT, coap.URI_PATH, coap.CONTENT_FORMAT}
-
-
-@pytest.mark.compiled
-def test_udp_extension_is_compiled():
-    assert udp.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), udp.__file__
 
 
 def _expected(data):
