@@ -95,6 +95,22 @@ cdef int grow_push(Grow* g, const void* x) noexcept nogil:
     return 0
 
 
+cdef int grow_to(Grow* g, int64_t need) noexcept nogil:
+    cdef int64_t ncap
+    cdef void* q
+    if need <= g.cap:
+        return 0
+    ncap = g.cap * 2 if g.cap else 1024
+    while ncap < need:
+        ncap *= 2
+    q = realloc(g.p, ncap * g.item)
+    if q == NULL:
+        return -1
+    g.p = <char*>q
+    g.cap = ncap
+    return 0
+
+
 cdef enum:
     C_SERIES = 0
     C_WINDOW = 1
@@ -378,41 +394,63 @@ cdef class Rollups:
                 return v
         return b.mx
 
+    cdef inline double _clamped(self, Bucket* b, int32_t key) noexcept nogil:
+        cdef double v = self._value_of(key)
+        if v < b.mn:
+            v = b.mn
+        if v > b.mx:
+            v = b.mx
+        return v
+
     cdef int _emit(self, int32_t sid, int wi, Bucket* b) noexcept nogil:
-        cdef double d
-        cdef int64_t n
-        cdef int i
-        cdef int32_t k
-        if grow_push(&self.out[C_SERIES], &sid) < 0:
-            return -1
-        if grow_push(&self.out[C_WINDOW], &self.win[wi]) < 0:
-            return -1
-        grow_push(&self.out[C_START], &b.start)
-        grow_push(&self.out[C_COUNT], &b.count)
-        grow_push(&self.out[C_MIN], &b.mn)
-        grow_push(&self.out[C_MAX], &b.mx)
-        grow_push(&self.out[C_SUM], &b.sm)
-        grow_push(&self.out[C_SUMSQ], &b.sq)
-        grow_push(&self.out[C_FT], &b.ft)
-        grow_push(&self.out[C_FV], &b.fv)
-        grow_push(&self.out[C_LT], &b.lt)
-        grow_push(&self.out[C_LV], &b.lv)
-        d = self._quantile(b, 0.5)
-        grow_push(&self.out[C_P50], &d)
-        d = self._quantile(b, 0.95)
-        grow_push(&self.out[C_P95], &d)
-        d = self._quantile(b, 0.99)
-        if grow_push(&self.out[C_P99], &d) < 0:
-            return -1
-        for i in range(b.nbins):
-            k = b.bins[i].key
-            n = b.bins[i].count
-            grow_push(&self.out[C_BINKEY], &k)
-            if grow_push(&self.out[C_BINCNT], &n) < 0:
+        """Append bucket b as a closed row (columns + bins) and empty the slot."""
+        cdef int64_t r = self.out[C_SERIES].n, nb = self.out[C_BINKEY].n
+        cdef int64_t rank[3]
+        cdef double qv[3]
+        cdef int64_t cum = 0
+        cdef int i, j, qi = 0
+        for j in range(C_BINOFF):  # the row columns share one length
+            if grow_to(&self.out[j], r + 1) < 0:
                 return -1
-        n = self.out[C_BINKEY].n
-        if grow_push(&self.out[C_BINOFF], &n) < 0:
+        if (grow_to(&self.out[C_BINOFF], self.out[C_BINOFF].n + 1) < 0
+                or grow_to(&self.out[C_BINKEY], nb + b.nbins) < 0
+                or grow_to(&self.out[C_BINCNT], nb + b.nbins) < 0):
             return -1
+        # p50, p95, p99 in one pass over the bins (as Sketch.quantile, clamped)
+        rank[0] = <int64_t>floor(0.5 * (b.count - 1))
+        rank[1] = <int64_t>floor(0.95 * (b.count - 1))
+        rank[2] = <int64_t>floor(0.99 * (b.count - 1))
+        for i in range(b.nbins):
+            cum += b.bins[i].count
+            while qi < 3 and cum > rank[qi]:
+                qv[qi] = self._clamped(b, b.bins[i].key)
+                qi += 1
+            (<int32_t*>self.out[C_BINKEY].p)[nb + i] = b.bins[i].key
+            (<int64_t*>self.out[C_BINCNT].p)[nb + i] = b.bins[i].count
+        while qi < 3:
+            qv[qi] = b.mx
+            qi += 1
+        (<int32_t*>self.out[C_SERIES].p)[r] = sid
+        (<double*>self.out[C_WINDOW].p)[r] = self.win[wi]
+        (<double*>self.out[C_START].p)[r] = b.start
+        (<int64_t*>self.out[C_COUNT].p)[r] = b.count
+        (<double*>self.out[C_MIN].p)[r] = b.mn
+        (<double*>self.out[C_MAX].p)[r] = b.mx
+        (<double*>self.out[C_SUM].p)[r] = b.sm
+        (<double*>self.out[C_SUMSQ].p)[r] = b.sq
+        (<double*>self.out[C_FT].p)[r] = b.ft
+        (<double*>self.out[C_FV].p)[r] = b.fv
+        (<double*>self.out[C_LT].p)[r] = b.lt
+        (<double*>self.out[C_LV].p)[r] = b.lv
+        (<double*>self.out[C_P50].p)[r] = qv[0]
+        (<double*>self.out[C_P95].p)[r] = qv[1]
+        (<double*>self.out[C_P99].p)[r] = qv[2]
+        for j in range(C_BINOFF):
+            self.out[j].n = r + 1
+        self.out[C_BINKEY].n = nb + b.nbins
+        self.out[C_BINCNT].n = nb + b.nbins
+        (<int64_t*>self.out[C_BINOFF].p)[self.out[C_BINOFF].n] = nb + b.nbins
+        self.out[C_BINOFF].n += 1
         self.nclosed += 1
         b.start = NAN
         b.count = 0
