@@ -91,11 +91,6 @@ class Node:
         self._wdt = None
         self._ledger = open("ledger.log", "a") if cfg.get("ledger") else None
         self._build_sensors()
-        if cfg["ntp"]:
-            host = cfg["ntp"] if isinstance(cfg["ntp"], str) else None
-            if self.board.ntp_sync(host):
-                self.clock.sync(self.board.rtc_ms())
-                self._save_rtc()
 
     # --- configuration ---
     def _safe_config(self, raw):
@@ -121,7 +116,10 @@ class Node:
                         safe[k] = raw[k]
                     except config.ConfigError:
                         pass
-        return config.validate(safe)
+        cfg = config.validate(safe)
+        # report often enough that the operator sees the node waiting for a config
+        cfg["report_interval"] = min(cfg["report_interval"], 10)
+        return cfg
 
     def _save_ident(self, node):
         with open(_IDENT_FILE + ".tmp", "w") as f:
@@ -371,6 +369,15 @@ class Node:
         if self.cycles % self.cfg["health_every"] == 0 or self.safe:
             self.record(self.health())
         self._save_pulses()
+        if not self.board.network_up(self.cfg["wifi"]):
+            log("network not up")
+            return False
+        if self.cfg["ntp"] and not self.clock.synced():
+            ntp = self.cfg["ntp"]
+            ms = self.board.ntp_ms(ntp if isinstance(ntp, str) else None)
+            if ms:
+                self.clock.sync(ms)
+                self._save_rtc()
         try:
             if self.hub is None and not await self.find_hub():
                 log("no hub found")
@@ -456,8 +463,7 @@ class Node:
             asyncio.create_task(coro)
         if cfg["watchdog_ms"]:
             asyncio.create_task(self._watchdog(cfg["watchdog_ms"]))
-        if not self.board.network_up(cfg["wifi"]):
-            log("Wi-Fi not up yet")
+        self.board.network_up(cfg["wifi"])   # start joining; cycle() checks again
         sleeping = cfg["deep_sleep"] == "between_reports"
         if sleeping:
             await self.sampler.sample_all()

@@ -4,7 +4,7 @@
 buses and parts, seeded signals) everywhere else. Nothing else in the
 firmware looks at sys.platform.
 
-A Board offers: bus(sensor_cfg) -> the object a driver takes; rtc_ms();
+A Board offers: bus(sensor_cfg) -> the object a driver takes; rtc_ms(); ntp_ms(host);
 rtc_memory() / rtc_memory_write(b); reset_cause(); unique_id();
 network_up(cfg) -> bool; rssi(); watchdog(ms) -> object with feed();
 deepsleep(ms) (does not return); background() -> coroutines to run

@@ -46,19 +46,20 @@ class Board:
         if self._wlan is None:
             self._wlan = network.WLAN(network.STA_IF)
             self._wlan.active(True)
-        if not self._wlan.isconnected() and wifi:
+        if not self._wlan.isconnected() and wifi and self._wlan.status() != network.STAT_CONNECTING:
             self._wlan.connect(wifi["ssid"], wifi.get("password", ""))
         return self._wlan.isconnected()
 
-    def ntp_sync(self, host):
+    def ntp_ms(self, host):
+        """Unix ms from an NTP server, or None. The RTC is not set: clock.py keeps
+        a correction instead, so the RTC never jumps under stored readings."""
         try:
             import ntptime
             if host:
                 ntptime.host = host
-            ntptime.settime()
-            return True
-        except (OSError, OverflowError):
-            return False
+            return (ntptime.time() + _EPOCH_OFFSET) * 1000
+        except (OSError, OverflowError, IndexError):
+            return None
 
     def rssi(self):
         try:

@@ -95,10 +95,9 @@ class Board:
     def network_up(self, wifi):
         return True
 
-    def ntp_sync(self, host):
-        """The host clock plays NTP: on success the RTC reads true time."""
-        self._skew_ms = 0
-        return True
+    def ntp_ms(self, host):
+        """Unix ms from "NTP": the host clock plays the NTP server. The RTC is not set."""
+        return int(time.time() * 1000)
 
     def rssi(self):
         return None

@@ -101,7 +101,7 @@ def test_unreadable_config_file_still_reports_health(hub, make_node):
     assert _wait(lambda: "config key (file): not valid JSON" in n.output(), 30), n.output()
     before = len(hub.readings("n5"))
     # same node id and hub as before the file broke (remembered in flash)
-    assert _wait(lambda: len(hub.readings("n5")) > before + 8, 30), n.output()
+    assert _wait(lambda: len(hub.readings("n5")) >= before + 6, 30), n.output()   # health
     assert n.proc.poll() is None   # running, not crash-looping
     n.stop()
 
