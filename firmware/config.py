@@ -70,6 +70,8 @@ class ConfigError(ValueError):
 def valid_ident(s, maxlen=32):
     if not isinstance(s, str) or not 1 <= len(s) <= maxlen:
         return False
+    if not (s[0].isalpha() or s[0].isdigit()):
+        return False   # SenML names start with a letter or digit (RFC 8428 section 4.5.1)
     for c in s:
         if not (c.isalpha() or c.isdigit() or c in "_-"):
             return False
@@ -124,7 +126,7 @@ def _sensor(i, s, names):
             raise ConfigError(p + "." + str(k), "unknown key")
     name = s.get("name", "")
     if not valid_ident(name, 24):
-        raise ConfigError(p + ".name", "must be 1-24 of letters, digits, _ or -")
+        raise ConfigError(p + ".name", "must be 1-24 of letters, digits, _ or -, starting with a letter or digit")
     if name in names or name == "health":
         raise ConfigError(p + ".name", "duplicate or reserved name " + name)
     names.append(name)
@@ -182,7 +184,7 @@ def validate(raw):
     if "node" not in raw:
         raise ConfigError("node", "missing")
     if not valid_ident(raw["node"]):
-        raise ConfigError("node", "must be 1-32 of letters, digits, _ or -")
+        raise ConfigError("node", "must be 1-32 of letters, digits, _ or -, starting with a letter or digit")
     cfg = dict(DEFAULTS)
     cfg.update(raw)
     parse_hub(cfg["hub"])

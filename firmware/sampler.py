@@ -14,6 +14,8 @@ import asyncio
 
 from compat import log, sleep_ms, ticks_diff, ticks_ms
 
+_INF = (float("inf"), float("-inf"))
+
 
 class Sampler:
     def __init__(self, sensors, record, clock, default_interval):
@@ -67,6 +69,9 @@ class Sampler:
             v = drv.value(i)
             if v is None:
                 continue
+            if isinstance(v, float) and (v != v or v in _INF):
+                continue   # NaN/inf: no SenML reader would take the pack
+
             suffix, unit, kind = fields[i]
             recs.append((flags, run, t, kind, v, name + "." + suffix, unit))
         if recs:

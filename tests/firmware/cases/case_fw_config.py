@@ -104,3 +104,9 @@ def test_load_and_atomic_save():
     config.save({"node": "n1", "hub": 7})
     raw, err = config.load()
     assert err.key == "hub" and raw["node"] == "n1"
+
+
+def test_names_must_be_senml_names():
+    assert _key(_base(node="_n1")) == "node"
+    assert _key(_base(sensors=[{"name": "-x", "driver": "sht4x"}])) == "sensors[0].name"
+    config.validate(_base(node="9n", sensors=[{"name": "0x", "driver": "sht4x"}]))
