@@ -34,7 +34,9 @@ cdef extern from *:
     """
     #define SP_LIKELY(x) __builtin_expect(!!(x), 1)
     #define SP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+    #define SP_LE (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
     """
+    const bint LITTLE_ENDIAN "SP_LE"
     bint LIKELY "SP_LIKELY"(bint) noexcept nogil
     bint UNLIKELY "SP_UNLIKELY"(bint) noexcept nogil
 
@@ -251,10 +253,33 @@ cdef bint utf8_ok(const uint8_t* s, Py_ssize_t n) noexcept nogil:
     return True
 
 
-cdef struct NEnt:         # one sensor of a base name: hash of n, its series id, len(n)
-    uint64_t h
+cdef struct NEnt:         # one sensor under a base name
+    uint64_t a              # n <= 16 bytes: n itself, zero-padded, in two words;
+    uint64_t b              # longer n: a = hash of n, b = 0 (then compared in full)
     int32_t sid
     int32_t nlen
+
+
+cdef inline void short_key(const uint8_t* p, Py_ssize_t n, const uint8_t* end,
+                           uint64_t* a, uint64_t* b) noexcept nogil:
+    """n <= 16 bytes as two zero-padded words (without reading past `end`)."""
+    cdef Py_ssize_t i
+    if LITTLE_ENDIAN and p + 16 <= end:
+        memcpy(a, p, 8)
+        memcpy(b, p + 8, 8)
+        if n < 8:
+            a[0] &= (1ULL << (8 * n)) - 1
+            b[0] = 0
+        elif n < 16:
+            b[0] &= (1ULL << (8 * (n - 8))) - 1
+        return
+    a[0] = 0
+    b[0] = 0
+    for i in range(n):
+        if i < 8:
+            a[0] |= (<uint64_t>p[i]) << (8 * i)
+        else:
+            b[0] |= (<uint64_t>p[i]) << (8 * (i - 8))
 
 
 cdef struct NodeCache:    # per distinct bn: the names seen under it (bn + n -> sid)
@@ -1177,7 +1202,7 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
     cdef Py_ssize_t o, nn
     cdef bint have_u
     cdef NodeCache* ncp
-    cdef uint64_t hn
+    cdef uint64_t ka, kb
     cdef int32_t k
     cdef void* q
     cdef bint has_ext = False
@@ -1339,7 +1364,14 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
         nn = 0
     if pk.bn_id == -1:
         pk.bn_id = node_cache_of(c, bnp, pk.bn.n, False)
-    hn = hash_bytes(np_, nn)
+    if nn <= 16:
+        if (seen & (1u << F_N)) and n_s.spill >= 0:
+            short_key(np_, nn, c.spill + c.spill_len, &ka, &kb)
+        else:
+            short_key(np_, nn, r.p + r.n, &ka, &kb)
+    else:
+        ka = hash_bytes(np_, nn)
+        kb = 0
     sid = -1
     ncp = &c.nc[0][pk.bn_id] if pk.bn_id >= 0 else NULL
     # packs list a node's sensors in the same order every time: try the entry
@@ -1348,8 +1380,9 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
         k = pk.hint + <int32_t>j
         if k >= ncp.n:
             k -= ncp.n
-        if ncp.e[k].h == hn and ncp.e[k].nlen == nn and bytes_eq(
-                <const uint8_t*>c.names.arena + c.names.off[ncp.e[k].sid] + pk.bn.n, np_, nn):
+        if ncp.e[k].a == ka and ncp.e[k].b == kb and ncp.e[k].nlen == nn and (
+                nn <= 16 or bytes_eq(<const uint8_t*>c.names.arena + c.names.off[ncp.e[k].sid]
+                                     + pk.bn.n, np_, nn)):
             sid = ncp.e[k].sid
             pk.hint = k + 1
             break
@@ -1384,7 +1417,8 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
                     return fail(c, E_NOMEM, start)
                 ncp.e = <NEnt*>q
                 ncp.cap = k
-            ncp.e[ncp.n].h = hn
+            ncp.e[ncp.n].a = ka
+            ncp.e[ncp.n].b = kb
             ncp.e[ncp.n].sid = sid
             ncp.e[ncp.n].nlen = <int32_t>nn
             ncp.n += 1
