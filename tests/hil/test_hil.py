@@ -9,11 +9,11 @@ import hashlib
 import importlib
 import json
 import os
-import sqlite3
 import sys
 import time
 
 import pytest
+from toolhelp import hub_rows
 
 NODE = "hil-node"   # the node id tests/hil/conftest.py flashes (hil_flash["node"])
 
@@ -195,15 +195,9 @@ def test_sensor_self_test_on_board(hil_flash, hil, hil_timeout):
 # ---- 3. the node on its own: exactly once, across a reset ----------------------------------
 
 def _hub_rows(hub):
-    c = sqlite3.connect("file:%s?mode=ro" % os.path.join(hub["data"], "hub.sqlite3"), uri=True,
-                        timeout=10)
-    try:
-        return c.execute("SELECT s.sensor, r.t FROM readings r JOIN series s ON s.id = r.series "
-                         "WHERE s.node = ?", (NODE,)).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        c.close()
+    """[(sensor, t)] the hub stored for the node: its readings and inbox tables both
+    (tests/tools/toolhelp.py), so a reading stored twice shows as two rows."""
+    return [(sensor, t) for _node, sensor, t in hub_rows(hub["data"], NODE)]
 
 
 def _wait_rows(hub, at_least, timeout):
