@@ -125,3 +125,38 @@ def test_failing_bus_gives_no_reading_and_a_status_never_a_crash(hub, make_node)
     for s, field in (("air", "air.temp"), ("rh", "rh.temp")):
         assert abs(names.count(field) + failures.get(s, 0) - rounds) <= 1, (s, names.count(field),
                                                                            failures, rounds)
+
+
+@pytest.mark.parametrize("power_cut", [False, True], ids=["reset", "power-cut"])
+def test_readings_from_before_any_sync_survive_a_reset(tmp_path, make_node, power_cut):
+    """Readings taken while the hub never answered, then a reset (RTC memory kept) or a
+    power cut (RTC memory lost): after a reset they reach the hub with true times; after
+    a power cut they cannot be placed in time and are dropped and counted, never sent."""
+    port = harness.free_udp_port()
+    cfg = harness.node_config("s1", "127.0.0.1:%d" % port)
+    n = make_node("s1", cfg)
+    t0 = time.time()
+    n.start()
+    time.sleep(3)                       # nobody listens yet: readings pile up unsynced
+    n.kill()
+    early, unresolved = n.ledger()
+    assert early == [] and unresolved > 5      # none could be given a time yet
+    if power_cut:
+        os.remove(os.path.join(n.flash, "rtc.mem"))
+    hub = harness.Hub(tmp_path / "hub", port=port).start()
+    try:
+        assert n.run(timeout=60, SMARTPARK_CYCLES=2) == 0, n.output()
+        assert n.run(timeout=60, SMARTPARK_DRAIN=1) == 0, n.output()
+        st = n.status()
+        ledger, still_unresolved = n.ledger()
+        rows = hub.readings("s1")
+        if power_cut:
+            assert still_unresolved == unresolved and st["dropped"] == unresolved, st
+            harness.check_exactly_once(ledger, rows, max_timeless=2)
+        else:
+            assert still_unresolved == 0 and st["dropped"] == 0, st
+            harness.check_exactly_once(ledger, rows, max_timeless=2)
+            first = min(t for _name, t in ledger)
+            assert t0 - 1 < first < t0 + 3, (t0, first)   # the early readings, at their true time
+    finally:
+        hub.stop()
