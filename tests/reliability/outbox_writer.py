@@ -8,11 +8,13 @@ import random
 
 import outbox
 
-o = outbox.Outbox(300)
+o = outbox.Outbox(3000)
 led = open("writer.ledger", "a")
 i = o.next
 while True:
-    n = 1 + random.getrandbits(3)
+    # mostly one measurement's worth; now and then a big batch, one write() of many
+    # pages, which a SIGKILL can cut at a page boundary (a torn record on disk)
+    n = 1 + random.getrandbits(3) if random.getrandbits(2) else 400 + random.getrandbits(8)
     recs = [(outbox.FLAG_ABS, 0, 1700000000000 + i + k, "v", (i + k) * 0.25, "s%d.x" % ((i + k) % 5), "Cel")
             for k in range(n)]
     seqs = o.append(recs)

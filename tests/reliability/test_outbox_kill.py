@@ -36,7 +36,7 @@ def test_outbox_survives_sigkill_during_writes(tmp_path, micropython_bin, microp
         p.send_signal(signal.SIGKILL)
         p.wait(10)
         monkeypatch.chdir(tmp_path)
-        o = outbox.Outbox(300)
+        o = outbox.Outbox(3000)
         torn += 1 if o.recovered_bytes else 0
         recs = o.peek(10_000)
         seqs = [r[0] for r in recs]
