@@ -19,6 +19,7 @@ decodes on one thread; the nogil section lets the event loop run meanwhile).
 
 from cpython.array cimport array, clone, resize
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from libc.math cimport INFINITY, NAN, floor, isfinite, isnan, ldexp
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
@@ -1635,10 +1636,14 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
     """Decode SenML-CBOR payloads (a sequence of bytes-like) into one Batch."""
     if table is None:
         table = _default_table
-    payloads = tuple(payloads)
+    cdef tuple ptuple = tuple(payloads)
+    payloads = ptuple
     cdef Py_ssize_t npay = len(payloads), k, cap = 0, ln
     cdef Py_buffer* bufs = <Py_buffer*>malloc((npay if npay else 1) * sizeof(Py_buffer))
-    if bufs == NULL:
+    cdef uint8_t* held = <uint8_t*>malloc(npay if npay else 1)
+    if bufs == NULL or held == NULL:
+        free(bufs)
+        free(held)
         raise MemoryError()
     cdef Py_ssize_t got = 0
     cdef Ctx c
@@ -1649,11 +1654,19 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
     batch = _Batch(table, payloads)
     try:
         for k in range(npay):
-            try:
-                PyObject_GetBuffer(payloads[k], &bufs[k], PyBUF_SIMPLE)
-            except TypeError:
-                raise TypeError("payload %d is not bytes-like (%s)"
-                                % (k, type(payloads[k]).__name__)) from None
+            item = ptuple[k]
+            if PyBytes_CheckExact(item):
+                # bytes are immutable and the tuple keeps them alive: no buffer to hold
+                bufs[k].buf = PyBytes_AS_STRING(item)
+                bufs[k].len = PyBytes_GET_SIZE(item)
+                held[k] = 0
+            else:
+                try:
+                    PyObject_GetBuffer(item, &bufs[k], PyBUF_SIMPLE)
+                except TypeError:
+                    raise TypeError("payload %d is not bytes-like (%s)"
+                                    % (k, type(item).__name__)) from None
+                held[k] = 1
             got += 1
             ln = bufs[k].len
             if ln <= max_bytes:
@@ -1749,8 +1762,10 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
         batch.errors = errors
     finally:
         for k in range(got):
-            PyBuffer_Release(&bufs[k])
+            if held[k]:
+                PyBuffer_Release(&bufs[k])
         free(bufs)
+        free(held)
         free(c.scratch)
         free(c.spill)
         free(c.kbuf)
