@@ -6,13 +6,12 @@ code on the board's REPL, then the node running on its own.
 """
 
 import hashlib
-import importlib
 import json
 import os
-import sys
 import time
 
 import pytest
+from mpharness import check_case, collect_cases, parse_results
 from toolhelp import hub_rows
 
 NODE = "hil-node"   # the node id tests/hil/conftest.py flashes (hil_flash["node"])
@@ -29,20 +28,9 @@ BOARD_DIR = "hil"   # scratch directory on the board for cases and vectors
 
 
 def _collect(kind):
-    d = CASE_DIRS[kind]
-    if d not in sys.path:
-        sys.path.insert(0, d)
     if kind == "firmware":
-        fw = os.path.join(ROOT, "firmware")
-        if fw not in sys.path:
-            sys.path.insert(0, fw)
-    params = []
-    for fn in sorted(os.listdir(d)):
-        if fn.startswith("case_") and fn.endswith(".py"):
-            mod = importlib.import_module(fn[:-3])
-            for name in sorted(n for n in dir(mod) if n.startswith("test_")):
-                params.append(pytest.param(fn[:-3], name, id="%s.%s" % (fn[:-3], name)))
-    return params
+        return collect_cases(CASE_DIRS[kind], os.path.join(ROOT, "firmware"))
+    return collect_cases(CASE_DIRS[kind])
 
 
 # ---- 1. flashing ---------------------------------------------------------------------------
@@ -119,15 +107,7 @@ def _run_on_board(hil, kind, modname, timeout):
                 out = b.exec(code, "running %s on the board" % modname, timeout=timeout)
             except Exception as e:  # noqa: BLE001 - report it for every case of the module
                 out = "CRASH %s" % e
-        results = {}
-        for line in out.splitlines():
-            if line.startswith("PASS "):
-                results[line[5:].strip()] = None
-            elif line.startswith("FAIL "):
-                name, _, why = line[5:].partition(": ")
-                results[name.strip()] = why
-        if "DONE " not in out:
-            results["__crash__"] = out[-1500:]
+        results = parse_results(out)
         _RESULTS[key] = results
     return _RESULTS[key]
 
@@ -135,21 +115,13 @@ def _run_on_board(hil, kind, modname, timeout):
 @pytest.mark.parametrize("modname,name", _collect("protocol"))
 def test_protocol_vectors_on_board(hil_flash, hil, hil_timeout, modname, name):
     assert hil_flash["proc"].returncode == 0
-    res = _run_on_board(hil, "protocol", modname, hil_timeout)
-    if name not in res:
-        pytest.fail("the board did not run %s.%s: %s" % (modname, name, res.get("__crash__", "")))
-    if res[name] is not None:
-        pytest.fail("on the board: " + res[name])
+    check_case(_run_on_board(hil, "protocol", modname, hil_timeout), modname, name, "on the board")
 
 
 @pytest.mark.parametrize("modname,name", _collect("firmware"))
 def test_driver_and_firmware_cases_on_board(hil_flash, hil, hil_timeout, modname, name):
     assert hil_flash["proc"].returncode == 0
-    res = _run_on_board(hil, "firmware", modname, hil_timeout)
-    if name not in res:
-        pytest.fail("the board did not run %s.%s: %s" % (modname, name, res.get("__crash__", "")))
-    if res[name] is not None:
-        pytest.fail("on the board: " + res[name])
+    check_case(_run_on_board(hil, "firmware", modname, hil_timeout), modname, name, "on the board")
 
 
 _SELFTEST = """
