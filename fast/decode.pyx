@@ -309,10 +309,12 @@ cdef class SeriesTable:
     cdef Intern bns           # distinct base names, keys of the node caches
     cdef NodeCache* nc
     cdef int64_t nc_cap
+    cdef bint busy            # a decode is using the table (without the GIL)
 
     def __cinit__(self):
         self.nc = NULL
         self.nc_cap = 0
+        self.busy = False
         if (intern_init(&self.names) < 0 or intern_init(&self.units) < 0
                 or intern_init(&self.bns) < 0):
             raise MemoryError()
@@ -329,6 +331,11 @@ cdef class SeriesTable:
     def __len__(self):
         return self.names.n
 
+    cdef int _check(self) except -1:
+        if self.busy:
+            raise RuntimeError("this SeriesTable is being decoded into by another thread")
+        return 0
+
     def __repr__(self):
         return "<SeriesTable %d series, %d units>" % (self.names.n, self.units.n)
 
@@ -337,6 +344,7 @@ cdef class SeriesTable:
 
     def name(self, int sid):
         """The resolved SenML name of series sid."""
+        self._check()
         if sid < 0 or sid >= self.names.n:
             raise IndexError("no series %d" % sid)
         return self._get(&self.names, sid)
@@ -349,6 +357,7 @@ cdef class SeriesTable:
 
     def unit(self, int uid):
         """The unit string of unit id uid; None for 0 (no unit)."""
+        self._check()
         if uid == 0:
             return None
         if uid < 0 or uid > self.units.n:
@@ -357,12 +366,14 @@ cdef class SeriesTable:
 
     def lookup(self, name):
         """Series id of a resolved name, or -1."""
+        self._check()
         cdef bytes raw = name.encode("utf-8")
         cdef const uint8_t* p = <const uint8_t*><char*>raw
         return intern_find(&self.names, p, len(raw), hash_bytes(p, len(raw)))
 
     def intern(self, name):
         """Series id of a resolved name, adding it (validated) when new."""
+        self._check()
         cdef bytes raw = name.encode("utf-8")
         cdef uint64_t h = hash_bytes(<const uint8_t*><char*>raw, len(raw))
         cdef int32_t sid = intern_find(&self.names, <const uint8_t*><char*>raw, len(raw), h)
@@ -377,6 +388,7 @@ cdef class SeriesTable:
 
     def unit_id(self, u):
         """Unit id of unit string u (None -> 0), adding it when new."""
+        self._check()
         if u is None:
             return 0
         cdef bytes raw = u.encode("utf-8")
@@ -389,10 +401,12 @@ cdef class SeriesTable:
         return uid + 1
 
     def names_list(self):
+        self._check()
         return [self._get(&self.names, i) for i in range(self.names.n)]
 
     def memory_bytes(self):
-        """C memory held by the table (both interns)."""
+        """C memory held by the table (names, units, base-name caches)."""
+        self._check()
         cdef int64_t i, total = self.nc_cap * sizeof(NodeCache)
         for i in range(self.nc_cap):
             total += self.nc[i].cap * sizeof(NEnt)
@@ -1726,8 +1740,14 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
         c.nkeys = 0
         c.keys_cap = 0
         c.nan_serial = 0
-        with nogil:
-            decode_all(&c, bufs, npay)
+        if table.busy:
+            raise RuntimeError("this SeriesTable is being decoded into by another thread")
+        table.busy = True
+        try:
+            with nogil:
+                decode_all(&c, bufs, npay)
+        finally:
+            table.busy = False
         n = c.nrec
         resize(series, n)
         resize(time, n)

@@ -164,6 +164,7 @@ cdef class Rollups:
     cdef int64_t slots_off
     cdef Bin* mbuf
     cdef int mcap
+    cdef bint busy            # a call is running without the GIL
     cdef double invw[MAXW]
 
     def __cinit__(self):
@@ -171,6 +172,7 @@ cdef class Rollups:
         self.nstates = 0
         self.mbuf = NULL
         self.mcap = 0
+        self.busy = False
         memset(self.out, 0, sizeof(self.out))
 
     def __init__(self, windows=DEFAULT_WINDOWS, lateness=DEFAULT_LATENESS, alpha=DEFAULT_ALPHA,
@@ -649,10 +651,21 @@ cdef class Rollups:
 
     # -------------------------------------------------------------- Python API
 
+    cdef int _enter(self) except -1:
+        self._check()
+        self.busy = True
+        return 0
+
+    cdef int _check(self) except -1:
+        if self.busy:
+            raise RuntimeError("these Rollups are in use by another thread")
+        return 0
+
     def add(self, int sid, double t, double v):
         """Aggregate one reading; False when skipped (non-finite)."""
         if sid < 0:
             raise ValueError("series id must be >= 0")
+        self._check()
         cdef int rc = self._add(sid, t, v)
         if rc < 0:
             raise MemoryError()
@@ -671,6 +684,7 @@ cdef class Rollups:
             return 0
         if series.shape[0] < n or time.shape[0] < n or value.shape[0] < n or kind.shape[0] < n:
             raise ValueError("batch columns shorter than n_records")
+        self._enter()
         with nogil:
             for i in range(n):
                 if i + PREFETCH < n:
@@ -682,6 +696,7 @@ cdef class Rollups:
                     break
                 if rc == 0:
                     added += 1
+        self.busy = False
         if rc < 0:
             raise MemoryError()
         return added
@@ -693,6 +708,7 @@ cdef class Rollups:
         cdef double w = self.win[0]
         cdef double nct = floor((watermark - self.lateness_) / w) * w
         cdef SState* st
+        self._enter()
         with nogil:
             for sid in range(self.nstates):
                 st = self.states[sid]
@@ -703,6 +719,7 @@ cdef class Rollups:
                         rc = -1
                     self._ct(st)[0] = nct
                     self._set_thr(st)
+        self.busy = False
         if rc < 0:
             raise MemoryError()
 
@@ -713,6 +730,7 @@ cdef class Rollups:
         cdef double w = self.win[0]
         cdef double nct
         cdef SState* st
+        self._enter()
         with nogil:
             for sid in range(self.nstates):
                 st = self.states[sid]
@@ -724,11 +742,13 @@ cdef class Rollups:
                 if nct > self._ct(st)[0]:
                     self._ct(st)[0] = nct
                 self._set_thr(st)
+        self.busy = False
         if rc < 0:
             raise MemoryError()
 
     def drain_closed(self):
         """The buckets closed since the last call, as ClosedBuckets (columnar)."""
+        self._check()
         out = _ClosedBuckets(self.alpha_, self.max_bins_)
         cdef int j
         cdef array col
@@ -745,6 +765,7 @@ cdef class Rollups:
 
     def drain_late(self):
         """[(series_id, finest window, count)] of late drops since the last call."""
+        self._check()
         res = []
         cdef int64_t sid
         cdef SState* st
