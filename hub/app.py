@@ -65,7 +65,8 @@ class Hub:
             await self.store.call(self.rollups.replay)
         self.decoder = Decoder()
         self.pipeline = Pipeline(self.store, self.decoder, self.registry, self.events,
-                                 self.metrics, max_payload=c.coap_max_payload)
+                                 self.metrics, max_payload=c.coap_max_payload,
+                                 max_future=c.coap_max_future)
         default_config = {"report_interval": c.liveness_default_interval}
         site, self.latest_site, self.rd = build_site(self.pipeline, self.registry, self.events,
                                                      default_config)

@@ -13,6 +13,7 @@ TOML layout (every key optional):
     port = 5683
     multicast = true        # join 224.0.1.187 / ff02::fd where the host allows
     max_payload = 8192      # bytes; larger reports get 4.13
+    max_future = 86400.0    # s; readings further ahead of the hub's clock get 4.00
     fast_path = true        # POST /r via the recvmmsg fast path (hub/fastpath.py)
     [http]
     bind = "0.0.0.0"
@@ -57,6 +58,7 @@ _SPEC = {
     "coap.multicast": (True, "bool"),
     "coap.max_payload": (8192, "posint"),
     "coap.fast_path": (True, "bool"),
+    "coap.max_future": (86400.0, "posfloat"),
     "http.bind": ("0.0.0.0", "host"),
     "http.port": (8080, "port"),
     "http.token": ("", "str"),
@@ -87,7 +89,10 @@ FLAG_KEYS = {
 }
 
 
-def _check(key, kind, value):
+def _check(key, kind, value, text_ok=True):
+    """text_ok: a string may stand for a number (flags); TOML must use real numbers."""
+    if not text_ok and isinstance(value, str) and kind in ("port", "posint", "posfloat"):
+        raise ConfigError(key, "a number, not a string (write it without quotes)", value)
     if kind == "str":
         if not isinstance(value, str):
             raise ConfigError(key, "a string", value)
@@ -176,9 +181,10 @@ def load(path=None, overrides=None):
             raise ConfigError(key, "a known key")
         if value is not None:
             values[key] = value
+    flagged = {k for k, v in (overrides or {}).items() if v is not None}
     checked = {}
     for key, value in values.items():
-        checked[key] = _check(key, _SPEC[key][1], value)
+        checked[key] = _check(key, _SPEC[key][1], value, text_ok=key in flagged)
     return Config(checked)
 
 

@@ -9,7 +9,11 @@ end (issue 7) can hand it hundreds at once. No aiocoap types cross this line.
 Order of work for a batch, all on the event loop except the store:
   1. size (4.13) and content format (4.15) checks;
   2. decode every payload of the batch at once (hub/codec.py: fast/ selector);
-     a bad pack gets 4.00 with the decoder's short diagnostic;
+     a bad pack gets 4.00 with the decoder's short diagnostic; so does a pack
+     with a node id that is not one path segment (hub/rules.py) or a reading
+     time before 2000 or more than `max_future` s ahead of the hub's clock
+     (errors{kind="node_id"} / errors{kind="time"}); nothing of such a pack is
+     stored, so a retransmission gets the same answer (exactly-once holds);
   3. hand the rows to the store, which commits every pending report in one
      transaction (group commit); duplicates -- the same (node, sensor, time)
      again -- are dropped there by the primary key, never stored twice;
@@ -45,6 +49,7 @@ from .interfaces import (
     UNSUPPORTED_CONTENT_FORMAT,
     ReportResult,
 )
+from .rules import DEFAULT_MAX_FUTURE, MIN_TIME, node_id_error, time_error
 from .store.sqlite import StoreClosed
 
 log = logging.getLogger("smartpark.hub.ingest")
@@ -68,7 +73,9 @@ def _diag(text):
 class Pipeline:
     """Implements interfaces.Ingest."""
 
-    def __init__(self, store, decoder, registry, events, metrics, max_payload=8192, clock=None):
+    def __init__(self, store, decoder, registry, events, metrics, max_payload=8192, clock=None,
+                 max_future=DEFAULT_MAX_FUTURE):
+        self.max_future = max_future
         self.store = store
         self.decoder = decoder
         self.registry = registry
@@ -136,6 +143,10 @@ class Pipeline:
                 if isinstance(rows, Exception):
                     results[i] = self._error(BAD_REQUEST, "invalid pack: %s" % rows, "invalid")
                     continue
+                bad = self._check_rows(rows, now)
+                if bad is not None:
+                    results[i] = self._error(BAD_REQUEST, "invalid pack: %s" % bad[1], bad[0])
+                    continue
                 address = items[i][0]
                 nodes = []
                 for row in rows:
@@ -160,6 +171,22 @@ class Pipeline:
                     results[i] = self._committed(items[i][0], nodes, res, now)
         self.metrics.latency.observe(time.perf_counter() - t_start, n)
         return results
+
+    def _check_rows(self, rows, now):
+        """(kind, diagnostic) for the first row the hub refuses, else None."""
+        latest = now + self.max_future
+        last_node = None
+        for idx, row in enumerate(rows):
+            node = row[0]
+            if node is not last_node and node != last_node:
+                err = node_id_error(node)
+                if err is not None:
+                    return "node_id", "record %d: %s" % (idx, err)
+                last_node = node
+            t = row[3]
+            if not MIN_TIME <= t <= latest:
+                return "time", "record %d: %s" % (idx, time_error(t, now, self.max_future))
+        return None
 
     def _committed(self, address, nodes, res, now):
         reg = self.registry

@@ -21,6 +21,7 @@ from smartpark.protocol.version import VERSION
 from .. import openapi
 from ..registry import value_out
 from ..rollups import WINDOWS
+from ..rules import config_error, node_id_error
 from ..store.sqlite import q_put_config, q_raw, q_rollups
 
 DEFAULT_SPAN = 86400.0
@@ -148,11 +149,12 @@ class HttpApi:
             raise BadParam("body", "body must be a JSON object") from None
         if not isinstance(doc, dict):
             raise BadParam("body", "body must be a JSON object")
+        if node_id_error(node):
+            raise BadParam("node", node_id_error(node))
+        bad = config_error(doc)  # the firmware's own config rules (hub/rules.py)
+        if bad is not None:
+            raise BadParam(bad[0], bad[1])
         interval = doc.get("report_interval")
-        if interval is not None and (isinstance(interval, bool)
-                                     or not isinstance(interval, (int, float))
-                                     or not interval > 0):
-            raise BadParam("report_interval", "report_interval must be a positive number")
         doc.pop("version", None)
         now = time.time()
         # the version is decided in the store thread; the body carries it too

@@ -18,6 +18,7 @@ segment of each href) become the node's `sensors` in the API.
 import asyncio
 import time
 
+from aiocoap import error
 from aiocoap.cli.rd import (
     CommonRD,
     DirectoryResource,
@@ -26,6 +27,8 @@ from aiocoap.cli.rd import (
     ResourceLookupInterface,
 )
 from aiocoap.util.linkformat import parse as parse_links
+
+from ..rules import lifetime_error, node_id_error
 
 RD_PATH = ("rd",)
 EP_LOOKUP_PATH = ("rd-lookup", "ep")
@@ -37,6 +40,42 @@ def _single(params, key):
     if isinstance(v, list):
         v = v[0] if v else None
     return v
+
+
+def query_error(request, need_ep):
+    """Why the registration query of `request` is unacceptable, or None.
+
+    Checked before aiocoap's RD sees it: `ep` must be a node id (hub/rules.py;
+    the same rule as POST /r, so a registered node is the node that reports),
+    `lt` 1..2**32-1 s (RFC 9176 section 5); each at most once."""
+    seen = {}
+    for q in request.opt.uri_query:
+        k, _, v = q.partition("=")
+        if k in ("ep", "lt"):
+            if k in seen:
+                return "%s given more than once" % k
+            seen[k] = v
+    if need_ep:
+        if "ep" not in seen:
+            return "ep (endpoint name) is required"
+        err = node_id_error(seen["ep"])
+        if err:
+            return "ep: " + err
+    elif "ep" in seen:
+        return "ep cannot be changed by an update"
+    if "lt" in seen:
+        return lifetime_error(seen["lt"])
+    return None
+
+
+class _Directory(DirectoryResource):
+    """aiocoap's registration interface behind the hub's checks of ep and lt."""
+
+    async def render_post(self, request):
+        err = query_error(request, need_ep=True)
+        if err:
+            raise error.BadRequest(err)
+        return await super().render_post(request)
 
 
 class HubRD:
@@ -52,7 +91,7 @@ class HubRD:
         self.changes = 0
 
     def mount(self, site):
-        site.add_resource(RD_PATH, DirectoryResource(common_rd=self.common))
+        site.add_resource(RD_PATH, _Directory(common_rd=self.common))
         site.add_resource(EP_LOOKUP_PATH, EndpointLookupInterface(common_rd=self.common))
         site.add_resource(RES_LOOKUP_PATH, ResourceLookupInterface(common_rd=self.common))
         site.add_resource(self.common.entity_prefix, _Dispatch(self, common_rd=self.common))
@@ -125,6 +164,10 @@ class _Dispatch(RegistrationDispatchSite):
         self._hubrd = hubrd
 
     async def render(self, request):
+        if str(request.code) in ("POST", "PUT"):
+            err = query_error(request, need_ep=False)
+            if err:
+                raise error.BadRequest(err)
         response = await super().render(request)
         if str(request.code) in ("POST", "PUT"):
             self._hubrd.refreshed(request.opt.uri_path)

@@ -6,6 +6,7 @@ into the response; nothing about decoding or storage lives here.
 """
 
 import hashlib
+import sqlite3
 
 import aiocoap
 from aiocoap import error
@@ -108,12 +109,32 @@ class ConfigIndex(Resource):
         raise error.NotFound("use /cfg/<node>")
 
 
-def latest_payload(node, sensor, unit, t, kind, val):
-    """A one-record SenML-CBOR pack holding the series' latest value (protocol.senml.encode)."""
+def q_sum(conn, sid, t):
+    """The stored sum of reading (sid, t), from the inbox (not yet compacted) or readings."""
+    for table in ("inbox", "readings"):
+        try:
+            row = conn.execute("SELECT sum FROM %s WHERE series = ? AND t = ? AND sum IS NOT NULL"
+                               " LIMIT 1" % table, (sid, t)).fetchone()
+        except sqlite3.OperationalError:  # a store without an inbox table
+            continue
+        if row is not None:
+            return row[0]
+    return None
+
+
+def latest_payload(node, sensor, unit, t, kind, val, sum_=None):
+    """A one-record SenML-CBOR pack holding the series' latest value (protocol.senml.encode).
+
+    A sum-only reading (SenML `s` without a value: kind number, val None) gives an
+    s-only record; `sum_` is its sum."""
     rec = {"n": "%s/%s" % (node, sensor), "t": t}
     if unit:
         rec["u"] = unit
-    if kind == KIND_NUM:
+    if kind == KIND_NUM and val is None:
+        if sum_ is None:
+            raise ValueError("sum-only reading without its sum")
+        rec["s"] = sum_
+    elif kind == KIND_NUM:
         rec["v"] = val
     elif kind == KIND_STR:
         rec["vs"] = val
@@ -146,10 +167,11 @@ class LatestIndex(Resource):
 class LatestSite(ObservableResource, PathCapable):
     """GET /latest/<node>/<sensor>, observable (RFC 7641): a notification per new reading."""
 
-    def __init__(self, registry, events):
+    def __init__(self, registry, events, store=None):
         super().__init__()
         self.registry = registry
         self.events = events
+        self.store = store  # for the sum of a sum-only latest reading
         self._by_path = {}  # (node, sensor) -> set of observations
 
     def get_link_description(self):
@@ -193,8 +215,14 @@ class LatestSite(ObservableResource, PathCapable):
             raise error.NotFound("no such series; see /latest")
         node, sensor, unit = self.registry.series[sid]
         t, kind, val = self.registry.latest[sid]
+        sum_ = None
+        if kind == KIND_NUM and val is None:
+            if self.store is not None:
+                sum_ = await self.store.call(q_sum, sid, t)
+            if sum_ is None:
+                raise error.NotFound("the latest reading has neither value nor stored sum")
         m = aiocoap.Message(code=codes.CONTENT,
-                            payload=latest_payload(node, sensor, unit, t, kind, val))
+                            payload=latest_payload(node, sensor, unit, t, kind, val, sum_))
         m.opt.content_format = CT_SENML_CBOR
         return m
 

@@ -44,7 +44,7 @@ def build_site(pipeline, registry, events, default_config):
     site.add_resource(("cfg",), ConfigIndex())
     site.add_resource(("cfg",), ConfigResource(registry, default_config))
     site.add_resource(("latest",), LatestIndex(registry))
-    latest = LatestSite(registry, events)
+    latest = LatestSite(registry, events, getattr(pipeline, "store", None))
     site.add_resource(("latest",), latest)
     rd = HubRD(registry)
     rd.mount(site)

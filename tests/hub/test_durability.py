@@ -41,7 +41,8 @@ def test_sigterm_restart_keeps_everything(hub_factory):
             await ctx.shutdown()
 
     run(feed(h))
-    assert h.request("PUT", "/api/nodes/keep-1/config", {"report_interval": 20, "led": False},
+    assert h.request("PUT", "/api/nodes/keep-1/config",
+                     {"report_interval": 20, "deep_sleep": "off"},
                      {"Authorization": "Bearer tok"})[0] == 200
     before_nodes = h.get("/api/nodes/keep-1")[1]
     start = math.floor(T0 / 60) * 60
@@ -51,7 +52,7 @@ def test_sigterm_restart_keeps_everything(hub_factory):
 
     h2 = hub_factory(data_dir=h.data_dir)
     assert h2.get("/api/nodes/keep-1/config")[1] == {
-        "node": "keep-1", "version": 1, "config": {"report_interval": 20, "led": False}}
+        "node": "keep-1", "version": 1, "config": {"report_interval": 20, "deep_sleep": "off"}}
     assert h2.get("/api/nodes/keep-1")[1]["expected_interval"] == 20
     pts = h2.get("/api/series/keep-1/temp?from=0")[1]["points"]
     assert [p["value"] for p in pts] == vals + [1.0]
