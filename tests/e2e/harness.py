@@ -17,6 +17,9 @@ import time
 
 import pytest
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
+from ledger import parse_ledger  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIRMWARE = os.path.join(ROOT, "firmware")
 MAIN = os.path.join(FIRMWARE, "main.py")
@@ -34,9 +37,9 @@ def require(ok, reason):
     return mod.require(ok, reason)
 
 
-def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
+def free_udp_port(family=socket.AF_INET):
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1" if family == socket.AF_INET else "::1", 0))
     port = s.getsockname()[1]
     s.close()
     return port
@@ -134,24 +137,11 @@ class Node:
         """Readings the node recorded: {(sensor, hub time)}; unresolvable ones counted apart."""
         try:
             with open(os.path.join(self.flash, "clock.json")) as f:
-                deltas = {run: d for run, d in json.load(f)}
-        except (OSError, ValueError):
-            deltas = {}
-        out = []
-        unresolved = 0
+                clock = f.read()
+        except OSError:
+            clock = None
         with open(os.path.join(self.flash, "ledger.log")) as f:
-            for line in f:
-                if not line.endswith("\n"):
-                    break   # torn last line of a killed node
-                seq, flags, run, t, name = line.split()
-                flags, run, t = int(flags), int(run), int(t)
-                if not flags & 1:
-                    if run not in deltas:
-                        unresolved += 1
-                        continue
-                    t += deltas[run]
-                out.append((name, (t * 1024 // 1000) / 1024))
-        return out, unresolved
+            return parse_ledger(f.read(), clock)
 
 
 class Hub:

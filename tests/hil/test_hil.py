@@ -11,6 +11,7 @@ import os
 import time
 
 import pytest
+from ledger import parse_ledger
 from mpharness import check_case, collect_cases, parse_results
 from toolhelp import hub_rows
 
@@ -182,29 +183,9 @@ def _wait_rows(hub, at_least, timeout):
 
 
 def _ledger(b):
-    """[(sensor, hub time)] the node recorded, from ledger.log and clock.json on the board.
-
-    ledger.log lines are "seq flags run t name" (firmware/node.py); t is Unix ms when
-    flags & 1, else RTC ms of run `run`, shifted by that run's offset in clock.json;
-    the pack carries t as ticks of 1/1024 s (firmware/pack.py)."""
+    """[(sensor, hub time)] the node recorded, from ledger.log and clock.json on the board."""
     raw = b.read("ledger.log") or b""
-    try:
-        deltas = {run: d for run, d in json.loads(b.read("clock.json") or b"[]")}
-    except ValueError:
-        deltas = {}
-    out, unresolved = [], 0
-    for line in raw.decode().splitlines(keepends=True):
-        if not line.endswith("\n"):
-            break
-        _seq, flags, run, t, name = line.split()
-        flags, run, t = int(flags), int(run), int(t)
-        if not flags & 1:
-            if run not in deltas:
-                unresolved += 1
-                continue
-            t += deltas[run]
-        out.append((name, (t * 1024 // 1000) / 1024))
-    return out, unresolved
+    return parse_ledger(raw.decode(), (b.read("clock.json") or b"[]").decode())
 
 
 _DRAIN = """
