@@ -291,6 +291,7 @@ cdef struct NodeCache:    # per distinct bn: the names seen under it (bn + n -> 
 
 cdef enum:
     NODE_CACHE_MAX = 64
+    UNIT_CACHE = 16
 
 
 cdef int64_t _intern_bytes(Intern* t) noexcept:
@@ -540,6 +541,11 @@ cdef struct Ctx:
     int32_t err
     int64_t eoff
     int32_t edetail
+    # unit cache (per batch): short unit strings -> unit ids
+    Py_ssize_t uc_len[UNIT_CACHE]
+    uint64_t uc_a[UNIT_CACHE]
+    uint64_t uc_b[UNIT_CACHE]
+    int32_t uc_id[UNIT_CACHE]
     # canonical map keys (duplicate detection as Python dict keys compare)
     uint8_t* kbuf
     int64_t kbuf_len
@@ -1449,13 +1455,28 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
         have_u = True
     if have_u:
         np_ = str_ptr(c, &u_s)
-        h = hash_bytes(np_, u_s.n)
-        uid = intern_find(c.units, np_, u_s.n, h)
-        if uid < 0:
-            uid = intern_add(c.units, np_, u_s.n, h)
+        k = -1
+        if u_s.n <= 16:  # a small per-batch cache of unit strings -> ids
+            if u_s.spill >= 0:
+                short_key(np_, u_s.n, c.spill + c.spill_len, &ka, &kb)
+            else:
+                short_key(np_, u_s.n, r.p + r.n, &ka, &kb)
+            k = <int32_t>((ka ^ (ka >> 29) ^ kb ^ <uint64_t>u_s.n) & (UNIT_CACHE - 1))
+            if c.uc_len[k] == u_s.n and c.uc_a[k] == ka and c.uc_b[k] == kb:
+                uid = c.uc_id[k]
+        if uid == 0:
+            h = hash_bytes(np_, u_s.n)
+            uid = intern_find(c.units, np_, u_s.n, h)
             if uid < 0:
-                return fail(c, E_NOMEM, start)
-        uid += 1
+                uid = intern_add(c.units, np_, u_s.n, h)
+                if uid < 0:
+                    return fail(c, E_NOMEM, start)
+            uid += 1
+            if k >= 0:
+                c.uc_len[k] = u_s.n
+                c.uc_a[k] = ka
+                c.uc_b[k] = kb
+                c.uc_id[k] = uid
 
     # time: bt + t; below 2**28 it is relative to now
     if seen & (1u << F_T):
@@ -1740,6 +1761,8 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
         c.nkeys = 0
         c.keys_cap = 0
         c.nan_serial = 0
+        for k in range(UNIT_CACHE):
+            c.uc_len[k] = -1
         if table.busy:
             raise RuntimeError("this SeriesTable is being decoded into by another thread")
         table.busy = True
