@@ -75,8 +75,10 @@ class Node:
         self.clock = clockmod.Clock(self.board, self.rtc)
         self._save_rtc()
         self.outbox = outboxmod.Outbox(cfg["outbox_size"])
-        if self.outbox.recovered_bytes:
-            log("outbox: dropped a torn tail of", self.outbox.recovered_bytes, "bytes")
+        ob = self.outbox
+        if ob.recovered_bytes:
+            log("outbox: dropped", ob.recovered_bytes - ob.resync_bytes, "bytes of torn tail,",
+                ob.resync_bytes, "damaged bytes in the log, losing", ob.lost, "records")
         self.client = Client(cfg["coap"])
         self.node = cfg["node"]
         self.hub = None

@@ -15,7 +15,9 @@ head seq is dead (acknowledged or dropped). A report acks a prefix, so
 ack(seq) only moves the head. Compaction copies the live records to a new
 file and renames it over the log, so a power cut at any byte of any write
 leaves either the old or the new state: on start, recover() keeps the log up
-to its last whole record (CRC) and drops a torn tail. When more than
+to its last whole record (CRC) and drops a torn tail; a damaged record in the
+middle (bit rot) is stepped over to the next whole one, so only the records in
+the damaged bytes are lost (counted), not the ones after them. When more than
 `max_records` are live, the oldest are dropped and counted in `dropped`.
 """
 
@@ -66,6 +68,19 @@ def encode_into(buf, pos, seq, flags, run, t, kind, value, nb, ub):
     buf[pos + 2] = n & 0xFF
     struct.pack_into(">I", buf, i, crc32(memoryview(buf)[pos + 1:i]))
     return i + 4 - pos
+
+
+def _whole(data, mv, pos, size):
+    """Seq of the whole record (magic, length, CRC) at data[pos:], or -1."""
+    if data[pos] != _MAGIC:
+        return -1
+    n = (data[pos + 1] << 8) | data[pos + 2]
+    end = pos + _HDR + n + 4
+    if n < _FIX_LEN + 3 or end > size:
+        return -1
+    if crc32(mv[pos + 1:end - 4]) & 0xFFFFFFFF != struct.unpack_from(">I", data, end - 4)[0]:
+        return -1
+    return struct.unpack_from(">I", data, pos + _HDR)[0]
 
 
 def encode(seq, flags, run, t, kind, value, name, unit):
@@ -132,7 +147,9 @@ class Outbox:
         self._first = 0      # seq of the first record in the file
         self._offs = []      # file offset of each record in the file, from _first
         self._size = 0
-        self.recovered_bytes = 0   # torn tail dropped by the last recover()
+        self.recovered_bytes = 0   # bytes dropped by the last recover() (torn tail, damage)
+        self.resync_bytes = 0      # of those, bytes stepped over in the middle of the log
+        self.lost = 0              # live records lost in them (also counted in dropped)
         self._f = None
         self._wbuf = bytearray(512)    # append scratch, grown when a batch needs more
         self._rbuf = bytearray(512)    # peek scratch
@@ -142,13 +159,16 @@ class Outbox:
 
     # --- head file ---
     def _read_head(self):
+        """Load head, dropped, next from the head file; True when it was whole."""
         try:
             with open(self._headf, "rb") as f:
                 b = f.read()
         except OSError:
-            return
+            return False
         if len(b) == 16 and struct.unpack(">I", b[12:16])[0] == crc32(b[0:12]) & 0xFFFFFFFF:
             self.head, self.dropped, self.next = struct.unpack(">III", b[0:12])
+            return True
+        return False
 
     def _write_head(self):
         b = struct.pack(">III", self.head, self.dropped, self.next)
@@ -159,59 +179,109 @@ class Outbox:
 
     # --- recovery ---
     def recover(self):
+        """Rebuild the index from the log; cut a torn tail, step over damage in the middle.
+
+        A record that is not whole (bad magic, length or CRC) is skipped byte by
+        byte until the next whole record with a higher seq: a power cut only ever
+        tears the tail, but flash bit rot can hit any record, and the records
+        after it must not be lost with it. Skipped bytes are counted in
+        recovered_bytes (resync_bytes for those before the last whole record),
+        live records lost in them in `lost` and in `dropped`. After damage in the
+        middle the log is rewritten with its live records only, renumbered from
+        the head, so the head file's head stays right whether or not the power
+        holds until the new head file is written.
+        """
         if self._f:
             self._f.close()
             self._f = None
-        self._read_head()
-        offs = []
-        first = None
-        good = 0
-        size = 0
+        trusted = self._read_head()
         data = b""
         if _exists(self._log):
             with open(self._log, "rb") as f:
                 data = f.read()
-            size = len(data)
+        size = len(data)
         mv = memoryview(data)
+        offs = []
+        seqs = []
         pos = 0
-        last = None
+        good = 0          # end of the last whole record
+        skipped = 0       # bytes stepped over before it
+        run = 0           # bytes stepped over since it
         while pos + _HDR + _FIX_LEN + 4 <= size:
-            if data[pos] != _MAGIC:
-                break
-            n = (data[pos + 1] << 8) | data[pos + 2]
-            end = pos + _HDR + n + 4
-            if n < _FIX_LEN + 3 or end > size:
-                break
-            want = struct.unpack_from(">I", data, end - 4)[0]
-            if crc32(mv[pos + 1:end - 4]) & 0xFFFFFFFF != want:
-                break
-            seq = struct.unpack_from(">I", data, pos + _HDR)[0]
-            if last is not None and seq != last + 1:
-                break    # cannot happen with our writer; treat as damage
-            if first is None:
-                first = seq
-            last = seq
+            seq = _whole(data, mv, pos, size)
+            if seq < 0 or (seqs and seq <= seqs[-1]):
+                pos += 1
+                run += 1
+                continue
+            skipped += run
+            run = 0
             offs.append(pos)
-            pos = end
-        good = pos
-        self.recovered_bytes = size - good
-        if good < size:
-            # keep the whole records only: rewrite, then swap (atomic rename)
-            tmp = self._log + ".tmp"
-            with open(tmp, "wb") as f:
-                f.write(mv[0:good])
-            os.rename(tmp, self._log)
-        self._size = good
-        self._offs = offs
-        self._first = first if first is not None else self.next
-        if last is not None and last + 1 > self.next:
-            self.next = last + 1
+            seqs.append(seq)
+            pos += _HDR + ((data[pos + 1] << 8) | data[pos + 2]) + 4
+            good = pos
+        self.recovered_bytes = skipped + size - good
+        self.resync_bytes = skipped
+        self.lost = 0
+        if seqs and not trusted:
+            self.head = seqs[0]       # no head file (or a damaged one): the log says
+        rebuilt = bool(skipped or (seqs and seqs[-1] - seqs[0] + 1 != len(seqs)))
+        if rebuilt:
+            self._rebuild(mv, offs, seqs)
+        else:
+            if good < size:
+                # keep the whole records only: rewrite, then swap (atomic rename)
+                self._swap(mv[0:good])
+            self._size = good
+            self._offs = offs
+            self._first = seqs[0] if seqs else self.next
+            if seqs and self.next > seqs[-1] + 1:
+                # the head file counts records the log no longer holds (a power cut
+                # between _rebuild's two writes, or a lost tail): the log is the truth
+                gone = self.next - max(self.head, seqs[-1] + 1)
+                if gone > 0:
+                    self.lost = gone
+                    self.dropped += gone
+                self.next = seqs[-1] + 1
+            elif seqs:
+                self.next = seqs[-1] + 1
         if self.head < self._first:
             # records before the file's first one were compacted away
             self.head = self._first
         if self.head > self.next:
             self.head = self.next
+        if self.lost and not rebuilt:
+            self._write_head()
         del data, mv
+
+    def _swap(self, content):
+        tmp = self._log + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(content)
+        os.rename(tmp, self._log)
+
+    def _rebuild(self, mv, offs, seqs):
+        """Damage in the middle: keep the live whole records, renumbered from the head."""
+        head = self.head
+        live = [i for i in range(len(seqs)) if seqs[i] >= head]
+        top = max(self.next, seqs[-1] + 1)
+        self.lost = (top - head) - len(live) if top > head else 0
+        out = bytearray()
+        new_offs = []
+        seq = head
+        for i in live:
+            o = offs[i]
+            ln = (mv[o + 1] << 8) | mv[o + 2]
+            r = decode(mv[o + _HDR:o + _HDR + ln], self._names)
+            new_offs.append(len(out))
+            out += encode(seq, r[1], r[2], r[3], r[4], r[5], r[6], r[7])
+            seq += 1
+        self._swap(out)
+        self._offs = new_offs
+        self._size = len(out)
+        self._first = head
+        self.next = seq
+        self.dropped += self.lost
+        self._write_head()
 
     # --- appending ---
     def depth(self):

@@ -156,3 +156,79 @@ def test_names_read_back_exactly_even_when_alike():
         assert [g[6] for g in got] == names
         assert [g[7] for g in got] == ["%RH", "Cel"] * 4
     o.close()
+
+
+def _eight_records_head_at_2():
+    _clean()
+    o = ob.Outbox(100)
+    o.append([_rec(i) for i in range(8)])
+    o.ack(1)
+    o.close()
+    data = _read("outbox.log")
+    offs = [0]
+    for i in range(8):
+        offs.append(offs[-1] + len(ob.encode(i, *_rec(i))))
+    assert offs[-1] == len(data)
+    return data, _read("outbox.head"), offs
+
+
+def _times(o):
+    return [g[3] - 1700000000000 for g in o.peek(100)]
+
+
+def test_corruption_in_the_middle_at_every_byte_loses_only_that_record():
+    data, head, offs = _eight_records_head_at_2()
+    for k in range(offs[4], offs[5]):
+        bad = bytearray(data)
+        bad[k] ^= 0x10
+        _write("outbox.log", bytes(bad))
+        _write("outbox.head", head)
+        o = ob.Outbox(100)
+        assert _times(o) == [2, 3, 5, 6, 7], k        # the records after the damage survive
+        assert o.lost == 1 and o.dropped == 1, (k, o.lost, o.dropped)
+        assert o.resync_bytes == offs[5] - offs[4] == o.recovered_bytes, k
+        assert o.append([_rec(20)]) == o.next - 1
+        o.close()
+        o = ob.Outbox(100)                              # repaired for good: nothing lost twice
+        assert _times(o) == [2, 3, 5, 6, 7, 20] and o.dropped == 1 and o.lost == 0, k
+        o.close()
+
+
+def test_power_cut_between_the_repaired_log_and_its_head_counts_once():
+    data, head, offs = _eight_records_head_at_2()
+    bad = bytearray(data)
+    bad[offs[3] + 9] ^= 1
+    _write("outbox.log", bytes(bad))
+    o = ob.Outbox(100)
+    o.close()
+    _write("outbox.head", head)        # the new head file never made it
+    o = ob.Outbox(100)
+    assert _times(o) == [2, 4, 5, 6, 7] and o.dropped == 1 and o.depth() == 5
+    assert [g[0] for g in o.peek(100)] == [2, 3, 4, 5, 6]
+    o.close()
+
+
+def test_damage_among_acknowledged_records_loses_nothing_live():
+    data, head, offs = _eight_records_head_at_2()
+    for k in (offs[0], offs[1] + 5, offs[2] - 1):
+        bad = bytearray(data)
+        bad[k] ^= 0x80
+        _write("outbox.log", bytes(bad))
+        _write("outbox.head", head)
+        o = ob.Outbox(100)
+        assert _times(o) == [2, 3, 4, 5, 6, 7] and o.lost == 0 and o.dropped == 0, k
+        assert o.resync_bytes > 0
+        o.close()
+
+
+def test_damage_at_the_head_record_and_garbage_between_records():
+    data, head, offs = _eight_records_head_at_2()
+    bad = bytearray(data)
+    bad[offs[2] + 3] ^= 4                        # the oldest live record
+    bad = bytes(bad[:offs[6]]) + b"\xa5\x00\x20junk" + bytes(bad[offs[6]:])
+    _write("outbox.log", bad)
+    _write("outbox.head", head)
+    o = ob.Outbox(100)
+    assert _times(o) == [3, 4, 5, 6, 7] and o.lost == 1 and o.dropped == 1
+    assert o.resync_bytes == offs[3] - offs[2] + 7
+    o.close()
