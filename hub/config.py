@@ -92,7 +92,9 @@ FLAG_KEYS = {
 def _check(key, kind, value, text_ok=True):
     """text_ok: a string may stand for a number (flags); TOML must use real numbers."""
     if not text_ok and isinstance(value, str) and kind in ("port", "posint", "posfloat"):
-        raise ConfigError(key, "a number, not a string (write it without quotes)", value)
+        expected = {"port": "a port number 0..65535", "posint": "a positive integer",
+                    "posfloat": "a positive number"}[kind]
+        raise ConfigError(key, expected + ", not a string (write it without quotes)", value)
     if kind == "str":
         if not isinstance(value, str):
             raise ConfigError(key, "a string", value)

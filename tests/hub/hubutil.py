@@ -10,13 +10,13 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 
 import cbor2
+from smartpark.hub.process import HubStartError, start_hub
 
 # Readings are stamped near the present (hour-aligned): the hub's retention
 # (30 days by default) would rightly delete anything older.
@@ -25,42 +25,72 @@ T0 = float(int(time.time()) // 3600 * 3600 - 7200)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _root_conftest():
+    import importlib.util
+
+    mod = sys.modules.get("_sp_root_conftest")
+    if mod is None:
+        spec = importlib.util.spec_from_file_location(
+            "_sp_root_conftest", os.path.join(ROOT, "tests", "conftest.py"))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules["_sp_root_conftest"] = mod
+    return mod
+
+
+def require(ok, reason):
+    """tests/conftest.py's require(): skip locally, fail under CI=true."""
+    return _root_conftest().require(ok, reason)
+
+
 class HubProc:
-    def __init__(self, data_dir, extra=(), config=None, bind="127.0.0.1", discovery=False):
+    """A hub process (smartpark.hub.process.start_hub: logs to <data>/hub.log, one start-up
+    deadline). The ready line must say fastpath=on or off as asked: a "fastpath" run must
+    never quietly test aiocoap twice."""
+
+    def __init__(self, data_dir, extra=(), config=None, bind="127.0.0.1", discovery=False,
+                 wrap=()):
         self.data_dir = data_dir
         self.discovery = discovery
         self.extra = list(extra)
         self.config = config
         self.bind = bind
-        self.proc = None
+        self.wrap = list(wrap)
+        self.handle = None
         self.coap_port = None
         self.http_port = None
         self.ready_line = None
+        self.fields = None
+
+    @property
+    def proc(self):
+        return self.handle.proc if self.handle is not None else None
 
     def start(self, timeout=30):
-        cmd = [sys.executable, "-m", "smartpark.tools.cli", "hub", "--data", self.data_dir,
-               "--coap-bind", self.bind, "--coap-port", "0", "--http-bind", "127.0.0.1",
-               "--http-port", "0"] + self.extra
+        args = ["--data", self.data_dir, "--coap-bind", self.bind, "--coap-port", "0",
+                "--http-bind", "127.0.0.1", "--http-port", "0"] + self.extra
         if not self.discovery:
-            cmd += ["--no-zeroconf", "--no-multicast"]
+            args += ["--no-zeroconf", "--no-multicast"]
         if self.config:
-            cmd += ["--config", self.config]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     cwd=self.data_dir, text=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith("smartpark hub ready"):
-                self.ready_line = line
-                fields = dict(f.split("=", 1) for f in line.split()[3:])
-                self.coap_port = int(fields["coap"])
-                self.http_port = int(fields["http"])
-                return self
-        err = self.proc.stderr.read() if self.proc.poll() is not None else ""
-        self.kill()
-        raise RuntimeError("hub did not start: " + err)
+            args += ["--config", self.config]
+        try:
+            self.handle = start_hub(args, cwd=self.data_dir, timeout=timeout, wrap=self.wrap,
+                                    log_path=os.path.join(self.data_dir, "hub.log"))
+        except HubStartError as e:
+            raise RuntimeError(str(e)) from None
+        self.fields = self.handle.fields
+        self.ready_line = "smartpark hub ready " + " ".join(
+            "%s=%s" % kv for kv in self.fields.items())
+        self.coap_port = self.handle.coap_port
+        self.http_port = self.handle.http_port
+        want = "off" if "--no-fast-path" in self.extra else "on"
+        if self.fields.get("fastpath") != want:
+            got = self.fields.get("fastpath")
+            self.kill()
+            require(False, "hub started with fastpath=%s, the test asked for %s (is "
+                    "smartpark.fast.udp built? .venv/bin/python setup.py build_ext --inplace)"
+                    % (got, want))
+        return self
 
     @property
     def coap(self):
@@ -111,31 +141,21 @@ class HubProc:
         return 0.0
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
-        if self.proc is None:
+        """(exit code, hub log text) after sig (SIGKILL after timeout); None if not running."""
+        if self.handle is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        out = self.proc.stdout.read()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-        self.proc = None
+        rc = self.handle.stop(sig, timeout)
+        out = self.handle.log_text()
+        self.handle = None
         return rc, out
 
     def kill(self):
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc.stdout.close()
-            self.proc.stderr.close()
-            self.proc = None
+        if self.handle is not None:
+            self.handle.kill()
+            self.handle = None
 
     def alive(self):
-        return self.proc is not None and self.proc.poll() is None
+        return self.handle is not None and self.handle.alive()
 
 
 def senml_cbor(node, records, bt=None):

@@ -39,6 +39,10 @@ def test_toml_then_flags_override(tmp_path):
     ("[coap]\nprot = 5683\n", "coap.prot", "known keys"),
     ("data_dir = 5\n", "data_dir", "string"),
     ("[coap\n", "--config", "valid TOML"),
+    # numbers written as strings are refused in TOML (flags are text and may be converted)
+    ("[store]\nretention_days = \"30\"\n", "store.retention_days", "not a string"),
+    ("[coap]\nport = \"5683\"\n", "coap.port", "not a string"),
+    ("[coap]\nmax_future = -5\n", "coap.max_future", "positive number"),
 ])
 def test_wrong_values_name_the_key(tmp_path, text, key, expected):
     f = tmp_path / "hub.toml"

@@ -11,6 +11,7 @@ import socket
 
 import aiocoap
 import cbor2
+import pytest
 from hubutil import T0, coap_post, run, senml_cbor, senml_json
 from smartpark.protocol import coap
 from smartpark.protocol.report import decode_ack
@@ -51,7 +52,8 @@ def test_mutated_payloads_get_a_4xx_or_2_04_and_are_counted(shared_hub):
     h = shared_hub
     rng = random.Random(4711)
     addr = ("127.0.0.1", h.coap_port)
-    before_invalid = h.metric("smartpark_errors_total", kind="invalid")
+    kinds = ("invalid", "time", "node_id")  # every kind a 4.00 is counted under
+    before_invalid = sum(h.metric("smartpark_errors_total", kind=k) for k in kinds)
     seeds = [
         (112, senml_cbor("fz-1", [("t", 1.5, 0, "Cel"), ("h", 2, 1), ("s", "x", 2)])),
         (110, senml_json("fz-2", [("t", 1.5, 0, "Cel"), ("b", True, 1)])),
@@ -78,58 +80,83 @@ def test_mutated_payloads_get_a_4xx_or_2_04_and_are_counted(shared_hub):
         sock.close()
     assert codes.get(coap.BAD_REQUEST, 0) > 50
     assert codes.get(coap.UNSUPPORTED_CONTENT_FORMAT, 0) >= 10
-    assert h.metric("smartpark_errors_total", kind="invalid") - before_invalid == \
+    assert sum(h.metric("smartpark_errors_total", kind=k) for k in kinds) - before_invalid == \
         codes[coap.BAD_REQUEST]
     assert h.alive()
+
+
+def _junk(rng, i):
+    """A datagram no CoAP parser may accept (RFC 7252 section 3): too short for the
+    header, or a version other than 1. (Token lengths 9-15 are a format error too, but
+    aiocoap reads them as tokens; the hub inherits that, so they are not used here.)"""
+    if i % 2 == 0:
+        return bytes(rng.randrange(1, 4) * [rng.randrange(256)])
+    first = (rng.choice((0, 2, 3)) << 6) | rng.randrange(64)
+    return bytes([first]) + bytes(rng.randrange(256) for _ in range(rng.randrange(3, 40)))
 
 
 def test_garbage_datagrams_are_ignored_counted_and_hub_keeps_serving(shared_hub):
     h = shared_hub
     rng = random.Random(1234)
     addr = ("127.0.0.1", h.coap_port)
-    before = h.metric("smartpark_errors_total", kind="unparsable")
     good = coap.make_request(coap.POST, "/r", mid=7, token=b"tk",
                              payload=senml_cbor("fz-3", [("x", 1.0, 0)]), content_format=112)
-    sent_unparsable = 0
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        for i in range(300):
-            kind = i % 3
-            if kind == 0:
-                data = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 80)))
-            elif kind == 1:
-                enc = good.encode()
-                data = enc[:rng.randrange(1, 4)]  # shorter than a CoAP header
-            else:
-                data = _mutate(rng, good.encode())
-            try:
-                coap.parse(data)
-            except ValueError:
-                sent_unparsable += 1
-            sock.sendto(data, addr)
-        # drain whatever the hub answered (RSTs, 4.xx) without caring
-        sock.settimeout(0.5)
-        try:
-            while True:
-                sock.recvfrom(65536)
-        except OSError:
-            pass
-    finally:
-        sock.close()
 
-    async def still_serving():
+    async def still_serving(node, value):
         ctx = await aiocoap.Context.create_client_context()
         try:
-            return await coap_post(ctx, h.coap + "/r",
-                                   senml_cbor("fz-ok", [("x", 42.0, 0)]), 112)
+            return await coap_post(ctx, h.coap + "/r", senml_cbor(node, [("x", value, 0)]), 112)
         finally:
             await ctx.shutdown()
 
-    r = run(still_serving())
+    def send_all(datagrams):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for k, data in enumerate(datagrams):
+                sock.sendto(data, addr)
+                if k % 20 == 19:
+                    # CoAP ping (empty CON) -> RST: the hub has read everything before it,
+                    # so the socket's receive buffer never overflows and drops junk unseen
+                    mid = 40000 + k
+                    sock.sendto(bytes([0x40, 0, mid >> 8, mid & 0xFF]), addr)
+                    sock.settimeout(5.0)
+                    while True:
+                        pong = sock.recvfrom(65536)[0]
+                        if len(pong) >= 4 and pong[0] >> 4 == 0x7 and \
+                                (pong[2] << 8 | pong[3]) == mid:
+                            break
+            sock.settimeout(0.5)  # drain whatever the hub answered (RSTs, 4.xx)
+            try:
+                while True:
+                    sock.recvfrom(65536)
+            except OSError:
+                pass
+        finally:
+            sock.close()
+
+    # 1. datagrams that are unparsable by definition: each is counted exactly once
+    before = h.metric("smartpark_errors_total", kind="unparsable")
+    junk = [_junk(rng, i) for i in range(300)]
+    for data in junk:
+        with pytest.raises(ValueError):
+            coap.parse(data)
+    send_all(junk)
+    r = run(still_serving("fz-ok", 42.0))  # the hub reads its socket in order: all seen
+    assert decode_ack(r.payload)["stored"] == 1
+    assert h.metric("smartpark_errors_total", kind="unparsable") - before == len(junk)
+
+    # 2. random and mutated datagrams: answered or ignored, never fatal
+    mixed = []
+    for i in range(300):
+        if i % 2:
+            mixed.append(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 80))))
+        else:
+            mixed.append(_mutate(rng, good.encode()))
+    send_all(mixed)
+    r = run(still_serving("fz-ok2", 43.0))
     assert decode_ack(r.payload)["stored"] == 1
     assert h.get("/api/series/fz-ok/x?from=0")[1]["points"] == [{"time": T0, "value": 42.0}]
-    assert sent_unparsable > 50
-    assert h.metric("smartpark_errors_total", kind="unparsable") - before > 0
+    assert h.get("/api/series/fz-ok2/x?from=0")[1]["points"] == [{"time": T0, "value": 43.0}]
     assert h.alive()
 
 
