@@ -411,9 +411,10 @@ cdef class Rollups:
         cdef double qv[3]
         cdef int64_t cum = 0
         cdef int i, j, qi = 0
-        for j in range(C_BINOFF):  # the row columns share one length
-            if grow_to(&self.out[j], r + 1) < 0:
-                return -1
+        if r + 1 > self.out[C_SERIES].cap:
+            for j in range(C_BINOFF):  # the row columns share one length and grow together
+                if grow_to(&self.out[j], r + 1) < 0:
+                    return -1
         if (grow_to(&self.out[C_BINOFF], self.out[C_BINOFF].n + 1) < 0
                 or grow_to(&self.out[C_BINKEY], nb + b.nbins) < 0
                 or grow_to(&self.out[C_BINCNT], nb + b.nbins) < 0):
@@ -477,6 +478,22 @@ cdef class Rollups:
         if b.lt >= into.lt:
             into.lt = b.lt
             into.lv = b.lv
+        # common case: every key of b is already in `into`: add the counts in place
+        while j < b.nbins:
+            while i < into.nbins and into.bins[i].key < b.bins[j].key:
+                i += 1
+            if i >= into.nbins or into.bins[i].key != b.bins[j].key:
+                break
+            j += 1
+        if j == b.nbins:
+            i = 0
+            for j in range(b.nbins):
+                while into.bins[i].key != b.bins[j].key:
+                    i += 1
+                into.bins[i].count += b.bins[j].count
+            return 0
+        i = 0
+        j = 0
         # union of two sorted bin lists into scratch, then collapse from below
         need = into.nbins + b.nbins
         if need > self.mcap:
