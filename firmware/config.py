@@ -8,6 +8,8 @@ A valid config is a dict with these keys (defaults in DEFAULTS):
   hub_port         UDP port for multicast discovery and mDNS answers (5683)
   report_interval  seconds between reports, 1..86400                (30)
   sensors          list of {name, driver, bus, pins, params, interval}
+                   params: address (I2C), rom (DS18B20), kind (adc), per_pulse,
+                   single_shot (scd4x: true by default when deep_sleep is on)
   wifi             {"ssid": str, "password": str} (needed on an ESP32)
   deep_sleep       "off" | "between_reports"                        ("off")
   outbox_size      records kept while the hub is unreachable, 16..200000 (2000)
@@ -159,6 +161,8 @@ def _sensor(i, s, names):
         if k in params and (isinstance(params[k], bool) or not isinstance(params[k], (int, float))
                             or params[k] <= 0):
             raise ConfigError(p + ".params." + k, "must be a positive number")
+    if "single_shot" in params and not isinstance(params["single_shot"], bool):
+        raise ConfigError(p + ".params.single_shot", "must be true or false")
     rom = params.get("rom")
     if rom is not None:
         try:

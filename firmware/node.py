@@ -143,6 +143,8 @@ class Node:
             params = dict(s["params"])
             if s["driver"] == "pulse" and s["name"] in pulses:
                 params["start"] = pulses[s["name"]]
+            if s["driver"] == "scd4x" and self.cfg["deep_sleep"] != "off":
+                params.setdefault("single_shot", True)   # a wake-up is shorter than periodic mode's 5 s
             try:
                 drv = drivers.load(s["driver"])(self.board.bus(s, i), params)
             except Exception as e:  # a missing part must not stop the node

@@ -219,30 +219,47 @@ class SimSHT4x:
 
 
 class SimSCD4x:
-    def __init__(self, source=None, clock=None, period_s=5.0):
+    """SCD41 at command level: periodic mode (5 s), single shot 0x219D (5 s), stop 0x3F86.
+
+    In periodic mode the part NACKs measure_single_shot (datasheet 3.6); a
+    single shot's data are ready 5 s after the command (3.10.1).
+    """
+
+    def __init__(self, source=None, clock=None, period_s=5.0, periodic=False):
         self.source = source
         self.raw = None   # (co2, S_T, S_RH)
         self.clock = clock
         self.period = period_s
-        self._periodic = False
+        self._periodic = periodic
+        self._shot = None     # time of a pending single shot
+        self._since = None    # time periodic measurement was started
         self._last = None
         self._out = b""
 
     def _ready(self):
+        if self._shot is not None:
+            return self.clock is None or self.clock() - self._shot >= self.period
         if not self._periodic:
             return False
         if self.clock is None:
             return True
         now = self.clock()
-        return self._last is None or now - self._last >= self.period
+        since = self._last if self._last is not None else self._since
+        return since is None or now - since >= self.period   # first sample 5 s after the start
 
     def write(self, data):
         cmd = (data[0] << 8) | data[1]
         if cmd == 0x21B1:
             self._periodic = True
+            self._since = self.clock() if self.clock else None
+            self._last = None
             self._out = b""
         elif cmd == 0x3F86:
             self._periodic = False
+        elif cmd == 0x219D:
+            if self._periodic:
+                raise OSError(_EIO)
+            self._shot = self.clock() if self.clock else 0.0
         elif cmd == 0xE4B8:
             self._out = sensirion_word(0x8006 if self._ready() else 0x8000)
         elif cmd == 0xEC05:
@@ -253,10 +270,16 @@ class SimSCD4x:
                 co2 = int(round(c))
                 st = int((t + 45) * 65536 / 175)
                 srh = int(rh * 65536 / 100)
+            if self._shot is not None and not self._ready():
+                self._out = b""          # no data yet: the read gets nothing valid
+                return
             self._out = sensirion_word(co2) + sensirion_word(st) + sensirion_word(srh)
             self._last = self.clock() if self.clock else None
+            self._shot = None
 
     def read(self, n):
+        if not self._out:
+            raise OSError(_EIO)   # nothing to answer: the part NACKs the read
         out, self._out = self._out[:n], b""
         return out
 

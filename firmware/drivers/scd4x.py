@@ -7,6 +7,14 @@ bits of the word are not 0); read_measurement 0xEC05 (section 3.5.2: three
 words CO2 ppm, T, RH, each followed by its Sensirion CRC-8, section 3.11);
 T = -45 + 175 * word / 2^16, RH = 100 * word / 2^16. Commands need 1 ms
 before the answer is read (section 3.5, "max. command duration").
+
+Single shot (params "single_shot": true; the node sets it in deep-sleep
+mode, where a wake-up is far shorter than the periodic mode's first 5 s):
+measure_single_shot 0x219D (SCD41 only, section 3.10.1: the answer is ready
+after max. 5000 ms), then get_data_ready_status and read_measurement as
+above. The part only takes it when idle (section 3.6: in periodic mode it
+answers only a few commands), so after a failed command the next start()
+first sends stop_periodic_measurement 0x3F86 (section 3.5.3, 500 ms).
 """
 
 from compat import const
@@ -16,6 +24,10 @@ from drivers import E_BUS, E_CRC, E_NOT_READY, OK, sensirion_crc8, wait_ms
 _CMD_START_PERIODIC = const(0x21B1)
 _CMD_READ = const(0xEC05)
 _CMD_DATA_READY = const(0xE4B8)
+_CMD_SINGLE_SHOT = const(0x219D)
+_CMD_STOP_PERIODIC = const(0x3F86)
+_SINGLE_SHOT_MS = const(5000)
+_STOP_MS = const(500)
 
 
 class Driver:
@@ -29,6 +41,8 @@ class Driver:
         self._vals = [None, None, None]  # type: list
         self.status = OK
         self._started = False
+        self._single = bool(params.get("single_shot", False))
+        self._stop_first = False
 
     def _command(self, cmd):
         self._cmd[0] = cmd >> 8
@@ -36,6 +50,8 @@ class Driver:
         self._bus.writeto(self._addr, self._cmd)
 
     def start(self):
+        if self._single:
+            return self._start_single()
         try:
             if not self._started:
                 self._command(_CMD_START_PERIODIC)
@@ -46,11 +62,30 @@ class Driver:
             self._started = False
         return 1
 
+    def _start_single(self):
+        wait = _SINGLE_SHOT_MS
+        try:
+            if self._stop_first:
+                self._command(_CMD_STOP_PERIODIC)
+                wait_ms(_STOP_MS)   # once, after a failure: the part was left measuring
+                self._stop_first = False
+            self._command(_CMD_SINGLE_SHOT)
+        except OSError:
+            self.status = E_BUS
+            self._stop_first = True
+            return 0
+        return wait
+
     def measure(self):
         v = self._vals
         v[0] = v[1] = v[2] = None
         b = self._buf
+        if self._single and self.status == E_BUS and self._stop_first:
+            return False          # start() failed: nothing is being measured
         try:
+            if self._single:
+                self._command(_CMD_DATA_READY)
+                wait_ms(1)
             self._bus.readfrom_into(self._addr, memoryview(b)[0:3])
             if sensirion_crc8(b, 0, 2) != b[2]:
                 self.status = E_CRC
@@ -63,6 +98,7 @@ class Driver:
             self._bus.readfrom_into(self._addr, b)
         except OSError:
             self.status = E_BUS
+            self._stop_first = self._single
             return False
         for i in (0, 3, 6):
             if sensirion_crc8(b, i, i + 2) != b[i + 2]:

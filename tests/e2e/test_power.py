@@ -33,6 +33,22 @@ def test_deep_sleep_wakes_report_and_keep_time(hub, make_node):
     assert extra <= 1
 
 
+def test_deep_sleep_gives_co2_by_single_shot(hub, make_node):
+    # periodic mode's first sample comes 5 s after its start: a wake-up would never see it
+    cfg = harness.node_config("d2", "127.0.0.1:%d" % hub.port, deep_sleep="between_reports")
+    cfg["sensors"] = [{"name": "co2", "driver": "scd4x", "pins": {"sda": 21, "scl": 22}}]
+    n = make_node("d2", cfg)
+    wakes = 2
+    for _ in range(wakes):
+        assert n.run(timeout=60) == EXIT_DEEPSLEEP, n.output()
+        assert n.status()["depth"] == 0, n.status()
+    ledger, unresolved = n.ledger()
+    assert unresolved == 0
+    harness.check_exactly_once(ledger, hub.readings("d2"), max_timeless=1)
+    co2 = [t for name, t in ledger if name == "co2.co2"]
+    assert len(co2) == wakes, (ledger, n.output())
+
+
 def test_watchdog_is_fed_by_the_main_loop(hub, make_node):
     cfg = harness.node_config("w1", "127.0.0.1:%d" % hub.port, watchdog_ms=5000)
     n = make_node("w1", cfg)

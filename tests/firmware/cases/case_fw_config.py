@@ -83,6 +83,8 @@ def test_sensor_faults_name_their_key():
                                 "params": {"kind": "wind"}}])) == "sensors[0].params.kind"
     assert _key(_base(sensors=[{"name": "m", "driver": "pulse", "bus": "pin",
                                 "params": {"per_pulse": -1}}])) == "sensors[0].params.per_pulse"
+    assert _key(_base(sensors=[{"name": "c", "driver": "scd4x", "bus": "i2c0",
+                                "params": {"single_shot": 1}}])) == "sensors[0].params.single_shot"
 
 
 def test_load_and_atomic_save():

@@ -135,6 +135,9 @@ def test_scd4x_not_ready():
     bus.devices[0x62] = part
     d = load("scd4x")(bus, {})
     d.start()
+    assert not d.measure() and d.status == E_NOT_READY   # datasheet 3.5.1: first sample after 5 s
+    t[0] += 5.0
+    d.start()
     assert d.measure()
     approx(d.co2(), 800, 0)
     t[0] += 2.0
@@ -143,6 +146,38 @@ def test_scd4x_not_ready():
     t[0] += 3.5
     d.start()
     assert d.measure()
+
+
+def test_scd4x_single_shot():
+    bus = sp.SimI2C()
+    t = [100.0]
+    part = sp.SimSCD4x(lambda: (650, 21.0, 45.0), clock=lambda: t[0])
+    bus.devices[0x62] = part
+    d = load("scd4x")(bus, {"single_shot": True})
+    assert d.start() == 5000                   # datasheet 3.10.1: max. 5000 ms
+    t[0] += 1.0
+    assert not d.measure() and d.status == E_NOT_READY and d.co2() is None
+    assert d.start() == 5000
+    t[0] += 5.0
+    assert d.measure(), d.status
+    approx(d.co2(), 650, 0)
+    approx(d.value(1), 21.0, 0.01)
+    assert not part._periodic                  # never left measuring between wake-ups
+    t[0] += 5.0                                # no new shot asked for: nothing to read
+    assert not d.measure() and d.status == E_NOT_READY
+
+
+def test_scd4x_single_shot_stops_a_part_left_in_periodic_mode():
+    bus = sp.SimI2C()
+    t = [0.0]
+    part = sp.SimSCD4x(lambda: (900, 20.0, 50.0), clock=lambda: t[0], periodic=True)
+    bus.devices[0x62] = part
+    d = load("scd4x")(bus, {"single_shot": True})
+    assert d.start() == 0 and d.status == E_BUS    # NACKed: the part is measuring
+    assert not d.measure() and d.status == E_BUS
+    assert d.start() == 5000 and not part._periodic   # stop first, then the shot
+    t[0] += 5.0
+    assert d.measure() and d.co2() == 900
 
 
 def test_bh1750_datasheet_example():
