@@ -1,8 +1,11 @@
 """The one place for interpreter shims (MicroPython <-> CPython).
 
-Firmware modules import `const`, the ticks functions, `mem_free` and
-`sleep_ms` from here, so the same files import on CPython (type checking,
-host-side unit tests) and run unchanged on MicroPython.
+Firmware modules import `const`, the ticks functions, `mem_free`, the async
+`sleep_ms` and `exists` from here, so the same files import on CPython (type
+checking, host-side unit tests) and run unchanged on MicroPython. The one
+other shim is the drivers' blocking `wait_us`/`wait_ms` at the top of
+drivers/__init__.py: the house rules keep time.sleep out of a module with
+async code, and this one has `sleep_ms`.
 """
 
 import gc
@@ -34,6 +37,15 @@ except ImportError:  # CPython
 
     async def sleep_ms(ms):  # type: ignore[misc,no-redef]
         await _aio.sleep(ms / 1000)
+
+def exists(path):
+    """Does `path` exist (MicroPython has no os.path)?"""
+    import os
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
 
 
 def mem_free():

@@ -24,7 +24,7 @@ the damaged bytes are lost (counted), not the ones after them. When more than
 import os
 import struct
 
-from compat import const, crc32
+from compat import const, crc32, exists
 
 _MAGIC = const(0xA5)
 _HDR = const(3)
@@ -34,14 +34,6 @@ _COMPACT_MIN = const(4096)
 
 FLAG_ABS = const(1)
 KINDS = ("v", "vb", "s")
-
-
-def _exists(p):
-    try:
-        os.stat(p)
-        return True
-    except OSError:
-        return False
 
 
 def encode_into(buf, pos, seq, flags, run, t, kind, value, nb, ub):
@@ -196,13 +188,13 @@ class Outbox:
             self._f = None
         trusted = self._read_head()
         data = b""
-        if _exists(self._log):
+        if exists(self._log):
             with open(self._log, "rb") as f:
                 data = f.read()
         size = len(data)
         mv = memoryview(data)
         offs = []
-        seqs = []
+        seqs = []  # type: list
         pos = 0
         good = 0          # end of the last whole record
         skipped = 0       # bytes stepped over before it

@@ -19,6 +19,8 @@ import os
 import sys
 import time
 
+from compat import exists
+
 from board import DEEPSLEEP_RESET, HARD_RESET, PWRON_RESET
 from board import simparts as sp
 from board.world import World
@@ -26,14 +28,6 @@ from board.world import World
 _RTC_FILE = "rtc.mem"
 _SLEEP_FLAG = "deepsleep.flag"
 EXIT_DEEPSLEEP = 75
-
-
-def _exists(p):
-    try:
-        os.stat(p)
-        return True
-    except OSError:
-        return False
 
 
 class _SimWDT:
@@ -60,10 +54,10 @@ class Board:
         self._buses = {}
         self._pins = []    # (SimPin, kind, place) fed by background()
         self._cause = PWRON_RESET
-        if _exists(_SLEEP_FLAG):
+        if exists(_SLEEP_FLAG):
             self._cause = DEEPSLEEP_RESET
             os.remove(_SLEEP_FLAG)
-        elif _exists(_RTC_FILE):
+        elif exists(_RTC_FILE):
             self._cause = HARD_RESET
         self._skew_ms = int(sim.get("rtc_skew_s", -800000000)) * 1000
 

@@ -19,6 +19,18 @@ checksum mismatch, 3 not ready / no data, 4 wrong part (chip id), 5 out of range
 
 from compat import const
 
+try:  # the drivers' blocking waits: a few ms between a command and its answer
+    from time import sleep_ms as wait_ms  # type: ignore[attr-defined]
+    from time import sleep_us as wait_us  # type: ignore[attr-defined]
+except ImportError:  # CPython (host tests)
+    from time import sleep as _sleep
+
+    def wait_ms(ms):  # type: ignore[misc]
+        _sleep(ms / 1000)
+
+    def wait_us(us):  # type: ignore[misc]
+        _sleep(us / 1e6)
+
 OK = const(0)
 E_BUS = const(1)
 E_CRC = const(2)
@@ -67,21 +79,3 @@ def sensirion_crc8(buf, start=0, end=None):
         for _ in range(8):
             crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
     return crc
-
-
-def wait_us(us):
-    """A pulse-width wait (microseconds)."""
-    import time
-    if hasattr(time, "sleep_us"):
-        time.sleep_us(us)
-    else:
-        time.sleep(us / 1e6)
-
-
-def wait_ms(ms):
-    """A short blocking wait between a command and its answer (a few ms at most)."""
-    import time
-    if hasattr(time, "sleep_ms"):
-        time.sleep_ms(ms)
-    else:
-        time.sleep(ms / 1000)

@@ -14,7 +14,8 @@ measure_single_shot 0x219D (SCD41 only, section 3.10.1: the answer is ready
 after max. 5000 ms), then get_data_ready_status and read_measurement as
 above. The part only takes it when idle (section 3.6: in periodic mode it
 answers only a few commands), so after a failed command the next start()
-first sends stop_periodic_measurement 0x3F86 (section 3.5.3, 500 ms).
+sends stop_periodic_measurement 0x3F86 instead (section 3.5.3, 500 ms; that
+pass gives no sample).
 """
 
 from compat import const
@@ -43,6 +44,7 @@ class Driver:
         self._started = False
         self._single = bool(params.get("single_shot", False))
         self._stop_first = False
+        self._stopping = False
 
     def _command(self, cmd):
         self._cmd[0] = cmd >> 8
@@ -63,25 +65,30 @@ class Driver:
         return 1
 
     def _start_single(self):
-        wait = _SINGLE_SHOT_MS
         try:
             if self._stop_first:
+                # after a failure: the part may have been left measuring. Stop it; this
+                # pass gives no sample (the stop takes 500 ms), the next one shoots.
                 self._command(_CMD_STOP_PERIODIC)
-                wait_ms(_STOP_MS)   # once, after a failure: the part was left measuring
                 self._stop_first = False
+                self._stopping = True
+                return _STOP_MS
             self._command(_CMD_SINGLE_SHOT)
         except OSError:
             self.status = E_BUS
             self._stop_first = True
             return 0
-        return wait
+        return _SINGLE_SHOT_MS
 
     def measure(self):
         v = self._vals
         v[0] = v[1] = v[2] = None
         b = self._buf
-        if self._single and self.status == E_BUS and self._stop_first:
-            return False          # start() failed: nothing is being measured
+        if self._single and (self._stopping or self._stop_first):
+            self._stopping = False
+            if not self._stop_first:
+                self.status = E_NOT_READY
+            return False          # nothing is being measured in this pass
         try:
             if self._single:
                 self._command(_CMD_DATA_READY)

@@ -175,7 +175,9 @@ def test_scd4x_single_shot_stops_a_part_left_in_periodic_mode():
     d = load("scd4x")(bus, {"single_shot": True})
     assert d.start() == 0 and d.status == E_BUS    # NACKed: the part is measuring
     assert not d.measure() and d.status == E_BUS
-    assert d.start() == 5000 and not part._periodic   # stop first, then the shot
+    assert d.start() == 500 and not part._periodic    # stop_periodic (3.5.3): 500 ms
+    assert not d.measure() and d.status == E_NOT_READY
+    assert d.start() == 5000                           # then the shot
     t[0] += 5.0
     assert d.measure() and d.co2() == 900
 
