@@ -21,20 +21,31 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the recvmmsg fast path is Linux only")
 
 
+_STARTED = []
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_hubs():
+    """Whatever a test asserts, every hub it started is gone afterwards."""
+    yield
+    while _STARTED:
+        _STARTED.pop().kill()
+
+
 def _start(tmp_path, name, fast, extra=()):
     d = str(tmp_path / name)
     os.makedirs(d, exist_ok=True)
-    h = HubProc(d, extra=list(extra) + ([] if fast else ["--no-fast-path"])).start()
+    h = HubProc(d, extra=list(extra) + ([] if fast else ["--no-fast-path"]))
+    _STARTED.append(h)
+    h.start()
     assert ("fastpath=on" in h.ready_line) == fast, h.ready_line
     return h
 
 
 def _stop(h):
-    """SIGTERM; returns stderr, which must hold no traceback."""
-    h.proc.send_signal(signal.SIGTERM)
-    _out, err = h.proc.communicate(timeout=30)
-    h.proc = None
-    return err
+    """SIGTERM; returns the hub's log (stdout + stderr), which must hold no traceback."""
+    res = h.stop(signal.SIGTERM, 30)
+    return "" if res is None else res[1]
 
 
 def _report_msg(mid, token, payload, cf=112, mtype=coap.CON, path="/r", extra_opts=()):
