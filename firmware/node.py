@@ -210,17 +210,21 @@ class Node:
     async def find_hub(self):
         cfg = self.cfg
         hp = config.parse_hub(cfg["hub"])
+        how = "config"
         if hp is None:
             port = cfg["hub_port"]
+            how = "multicast"
             hp = await rd.multicast(port)
             if hp is None:
+                how = "mdns"
                 hp = rd.mdns(cfg["hub_mdns"], port)
             if hp is None:
+                how = "remembered"
                 hp = rd.remembered()
         if hp is None:
             return False
         if self.hub != hp:
-            log("hub at %s:%d" % hp)
+            log("hub at %s:%d" % hp, "(%s)" % how)
             if hp != rd.remembered():
                 rd.remember(hp[0], hp[1])
             self.client.connect(hp[0], hp[1])

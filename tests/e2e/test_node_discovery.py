@@ -1,12 +1,12 @@
 """Finding the hub with config "hub": "auto": RFC 9176 multicast, then the mDNS name, then memory."""
 
+import json
 import os
 import shutil
 import socket
 import struct
 import subprocess
 import sys
-import time
 
 import harness
 import pytest
@@ -71,7 +71,7 @@ def test_multicast_discovery_finds_the_rd(tmp_path, make_node):
         cfg = harness.node_config("m1", "auto", hub_port=port, hub_mdns="nonexistent.invalid")
         n = make_node("m1", cfg)
         assert n.run(timeout=60, SMARTPARK_CYCLES=2) == 0, n.output()
-        assert "hub at" in n.output()
+        assert "(multicast)" in n.output(), n.output()
         st = n.status()
         assert st["registered"] and st["synced"], (st, n.output())
         assert any(r[0] == "air.temp" for r in hub.readings("m1"))
@@ -87,16 +87,13 @@ def test_mdns_name_then_remembered_hub(tmp_path, make_node):
         cfg = harness.node_config("m2", "auto", hub_port=hub.port, hub_mdns="localhost")
         n = make_node("m2", cfg)
         assert n.run(timeout=60, SMARTPARK_CYCLES=1) == 0, n.output()
-        assert "hub at 127.0.0.1:%d" % hub.port in n.output()
+        assert "hub at 127.0.0.1:%d (mdns)" % hub.port in n.output(), n.output()
         cfg["hub_mdns"] = "nonexistent.invalid"     # the name is gone: memory must do
-        import json
-        import os
         with open(os.path.join(n.flash, "config.json"), "w") as f:
             json.dump(cfg, f)
         before = len(hub.readings("m2"))
-        t0 = time.time()
         assert n.run(timeout=60, SMARTPARK_CYCLES=1) == 0, n.output()
+        assert "hub at 127.0.0.1:%d (remembered)" % hub.port in n.output(), n.output()
         assert len(hub.readings("m2")) > before, n.output()
-        assert time.time() - t0 < 30
     finally:
         hub.stop()
