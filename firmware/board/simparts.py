@@ -20,6 +20,9 @@ _ENODEV = 19
 _EIO = 5
 
 
+# The parts' CRCs are computed here on their own, not with the drivers' functions:
+# a driver test against a part that shares the driver's CRC code could not fail.
+
 def sensirion_word(v):
     """Two bytes of `v` followed by their Sensirion CRC-8 (the part's own framing)."""
     b = bytearray(((v >> 8) & 0xFF, v & 0xFF, 0))

@@ -56,6 +56,7 @@ class Driver:
         self._bus = bus
         self._addr = params.get("address", 0x76)
         self._buf = bytearray(8)
+        self._forced = bytes((_FORCED_X1,))
         self._cal = bytearray(33)   # 26 bytes from 0x88, 7 from 0xE1
         self._vals = [None, None, None]  # type: list
         self.status = OK
@@ -97,7 +98,7 @@ class Driver:
         try:
             if self.humidity:
                 self._bus.writeto_mem(self._addr, _REG_CTRL_HUM, b"\x01")
-            self._bus.writeto_mem(self._addr, _REG_CTRL_MEAS, bytes((_FORCED_X1,)))
+            self._bus.writeto_mem(self._addr, _REG_CTRL_MEAS, self._forced)
         except OSError:
             self.status = E_BUS
         return _MEASURE_MS

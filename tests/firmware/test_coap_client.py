@@ -82,6 +82,15 @@ def _run(micropython_bin, micropython_path, peer, n):
     return p.stdout.split("\n")
 
 
+def _exchange(micropython_bin, micropython_path, scen, n):
+    """Run n POSTs of the node's client against a Peer playing `scen`; (output lines, peer)."""
+    peer = Peer(scen)
+    try:
+        return _run(micropython_bin, micropython_path, peer, n), peer
+    finally:
+        peer.close()
+
+
 def _reply(sock, addr, m, code=coap.CHANGED, payload=b"ok"):
     sock.sendto(coap.make_response(m, code, payload).encode(), addr)
 
@@ -94,11 +103,7 @@ def test_lost_requests_are_retransmitted_with_same_mid_and_token(micropython_bin
     def scen(m, k, sock, addr):
         if k >= 3:                       # the first two copies are "lost"
             _reply(sock, addr, m, payload=m.payload)
-    peer = Peer(scen)
-    try:
-        out = _run(micropython_bin, micropython_path, peer, 2)
-    finally:
-        peer.close()
+    out, peer = _exchange(micropython_bin, micropython_path, scen, 2)
     assert out[0] == "OK 0 2.04 pack0 retx=2", out
     assert out[1] == "OK 1 2.04 pack1 retx=4", out
     posts = _posts(peer)
@@ -112,11 +117,7 @@ def test_lost_requests_are_retransmitted_with_same_mid_and_token(micropython_bin
 
 
 def test_gives_up_after_max_retransmit(micropython_bin, micropython_path):
-    peer = Peer(lambda m, k, sock, addr: None)
-    try:
-        out = _run(micropython_bin, micropython_path, peer, 1)
-    finally:
-        peer.close()
+    out, peer = _exchange(micropython_bin, micropython_path, lambda m, k, sock, addr: None, 1)
     assert out[0] == "TIMEOUT 0 retx=3", out
     assert len(_posts(peer)) == 1 + 3
 
@@ -127,11 +128,7 @@ def test_separate_response_acknowledged_and_duplicate_ignored(micropython_bin, m
         resp = coap.Message(coap.CON, coap.CHANGED, 0x7000 + (m.mid & 0xFF), m.token, payload=b"sep")
         sock.sendto(resp.encode(), addr)
         sock.sendto(resp.encode(), addr)        # a retransmitted separate response
-    peer = Peer(scen)
-    try:
-        out = _run(micropython_bin, micropython_path, peer, 2)
-    finally:
-        peer.close()
+    out, peer = _exchange(micropython_bin, micropython_path, scen, 2)
     assert out[0] == "OK 0 2.04 sep retx=0", out
     assert out[1] == "OK 1 2.04 sep retx=0", out
     assert len(_posts(peer)) == 2                      # the Empty ACK stopped retransmission
@@ -152,11 +149,7 @@ def test_stale_and_foreign_answers_are_ignored_then_reset_ends(micropython_bin, 
             _reply(sock, addr, m, payload=b"real")
         else:
             sock.sendto(coap.make_rst(m).encode(), addr)
-    peer = Peer(scen)
-    try:
-        out = _run(micropython_bin, micropython_path, peer, 2)
-    finally:
-        peer.close()
+    out, peer = _exchange(micropython_bin, micropython_path, scen, 2)
     assert out[0] == "OK 0 2.04 real retx=0", out
     assert out[1] == "RESET 1", out
 
@@ -164,10 +157,6 @@ def test_stale_and_foreign_answers_are_ignored_then_reset_ends(micropython_bin, 
 def test_initial_message_ids_differ_between_boots(micropython_bin, micropython_path):
     mids = []
     for _ in range(3):
-        peer = Peer(lambda m, k, sock, addr: _reply(sock, addr, m))
-        try:
-            _run(micropython_bin, micropython_path, peer, 1)
-        finally:
-            peer.close()
+        _, peer = _exchange(micropython_bin, micropython_path, lambda m, k, sock, addr: _reply(sock, addr, m), 1)
         mids.append(_posts(peer)[0].mid)
     assert len(set(mids)) == 3, mids

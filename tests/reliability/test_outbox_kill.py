@@ -38,6 +38,7 @@ def test_outbox_survives_sigkill_during_writes(tmp_path, micropython_bin, microp
         monkeypatch.chdir(tmp_path)
         o = outbox.Outbox(3000)
         torn += 1 if o.recovered_bytes else 0
+        assert o.lost == 0 and o.resync_bytes == 0, "a kill can only tear the tail"
         recs = o.peek(10_000)
         seqs = [r[0] for r in recs]
         assert seqs == list(range(o.head, o.next)), "outbox not contiguous after a kill"
@@ -54,5 +55,5 @@ def test_outbox_survives_sigkill_during_writes(tmp_path, micropython_bin, microp
         o.close()
     assert os.path.getsize(tmp_path / "writer.ledger") > 0
     # A SIGKILL cannot split one write() on Linux, so torn tails are rare here;
-    # tests/firmware/cases/case_outbox.py cuts a write at every byte instead.
+    # tests/firmware/cases/case_fw_outbox.py cuts a write at every byte instead.
     print("kills:", kills, "torn tails recovered:", torn)
