@@ -24,6 +24,7 @@ run, a hub-side key). Nesting is limited below cbor.loads' depth limit.
 import math
 
 NODE_ID_MAX = 64
+NODE_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"  # the same rule, for OpenAPI
 _ID_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _ID_CHARS = _ID_FIRST | frozenset("_-.:")
 
@@ -142,6 +143,31 @@ def _sensor_error(i, s):
     if "interval" in s:
         return _range(p + ".interval", s["interval"], _NUM, 0.1, 86400)
     return None
+
+
+def _intish(v):
+    return int(v) if isinstance(v, float) and v.is_integer() and abs(v) < 2 ** 53 else v
+
+
+def config_normalize(doc):
+    """JSON has one number type: 30.0 for an integer key becomes 30 (the firmware insists
+    on integers there). Returns a new dict; anything else is left for config_error()."""
+    if not isinstance(doc, dict):
+        return doc
+    out = dict(doc)
+    for k, (kind, _lo, _hi) in _RANGES.items():
+        if kind == _INT and k in out:
+            out[k] = _intish(out[k])
+    if isinstance(out.get("coap"), dict) and "max_retransmit" in out["coap"]:
+        out["coap"] = dict(out["coap"], max_retransmit=_intish(out["coap"]["max_retransmit"]))
+    if isinstance(out.get("sensors"), list):
+        sensors = []
+        for sensor in out["sensors"]:
+            if isinstance(sensor, dict) and isinstance(sensor.get("pins"), dict):
+                sensor = dict(sensor, pins={p: _intish(n) for p, n in sensor["pins"].items()})
+            sensors.append(sensor)
+        out["sensors"] = sensors
+    return out
 
 
 def config_error(doc):

@@ -21,7 +21,7 @@ from smartpark.protocol.version import VERSION
 from .. import openapi
 from ..registry import value_out
 from ..rollups import WINDOWS
-from ..rules import config_error, node_id_error
+from ..rules import config_error, config_normalize, node_id_error
 from ..store.sqlite import q_put_config, q_raw, q_rollups
 
 DEFAULT_SPAN = 86400.0
@@ -151,6 +151,7 @@ class HttpApi:
             raise BadParam("body", "body must be a JSON object")
         if node_id_error(node):
             raise BadParam("node", node_id_error(node))
+        doc = config_normalize(doc)
         bad = config_error(doc)  # the firmware's own config rules (hub/rules.py)
         if bad is not None:
             raise BadParam(bad[0], bad[1])

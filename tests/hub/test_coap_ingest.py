@@ -6,7 +6,7 @@ import subprocess
 import aiocoap
 import cbor2
 import pytest
-from hubutil import T0, coap_post, run, senml_cbor, senml_json
+from hubutil import T0, coap_post, require, run, senml_cbor, senml_json
 from smartpark.protocol.report import decode_ack
 
 
@@ -242,8 +242,10 @@ def test_ipv6_loopback_bind(hub_factory):
         s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         s.bind(("::1", 0))
         s.close()
+        have_v6 = True
     except OSError:
-        pytest.skip("no IPv6 loopback on this host")
+        have_v6 = False
+    require(have_v6, "no IPv6 loopback (::1) on this host")
     h = hub_factory(bind="::1")
 
     async def go():

@@ -2,14 +2,18 @@
 
 import aiocoap
 import pytest
-from hubutil import coap_post, run, senml_cbor
+from hubutil import coap_post, require, run, senml_cbor
+from hypothesis import HealthCheck, assume, given, settings
 
-schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+try:
+    import schemathesis
+except ImportError:  # checked in api_schema: skip locally, fail under CI=true
+    schemathesis = None
 
 
 @pytest.fixture(scope="module")
 def api_schema(shared_hub):
+    require(schemathesis is not None, "schemathesis is not installed (pip install schemathesis)")
     async def seed():
         ctx = await aiocoap.Context.create_client_context()
         try:
@@ -41,6 +45,12 @@ def test_server_matches_openapi(api_schema, shared_hub):
         @settings(max_examples=40, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
         def check(case):
+            # the one config rule JSON Schema cannot say: sensor names unique, not "health"
+            body = case.body if isinstance(getattr(case, "body", None), dict) else {}
+            sensors = body.get("sensors")
+            if isinstance(sensors, list):
+                names = [x.get("name") for x in sensors if isinstance(x, dict)]
+                assume(len(set(names)) == len(names) and "health" not in names)
             # with the hub's write token, so PUT reaches its 200/400 answers too
             case.call_and_validate(base_url=base, headers={"Authorization": "Bearer s3cret"})
 
