@@ -60,17 +60,11 @@ asyncio.run(main())
 
 
 def _start(cmd, cwd):
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                         cwd=cwd)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = p.stdout.readline()
-        if line.startswith("smartpark hub ready"):
-            return p, int(line.split("coap=")[1].split()[0])
-        if not line:
-            break
-    p.kill()
-    raise RuntimeError("server did not start")
+    """(handle, CoAP port) of a server printing the hub's ready line (smartpark.hub.process)."""
+    from smartpark.hub.process import start_hub
+
+    h = start_hub(command=cmd, cwd=cwd, timeout=30)
+    return h, h.coap_port
 
 
 def _header(mtype, code, mid, token):
@@ -82,8 +76,12 @@ def _post(mid, token, payload):
     return _header(0, 0x02, mid, token) + b"\xb1r" + b"\x11\x70" + b"\xff" + payload
 
 
+# readings a day old: the hub refuses times far ahead of its clock (hub/rules.py)
+_T0 = float(int(time.time()) // 3600 * 3600 - 86400)
+
+
 def _pack(node, seq):
-    t = 1_800_000_000.0 + seq
+    t = _T0 + seq
     return cbor2.dumps([{-2: "b%d/" % node, -3: t, 0: "temp", 1: "Cel", 2: 20.0 + seq % 7},
                         {0: "hum", 1: "%RH", 2: 40.0}, {0: "co2", 1: "ppm", 2: 500.0},
                         {0: "lux", 1: "lx", 2: 300.0}])
@@ -178,16 +176,12 @@ def drive(port, peers=PEERS, seconds=SECONDS, warmup=WARMUP):
 
 
 def _measure(cmd, cwd):
-    p, port = _start(cmd, cwd)
+    h, port = _start(cmd, cwd)
     try:
         return drive(port)
     finally:
-        p.terminate()
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        h.stop(timeout=20)
+        h.cleanup()
 
 
 def _hub_flags():

@@ -20,12 +20,11 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
-import time
 import urllib.request
 
+from smartpark.hub import process
 from smartpark.tools import simulate
 from smartpark.tools.progress import say
 
@@ -47,48 +46,22 @@ def _free(port, kind):
 
 
 def start_hub(data, http_port, coap_port, timeout=60, bind="127.0.0.1"):
-    """Start `smartpark hub`; returns (process, coap port, http port), (None,)*3 on failure."""
+    """Start `smartpark hub` (smartpark.hub.process: output to <data>/hub.log);
+    returns (handle, coap port, http port), (None,)*3 on failure."""
     os.makedirs(data, exist_ok=True)
-    log = open(os.path.join(data, "hub.log"), "ab")
-    cmd = [sys.executable, "-m", "smartpark.tools.cli", "hub", "--data", data,
-           "--coap-bind", bind, "--coap-port", str(coap_port),
-           "--http-bind", bind, "--http-port", str(http_port),
-           "--no-zeroconf", "--no-multicast"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-                            preexec_fn=simulate.child_setup)
-    log.close()
-    deadline = time.monotonic() + timeout
-    ports = None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        text = line.decode("utf-8", "replace")
-        if text.startswith("smartpark hub ready"):
-            fields = dict(p.split("=", 1) for p in text.split() if "=" in p)
-            ports = int(fields["coap"]), int(fields["http"])
-            break
-    if ports is None:
-        stop_hub(proc)
+    args = ["--data", data, "--coap-bind", bind, "--coap-port", str(coap_port),
+            "--http-bind", bind, "--http-port", str(http_port),
+            "--no-zeroconf", "--no-multicast"]
+    try:
+        h = process.start_hub(args, timeout=timeout, log_path=os.path.join(data, "hub.log"),
+                              preexec_fn=simulate.child_setup)
+    except process.HubStartError:
         return None, None, None
-    threading.Thread(target=_drain_pipe, args=(proc.stdout,), daemon=True).start()
-    return proc, ports[0], ports[1]
+    return h, h.coap_port, h.http_port
 
 
-def _drain_pipe(pipe):
-    for _line in iter(pipe.readline, b""):
-        pass
-
-
-def stop_hub(proc, timeout=20):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    return proc.returncode
+def stop_hub(hub, timeout=20):
+    return hub.stop(signal.SIGINT, timeout)
 
 
 def _get_json(url, timeout=3):
