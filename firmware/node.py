@@ -13,8 +13,9 @@ One report cycle (every report_interval s, or one per wake-up in deep-sleep mode
   5. a newer config version -> GET /cfg/<node>, validate, persist, apply.
 
 Safe mode: when config.json is missing or invalid, the key at fault is
-logged, and the node runs with no sensors, still reporting health and
-fetching its config from the hub on every cycle until a valid one arrives.
+logged, and the node runs with no sensors (remotecfg.safe_config), still
+reporting health and fetching its config from the hub every third cycle
+until a valid one arrives (remotecfg.merge).
 """
 
 import asyncio
@@ -27,26 +28,18 @@ import drivers
 import outbox as outboxmod
 import pack
 import rd
+import remotecfg
 import sampler as samplermod
 from board import Board
 from coapc import Client, CoapReset, CoapTimeout
 from compat import log, mem_free, sleep_ms, ticks_diff, ticks_ms
-from smartpark.protocol import cbor, coap, report
+from smartpark.protocol import coap, report
 from smartpark.protocol.errors import DecodeError
 from smartpark.protocol.version import VERSION
 
 FIRMWARE = VERSION
 _PULSE_FILE = "pulse.json"
-_IDENT_FILE = "ident.json"   # last good node id, kept for safe mode
 _MAX_PAYLOAD = 1024
-
-
-def _load_json(path, default):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return default
 
 
 class Node:
@@ -59,11 +52,11 @@ class Node:
         self.board = Board(sim if isinstance(sim, dict) else None)
         if err is not None:
             log("config error:", err, "-> safe mode (health only, waiting for a config from the hub)")
-            cfg = self._safe_config(cfg)
+            cfg = remotecfg.safe_config(cfg, self.board.unique_id())
         self.cfg = cfg
         self.safe = err is not None
-        if not self.safe and _load_json(_IDENT_FILE, {}).get("node") != cfg["node"]:
-            self._save_ident(cfg["node"])
+        if not self.safe:
+            remotecfg.remember_ident(cfg["node"])
         mem = self.board.rtc_memory()
         try:
             self.rtc = json.loads(mem) if mem else {}
@@ -95,49 +88,8 @@ class Node:
         self._build_sensors()
 
     # --- configuration ---
-    def _safe_config(self, raw):
-        node = None
-        hub = "auto"
-        if isinstance(raw, dict):
-            node = raw.get("node")
-            try:
-                config.parse_hub(raw.get("hub", "auto"))
-                hub = raw.get("hub", "auto")
-            except config.ConfigError:
-                pass
-        last = _load_json(_IDENT_FILE, {})
-        if not config.valid_ident(node):
-            node = last.get("node") if config.valid_ident(last.get("node")) else \
-                "node-" + self.board.unique_id()[-12:]
-        safe = {"node": node, "hub": hub}
-        if isinstance(raw, dict):
-            for k in ("sim", "coap", "ledger", "report_interval", "hub_port"):
-                if k in raw:
-                    try:
-                        config.validate(dict(safe, **{k: raw[k]}))
-                        safe[k] = raw[k]
-                    except config.ConfigError:
-                        pass
-        cfg = config.validate(safe)
-        # report often enough that the operator sees the node waiting for a config
-        cfg["report_interval"] = min(cfg["report_interval"], 10)
-        return cfg
-
-    def _save_ident(self, node):
-        with open(_IDENT_FILE + ".tmp", "w") as f:
-            json.dump({"node": node}, f)
-        os.rename(_IDENT_FILE + ".tmp", _IDENT_FILE)
-
-    def _safe_raw(self):
-        c = self.cfg
-        out = {"node": self.node, "hub": c["hub"]}
-        for k in ("sim", "ledger", "hub_port"):
-            out[k] = c[k]
-        out["coap"] = dict(c["coap"])
-        return out
-
     def _build_sensors(self):
-        pulses = _load_json(_PULSE_FILE, {})
+        pulses = remotecfg.load_json(_PULSE_FILE, {})
         sensors = []
         for i, s in enumerate(self.cfg["sensors"]):
             params = dict(s["params"])
@@ -327,25 +279,16 @@ class Node:
             log("cfg: GET got", coap.code_str(resp.code))
             return False
         try:
-            new = cbor.loads(body)
-            if not isinstance(new, dict):
-                raise config.ConfigError("(hub)", "config is not a map")
-            if self.safe and not new.get("version"):
-                # version 0 is the hub's default, not a config made for this node
-                log("cfg: the hub has no config for this node yet; staying in safe mode")
-                return False
-            merged = dict(self.raw or self._safe_raw())
-            for k in new:
-                if k != "version":
-                    merged[k] = new[k]
-            merged["node"] = self.node
-            merged["config_version"] = new.get("version", want or 0)
-            cfg = config.validate(merged)
+            got = remotecfg.merge(body, self.raw, self.cfg, self.safe, want)
         except (DecodeError, config.ConfigError) as e:
             log("cfg from hub rejected:", e)
             self.cfg_failed = want
             self.cfg_wanted = None
             return False
+        if got is None:
+            log("cfg: the hub has no config for this node yet; staying in safe mode")
+            return False
+        merged, cfg = got
         config.save(merged)
         log("config version", cfg["config_version"], "applied")
         self.apply(merged, cfg)

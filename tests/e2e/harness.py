@@ -45,6 +45,17 @@ def free_udp_port(family=socket.AF_INET):
     return port
 
 
+def wait_for(pred, timeout, step=0.2):
+    """pred()'s value once it is true, polling up to `timeout` s (then its last value)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
 def node_config(node, hub, **kw):
     cfg = {
         "node": node, "hub": hub, "report_interval": 1, "ledger": True,

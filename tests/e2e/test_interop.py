@@ -43,7 +43,21 @@ class _Report(resource.Resource):
         if self.server.delay:
             await asyncio.sleep(self.server.delay)   # aiocoap answers with an Empty ACK first
         self.server.packs.append(request.payload)
-        return aiocoap.Message(code=aiocoap.CHANGED, payload=report.encode_ack(time.time(), 0))
+        return aiocoap.Message(code=aiocoap.CHANGED,
+                               payload=report.encode_ack(time.time(), self.server.cfg_version))
+
+
+class _Cfg(resource.Resource):
+    """GET /cfg/<node>: whatever config the test sets, CBOR (the hub would refuse a bad one)."""
+
+    def __init__(self, server):
+        super().__init__()
+        self.server = server
+
+    async def render_get(self, request):
+        self.server.cfg_gets += 1
+        body = dict(self.server.cfg_body, version=self.server.cfg_version)
+        return aiocoap.Message(code=aiocoap.CONTENT, payload=cbor2.dumps(body), content_format=60)
 
 
 class _RD(resource.Resource):
@@ -76,12 +90,16 @@ class AiocoapServer:
         self.registrations = []
         self.updates = []
         self.forget = False
+        self.cfg_version = 0
+        self.cfg_body = {}
+        self.cfg_gets = 0
         self.port = harness.free_udp_port()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self.ctx = None
         self._thread.start()
-        assert self._ready.wait(10)
+        assert self._ready.wait(10) and self.ctx is not None, "aiocoap server did not start"
 
     def _run(self):
         asyncio.set_event_loop(self._loop)
@@ -89,8 +107,15 @@ class AiocoapServer:
         site.add_resource(["r"], _Report(self))
         site.add_resource(["rd"], _RD(self))
         site.add_resource(["reg", "1"], _Reg(self))
-        self.ctx = self._loop.run_until_complete(
-            aiocoap.Context.create_server_context(site, bind=("127.0.0.1", self.port)))
+        site.add_resource(["cfg", "a3"], _Cfg(self))
+        for _ in range(10):
+            # the port was free a moment ago; another test may have taken it since
+            try:
+                self.ctx = self._loop.run_until_complete(
+                    aiocoap.Context.create_server_context(site, bind=("127.0.0.1", self.port)))
+                break
+            except OSError:
+                self.port = harness.free_udp_port()
         self._ready.set()
         self._loop.run_forever()
 
@@ -158,6 +183,30 @@ def test_registration_refreshed_and_redone_when_forgotten(aiocoap_server, make_n
     n.stop()
     assert len(aiocoap_server.registrations) > n_regs, n.output()
     assert "registering again" in n.output()
+
+
+def test_config_from_the_server_is_validated_before_use(aiocoap_server, make_node):
+    # our hub refuses a config the firmware would refuse; another server may not
+    n = make_node("a3", harness.node_config("a3", "127.0.0.1:%d" % aiocoap_server.port))
+    n.start()
+    try:
+        assert harness.wait_for(lambda: n.status().get("registered"), 30), n.output()
+        aiocoap_server.cfg_body = {"sensors": [{"name": "lux", "driver": "bh1750", "pins": {"sda": 99}}]}
+        aiocoap_server.cfg_version = 1
+        assert harness.wait_for(lambda: "sensors[0].pins.sda" in n.output(), 30), n.output()
+        gets = aiocoap_server.cfg_gets
+        c0 = n.status().get("cycles", 0)
+        assert harness.wait_for(lambda: n.status().get("cycles", 0) >= c0 + 3, 30), n.output()
+        assert n.status()["config_version"] == 0          # refused: the old config runs on
+        aiocoap_server.cfg_body = {"report_interval": 1, "sensors": [{"name": "lux", "driver": "bh1750"}]}
+        aiocoap_server.cfg_version = 2
+        assert harness.wait_for(lambda: n.status().get("config_version") == 2, 30), n.output()
+        assert aiocoap_server.cfg_gets == gets + 1, "a refused version must not be fetched again"
+        n_packs = len(aiocoap_server.packs)
+        assert harness.wait_for(lambda: any(name.endswith("/lux.lux") for p in aiocoap_server.packs[n_packs:]
+                                  for name, _ in resolve_cbor2(p)), 30), n.output()
+    finally:
+        n.stop()
 
 
 def test_reports_to_libcoap_server(coap_server_bin, coap_client_bin, make_node):
