@@ -10,7 +10,9 @@ report their own figures (pytest-benchmark extra_info, e.g. the hub's
 ingest rate vs bare aiocoap) are printed beneath their group.
 
 Exit codes: 0 figures printed; 1 a benchmark failed (its output is shown);
-4 pytest-benchmark missing or nothing matched -k.
+2 usage: pytest refused the arguments (e.g. a malformed -k expression; its
+message is shown) or --json cannot be written; 4 pytest-benchmark missing or
+nothing matched -k.
 """
 
 import argparse
@@ -28,6 +30,7 @@ BENCH_DIR = os.path.join(ROOT, "benchmarks")
 BASELINE_WORDS = ("cbor2", "aiocoap", "libcoap", "bare", "baseline")
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 EXIT_NOTHING = 4
 
 
@@ -109,6 +112,17 @@ def run(args):
     except ImportError:
         say("smartpark bench: pytest-benchmark is not installed (pip install -e '.[test]')")
         return EXIT_NOTHING
+    if args.json:
+        try:
+            existed = os.path.exists(args.json)
+            with open(args.json, "a"):
+                pass
+            if not existed:
+                os.unlink(args.json)
+        except OSError as e:
+            say("smartpark bench: error: cannot write --json %s: %s" % (args.json,
+                                                                       e.strerror or e))
+            return EXIT_USAGE
     fd, report_path = tempfile.mkstemp(prefix="sp-bench-", suffix=".json")
     os.close(fd)
     cmd = [sys.executable, "-m", "pytest", BENCH_DIR, "--benchmark-only", "-q",
@@ -124,6 +138,11 @@ def run(args):
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
+        if proc.returncode == 4:  # pytest: usage error (bad -k expression, option)
+            errs = [ln for ln in proc.stdout.splitlines() if ln.startswith("ERROR")]
+            say("smartpark bench: error: pytest refused the arguments: %s"
+                % ("; ".join(errs) or proc.stdout.strip()[-1000:]))
+            return EXIT_USAGE
         if proc.returncode == 5:
             say("smartpark bench: no benchmark matched%s" % (" -k %r" % args.k if args.k else ""))
             return EXIT_NOTHING

