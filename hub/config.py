@@ -9,7 +9,7 @@ TOML layout (every key optional):
 
     data_dir = "./data"
     [coap]
-    bind = "::"            # "::" = IPv4 and IPv6 (dual stack)
+    bind = "::"            # "::" = IPv4 and IPv6 (dual stack); "0.0.0.0" = IPv4 only
     port = 5683
     multicast = true        # join 224.0.1.187 / ff02::fd where the host allows
     max_payload = 8192      # bytes; larger reports get 4.13

@@ -7,6 +7,9 @@ tolerated), and count datagrams aiocoap drops as unparsable.
 
 Binding "::" gives one dual-stack socket (IPv6 with IPv4-mapped addresses),
 so CoAP answers on IPv4 and IPv6 with a single port, as the design asks.
+"0.0.0.0" is honoured: aiocoap's udp6 socket is bound to ::ffff:0.0.0.0, so the
+hub answers on every IPv4 address and not on IPv6 (it used to be widened to
+"::" silently).
 """
 
 import logging
@@ -93,7 +96,7 @@ class CoapServer:
         groups = []
         if self.multicast and self.bind in ("::", "0.0.0.0", ""):
             groups = _interfaces()
-        bind = ("::" if self.bind in ("0.0.0.0", "") else self.bind, self.port)
+        bind = ("::" if self.bind == "" else self.bind, self.port)
         self._probe_port(bind)
         try:
             self.context = await aiocoap.Context.create_server_context(

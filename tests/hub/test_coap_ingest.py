@@ -259,6 +259,26 @@ def test_ipv6_loopback_bind(hub_factory):
     assert h.get("/api/series/v6-1/x?from=0")[1]["points"] == [{"time": T0, "value": 7.0}]
 
 
+def test_ipv4_any_bind_is_honoured(hub_factory):
+    """--coap-bind 0.0.0.0 serves IPv4 only (it used to be widened to "::" silently)."""
+    h = hub_factory(bind="0.0.0.0")
+
+    async def go(uri):
+        ctx = await aiocoap.Context.create_client_context()
+        try:
+            return await asyncio.wait_for(
+                coap_post(ctx, uri, senml_cbor("v4any-1", [("x", 1.0, 0)]), 112), 10)
+        except aiocoap.error.NetworkError as e:
+            return e
+        finally:
+            await ctx.shutdown()
+
+    r4 = run(go("coap://127.0.0.1:%d/r" % h.coap_port))
+    assert r4.code == aiocoap.CHANGED
+    r6 = run(go("coap://[::1]:%d/r" % h.coap_port))
+    assert isinstance(r6, aiocoap.error.NetworkError), r6
+
+
 def test_wanted_firmware_from_node_config_reaches_the_ack(shared_hub):
     h = shared_hub
 
