@@ -1385,8 +1385,11 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
         nn = 0
     if pk.bn_id == -1:
         pk.bn_id = node_cache_of(c, bnp, pk.bn.n, False)
-    if nn <= 16:
-        if (seen & (1u << F_N)) and n_s.spill >= 0:
+    if nn == 0:
+        ka = 0
+        kb = 0
+    elif nn <= 16:
+        if n_s.spill >= 0:
             short_key(np_, nn, c.spill + c.spill_len, &ka, &kb)
         else:
             short_key(np_, nn, r.p + r.n, &ka, &kb)
