@@ -63,6 +63,20 @@ class ReportResource(Resource):
         return m
 
 
+# Keys of a node's config that the hub acts on and the node never sees in /cfg:
+# the wanted firmware reaches the node in the report ack (protocol/report.py key 3),
+# and the firmware refuses config keys it does not know.
+HUB_ONLY_CONFIG_KEYS = ("firmware",)
+
+
+def node_view(body):
+    """The stored CBOR config as the node gets it: without the hub-only keys."""
+    doc = cbor.loads(body)
+    if isinstance(doc, dict) and any(k in doc for k in HUB_ONLY_CONFIG_KEYS):
+        return cbor.dumps({k: v for k, v in doc.items() if k not in HUB_ONLY_CONFIG_KEYS})
+    return body
+
+
 class ConfigResource(Resource, PathCapable):
     """GET /cfg/<node>: the node's configuration, CBOR, with an ETag (2.03 when unchanged)."""
 
@@ -88,6 +102,7 @@ class ConfigResource(Resource, PathCapable):
             version = 0
         else:
             version, body = cfg
+            body = node_view(body)
         etag = hashlib.sha1(b"%d:" % version + body).digest()[:8]
         if request.opt.etags and etag in request.opt.etags:
             m = aiocoap.Message(code=codes.VALID)

@@ -235,6 +235,29 @@ def test_cfg_etag_and_http_config_put(shared_hub):
     assert st == 400 and err["parameter"] == "report_interval"
 
 
+def test_cfg_keeps_hub_only_keys_from_the_node(shared_hub):
+    """A config asking for a firmware version: the node learns it from the ack, and /cfg
+    serves the rest (the firmware refuses config keys it does not know)."""
+    h = shared_hub
+    st, _ = h.request("PUT", "/api/nodes/cfg-fw/config",
+                      {"report_interval": 20, "firmware": "9.9.9"},
+                      {"Authorization": "Bearer s3cret"})
+    assert st == 200
+
+    async def go():
+        ctx = await aiocoap.Context.create_client_context()
+        try:
+            r = await coap_post(ctx, h.coap + "/r", senml_cbor("cfg-fw", [("x", 1, 0)]), 112)
+            m = aiocoap.Message(code=aiocoap.GET, uri=h.coap + "/cfg/cfg-fw")
+            return r, await ctx.request(m).response
+        finally:
+            await ctx.shutdown()
+
+    r, cfg = run(go())
+    assert decode_ack(r.payload)["firmware"] == "9.9.9"
+    assert cbor2.loads(cfg.payload) == {"report_interval": 20, "version": 1}
+
+
 def test_ipv6_loopback_bind(hub_factory):
     import socket
 
