@@ -31,6 +31,9 @@ _HDR = const(3)
 _FIX = ">IBHqB"          # seq, flags, run, t, kind
 _FIX_LEN = const(16)
 _COMPACT_MIN = const(4096)
+_MIN_REC = const(_HDR + _FIX_LEN + 3 + 4)           # header, fixed part, vb value, two lengths, CRC
+_MAX_REC = const(_HDR + _FIX_LEN + 8 + 2 + 2 * 255 + 4)   # 543
+_WIN = const(1024)                                  # recovery's read window (>= _MAX_REC)
 
 FLAG_ABS = const(1)
 KINDS = ("v", "vb", "s")
@@ -62,17 +65,17 @@ def encode_into(buf, pos, seq, flags, run, t, kind, value, nb, ub):
     return i + 4 - pos
 
 
-def _whole(data, mv, pos, size):
-    """Seq of the whole record (magic, length, CRC) at data[pos:], or -1."""
-    if data[pos] != _MAGIC:
+def _whole(buf, mv, i, avail):
+    """Seq of the whole record (magic, length, CRC) at buf[i:i + avail], or -1."""
+    if buf[i] != _MAGIC:
         return -1
-    n = (data[pos + 1] << 8) | data[pos + 2]
-    end = pos + _HDR + n + 4
-    if n < _FIX_LEN + 3 or end > size:
+    n = (buf[i + 1] << 8) | buf[i + 2]
+    end = i + _HDR + n + 4
+    if n < _FIX_LEN + 3 or end > i + avail:
         return -1
-    if crc32(mv[pos + 1:end - 4]) & 0xFFFFFFFF != struct.unpack_from(">I", data, end - 4)[0]:
+    if crc32(mv[i + 1:end - 4]) & 0xFFFFFFFF != struct.unpack_from(">I", buf, end - 4)[0]:
         return -1
-    return struct.unpack_from(">I", data, pos + _HDR)[0]
+    return struct.unpack_from(">I", buf, i + _HDR)[0]
 
 
 def encode(seq, flags, run, t, kind, value, name, unit):
@@ -182,60 +185,79 @@ class Outbox:
         middle the log is rewritten with its live records only, renumbered from
         the head, so the head file's head stays right whether or not the power
         holds until the new head file is written.
+
+        The log is read through one window of _WIN bytes (a record is at most
+        _MAX_REC), never whole: 2000 records would not fit an ESP32's heap twice.
         """
         if self._f:
             self._f.close()
             self._f = None
         trusted = self._read_head()
-        data = b""
-        if exists(self._log):
-            with open(self._log, "rb") as f:
-                data = f.read()
-        size = len(data)
-        mv = memoryview(data)
-        offs = []
-        seqs = []  # type: list
+        size = os.stat(self._log)[6] if exists(self._log) else 0
+        win = bytearray(_WIN)
+        mv = memoryview(win)
+        offs = []  # type: list
+        first = last = -1     # seqs of the first and last whole records
+        gap = False           # whole records whose seqs are not consecutive
         pos = 0
-        good = 0          # end of the last whole record
-        skipped = 0       # bytes stepped over before it
-        run = 0           # bytes stepped over since it
-        while pos + _HDR + _FIX_LEN + 4 <= size:
-            seq = _whole(data, mv, pos, size)
-            if seq < 0 or (seqs and seq <= seqs[-1]):
-                pos += 1
-                run += 1
-                continue
-            skipped += run
-            run = 0
-            offs.append(pos)
-            seqs.append(seq)
-            pos += _HDR + ((data[pos + 1] << 8) | data[pos + 2]) + 4
-            good = pos
-        self.recovered_bytes = skipped + size - good
-        self.resync_bytes = skipped
-        self.lost = 0
-        if seqs and not trusted:
-            self.head = seqs[0]       # no head file (or a damaged one): the log says
-        rebuilt = bool(skipped or (seqs and seqs[-1] - seqs[0] + 1 != len(seqs)))
+        good = 0              # end of the last whole record
+        skipped = 0           # bytes stepped over before it
+        run = 0               # bytes stepped over since it
+        base = have = 0       # the window holds the file's [base, base + have)
+        f = open(self._log, "rb") if size else None
+        try:
+            while pos + _MIN_REC <= size:
+                if base + have - pos < _MAX_REC and base + have < size:
+                    f.seek(pos)   # type: ignore[union-attr]
+                    base = pos
+                    have = f.readinto(win) or 0   # type: ignore[union-attr]
+                seq = _whole(win, mv, pos - base, base + have - pos)
+                if seq < 0 or seq <= last:
+                    pos += 1
+                    run += 1
+                    continue
+                if last >= 0 and seq != last + 1:
+                    gap = True
+                if first < 0:
+                    first = seq
+                last = seq
+                skipped += run
+                run = 0
+                offs.append(pos)
+                pos += _HDR + ((win[pos - base + 1] << 8) | win[pos - base + 2]) + 4
+                good = pos
+            self.recovered_bytes = skipped + size - good
+            self.resync_bytes = skipped
+            self.lost = 0
+            if first >= 0 and not trusted:
+                self.head = first     # no head file (or a damaged one): the log says
+            rebuilt = bool(skipped or gap)
+            if rebuilt:
+                self._rebuild(f, win, offs, last)
+            elif good < size:
+                # keep the whole records only: copy them, then swap (atomic rename)
+                self._copy(f, win, good)
+        finally:
+            if f is not None:
+                f.close()
         if rebuilt:
-            self._rebuild(mv, offs, seqs)
+            self._commit_rebuild()
         else:
             if good < size:
-                # keep the whole records only: rewrite, then swap (atomic rename)
-                self._swap(mv[0:good])
+                os.rename(self._log + ".tmp", self._log)
             self._size = good
             self._offs = offs
-            self._first = seqs[0] if seqs else self.next
-            if seqs and self.next > seqs[-1] + 1:
+            self._first = first if first >= 0 else self.next
+            if first >= 0 and self.next > last + 1:
                 # the head file counts records the log no longer holds (a power cut
                 # between _rebuild's two writes, or a lost tail): the log is the truth
-                gone = self.next - max(self.head, seqs[-1] + 1)
+                gone = self.next - max(self.head, last + 1)
                 if gone > 0:
                     self.lost = gone
                     self.dropped += gone
-                self.next = seqs[-1] + 1
-            elif seqs:
-                self.next = seqs[-1] + 1
+                self.next = last + 1
+            elif first >= 0:
+                self.next = last + 1
         if self.head < self._first:
             # records before the file's first one were compacted away
             self.head = self._first
@@ -243,35 +265,51 @@ class Outbox:
             self.head = self.next
         if self.lost and not rebuilt:
             self._write_head()
-        del data, mv
 
-    def _swap(self, content):
-        tmp = self._log + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(content)
-        os.rename(tmp, self._log)
+    def _copy(self, f, win, n):
+        """The log's first n bytes to outbox.log.tmp."""
+        f.seek(0)
+        with open(self._log + ".tmp", "wb") as dst:
+            while n > 0:
+                k = f.readinto(win) or 0
+                if k <= 0:
+                    break
+                k = min(k, n)
+                dst.write(memoryview(win)[0:k])
+                n -= k
 
-    def _rebuild(self, mv, offs, seqs):
-        """Damage in the middle: keep the live whole records, renumbered from the head."""
+    def _rebuild(self, f, win, offs, last):
+        """Damage in the middle: the live whole records, renumbered from the head, to .tmp."""
         head = self.head
-        live = [i for i in range(len(seqs)) if seqs[i] >= head]
-        top = max(self.next, seqs[-1] + 1)
-        self.lost = (top - head) - len(live) if top > head else 0
-        out = bytearray()
+        mv = memoryview(win)
         new_offs = []
         seq = head
-        for i in live:
-            o = offs[i]
-            ln = (mv[o + 1] << 8) | mv[o + 2]
-            r = decode(mv[o + _HDR:o + _HDR + ln], self._names)
-            new_offs.append(len(out))
-            out += encode(seq, r[1], r[2], r[3], r[4], r[5], r[6], r[7])
-            seq += 1
-        self._swap(out)
+        size = 0
+        out = self._wbuf
+        with open(self._log + ".tmp", "wb") as dst:
+            for o in offs:
+                f.seek(o)
+                f.readinto(win)
+                ln = (win[1] << 8) | win[2]
+                r = decode(mv[_HDR:_HDR + ln], self._names)
+                if r[0] < head:
+                    continue
+                if len(out) < _MAX_REC:
+                    out = self._wbuf = bytearray(_MAX_REC)
+                n = encode_into(out, 0, seq, r[1], r[2], r[3], r[4], r[5], self._b(r[6]), self._b(r[7]))
+                dst.write(memoryview(out)[0:n])
+                new_offs.append(size)
+                size += n
+                seq += 1
+        top = max(self.next, last + 1)
+        self.lost = (top - head) - (seq - head) if top > head else 0
         self._offs = new_offs
-        self._size = len(out)
+        self._size = size
         self._first = head
         self.next = seq
+
+    def _commit_rebuild(self):
+        os.rename(self._log + ".tmp", self._log)
         self.dropped += self.lost
         self._write_head()
 

@@ -173,7 +173,7 @@ def _eight_records_head_at_2():
 
 
 def _times(o):
-    return [g[3] - 1700000000000 for g in o.peek(100)]
+    return [g[3] - 1700000000000 for g in o.peek(10000)]
 
 
 def test_corruption_in_the_middle_at_every_byte_loses_only_that_record():
@@ -232,3 +232,47 @@ def test_damage_at_the_head_record_and_garbage_between_records():
     assert _times(o) == [3, 4, 5, 6, 7] and o.lost == 1 and o.dropped == 1
     assert o.resync_bytes == offs[3] - offs[2] + 7
     o.close()
+
+
+def _big_log(n):
+    _clean()
+    o = ob.Outbox(5000)
+    for i in range(0, n, 50):
+        o.append([_rec(k) for k in range(i, min(n, i + 50))])
+    o.close()
+    data = _read("outbox.log")
+    offs = [0]
+    for i in range(n):
+        offs.append(offs[-1] + len(ob.encode(i, *_rec(i))))
+    assert offs[-1] == len(data)
+    return data, offs
+
+
+def test_damage_across_the_recovery_window_at_every_byte():
+    # recovery reads the log through a 1024-byte window: damage a record that
+    # straddles the first window's end and one far beyond it
+    data, offs = _big_log(120)
+    hit = [i for i in range(120) if offs[i] < 1024 < offs[i + 1]][0]
+    for r in (hit, 100):
+        for k in range(offs[r], offs[r + 1]):
+            bad = bytearray(data)
+            bad[k] ^= 0x08
+            _write("outbox.log", bytes(bad))
+            if "outbox.head" in os.listdir("."):
+                os.remove("outbox.head")
+            o = ob.Outbox(5000)
+            got = _times(o)
+            assert got == [i for i in range(120) if i != r], (r, k, len(got))
+            assert o.resync_bytes == offs[r + 1] - offs[r], (r, k)
+            o.close()
+
+
+def test_recovery_of_a_long_log_with_a_torn_tail():
+    # (its heap on a small board: tests/firmware/test_outbox_heap.py)
+    data, offs = _big_log(2000)
+    _write("outbox.log", data + ob.encode(2000, *_rec(2000))[:20])
+    o = ob.Outbox(5000)
+    assert o.depth() == 2000 and o.recovered_bytes == 20 and o.lost == 0
+    assert _times(o)[-3:] == [1997, 1998, 1999]
+    o.close()
+    assert _read("outbox.log") == data
