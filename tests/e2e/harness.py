@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from smartpark.hub.process import start_hub
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
 from ledger import parse_ledger  # noqa: E402
@@ -170,44 +171,19 @@ class Hub:
         self.proc = None
 
     def start(self, timeout=30):
-        cmd = [sys.executable, "-m", "smartpark.tools.cli", "hub", "--data", self.data,
-               "--coap-bind", self.bind, "--coap-port", str(self.port),
-               "--http-bind", "127.0.0.1", "--http-port", "0", "--http-token", self.TOKEN,
-               "--no-zeroconf"] + ([] if self.multicast else ["--no-multicast"])
-        self._out = open(os.path.join(self.data, "hub.out"), "ab")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._out, cwd=self.data)
-        t0 = time.time()
-        line = b""
-        while time.time() - t0 < timeout:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith(b"smartpark hub ready"):
-                for part in line.split():
-                    if part.startswith(b"coap="):
-                        self.port = int(part[5:])
-                    if part.startswith(b"http="):
-                        self.http_port = int(part[5:])
-                threading.Thread(target=self._pump, daemon=True).start()
-                return self
-        self.stop()
-        raise RuntimeError("hub did not start: %r; see %s/hub.out" % (line, self.data))
-
-    def _pump(self):
-        for _ in iter(self.proc.stdout.readline, b""):
-            pass
+        args = ["--data", self.data, "--coap-bind", self.bind, "--coap-port", str(self.port),
+                "--http-bind", "127.0.0.1", "--http-port", "0", "--http-token", self.TOKEN,
+                "--no-zeroconf"] + ([] if self.multicast else ["--no-multicast"])
+        self.handle = start_hub(args, cwd=self.data, timeout=timeout,
+                                log_path=os.path.join(self.data, "hub.out"))
+        self.proc = self.handle.proc
+        self.port = self.handle.coap_port
+        self.http_port = self.handle.http_port
+        return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if getattr(self, "_out", None):
-            self._out.close()
-            self._out = None
+        if self.proc is not None:
+            self.handle.stop(timeout=15)
 
     def put_config(self, node, doc):
         import urllib.request
