@@ -64,7 +64,21 @@ def rule_module_docstring():
                 yield path, 1, "module has no docstring"
 
 
-RULES = (rule_device_imports, rule_no_blocking_sleep_in_async, rule_module_docstring)
+def rule_unique_test_basenames():
+    """pytest (rootdir-relative imports, no __init__.py) needs unique test module names."""
+    seen = {}
+    for path in _py_files("tests"):
+        name = os.path.basename(path)
+        if not name.startswith("test_"):
+            continue
+        if name in seen:
+            yield path, 1, "test module name also used by " + os.path.relpath(seen[name], ROOT)
+        else:
+            seen[name] = path
+
+
+RULES = (rule_device_imports, rule_no_blocking_sleep_in_async, rule_module_docstring,
+         rule_unique_test_basenames)
 
 
 def main():
