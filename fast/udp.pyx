@@ -322,7 +322,11 @@ cdef class Peer:
     cdef int state[MAX_RING]  # 0 empty, 1 in flight, 2 answered
     cdef list responses
 
-    def __cinit__(self, bytes key, str address, sockaddr, int ring):
+    def __cinit__(self, bytes key not None, str address, sockaddr, int ring):
+        if ring < 1 or ring > MAX_RING:
+            raise ValueError("ring must be 1..%d" % MAX_RING)
+        if len(key) > NAME_SIZE:
+            raise ValueError("peer address longer than %d bytes" % NAME_SIZE)
         self.key = key
         self.address = address
         self.sockaddr = sockaddr
@@ -496,6 +500,8 @@ cdef class Endpoint:
         return out
 
     cdef Peer _peer(self, unsigned char *name, socklen_t namelen):
+        if namelen > NAME_SIZE:
+            namelen = NAME_SIZE  # the kernel reports the full length of a truncated address
         cdef bytes key = PyBytes_FromStringAndSize(<char *>name, namelen)
         cdef Peer p = self.peers.get(key)
         if p is not None:
@@ -542,12 +548,15 @@ cdef class Endpoint:
             h = &self.rx[i].msg_hdr
             d = self.rx_buf + <size_t>i * self.bufsize
             ln = self.rx[i].msg_len
+            if ln > self.bufsize:
+                ln = self.bufsize  # never read past this datagram's slot
             report = (h.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0 and parse_report_c(d, ln, &r)
             pktinfo = None
             if report:
                 c = CMSG_FIRSTHDR(h)
                 while c != NULL:
-                    if c.cmsg_level == IPPROTO_IPV6 and c.cmsg_type == IPV6_PKTINFO:
+                    if (c.cmsg_level == IPPROTO_IPV6 and c.cmsg_type == IPV6_PKTINFO
+                            and c.cmsg_len >= CMSG_LEN(sizeof(in6_pktinfo))):
                         pi = <in6_pktinfo *>CMSG_DATA(c)
                         if pi.ipi6_addr.s6_addr[0] == 0xFF or (
                                 pi.ipi6_addr.s6_addr[10] == 0xFF and pi.ipi6_addr.s6_addr[11] == 0xFF
@@ -604,6 +613,8 @@ cdef class Endpoint:
         cdef msghdr *h
         cdef cmsghdr *c
         cdef Py_ssize_t kl = PyBytes_GET_SIZE(p.key)
+        if kl > NAME_SIZE:
+            raise ValueError("peer address longer than %d bytes" % NAME_SIZE)
         if self.queued >= self.nmsg:
             self.flush()
         i = self.queued
@@ -618,7 +629,7 @@ cdef class Endpoint:
         h.msg_iov = &self.tx_iov[i]
         h.msg_iovlen = 1
         h.msg_flags = 0
-        if pktinfo is not None and PyBytes_GET_SIZE(pktinfo) == sizeof(in6_pktinfo):
+        if type(pktinfo) is bytes and PyBytes_GET_SIZE(pktinfo) == sizeof(in6_pktinfo):
             memset(self.tx_ctrl + i * CTRL_SIZE, 0, CTRL_SIZE)
             h.msg_control = self.tx_ctrl + i * CTRL_SIZE
             h.msg_controllen = CMSG_SPACE(sizeof(in6_pktinfo))
@@ -633,9 +644,13 @@ cdef class Endpoint:
             h.msg_controllen = 0
         return 0
 
-    def respond(self, Peer p, int mid, bytes token, int code, cf, max_age, bytes payload,
+    def respond(self, Peer p not None, int mid, bytes token, int code, cf, max_age, bytes payload,
                 pktinfo, bint cache=True):
-        """Queue the piggybacked response to a report; cache it for retransmissions."""
+        """Queue the piggybacked response to a report; cache it for retransmissions.
+        pktinfo: None or the bytes classify() gave (anything else is a TypeError)."""
+        if pktinfo is not None and type(pktinfo) is not bytes:
+            raise TypeError("pktinfo must be None or the bytes from classify(), not %s"
+                            % type(pktinfo).__name__)
         cdef bytes msg = build_ack(mid, token, code, cf, max_age, payload)
         cdef int i
         for i in range(p.n):
