@@ -85,6 +85,7 @@ class Pipeline:
         self.clock = clock or time.time
         self.closing = False
         self.inflight = 0
+        self._good_nodes = set()  # node ids that passed node_id_error (issue 7: a cache)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -135,7 +136,7 @@ class Pipeline:
             except Exception as e:  # noqa: BLE001 - a decoder bug must not take the hub down
                 log.exception("decoder failed on a batch of %d", len(todo))
                 decoded = [_Internal(e)] * len(todo)
-            waits = []
+            batch = []  # (index, nodes, (rows, seen))
             for i, rows in zip(todo, decoded, strict=False):
                 if isinstance(rows, _Internal):
                     results[i] = self._error(INTERNAL_SERVER_ERROR, "internal error", "internal")
@@ -143,72 +144,103 @@ class Pipeline:
                 if isinstance(rows, Exception):
                     results[i] = self._error(BAD_REQUEST, "invalid pack: %s" % rows, "invalid")
                     continue
-                bad = self._check_rows(rows, now)
+                nodes = []
+                bad = self._check_rows(rows, now, nodes)
                 if bad is not None:
                     results[i] = self._error(BAD_REQUEST, "invalid pack: %s" % bad[1], bad[0])
                     continue
                 address = items[i][0]
-                nodes = []
-                for row in rows:
-                    if row[0] not in nodes:
-                        nodes.append(row[0])
-                seen = [(node, address, now) for node in nodes]
+                batch.append((i, nodes, (rows, [(nd, address, now) for nd in nodes])))
+            if batch:
+                # issue 7: the whole batch is one store job with one future (was one per
+                # report + gather); the store commits it in one transaction either way.
                 try:
-                    fut = self.store.write(rows, seen)
+                    done = await self.store.write_many([b[2] for b in batch])
                 except StoreClosed:
-                    results[i] = self._error(SERVICE_UNAVAILABLE, "hub is shutting down",
-                                             "shutdown", RETRY_AFTER)
-                    continue
-                waits.append((i, nodes, fut))
-            if waits:
-                done = await asyncio.gather(*(w[2] for w in waits), return_exceptions=True)
-                for (i, nodes, _fut), res in zip(waits, done, strict=False):
-                    if isinstance(res, BaseException):
+                    done = None
+                    for i, _nodes, _job in batch:
+                        results[i] = self._error(SERVICE_UNAVAILABLE, "hub is shutting down",
+                                                 "shutdown", RETRY_AFTER)
+                except Exception as e:  # noqa: BLE001 - the commit failed: nothing stored
+                    done = None
+                    for i, _nodes, _job in batch:
                         results[i] = self._error(SERVICE_UNAVAILABLE,
-                                                 "storage unavailable: %s" % type(res).__name__,
+                                                 "storage unavailable: %s" % type(e).__name__,
                                                  "store", RETRY_AFTER)
-                        continue
-                    results[i] = self._committed(items[i][0], nodes, res, now)
+                if done is not None:
+                    self._committed_batch(items, batch, done, now, results)
         self.metrics.latency.observe(time.perf_counter() - t_start, n)
         return results
 
-    def _check_rows(self, rows, now):
-        """(kind, diagnostic) for the first row the hub refuses, else None."""
+    def _check_rows(self, rows, now, nodes):
+        """(kind, diagnostic) for the first row the hub refuses, else None; appends the
+        pack's node ids to `nodes` in order of first appearance. Node ids already found
+        valid are remembered (bounded), so the per-character check runs once per node."""
         latest = now + self.max_future
+        good = self._good_nodes
         last_node = None
         for idx, row in enumerate(rows):
             node = row[0]
             if node is not last_node and node != last_node:
-                err = node_id_error(node)
-                if err is not None:
-                    return "node_id", "record %d: %s" % (idx, err)
+                if node not in good:
+                    err = node_id_error(node)
+                    if err is not None:
+                        return "node_id", "record %d: %s" % (idx, err)
+                    if len(good) >= 50000:
+                        good.clear()
+                    good.add(node)
+                if node not in nodes:
+                    nodes.append(node)
                 last_node = node
             t = row[3]
             if not MIN_TIME <= t <= latest:
                 return "time", "record %d: %s" % (idx, time_error(t, now, self.max_future))
         return None
 
-    def _committed(self, address, nodes, res, now):
+    def _committed_batch(self, items, batch, done, now, results):
+        """After the commit: live state, events and the 2.04 ack of every stored report.
+
+        Issue 7: the metrics and (when nobody listens for events) the registry's series /
+        latest-value update run once per batch instead of once per report; with event
+        listeners every report is published in order exactly as before."""
         reg = self.registry
-        for node in nodes:
-            reg.reported(node, address, now)
-        if res.new_rows:
-            reg.new_rows(res.new_rows)
-            self.metrics.readings.inc(by=len(res.new_rows))
-            ev = self.events
-            if ev.active():
-                for sid, node, sensor, unit, t, kind, val in res.new_rows:
-                    ev.publish("reading", {
-                        "series": sid, "node": node, "sensor": sensor, "unit": unit, "time": t,
-                        "kind": kind, "value": val})
-            else:
-                ev.counts["reading"] = ev.counts.get("reading", 0) + len(res.new_rows)
-        if res.duplicates:
-            self.metrics.duplicate_readings.inc(by=res.duplicates)
-            if not res.stored:
-                self.metrics.duplicate_reports.inc()
-        node = nodes[0]
-        payload = encode_ack(now, reg.config_version(node), reg.wanted_firmware(node),
-                             res.stored, res.duplicates)
-        return ReportResult(CHANGED, payload, content_format=CT_CBOR, stored=res.stored,
-                            duplicates=res.duplicates, node=node)
+        ev = self.events
+        listening = ev.active()
+        reported = reg.reported
+        config_version = reg.config_version
+        wanted_firmware = reg.wanted_firmware
+        new_all = []
+        dup_readings = dup_reports = 0
+        for (i, nodes, _job), res in zip(batch, done, strict=True):
+            address = items[i][0]
+            for node in nodes:
+                reported(node, address, now)
+            new_rows = res.new_rows
+            if new_rows:
+                if listening:
+                    reg.new_rows(new_rows)
+                    for sid, node, sensor, unit, t, kind, val in new_rows:
+                        ev.publish("reading", {
+                            "series": sid, "node": node, "sensor": sensor, "unit": unit,
+                            "time": t, "kind": kind, "value": val})
+                else:
+                    new_all.extend(new_rows)
+            if res.duplicates:
+                dup_readings += res.duplicates
+                if not res.stored:
+                    dup_reports += 1
+            node = nodes[0]
+            results[i] = ReportResult(
+                CHANGED, encode_ack(now, config_version(node), wanted_firmware(node), res.stored,
+                                    res.duplicates),
+                content_format=CT_CBOR, stored=res.stored, duplicates=res.duplicates, node=node)
+        n_new = sum(len(res.new_rows) for res in done)
+        if n_new:
+            self.metrics.readings.inc(by=n_new)
+        if new_all:
+            reg.new_rows(new_all)
+            ev.counts["reading"] = ev.counts.get("reading", 0) + len(new_all)
+        if dup_readings:
+            self.metrics.duplicate_readings.inc(by=dup_readings)
+        if dup_reports:
+            self.metrics.duplicate_reports.inc(by=dup_reports)

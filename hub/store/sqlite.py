@@ -70,6 +70,7 @@ _EXISTS = "SELECT 1 FROM readings WHERE series = ? AND t = ?"
 _INBOX = "INSERT INTO inbox(series, t, kind, val, sum) VALUES (?, ?, ?, ?, ?)"
 _COMPACT = ("INSERT OR IGNORE INTO readings(series, t, kind, val, sum)"
             " SELECT series, t, kind, val, sum FROM inbox ORDER BY series, t")
+_INBOX_KEYS = "SELECT series, t FROM inbox"
 _MAX_T = "SELECT max(t) FROM readings WHERE series = ?"
 _BY_KEY = operator.itemgetter(0, 1)
 _NODE_SEEN = (
@@ -103,6 +104,17 @@ class _Write:
         self.seen = seen
         self.future = future
         self.result = WriteResult()
+
+
+class _WriteMany:
+    """Issue 7: a whole batch of reports with ONE future (resolved with the list of their
+    WriteResults, in order), instead of one future per report."""
+
+    __slots__ = ("writes", "future")
+
+    def __init__(self, writes, future):
+        self.writes = writes
+        self.future = future
 
 
 class _Call:
@@ -143,7 +155,10 @@ class SqliteStore:
         self._series = {}  # (node, sensor) -> (id, unit)
         self._max_t = {}  # series id -> largest t stored (issue 7: skips most duplicate checks)
         # issue 7: committed readings not yet moved from `inbox` into `readings`
-        self._inbox_keys = set()  # (series id, t)
+        self._inbox_n = 0  # readings in `inbox`
+        # their (series id, t) keys, read from `inbox` only when a commit first needs them
+        # (a reading at or below its series' largest time); None until then
+        self._inbox_keys = None
         self.compact_rows = compact_rows
         self.compact_idle = compact_idle
         self.compactions = 0
@@ -194,6 +209,16 @@ class SqliteStore:
         self._q.put(_Write(rows, seen, fut))
         return fut
 
+    def write_many(self, reports):
+        """Queue a batch of reports [(rows, seen), ...]; return ONE future resolved with
+        [WriteResult, ...] (same order) after the group commit that holds them all, or with
+        the commit's exception (then none of them was stored)."""
+        if self._closed:
+            raise StoreClosed("store is closing")
+        fut = self._loop.create_future()
+        self._q.put(_WriteMany([_Write(rows, seen, None) for rows, seen in reports], fut))
+        return fut
+
     def call(self, fn, *args):
         """Run fn(conn, *args) in the store thread; returns an awaitable future."""
         if self._closed:
@@ -227,6 +252,8 @@ class SqliteStore:
         SQLite moves them in key order, so each series' leaf page takes many rows at
         once instead of one per commit. The primary key of `readings` is still what
         makes a reading unique; `_inbox_keys` lets the duplicate check see the inbox.
+        That key set is built lazily: a commit whose readings are all newer than their
+        series' largest time (the common case) never hashes a key.
         """
         t0 = time.perf_counter()
         try:
@@ -238,7 +265,8 @@ class SqliteStore:
             if conn.in_transaction:
                 conn.rollback()
             raise
-        self._inbox_keys.clear()
+        self._inbox_n = 0
+        self._inbox_keys = None
         self.compactions += 1
         self.compact_seconds += time.perf_counter() - t0
 
@@ -252,7 +280,7 @@ class SqliteStore:
         loop.call_soon_threadsafe(_resolve_all, [(ready, True, None)])
         stop = None
         while stop is None:
-            if self._inbox_keys:
+            if self._inbox_n:
                 try:
                     jobs = [self._q.get(timeout=self.compact_idle)]
                 except queue.Empty:
@@ -267,17 +295,27 @@ class SqliteStore:
                     break
             writes = []
             calls = []
+            many = []
             for j in jobs:
                 if isinstance(j, _Write):
                     writes.append(j)
+                elif isinstance(j, _WriteMany):
+                    many.append(j)
+                    writes.extend(j.writes)
                 elif isinstance(j, _Call):
                     calls.append(j)
                 else:
                     stop = j
             done = []
             if writes:
-                done.extend(self._group_commit(conn, writes))
-            if (calls or stop is not None) and self._inbox_keys:
+                err = self._group_commit(conn, writes)
+                for w in writes:
+                    if w.future is not None:
+                        done.append((w.future, err is None, w.result if err is None else err))
+                for m in many:
+                    done.append((m.future, err is None,
+                                 [w.result for w in m.writes] if err is None else err))
+            if (calls or stop is not None) and self._inbox_n:
                 if done:  # acks first: they do not wait for the move
                     loop.call_soon_threadsafe(_resolve_all, done)
                     done = []
@@ -291,7 +329,7 @@ class SqliteStore:
                     done.append((c.future, False, e))
             if done:
                 loop.call_soon_threadsafe(_resolve_all, done)
-            if len(self._inbox_keys) >= self.compact_rows:
+            if self._inbox_n >= self.compact_rows:
                 self._compact_quietly(conn)
         # drain anything that raced in after the stop marker
         late = []
@@ -300,7 +338,7 @@ class SqliteStore:
                 j = self._q.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(j, (_Write, _Call)):
+            if isinstance(j, (_Write, _Call, _WriteMany)) and j.future is not None:
                 late.append((j.future, False, StoreClosed("store closed")))
         try:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -334,6 +372,8 @@ class SqliteStore:
         return sid
 
     def _group_commit(self, conn, writes):
+        """Write every report of `writes` in one transaction; None on success, else the
+        exception (nothing of them stored)."""
         t0 = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -347,38 +387,51 @@ class SqliteStore:
             maxt = self._max_t
             inbox = self._inbox_keys
             flat = []
+            add = flat.append
             for wi, w in enumerate(writes):
-                for node, sensor, unit, t, kind, val, sm in w.rows:
-                    hit = series.get((node, sensor))
+                for j, row in enumerate(w.rows):
+                    hit = series.get((row[0], row[1]))
+                    unit = row[2]
                     if hit is None or (unit is not None and unit != hit[1]):
-                        sid = self._series_id(conn, node, sensor, unit)
+                        sid = self._series_id(conn, row[0], row[1], unit)
                     else:
                         sid = hit[0]
-                    flat.append((sid, t, kind, val, sm, wi, node, sensor, unit))
-            flat.sort(key=_BY_KEY)  # stable: the earlier report keeps a reading sent twice
+                    add((sid, row[3], wi, j, row))
+            # (series, t), then report and record order: the earlier report keeps a reading
+            # sent twice. (wi, j) is unique, so the row tuples themselves are never compared.
+            flat.sort()
             cur = conn.cursor()
             new = []
             new_rows = []
+            # per report: counts and new rows, in lists indexed like `writes`
+            n = len(writes)
+            stored = [0] * n
+            dups = [0] * n
+            per = [[] for _ in range(n)]
             top = {}
             prev_sid = prev_t = None
-            for sid, t, kind, val, sm, wi, node, sensor, unit in flat:
-                res = writes[wi].result
+            for sid, t, wi, _j, row in flat:
                 if t == prev_t and sid == prev_sid:  # the same reading twice in this commit
-                    res.duplicates += 1
+                    dups[wi] += 1
                     continue
                 prev_sid, prev_t = sid, t
                 m = maxt.get(sid)
                 if m is None:
                     m = cur.execute(_MAX_T, (sid,)).fetchone()[0]
                     m = maxt[sid] = -math.inf if m is None else m
-                if t <= m and ((sid, t) in inbox or
-                               cur.execute(_EXISTS, (sid, t)).fetchone() is not None):
-                    res.duplicates += 1
-                    continue
-                new.append((sid, t, kind, val, sm))
-                res.stored += 1
-                r = (sid, node, sensor, unit, t, kind, val)
-                res.new_rows.append(r)
+                if t <= m:
+                    if inbox is None and self._inbox_n:
+                        inbox = self._inbox_keys = set(cur.execute(_INBOX_KEYS))
+                    if ((inbox is not None and (sid, t) in inbox) or
+                            cur.execute(_EXISTS, (sid, t)).fetchone() is not None):
+                        dups[wi] += 1
+                        continue
+                kind = row[4]
+                val = row[5]
+                new.append((sid, t, kind, val, row[6]))
+                stored[wi] += 1
+                r = (sid, row[0], row[1], row[2], t, kind, val)
+                per[wi].append(r)
                 new_rows.append(r)
                 top[sid] = t  # sorted by (series, t): the last one is the largest
             if new:
@@ -389,20 +442,28 @@ class SqliteStore:
                     prev = last.get(node)
                     if prev is None or seen_at >= prev[1]:
                         last[node] = (address, seen_at)
-            for node, (address, seen_at) in last.items():
-                cur.execute(_NODE_SEEN, (node, address, seen_at, seen_at))
+            if last:
+                cur.executemany(_NODE_SEEN, [(node, address, seen_at, seen_at)
+                                             for node, (address, seen_at) in last.items()])
             conn.execute("COMMIT")
             for sid, t in top.items():
                 if t > maxt[sid]:
                     maxt[sid] = t
-            inbox.update([(r[0], r[1]) for r in new])
+            self._inbox_n += len(new)
+            if inbox is not None:
+                inbox.update(map(_BY_KEY, new))
+            for wi, w in enumerate(writes):
+                res = w.result
+                res.stored = stored[wi]
+                res.duplicates = dups[wi]
+                res.new_rows = per[wi]
         except Exception as e:  # noqa: BLE001 - every waiting report learns of the failure
             if conn.in_transaction:
                 conn.rollback()
             self._series.clear()
             for sid, node, sensor, unit in conn.execute("SELECT id, node, sensor, unit FROM series"):
                 self._series[(node, sensor)] = (sid, unit)
-            return [(w.future, False, e) for w in writes]
+            return e
         self.commits += 1
         self.committed_reports += len(writes)
         self.last_batch = len(writes)
@@ -414,7 +475,7 @@ class SqliteStore:
                 import traceback
 
                 traceback.print_exc()
-        return [(w.future, True, w.result) for w in writes]
+        return None
 
 
 # ---- queries: functions run in the store thread via store.call(fn, ...) ---------------------
