@@ -182,6 +182,8 @@ def run(list fds, list templates, list bt_offs, double bt0, double step=0.001,
     try:
         for i in range(n):
             tb = templates[i]
+            if type(tb) is not bytes:
+                raise TypeError("template %d: bytes expected, not %s" % (i, type(tb).__name__))
             tl = PyBytes_GET_SIZE(tb)
             if tl > MAXMSG or tl < 8:
                 raise ValueError("template %d: %d bytes (8..%d)" % (i, tl, MAXMSG))
@@ -189,6 +191,10 @@ def run(list fds, list templates, list bt_offs, double bt0, double step=0.001,
             p.fd = fds[i]
             p.tlen = tl
             p.bt_off = bt_offs[i]
+            if p.bt_off > 0 and (p.bt_off < 8 or p.bt_off > tl - 8):
+                # the float64 is written in place: it must lie after the 8-byte header+token
+                raise ValueError("template %d: bt offset %d outside 8..%d"
+                                 % (i, p.bt_off, tl - 8))
             memcpy(p.tmpl, PyBytes_AS_STRING(tb), tl)
             p.seq = 0
             p.factor = 1.0 + 0.5 * ((i * 7919) % 1000) / 1000.0

@@ -36,6 +36,14 @@ def batch_rows(batch, table, dict names, where, list out, split_name, kind_map, 
     cdef dict unit_names = {}
     cdef tuple kmap = tuple(kind_map[i] for i in range(5))
     errors = batch.errors
+    # boundscheck is off: check the shapes the loop relies on once, up front
+    cdef Py_ssize_t nrec = series.shape[0]
+    if (times.shape[0] < nrec or values.shape[0] < nrec or kinds.shape[0] < nrec
+            or units.shape[0] < nrec or sums.shape[0] < nrec or has_sum.shape[0] < nrec):
+        raise ValueError("batch columns are shorter than batch.series")
+    if len(where) > ok.shape[0] or len(where) > firsts.shape[0] or len(where) > counts.shape[0]:
+        raise ValueError("more payload slots (%d) than the batch has payloads (%d)"
+                         % (len(where), ok.shape[0]))
     for p in range(len(where)):
         i = where[p]
         if not ok[p]:
@@ -44,6 +52,9 @@ def batch_rows(batch, table, dict names, where, list out, split_name, kind_map, 
             continue
         first = firsts[p]
         n = counts[p]
+        if first < 0 or n < 0 or first + n > nrec:
+            raise ValueError("payload %d: records %d..%d outside the batch's %d"
+                             % (p, first, first + n, nrec))
         rows = []
         bad = None
         for r in range(first, first + n):
@@ -61,6 +72,8 @@ def batch_rows(batch, table, dict names, where, list out, split_name, kind_map, 
                 bad = error("record %d: time is not a finite number" % (r - first))
                 break
             k = kinds[r]
+            if k > 4:
+                raise ValueError("record %d: unknown kind %d" % (r, k))
             if k == 0:
                 v = values[r]
                 if not isfinite(v):

@@ -113,6 +113,28 @@ def test_chunked_base_name_filling_the_spill_without_a_name():
     assert out.strip() == "ok"
 
 
+@pytest.mark.parametrize("fill", [4096 - 3, 4096 - 8, 4096 - 15, 8192 - 3])
+def test_chunked_short_base_name_at_the_end_of_the_spill(fill):
+    """The 11:17 crash: a chunked bn shorter than 16 bytes that ends the spill buffer (earlier
+    chunked strings of the batch filled it), then a record without n: the old code keyed the
+    empty name with a 16-byte read at bn's address, past the end of the spill allocation
+    (AddressSanitizer: heap-buffer-overflow in short_key)."""
+    filler = hand_pack([{"n": "a/x", "t": NOW, "vs": "f" * fill}], indef=True)
+    short = hand_pack([{"bn": "nd/", "bt": NOW, "v": 1.0}, {"bt": NOW + 1, "v": 2.0}], indef=True)
+    out = run_child("""
+        from smartpark import fast
+        from fastgen import NOW
+        filler, short = %r, %r
+        for k in range(3):
+            for ps in ([filler, short], [filler, guarded(short)], [bytes(filler), bytes(short)]):
+                b = fast.decode_batch(ps, NOW, fast.SeriesTable())
+                assert b.ok[0] and b.ok[1], b.errors
+                assert [r["n"] for r in b.records(1)] == ["nd/", "nd/"]
+        print("ok")
+    """ % (filler, short))
+    assert out.strip() == "ok"
+
+
 HUGE = b"\xff" * 8  # 2**64 - 1: offset + length must not wrap
 
 
@@ -237,3 +259,43 @@ def test_classify_datagrams_filling_the_receive_slot():
             ep.flush()
         assert seen == len(sent)
         assert reports == 1  # the 64-byte one; the 114-byte one arrived truncated
+
+
+# ------------------------------------------------------------------ rows, loadgen
+
+@pytest.mark.compiled
+def test_batch_rows_refuses_shapes_it_would_index_past():
+    """rows.batch_rows indexes the batch's columns without bounds checks: more payload slots
+    than payloads, or a first/count pointing outside the records, is a ValueError."""
+    from smartpark.fast import rows
+    from smartpark.protocol.errors import SenMLError
+
+    payload = senml.encode([{"n": "a/t", "t": NOW, "v": 1.0}], "cbor")
+    table = fast.SeriesTable()
+    batch = fast.decode_batch([payload], NOW, table)
+    args = (lambda n: tuple(n.split("/", 1)), [0, 1, 2, 3, 4], SenMLError, DecodeError)
+    out = [None]
+    rows.batch_rows(batch, table, {}, [0], out, *args)
+    assert out[0][0][:2] == ("a", "t")
+    with pytest.raises(ValueError, match="payload slots"):
+        rows.batch_rows(batch, table, {}, [0, 1, 2], [None] * 3, *args)
+    batch.count[0] = 1000
+    with pytest.raises(ValueError, match="outside"):
+        rows.batch_rows(batch, table, {}, [0], out, *args)
+
+
+@pytest.mark.compiled
+def test_loadgen_checks_template_type_and_bt_offset():
+    """The bt float64 is written into a fixed 1400-byte template slot: an offset past the
+    template's end wrote past the peer array (heap overflow), a non-bytes template was read
+    as if it were bytes."""
+    from smartpark.fast import loadgen
+
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.connect(("::1", 9))
+        tmpl = b"\x44\x02\x00\x00abcd" + bytes(20)
+        for off in (len(tmpl) - 7, 5000, 3):
+            with pytest.raises(ValueError, match="bt offset"):
+                loadgen.run([s.fileno()], [tmpl], [off], NOW, duration=0.01, drain=0)
+        with pytest.raises(TypeError, match="bytes expected"):
+            loadgen.run([s.fileno()], [bytearray(tmpl)], [-1], NOW, duration=0.01, drain=0)
