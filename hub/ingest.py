@@ -211,12 +211,13 @@ class Pipeline:
         wanted_firmware = reg.wanted_firmware
         new_all = []
         dup_readings = dup_reports = 0
-        for (i, nodes, _job), res in zip(batch, done, strict=True):
+        n_new = 0
+        for (i, nodes, _job), (stored, duplicates, new_rows) in zip(batch, done, strict=True):
             address = items[i][0]
             for node in nodes:
                 reported(node, address, now)
-            new_rows = res.new_rows
             if new_rows:
+                n_new += len(new_rows)
                 if listening:
                     reg.new_rows(new_rows)
                     for sid, node, sensor, unit, t, kind, val in new_rows:
@@ -225,16 +226,15 @@ class Pipeline:
                             "time": t, "kind": kind, "value": val})
                 else:
                     new_all.extend(new_rows)
-            if res.duplicates:
-                dup_readings += res.duplicates
-                if not res.stored:
+            if duplicates:
+                dup_readings += duplicates
+                if not stored:
                     dup_reports += 1
             node = nodes[0]
             results[i] = ReportResult(
-                CHANGED, encode_ack(now, config_version(node), wanted_firmware(node), res.stored,
-                                    res.duplicates),
-                content_format=CT_CBOR, stored=res.stored, duplicates=res.duplicates, node=node)
-        n_new = sum(len(res.new_rows) for res in done)
+                CHANGED, encode_ack(now, config_version(node), wanted_firmware(node), stored,
+                                    duplicates),
+                content_format=CT_CBOR, stored=stored, duplicates=duplicates, node=node)
         if n_new:
             self.metrics.readings.inc(by=n_new)
         if new_all:

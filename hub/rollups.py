@@ -35,9 +35,11 @@ class RollupFeeder:
         self.written = 0
         self.late = 0
 
-    def on_commit(self, conn, new_rows):
+    def on_commit(self, conn, new):
+        """`new`: the (series, t, kind, val, sum) rows a group commit inserted, in
+        (series, t) order (issue 7: the store's insert rows themselves, no copy)."""
         add = self.roll.add
-        for sid, _node, _sensor, _unit, t, kind, val in new_rows:
+        for sid, t, kind, val, _sum in new:
             if val is not None and (kind == KIND_NUM or kind == KIND_BOOL):
                 add(sid, t, float(val))
         self._write(conn)

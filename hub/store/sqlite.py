@@ -97,23 +97,22 @@ class WriteResult:
 
 
 class _Write:
-    __slots__ = ("rows", "seen", "future", "result")
+    __slots__ = ("rows", "seen", "future")
 
     def __init__(self, rows, seen, future):
         self.rows = rows
         self.seen = seen
         self.future = future
-        self.result = WriteResult()
 
 
 class _WriteMany:
-    """Issue 7: a whole batch of reports with ONE future (resolved with the list of their
-    WriteResults, in order), instead of one future per report."""
+    """Issue 7: a whole batch of reports [(rows, seen), ...] with ONE future, resolved with
+    one (stored, duplicates, new_rows) tuple per report, in order -- no object per report."""
 
-    __slots__ = ("writes", "future")
+    __slots__ = ("reports", "future")
 
-    def __init__(self, writes, future):
-        self.writes = writes
+    def __init__(self, reports, future):
+        self.reports = reports
         self.future = future
 
 
@@ -145,8 +144,9 @@ class SqliteStore:
     def __init__(self, path, cache_mb=64, on_commit=None, compact_rows=100000, compact_idle=0.5):
         self.path = path
         self.cache_mb = cache_mb
-        # on_commit(conn, new_rows): runs in the store thread after each group commit
-        # with every newly inserted row (used to feed the rollups).
+        # on_commit(conn, new): runs in the store thread after each group commit with
+        # every newly inserted row as (series, t, kind, val, sum), in (series, t) order
+        # (used to feed the rollups).
         self.on_commit = on_commit
         self._q = queue.SimpleQueue()
         self._thread = None
@@ -211,12 +211,13 @@ class SqliteStore:
 
     def write_many(self, reports):
         """Queue a batch of reports [(rows, seen), ...]; return ONE future resolved with
-        [WriteResult, ...] (same order) after the group commit that holds them all, or with
-        the commit's exception (then none of them was stored)."""
+        [(stored, duplicates, new_rows), ...] (same order; new_rows as in WriteResult) after
+        the group commit that holds them all, or with the commit's exception (then none of
+        them was stored)."""
         if self._closed:
             raise StoreClosed("store is closing")
         fut = self._loop.create_future()
-        self._q.put(_WriteMany([_Write(rows, seen, None) for rows, seen in reports], fut))
+        self._q.put(_WriteMany(reports, fut))
         return fut
 
     def call(self, fn, *args):
@@ -293,28 +294,33 @@ class SqliteStore:
                     jobs.append(self._q.get_nowait())
                 except queue.Empty:
                     break
-            writes = []
+            writes = []  # (rows, seen) of every report in this group commit
+            owners = []  # (job, index of its first report in `writes`)
             calls = []
-            many = []
             for j in jobs:
-                if isinstance(j, _Write):
-                    writes.append(j)
-                elif isinstance(j, _WriteMany):
-                    many.append(j)
-                    writes.extend(j.writes)
+                if isinstance(j, _WriteMany):
+                    owners.append((j, len(writes)))
+                    writes.extend(j.reports)
+                elif isinstance(j, _Write):
+                    owners.append((j, len(writes)))
+                    writes.append((j.rows, j.seen))
                 elif isinstance(j, _Call):
                     calls.append(j)
                 else:
                     stop = j
             done = []
             if writes:
-                err = self._group_commit(conn, writes)
-                for w in writes:
-                    if w.future is not None:
-                        done.append((w.future, err is None, w.result if err is None else err))
-                for m in many:
-                    done.append((m.future, err is None,
-                                 [w.result for w in m.writes] if err is None else err))
+                err, results = self._group_commit(conn, writes)
+                for job, start in owners:
+                    if err is not None:
+                        done.append((job.future, False, err))
+                    elif isinstance(job, _WriteMany):
+                        done.append((job.future, True,
+                                     results[start:start + len(job.reports)]))
+                    else:
+                        res = WriteResult()
+                        res.stored, res.duplicates, res.new_rows = results[start]
+                        done.append((job.future, True, res))
             if (calls or stop is not None) and self._inbox_n:
                 if done:  # acks first: they do not wait for the move
                     loop.call_soon_threadsafe(_resolve_all, done)
@@ -372,8 +378,9 @@ class SqliteStore:
         return sid
 
     def _group_commit(self, conn, writes):
-        """Write every report of `writes` in one transaction; None on success, else the
-        exception (nothing of them stored)."""
+        """Write every report of `writes` [(rows, seen), ...] in one transaction. Returns
+        (None, [(stored, duplicates, new_rows) per report]) or (exception, None): then
+        nothing of them was stored."""
         t0 = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -389,7 +396,7 @@ class SqliteStore:
             flat = []
             add = flat.append
             for wi, w in enumerate(writes):
-                for j, row in enumerate(w.rows):
+                for j, row in enumerate(w[0]):
                     hit = series.get((row[0], row[1]))
                     unit = row[2]
                     if hit is None or (unit is not None and unit != hit[1]):
@@ -402,7 +409,6 @@ class SqliteStore:
             flat.sort()
             cur = conn.cursor()
             new = []
-            new_rows = []
             # per report: counts and new rows, in lists indexed like `writes`
             n = len(writes)
             stored = [0] * n
@@ -432,13 +438,12 @@ class SqliteStore:
                 stored[wi] += 1
                 r = (sid, row[0], row[1], row[2], t, kind, val)
                 per[wi].append(r)
-                new_rows.append(r)
                 top[sid] = t  # sorted by (series, t): the last one is the largest
             if new:
                 cur.executemany(_INBOX, new)
             last = {}
             for w in writes:
-                for node, address, seen_at in w.seen:
+                for node, address, seen_at in w[1]:
                     prev = last.get(node)
                     if prev is None or seen_at >= prev[1]:
                         last[node] = (address, seen_at)
@@ -452,30 +457,26 @@ class SqliteStore:
             self._inbox_n += len(new)
             if inbox is not None:
                 inbox.update(map(_BY_KEY, new))
-            for wi, w in enumerate(writes):
-                res = w.result
-                res.stored = stored[wi]
-                res.duplicates = dups[wi]
-                res.new_rows = per[wi]
+            results = list(zip(stored, dups, per, strict=True))
         except Exception as e:  # noqa: BLE001 - every waiting report learns of the failure
             if conn.in_transaction:
                 conn.rollback()
             self._series.clear()
             for sid, node, sensor, unit in conn.execute("SELECT id, node, sensor, unit FROM series"):
                 self._series[(node, sensor)] = (sid, unit)
-            return e
+            return e, None
         self.commits += 1
         self.committed_reports += len(writes)
         self.last_batch = len(writes)
         self.commit_seconds += time.perf_counter() - t0
-        if self.on_commit is not None and new_rows:
+        if self.on_commit is not None and new:
             try:
-                self.on_commit(conn, new_rows)
+                self.on_commit(conn, new)
             except Exception:  # noqa: BLE001 - rollups must not undo an acknowledged commit
                 import traceback
 
                 traceback.print_exc()
-        return None
+        return None, results
 
 
 # ---- queries: functions run in the store thread via store.call(fn, ...) ---------------------
