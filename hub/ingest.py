@@ -136,7 +136,8 @@ class Pipeline:
             except Exception as e:  # noqa: BLE001 - a decoder bug must not take the hub down
                 log.exception("decoder failed on a batch of %d", len(todo))
                 decoded = [_Internal(e)] * len(todo)
-            batch = []  # (index, nodes, (rows, seen))
+            batch = []  # (index, nodes, rows)
+            last_seen = {}  # node -> address of its last report in this batch
             for i, rows in zip(todo, decoded, strict=False):
                 if isinstance(rows, _Internal):
                     results[i] = self._error(INTERNAL_SERVER_ERROR, "internal error", "internal")
@@ -150,12 +151,16 @@ class Pipeline:
                     results[i] = self._error(BAD_REQUEST, "invalid pack: %s" % bad[1], bad[0])
                     continue
                 address = items[i][0]
-                batch.append((i, nodes, (rows, [(nd, address, now) for nd in nodes])))
+                for nd in nodes:
+                    last_seen[nd] = address
+                batch.append((i, nodes, rows))
             if batch:
                 # issue 7: the whole batch is one store job with one future (was one per
                 # report + gather); the store commits it in one transaction either way.
                 try:
-                    done = await self.store.write_many([b[2] for b in batch])
+                    done = await self.store.write_many(
+                        [b[2] for b in batch],
+                        [(nd, address, now) for nd, address in last_seen.items()])
                 except StoreClosed:
                     done = None
                     for i, _nodes, _job in batch:

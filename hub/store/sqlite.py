@@ -106,13 +106,15 @@ class _Write:
 
 
 class _WriteMany:
-    """Issue 7: a whole batch of reports [(rows, seen), ...] with ONE future, resolved with
-    one (stored, duplicates, new_rows) tuple per report, in order -- no object per report."""
+    """Issue 7: a whole batch of reports (one rows list each, plus the batch's node
+    last-seen updates) with ONE future, resolved with one (stored, duplicates, new_rows)
+    tuple per report, in order -- no object per report."""
 
-    __slots__ = ("reports", "future")
+    __slots__ = ("reports", "seen", "future")
 
-    def __init__(self, reports, future):
+    def __init__(self, reports, seen, future):
         self.reports = reports
+        self.seen = seen
         self.future = future
 
 
@@ -209,15 +211,16 @@ class SqliteStore:
         self._q.put(_Write(rows, seen, fut))
         return fut
 
-    def write_many(self, reports):
-        """Queue a batch of reports [(rows, seen), ...]; return ONE future resolved with
+    def write_many(self, reports, seen):
+        """Queue a batch of reports [rows, ...] (rows as in `write`) with the batch's
+        last-seen updates `seen` [(node, address, time), ...]; return ONE future resolved with
         [(stored, duplicates, new_rows), ...] (same order; new_rows as in WriteResult) after
         the group commit that holds them all, or with the commit's exception (then none of
         them was stored)."""
         if self._closed:
             raise StoreClosed("store is closing")
         fut = self._loop.create_future()
-        self._q.put(_WriteMany(reports, fut))
+        self._q.put(_WriteMany(reports, seen, fut))
         return fut
 
     def call(self, fn, *args):
@@ -294,23 +297,26 @@ class SqliteStore:
                     jobs.append(self._q.get_nowait())
                 except queue.Empty:
                     break
-            writes = []  # (rows, seen) of every report in this group commit
+            writes = []  # rows of every report in this group commit
+            seen = []  # node last-seen updates of all of them
             owners = []  # (job, index of its first report in `writes`)
             calls = []
             for j in jobs:
                 if isinstance(j, _WriteMany):
                     owners.append((j, len(writes)))
                     writes.extend(j.reports)
+                    seen.extend(j.seen)
                 elif isinstance(j, _Write):
                     owners.append((j, len(writes)))
-                    writes.append((j.rows, j.seen))
+                    writes.append(j.rows)
+                    seen.extend(j.seen)
                 elif isinstance(j, _Call):
                     calls.append(j)
                 else:
                     stop = j
             done = []
             if writes:
-                err, results = self._group_commit(conn, writes)
+                err, results = self._group_commit(conn, writes, seen)
                 for job, start in owners:
                     if err is not None:
                         done.append((job.future, False, err))
@@ -377,8 +383,9 @@ class SqliteStore:
         self._series[key] = (sid, unit)
         return sid
 
-    def _group_commit(self, conn, writes):
-        """Write every report of `writes` [(rows, seen), ...] in one transaction. Returns
+    def _group_commit(self, conn, writes, seen):
+        """Write every report of `writes` [rows, ...] and the node last-seen updates `seen`
+        [(node, address, time), ...] in one transaction. Returns
         (None, [(stored, duplicates, new_rows) per report]) or (exception, None): then
         nothing of them was stored."""
         t0 = time.perf_counter()
@@ -396,7 +403,7 @@ class SqliteStore:
             flat = []
             add = flat.append
             for wi, w in enumerate(writes):
-                for j, row in enumerate(w[0]):
+                for j, row in enumerate(w):
                     hit = series.get((row[0], row[1]))
                     unit = row[2]
                     if hit is None or (unit is not None and unit != hit[1]):
@@ -442,11 +449,10 @@ class SqliteStore:
             if new:
                 cur.executemany(_INBOX, new)
             last = {}
-            for w in writes:
-                for node, address, seen_at in w[1]:
-                    prev = last.get(node)
-                    if prev is None or seen_at >= prev[1]:
-                        last[node] = (address, seen_at)
+            for node, address, seen_at in seen:
+                prev = last.get(node)
+                if prev is None or seen_at >= prev[1]:
+                    last[node] = (address, seen_at)
             if last:
                 cur.executemany(_NODE_SEEN, [(node, address, seen_at, seen_at)
                                              for node, (address, seen_at) in last.items()])
