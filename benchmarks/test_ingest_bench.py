@@ -18,6 +18,9 @@ Not part of `make test` (testpaths = tests). Run:
     .venv/bin/pytest benchmarks/test_ingest_bench.py --benchmark-only -s
     SMARTPARK_INGEST_SECONDS=5 SMARTPARK_INGEST_HOLD=600 ...   # longer runs, 10-minute hold
 
+test_pipeline_store_only measures the pipeline and durable store alone (no
+sockets): the part of the fast hub's cost that is Python.
+
 `smartpark bench` can call smartpark.tools.coapload.compare() (same rows) and
 smartpark.tools.coapload.table(rows) for the Markdown table.
 """
@@ -62,3 +65,82 @@ def test_ingest_hub_fast_vs_aiocoap_libcoap_bare(benchmark):
             fast["acked_per_s"] / by["hub"]["acked_per_s"], 2)
     # sanity, not speed: every hub answer to this load is a 2.04 (no 4.xx/5.xx)
     assert set(fast["codes"]) <= {"2.04", "5.03"}, fast["codes"]
+
+
+def _pipeline_store_only(batches=60, size=1024, peers=500):
+    """Issue 7: Pipeline.ingest -> SqliteStore (WAL, synchronous=FULL) -> rollups, in
+    process, no sockets: `batches` batches of `size` 4-reading reports, 2 in flight (as
+    hub/fastpath.py runs them). Returns reports/s, CPU us per report, readings stored."""
+    import asyncio
+    import shutil
+    import struct
+    import tempfile
+    import time
+
+    from smartpark.hub.codec import Decoder
+    from smartpark.hub.events import EventBus
+    from smartpark.hub.ingest import Pipeline
+    from smartpark.hub.metrics import Metrics
+    from smartpark.hub.registry import Registry
+    from smartpark.hub.rollups import RollupFeeder
+    from smartpark.hub.store.sqlite import SqliteStore, q_count_readings, q_load_state
+
+    async def run(d):
+        roll = RollupFeeder()
+        st = SqliteStore(os.path.join(d, "hub.sqlite"), on_commit=roll.on_commit)
+        await st.start(asyncio.get_running_loop())
+        events = EventBus()
+        reg = Registry(st, events)
+        reg.load(await st.call(q_load_state))
+        pipe = Pipeline(st, Decoder(), reg, events, Metrics())
+        bt0 = float(int(time.time()) - 2 * 86400)
+        tmpl = []
+        for i in range(peers):
+            msg, off = coapload.template("pb-%d" % i)
+            start = msg.index(b"\xff") + 1
+            tmpl.append((msg[start:], off - start))
+        work = []
+        k = 0
+        for _ in range(batches):
+            items = []
+            for _ in range(size):
+                payload, off = tmpl[k % peers]
+                b = bytearray(payload)
+                b[off:off + 8] = struct.pack(">d", bt0 + (k // peers) * 0.001)
+                items.append(("127.0.0.1:%d" % (k % peers), bytes(b), 112))
+                k += 1
+            work.append(items)
+        codes = set()
+        gate = asyncio.Semaphore(2)
+
+        async def one(items):
+            async with gate:
+                codes.update(r.code for r in await pipe.ingest(items, path="fast"))
+
+        c0, t0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(one(w) for w in work))
+        t1, c1 = time.perf_counter(), time.process_time()
+        stored = await st.call(q_count_readings)
+        await st.close()
+        n = batches * size
+        return {"reports_per_s": n / (t1 - t0), "cpu_us_per_report": (c1 - c0) / n * 1e6,
+                "codes": sorted(codes), "readings": stored, "expected": 4 * n}
+
+    d = tempfile.mkdtemp(prefix="smartpark-pipebench-")
+    try:
+        return asyncio.run(run(d))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_pipeline_store_only(benchmark):
+    """The hub's ingest pipeline and durable store without CoAP (what the fast path feeds)."""
+    pytest.importorskip("smartpark.fast")
+    r = benchmark.pedantic(_pipeline_store_only, rounds=1, iterations=1)
+    print("\npipeline + store: %.0f reports/s, %.1f us CPU per report"
+          % (r["reports_per_s"], r["cpu_us_per_report"]))
+    benchmark.extra_info["reports_per_s"] = round(r["reports_per_s"])
+    benchmark.extra_info["cpu_us_per_report"] = round(r["cpu_us_per_report"], 1)
+    # sanity, not speed: every report acknowledged, every reading stored exactly once
+    assert r["codes"] == [0x44], r["codes"]
+    assert r["readings"] == r["expected"], r
