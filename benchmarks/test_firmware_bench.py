@@ -24,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 FIRMWARE = os.path.join(ROOT, "firmware")
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from conftest import find_program, require  # noqa: E402  (the suite's peer lookup)
+from peers import find_program, require  # noqa: E402  (the suite's peer lookup)
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 sys.path.insert(0, FIRMWARE)

@@ -24,8 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from conftest import find_program, require  # noqa: E402  (the suite's peer lookup)
 from mp_pack_bench import typical_records  # noqa: E402  (one definition of the pack)
+from peers import find_program, require  # noqa: E402  (the suite's peer lookup)
 
 PACKS = {n: senml.encode(typical_records(n), "cbor") for n in (4, 8)}
 NOW = 1763979100.0

@@ -1,43 +1,18 @@
 """Shared fixtures: where the real peers are, and how a missing one is handled.
 
-A test that needs an outside program (the `micropython` unix port, libcoap's
-`coap-client`, the compiled extensions) asks for it through `require()`. On a
-developer machine a missing peer skips the test with the reason; under
-CI=true it fails, so nothing that should run can hide behind a skip.
+A test that needs an outside program asks for it through `require()` from
+tests/peers.py: skip on a developer machine, fail under CI=true.
 """
 
 import os
 import shutil
-import sys
 import tempfile
 
 import pytest
+from peers import find_program, require
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VECTORS = os.path.join(os.path.dirname(ROOT), "shared", "vectors")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require(ok, reason):
-    """Skip (developer machine) or fail (CI) when a needed peer is missing."""
-    if ok:
-        return
-    if IN_CI:
-        pytest.fail("CI=true and a required peer is missing: " + reason, pytrace=False)
-    pytest.skip(reason)
-
-
-def find_program(*names):
-    """First of `names` on PATH or beside the running interpreter (the venv)."""
-    here = os.path.dirname(sys.executable)
-    for name in names:
-        cand = os.path.join(here, name)
-        if os.access(cand, os.X_OK):
-            return cand
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 @pytest.fixture(scope="session")

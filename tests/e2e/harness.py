@@ -20,22 +20,13 @@ from smartpark.hub.process import start_hub
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
 from ledger import parse_ledger  # noqa: E402
+from peers import require  # noqa: E402,F401  (used by the e2e tests)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIRMWARE = os.path.join(ROOT, "firmware")
 MAIN = os.path.join(FIRMWARE, "main.py")
 
 
-def require(ok, reason):
-    """tests/conftest.py's require(): skip locally, fail under CI=true."""
-    mod = sys.modules.get("conftest")
-    if mod is None or not hasattr(mod, "require"):
-        import importlib.util
-        spec = importlib.util.spec_from_file_location(
-            "_sp_root_conftest", os.path.join(ROOT, "tests", "conftest.py"))
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    return mod.require(ok, reason)
 
 
 def free_udp_port(family=socket.AF_INET):

@@ -23,24 +23,8 @@ from smartpark.hub.process import HubStartError, start_hub
 T0 = float(int(time.time()) // 3600 * 3600 - 7200)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _root_conftest():
-    import importlib.util
-
-    mod = sys.modules.get("_sp_root_conftest")
-    if mod is None:
-        spec = importlib.util.spec_from_file_location(
-            "_sp_root_conftest", os.path.join(ROOT, "tests", "conftest.py"))
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        sys.modules["_sp_root_conftest"] = mod
-    return mod
-
-
-def require(ok, reason):
-    """tests/conftest.py's require(): skip locally, fail under CI=true."""
-    return _root_conftest().require(ok, reason)
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # for peers
+from peers import require  # noqa: E402,F401  (re-exported for the hub tests)
 
 
 class HubProc:
