@@ -9,6 +9,8 @@ import os
 
 from setuptools import Extension, setup
 
+LINK_SQLITE = {"blockstore"}
+
 
 def _extensions():
     sources = sorted(glob.glob(os.path.join("fast", "*.pyx")))
@@ -16,14 +18,15 @@ def _extensions():
         return []
     from Cython.Build import cythonize
 
-    exts = [
-        Extension(
-            "smartpark.fast." + os.path.splitext(os.path.basename(src))[0],
-            [src],
-            extra_compile_args=["-O3"],
-        )
-        for src in sources
-    ]
+    exts = []
+    for src in sources:
+        name = os.path.splitext(os.path.basename(src))[0]
+        kw = {}
+        if name in LINK_SQLITE:
+            # the SQLite library Python's sqlite3 module uses, by soname: no headers needed;
+            # where it cannot link, the extension is skipped and the store uses sqlite3
+            kw = {"extra_link_args": ["-l:libsqlite3.so.0"], "optional": True}
+        exts.append(Extension("smartpark.fast." + name, [src], extra_compile_args=["-O3"], **kw))
     return cythonize(
         exts,
         language_level=3,

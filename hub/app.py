@@ -55,7 +55,8 @@ class Hub:
             self.rollup_error = str(e)
             log.warning("%s", e)
         self.store = SqliteStore(c.db_path, cache_mb=c.store_cache_mb,
-                                 on_commit=self.rollups.on_commit if self.rollups else None)
+                                 on_commit=self.rollups.on_commit if self.rollups else None,
+                                 on_block=self.rollups.on_block if self.rollups else None)
         await self.store.start(loop)
         self.registry = Registry(self.store, self.events, factor=c.liveness_factor,
                                  default_interval=c.liveness_default_interval,
@@ -64,6 +65,8 @@ class Hub:
         if self.rollups is not None:
             await self.store.call(self.rollups.replay)
         self.decoder = Decoder()
+        if c.coap_column_lane:
+            self.decoder.enable_lane(self.store.maxt)  # issue 7 (None in a pure build)
         self.pipeline = Pipeline(self.store, self.decoder, self.registry, self.events,
                                  self.metrics, max_payload=c.coap_max_payload,
                                  max_future=c.coap_max_future)

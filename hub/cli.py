@@ -34,6 +34,8 @@ def register(subparsers):
                    help="do not join the CoAP multicast groups")
     p.add_argument("--no-fast-path", action="store_true", default=None,
                    help="serve POST /r through aiocoap only (no recvmmsg fast path)")
+    p.add_argument("--no-column-lane", action="store_true", default=None,
+                   help="store every report through the row path (no column lane)")
     p.add_argument("--profile", metavar="FILE",
                    help="profile the event loop thread with cProfile; pstats written to FILE")
     p.add_argument("-v", "--verbose", action="count", default=0)

@@ -34,10 +34,15 @@ except (ImportError, AttributeError):  # fast/ selector not built
     COMPILED = False
 
 _batch_rows = None  # issue 7: compiled twin of the row loop in Decoder._decode_fast
+_Lane = None  # issue 7: the column lane (fast/lane.pyx)
 if COMPILED:
     try:
         from smartpark.fast.rows import batch_rows as _batch_rows
     except ImportError:  # not built: the Python loop below does the same
+        pass
+    try:
+        from smartpark.fast.lane import Lane as _Lane
+    except ImportError:  # not built: every report takes the row path
         pass
 
 try:
@@ -110,6 +115,48 @@ class Decoder:
         self.rows_twin = _batch_rows if compiled_rows and self.use_fast else None
         self.table = _SeriesTable() if self.use_fast else None
         self._names = {}  # fast series id -> (node, sensor) or None
+        self.lane = None
+
+    def enable_lane(self, maxt):
+        """Issue 7: take ordinary reports as columns (fast/lane.pyx) sharing the store's
+        MaxT. Returns the Lane, or None when this build cannot (pure path, no extension)."""
+        if _Lane is not None and self.use_fast and self.rows_twin is not None and \
+                type(maxt).__name__ == "MaxT":
+            self.lane = _Lane(maxt)
+        return self.lane
+
+    def decode_lane(self, payloads, now, lo, hi):
+        """SenML-CBOR payloads through the column lane. Returns (batch, take, node, block,
+        out): take[p] says payload p is in `block` (its node is lane.nodes[node[p]]);
+        out[p] is the rows or DecodeError of every other payload, as `decode` gives."""
+        batch = _decode_batch(payloads, now, self.table)
+        take, node, block = self.lane.select(batch, lo, hi)
+        out = [None] * len(payloads)
+        rest = [p for p in range(len(payloads)) if not take[p]]
+        if rest:
+            self.rows_twin(batch, self.table, self._names, rest, out, split_name, _FAST_KIND,
+                           SenMLError, DecodeError, rest)
+        return batch, take, node, block, out
+
+    def lane_learn(self, batch, payload, series_of):
+        """After the row path stored payload `payload` of `batch`: let the lane take its
+        series from now on. series_of: (node, sensor) -> (store series id, unit)."""
+        lane = self.lane
+        table = self.table
+        names = self._names
+        first = batch.first[payload]
+        for r in range(first, first + batch.count[payload]):
+            fs = batch.series[r]
+            if lane.known(fs):
+                continue
+            parts = names.get(fs)
+            if not parts:
+                continue
+            hit = series_of.get(parts)
+            if hit is None:
+                continue
+            lane.register(fs, hit[0], table.unit_id(hit[1]) if hit[1] is not None else 0,
+                          parts[0])
 
     @property
     def path(self):

@@ -15,6 +15,7 @@ TOML layout (every key optional):
     max_payload = 8192      # bytes; larger reports get 4.13
     max_future = 86400.0    # s; readings further ahead of the hub's clock get 4.00
     fast_path = true        # POST /r via the recvmmsg fast path (hub/fastpath.py)
+    column_lane = true      # ordinary reports stored as columns (fast/lane.pyx)
     [http]
     bind = "0.0.0.0"
     port = 8080
@@ -58,6 +59,7 @@ _SPEC = {
     "coap.multicast": (True, "bool"),
     "coap.max_payload": (8192, "posint"),
     "coap.fast_path": (True, "bool"),
+    "coap.column_lane": (True, "bool"),
     "coap.max_future": (86400.0, "posfloat"),
     "http.bind": ("0.0.0.0", "host"),
     "http.port": (8080, "port"),
@@ -86,6 +88,7 @@ FLAG_KEYS = {
     "no_zeroconf": "discovery.zeroconf",
     "no_multicast": "coap.multicast",
     "no_fast_path": "coap.fast_path",
+    "no_column_lane": "coap.column_lane",
 }
 
 

@@ -131,13 +131,24 @@ class Pipeline:
             else:
                 todo.append(i)
         if todo:
+            lane = getattr(self.decoder, "lane", None)  # a decoder may have no column lane
+            lane_items = []  # (index, readings, node) of the reports the column lane took
+            block = None  # their readings (fast.lane.Block)
+            learn = None  # (decoded batch, {index: payload}) for the row path's reports
             try:
-                decoded = self.decoder.decode([(items[i][1], items[i][2]) for i in todo], now)
+                if lane is not None:
+                    todo, decoded, lane_items, block, learn = self._decode_lane(items, todo, now)
+                else:
+                    decoded = self.decoder.decode([(items[i][1], items[i][2]) for i in todo],
+                                                  now)
             except Exception as e:  # noqa: BLE001 - a decoder bug must not take the hub down
                 log.exception("decoder failed on a batch of %d", len(todo))
                 decoded = [_Internal(e)] * len(todo)
+                lane_items, block, learn = [], None, None
             batch = []  # (index, nodes, rows)
-            last_seen = {}  # node -> address of its last report in this batch
+            last_seen = {}  # node -> (index, address) of its last report in this batch
+            for i, _n, node in lane_items:
+                last_seen[node] = (i, items[i][0])
             for i, rows in zip(todo, decoded, strict=False):
                 if isinstance(rows, _Internal):
                     results[i] = self._error(INTERNAL_SERVER_ERROR, "internal error", "internal")
@@ -152,30 +163,95 @@ class Pipeline:
                     continue
                 address = items[i][0]
                 for nd in nodes:
-                    last_seen[nd] = address
+                    seen = last_seen.get(nd)
+                    if seen is None or seen[0] < i:
+                        last_seen[nd] = (i, address)
                 batch.append((i, nodes, rows))
-            if batch:
+            if batch or block is not None:
                 # issue 7: the whole batch is one store job with one future (was one per
                 # report + gather); the store commits it in one transaction either way.
+                waiting = [b[0] for b in batch] + [li[0] for li in lane_items]
                 try:
                     done = await self.store.write_many(
                         [b[2] for b in batch],
-                        [(nd, address, now) for nd, address in last_seen.items()])
+                        [(nd, seen[1], now) for nd, seen in last_seen.items()], block=block)
                 except StoreClosed:
                     done = None
-                    for i, _nodes, _job in batch:
+                    for i in waiting:
                         results[i] = self._error(SERVICE_UNAVAILABLE, "hub is shutting down",
                                                  "shutdown", RETRY_AFTER)
                 except Exception as e:  # noqa: BLE001 - the commit failed: nothing stored
                     done = None
-                    for i, _nodes, _job in batch:
+                    for i in waiting:
                         results[i] = self._error(SERVICE_UNAVAILABLE,
                                                  "storage unavailable: %s" % type(e).__name__,
                                                  "store", RETRY_AFTER)
                 if done is not None:
                     self._committed_batch(items, batch, done, now, results)
+                    if block is not None:
+                        self._committed_lane(items, lane_items, block, now, results)
+                    if learn is not None:
+                        self._learn(batch, learn)
         self.metrics.latency.observe(time.perf_counter() - t_start, n)
         return results
+
+    def _decode_lane(self, items, todo, now):
+        """Issue 7: SenML-CBOR reports through the column lane (fast/lane.pyx). Returns the
+        row path's (indices, decoded), the lane's [(index, readings, node)], its block,
+        and what `_learn` needs."""
+        lane = self.decoder.lane
+        cbor = [i for i in todo if items[i][2] == CT_SENML_CBOR]
+        rest = [i for i in todo if items[i][2] != CT_SENML_CBOR]
+        slow, decoded, lane_items, block, learn = [], [], [], None, None
+        if cbor:
+            lbatch, take, pnode, block, out = self.decoder.decode_lane(
+                [items[i][1] for i in cbor], now, MIN_TIME, now + self.max_future)
+            counts = lbatch.count
+            nodes = lane.nodes
+            where = {}
+            for p, i in enumerate(cbor):
+                if take[p]:
+                    lane_items.append((i, counts[p], nodes[pnode[p]]))
+                else:
+                    slow.append(i)
+                    decoded.append(out[p])
+                    where[i] = p
+            if where:
+                learn = (lbatch, where)
+        if rest:
+            slow.extend(rest)
+            decoded.extend(self.decoder.decode([(items[i][1], items[i][2]) for i in rest], now))
+        return slow, decoded, lane_items, block, learn
+
+    def _learn(self, batch, learn):
+        """After a commit: the series the row path stored may take the lane next time."""
+        lbatch, where = learn
+        series_of = self.store._series
+        for i, _nodes, _rows in batch:
+            p = where.get(i)
+            if p is not None:
+                self.decoder.lane_learn(lbatch, p, series_of)
+
+    def _committed_lane(self, items, lane_items, block, now, results):
+        """After the commit: live state, events and 2.04 acks of the column lane's reports."""
+        reg = self.registry
+        reported = reg.reported
+        config_version = reg.config_version
+        wanted_firmware = reg.wanted_firmware
+        for i, count, node in lane_items:
+            reported(node, items[i][0], now)
+            results[i] = ReportResult(
+                CHANGED, encode_ack(now, config_version(node), wanted_firmware(node), count, 0),
+                content_format=CT_CBOR, stored=count, duplicates=0, node=node)
+        self.metrics.readings.inc(by=len(block))
+        reg.block_latest(block.latest())
+        ev = self.events
+        if ev.active():
+            for sid, node, sensor, unit, t, kind, val in reg.block_rows(block):
+                ev.publish("reading", {"series": sid, "node": node, "sensor": sensor,
+                                       "unit": unit, "time": t, "kind": kind, "value": val})
+        else:
+            ev.counts["reading"] = ev.counts.get("reading", 0) + len(block)
 
     def _check_rows(self, rows, now, nodes):
         """(kind, diagnostic) for the first row the hub refuses, else None; appends the

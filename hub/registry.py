@@ -147,6 +147,24 @@ class Registry:
             if cur is None or t >= cur[0]:
                 self.latest[sid] = (t, kind, val)
 
+    def block_latest(self, latest):
+        """Issue 7: the newest reading of each series in a column-lane block, as
+        fast.lane.Block.latest() gives them: (sid, t, fast kind 0 number / 1 boolean, value).
+        The lane takes only series the row path stored before, so `series` knows them."""
+        cur_latest = self.latest
+        for sid, t, k, v in latest:
+            cur = cur_latest.get(sid)
+            if cur is None or t >= cur[0]:
+                cur_latest[sid] = (t, KIND_BOOL, 1 if v else 0) if k else (t, KIND_NUM, v)
+
+    def block_rows(self, block):
+        """A column-lane block's readings as `new_rows` tuples (for event listeners)."""
+        series = self.series
+        for sid, t, k, v in zip(block.series, block.time, block.kind, block.value, strict=True):
+            node, sensor, unit = series.get(sid, (None, None, None))
+            yield (sid, node, sensor, unit, t, KIND_BOOL if k else KIND_NUM,
+                   (1 if v else 0) if k else v)
+
     # ---- RD ----------------------------------------------------------------------------------
 
     def registered(self, node_id, address, lt, rd, firmware, now):

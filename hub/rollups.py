@@ -44,6 +44,12 @@ class RollupFeeder:
                 add(sid, t, float(val))
         self._write(conn)
 
+    def on_block(self, conn, block):
+        """Issue 7: a committed column-lane block (fast.lane.Block: store series ids,
+        times, fast kinds 0/1, values) goes to the C rollups in one call."""
+        self.roll.add_batch(block)
+        self._write(conn)
+
     def advance(self, conn, watermark):
         self.roll.advance(watermark)
         return self._write(conn)

@@ -24,12 +24,18 @@ Layout (see hub/README.md for why):
       `readings` in (series, t) order every 100,000 readings, when idle, before any
       query and at close/start, so the cost of a commit no longer grows with the
       size of `readings` (see hub/README.md, "Store change").
+  blocks(id, n, series, t, kind, val)     -- issue 7: the column lane's readings
+      (fast/lane.pyx), ONE row per group commit holding four column blobs (int32
+      store series ids, float64 times, uint8 fast kinds 0 = number / 1 = boolean,
+      float64 values). The compaction moves them into `readings` with the inbox
+      (through SQLite's C API when fast/blockstore.pyx is usable).
   rollups(series, win, t, count, min, max, mean, p50, p95, p99)
   nodes(id, address, firmware, lt, registered, rd, last_seen, online, interval, first_seen)
   node_configs(node, version, body, created)
 """
 
 import json
+import logging
 import math
 import operator
 import os
@@ -37,6 +43,18 @@ import queue
 import sqlite3
 import threading
 import time
+
+try:  # issue 7: the column lane's shared MaxT and its C block mover
+    from smartpark.fast.lane import MaxT, block_from_bytes
+except ImportError:  # not built: the row path alone, MaxT is a dict
+    MaxT = dict
+    block_from_bytes = None
+try:
+    from smartpark.fast.blockstore import BlockMover
+except ImportError:  # not built (or no libsqlite3.so.0): blocks move through sqlite3
+    BlockMover = None
+
+log = logging.getLogger("smartpark.hub.store")
 
 KIND_NUM = 0
 KIND_STR = 1
@@ -53,6 +71,9 @@ CREATE TABLE IF NOT EXISTS readings(
     PRIMARY KEY(series, t)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inbox(
     series INTEGER NOT NULL, t REAL NOT NULL, kind INTEGER NOT NULL, val, sum REAL);
+CREATE TABLE IF NOT EXISTS blocks(
+    id INTEGER PRIMARY KEY, n INTEGER NOT NULL, series BLOB NOT NULL, t BLOB NOT NULL,
+    kind BLOB NOT NULL, val BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS rollups(
     series INTEGER NOT NULL, win INTEGER NOT NULL, t REAL NOT NULL,
     count INTEGER NOT NULL, min REAL, max REAL, mean REAL, p50 REAL, p95 REAL, p99 REAL,
@@ -71,6 +92,8 @@ _INBOX = "INSERT INTO inbox(series, t, kind, val, sum) VALUES (?, ?, ?, ?, ?)"
 _COMPACT = ("INSERT OR IGNORE INTO readings(series, t, kind, val, sum)"
             " SELECT series, t, kind, val, sum FROM inbox ORDER BY series, t")
 _INBOX_KEYS = "SELECT series, t FROM inbox"
+_BLOCK = "INSERT INTO blocks(n, series, t, kind, val) VALUES (?, ?, ?, ?, ?)"
+_BLOCKS = "SELECT id, series, t, kind, val FROM blocks ORDER BY id"
 _MAX_T = "SELECT max(t) FROM readings WHERE series = ?"
 _BY_KEY = operator.itemgetter(0, 1)
 _NODE_SEEN = (
@@ -107,15 +130,16 @@ class _Write:
 
 class _WriteMany:
     """Issue 7: a whole batch of reports (one rows list each, plus the batch's node
-    last-seen updates) with ONE future, resolved with one (stored, duplicates, new_rows)
-    tuple per report, in order -- no object per report."""
+    last-seen updates, plus the column lane's block) with ONE future, resolved with one
+    (stored, duplicates, new_rows) tuple per rows report, in order -- no object per report."""
 
-    __slots__ = ("reports", "seen", "future")
+    __slots__ = ("reports", "seen", "future", "block")
 
-    def __init__(self, reports, seen, future):
+    def __init__(self, reports, seen, future, block=None):
         self.reports = reports
         self.seen = seen
         self.future = future
+        self.block = block
 
 
 class _Call:
@@ -143,19 +167,27 @@ def _resolve_all(pairs):
 class SqliteStore:
     """The SQLite backend. Create, `await start()`, use, `await close()`."""
 
-    def __init__(self, path, cache_mb=64, on_commit=None, compact_rows=100000, compact_idle=0.5):
+    def __init__(self, path, cache_mb=64, on_commit=None, compact_rows=100000, compact_idle=0.5,
+                 on_block=None, c_mover=True):
         self.path = path
         self.cache_mb = cache_mb
         # on_commit(conn, new): runs in the store thread after each group commit with
         # every newly inserted row as (series, t, kind, val, sum), in (series, t) order
         # (used to feed the rollups).
         self.on_commit = on_commit
+        # on_block(conn, block): the same for a column-lane block (fast.lane.Block)
+        self.on_block = on_block
+        self.c_mover = c_mover and BlockMover is not None
+        self._mover = None
+        self.mover_off = None  # why blocks move through Python's sqlite3, when they do
         self._q = queue.SimpleQueue()
         self._thread = None
         self._loop = None
         self._closed = False
         self._series = {}  # (node, sensor) -> (id, unit)
-        self._max_t = {}  # series id -> largest t stored (issue 7: skips most duplicate checks)
+        # series id -> a time >= the largest t stored or being stored (issue 7: skips most
+        # duplicate checks); shared with the column lane (fast/lane.pyx), which raises it
+        self.maxt = self._max_t = MaxT()
         # issue 7: committed readings not yet moved from `inbox` into `readings`
         self._inbox_n = 0  # readings in `inbox`
         # their (series id, t) keys, read from `inbox` only when a commit first needs them
@@ -211,16 +243,17 @@ class SqliteStore:
         self._q.put(_Write(rows, seen, fut))
         return fut
 
-    def write_many(self, reports, seen):
+    def write_many(self, reports, seen, block=None):
         """Queue a batch of reports [rows, ...] (rows as in `write`) with the batch's
         last-seen updates `seen` [(node, address, time), ...]; return ONE future resolved with
         [(stored, duplicates, new_rows), ...] (same order; new_rows as in WriteResult) after
         the group commit that holds them all, or with the commit's exception (then none of
-        them was stored)."""
+        them was stored). `block`: the column lane's readings of the same batch
+        (fast.lane.Block), committed in the same transaction, before the rows."""
         if self._closed:
             raise StoreClosed("store is closing")
         fut = self._loop.create_future()
-        self._q.put(_WriteMany(reports, seen, fut))
+        self._q.put(_WriteMany(reports, seen, fut, block))
         return fut
 
     def call(self, fn, *args):
@@ -242,7 +275,17 @@ class SqliteStore:
         conn.executescript(_SCHEMA)
         for sid, node, sensor, unit in conn.execute("SELECT id, node, sensor, unit FROM series"):
             self._series[(node, sensor)] = (sid, unit)
-        if conn.execute("SELECT 1 FROM inbox LIMIT 1").fetchone() is not None:
+        if self.c_mover:
+            try:
+                self._mover = BlockMover(self.path)
+            except Exception as e:  # noqa: BLE001 - the Python path below does the same
+                self.mover_off = str(e)
+        else:
+            self.mover_off = "fast/blockstore.pyx not built" if BlockMover is None else "off"
+        if self.mover_off:
+            log.info("column blocks move through Python's sqlite3: %s", self.mover_off)
+        if (conn.execute("SELECT 1 FROM inbox LIMIT 1").fetchone() is not None or
+                conn.execute("SELECT 1 FROM blocks LIMIT 1").fetchone() is not None):
             self._compact(conn)  # readings acknowledged before a crash, not yet moved
         return conn
 
@@ -260,6 +303,7 @@ class SqliteStore:
         series' largest time (the common case) never hashes a key.
         """
         t0 = time.perf_counter()
+        self._move_blocks(conn)
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(_COMPACT)
@@ -273,6 +317,40 @@ class SqliteStore:
         self._inbox_keys = None
         self.compactions += 1
         self.compact_seconds += time.perf_counter() - t0
+
+    def _move_blocks(self, conn):
+        """The column lane's blocks into `readings` (one transaction; C when usable)."""
+        rows = conn.execute(_BLOCKS).fetchall()
+        if not rows:
+            return
+        blocks = [block_from_bytes(s, t, k, v) for _id, s, t, k, v in rows]
+        last_id = rows[-1][0]
+        if self._mover is not None:
+            self._mover.move(blocks, last_id)
+            return
+        flat = []
+        for b in blocks:
+            for sid, t, k, v in zip(b.series, b.time, b.kind, b.value, strict=True):
+                flat.append((sid, t, KIND_BOOL, 1 if v else 0) if k else (sid, t, KIND_NUM, v))
+        flat.sort(key=_BY_KEY)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT OR IGNORE INTO readings(series, t, kind, val, sum)"
+                             " VALUES (?, ?, ?, ?, NULL)", flat)
+            conn.execute("DELETE FROM blocks WHERE id <= ?", (last_id,))
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+
+    def _inbox_key_set(self, cur):
+        """(series id, t) of every committed reading not yet in `readings`."""
+        keys = set(cur.execute(_INBOX_KEYS))
+        for _id, s, t, k, v in cur.execute(_BLOCKS).fetchall():
+            b = block_from_bytes(s, t, k, v)
+            keys.update(zip(b.series, b.time, strict=True))
+        return keys
 
     def _run(self, ready):
         loop = self._loop
@@ -298,6 +376,7 @@ class SqliteStore:
                 except queue.Empty:
                     break
             writes = []  # rows of every report in this group commit
+            blocks = []  # the column lane's blocks of this group commit
             seen = []  # node last-seen updates of all of them
             owners = []  # (job, index of its first report in `writes`)
             calls = []
@@ -306,6 +385,8 @@ class SqliteStore:
                     owners.append((j, len(writes)))
                     writes.extend(j.reports)
                     seen.extend(j.seen)
+                    if j.block is not None:
+                        blocks.append(j.block)
                 elif isinstance(j, _Write):
                     owners.append((j, len(writes)))
                     writes.append(j.rows)
@@ -315,8 +396,8 @@ class SqliteStore:
                 else:
                     stop = j
             done = []
-            if writes:
-                err, results = self._group_commit(conn, writes, seen)
+            if writes or blocks or seen:
+                err, results = self._group_commit(conn, writes, seen, blocks)
                 for job, start in owners:
                     if err is not None:
                         done.append((job.future, False, err))
@@ -352,6 +433,9 @@ class SqliteStore:
                 break
             if isinstance(j, (_Write, _Call, _WriteMany)) and j.future is not None:
                 late.append((j.future, False, StoreClosed("store closed")))
+        if self._mover is not None:
+            self._mover.close()
+            self._mover = None
         try:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
@@ -383,14 +467,25 @@ class SqliteStore:
         self._series[key] = (sid, unit)
         return sid
 
-    def _group_commit(self, conn, writes, seen):
-        """Write every report of `writes` [rows, ...] and the node last-seen updates `seen`
-        [(node, address, time), ...] in one transaction. Returns
+    def _group_commit(self, conn, writes, seen, blocks=()):
+        """Write the column lane's `blocks`, then every report of `writes` [rows, ...] and
+        the node last-seen updates `seen` [(node, address, time), ...] in one transaction.
+        A block's readings are new by construction (fast/lane.pyx: each is newer than
+        anything its series has stored or being stored), so they need no check; the rows
+        are checked against them like against the inbox. Returns
         (None, [(stored, duplicates, new_rows) per report]) or (exception, None): then
         nothing of them was stored."""
         t0 = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
+            n_block = 0
+            for b in blocks:
+                conn.execute(_BLOCK, (len(b), b.series.tobytes(), b.time.tobytes(),
+                                      b.kind.tobytes(), b.value.tobytes()))
+                n_block += len(b)
+            if n_block and self._inbox_keys is not None:
+                for b in blocks:
+                    self._inbox_keys.update(zip(b.series, b.time, strict=True))
             # Issue 7: per-row execute() + rowcount cost ~20 us a row. Instead, decide in
             # Python which rows are new and insert them with one executemany. A reading is
             # new for sure when its time is above the largest time stored for its series
@@ -433,8 +528,8 @@ class SqliteStore:
                     m = cur.execute(_MAX_T, (sid,)).fetchone()[0]
                     m = maxt[sid] = -math.inf if m is None else m
                 if t <= m:
-                    if inbox is None and self._inbox_n:
-                        inbox = self._inbox_keys = set(cur.execute(_INBOX_KEYS))
+                    if inbox is None and (self._inbox_n or n_block):
+                        inbox = self._inbox_keys = self._inbox_key_set(cur)
                     if ((inbox is not None and (sid, t) in inbox) or
                             cur.execute(_EXISTS, (sid, t)).fetchone() is not None):
                         dups[wi] += 1
@@ -460,13 +555,17 @@ class SqliteStore:
             for sid, t in top.items():
                 if t > maxt[sid]:
                     maxt[sid] = t
-            self._inbox_n += len(new)
+            for b in blocks:
+                if MaxT is not dict:
+                    maxt.raise_block(b.series, b.time)
+            self._inbox_n += len(new) + n_block
             if inbox is not None:
                 inbox.update(map(_BY_KEY, new))
             results = list(zip(stored, dups, per, strict=True))
         except Exception as e:  # noqa: BLE001 - every waiting report learns of the failure
             if conn.in_transaction:
                 conn.rollback()
+            self._inbox_keys = None  # it may hold keys of the rolled-back blocks
             self._series.clear()
             for sid, node, sensor, unit in conn.execute("SELECT id, node, sensor, unit FROM series"):
                 self._series[(node, sensor)] = (sid, unit)
@@ -475,6 +574,12 @@ class SqliteStore:
         self.committed_reports += len(writes)
         self.last_batch = len(writes)
         self.commit_seconds += time.perf_counter() - t0
+        if self.on_block is not None:
+            for b in blocks:
+                try:
+                    self.on_block(conn, b)
+                except Exception:  # noqa: BLE001 - rollups must not undo an acknowledged commit
+                    log.exception("rollups failed on a committed block")
         if self.on_commit is not None and new:
             try:
                 self.on_commit(conn, new)
@@ -599,6 +704,42 @@ def q_prune(conn, cutoff, after_sid=0, batch=100):
                                 (sid, cutoff)).rowcount
     conn.execute("COMMIT")
     return removed, sids[-1]
+
+
+def stored_readings(path, node=None):
+    """[(node, sensor, t, kind, val)] of every committed reading in the hub database at
+    `path`: `readings`, the `inbox` and the column lane's `blocks` (all three are durable,
+    i.e. acknowledged), read-only in one snapshot, while the hub runs or after. A reading
+    stored twice shows as two rows. [] while the hub has not made its tables yet."""
+    import array
+
+    c = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
+    try:
+        c.execute("BEGIN")  # one read transaction: a compaction meanwhile is not seen half done
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "readings" not in tables or "series" not in tables:
+            return []
+        names = {sid: (nd, sensor) for sid, nd, sensor in
+                 c.execute("SELECT id, node, sensor FROM series")}
+        raw = []
+        for table in ("readings", "inbox"):
+            if table in tables:
+                raw += c.execute("SELECT series, t, kind, val FROM %s" % table).fetchall()
+        if "blocks" in tables:
+            for blobs in c.execute("SELECT series, t, kind, val FROM blocks ORDER BY id"):
+                cols = [array.array(tc) for tc in "idBd"]
+                for col, blob in zip(cols, blobs, strict=True):
+                    col.frombytes(blob)
+                for sid, t, k, v in zip(*cols, strict=True):
+                    raw.append((sid, t, KIND_BOOL, 1 if v else 0) if k else (sid, t, KIND_NUM, v))
+        out = []
+        for sid, t, kind, val in raw:
+            nd, sensor = names.get(sid, (None, None))
+            if node is None or nd == node:
+                out.append((nd, sensor, t, kind, val))
+        return out
+    finally:
+        c.close()
 
 
 def finite(x):

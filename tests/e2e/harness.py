@@ -9,7 +9,6 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ import time
 
 import pytest
 from smartpark.hub.process import start_hub
+from smartpark.hub.store.sqlite import stored_readings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
 from ledger import parse_ledger  # noqa: E402
@@ -188,23 +188,12 @@ class Hub:
     def readings(self, node):
         """[(sensor, t)] the hub stored for `node` (read-only, while it runs or after).
 
-        The hub commits new readings to an `inbox` table and moves them into
-        `readings` when idle (hub/store/sqlite.py); both are durable, so both
-        count. UNION ALL keeps a reading stored twice visible as two rows.
+        The hub commits new readings to its `inbox` and `blocks` tables and moves
+        them into `readings` when idle (hub/store/sqlite.py); all are durable, so
+        all count, and a reading stored twice shows as two rows.
         """
         db = os.path.join(self.data, "hub.sqlite3")
-        c = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
-        try:
-            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            q = ("SELECT s.sensor, r.t FROM %s r JOIN series s ON s.id = r.series "
-                 "WHERE s.node = ?")
-            rows = []
-            for table in ("readings", "inbox"):
-                if table in tables:
-                    rows += c.execute(q % table, (node,)).fetchall()
-            return rows
-        finally:
-            c.close()
+        return [(sensor, t) for _nd, sensor, t, _k, _v in stored_readings(db, node)]
 
 
 def check_exactly_once(ledger, hub_rows, max_timeless=1000, extra_ok=0):

@@ -2,12 +2,14 @@
 
 import asyncio
 import math
+import os
 import signal
 import sqlite3
 
 import aiocoap
 import pytest
 from hubutil import T0, coap_post, run, senml_cbor
+from smartpark.hub.store.sqlite import stored_readings
 from smartpark.protocol.report import decode_ack
 
 
@@ -22,21 +24,12 @@ def _db_rows(h):
 
 
 def _killed_rows(data_dir):
-    """Every reading row the killed hub left, from readings AND its inbox (issue 7's store
-    appends new rows there and compacts into readings later, e.g. at the next start), read
-    before any restart: a duplicate in either, or across both, shows here. readings alone
-    could never show one (its primary key is (series, t))."""
-    conn = sqlite3.connect("file:%s/hub.sqlite3?mode=ro" % data_dir, uri=True)
-    try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        parts = ["SELECT series, t, val FROM readings"]
-        if "inbox" in tables:
-            parts.append("SELECT series, t, val FROM inbox")
-        return conn.execute(
-            "SELECT s.node, s.sensor, r.t, r.val FROM (%s) r JOIN series s ON s.id = r.series"
-            % " UNION ALL ".join(parts)).fetchall()
-    finally:
-        conn.close()
+    """Every reading the killed hub left, from readings AND its inbox and blocks (issue 7's
+    store appends new readings there and compacts into readings later, e.g. at the next
+    start), read before any restart: a duplicate in any, or across them, shows here.
+    readings alone could never show one (its primary key is (series, t))."""
+    return [(nd, sensor, t, val) for nd, sensor, t, _k, val in
+            stored_readings(os.path.join(data_dir, "hub.sqlite3"))]
 
 
 def test_sigterm_restart_keeps_everything(hub_factory):

@@ -32,7 +32,7 @@ def hub(tmp_path):
 
 
 def _hub_counts(data):
-    """Readings stored per node, committed ones still in the hub's inbox table included."""
+    """Readings stored per node, committed ones still in the hub's inbox or blocks table included."""
     counts = {}
     for node, _sensor, _t in hub_rows(data):
         counts[node] = counts.get(node, 0) + 1

@@ -21,27 +21,18 @@ def smartpark(*args, timeout=180, **kw):
                           timeout=timeout, cwd=ROOT, **kw)
 
 
-# The hub commits new readings to its `inbox` table and moves them into `readings`
-# when idle (hub/store/sqlite.py): both are durable, so both count as stored. One
-# statement reads both (one snapshot, so a compaction running meanwhile is not seen
-# half done), and UNION ALL keeps a reading stored twice visible as two rows.
-_STORED = ("SELECT s.node, s.sensor, r.t FROM (SELECT series, t FROM readings UNION ALL "
-           "SELECT series, t FROM inbox) r JOIN series s ON s.id = r.series")
-
-
 def hub_rows(data_dir, node=None):
     """[(node, sensor, t)] of every reading in the hub's SQLite file under `data_dir`,
-    read-only (while the hub runs or after); [] while the hub has not made its tables."""
+    read-only (while the hub runs or after); [] while the hub has not made its tables.
+    Committed readings wait in `inbox` / `blocks` before they move into `readings`
+    (hub/store/sqlite.py): all count, and a reading stored twice shows twice."""
     import sqlite3
-    c = sqlite3.connect("file:%s?mode=ro" % os.path.join(data_dir, "hub.sqlite3"), uri=True,
-                        timeout=10)
+
+    from smartpark.hub.store.sqlite import stored_readings
     try:
-        if node is None:
-            return c.execute(_STORED).fetchall()
-        return c.execute(_STORED + " WHERE s.node = ?", (node,)).fetchall()
+        return [(nd, sensor, t) for nd, sensor, t, _k, _v in
+                stored_readings(os.path.join(data_dir, "hub.sqlite3"), node)]
     except sqlite3.OperationalError as e:
-        if "no such table" in str(e):
+        if "unable to open" in str(e):
             return []
         raise
-    finally:
-        c.close()

@@ -1,0 +1,246 @@
+# cython: language_level=3
+"""Move the lane's column blocks into the `readings` table through SQLite's C API.
+
+Scope (issue 7): the store commits the readings of the column lane
+(fast/lane.pyx) as one `blocks` row per group commit; the compaction later
+turns them into `readings` rows. Python's sqlite3 costs ~3.6 us per row
+(executemany) and holds the GIL meanwhile; here the same INSERT runs from C
+at ~1 us per row with the GIL released, so the event loop keeps serving.
+
+It uses the very SQLite library Python's sqlite3 module is linked against
+(the soname libsqlite3.so.0, linked as `-l:libsqlite3.so.0`, so no headers
+are needed). `usable()` refuses when that cannot be shown — two copies of
+SQLite in one process must not open the same file (their POSIX locks would
+not see each other) — and the store then moves blocks with Python's sqlite3.
+"""
+
+from libc.stdlib cimport free, malloc, qsort
+from libc.stdint cimport int32_t
+
+cdef extern from *:
+    """
+    typedef struct sqlite3 sqlite3;
+    typedef struct sqlite3_stmt sqlite3_stmt;
+    int sqlite3_open_v2(const char *filename, sqlite3 **ppDb, int flags, const char *zVfs);
+    int sqlite3_close_v2(sqlite3 *db);
+    int sqlite3_prepare_v2(sqlite3 *db, const char *zSql, int nByte, sqlite3_stmt **ppStmt,
+                           const char **pzTail);
+    int sqlite3_bind_int64(sqlite3_stmt *st, int i, long long v);
+    int sqlite3_bind_double(sqlite3_stmt *st, int i, double v);
+    int sqlite3_step(sqlite3_stmt *st);
+    int sqlite3_reset(sqlite3_stmt *st);
+    int sqlite3_finalize(sqlite3_stmt *st);
+    int sqlite3_exec(sqlite3 *db, const char *sql, void *cb, void *arg, char **errmsg);
+    int sqlite3_changes(sqlite3 *db);
+    const char *sqlite3_errmsg(sqlite3 *db);
+    int sqlite3_busy_timeout(sqlite3 *db, int ms);
+    const char *sqlite3_libversion(void);
+    #define SP_SQLITE_OPEN_READWRITE 0x00000002
+    #define SP_SQLITE_OPEN_NOMUTEX 0x00008000
+    #define SP_SQLITE_DONE 101
+    #define SP_SQLITE_OK 0
+    typedef struct { int sid; int idx; double t; } sp_key;
+    static int sp_key_cmp(const void *a, const void *b) {
+        const sp_key *x = (const sp_key *)a, *y = (const sp_key *)b;
+        if (x->sid != y->sid) return x->sid < y->sid ? -1 : 1;
+        if (x->t != y->t) return x->t < y->t ? -1 : 1;
+        return x->idx < y->idx ? -1 : (x->idx > y->idx);
+    }
+    """
+    ctypedef struct sqlite3:
+        pass
+    ctypedef struct sqlite3_stmt:
+        pass
+    ctypedef struct sp_key:
+        int sid
+        int idx
+        double t
+    int sqlite3_open_v2(const char *filename, sqlite3 **ppDb, int flags, const char *zVfs) nogil
+    int sqlite3_close_v2(sqlite3 *db) nogil
+    int sqlite3_prepare_v2(sqlite3 *db, const char *zSql, int nByte, sqlite3_stmt **ppStmt,
+                           const char **pzTail) nogil
+    int sqlite3_bind_int64(sqlite3_stmt *st, int i, long long v) nogil
+    int sqlite3_bind_double(sqlite3_stmt *st, int i, double v) nogil
+    int sqlite3_step(sqlite3_stmt *st) nogil
+    int sqlite3_reset(sqlite3_stmt *st) nogil
+    int sqlite3_finalize(sqlite3_stmt *st) nogil
+    int sqlite3_exec(sqlite3 *db, const char *sql, void *cb, void *arg, char **errmsg) nogil
+    int sqlite3_changes(sqlite3 *db) nogil
+    const char *sqlite3_errmsg(sqlite3 *db) nogil
+    int sqlite3_busy_timeout(sqlite3 *db, int ms) nogil
+    const char *sqlite3_libversion() nogil
+    int SP_SQLITE_OPEN_READWRITE
+    int SP_SQLITE_OPEN_NOMUTEX
+    int SP_SQLITE_DONE
+    int SP_SQLITE_OK
+    int sp_key_cmp(const void *a, const void *b) noexcept nogil
+
+import sqlite3 as _pysqlite
+
+KIND_NUM = 0   # hub/store/sqlite.py's stored kinds
+KIND_BOOL = 2
+
+_INSERT = (b"INSERT OR IGNORE INTO readings(series, t, kind, val, sum)"
+           b" VALUES (?, ?, ?, ?, NULL)")
+
+
+def library_version():
+    return sqlite3_libversion().decode()
+
+
+def usable():
+    """None when this module may write the hub's database, else the reason it may not."""
+    mine = library_version()
+    if mine != _pysqlite.sqlite_version:
+        return ("SQLite %s here but %s in Python's sqlite3 (two copies of SQLite)"
+                % (mine, _pysqlite.sqlite_version))
+    try:
+        import _sqlite3
+        with open(_sqlite3.__file__, "rb") as f:
+            linked = b"libsqlite3.so.0" in f.read()
+    except (ImportError, OSError, AttributeError) as e:
+        return "cannot tell which SQLite Python's sqlite3 uses (%s)" % e
+    if not linked:
+        return "Python's sqlite3 has SQLite built in (a second copy would be loaded)"
+    return None
+
+
+class BlockStoreError(_pysqlite.OperationalError):
+    """A statement of the block mover failed; its transaction was rolled back."""
+
+
+cdef class BlockMover:
+    """Its own connection to the hub's database file, used from the store thread only."""
+
+    cdef sqlite3* db
+    cdef sqlite3_stmt* ins
+    cdef sqlite3_stmt* dele
+
+    def __cinit__(self):
+        self.db = NULL
+        self.ins = NULL
+        self.dele = NULL
+
+    def __init__(self, path):
+        reason = usable()
+        if reason is not None:
+            raise RuntimeError(reason)
+        cdef bytes p = path.encode() if isinstance(path, str) else bytes(path)
+        if sqlite3_open_v2(p, &self.db, SP_SQLITE_OPEN_READWRITE | SP_SQLITE_OPEN_NOMUTEX,
+                           NULL) != SP_SQLITE_OK:
+            msg = self._err()
+            self.close()
+            raise BlockStoreError("cannot open %s: %s" % (path, msg))
+        sqlite3_busy_timeout(self.db, 30000)
+        if (sqlite3_prepare_v2(self.db, _INSERT, -1, &self.ins, NULL) != SP_SQLITE_OK or
+                sqlite3_prepare_v2(self.db, b"DELETE FROM blocks WHERE id <= ?", -1,
+                                   &self.dele, NULL) != SP_SQLITE_OK):
+            msg = self._err()
+            self.close()
+            raise BlockStoreError("cannot prepare the block move: %s" % msg)
+
+    def __dealloc__(self):
+        self.close()
+
+    cdef str _err(self):
+        if self.db == NULL:
+            return "out of memory"
+        return sqlite3_errmsg(self.db).decode("utf-8", "replace")
+
+    def close(self):
+        if self.ins != NULL:
+            sqlite3_finalize(self.ins)
+            self.ins = NULL
+        if self.dele != NULL:
+            sqlite3_finalize(self.dele)
+            self.dele = NULL
+        if self.db != NULL:
+            sqlite3_close_v2(self.db)
+            self.db = NULL
+
+    def move(self, blocks, long long last_id):
+        """Insert the readings of `blocks` (fast.lane.Block objects) into `readings` in
+        (series, t) order, delete the `blocks` rows with id <= last_id, one transaction.
+        Returns how many readings were new (INSERT OR IGNORE: the primary key stays the
+        guarantee). Raises BlockStoreError (rolled back) on failure."""
+        if self.db == NULL:
+            raise BlockStoreError("block mover is closed")
+        cdef Py_ssize_t total = 0, i, j, n, off = 0
+        for b in blocks:
+            total += len(b)
+        cdef sp_key* keys = <sp_key*>malloc((total or 1) * sizeof(sp_key))
+        cdef int32_t* sids = <int32_t*>malloc((total or 1) * sizeof(int32_t))
+        cdef double* ts = <double*>malloc((total or 1) * sizeof(double))
+        cdef double* vs = <double*>malloc((total or 1) * sizeof(double))
+        cdef unsigned char* ks = <unsigned char*>malloc(total or 1)
+        cdef const int[::1] bs
+        cdef const double[::1] bt
+        cdef const unsigned char[::1] bk
+        cdef const double[::1] bv
+        cdef int rc = SP_SQLITE_OK, step_rc = SP_SQLITE_DONE
+        cdef long long new = 0
+        cdef sp_key* kp
+        try:
+            if not (keys and sids and ts and vs and ks):
+                raise MemoryError()
+            for b in blocks:
+                bs = b.series
+                bt = b.time
+                bk = b.kind
+                bv = b.value
+                n = len(b)
+                if bt.shape[0] < n or bk.shape[0] < n or bv.shape[0] < n or bs.shape[0] < n:
+                    raise ValueError("block columns shorter than the block")
+                for j in range(n):
+                    sids[off] = bs[j]
+                    ts[off] = bt[j]
+                    ks[off] = bk[j]
+                    vs[off] = bv[j]
+                    keys[off].sid = bs[j]
+                    keys[off].t = bt[j]
+                    keys[off].idx = <int>off
+                    off += 1
+            with nogil:
+                qsort(keys, total, sizeof(sp_key), sp_key_cmp)
+                rc = sqlite3_exec(self.db, "BEGIN IMMEDIATE", NULL, NULL, NULL)
+                if rc == SP_SQLITE_OK:
+                    for i in range(total):
+                        kp = &keys[i]
+                        j = kp.idx
+                        sqlite3_bind_int64(self.ins, 1, sids[j])
+                        sqlite3_bind_double(self.ins, 2, ts[j])
+                        if ks[j] == 1:
+                            sqlite3_bind_int64(self.ins, 3, KIND_BOOL_C)
+                            sqlite3_bind_int64(self.ins, 4, 1 if vs[j] != 0.0 else 0)
+                        else:
+                            sqlite3_bind_int64(self.ins, 3, KIND_NUM_C)
+                            sqlite3_bind_double(self.ins, 4, vs[j])
+                        step_rc = sqlite3_step(self.ins)
+                        sqlite3_reset(self.ins)
+                        if step_rc != SP_SQLITE_DONE:
+                            break
+                        new += sqlite3_changes(self.db)
+                    if step_rc == SP_SQLITE_DONE:
+                        sqlite3_bind_int64(self.dele, 1, last_id)
+                        step_rc = sqlite3_step(self.dele)
+                        sqlite3_reset(self.dele)
+                    if step_rc == SP_SQLITE_DONE:
+                        rc = sqlite3_exec(self.db, "COMMIT", NULL, NULL, NULL)
+                    else:
+                        rc = step_rc
+            if rc != SP_SQLITE_OK:
+                msg = self._err()
+                sqlite3_exec(self.db, "ROLLBACK", NULL, NULL, NULL)
+                raise BlockStoreError("moving %d block readings failed: %s" % (total, msg))
+            return new
+        finally:
+            free(keys)
+            free(sids)
+            free(ts)
+            free(vs)
+            free(ks)
+
+
+cdef enum:
+    KIND_NUM_C = 0
+    KIND_BOOL_C = 2

@@ -1,0 +1,369 @@
+# cython: language_level=3
+"""The column lane of the report pipeline: whole reports checked and stored as columns.
+
+Scope (issue 7): most reports a hub sees are the ordinary case — a node it
+knows sends new readings of series it knows, with the units it knows, times
+in range, numbers and booleans only. For those the pipeline needs no row
+tuple, no sort and no duplicate lookup: `Lane.select` checks a decoded
+`Batch` (fast/decode.pyx) in C and writes the readings of every such report
+straight into four columns (store series id, time, kind, value) that the
+store commits as ONE row of its `blocks` table (hub/store/sqlite.py).
+Everything else — a series or node seen for the first time, a unit change, a
+string, data or sum value, a time out of range, a reading not newer than its
+series' latest — is left to the row path (hub/codec.py + the store's
+per-reading duplicate check), which is the reference.
+
+Why "newer than the series' latest" is enough for exactly-once: `MaxT` holds,
+per store series id, a time at or above the latest reading stored or being
+stored. A reading above it cannot be a duplicate. The lane raises it when it
+takes a reading, and also for every reading of a report it leaves to the row
+path, so a later copy of that reading can never enter the lane: it goes to
+the row path too, whose check runs after the first copy's (the store handles
+jobs in order). MaxT only ever goes up; a value that is too high (a report
+that then failed) only sends readings to the slower row path.
+
+Threads: the event loop calls `select`, the store thread reads and raises
+`MaxT`; every method holds the GIL, so each call is atomic to the other.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.math cimport NAN, isfinite, isnan
+from libc.stdint cimport int32_t
+from libc.stdlib cimport free, malloc, realloc
+
+import array
+
+KIND_V = 0   # fast/ kinds, as in Batch.kind
+KIND_VB = 1
+
+
+cdef class MaxT:
+    """Per store series id: a time >= the latest reading stored or being stored.
+
+    Behaves like the dict it replaces in the store: `get(sid)` (None when
+    unknown), `maxt[sid]`, `maxt[sid] = t`, `clear()`."""
+
+    cdef double* v
+    cdef Py_ssize_t cap
+
+    def __cinit__(self):
+        self.v = NULL
+        self.cap = 0
+
+    def __dealloc__(self):
+        free(self.v)
+
+    cdef int _grow(self, Py_ssize_t sid) except -1:
+        cdef Py_ssize_t ncap = self.cap or 1024, i
+        cdef double* q
+        while ncap <= sid:
+            ncap *= 2
+        q = <double*>realloc(self.v, ncap * sizeof(double))
+        if q == NULL:
+            raise MemoryError()
+        for i in range(self.cap, ncap):
+            q[i] = NAN
+        self.v = q
+        self.cap = ncap
+        return 0
+
+    def get(self, Py_ssize_t sid, default=None):
+        if 0 <= sid < self.cap and not isnan(self.v[sid]):
+            return self.v[sid]
+        return default
+
+    def __getitem__(self, Py_ssize_t sid):
+        if 0 <= sid < self.cap and not isnan(self.v[sid]):
+            return self.v[sid]
+        raise KeyError(sid)
+
+    def __setitem__(self, Py_ssize_t sid, double t):
+        if sid < 0:
+            raise KeyError(sid)
+        if isnan(t):
+            raise ValueError("MaxT: NaN is not a time")
+        if sid >= self.cap:
+            self._grow(sid)
+        self.v[sid] = t
+
+    def __contains__(self, Py_ssize_t sid):
+        return 0 <= sid < self.cap and not isnan(self.v[sid])
+
+    def clear(self):
+        cdef Py_ssize_t i
+        for i in range(self.cap):
+            self.v[i] = NAN
+
+    def raise_block(self, series, times):
+        """Raise the entries of a block's readings (store thread, after its commit)."""
+        cdef const int32_t[::1] s = series
+        cdef const double[::1] t = times
+        cdef Py_ssize_t i, sid
+        if t.shape[0] < s.shape[0]:
+            raise ValueError("block columns differ in length")
+        for i in range(s.shape[0]):
+            sid = s[i]
+            if sid < 0:
+                continue
+            if sid >= self.cap:
+                self._grow(sid)
+            if isnan(self.v[sid]) or t[i] > self.v[sid]:
+                self.v[sid] = t[i]
+
+
+cdef class Block:
+    """The readings the lane took from one batch, as columns (store series id, time,
+    kind 0 = number / 1 = boolean, value) in record order; `bytes()` of each column is
+    what the store writes. `latest()` -> the last reading of each series in it."""
+
+    cdef readonly object series   # array('i')
+    cdef readonly object time     # array('d')
+    cdef readonly object kind     # array('B')
+    cdef readonly object value    # array('d')
+    cdef readonly Py_ssize_t n
+
+    def __init__(self, series, time, kind, value):
+        if not (len(series) == len(time) == len(kind) == len(value)):
+            raise ValueError("block columns differ in length")
+        self.series = series
+        self.time = time
+        self.kind = kind
+        self.value = value
+        self.n = len(series)
+
+    def __len__(self):
+        return self.n
+
+    # the attributes Rollups.add_batch reads (a Block feeds the rollups directly)
+    @property
+    def n_records(self):
+        return self.n
+
+    def latest(self):
+        """[(series, t, kind, value)] — each series' last reading in the block (its
+        newest: the lane only takes readings newer than the series' latest)."""
+        cdef const int32_t[::1] s = self.series
+        cdef dict last = {}
+        cdef Py_ssize_t i
+        for i in range(self.n):
+            last[s[i]] = i
+        t, k, v = self.time, self.kind, self.value
+        return [(sid, t[i], k[i], v[i]) for sid, i in last.items()]
+
+
+def block_from_bytes(series, time, kind, value):
+    """A Block from the four column blobs the store wrote (crash recovery, compaction)."""
+    s = array.array("i")
+    s.frombytes(series)
+    t = array.array("d")
+    t.frombytes(time)
+    k = array.array("B")
+    k.frombytes(kind)
+    v = array.array("d")
+    v.frombytes(value)
+    return Block(s, t, k, v)
+
+
+cdef class Lane:
+    """Which decoded reports can be stored as columns, and their block.
+
+    Per fast/ series id (SeriesTable id): the store's series id, the unit id the
+    store has for it, and the index of its node in `nodes` (-1: not known yet).
+    `register` fills them after the row path stored (or found) a series."""
+
+    cdef int32_t* sid_of
+    cdef int32_t* unit_of
+    cdef int32_t* node_of
+    cdef Py_ssize_t cap
+    cdef readonly MaxT maxt
+    cdef readonly list nodes
+    cdef dict node_index
+    cdef readonly Py_ssize_t n_lane     # reports the lane took
+    cdef readonly Py_ssize_t n_rows     # reports left to the row path
+
+    def __cinit__(self):
+        self.sid_of = NULL
+        self.unit_of = NULL
+        self.node_of = NULL
+        self.cap = 0
+
+    def __init__(self, MaxT maxt not None):
+        self.maxt = maxt
+        self.nodes = []
+        self.node_index = {}
+        self.n_lane = 0
+        self.n_rows = 0
+
+    def __dealloc__(self):
+        free(self.sid_of)
+        free(self.unit_of)
+        free(self.node_of)
+
+    cdef int _grow(self, Py_ssize_t fsid) except -1:
+        cdef Py_ssize_t ncap = self.cap or 1024, i
+        while ncap <= fsid:
+            ncap *= 2
+        cdef int32_t* a = <int32_t*>realloc(self.sid_of, ncap * sizeof(int32_t))
+        if a == NULL:
+            raise MemoryError()
+        self.sid_of = a
+        a = <int32_t*>realloc(self.unit_of, ncap * sizeof(int32_t))
+        if a == NULL:
+            raise MemoryError()
+        self.unit_of = a
+        a = <int32_t*>realloc(self.node_of, ncap * sizeof(int32_t))
+        if a == NULL:
+            raise MemoryError()
+        self.node_of = a
+        for i in range(self.cap, ncap):
+            self.sid_of[i] = -1
+            self.unit_of[i] = -1
+            self.node_of[i] = -1
+        self.cap = ncap
+        return 0
+
+    def known(self, Py_ssize_t fsid):
+        return 0 <= fsid < self.cap and self.sid_of[fsid] >= 0
+
+    def register(self, Py_ssize_t fsid, Py_ssize_t store_sid, int unit_id, node):
+        """fast series `fsid` is the store's series `store_sid` with unit id `unit_id`
+        (0 = none) of node `node` (a node id the hub accepted)."""
+        if fsid < 0 or store_sid < 0 or store_sid > 0x7fffffff:
+            raise ValueError("series ids must be >= 0")
+        idx = self.node_index.get(node)
+        if idx is None:
+            idx = len(self.nodes)
+            self.nodes.append(node)
+            self.node_index[node] = idx
+        if fsid >= self.cap:
+            self._grow(fsid)
+        self.sid_of[fsid] = <int32_t>store_sid
+        self.unit_of[fsid] = unit_id
+        self.node_of[fsid] = idx
+
+    def forget(self, Py_ssize_t fsid):
+        """Send `fsid` back to the row path (e.g. its unit changed)."""
+        if 0 <= fsid < self.cap:
+            self.sid_of[fsid] = -1
+
+    def select(self, batch, double lo, double hi):
+        """Split the payloads of `batch`: returns (take, node, block) where take[p] is 1
+        when payload p's readings are in `block` (a Block, or None when none is), node[p]
+        its node's index in `nodes` (-1 for the row path). Readings must have
+        lo <= t <= hi. Raises MaxT for every reading it sees of a known series."""
+        cdef const int[::1] series = batch.series
+        cdef const double[::1] times = batch.time
+        cdef const double[::1] values = batch.value
+        cdef const unsigned char[::1] kinds = batch.kind
+        cdef const int[::1] units = batch.unit
+        cdef const unsigned char[::1] has_sum = batch.has_sum
+        cdef const unsigned char[::1] ok = batch.ok
+        cdef const int[::1] firsts = batch.first
+        cdef const int[::1] counts = batch.count
+        cdef Py_ssize_t np_ = batch.n_payloads, nrec = batch.n_records
+        cdef Py_ssize_t p, r, first, cnt, nu, j, out_n = 0
+        cdef int fs, ss, nd, k
+        cdef double t, m
+        cdef bint good
+        cdef MaxT maxt = self.maxt
+        if (series.shape[0] < nrec or times.shape[0] < nrec or values.shape[0] < nrec
+                or kinds.shape[0] < nrec or units.shape[0] < nrec or has_sum.shape[0] < nrec):
+            raise ValueError("batch columns are shorter than n_records")
+        if ok.shape[0] < np_ or firsts.shape[0] < np_ or counts.shape[0] < np_:
+            raise ValueError("batch payload columns are shorter than n_payloads")
+        take = bytearray(np_)
+        node = array.array("i", [-1]) * np_
+        cdef unsigned char[::1] take_v = take
+        cdef int[::1] node_v = node
+        if nrec == 0:
+            return take, node, None
+        # undo log for the payload being checked: (store sid, previous MaxT)
+        cdef int32_t* u_sid = <int32_t*>malloc(nrec * sizeof(int32_t))
+        cdef double* u_old = <double*>malloc(nrec * sizeof(double))
+        cdef int32_t* o_s = <int32_t*>malloc(nrec * sizeof(int32_t))
+        cdef double* o_t = <double*>malloc(nrec * sizeof(double))
+        cdef unsigned char* o_k = <unsigned char*>malloc(nrec)
+        cdef double* o_v = <double*>malloc(nrec * sizeof(double))
+        try:
+            if not (u_sid and u_old and o_s and o_t and o_k and o_v):
+                raise MemoryError()
+            for p in range(np_):
+                if not ok[p]:
+                    continue
+                first = firsts[p]
+                cnt = counts[p]
+                if cnt <= 0 or first < 0 or first + cnt > nrec:
+                    continue
+                good = True
+                nd = -1
+                nu = 0
+                for r in range(first, first + cnt):
+                    fs = series[r]
+                    if fs < 0 or fs >= self.cap or self.sid_of[fs] < 0:
+                        good = False
+                        break
+                    if nd < 0:
+                        nd = self.node_of[fs]
+                    elif self.node_of[fs] != nd:
+                        good = False
+                        break
+                    k = kinds[r]
+                    t = times[r]
+                    if (k > KIND_VB or has_sum[r] or units[r] != self.unit_of[fs]
+                            or not (t >= lo and t <= hi)
+                            or (k == KIND_V and not isfinite(values[r]))):
+                        good = False
+                        break
+                    ss = self.sid_of[fs]
+                    if ss >= maxt.cap:
+                        good = False
+                        break
+                    m = maxt.v[ss]
+                    if isnan(m) or not t > m:
+                        good = False
+                        break
+                    u_sid[nu] = ss
+                    u_old[nu] = m
+                    nu += 1
+                    maxt.v[ss] = t
+                if good:
+                    take_v[p] = 1
+                    node_v[p] = nd
+                    for r in range(first, first + cnt):
+                        o_s[out_n] = self.sid_of[series[r]]
+                        o_t[out_n] = times[r]
+                        o_k[out_n] = kinds[r]
+                        o_v[out_n] = values[r]
+                        out_n += 1
+                    self.n_lane += 1
+                    continue
+                self.n_rows += 1
+                for j in range(nu - 1, -1, -1):
+                    maxt.v[u_sid[j]] = u_old[j]
+                # the row path will store (or refuse) these: no later copy may enter the lane
+                for r in range(first, first + cnt):
+                    fs = series[r]
+                    if fs < 0 or fs >= self.cap or self.sid_of[fs] < 0:
+                        continue
+                    ss = self.sid_of[fs]
+                    t = times[r]
+                    if ss < maxt.cap and not isnan(maxt.v[ss]) and t > maxt.v[ss]:
+                        maxt.v[ss] = t
+            if out_n == 0:
+                return take, node, None
+            s = array.array("i")
+            s.frombytes(PyBytes_FromStringAndSize(<char*>o_s, out_n * sizeof(int32_t)))
+            tt = array.array("d")
+            tt.frombytes(PyBytes_FromStringAndSize(<char*>o_t, out_n * sizeof(double)))
+            kk = array.array("B")
+            kk.frombytes(PyBytes_FromStringAndSize(<char*>o_k, out_n))
+            vv = array.array("d")
+            vv.frombytes(PyBytes_FromStringAndSize(<char*>o_v, out_n * sizeof(double)))
+            return take, node, Block(s, tt, kk, vv)
+        finally:
+            free(u_sid)
+            free(u_old)
+            free(o_s)
+            free(o_t)
+            free(o_k)
+            free(o_v)
