@@ -288,11 +288,10 @@ cdef class Lane:
             if not (u_sid and u_old and o_s and o_t and o_k and o_v):
                 raise MemoryError()
             for p in range(np_):
-                if not ok[p]:
-                    continue
                 first = firsts[p]
                 cnt = counts[p]
-                if cnt <= 0 or first < 0 or first + cnt > nrec:
+                if not ok[p] or cnt <= 0 or first < 0 or first + cnt > nrec:
+                    self.n_rows += 1
                     continue
                 good = True
                 nd = -1
@@ -307,9 +306,15 @@ cdef class Lane:
                     elif self.node_of[fs] != nd:
                         good = False
                         break
+                    if units[r] != self.unit_of[fs]:
+                        # the row path changes the series' unit: until it has, and `register`
+                        # brought the new one, later reports of the series go there too
+                        self.sid_of[fs] = -1
+                        good = False
+                        break
                     k = kinds[r]
                     t = times[r]
-                    if (k > KIND_VB or has_sum[r] or units[r] != self.unit_of[fs]
+                    if (k > KIND_VB or has_sum[r]
                             or not (t >= lo and t <= hi)
                             or (k == KIND_V and not isfinite(values[r]))):
                         good = False
@@ -347,7 +352,9 @@ cdef class Lane:
                         continue
                     ss = self.sid_of[fs]
                     t = times[r]
-                    if ss < maxt.cap and not isnan(maxt.v[ss]) and t > maxt.v[ss]:
+                    # (a time out of range gets the pack refused: nothing to cover)
+                    if (t >= lo and t <= hi and ss < maxt.cap and not isnan(maxt.v[ss])
+                            and t > maxt.v[ss]):
                         maxt.v[ss] = t
             if out_n == 0:
                 return take, node, None

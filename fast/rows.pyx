@@ -14,9 +14,10 @@ from libc.math cimport isfinite
 
 
 def batch_rows(batch, table, dict names, where, list out, split_name, kind_map, error,
-               decode_error):
+               decode_error, pick=None):
     """For payload p of `batch` (p = 0..len(where)-1) set out[where[p]] to its list of rows,
     or to the DecodeError of the batch, or to error(text) for a record the hub refuses.
+    With `pick` (payload indices, as long as `where`), payload pick[j] goes to out[where[j]].
     `names` caches series id -> (node, sensor) or None; kind_map maps fast kinds to store
     kinds; error is SenMLError, decode_error DecodeError."""
     cdef const int[:] series = batch.series
@@ -29,7 +30,7 @@ def batch_rows(batch, table, dict names, where, list out, split_name, kind_map, 
     cdef const unsigned char[:] ok = batch.ok
     cdef const int[:] firsts = batch.first
     cdef const int[:] counts = batch.count
-    cdef Py_ssize_t p, r, first, n
+    cdef Py_ssize_t p, j, r, first, n
     cdef int sid, k, u
     cdef double t, v, sm
     cdef list rows
@@ -41,11 +42,20 @@ def batch_rows(batch, table, dict names, where, list out, split_name, kind_map, 
     if (times.shape[0] < nrec or values.shape[0] < nrec or kinds.shape[0] < nrec
             or units.shape[0] < nrec or sums.shape[0] < nrec or has_sum.shape[0] < nrec):
         raise ValueError("batch columns are shorter than batch.series")
-    if len(where) > ok.shape[0] or len(where) > firsts.shape[0] or len(where) > counts.shape[0]:
+    cdef Py_ssize_t np_ = min(ok.shape[0], firsts.shape[0], counts.shape[0])
+    if pick is None and len(where) > np_:
         raise ValueError("more payload slots (%d) than the batch has payloads (%d)"
                          % (len(where), ok.shape[0]))
-    for p in range(len(where)):
-        i = where[p]
+    if pick is not None and len(pick) != len(where):
+        raise ValueError("pick and where differ in length")
+    for j in range(len(where)):
+        i = where[j]
+        if pick is None:
+            p = j
+        else:
+            p = pick[j]
+            if p < 0 or p >= np_:
+                raise ValueError("payload %d is not in the batch" % p)
         if not ok[p]:
             err = errors[p]
             out[i] = err if isinstance(err, decode_error) else error(str(err))

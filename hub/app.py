@@ -65,8 +65,13 @@ class Hub:
         if self.rollups is not None:
             await self.store.call(self.rollups.replay)
         self.decoder = Decoder()
-        if c.coap_column_lane:
-            self.decoder.enable_lane(self.store.maxt)  # issue 7 (None in a pure build)
+        lane = self.decoder.enable_lane(self.store.maxt) if c.coap_column_lane else None
+        if lane is not None:  # issue 7 (None in a pure build)
+            self.metrics.gauge("smartpark_lane_reports",
+                               "Reports stored as columns by the column lane", lambda: lane.n_lane)
+            self.metrics.gauge("smartpark_lane_row_reports",
+                               "SenML-CBOR reports the column lane left to the row path",
+                               lambda: lane.n_rows)
         self.pipeline = Pipeline(self.store, self.decoder, self.registry, self.events,
                                  self.metrics, max_payload=c.coap_max_payload,
                                  max_future=c.coap_max_future)
@@ -107,9 +112,11 @@ class Hub:
         if self.rollups is not None:
             self._tasks.append(asyncio.create_task(self._rollup_clock(), name="rollups"))
         self.started = time.time()
-        self.out.write("smartpark hub ready coap=%d http=%d data=%s decoder=%s fastpath=%s\n" % (
-            self.coap_port, self.http_port, c.data_dir, self.decoder.path,
-            "on" if self.fastpath else "off"))
+        self.out.write("smartpark hub ready coap=%d http=%d data=%s decoder=%s fastpath=%s"
+                       " lane=%s\n" % (
+                           self.coap_port, self.http_port, c.data_dir, self.decoder.path,
+                           "on" if self.fastpath else "off",
+                           "on" if self.decoder.lane is not None else "off"))
         self.out.flush()
         return self
 

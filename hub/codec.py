@@ -140,15 +140,14 @@ class Decoder:
 
     def lane_learn(self, batch, payload, series_of):
         """After the row path stored payload `payload` of `batch`: let the lane take its
-        series from now on. series_of: (node, sensor) -> (store series id, unit)."""
+        series from now on, with the unit the store now has for each (the row path is
+        where a unit changes). series_of: (node, sensor) -> (store series id, unit)."""
         lane = self.lane
         table = self.table
         names = self._names
         first = batch.first[payload]
         for r in range(first, first + batch.count[payload]):
             fs = batch.series[r]
-            if lane.known(fs):
-                continue
             parts = names.get(fs)
             if not parts:
                 continue

@@ -10,7 +10,7 @@ for tools (tools/demo.py), tests (tests/hub/hubutil.py) and benchmarks:
 stdout and stderr both go to a log file (never an unread pipe: a chatty hub
 would block once the pipe buffer fills). The ready line
 
-    smartpark hub ready coap=<port> http=<port> data=<dir> decoder=<path> fastpath=on|off
+    smartpark hub ready coap=<port> http=<port> data=<dir> decoder=<path> fastpath=on|off lane=on|off
 
 is found by reading that file, with one deadline for the whole start-up. A
 hub that exits or misses the deadline raises HubStartError carrying the end

@@ -13,7 +13,7 @@ from peers import require
 
 
 @pytest.mark.compiled
-@pytest.mark.parametrize("name", ["udp", "loadgen", "rows"])
+@pytest.mark.parametrize("name", ["udp", "loadgen", "rows", "lane", "blockstore"])
 def test_issue7_extension_loaded(name):
     try:
         mod = importlib.import_module("smartpark.fast." + name)

@@ -1,0 +1,337 @@
+"""Issue 7's column lane: which reports fast/lane.pyx takes, the store's blocks, and a hub
+with the lane against the same hub without it (`--no-column-lane`, the row path)."""
+
+import asyncio
+import math
+import os
+import signal
+import socket
+import sqlite3
+import sys
+
+import pytest
+from peers import require
+from smartpark.protocol import coap, report
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "hub"))
+from hubutil import T0, HubProc, senml_cbor  # noqa: E402
+
+try:
+    from smartpark.fast import SeriesTable, decode_batch
+    from smartpark.fast.lane import Block, Lane, MaxT
+except ImportError as e:  # not built: tests/fastpath/test_fastpath_compiled.py fails in CI
+    Lane = None
+    WHY = str(e)
+
+
+def _need_lane():
+    require(Lane is not None, "fast/lane.pyx is not built")
+
+
+def _lane_with(table, maxt, node, sensors, unit=None, sid0=0, maxt0=-math.inf):
+    """A Lane that knows node/<sensor> for each sensor (store ids sid0, sid0+1, ...)."""
+    lane = Lane(maxt)
+    for k, sensor in enumerate(sensors):
+        fs = table.intern("%s/%s" % (node, sensor))
+        lane.register(fs, sid0 + k, table.unit_id(unit), node)
+        maxt[sid0 + k] = maxt0
+    return lane
+
+
+def _select(lane, table, packs, lo=0.0, hi=4e9):
+    batch = decode_batch(packs, T0, table)
+    return lane.select(batch, lo, hi)
+
+
+def test_lane_takes_known_series_and_leaves_the_rest_to_the_row_path():
+    _need_lane()
+    table, maxt = SeriesTable(), MaxT()
+    lane = _lane_with(table, maxt, "n1", ["a", "b"])
+    packs = [
+        senml_cbor("n1", [("a", 1.5, 0), ("b", True, 0)], bt=T0),        # taken
+        senml_cbor("n1", [("a", 2.5, 0), ("c", 1.0, 0)], bt=T0 + 10),    # c is new: rows
+        senml_cbor("n1", [("a", 3.5, 0)], bt=T0),                        # not newer: rows
+        senml_cbor("n1", [("a", "text", 0)], bt=T0 + 20),                # a string: rows
+        senml_cbor("n2", [("a", 4.0, 0)], bt=T0 + 30),                   # other node: rows
+        b"\x9f\x01",                                                     # not decoded: rows
+        senml_cbor("n1", [("a", 5.0, 0), ("b", False, 0)], bt=T0 + 40),  # taken
+        senml_cbor("n1", [("a", 6.0, 0, "Cel")], bt=T0 + 50),            # other unit: rows
+        senml_cbor("n1", [("a", 7.0, 0)], bt=T0 + 60),  # rows until the unit is registered
+    ]
+    take, node, block = _select(lane, table, packs)
+    assert list(take) == [1, 0, 0, 0, 0, 0, 1, 0, 0]
+    assert not lane.known(table.lookup("n1/a")) and lane.known(table.lookup("n1/b"))
+    assert [node[p] for p in (0, 6)] == [0, 0] and lane.nodes == ["n1"]
+    assert node[1] == -1
+    assert isinstance(block, Block) and len(block) == 4
+    assert list(block.series) == [0, 1, 0, 1]
+    assert list(block.time) == [T0, T0, T0 + 40, T0 + 40]
+    assert list(block.kind) == [0, 1, 0, 1]
+    assert list(block.value) == [1.5, 1.0, 5.0, 0.0]
+    # MaxT went up for the lane's readings AND for the row path's readings of known series
+    assert maxt[0] == T0 + 40 and maxt[1] == T0 + 40
+    assert sorted(block.latest()) == [(0, T0 + 40, 0, 5.0), (1, T0 + 40, 1, 0.0)]
+    assert (lane.n_lane, lane.n_rows) == (2, 7)
+
+
+def test_a_refused_report_undoes_its_maxt_and_a_row_path_copy_never_enters_the_lane():
+    _need_lane()
+    table, maxt = SeriesTable(), MaxT()
+    lane = _lane_with(table, maxt, "n1", ["a", "b"])
+    # record a is fine, record b is out of range: the whole report goes to the rows ...
+    take, _node, block = _select(lane, table, [senml_cbor("n1", [("a", 1.0, 0), ("b", 2.0, 5)],
+                                                          bt=T0)], hi=T0 + 1)
+    assert list(take) == [0] and block is None
+    # ... and MaxT covers its readings (not higher than what was in range)
+    assert maxt[0] == T0 and maxt[1] == -math.inf
+    # so the same reading again (a retransmission in a later batch) is left to the rows too
+    take, _node, block = _select(lane, table, [senml_cbor("n1", [("a", 1.0, 0)], bt=T0)])
+    assert list(take) == [0] and block is None
+    # the same reading twice in one pack: the second is not newer
+    take, _n, _b = _select(lane, table, [senml_cbor("n1", [("a", 1.0, 0), ("a", 2.0, 0)],
+                                                    bt=T0 + 5)])
+    assert list(take) == [0]
+
+
+def test_unknown_maxt_time_limits_and_non_finite_values_take_the_row_path():
+    _need_lane()
+    table, maxt = SeriesTable(), MaxT()
+    lane = Lane(maxt)
+    lane.register(table.intern("n1/a"), 7, 0, "n1")  # MaxT of store series 7 unknown
+    assert 7 not in maxt and maxt.get(7) is None
+    take, _n, _b = _select(lane, table, [senml_cbor("n1", [("a", 1.0, 0)])])
+    assert list(take) == [0]
+    maxt[7] = -math.inf
+    assert list(_select(lane, table, [senml_cbor("n1", [("a", 1.0, 0)])])[0]) == [1]
+    assert list(_select(lane, table, [senml_cbor("n1", [("a", 2.0, 0)], bt=T0 + 10)],
+                        lo=T0 + 20)[0]) == [0]
+    assert list(_select(lane, table, [senml_cbor("n1", [("a", math.inf, 0)],
+                                                 bt=T0 + 30)])[0]) == [0]
+    # a sum makes it a row-path report too
+    pack = senml_cbor("n1", [("a", 1.0, 0)], bt=T0 + 40)
+    import cbor2
+    recs = cbor2.loads(pack)
+    recs[0][5] = 3.0
+    assert list(_select(lane, table, [cbor2.dumps(recs)])[0]) == [0]
+    lane.forget(table.lookup("n1/a"))
+    assert not lane.known(table.lookup("n1/a"))
+
+
+def test_maxt_behaves_like_the_dict_it_replaces():
+    _need_lane()
+    m = MaxT()
+    with pytest.raises(KeyError):
+        m[3]
+    m[3] = 5.0
+    m[100000] = -math.inf
+    assert m[3] == 5.0 and m.get(3) == 5.0 and m.get(4, "x") == "x" and 100000 in m
+    with pytest.raises(ValueError):
+        m[1] = math.nan
+    with pytest.raises(KeyError):
+        m[-1] = 1.0
+    import array
+    m.raise_block(array.array("i", [3, 3, 9]), array.array("d", [4.0, 6.0, 1.0]))
+    assert m[3] == 6.0 and m[9] == 1.0
+    m.clear()
+    assert m.get(3) is None
+
+
+# ---- the store: blocks, their move into readings, crash leftovers -------------------------
+
+def _store_roundtrip(tmp_path, c_mover, name):
+    from smartpark.hub.store.sqlite import SqliteStore, q_count_readings, q_raw, stored_readings
+
+    path = str(tmp_path / name / "hub.sqlite3")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        st = SqliteStore(path, c_mover=c_mover)
+        await st.start(loop)
+        # two series through the row path first (the lane only takes known series)
+        done = await st.write_many([[("n1", "a", None, T0, 0, 1.0, None),
+                                     ("n1", "b", None, T0, 2, 1, None)]],
+                                   [("n1", "127.0.0.1", T0)])
+        assert done[0][:2] == (2, 0)
+        sa, sb = st._series[("n1", "a")][0], st._series[("n1", "b")][0]
+        import array
+        blk = Block(array.array("i", [sa, sb, sa]), array.array("d", [T0 + 1, T0 + 1, T0 + 2]),
+                    array.array("B", [0, 1, 0]), array.array("d", [2.5, 0.0, 3.5]))
+        st.maxt[sa] = T0 + 2
+        st.maxt[sb] = T0 + 1
+        # a block and, in the same commit, the row path re-sending a block reading
+        done = await st.write_many([[("n1", "a", None, T0 + 1, 0, 2.5, None)]], [], block=blk)
+        assert done[0][:2] == (0, 1), "a reading in an uncompacted block is a duplicate"
+        before = sorted(stored_readings(path))
+        assert len(before) == 5 and len(set((r[0], r[1], r[2]) for r in before)) == 5
+        raw = await st.call(q_raw, sa, 0, 4e9, 10)  # a query moves everything into readings
+        assert raw == [(T0, 0, 1.0), (T0 + 1, 0, 2.5), (T0 + 2, 0, 3.5)]
+        assert await st.call(q_count_readings) == 5
+        assert (st.mover_off is None) == c_mover
+        await st.close()
+        return before
+
+    before = asyncio.run(main())
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT count(*) FROM blocks").fetchone()[0] == 0
+        rows = sorted(conn.execute("SELECT series, t, kind, val, sum FROM readings").fetchall())
+    finally:
+        conn.close()
+    assert sorted(stored_readings(path)) == before
+    return rows
+
+
+def test_blocks_move_into_readings_the_same_through_c_and_python(tmp_path):
+    _need_lane()
+    from smartpark.hub.store import sqlite as store_sqlite
+    require(store_sqlite.BlockMover is not None, "fast/blockstore.pyx is not built")
+    c_rows = _store_roundtrip(tmp_path, True, "c")
+    py_rows = _store_roundtrip(tmp_path, False, "py")
+    assert c_rows == py_rows
+    bools = [r for r in c_rows if r[2] == 2]
+    assert bools and all(isinstance(r[3], int) for r in bools)
+
+
+def test_blocks_a_crash_left_are_moved_at_start(tmp_path):
+    _need_lane()
+    import array
+
+    from smartpark.hub.store.sqlite import SqliteStore, q_count_readings, stored_readings
+
+    path = str(tmp_path / "hub.sqlite3")
+
+    async def write_then_crash():
+        st = SqliteStore(path)
+        await st.start(asyncio.get_running_loop())
+        await st.write_many([[("n9", "a", None, T0, 0, 1.0, None)]], [])
+        sid = st._series[("n9", "a")][0]
+        st.maxt[sid] = T0 + 1
+        await st.write_many([], [], block=Block(array.array("i", [sid]),
+                                                 array.array("d", [T0 + 1]),
+                                                 array.array("B", [0]),
+                                                 array.array("d", [9.0])))
+        # no close(): the thread dies with the loop, as in a power cut after the commit
+
+    asyncio.run(write_then_crash())
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM blocks").fetchone()[0] == 1
+    conn.close()
+    assert len(stored_readings(path)) == 2
+
+    async def restart():
+        st = SqliteStore(path)
+        await st.start(asyncio.get_running_loop())
+        n = await st.call(q_count_readings)
+        await st.close()
+        return n
+
+    assert asyncio.run(restart()) == 2
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM blocks").fetchone()[0] == 0
+    conn.close()
+
+
+# ---- a hub with the lane against the same hub without it ------------------------------------
+
+def _msg(mid, token, payload):
+    m = coap.make_request(coap.POST, "/r", mid, token=token, payload=payload)
+    m.add_option(coap.CONTENT_FORMAT, coap.encode_uint(112))
+    return m.encode()
+
+
+def _lane_stream():
+    """Numbers and booleans only (what the lane takes), with what it must leave to the rows:
+    first reports of a series, replays of old packs, the same readings in a new message,
+    retransmissions, a unit change, a new sensor mid-stream and a time out of range."""
+    out = []
+    mid = 2000
+    for k in range(60):
+        node = "ln%d" % (k % 3)
+        recs = [("temp", 20.0 + k * 0.5, 0, "Cel"), ("hum", 40 + k % 7, 0, "%RH"),
+                ("door", k % 4 == 0, 0), ("count", k * 3, 0)]
+        if k >= 30 and node == "ln1":
+            recs.append(("lux", 100 + k, 0, "lx"))  # a new series half way
+        if k == 45:
+            recs[0] = ("temp", 99.0, 0, "K")  # a unit change
+        mid += 1
+        pack = senml_cbor(node, recs, bt=T0 + 20 * k)
+        out.append(_msg(mid, b"l%d" % k, pack))
+        if k % 9 == 4:
+            out.append(out[-1])  # retransmission
+        if k % 11 == 6:
+            mid += 1
+            out.append(_msg(mid, b"d%d" % k, pack))  # the same readings, new message
+        if k % 13 == 12:
+            mid += 1  # an old pack replayed from an outbox (all duplicates)
+            out.append(_msg(mid, b"r%d" % k, senml_cbor(node, recs, bt=T0 + 20 * (k - 6))))
+    mid += 1
+    out.append(_msg(mid, b"far", senml_cbor("ln0", [("temp", 1.0, 0, "Cel")], bt=T0 + 9e6)))
+    return out
+
+
+def _answer(sock, data):
+    sock.send(data)
+    m = coap.parse(sock.recv(4096))
+    payload = m.payload
+    if m.content_format == 60 and m.code == coap.CHANGED:
+        ack = report.decode_ack(payload)
+        ack.pop("time")
+        payload = tuple(sorted(ack.items()))
+    elif m.code == coap.BAD_REQUEST:
+        payload = payload.split(b"clock")[0]  # the diagnostic ends with the hub's clock
+    return (m.mid, m.code, m.token, payload)
+
+
+def _state(data_dir):
+    conn = sqlite3.connect(os.path.join(data_dir, "hub.sqlite3"))
+    try:
+        readings = sorted(conn.execute(
+            "SELECT s.node, s.sensor, s.unit, r.t, r.kind, r.val, r.sum FROM readings r"
+            " JOIN series s ON s.id = r.series").fetchall())
+        rollups = sorted(conn.execute(
+            "SELECT s.node, s.sensor, r.win, r.t, r.count, r.min, r.max, r.mean, r.p50, r.p95,"
+            " r.p99 FROM rollups r JOIN series s ON s.id = r.series").fetchall())
+    finally:
+        conn.close()
+    return readings, rollups
+
+
+@pytest.mark.parametrize("front", ["fastpath", "aiocoap"])
+def test_differential_column_lane_on_and_off(tmp_path, front):
+    _need_lane()
+    stream = _lane_stream()
+    out = {}
+    for lane in (True, False):
+        d = str(tmp_path / ("lane" if lane else "rows"))
+        os.makedirs(d)
+        extra = ([] if lane else ["--no-column-lane"]) + (
+            ["--no-fast-path"] if front == "aiocoap" else [])
+        h = HubProc(d, extra=extra)
+        try:
+            h.start()
+            assert ("lane=on" in h.ready_line) == lane, h.ready_line
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(10)
+            s.connect(("127.0.0.1", h.coap_port))
+            answers = [_answer(s, x) for x in stream]
+            s.close()
+            taken = h.metric("smartpark_lane_reports") if lane else None
+            res = h.stop(signal.SIGTERM, 30)
+            assert res is not None and "Traceback" not in res[1]
+        finally:
+            h.kill()
+        out[lane] = (answers, _state(d), taken)
+    answers_on, state_on, taken = out[True]
+    answers_off, state_off, _ = out[False]
+    assert taken >= 30, "the lane took only %s reports" % taken
+    for i, (a, b) in enumerate(zip(answers_on, answers_off, strict=True)):
+        assert a == b, "datagram %d: lane %r != rows %r" % (i, a, b)
+    codes = [a[1] for a in answers_on]
+    assert codes.count(coap.CHANGED) == len(codes) - 1 and codes[-1] == coap.BAD_REQUEST
+    dups = sum(dict(a[3]).get("duplicates", 0) for a in answers_on if a[1] == coap.CHANGED)
+    assert dups > 0
+    readings_on, rollups_on = state_on
+    assert readings_on == state_off[0]
+    lux = sum(1 for k in range(30, 60) if k % 3 == 1)
+    assert len(readings_on) == len({r[:2] + (r[3],) for r in readings_on}) == 60 * 4 + lux
+    assert rollups_on and rollups_on == state_off[1]
