@@ -4,7 +4,8 @@ The compiled twins (decode.pyx, rollup.pyx) and the pure-Python twins
 (decode_py.py, rollup_py.py) fill the same classes with `array.array`
 columns, so callers and the differential tests never see which twin ran.
 `Sketch` here is the reference quantile sketch; rollup.pyx computes the
-identical bin keys in C (same formula, same libm `log`).
+identical bin keys in C (same constants from `sketch_mapping`, same double
+operations in the same order, no libm call on the key path).
 """
 
 import math
@@ -22,6 +23,7 @@ DEFAULT_LATENESS = 120.0
 DEFAULT_ALPHA = 0.01
 DEFAULT_MAX_BINS = 512
 MIN_INDEXABLE = 1e-9  # |x| below this counts in the zero bin
+MIN_ALPHA = 1e-6  # below it the largest bin keys would not fit an int32
 
 DEFAULT_MAX_RECORDS = 4096
 DEFAULT_MAX_BYTES = 65536
@@ -119,28 +121,82 @@ class Batch:
         return [self.record(i) for i in range(first, first + self.count[p])]
 
 
+# Bin-key mapping (DDSketch's "interpolated" index, quadratic here): for x > 0 with
+# x = 2**E * (1 + s), s in [0, 1) read from the float's bits, the index is
+#     L(x) = E + 1023 + P(s),   P(s) = s * (4 - s) / 3,
+# a continuous, increasing stand-in for log2(x) (P(0) = 0, P(1) = 1) that costs two
+# multiplications instead of a log(). Bin k holds the x with floor(c * L(x)) = k.
+# Bound: d L / d ln(x) = P'(s) (1 + s) = (4 + 2s - 2s**2) / 3 >= 4/3 on [0, 1], so a
+# bin (width 1/c in L) spans at most 3 / (4c) in ln(x). With c = 3 / (4 ln(gamma)) a
+# bin's hi / lo <= gamma = (1 + alpha) / (1 - alpha), and its representative value
+# 2 * lo * hi / (lo + hi) is within (hi - lo) / (hi + lo) <= alpha of every x in it.
+# c carries a 1e-6 relative margin so the float rounding of L and of the bounds
+# (~1e-13) cannot push a bin past gamma. Cost: 3 / (4 ln 2) = 1.082 times the bins
+# of the exact log mapping (124.6 per decade at alpha = 0.01 instead of 115.1).
+_MAP_A = 4.0 / 3.0
+_MAP_B = 1.0 / 3.0
+_MAP_MARGIN = 1.0 + 1e-6
+
+
+def _index(x):
+    """L(x) for x > 0 normal: the same double operations as rollup.pyx's _key."""
+    m, e = math.frexp(x)  # x = m * 2**e, m in [0.5, 1): 1 + s = 2m exactly
+    s = 2.0 * m - 1.0
+    return (e + 1022) + s * (_MAP_A - _MAP_B * s)
+
+
+def _unindex(y):
+    """(1 + s, E + 1023) of the x with L(x) = y (y >= 0): P inverted on y's octave."""
+    e = math.floor(y)
+    f = y - e
+    return 1.0 + (2.0 - math.sqrt(4.0 - 3.0 * f)), e
+
+
+def sketch_mapping(alpha):
+    """(c, kbase): key(x) = floor(c * L(x)) - kbase for x > MIN_INDEXABLE (>= 1)."""
+    gamma = (1.0 + alpha) / (1.0 - alpha)
+    c = 0.75 / math.log(gamma) * _MAP_MARGIN
+    kbase = math.floor(_index(MIN_INDEXABLE) * c) - 1
+    return c, kbase
+
+
+def sketch_value(key, c, kbase):
+    """The representative value of bin `key` (0 for the zero bin; negatives mirror):
+    2 lo hi / (lo + hi) of its bounds, computed on the mantissas so that it cannot
+    overflow before the final scaling (rollup.pyx does the same operations)."""
+    if key == 0:
+        return 0.0
+    k = (key if key > 0 else -key) + kbase
+    m1, e1 = _unindex(k / c)
+    m2, e2 = _unindex((k + 1) / c)
+    m2 = math.ldexp(m2, e2 - e1)
+    try:
+        v = math.ldexp(2.0 * m1 / (1.0 + m1 / m2), e1 - 1023)
+    except OverflowError:  # C's ldexp gives inf; quantiles clamp it to the max
+        v = math.inf
+    return v if key > 0 else -v
+
+
 class Sketch:
     """Mergeable DDSketch-style quantile sketch (the reference implementation).
 
-    Bin key of x: sign(x) * (ceil(log|x| / log(gamma)) - kmin + 1), 0 for
-    |x| < MIN_INDEXABLE, gamma = (1 + alpha) / (1 - alpha). A bin's value is
-    2 * gamma**k / (gamma + 1), within relative error alpha of every x in it.
+    Bin key of x: sign(x) * (floor(c * L(x)) - kbase), 0 for |x| < MIN_INDEXABLE,
+    with L the interpolated log2 above and c = 3 / (4 ln gamma), gamma = (1 +
+    alpha) / (1 - alpha): a bin spans a ratio of at most gamma, so its value
+    2 * lo * hi / (lo + hi) is within relative error alpha of every x in it.
     When more than max_bins bins exist, the lowest two are merged.
     """
 
-    __slots__ = ("alpha", "max_bins", "bins", "count", "min", "max", "_inv", "_lg", "_kmin")
+    __slots__ = ("alpha", "max_bins", "bins", "count", "min", "max", "_c", "_kbase")
 
     def __init__(self, alpha=DEFAULT_ALPHA, max_bins=DEFAULT_MAX_BINS):
-        if not 0.0 < alpha < 1.0:
-            raise ValueError("alpha must be in (0, 1)")
+        if not MIN_ALPHA <= alpha < 1.0:
+            raise ValueError("alpha must be in [%g, 1)" % MIN_ALPHA)
         if max_bins < 2:
             raise ValueError("max_bins must be at least 2")
         self.alpha = alpha
         self.max_bins = max_bins
-        gamma = (1.0 + alpha) / (1.0 - alpha)
-        self._lg = math.log(gamma)
-        self._inv = 1.0 / self._lg
-        self._kmin = math.ceil(math.log(MIN_INDEXABLE) * self._inv)
+        self._c, self._kbase = sketch_mapping(alpha)
         self.bins = {}
         self.count = 0
         self.min = math.inf
@@ -148,17 +204,13 @@ class Sketch:
 
     def key(self, x):
         if x > MIN_INDEXABLE:
-            return math.ceil(math.log(x) * self._inv) - self._kmin + 1
+            return math.floor(_index(x) * self._c) - self._kbase
         if x < -MIN_INDEXABLE:
-            return -(math.ceil(math.log(-x) * self._inv) - self._kmin + 1)
+            return -(math.floor(_index(-x) * self._c) - self._kbase)
         return 0
 
     def value_of(self, key):
-        if key == 0:
-            return 0.0
-        k = abs(key) + self._kmin - 1
-        v = 2.0 * math.exp(k * self._lg) / (1.0 + math.exp(self._lg))
-        return v if key > 0 else -v
+        return sketch_value(key, self._c, self._kbase)
 
     def add_key(self, key, n=1):
         bins = self.bins

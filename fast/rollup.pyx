@@ -15,12 +15,14 @@ as a ClosedBuckets of array.array columns. add_batch / advance / flush run
 their loops without the GIL.
 
 Semantics are those of fast/rollup_py.py, line for line, so the two twins
-give identical results (the sketch keys use the same formula and libm log).
+give identical results (the sketch keys: the interpolated index of
+fast/_common.py, the same constants and double operations in the same order).
 """
 
+cimport cython
 from cpython.array cimport array, clone
-from libc.math cimport INFINITY, NAN, ceil, exp, fabs, floor, isfinite, isnan, log
-from libc.stdint cimport int32_t, int64_t, uint32_t
+from libc.math cimport INFINITY, NAN, ceil, fabs, floor, isfinite, isnan, ldexp, sqrt
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove, memset
 
@@ -28,6 +30,7 @@ from smartpark.fast._common import (
     DEFAULT_ALPHA, DEFAULT_LATENESS, DEFAULT_MAX_BINS, DEFAULT_WINDOWS,
 )
 from smartpark.fast._common import MIN_INDEXABLE as _MIN_INDEXABLE
+from smartpark.fast._common import _MAP_A, _MAP_B, sketch_mapping
 from smartpark.fast._common import ClosedBuckets as _ClosedBuckets
 from smartpark.fast.rollup_py import check_config
 
@@ -35,6 +38,16 @@ cdef enum:
     MAXW = 16
 
 cdef double MIN_INDEXABLE = _MIN_INDEXABLE
+cdef double MAP_A = _MAP_A
+cdef double MAP_B = _MAP_B
+
+cdef inline double pow2(int e) noexcept nogil:
+    """2.0**e for -1022 <= e <= 1023, from the bits."""
+    cdef uint64_t u = <uint64_t>(e + 1023) << 52
+    cdef double d
+    memcpy(&d, &u, 8)
+    return d
+
 
 cdef struct Bin:
     int32_t key
@@ -42,7 +55,8 @@ cdef struct Bin:
 
 cdef enum:
     INLINE_BINS = 4
-    PREFETCH = 8          # records ahead
+    PREFETCH = 8          # records ahead: the bucket (and a closing series' block)
+    PREFETCH_HDR = 16     # records ahead: the series header (read by the bucket stage)
 
 cdef struct Bucket:       # 128 bytes: two cache lines, 64-byte aligned
     double start          # NaN: slot empty
@@ -136,8 +150,11 @@ _COLNAMES = ("series", "window", "start", "count", "min", "max", "sum", "sumsq",
              "first_v", "last_t", "last_v", "p50", "p95", "p99", "bin_off", "bin_key",
              "bin_count")
 _COLTYPES = "idd" + "q" + "d" * 11 + "qiq"
+cdef tuple _TEMPLATES = tuple(array(c) for c in _COLTYPES)  # clone() sources
+cdef tuple _NAMES = tuple(_COLNAMES)
 
 
+@cython.final
 cdef class Rollups:
     """Per-series windowed aggregates (see fast/README.md for the API)."""
 
@@ -148,10 +165,8 @@ cdef class Rollups:
     cdef int total_slots
     cdef double lateness_
     cdef double alpha_
-    cdef double lg
-    cdef double inv
-    cdef double onepg
-    cdef int kmin
+    cdef double kc           # bin key = floor(kc * L(|x|)) - kbase (see fast/_common.py)
+    cdef int64_t kbase
     cdef int max_bins_
     cdef SState** states
     cdef int64_t nstates
@@ -198,11 +213,7 @@ cdef class Rollups:
         self.slots_off = ((sizeof(SState) + self.nw * (sizeof(double) + sizeof(uint32_t)) + 63)
                           // 64) * 64
         self.alpha_ = alpha
-        gamma = (1.0 + alpha) / (1.0 - alpha)
-        self.lg = log(gamma)
-        self.inv = 1.0 / self.lg
-        self.onepg = 1.0 + exp(self.lg)
-        self.kmin = <int>ceil(log(MIN_INDEXABLE) * self.inv)
+        self.kc, self.kbase = sketch_mapping(alpha)
         self.max_bins_ = max_bins
         self.nonfinite = 0
         self.mem = 0
@@ -325,33 +336,69 @@ cdef class Rollups:
         return st
 
     cdef inline int32_t _key(self, double v) noexcept nogil:
+        """Sketch.key: the interpolated log2 index from the float's bits, no log()."""
+        cdef double a, s, idx
+        cdef uint64_t u
+        cdef int32_t k
         if v > MIN_INDEXABLE:
-            return <int32_t>(<int64_t>ceil(log(v) * self.inv) - self.kmin + 1)
-        if v < -MIN_INDEXABLE:
-            return -<int32_t>(<int64_t>ceil(log(-v) * self.inv) - self.kmin + 1)
-        return 0
+            a = v
+        elif v < -MIN_INDEXABLE:
+            a = -v
+        else:
+            return 0
+        memcpy(&u, &a, 8)
+        u = (u & 0x000FFFFFFFFFFFFFULL) | 0x3FF0000000000000ULL  # 1 + s
+        memcpy(&s, &u, 8)
+        s = s - 1.0
+        memcpy(&u, &a, 8)
+        idx = <double>(u >> 52) + s * (MAP_A - MAP_B * s)
+        k = <int32_t>(<int64_t>(idx * self.kc) - self.kbase)  # positive: truncation = floor
+        return k if v > 0 else -k
 
     cdef inline double _value_of(self, int32_t key) noexcept nogil:
+        """sketch_value(): 2 lo hi / (lo + hi) of the bin's bounds, same operations
+        (ldexp by a power of two made from its bits: exact, as ldexp, when normal)."""
         cdef int64_t k
-        cdef double v
+        cdef double y, e1, e2, m1, m2, v
         if key == 0:
             return 0.0
-        k = (key if key > 0 else -key) + self.kmin - 1
-        v = 2.0 * exp(k * self.lg) / self.onepg
+        k = (key if key > 0 else -key) + self.kbase
+        y = <double>k / self.kc
+        e1 = floor(y)
+        m1 = 1.0 + (2.0 - sqrt(4.0 - 3.0 * (y - e1)))
+        y = <double>(k + 1) / self.kc
+        e2 = floor(y)
+        m2 = 1.0 + (2.0 - sqrt(4.0 - 3.0 * (y - e2)))
+        m2 = m2 * pow2(<int>(e2 - e1))
+        v = 2.0 * m1 / (1.0 + m1 / m2)
+        if e1 >= 2047.0:  # the top bin's scale is not a double: as ldexp, overflow
+            v = INFINITY
+        else:
+            v = v * pow2(<int>e1 - 1023)
         return v if key > 0 else -v
 
-    cdef int _bin_add(self, Bucket* b, int32_t key) noexcept nogil:
-        cdef int lo = 0, hi = b.nbins, mid, ncap
-        cdef void* q
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if b.bins[mid].key < key:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < b.nbins and b.bins[lo].key == key:
-            b.bins[lo].count += 1
+    cdef inline int _bin_add(self, Bucket* b, int32_t key) noexcept nogil:
+        cdef int lo = 0, hi = b.nbins, mid, i
+        cdef Bin* bins = b.bins
+        if hi <= 8:
+            # a few bins (the common case): count the smaller keys without branching
+            for i in range(hi):
+                lo += bins[i].key < key
+        else:
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if bins[mid].key < key:
+                    lo = mid + 1
+                else:
+                    hi = mid
+        if lo < b.nbins and bins[lo].key == key:
+            bins[lo].count += 1
             return 0
+        return self._bin_insert(b, lo, key)
+
+    cdef int _bin_insert(self, Bucket* b, int lo, int32_t key) noexcept nogil:
+        cdef int ncap, i
+        cdef void* q
         if b.nbins == b.cap:
             ncap = b.cap * 2
             if ncap > self.max_bins_ + 1:
@@ -369,7 +416,10 @@ cdef class Rollups:
                 self.mem += (ncap - b.cap) * sizeof(Bin)
             b.bins = <Bin*>q
             b.cap = ncap
-        memmove(&b.bins[lo + 1], &b.bins[lo], (b.nbins - lo) * sizeof(Bin))
+        i = b.nbins
+        while i > lo:
+            b.bins[i] = b.bins[i - 1]
+            i -= 1
         b.bins[lo].key = key
         b.bins[lo].count = 1
         b.nbins += 1
@@ -411,6 +461,7 @@ cdef class Rollups:
         cdef double qv[3]
         cdef int64_t cum = 0
         cdef int i, j, qi = 0
+        cdef int32_t qkey = 0
         if r + 1 > self.out[C_SERIES].cap:
             for j in range(C_BINOFF):  # the row columns share one length and grow together
                 if grow_to(&self.out[j], r + 1) < 0:
@@ -426,7 +477,9 @@ cdef class Rollups:
         for i in range(b.nbins):
             cum += b.bins[i].count
             while qi < 3 and cum > rank[qi]:
-                qv[qi] = self._clamped(b, b.bins[i].key)
+                # p95 and p99 often share a bin (always below 21 readings)
+                qv[qi] = qv[qi - 1] if qi and b.bins[i].key == qkey else self._clamped(b, b.bins[i].key)
+                qkey = b.bins[i].key
                 qi += 1
             (<int32_t*>self.out[C_BINKEY].p)[nb + i] = b.bins[i].key
             (<int64_t*>self.out[C_BINCNT].p)[nb + i] = b.bins[i].count
@@ -594,19 +647,30 @@ cdef class Rollups:
                     return -1
         return 0
 
+    cdef inline void _prefetch_hdr(self, int32_t sid) noexcept nogil:
+        if 0 <= sid < self.nstates and self.states[sid] != NULL:
+            prefetch(self.states[sid])
+
     cdef inline void _prefetch(self, int32_t sid, double t) noexcept nogil:
-        """Ask for the cache lines a later reading will touch (an estimate is enough)."""
+        """Ask for the cache lines a later reading will touch (an estimate is enough):
+        its bucket, and when it will close buckets (its header, fetched earlier, says
+        so) the other ring slots and the coarser buckets the close merges into."""
         cdef SState* st
         cdef char* b
+        cdef int j
         if sid < 0 or sid >= self.nstates:
             return
         st = self.states[sid]
         if st == NULL:
             return
-        prefetch(st)
         b = <char*>(self._slots(st) + ((<int64_t>(t * self.invw[0])) & (self.K[0] - 1)))
         prefetch(b)
         prefetch(b + 64)
+        if t > st.max_t and t - self.lateness_ >= st.thr:
+            b = <char*>self._slots(st)
+            for j in range(self.total_slots):
+                prefetch(b + j * sizeof(Bucket))
+                prefetch(b + j * sizeof(Bucket) + 64)
 
     cdef int _add(self, int32_t sid, double t, double v) noexcept nogil:
         """0 added (or counted late), 1 skipped (non-finite), -1 out of memory."""
@@ -618,9 +682,11 @@ cdef class Rollups:
         if not (isfinite(t) and isfinite(v)):
             self.nonfinite += 1
             return 1
-        st = self._state(sid)
+        st = self.states[sid] if sid < self.nstates else NULL
         if st == NULL:
-            return -1
+            st = self._state(sid)
+            if st == NULL:
+                return -1
         ct = self._ct(st)
         w = self.win[0]
         if t > st.max_t:
@@ -647,10 +713,9 @@ cdef class Rollups:
                     return -1
             self._open(b, start)
         b.count += 1
-        if v < b.mn:
-            b.mn = v
-        if v > b.mx:
-            b.mx = v
+        # unconditional stores (minsd/maxsd): the comparisons would mispredict
+        b.mn = v if v < b.mn else b.mn
+        b.mx = v if v > b.mx else b.mx
         b.sm += v
         b.sq += v * v
         if t < b.ft:
@@ -704,6 +769,8 @@ cdef class Rollups:
         self._enter()
         with nogil:
             for i in range(n):
+                if i + PREFETCH_HDR < n:
+                    self._prefetch_hdr(series[i + PREFETCH_HDR])
                 if i + PREFETCH < n:
                     self._prefetch(series[i + PREFETCH], time[i + PREFETCH])
                 if kind[i] > 1 or series[i] < 0:
@@ -766,14 +833,18 @@ cdef class Rollups:
     def drain_closed(self):
         """The buckets closed since the last call, as ClosedBuckets (columnar)."""
         self._check()
-        out = _ClosedBuckets(self.alpha_, self.max_bins_)
+        # called once per batch: no ClosedBuckets.__init__ (it would make 14 arrays
+        # only to replace them), every column cloned from a template
+        out = _ClosedBuckets.__new__(_ClosedBuckets)
+        out.alpha = self.alpha_
+        out.max_bins = self.max_bins_
         cdef int j
         cdef array col
         for j in range(NCOL):
-            col = clone(array(_COLTYPES[j]), self.out[j].n, False)
+            col = clone(<array>_TEMPLATES[j], self.out[j].n, False)
             if self.out[j].n:
                 memcpy(col.data.as_voidptr, self.out[j].p, self.out[j].n * self.out[j].item)
-            setattr(out, _COLNAMES[j], col)
+            setattr(out, <str>_NAMES[j], col)
             self.out[j].n = 0
         cdef int64_t zero = 0
         grow_push(&self.out[C_BINOFF], &zero)

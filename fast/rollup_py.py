@@ -22,6 +22,7 @@ from ._common import (
     DEFAULT_WINDOWS,
     KIND_V,
     KIND_VB,
+    MIN_ALPHA,
     QUANTILES,
     ClosedBuckets,
     Sketch,
@@ -46,8 +47,8 @@ def check_config(windows, lateness, alpha, max_bins):
     lateness = float(lateness)
     if not (lateness >= 0 and math.isfinite(lateness)):
         raise ValueError("lateness must be >= 0 seconds")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError("alpha must be in (0, 1)")
+    if not MIN_ALPHA <= alpha < 1.0:
+        raise ValueError("alpha must be in [%g, 1)" % MIN_ALPHA)
     if not 2 <= max_bins <= 65536:
         raise ValueError("max_bins must be in 2..65536")
     if math.ceil(lateness / ws[0]) + 1 > 4096:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from smartpark import fast
 from smartpark.fast import rollup_py
-from smartpark.fast._common import MIN_INDEXABLE, ClosedBuckets, Sketch
+from smartpark.fast._common import MIN_INDEXABLE, ClosedBuckets, Sketch, sketch_mapping
 
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -158,6 +158,59 @@ def test_sketches_merge(parts):
         assert within(merged.quantile(q), exact_quantile(allx, q), 0.01)
 
 
+# the interpolated index: edges of octaves and of the zero bin, the extremes
+EDGES = sorted({sign * x for sign in (1.0, -1.0) for x in (
+    [MIN_INDEXABLE, math.nextafter(MIN_INDEXABLE, 1.0), 1e-8, 0.1, 1.0, 1.5, 2.0, 3.0, 21.37,
+     1e6, 98_765.4321, 1e300, 1.7976931348623157e308]
+    + [math.ldexp(1.0, e) * f for e in range(-29, 1023, 7)
+       for f in (1.0, 1.0 - 2.0 ** -53, 1.0 + 2.0 ** -52, 1.5, 1.9999999999999998)])})
+
+
+@pytest.mark.parametrize("alpha", [1e-6, 0.001, 0.01, 0.02, 0.1, 0.5, 0.99])
+def test_sketch_mapping_bound_and_order(alpha):
+    """Every value is within alpha of its bin's value; keys never decrease with x;
+    consecutive bin values differ by at most gamma (below the top bin)."""
+    sk = Sketch(alpha)
+    rnd = random.Random(alpha)
+    xs = EDGES + [rnd.choice((1, -1)) * 10.0 ** rnd.uniform(-9, 308) for _ in range(5000)]
+    for x in xs:
+        v = sk.value_of(sk.key(x))
+        if math.isfinite(v):
+            assert abs(v - x) <= alpha * abs(x) + MIN_INDEXABLE, (x, v)
+    xs.sort()
+    keys = [sk.key(x) for x in xs]
+    assert keys == sorted(keys)
+    c, kbase = sketch_mapping(alpha)
+    assert sk.key(math.nextafter(MIN_INDEXABLE, 1.0)) == 1 and sk.key(MIN_INDEXABLE) == 0
+    gamma = (1 + alpha) / (1 - alpha)
+    top = sk.key(1e300)
+    for k in range(1, top, max(1, top // 3000)):
+        assert sk.value_of(k + 1) / sk.value_of(k) <= gamma * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.05])
+def test_twins_same_bins_at_edges(alpha):
+    """The C key (bits + polynomial) and the reference (frexp + polynomial) agree
+    to the bin, and on the quantile values, at every edge value."""
+    ours = fast.Rollups(windows=(86400.0,), lateness=0.0, alpha=alpha, max_bins=65536)
+    ref = rollup_py.Rollups(windows=(86400.0,), lateness=0.0, alpha=alpha, max_bins=65536)
+    for i, x in enumerate(EDGES):
+        for r in (ours, ref):
+            r.add(i, 1_700_006_400.0, x)  # one bucket per value: p50 is its bin's value
+            r.add(10_000, 1_700_006_400.0 + i * 1e-3, x)
+    ours.flush()
+    ref.flush()
+    a, b = ours.drain_closed(), ref.drain_closed()
+    assert_same_closed(a, b)
+    sk = Sketch(alpha)
+    (row,) = [i for i in range(len(a)) if a.series[i] == 10_000]
+    keys = a.bin_key[a.bin_off[row]:a.bin_off[row + 1]].tolist()
+    assert keys == sorted({sk.key(x) for x in EDGES})
+    for i in range(len(a)):  # a one-value bucket: its bin's value clamped to the value
+        assert a.p50[i] == a.min[i] or a.count[i] > 1
+    assert list(a.bin_key) == list(b.bin_key)
+
+
 def test_collapse_keeps_high_quantiles_and_bounds_bins():
     xs = [10.0 ** (k / 50.0) for k in range(-600, 600)]  # 24 decades: far beyond 512 bins
     ours = fast.Rollups(windows=(60.0,), lateness=0.0, max_bins=64)
@@ -250,7 +303,7 @@ def test_add_batch_skips_strings_and_sum_only():
 def test_config_errors():
     for kw in ({"windows": ()}, {"windows": (0,)}, {"windows": (60, 60)}, {"lateness": -1},
                {"windows": (60, 90)},
-               {"alpha": 0}, {"alpha": 1.5}, {"max_bins": 1}):
+               {"alpha": 0}, {"alpha": 1.5}, {"alpha": 1e-7}, {"max_bins": 1}):
         with pytest.raises(ValueError):
             fast.Rollups(**kw)
     with pytest.raises(ValueError):
