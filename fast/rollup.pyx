@@ -32,7 +32,7 @@ from smartpark.fast._common import (
 from smartpark.fast._common import MIN_INDEXABLE as _MIN_INDEXABLE
 from smartpark.fast._common import _MAP_A, _MAP_B, sketch_mapping
 from smartpark.fast._common import ClosedBuckets as _ClosedBuckets
-from smartpark.fast.rollup_py import check_config
+from smartpark.fast.rollup_py import check_config, window_parents
 
 cdef enum:
     MAXW = 16
@@ -55,6 +55,7 @@ cdef struct Bin:
 
 cdef enum:
     INLINE_BINS = 4
+    VCACHE = 1024         # bin value cache entries (a power of two)
     PREFETCH = 8          # records ahead: the bucket (and a closing series' block)
     PREFETCH_HDR = 16     # records ahead: the series header (read by the bucket stage)
 
@@ -161,6 +162,7 @@ cdef class Rollups:
     cdef int nw
     cdef double win[MAXW]
     cdef int K[MAXW]
+    cdef int parent[MAXW]     # the window a window's buckets are merged from
     cdef int base[MAXW]
     cdef int total_slots
     cdef double lateness_
@@ -181,6 +183,8 @@ cdef class Rollups:
     cdef int mcap
     cdef bint busy            # a call is running without the GIL
     cdef double invw[MAXW]
+    cdef int32_t vc_key[VCACHE]   # key -> value cache (key 0 -> 0.0 is right as zeroed)
+    cdef double vc_val[VCACHE]
 
     def __cinit__(self):
         self.states = NULL
@@ -189,10 +193,13 @@ cdef class Rollups:
         self.mcap = 0
         self.busy = False
         memset(self.out, 0, sizeof(self.out))
+        memset(self.vc_key, 0, sizeof(self.vc_key))
+        memset(self.vc_val, 0, sizeof(self.vc_val))
 
     def __init__(self, windows=DEFAULT_WINDOWS, lateness=DEFAULT_LATENESS, alpha=DEFAULT_ALPHA,
                  max_bins=DEFAULT_MAX_BINS):
         ws, lateness = check_config(windows, lateness, alpha, max_bins)
+        cdef list parents = window_parents(ws)
         cdef int i, need
         self.nw = len(ws)
         self.lateness_ = lateness
@@ -207,6 +214,7 @@ cdef class Rollups:
                 while self.K[i] < need:
                     self.K[i] *= 2
             self.base[i] = self.total_slots
+            self.parent[i] = parents[i]
             self.invw[i] = 1.0 / ws[i]
             self.total_slots += self.K[i]
             self.late_total[i] = 0
@@ -430,24 +438,17 @@ cdef class Rollups:
             b.nbins -= 1
         return 0
 
-    cdef double _quantile(self, Bucket* b, double q) noexcept nogil:
-        cdef int64_t rank = <int64_t>floor(q * (b.count - 1))
-        cdef int64_t cum = 0
-        cdef int i
-        cdef double v
-        for i in range(b.nbins):
-            cum += b.bins[i].count
-            if cum > rank:
-                v = self._value_of(b.bins[i].key)
-                if v < b.mn:
-                    v = b.mn
-                if v > b.mx:
-                    v = b.mx
-                return v
-        return b.mx
-
     cdef inline double _clamped(self, Bucket* b, int32_t key) noexcept nogil:
-        cdef double v = self._value_of(key)
+        # bin values through a small direct-mapped cache: a park's readings fall in a
+        # few hundred bins, and _value_of costs three divisions and two square roots
+        cdef int slot = key & (VCACHE - 1)
+        cdef double v
+        if self.vc_key[slot] == key:
+            v = self.vc_val[slot]
+        else:
+            v = self._value_of(key)
+            self.vc_key[slot] = key
+            self.vc_val[slot] = v
         if v < b.mn:
             v = b.mn
         if v > b.mx:
@@ -471,9 +472,10 @@ cdef class Rollups:
                 or grow_to(&self.out[C_BINCNT], nb + b.nbins) < 0):
             return -1
         # p50, p95, p99 in one pass over the bins (as Sketch.quantile, clamped)
-        rank[0] = <int64_t>floor(0.5 * (b.count - 1))
-        rank[1] = <int64_t>floor(0.95 * (b.count - 1))
-        rank[2] = <int64_t>floor(0.99 * (b.count - 1))
+        # floor(q * (count - 1)): non-negative, so truncation
+        rank[0] = <int64_t>(0.5 * (b.count - 1))
+        rank[1] = <int64_t>(0.95 * (b.count - 1))
+        rank[2] = <int64_t>(0.99 * (b.count - 1))
         for i in range(b.nbins):
             cum += b.bins[i].count
             while qi < 3 and cum > rank[qi]:
@@ -611,13 +613,11 @@ cdef class Rollups:
         b.nbins = 0
 
     cdef int _close(self, int32_t sid, SState* st, double before) noexcept nogil:
-        """Emit the finest buckets starting before `before` (ascending), merging each
-        into the coarser windows; emit the coarser buckets that are complete."""
+        """Close the finest buckets starting before `before` (ascending), then the
+        coarser buckets that are complete (ascending windows); see _close_bucket."""
         cdef int j, best, wi
         cdef Bucket* slots = self._slots(st)
-        cdef Bucket* fine
         cdef Bucket* cb
-        cdef double cstart, w
         while True:
             best = -1
             for j in range(self.K[0]):
@@ -626,26 +626,35 @@ cdef class Rollups:
                         best = j
             if best < 0:
                 break
-            fine = &slots[best]
-            for wi in range(1, self.nw):
-                w = self.win[wi]
-                cstart = floor(fine.start / w) * w
-                cb = slots + self.base[wi]
-                if not isnan(cb.start) and cb.start != cstart:
-                    if self._emit(sid, wi, cb) < 0:
-                        return -1
-                if isnan(cb.start):
-                    self._open(cb, cstart)
-                if self._merge(cb, fine) < 0:
-                    return -1
-            if self._emit(sid, 0, fine) < 0:
+            if self._close_bucket(sid, slots, 0, &slots[best]) < 0:
                 return -1
         for wi in range(1, self.nw):
             cb = slots + self.base[wi]
             if not isnan(cb.start) and cb.start + self.win[wi] <= before:
-                if self._emit(sid, wi, cb) < 0:
+                if self._close_bucket(sid, slots, wi, cb) < 0:
                     return -1
         return 0
+
+    cdef int _close_bucket(self, int32_t sid, Bucket* slots, int lvl, Bucket* b) noexcept nogil:
+        """Merge closing bucket b (window lvl) into the open bucket of each window whose
+        parent is lvl (closing that one first if it is an older bucket), emit b."""
+        cdef int wi
+        cdef Bucket* cb
+        cdef double cstart, w
+        for wi in range(lvl + 1, self.nw):
+            if self.parent[wi] != lvl:
+                continue
+            w = self.win[wi]
+            cstart = floor(b.start / w) * w
+            cb = slots + self.base[wi]
+            if not isnan(cb.start) and cb.start != cstart:
+                if self._close_bucket(sid, slots, wi, cb) < 0:
+                    return -1
+            if isnan(cb.start):
+                self._open(cb, cstart)
+            if self._merge(cb, b) < 0:
+                return -1
+        return self._emit(sid, lvl, b)
 
     cdef inline void _prefetch_hdr(self, int32_t sid) noexcept nogil:
         if 0 <= sid < self.nstates and self.states[sid] != NULL:

@@ -56,6 +56,12 @@ def check_config(windows, lateness, alpha, max_bins):
     return ws, lateness
 
 
+def window_parents(ws):
+    """For each window (ascending), the coarsest finer window it is a multiple of
+    (-1 for the finest): a closing bucket is merged into its children's buckets."""
+    return [-1] + [max(j for j in range(i) if ws[i] % ws[j] == 0) for i in range(1, len(ws))]
+
+
 class _Bucket:
     __slots__ = ("start", "count", "min", "max", "sum", "sumsq", "first_t", "first_v",
                  "last_t", "last_v", "sketch")
@@ -114,6 +120,9 @@ class Rollups:
         self.windows, self.lateness = check_config(windows, lateness, alpha, max_bins)
         self.alpha = alpha
         self.max_bins = max_bins
+        parents = window_parents(self.windows)
+        self._children = [[i for i, p in enumerate(parents) if p == lvl]
+                          for lvl in range(len(self.windows))]
         self._keyer = Sketch(alpha, max_bins)
         self._series = {}
         self._closed = ClosedBuckets(alpha, max_bins)
@@ -186,25 +195,31 @@ class Rollups:
         return n
 
     def _close(self, sid, st, before):
-        """Close the finest buckets starting before `before` (ascending), cascade."""
+        """Close the finest buckets starting before `before` (ascending), then the
+        coarser buckets that are complete (ascending windows)."""
         for start in sorted(s for s in st.open if s < before):
-            fine = st.open.pop(start)
-            for ci in range(len(st.coarse)):
-                w = self.windows[ci + 1]
-                cstart = math.floor(start / w) * w
-                cb = st.coarse[ci]
-                if cb is not None and cb.start != cstart:
-                    self._emit(sid, w, cb)
-                    cb = None
-                if cb is None:
-                    cb = st.coarse[ci] = _Bucket(cstart, self.alpha, self.max_bins)
-                _merge(cb, fine)
-            self._emit(sid, self.windows[0], fine)
+            self._close_bucket(sid, st, 0, st.open.pop(start))
         for ci in range(len(st.coarse)):
             cb = st.coarse[ci]
             if cb is not None and cb.start + self.windows[ci + 1] <= before:
-                self._emit(sid, self.windows[ci + 1], cb)
                 st.coarse[ci] = None
+                self._close_bucket(sid, st, ci + 1, cb)
+
+    def _close_bucket(self, sid, st, lvl, b):
+        """Merge closing bucket b (window lvl) into the open bucket of each window
+        whose parent is lvl (closing that one first if it is older), emit b."""
+        for wi in self._children[lvl]:
+            w = self.windows[wi]
+            cstart = math.floor(b.start / w) * w
+            cb = st.coarse[wi - 1]
+            if cb is not None and cb.start != cstart:
+                st.coarse[wi - 1] = None
+                self._close_bucket(sid, st, wi, cb)
+                cb = None
+            if cb is None:
+                cb = st.coarse[wi - 1] = _Bucket(cstart, self.alpha, self.max_bins)
+            _merge(cb, b)
+        self._emit(sid, self.windows[lvl], b)
 
     def _emit(self, sid, w, b):
         c = self._closed

@@ -248,33 +248,41 @@ def test_lateness_and_late_drops():
 
 @SETTINGS
 @given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 3, allow_nan=False), values),
-                max_size=200))
-def test_coarse_windows_equal_direct_aggregation(rs):
-    """Rollups of rollups equal aggregating the readings directly (in-order input)."""
+                max_size=200),
+       st.sampled_from([(60.0, 900.0, 3600.0), (60.0, 900.0, 3600.0, 86400.0),
+                        (60.0, 120.0, 180.0, 360.0, 900.0), (10.0, 30.0, 40.0, 120.0)]),
+       st.sampled_from([3, 8, 512]))
+def test_coarse_windows_equal_direct_aggregation(rs, ws, max_bins):
+    """Rollups of rollups equal aggregating the readings directly (in-order input),
+    whether a window's buckets come from the finest window or from a coarser one it
+    is a multiple of (360 from 180, 120 from 40 and 30...), sketch collapse included."""
     t, readings = 1_700_000_000.0, []
     for sid, dt, v in rs:
         t += dt * 20
         readings.append((sid, t, v))
-    nested = fast.Rollups(windows=(60.0, 900.0, 3600.0), lateness=0.0)
-    direct = {w: fast.Rollups(windows=(w,), lateness=0.0) for w in (900.0, 3600.0)}
+    nested = fast.Rollups(windows=ws, lateness=0.0, max_bins=max_bins)
+    direct = {w: fast.Rollups(windows=(w,), lateness=0.0, max_bins=max_bins) for w in ws[1:]}
     for sid, t, v in readings:
         nested.add(sid, t, v)
         for r in direct.values():
             r.add(sid, t, v)
     nested.flush()
     got = nested.drain_closed()
+    index = {(got.series[i], got.window[i], got.start[i]): i for i in range(len(got))}
     for w, r in direct.items():
         r.flush()
         want = r.drain_closed()
         rows = {(x["series"], x["start"]): x for x in got.rows() if x["window"] == w}
         assert len(rows) == len(want)
-        for x in want.rows():
+        for i, x in enumerate(want.rows()):
             y = rows[(x["series"], x["start"])]
             for k in ("count", "min", "max", "first_t", "first_v", "last_t", "last_v",
                       "p50", "p95", "p99"):
                 assert x[k] == y[k] or (x[k] != x[k] and y[k] != y[k]), k
             for k in ("sum", "sumsq"):
                 assert math.isclose(x[k], y[k], rel_tol=1e-9, abs_tol=1e-6), k
+            j = index[(x["series"], w, x["start"])]
+            assert got.sketch(j).bins == want.sketch(i).bins
 
 
 def test_advance_closes_idle_series():
