@@ -82,6 +82,7 @@ KIND_BOOL = 2
 
 _INSERT = (b"INSERT OR IGNORE INTO readings(series, t, kind, val, sum)"
            b" VALUES (?, ?, ?, ?, NULL)")
+_MARK = b"INSERT OR REPLACE INTO block_move(k, last_id, series, t) VALUES (1, ?, ?, ?)"
 
 
 def library_version():
@@ -115,11 +116,15 @@ cdef class BlockMover:
     cdef sqlite3* db
     cdef sqlite3_stmt* ins
     cdef sqlite3_stmt* dele
+    cdef sqlite3_stmt* mark
+    cdef sqlite3_stmt* unmark
 
     def __cinit__(self):
         self.db = NULL
         self.ins = NULL
         self.dele = NULL
+        self.mark = NULL
+        self.unmark = NULL
 
     def __init__(self, path):
         reason = usable()
@@ -134,7 +139,10 @@ cdef class BlockMover:
         sqlite3_busy_timeout(self.db, 30000)
         if (sqlite3_prepare_v2(self.db, _INSERT, -1, &self.ins, NULL) != SP_SQLITE_OK or
                 sqlite3_prepare_v2(self.db, b"DELETE FROM blocks WHERE id <= ?", -1,
-                                   &self.dele, NULL) != SP_SQLITE_OK):
+                                   &self.dele, NULL) != SP_SQLITE_OK or
+                sqlite3_prepare_v2(self.db, _MARK, -1, &self.mark, NULL) != SP_SQLITE_OK or
+                sqlite3_prepare_v2(self.db, b"DELETE FROM block_move", -1, &self.unmark,
+                                   NULL) != SP_SQLITE_OK):
             msg = self._err()
             self.close()
             raise BlockStoreError("cannot prepare the block move: %s" % msg)
@@ -154,91 +162,173 @@ cdef class BlockMover:
         if self.dele != NULL:
             sqlite3_finalize(self.dele)
             self.dele = NULL
+        if self.mark != NULL:
+            sqlite3_finalize(self.mark)
+            self.mark = NULL
+        if self.unmark != NULL:
+            sqlite3_finalize(self.unmark)
+            self.unmark = NULL
         if self.db != NULL:
             sqlite3_close_v2(self.db)
             self.db = NULL
 
-    def move(self, blocks, long long last_id):
-        """Insert the readings of `blocks` (fast.lane.Block objects) into `readings` in
-        (series, t) order, delete the `blocks` rows with id <= last_id, one transaction.
-        Returns how many readings were new (INSERT OR IGNORE: the primary key stays the
-        guarantee). Raises BlockStoreError (rolled back) on failure."""
+    def start(self, blocks, long long last_id):
+        """A Move of the readings of `blocks` (fast.lane.Block objects, the `blocks` rows
+        with id <= last_id) into `readings`, sorted by (series, t) once; run it with
+        `Move.step`."""
         if self.db == NULL:
             raise BlockStoreError("block mover is closed")
-        cdef Py_ssize_t total = 0, i, j, n, off = 0
-        for b in blocks:
-            total += len(b)
-        cdef sp_key* keys = <sp_key*>malloc((total or 1) * sizeof(sp_key))
-        cdef int32_t* sids = <int32_t*>malloc((total or 1) * sizeof(int32_t))
-        cdef double* ts = <double*>malloc((total or 1) * sizeof(double))
-        cdef double* vs = <double*>malloc((total or 1) * sizeof(double))
-        cdef unsigned char* ks = <unsigned char*>malloc(total or 1)
+        return Move(self, blocks, last_id)
+
+    def move(self, blocks, long long last_id):
+        """The whole move in one transaction; returns how many readings were new."""
+        m = self.start(blocks, last_id)
+        while not m.done:
+            m.step(1 << 62)
+        return m.new
+
+
+cdef class Move:
+    """One move of blocks into `readings`, in slices: each `step(max_rows)` inserts the
+    next max_rows readings in (series, t) order in its own short transaction, so the
+    store's group commits run between slices instead of waiting for the whole move.
+    A slice records how far the move got in `block_move` (last_id, series, t) in the same
+    transaction; the last slice deletes the moved `blocks` rows and that row. A reader
+    of the raw tables skips the block readings at or below that mark (they are in
+    `readings` already); after a crash the move simply runs again (INSERT OR IGNORE)."""
+
+    cdef BlockMover mover
+    cdef sp_key* keys
+    cdef int32_t* sids
+    cdef double* ts
+    cdef double* vs
+    cdef unsigned char* ks
+    cdef readonly Py_ssize_t total
+    cdef readonly Py_ssize_t pos
+    cdef long long last_id
+    cdef readonly long long new
+    cdef readonly bint done
+
+    def __cinit__(self):
+        self.keys = NULL
+        self.sids = NULL
+        self.ts = NULL
+        self.vs = NULL
+        self.ks = NULL
+
+    def __init__(self, BlockMover mover not None, blocks, long long last_id):
+        cdef Py_ssize_t total = 0, j, n, off = 0
         cdef const int[::1] bs
         cdef const double[::1] bt
         cdef const unsigned char[::1] bk
         cdef const double[::1] bv
+        self.mover = mover
+        self.last_id = last_id
+        self.new = 0
+        self.pos = 0
+        for b in blocks:
+            total += len(b)
+        self.total = total
+        self.keys = <sp_key*>malloc((total or 1) * sizeof(sp_key))
+        self.sids = <int32_t*>malloc((total or 1) * sizeof(int32_t))
+        self.ts = <double*>malloc((total or 1) * sizeof(double))
+        self.vs = <double*>malloc((total or 1) * sizeof(double))
+        self.ks = <unsigned char*>malloc(total or 1)
+        if not (self.keys and self.sids and self.ts and self.vs and self.ks):
+            raise MemoryError()
+        for b in blocks:
+            bs = b.series
+            bt = b.time
+            bk = b.kind
+            bv = b.value
+            n = len(b)
+            if bt.shape[0] < n or bk.shape[0] < n or bv.shape[0] < n or bs.shape[0] < n:
+                raise ValueError("block columns shorter than the block")
+            for j in range(n):
+                self.sids[off] = bs[j]
+                self.ts[off] = bt[j]
+                self.ks[off] = bk[j]
+                self.vs[off] = bv[j]
+                self.keys[off].sid = bs[j]
+                self.keys[off].t = bt[j]
+                self.keys[off].idx = <int>off
+                off += 1
+        with nogil:
+            qsort(self.keys, total, sizeof(sp_key), sp_key_cmp)
+        self.done = False
+
+    def __dealloc__(self):
+        free(self.keys)
+        free(self.sids)
+        free(self.ts)
+        free(self.vs)
+        free(self.ks)
+
+    def step(self, long long max_rows):
+        """Insert the next slice (one transaction, GIL released); returns True when the
+        move is complete. Raises BlockStoreError (that slice rolled back) on failure."""
+        if self.done:
+            return True
+        cdef BlockMover mv = self.mover
+        if mv.db == NULL:
+            raise BlockStoreError("block mover is closed")
+        cdef Py_ssize_t i, j, end = self.total
+        if max_rows < end - self.pos:
+            end = self.pos + max_rows
+        cdef bint last = end >= self.total
         cdef int rc = SP_SQLITE_OK, step_rc = SP_SQLITE_DONE
         cdef long long new = 0
         cdef sp_key* kp
-        try:
-            if not (keys and sids and ts and vs and ks):
-                raise MemoryError()
-            for b in blocks:
-                bs = b.series
-                bt = b.time
-                bk = b.kind
-                bv = b.value
-                n = len(b)
-                if bt.shape[0] < n or bk.shape[0] < n or bv.shape[0] < n or bs.shape[0] < n:
-                    raise ValueError("block columns shorter than the block")
-                for j in range(n):
-                    sids[off] = bs[j]
-                    ts[off] = bt[j]
-                    ks[off] = bk[j]
-                    vs[off] = bv[j]
-                    keys[off].sid = bs[j]
-                    keys[off].t = bt[j]
-                    keys[off].idx = <int>off
-                    off += 1
-            with nogil:
-                qsort(keys, total, sizeof(sp_key), sp_key_cmp)
-                rc = sqlite3_exec(self.db, "BEGIN IMMEDIATE", NULL, NULL, NULL)
-                if rc == SP_SQLITE_OK:
-                    for i in range(total):
-                        kp = &keys[i]
-                        j = kp.idx
-                        sqlite3_bind_int64(self.ins, 1, sids[j])
-                        sqlite3_bind_double(self.ins, 2, ts[j])
-                        if ks[j] == 1:
-                            sqlite3_bind_int64(self.ins, 3, KIND_BOOL_C)
-                            sqlite3_bind_int64(self.ins, 4, 1 if vs[j] != 0.0 else 0)
-                        else:
-                            sqlite3_bind_int64(self.ins, 3, KIND_NUM_C)
-                            sqlite3_bind_double(self.ins, 4, vs[j])
-                        step_rc = sqlite3_step(self.ins)
-                        sqlite3_reset(self.ins)
-                        if step_rc != SP_SQLITE_DONE:
-                            break
-                        new += sqlite3_changes(self.db)
-                    if step_rc == SP_SQLITE_DONE:
-                        sqlite3_bind_int64(self.dele, 1, last_id)
-                        step_rc = sqlite3_step(self.dele)
-                        sqlite3_reset(self.dele)
-                    if step_rc == SP_SQLITE_DONE:
-                        rc = sqlite3_exec(self.db, "COMMIT", NULL, NULL, NULL)
+        with nogil:
+            rc = sqlite3_exec(mv.db, "BEGIN IMMEDIATE", NULL, NULL, NULL)
+            if rc == SP_SQLITE_OK:
+                for i in range(self.pos, end):
+                    kp = &self.keys[i]
+                    j = kp.idx
+                    sqlite3_bind_int64(mv.ins, 1, self.sids[j])
+                    sqlite3_bind_double(mv.ins, 2, self.ts[j])
+                    if self.ks[j] == 1:
+                        sqlite3_bind_int64(mv.ins, 3, KIND_BOOL_C)
+                        sqlite3_bind_int64(mv.ins, 4, 1 if self.vs[j] != 0.0 else 0)
                     else:
-                        rc = step_rc
-            if rc != SP_SQLITE_OK:
-                msg = self._err()
-                sqlite3_exec(self.db, "ROLLBACK", NULL, NULL, NULL)
-                raise BlockStoreError("moving %d block readings failed: %s" % (total, msg))
-            return new
-        finally:
-            free(keys)
-            free(sids)
-            free(ts)
-            free(vs)
-            free(ks)
+                        sqlite3_bind_int64(mv.ins, 3, KIND_NUM_C)
+                        sqlite3_bind_double(mv.ins, 4, self.vs[j])
+                    step_rc = sqlite3_step(mv.ins)
+                    sqlite3_reset(mv.ins)
+                    if step_rc != SP_SQLITE_DONE:
+                        break
+                    new += sqlite3_changes(mv.db)
+                if step_rc == SP_SQLITE_DONE:
+                    if last:
+                        sqlite3_bind_int64(mv.dele, 1, self.last_id)
+                        step_rc = sqlite3_step(mv.dele)
+                        sqlite3_reset(mv.dele)
+                        if step_rc == SP_SQLITE_DONE:
+                            step_rc = sqlite3_step(mv.unmark)
+                            sqlite3_reset(mv.unmark)
+                    elif end > 0:
+                        kp = &self.keys[end - 1]
+                        sqlite3_bind_int64(mv.mark, 1, self.last_id)
+                        sqlite3_bind_int64(mv.mark, 2, kp.sid)
+                        sqlite3_bind_double(mv.mark, 3, kp.t)
+                        step_rc = sqlite3_step(mv.mark)
+                        sqlite3_reset(mv.mark)
+                if step_rc == SP_SQLITE_DONE:
+                    rc = sqlite3_exec(mv.db, "COMMIT", NULL, NULL, NULL)
+                else:
+                    rc = step_rc
+        if rc != SP_SQLITE_OK:
+            msg = mv._err()
+            sqlite3_exec(mv.db, "ROLLBACK", NULL, NULL, NULL)
+            raise BlockStoreError("moving block readings %d..%d of %d failed: %s"
+                                  % (self.pos, end, self.total, msg))
+        self.pos = end
+        self.new += new
+        if last:
+            self.done = True
+            free(self.keys)
+            self.keys = NULL
+        return self.done
 
 
 cdef enum:

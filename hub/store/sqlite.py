@@ -27,8 +27,11 @@ Layout (see hub/README.md for why):
   blocks(id, n, series, t, kind, val)     -- issue 7: the column lane's readings
       (fast/lane.pyx), ONE row per group commit holding four column blobs (int32
       store series ids, float64 times, uint8 fast kinds 0 = number / 1 = boolean,
-      float64 values). The compaction moves them into `readings` with the inbox
-      (through SQLite's C API when fast/blockstore.pyx is usable).
+      float64 values). The compaction moves them into `readings` (through SQLite's C
+      API when fast/blockstore.pyx is usable) in slices of `move_slice` readings in
+      (series, t) order, one short transaction each, between group commits.
+  block_move(last_id, series, t)          -- while a sliced move runs: readings of blocks
+      with id <= last_id and (series, t) <= (series, t) are in `readings` already.
   rollups(series, win, t, count, min, max, mean, p50, p95, p99)
   nodes(id, address, firmware, lt, registered, rd, last_seen, online, interval, first_seen)
   node_configs(node, version, body, created)
@@ -74,6 +77,9 @@ CREATE TABLE IF NOT EXISTS inbox(
 CREATE TABLE IF NOT EXISTS blocks(
     id INTEGER PRIMARY KEY, n INTEGER NOT NULL, series BLOB NOT NULL, t BLOB NOT NULL,
     kind BLOB NOT NULL, val BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS block_move(
+    k INTEGER PRIMARY KEY CHECK (k = 1), last_id INTEGER NOT NULL, series INTEGER NOT NULL,
+    t REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS rollups(
     series INTEGER NOT NULL, win INTEGER NOT NULL, t REAL NOT NULL,
     count INTEGER NOT NULL, min REAL, max REAL, mean REAL, p50 REAL, p95 REAL, p99 REAL,
@@ -168,7 +174,7 @@ class SqliteStore:
     """The SQLite backend. Create, `await start()`, use, `await close()`."""
 
     def __init__(self, path, cache_mb=64, on_commit=None, compact_rows=100000, compact_idle=0.5,
-                 on_block=None, c_mover=True):
+                 on_block=None, c_mover=True, move_slice=4096):
         self.path = path
         self.cache_mb = cache_mb
         # on_commit(conn, new): runs in the store thread after each group commit with
@@ -179,6 +185,9 @@ class SqliteStore:
         self.on_block = on_block
         self.c_mover = c_mover and BlockMover is not None
         self._mover = None
+        self._move = None  # the sliced block move in progress (fast.blockstore.Move)
+        self.move_slice = move_slice
+        self.move_steps = 0
         self.mover_off = None  # why blocks move through Python's sqlite3, when they do
         self._q = queue.SimpleQueue()
         self._thread = None
@@ -189,7 +198,8 @@ class SqliteStore:
         # duplicate checks); shared with the column lane (fast/lane.pyx), which raises it
         self.maxt = self._max_t = MaxT()
         # issue 7: committed readings not yet moved from `inbox` into `readings`
-        self._inbox_n = 0  # readings in `inbox`
+        self._inbox_n = 0  # readings in `inbox` and `blocks`
+        self._inbox_rows = 0  # readings in `inbox`
         # their (series id, t) keys, read from `inbox` only when a commit first needs them
         # (a reading at or below its series' largest time); None until then
         self._inbox_keys = None
@@ -284,12 +294,38 @@ class SqliteStore:
             self.mover_off = "fast/blockstore.pyx not built" if BlockMover is None else "off"
         if self.mover_off:
             log.info("column blocks move through Python's sqlite3: %s", self.mover_off)
-        if (conn.execute("SELECT 1 FROM inbox LIMIT 1").fetchone() is not None or
-                conn.execute("SELECT 1 FROM blocks LIMIT 1").fetchone() is not None):
+        self._inbox_rows = conn.execute("SELECT count(*) FROM inbox").fetchone()[0]
+        self._inbox_n = self._inbox_rows + (
+            conn.execute("SELECT coalesce(sum(n), 0) FROM blocks").fetchone()[0])
+        if self._inbox_n:
             self._compact(conn)  # readings acknowledged before a crash, not yet moved
         return conn
 
     def _compact(self, conn):
+        """Move everything committed into `readings`: the blocks (all slices of the move
+        in progress, then the rest) and the inbox. Before queries, at close and start."""
+        t0 = time.perf_counter()
+        while self._move is not None:
+            self._move_step(conn, 1 << 62)
+        if self._move_begin(conn):
+            while self._move is not None:
+                self._move_step(conn, 1 << 62)
+        self._compact_inbox(conn)
+        self._inbox_keys = None
+        self.compactions += 1
+        self.compact_seconds += time.perf_counter() - t0
+
+    def _compact_start(self, conn):
+        """The compaction under load: the inbox at once (only the row path writes it,
+        rare once the lane knows the series), the blocks slice by slice from here on."""
+        t0 = time.perf_counter()
+        self._compact_inbox(conn)
+        if self._move is None:
+            self._move_begin(conn)
+        self.compactions += 1
+        self.compact_seconds += time.perf_counter() - t0
+
+    def _compact_inbox(self, conn):
         """Move the inbox into `readings` in (series, t) order, in one transaction.
 
         Issue 7: a group commit appends its new readings to `inbox` (a rowid table:
@@ -302,8 +338,8 @@ class SqliteStore:
         That key set is built lazily: a commit whose readings are all newer than their
         series' largest time (the common case) never hashes a key.
         """
-        t0 = time.perf_counter()
-        self._move_blocks(conn)
+        if not self._inbox_rows:
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(_COMPACT)
@@ -313,21 +349,24 @@ class SqliteStore:
             if conn.in_transaction:
                 conn.rollback()
             raise
-        self._inbox_n = 0
+        self._inbox_n -= self._inbox_rows
+        self._inbox_rows = 0
         self._inbox_keys = None
-        self.compactions += 1
-        self.compact_seconds += time.perf_counter() - t0
 
-    def _move_blocks(self, conn):
-        """The column lane's blocks into `readings` (one transaction; C when usable)."""
+    def _move_begin(self, conn):
+        """Start moving every committed block into `readings`: with the C mover a Move
+        run by `_move_step`; without it, one transaction through sqlite3 right here.
+        Returns True when a Move was started."""
         rows = conn.execute(_BLOCKS).fetchall()
         if not rows:
-            return
+            self._inbox_n = self._inbox_rows
+            return False
         blocks = [block_from_bytes(s, t, k, v) for _id, s, t, k, v in rows]
         last_id = rows[-1][0]
         if self._mover is not None:
-            self._mover.move(blocks, last_id)
-            return
+            self._move = self._mover.start(blocks, last_id)
+            return True
+        n = sum(len(b) for b in blocks)
         flat = []
         for b in blocks:
             for sid, t, k, v in zip(b.series, b.time, b.kind, b.value, strict=True):
@@ -338,11 +377,32 @@ class SqliteStore:
             conn.executemany("INSERT OR IGNORE INTO readings(series, t, kind, val, sum)"
                              " VALUES (?, ?, ?, ?, NULL)", flat)
             conn.execute("DELETE FROM blocks WHERE id <= ?", (last_id,))
+            conn.execute("DELETE FROM block_move")
             conn.execute("COMMIT")
         except sqlite3.Error:
             if conn.in_transaction:
                 conn.rollback()
             raise
+        self._inbox_n -= n
+        self._inbox_keys = None
+        return False
+
+    def _move_step(self, conn, rows=None):
+        """One slice of the move in progress (GIL released while SQLite works)."""
+        move = self._move
+        t0 = time.perf_counter()
+        try:
+            done = move.step(self.move_slice if rows is None else rows)
+        except sqlite3.Error:
+            self._move = None  # the blocks stay; the next compaction starts over
+            raise
+        finally:
+            self.compact_seconds += time.perf_counter() - t0
+        self.move_steps += 1
+        if done:
+            self._move = None
+            self._inbox_n -= move.total
+            self._inbox_keys = None  # rebuilt from what is still pending when needed
 
     def _inbox_key_set(self, cur):
         """(series id, t) of every committed reading not yet in `readings`."""
@@ -362,11 +422,17 @@ class SqliteStore:
         loop.call_soon_threadsafe(_resolve_all, [(ready, True, None)])
         stop = None
         while stop is None:
-            if self._inbox_n:
+            if self._move is not None:
+                try:
+                    jobs = [self._q.get_nowait()]
+                except queue.Empty:  # nothing to commit: the next slice of the block move
+                    self._quietly(self._move_step, conn)
+                    continue
+            elif self._inbox_n:
                 try:
                     jobs = [self._q.get(timeout=self.compact_idle)]
                 except queue.Empty:
-                    self._compact_quietly(conn)
+                    self._quietly(self._compact_start, conn)
                     continue
             else:
                 jobs = [self._q.get()]
@@ -422,8 +488,10 @@ class SqliteStore:
                     done.append((c.future, False, e))
             if done:
                 loop.call_soon_threadsafe(_resolve_all, done)
-            if self._inbox_n >= self.compact_rows:
-                self._compact_quietly(conn)
+            if self._move is not None:  # one slice after each group commit: under load too
+                self._quietly(self._move_step, conn)
+            elif self._inbox_n >= self.compact_rows:
+                self._quietly(self._compact_start, conn)
         # drain anything that raced in after the stop marker
         late = []
         while True:
@@ -445,12 +513,13 @@ class SqliteStore:
         loop.call_soon_threadsafe(_resolve_all, late)
 
     def _compact_quietly(self, conn):
-        try:
-            self._compact(conn)
-        except sqlite3.Error:  # disk full or similar: the inbox stays, retried later
-            import traceback
+        self._quietly(self._compact, conn)
 
-            traceback.print_exc()
+    def _quietly(self, fn, conn):
+        try:
+            fn(conn)
+        except sqlite3.Error:  # disk full or similar: inbox and blocks stay, retried later
+            log.exception("compaction failed")
 
     def _series_id(self, conn, node, sensor, unit):
         key = (node, sensor)
@@ -559,6 +628,7 @@ class SqliteStore:
                 if MaxT is not dict:
                     maxt.raise_block(b.series, b.time)
             self._inbox_n += len(new) + n_block
+            self._inbox_rows += len(new)
             if inbox is not None:
                 inbox.update(map(_BY_KEY, new))
             results = list(zip(stored, dups, per, strict=True))
@@ -725,12 +795,18 @@ def stored_readings(path, node=None):
         for table in ("readings", "inbox"):
             if table in tables:
                 raw += c.execute("SELECT series, t, kind, val FROM %s" % table).fetchall()
+        mark = None  # a sliced block move in progress: what it moved is in readings
+        if "block_move" in tables:
+            mark = c.execute("SELECT last_id, series, t FROM block_move").fetchone()
         if "blocks" in tables:
-            for blobs in c.execute("SELECT series, t, kind, val FROM blocks ORDER BY id"):
+            for bid, *blobs in c.execute("SELECT id, series, t, kind, val FROM blocks ORDER BY id"):
                 cols = [array.array(tc) for tc in "idBd"]
                 for col, blob in zip(cols, blobs, strict=True):
                     col.frombytes(blob)
+                moved = mark is not None and bid <= mark[0]
                 for sid, t, k, v in zip(*cols, strict=True):
+                    if moved and (sid, t) <= (mark[1], mark[2]):
+                        continue
                     raw.append((sid, t, KIND_BOOL, 1 if v else 0) if k else (sid, t, KIND_NUM, v))
         out = []
         for sid, t, kind, val in raw:
