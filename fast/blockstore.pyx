@@ -126,7 +126,7 @@ cdef class BlockMover:
         self.mark = NULL
         self.unmark = NULL
 
-    def __init__(self, path):
+    def __init__(self, path, int cache_mb=64):
         reason = usable()
         if reason is not None:
             raise RuntimeError(reason)
@@ -137,6 +137,9 @@ cdef class BlockMover:
             self.close()
             raise BlockStoreError("cannot open %s: %s" % (path, msg))
         sqlite3_busy_timeout(self.db, 30000)
+        # its own page cache as large as the store's: the move reads readings' leaf pages
+        pragma = ("PRAGMA cache_size=%d" % (-1024 * cache_mb)).encode()
+        sqlite3_exec(self.db, pragma, NULL, NULL, NULL)
         if (sqlite3_prepare_v2(self.db, _INSERT, -1, &self.ins, NULL) != SP_SQLITE_OK or
                 sqlite3_prepare_v2(self.db, b"DELETE FROM blocks WHERE id <= ?", -1,
                                    &self.dele, NULL) != SP_SQLITE_OK or

@@ -143,6 +143,12 @@ class Hub:
                 lambda: self.store.committed_reports)
         m.gauge("smartpark_store_last_batch", "Reports in the last group commit",
                 lambda: self.store.last_batch)
+        m.gauge("smartpark_store_compactions", "Compactions started (inbox and block moves)",
+                lambda: self.store.compactions)
+        m.gauge("smartpark_store_compact_seconds", "Time the store thread spent compacting",
+                lambda: self.store.compact_seconds)
+        m.gauge("smartpark_store_move_steps", "Slices of block moves into readings",
+                lambda: self.store.move_steps)
         m.gauge("smartpark_nodes", "Known nodes", lambda: len(self.registry.nodes))
         m.gauge("smartpark_nodes_online", "Nodes online",
                 lambda: sum(1 for n in self.registry.nodes.values() if n.online))

@@ -174,7 +174,7 @@ class SqliteStore:
     """The SQLite backend. Create, `await start()`, use, `await close()`."""
 
     def __init__(self, path, cache_mb=64, on_commit=None, compact_rows=100000, compact_idle=0.5,
-                 on_block=None, c_mover=True, move_slice=4096):
+                 on_block=None, c_mover=True, move_slice=16384):
         self.path = path
         self.cache_mb = cache_mb
         # on_commit(conn, new): runs in the store thread after each group commit with
@@ -287,7 +287,7 @@ class SqliteStore:
             self._series[(node, sensor)] = (sid, unit)
         if self.c_mover:
             try:
-                self._mover = BlockMover(self.path)
+                self._mover = BlockMover(self.path, self.cache_mb)
             except Exception as e:  # noqa: BLE001 - the Python path below does the same
                 self.mover_off = str(e)
         else:
