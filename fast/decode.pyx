@@ -997,7 +997,7 @@ cdef int read_num(Ctx* c, Rd* r, int depth, int field, Num* out) noexcept nogil:
     cdef double d
     cdef Py_ssize_t i
     cdef const uint8_t* bp
-    cdef uint64_t big
+    cdef uint64_t big, tag
     if head(c, r, &mt, &arg, &ai) < 0:
         return -1
     if mt == 7:
@@ -1051,11 +1051,13 @@ cdef int read_num(Ctx* c, Rd* r, int depth, int field, Num* out) noexcept nogil:
             if skip_item(c, r, depth + 1, &sub) < 0:
                 return -1
             return fail(c, E_BIGNUM, start)
+        tag = arg  # 2 positive, 3 negative (arg is the byte string's length below)
         i = r.pos
         if head(c, r, &mt, &arg, &ai) < 0:
             return -1
         if read_string(c, r, 2, arg, ai, i, &s) < 0:
             return -1
+        arg = tag
         bp = str_ptr(c, &s)
         # the reference turns a bignum into an int and keeps it only within 64 bits
         big = 0
