@@ -20,7 +20,7 @@ decodes on one thread; the nogil section lets the event loop run meanwhile).
 from cpython.array cimport array, clone, resize
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
-from libc.math cimport INFINITY, NAN, floor, isfinite, isnan, ldexp
+from libc.math cimport INFINITY, NAN, floor, isfinite, isnan
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, strlen
@@ -40,6 +40,8 @@ cdef extern from *:
     const bint LITTLE_ENDIAN "SP_LE"
     bint LIKELY "SP_LIKELY"(bint) noexcept nogil
     bint UNLIKELY "SP_UNLIKELY"(bint) noexcept nogil
+    uint64_t bswap64 "__builtin_bswap64"(uint64_t) noexcept nogil
+    uint32_t bswap32 "__builtin_bswap32"(uint32_t) noexcept nogil
 
 # ------------------------------------------------------------------ intern table
 
@@ -594,16 +596,24 @@ cdef inline int head(Ctx* c, Rd* r, int* mt, uint64_t* arg, int* ai) noexcept no
     return 0
 
 
+cdef inline double pow2_small(int e) noexcept nogil:
+    """2.0**e for a normal exponent (-1022..1023), from the bits."""
+    cdef uint64_t u = <uint64_t>(e + 1023) << 52
+    cdef double d
+    memcpy(&d, &u, 8)
+    return d
+
+
 cdef inline double half_to_double(uint64_t h) noexcept nogil:
     cdef int e = (h >> 10) & 0x1F
     cdef int m = h & 0x3FF
     cdef double v
     if e == 0:
-        v = ldexp(m, -24)
+        v = m * 5.9604644775390625e-08  # m * 2**-24, exact
     elif e == 31:
         v = NAN if m else INFINITY
     else:
-        v = ldexp(m + 1024, e - 25)
+        v = (m + 1024) * pow2_small(e - 25)  # exact, as ldexp
     return -v if h & 0x8000 else v
 
 
@@ -763,7 +773,7 @@ cdef int skip_item(Ctx* c, Rd* r, int depth, int* kind) noexcept nogil:
                 return -1
             if skip_item(c, r, depth, &sub) < 0:
                 return -1
-    if check_dups(c, kbase) < 0:
+    if c.nkeys - kbase >= 2 and check_dups(c, kbase) < 0:  # two or more other keys
         return -1
     c.nkeys = kbase
     c.kbuf_len = kbuf_base
@@ -988,6 +998,55 @@ cdef int check_dups(Ctx* c, int64_t base) noexcept nogil:
     return 0
 
 
+cdef inline bint short_num(Rd* r, Num* out) noexcept nogil:
+    """The common numbers inline: an int with a 0..4-byte argument, a float32 or a
+    float64. False: not that case (nothing consumed), the caller takes read_num."""
+    cdef Py_ssize_t pos = r.pos, left = r.n - r.pos
+    cdef uint8_t ib
+    cdef uint64_t arg
+    cdef uint32_t w
+    cdef int k
+    if UNLIKELY(left <= 0):
+        return False
+    ib = r.p[pos]
+    if ib == 0xFB:
+        if left < 9:
+            return False
+        memcpy(&arg, r.p + pos + 1, 8)
+        out.is_int = False
+        out.d = bits_to_double(bswap64(arg) if LITTLE_ENDIAN else arg)
+        r.pos = pos + 9
+        return True
+    if ib == 0xFA:
+        if left < 5:
+            return False
+        memcpy(&w, r.p + pos + 1, 4)
+        out.is_int = False
+        out.d = bits_to_float(bswap32(w) if LITTLE_ENDIAN else w)
+        r.pos = pos + 5
+        return True
+    if ib >= 0x40 or (ib & 0x1F) > 26:  # not a major type 0/1 head with <= 4 bytes
+        return False
+    k = ib & 0x1F
+    if k < 24:
+        arg = <uint64_t>k
+        k = 0
+    else:
+        k = 1 << (k - 24)
+        if left < 1 + k:
+            return False
+        arg = r.p[pos + 1]
+        if k >= 2:
+            arg = (arg << 8) | r.p[pos + 2]
+        if k == 4:
+            arg = (arg << 16) | (<uint64_t>r.p[pos + 3] << 8) | r.p[pos + 4]
+    out.is_int = True
+    out.i = <int64_t>arg if ib < 0x20 else -1 - <int64_t>arg
+    out.d = <double>out.i
+    r.pos = pos + 1 + k
+    return True
+
+
 cdef int read_num(Ctx* c, Rd* r, int depth, int field, Num* out) noexcept nogil:
     """A SenML number: CBOR int, float16/32/64, or bignum (tags 2/3)."""
     cdef Py_ssize_t start = r.pos
@@ -1109,6 +1168,36 @@ cdef struct Pack:
     int64_t bver   # 0 = none seen yet
     int32_t bn_id  # node cache of bn, -1 = not looked up yet
     int32_t hint   # node cache entry to try first
+
+
+cdef inline bint short_text(Rd* r, Str* out) noexcept nogil:
+    """The common text field inline: a definite text string under 24 bytes, all
+    ASCII (checked a word at a time when 16 bytes can be read). False: not that
+    case (nothing consumed), the caller takes read_text_field's general path."""
+    cdef Py_ssize_t pos = r.pos, n
+    cdef uint64_t a, b
+    if UNLIKELY(pos >= r.n):
+        return False
+    n = <Py_ssize_t>r.p[pos] - 0x60
+    if n < 0 or n >= 24 or n >= r.n - pos:
+        return False
+    if LITTLE_ENDIAN and pos + 1 + 16 <= r.n and n <= 16:
+        memcpy(&a, r.p + pos + 1, 8)
+        memcpy(&b, r.p + pos + 9, 8)
+        if n < 8:
+            a &= (1ULL << (8 * n)) - 1
+            b = 0
+        elif n < 16:
+            b &= (1ULL << (8 * (n - 8))) - 1
+        if (a | b) & 0x8080808080808080ULL:
+            return False
+    elif not utf8_ok(r.p + pos + 1, n):
+        return False
+    out.p = r.p + pos + 1
+    out.n = n
+    out.spill = -1
+    r.pos = pos + 1 + n
+    return True
 
 
 cdef int read_text_field(Ctx* c, Rd* r, int want_mt, int field, Str* out) noexcept nogil:
@@ -1276,10 +1365,10 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
             return fail(c, E_DUPKEY, kpos)
         seen |= 1u << f
         if f == F_N:
-            if read_text_field(c, r, 3, f, &n_s) < 0:
+            if not short_text(r, &n_s) and read_text_field(c, r, 3, f, &n_s) < 0:
                 return -1
         elif f == F_V:
-            if read_num(c, r, 2, f, &v_n) < 0:
+            if not short_num(r, &v_n) and read_num(c, r, 2, f, &v_n) < 0:
                 return -1
         elif f == F_T:
             o = r.pos
@@ -1288,7 +1377,7 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
             if not t_n.is_int and not isfinite(t_n.d):
                 return fail(c, E_TIME, o, f)
         elif f == F_BN:
-            if read_text_field(c, r, 3, f, &bn_s) < 0:
+            if not short_text(r, &bn_s) and read_text_field(c, r, 3, f, &bn_s) < 0:
                 return -1
         elif f == F_BT:
             o = r.pos
@@ -1297,7 +1386,7 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
             if not bt_n.is_int and not isfinite(bt_n.d):
                 return fail(c, E_TIME, o, f)
         elif f == F_U:
-            if read_text_field(c, r, 3, f, &u_s) < 0:
+            if not short_text(r, &u_s) and read_text_field(c, r, 3, f, &u_s) < 0:
                 return -1
         elif f == F_BU:
             if read_text_field(c, r, 3, f, &bu_s) < 0:
@@ -1344,7 +1433,7 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
                 return fail(c, E_BVER_CHANGE, o)
             pk.bver = tt.i
 
-    if check_dups(c, kbase) < 0:
+    if c.nkeys - kbase >= 2 and check_dups(c, kbase) < 0:  # two or more other keys
         return -1
     c.nkeys = kbase
     c.kbuf_len = kbuf_base
@@ -1668,6 +1757,7 @@ DEFAULT_TABLE = _default_table
 cdef array _tmpl_i = array("i")
 cdef array _tmpl_d = array("d")
 cdef array _tmpl_B = array("B")
+cdef array _tmpl_q = array("q")
 
 
 def decode_batch(payloads, double now, SeriesTable table=None, *,
@@ -1691,7 +1781,12 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
     c.spill = NULL
     c.kbuf = NULL
     c.keys = NULL
-    batch = _Batch(table, payloads)
+    # not Batch.__init__: it would make 13 empty arrays only to replace them
+    batch = _Batch.__new__(_Batch)
+    batch.table = table
+    batch.payloads = payloads
+    batch.n_payloads = npay
+    batch.spill = b""
     try:
         for k in range(npay):
             item = ptuple[k]
@@ -1725,7 +1820,7 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
         first = clone(_tmpl_i, npay, False)
         count = clone(_tmpl_i, npay, False)
         err_code = clone(_tmpl_i, npay, False)
-        err_off = array("q", [0]) * npay
+        err_off = clone(_tmpl_q, npay, False)  # decode_all sets every entry
         err_detail = clone(_tmpl_i, npay, False)
         c.o_series = <int32_t*>(<array>series).data.as_ints
         c.o_time = (<array>time).data.as_doubles

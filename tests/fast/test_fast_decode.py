@@ -422,3 +422,41 @@ def test_same_name_split_differently_is_one_series():
         assert names[7:107] == ["big/s%d" % i for i in range(100)]
         assert names[107:] == ["big/s%d" % i for i in range(99, -1, -1)]
         assert len(table) == 102
+
+
+def _text(b):
+    return bytes([0x60 + len(b)]) + b if len(b) < 24 else b"\x78" + bytes([len(b)]) + b
+
+
+# the inline paths for short text (n, u, bn) and common numbers (v): every head size
+# and width edge, ASCII and not, valid and not, with and without 16 bytes after it
+NUMS = [b"\x00", b"\x17", b"\x18\x18", b"\x18\xff", b"\x19\x01\x00", b"\x19\xff\xff",
+        b"\x1a\x00\x01\x00\x00", b"\x1a\xff\xff\xff\xff", b"\x1b\x7f" + b"\xff" * 7,
+        b"\x1b" + b"\xff" * 8, b"\x20", b"\x37", b"\x38\xff", b"\x39\xff\xff",
+        b"\x3a\xff\xff\xff\xff", b"\x3b" + b"\xff" * 8, b"\xf9\x3c\x00", b"\xf9\x00\x01",
+        b"\xf9\x7c\x00", b"\xfa\x47\x7f\xe0\x00", b"\xfa\x7f\xc0\x00\x00",
+        b"\xfb\x40\x35\x91\xeb\x85\x1e\xb8\x52", b"\xfb\x7f\xf0" + b"\x00" * 6,
+        b"\x1c", b"\xf8\x20", b"\xf5", b"\x61a",
+        # bignums: the sign comes from the tag whatever the byte string's length
+        b"\xc2\x40", b"\xc2\x41\x05", b"\xc3\x41\x05", b"\xc2\x42\x00\x05",
+        b"\xc3\x42\x00\x05", b"\xc2\x43\x01\x00\x00", b"\xc3\x43\x01\x00\x00"]
+NAMES = [b"", b"t", b"temp", b"abcdefg", b"abcdefgh", b"abcdefghijklmno",
+         b"abcdefghijklmnop", b"abcdefghijklmnopq", b"abcdefghijklmnopqrstuvw",
+         b"abcdefghijklmnopqrstuvwx", "caf\u00e9".encode(), "\u00b0C".encode(),
+         b"ab\xc3", b"\xff\xfe", b"x" * 15 + b"\x80", b"t\x00"]
+
+
+@pytest.mark.parametrize("tail", [b"", b"\xa2\x00\x61z\x02\x01" * 3])
+def test_inline_text_and_number_paths(tail):
+    payloads = []
+    for v in NUMS:
+        for nm in (b"s", b"abcdefghijklmnop"):
+            rec = b"\xa2\x00" + _text(nm) + b"\x02" + v
+            payloads.append(bytes([0x81 + (len(tail) > 0) * 3]) + rec + tail)
+    for nm in NAMES:
+        for key in (b"\x00", b"\x01", b"\x21"):  # n, u, bn
+            extra = b"" if key == b"\x00" else b"\x00\x61n"
+            rec = bytes([0xa2 + (key != b"\x00")]) + key + _text(nm) + extra + b"\x02\x01"
+            payloads.append(bytes([0x81 + (len(tail) > 0) * 3]) + rec + tail)
+            payloads.append(bytes([0x81]) + rec[:-2] + b"\x02")  # cut after the label
+    check_against_reference(payloads)
