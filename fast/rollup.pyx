@@ -56,8 +56,8 @@ cdef struct Bin:
 cdef enum:
     INLINE_BINS = 4
     VCACHE = 1024         # bin value cache entries (a power of two)
-    PREFETCH = 8          # records ahead: the bucket (and a closing series' block)
-    PREFETCH_HDR = 16     # records ahead: the series header (read by the bucket stage)
+    PREFETCH = 8          # records ahead: the bucket
+    PREFETCH_HDR = 16     # records ahead: the series header
 
 cdef struct Bucket:       # 128 bytes: two cache lines, 64-byte aligned
     double start          # NaN: slot empty
@@ -615,10 +615,24 @@ cdef class Rollups:
     cdef int _close(self, int32_t sid, SState* st, double before) noexcept nogil:
         """Close the finest buckets starting before `before` (ascending), then the
         coarser buckets that are complete (ascending windows); see _close_bucket."""
-        cdef int j, best, wi
+        cdef int j, best, wi, nc = 0, m
         cdef Bucket* slots = self._slots(st)
         cdef Bucket* cb
-        while True:
+        cdef int cand[16]
+        if self.K[0] <= 16:
+            # one pass over the ring: the slots to close, in start order (usually one)
+            for j in range(self.K[0]):
+                if slots[j].start < before:  # False for an empty slot (NaN)
+                    m = nc
+                    while m > 0 and slots[cand[m - 1]].start > slots[j].start:
+                        cand[m] = cand[m - 1]
+                        m -= 1
+                    cand[m] = j
+                    nc += 1
+            for j in range(nc):
+                if self._close_bucket(sid, slots, 0, &slots[cand[j]]) < 0:
+                    return -1
+        while self.K[0] > 16:
             best = -1
             for j in range(self.K[0]):
                 if not isnan(slots[j].start) and slots[j].start < before:
@@ -661,12 +675,11 @@ cdef class Rollups:
             prefetch(self.states[sid])
 
     cdef inline void _prefetch(self, int32_t sid, double t) noexcept nogil:
-        """Ask for the cache lines a later reading will touch (an estimate is enough):
-        its bucket, and when it will close buckets (its header, fetched earlier, says
-        so) the other ring slots and the coarser buckets the close merges into."""
+        """Ask for the bucket a later reading will touch (an estimate is enough; its
+        header was asked for PREFETCH_HDR readings ahead). Also fetching a closing
+        series' ring and coarser buckets measured no faster: closes are compute."""
         cdef SState* st
         cdef char* b
-        cdef int j
         if sid < 0 or sid >= self.nstates:
             return
         st = self.states[sid]
@@ -675,11 +688,6 @@ cdef class Rollups:
         b = <char*>(self._slots(st) + ((<int64_t>(t * self.invw[0])) & (self.K[0] - 1)))
         prefetch(b)
         prefetch(b + 64)
-        if t > st.max_t and t - self.lateness_ >= st.thr:
-            b = <char*>self._slots(st)
-            for j in range(self.total_slots):
-                prefetch(b + j * sizeof(Bucket))
-                prefetch(b + j * sizeof(Bucket) + 64)
 
     cdef int _add(self, int32_t sid, double t, double v) noexcept nogil:
         """0 added (or counted late), 1 skipped (non-finite), -1 out of memory."""
