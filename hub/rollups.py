@@ -16,7 +16,7 @@ fast/ (counted in /metrics as smartpark_rollup_late_total), stored raw but
 not in the rollup.
 """
 
-from .store.sqlite import KIND_BOOL, KIND_NUM, q_upsert_rollups
+from .store.sqlite import KIND_BOOL, KIND_NUM, leaves_readings, q_upsert_rollups
 
 WINDOWS = {"1m": 60, "15m": 900, "1h": 3600, "1d": 86400}
 
@@ -50,6 +50,7 @@ class RollupFeeder:
         self.roll.add_batch(block)
         self._write(conn)
 
+    @leaves_readings
     def advance(self, conn, watermark):
         self.roll.advance(watermark)
         return self._write(conn)

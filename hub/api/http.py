@@ -22,7 +22,7 @@ from .. import openapi
 from ..registry import value_out
 from ..rollups import WINDOWS
 from ..rules import config_error, config_normalize, node_id_error
-from ..store.sqlite import q_put_config, q_raw, q_rollups
+from ..store.sqlite import leaves_readings, q_put_config, q_raw, q_rollups
 
 DEFAULT_SPAN = 86400.0
 MAX_LIMIT = 100000
@@ -287,6 +287,7 @@ class HttpApi:
         return web.json_response(openapi.document(VERSION))
 
 
+@leaves_readings
 def _put_config_versioned(conn, node, doc, now):
     # runs in the store thread: pick the next version, store the body with it inside
     row = conn.execute("SELECT max(version) FROM node_configs WHERE node = ?", (node,)).fetchone()

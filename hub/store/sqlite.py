@@ -267,7 +267,9 @@ class SqliteStore:
         return fut
 
     def call(self, fn, *args):
-        """Run fn(conn, *args) in the store thread; returns an awaitable future."""
+        """Run fn(conn, *args) in the store thread; returns an awaitable future. Every
+        committed reading is in `readings` when it runs, unless fn is marked
+        `leaves_readings` (it touches no raw readings)."""
         if self._closed:
             raise StoreClosed("store is closing")
         fut = self._loop.create_future()
@@ -474,7 +476,8 @@ class SqliteStore:
                         res = WriteResult()
                         res.stored, res.duplicates, res.new_rows = results[start]
                         done.append((job.future, True, res))
-            if (calls or stop is not None) and self._inbox_n:
+            if self._inbox_n and (stop is not None or any(
+                    getattr(c.fn, "reads_readings", True) for c in calls)):
                 if done:  # acks first: they do not wait for the move
                     loop.call_soon_threadsafe(_resolve_all, done)
                     done = []
@@ -663,6 +666,15 @@ class SqliteStore:
 # ---- queries: functions run in the store thread via store.call(fn, ...) ---------------------
 
 
+def leaves_readings(fn):
+    """Mark a store function that neither reads nor deletes raw readings: `store.call`
+    runs it without first moving the inbox and blocks into `readings` (issue 7: node
+    and config writes during load no longer wait for a whole compaction)."""
+    fn.reads_readings = False
+    return fn
+
+
+
 def q_load_state(conn):
     """Everything the hub keeps in memory, read at start-up."""
     series = [tuple(r) for r in conn.execute("SELECT id, node, sensor, unit FROM series")]
@@ -694,6 +706,7 @@ def q_raw(conn, sid, t0, t1, limit):
         (sid, t0, t1, limit))]
 
 
+@leaves_readings
 def q_rollups(conn, sid, win, t0, t1, limit):
     return [tuple(r) for r in conn.execute(
         "SELECT t, count, min, max, mean, p50, p95, p99 FROM rollups"
@@ -707,6 +720,7 @@ def q_count_readings(conn, sid=None):
     return conn.execute("SELECT count(*) FROM readings WHERE series = ?", (sid,)).fetchone()[0]
 
 
+@leaves_readings
 def q_upsert_rollups(conn, rows):
     """rows: (series, win, t, count, min, max, mean, p50, p95, p99); replaces buckets."""
     if not rows:
@@ -726,11 +740,13 @@ def q_readings_between(conn, sid, t0, t1):
         " ORDER BY t", (sid, t0, t1, KIND_NUM, KIND_BOOL))]
 
 
+@leaves_readings
 def q_rollup_exists(conn, sid, win, t):
     return conn.execute("SELECT 1 FROM rollups WHERE series = ? AND win = ? AND t = ?",
                         (sid, win, t)).fetchone() is not None
 
 
+@leaves_readings
 def q_upsert_node(conn, node):
     """node: dict with id and any of the nodes columns; missing columns are left alone."""
     cols = [k for k in ("address", "firmware", "lt", "registered", "rd", "last_seen", "online",
@@ -747,6 +763,7 @@ def q_upsert_node(conn, node):
     conn.execute("COMMIT")
 
 
+@leaves_readings
 def q_put_config(conn, node, body, now):
     conn.execute("BEGIN IMMEDIATE")
     row = conn.execute("SELECT max(version) FROM node_configs WHERE node = ?", (node,)).fetchone()
