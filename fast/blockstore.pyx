@@ -2,8 +2,9 @@
 """Move the lane's column blocks into the `readings` table through SQLite's C API.
 
 Scope (issue 7): the store commits the readings of the column lane
-(fast/lane.pyx) as one `blocks` row per group commit; the compaction later
-turns them into `readings` rows. Python's sqlite3 costs ~3.6 us per row
+(fast/lane.pyx) as one `blocks` row per group commit, in a journal file of its
+own (hub/store/sqlite.py); a mover thread later turns them into `readings`
+rows of the hub's database. Python's sqlite3 costs ~3.6 us per row
 (executemany) and holds the GIL meanwhile; here the same INSERT runs from C
 at ~1 us per row with the GIL released, so the event loop keeps serving.
 
@@ -82,7 +83,8 @@ KIND_BOOL = 2
 
 _INSERT = (b"INSERT OR IGNORE INTO readings(series, t, kind, val, sum)"
            b" VALUES (?, ?, ?, ?, NULL)")
-_MARK = b"INSERT OR REPLACE INTO block_move(k, last_id, series, t) VALUES (1, ?, ?, ?)"
+_MARK = (b"INSERT OR REPLACE INTO block_moved(k, done_id, last_id, series, t)"
+         b" VALUES (1, ?, ?, ?, ?)")
 
 
 def library_version():
@@ -111,20 +113,16 @@ class BlockStoreError(_pysqlite.OperationalError):
 
 
 cdef class BlockMover:
-    """Its own connection to the hub's database file, used from the store thread only."""
+    """Its own connection to the hub's database file, used by one thread at a time."""
 
     cdef sqlite3* db
     cdef sqlite3_stmt* ins
-    cdef sqlite3_stmt* dele
     cdef sqlite3_stmt* mark
-    cdef sqlite3_stmt* unmark
 
     def __cinit__(self):
         self.db = NULL
         self.ins = NULL
-        self.dele = NULL
         self.mark = NULL
-        self.unmark = NULL
 
     def __init__(self, path, int cache_mb=64):
         reason = usable()
@@ -141,11 +139,7 @@ cdef class BlockMover:
         pragma = ("PRAGMA cache_size=%d" % (-1024 * cache_mb)).encode()
         sqlite3_exec(self.db, pragma, NULL, NULL, NULL)
         if (sqlite3_prepare_v2(self.db, _INSERT, -1, &self.ins, NULL) != SP_SQLITE_OK or
-                sqlite3_prepare_v2(self.db, b"DELETE FROM blocks WHERE id <= ?", -1,
-                                   &self.dele, NULL) != SP_SQLITE_OK or
-                sqlite3_prepare_v2(self.db, _MARK, -1, &self.mark, NULL) != SP_SQLITE_OK or
-                sqlite3_prepare_v2(self.db, b"DELETE FROM block_move", -1, &self.unmark,
-                                   NULL) != SP_SQLITE_OK):
+                sqlite3_prepare_v2(self.db, _MARK, -1, &self.mark, NULL) != SP_SQLITE_OK):
             msg = self._err()
             self.close()
             raise BlockStoreError("cannot prepare the block move: %s" % msg)
@@ -162,30 +156,24 @@ cdef class BlockMover:
         if self.ins != NULL:
             sqlite3_finalize(self.ins)
             self.ins = NULL
-        if self.dele != NULL:
-            sqlite3_finalize(self.dele)
-            self.dele = NULL
         if self.mark != NULL:
             sqlite3_finalize(self.mark)
             self.mark = NULL
-        if self.unmark != NULL:
-            sqlite3_finalize(self.unmark)
-            self.unmark = NULL
         if self.db != NULL:
             sqlite3_close_v2(self.db)
             self.db = NULL
 
-    def start(self, blocks, long long last_id):
-        """A Move of the readings of `blocks` (fast.lane.Block objects, the `blocks` rows
-        with id <= last_id) into `readings`, sorted by (series, t) once; run it with
-        `Move.step`."""
+    def start(self, blocks, long long done_id, long long last_id):
+        """A Move of the readings of `blocks` (fast.lane.Block objects: the journal's
+        blocks with done_id < id <= last_id) into `readings`, sorted by (series, t) once;
+        run it with `Move.step`."""
         if self.db == NULL:
             raise BlockStoreError("block mover is closed")
-        return Move(self, blocks, last_id)
+        return Move(self, blocks, done_id, last_id)
 
-    def move(self, blocks, long long last_id):
+    def move(self, blocks, long long done_id, long long last_id):
         """The whole move in one transaction; returns how many readings were new."""
-        m = self.start(blocks, last_id)
+        m = self.start(blocks, done_id, last_id)
         while not m.done:
             m.step(1 << 62)
         return m.new
@@ -193,12 +181,13 @@ cdef class BlockMover:
 
 cdef class Move:
     """One move of blocks into `readings`, in slices: each `step(max_rows)` inserts the
-    next max_rows readings in (series, t) order in its own short transaction, so the
-    store's group commits run between slices instead of waiting for the whole move.
-    A slice records how far the move got in `block_move` (last_id, series, t) in the same
-    transaction; the last slice deletes the moved `blocks` rows and that row. A reader
-    of the raw tables skips the block readings at or below that mark (they are in
-    `readings` already); after a crash the move simply runs again (INSERT OR IGNORE)."""
+    next max_rows readings in (series, t) order in its own short transaction, so other
+    writers of the database (the row path) wait for a slice, never a whole move.
+    Each slice records how far the move got in `block_moved` in the same transaction:
+    blocks with id <= done_id are in `readings` entirely; of those with done_id < id <=
+    last_id, the readings at or below (series, t). The last slice sets done_id =
+    last_id. A reader of the journal skips what the mark covers; after a crash the move
+    runs again (INSERT OR IGNORE) and the journal's moved blocks are deleted then."""
 
     cdef BlockMover mover
     cdef sp_key* keys
@@ -209,6 +198,7 @@ cdef class Move:
     cdef readonly Py_ssize_t total
     cdef readonly Py_ssize_t pos
     cdef long long last_id
+    cdef long long done_id
     cdef readonly long long new
     cdef readonly bint done
 
@@ -219,7 +209,7 @@ cdef class Move:
         self.vs = NULL
         self.ks = NULL
 
-    def __init__(self, BlockMover mover not None, blocks, long long last_id):
+    def __init__(self, BlockMover mover not None, blocks, long long done_id, long long last_id):
         cdef Py_ssize_t total = 0, j, n, off = 0
         cdef const int[::1] bs
         cdef const double[::1] bt
@@ -227,6 +217,7 @@ cdef class Move:
         cdef const double[::1] bv
         self.mover = mover
         self.last_id = last_id
+        self.done_id = done_id
         self.new = 0
         self.pos = 0
         for b in blocks:
@@ -302,20 +293,17 @@ cdef class Move:
                         break
                     new += sqlite3_changes(mv.db)
                 if step_rc == SP_SQLITE_DONE:
-                    if last:
-                        sqlite3_bind_int64(mv.dele, 1, self.last_id)
-                        step_rc = sqlite3_step(mv.dele)
-                        sqlite3_reset(mv.dele)
-                        if step_rc == SP_SQLITE_DONE:
-                            step_rc = sqlite3_step(mv.unmark)
-                            sqlite3_reset(mv.unmark)
-                    elif end > 0:
+                    sqlite3_bind_int64(mv.mark, 1, self.last_id if last else self.done_id)
+                    sqlite3_bind_int64(mv.mark, 2, self.last_id)
+                    if end > 0:
                         kp = &self.keys[end - 1]
-                        sqlite3_bind_int64(mv.mark, 1, self.last_id)
-                        sqlite3_bind_int64(mv.mark, 2, kp.sid)
-                        sqlite3_bind_double(mv.mark, 3, kp.t)
-                        step_rc = sqlite3_step(mv.mark)
-                        sqlite3_reset(mv.mark)
+                        sqlite3_bind_int64(mv.mark, 3, kp.sid)
+                        sqlite3_bind_double(mv.mark, 4, kp.t)
+                    else:
+                        sqlite3_bind_int64(mv.mark, 3, -1)
+                        sqlite3_bind_double(mv.mark, 4, 0.0)
+                    step_rc = sqlite3_step(mv.mark)
+                    sqlite3_reset(mv.mark)
                 if step_rc == SP_SQLITE_DONE:
                     rc = sqlite3_exec(mv.db, "COMMIT", NULL, NULL, NULL)
                 else:

@@ -143,12 +143,18 @@ class Hub:
                 lambda: self.store.committed_reports)
         m.gauge("smartpark_store_last_batch", "Reports in the last group commit",
                 lambda: self.store.last_batch)
-        m.gauge("smartpark_store_compactions", "Compactions started (inbox and block moves)",
+        m.gauge("smartpark_store_compactions", "Inbox compactions and full compactions",
                 lambda: self.store.compactions)
         m.gauge("smartpark_store_compact_seconds", "Time the store thread spent compacting",
                 lambda: self.store.compact_seconds)
+        m.gauge("smartpark_store_block_moves", "Moves of lane-journal blocks into readings",
+                lambda: self.store.block_moves)
+        m.gauge("smartpark_store_block_move_seconds", "Time the mover thread spent moving",
+                lambda: self.store.block_move_seconds)
         m.gauge("smartpark_store_move_steps", "Slices of block moves into readings",
                 lambda: self.store.move_steps)
+        m.gauge("smartpark_store_blocks_pending", "Lane readings committed, not yet moved",
+                lambda: self.store.blocks_pending)
         m.gauge("smartpark_nodes", "Known nodes", lambda: len(self.registry.nodes))
         m.gauge("smartpark_nodes_online", "Nodes online",
                 lambda: sum(1 for n in self.registry.nodes.values() if n.online))

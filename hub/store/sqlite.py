@@ -24,14 +24,11 @@ Layout (see hub/README.md for why):
       `readings` in (series, t) order every 100,000 readings, when idle, before any
       query and at close/start, so the cost of a commit no longer grows with the
       size of `readings` (see hub/README.md, "Store change").
-  blocks(id, n, series, t, kind, val)     -- issue 7: the column lane's readings
-      (fast/lane.pyx), ONE row per group commit holding four column blobs (int32
-      store series ids, float64 times, uint8 fast kinds 0 = number / 1 = boolean,
-      float64 values). The compaction moves them into `readings` (through SQLite's C
-      API when fast/blockstore.pyx is usable) in slices of `move_slice` readings in
-      (series, t) order, one short transaction each, between group commits.
-  block_move(last_id, series, t)          -- while a sliced move runs: readings of blocks
-      with id <= last_id and (series, t) <= (series, t) are in `readings` already.
+  block_moved(done_id, last_id, series, t) -- issue 7: how far the moves of the column
+      lane's blocks got. The blocks themselves (fast/lane.pyx: ONE row per group commit
+      holding four column blobs) are committed to a journal file beside this one
+      (hub.lane.sqlite3) and moved into `readings` by a thread of their own: see
+      hub/store/lanejournal.py.
   rollups(series, win, t, count, min, max, mean, p50, p95, p99)
   nodes(id, address, firmware, lt, registered, rd, last_seen, online, interval, first_seen)
   node_configs(node, version, body, created)
@@ -47,15 +44,13 @@ import sqlite3
 import threading
 import time
 
-try:  # issue 7: the column lane's shared MaxT and its C block mover
-    from smartpark.fast.lane import MaxT, block_from_bytes
+from . import lanejournal
+from .lanejournal import BlockMover  # noqa: F401 (None when fast/blockstore.pyx is not built)
+
+try:  # issue 7: the column lane's shared MaxT
+    from smartpark.fast.lane import MaxT
 except ImportError:  # not built: the row path alone, MaxT is a dict
     MaxT = dict
-    block_from_bytes = None
-try:
-    from smartpark.fast.blockstore import BlockMover
-except ImportError:  # not built (or no libsqlite3.so.0): blocks move through sqlite3
-    BlockMover = None
 
 log = logging.getLogger("smartpark.hub.store")
 
@@ -74,12 +69,6 @@ CREATE TABLE IF NOT EXISTS readings(
     PRIMARY KEY(series, t)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inbox(
     series INTEGER NOT NULL, t REAL NOT NULL, kind INTEGER NOT NULL, val, sum REAL);
-CREATE TABLE IF NOT EXISTS blocks(
-    id INTEGER PRIMARY KEY, n INTEGER NOT NULL, series BLOB NOT NULL, t BLOB NOT NULL,
-    kind BLOB NOT NULL, val BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS block_move(
-    k INTEGER PRIMARY KEY CHECK (k = 1), last_id INTEGER NOT NULL, series INTEGER NOT NULL,
-    t REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS rollups(
     series INTEGER NOT NULL, win INTEGER NOT NULL, t REAL NOT NULL,
     count INTEGER NOT NULL, min REAL, max REAL, mean REAL, p50 REAL, p95 REAL, p99 REAL,
@@ -98,15 +87,9 @@ _INBOX = "INSERT INTO inbox(series, t, kind, val, sum) VALUES (?, ?, ?, ?, ?)"
 _COMPACT = ("INSERT OR IGNORE INTO readings(series, t, kind, val, sum)"
             " SELECT series, t, kind, val, sum FROM inbox ORDER BY series, t")
 _INBOX_KEYS = "SELECT series, t FROM inbox"
-_BLOCK = "INSERT INTO blocks(n, series, t, kind, val) VALUES (?, ?, ?, ?, ?)"
-_BLOCKS = "SELECT id, series, t, kind, val FROM blocks ORDER BY id"
 _MAX_T = "SELECT max(t) FROM readings WHERE series = ?"
 _BY_KEY = operator.itemgetter(0, 1)
-_NODE_SEEN = (
-    "INSERT INTO nodes(id, address, last_seen, first_seen, online) VALUES (?, ?, ?, ?, 1) "
-    "ON CONFLICT(id) DO UPDATE SET address = excluded.address, "
-    "last_seen = max(coalesce(last_seen, 0), excluded.last_seen)"
-)
+_NODE_SEEN = lanejournal.NODE_SEEN
 
 
 class StoreClosed(RuntimeError):
@@ -183,12 +166,11 @@ class SqliteStore:
         self.on_commit = on_commit
         # on_block(conn, block): the same for a column-lane block (fast.lane.Block)
         self.on_block = on_block
-        self.c_mover = c_mover and BlockMover is not None
-        self._mover = None
-        self._move = None  # the sliced block move in progress (fast.blockstore.Move)
+        self.c_mover = c_mover
         self.move_slice = move_slice
-        self.move_steps = 0
-        self.mover_off = None  # why blocks move through Python's sqlite3, when they do
+        self._lconn = None  # the lane journal (hub/store/lanejournal.py)
+        self._moves = None  # its BlockMoves
+        self._moved_seen = 0  # _moves.done_id when _inbox_keys was last reset
         self._q = queue.SimpleQueue()
         self._thread = None
         self._loop = None
@@ -198,8 +180,7 @@ class SqliteStore:
         # duplicate checks); shared with the column lane (fast/lane.pyx), which raises it
         self.maxt = self._max_t = MaxT()
         # issue 7: committed readings not yet moved from `inbox` into `readings`
-        self._inbox_n = 0  # readings in `inbox` and `blocks`
-        self._inbox_rows = 0  # readings in `inbox`
+        self._inbox_n = 0  # readings in `inbox`
         # their (series id, t) keys, read from `inbox` only when a commit first needs them
         # (a reading at or below its series' largest time); None until then
         self._inbox_keys = None
@@ -238,6 +219,27 @@ class SqliteStore:
     @property
     def queue_depth(self):
         return self._q.qsize()
+
+    @property
+    def mover_off(self):
+        return self._moves.off if self._moves is not None else "not started"
+
+    @property
+    def move_steps(self):
+        return self._moves.steps if self._moves is not None else 0
+
+    @property
+    def block_moves(self):
+        return self._moves.moves if self._moves is not None else 0
+
+    @property
+    def block_move_seconds(self):
+        return self._moves.seconds if self._moves is not None else 0.0
+
+    @property
+    def blocks_pending(self):
+        """Lane readings committed to the journal, not yet in `readings`."""
+        return self._moves.pending if self._moves is not None else 0
 
     # ---- API for the event loop ---------------------------------------------------------
 
@@ -287,61 +289,43 @@ class SqliteStore:
         conn.executescript(_SCHEMA)
         for sid, node, sensor, unit in conn.execute("SELECT id, node, sensor, unit FROM series"):
             self._series[(node, sensor)] = (sid, unit)
-        if self.c_mover:
-            try:
-                self._mover = BlockMover(self.path, self.cache_mb)
-            except Exception as e:  # noqa: BLE001 - the Python path below does the same
-                self.mover_off = str(e)
-        else:
-            self.mover_off = "fast/blockstore.pyx not built" if BlockMover is None else "off"
-        if self.mover_off:
-            log.info("column blocks move through Python's sqlite3: %s", self.mover_off)
-        self._inbox_rows = conn.execute("SELECT count(*) FROM inbox").fetchone()[0]
-        self._inbox_n = self._inbox_rows + (
-            conn.execute("SELECT coalesce(sum(n), 0) FROM blocks").fetchone()[0])
-        if self._inbox_n:
-            self._compact(conn)  # readings acknowledged before a crash, not yet moved
+        self._lconn = lanejournal.open_journal(self.path)
+        self._moves = lanejournal.BlockMoves(self.path, self.cache_mb, self.move_slice,
+                                             self.compact_rows, self.compact_idle, self.c_mover)
+        self._moves.open()
+        self._inbox_n = conn.execute("SELECT count(*) FROM inbox").fetchone()[0]
+        # readings acknowledged before a crash, not yet moved (and last-seen updates)
+        self._moves.flush()
+        self._compact_inbox(conn)
+        self._moves.start()
         return conn
 
     def _compact(self, conn):
-        """Move everything committed into `readings`: the blocks (all slices of the move
-        in progress, then the rest) and the inbox. Before queries, at close and start."""
+        """Everything committed into `readings`: the lane journal's blocks (the mover
+        thread, waited for) and the inbox. Before queries that read raw readings, at
+        start and at close."""
         t0 = time.perf_counter()
-        while self._move is not None:
-            self._move_step(conn, 1 << 62)
-        if self._move_begin(conn):
-            while self._move is not None:
-                self._move_step(conn, 1 << 62)
+        self._moves.flush()
+        self.compact_seconds += time.perf_counter() - t0
         self._compact_inbox(conn)
         self._inbox_keys = None
-        self.compactions += 1
-        self.compact_seconds += time.perf_counter() - t0
-
-    def _compact_start(self, conn):
-        """The compaction under load: the inbox at once (only the row path writes it,
-        rare once the lane knows the series), the blocks slice by slice from here on."""
-        t0 = time.perf_counter()
-        self._compact_inbox(conn)
-        if self._move is None:
-            self._move_begin(conn)
-        self.compactions += 1
-        self.compact_seconds += time.perf_counter() - t0
 
     def _compact_inbox(self, conn):
         """Move the inbox into `readings` in (series, t) order, in one transaction.
 
-        Issue 7: a group commit appends its new readings to `inbox` (a rowid table:
-        every insert lands on the last page), which keeps the cost of a commit
-        independent of the size of `readings`. Here, every `compact_rows` readings,
-        when the store is idle for `compact_idle` s, before any query and at close,
-        SQLite moves them in key order, so each series' leaf page takes many rows at
-        once instead of one per commit. The primary key of `readings` is still what
-        makes a reading unique; `_inbox_keys` lets the duplicate check see the inbox.
-        That key set is built lazily: a commit whose readings are all newer than their
-        series' largest time (the common case) never hashes a key.
+        Issue 7: a group commit appends the row path's new readings to `inbox` (a
+        rowid table: every insert lands on the last page), which keeps the cost of a
+        commit independent of the size of `readings`. Here, every `compact_rows`
+        readings, when the store is idle for `compact_idle` s, before any query and at
+        close, SQLite moves them in key order, so each series' leaf page takes many rows
+        at once instead of one per commit. The primary key of `readings` is still what
+        makes a reading unique; `_inbox_keys` lets the duplicate check see the inbox
+        and the lane journal. That key set is built lazily: a commit whose readings are
+        all newer than their series' largest time (the common case) never hashes a key.
         """
-        if not self._inbox_rows:
+        if not self._inbox_n:
             return
+        t0 = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(_COMPACT)
@@ -351,66 +335,17 @@ class SqliteStore:
             if conn.in_transaction:
                 conn.rollback()
             raise
-        self._inbox_n -= self._inbox_rows
-        self._inbox_rows = 0
+        self._inbox_n = 0
         self._inbox_keys = None
-
-    def _move_begin(self, conn):
-        """Start moving every committed block into `readings`: with the C mover a Move
-        run by `_move_step`; without it, one transaction through sqlite3 right here.
-        Returns True when a Move was started."""
-        rows = conn.execute(_BLOCKS).fetchall()
-        if not rows:
-            self._inbox_n = self._inbox_rows
-            return False
-        blocks = [block_from_bytes(s, t, k, v) for _id, s, t, k, v in rows]
-        last_id = rows[-1][0]
-        if self._mover is not None:
-            self._move = self._mover.start(blocks, last_id)
-            return True
-        n = sum(len(b) for b in blocks)
-        flat = []
-        for b in blocks:
-            for sid, t, k, v in zip(b.series, b.time, b.kind, b.value, strict=True):
-                flat.append((sid, t, KIND_BOOL, 1 if v else 0) if k else (sid, t, KIND_NUM, v))
-        flat.sort(key=_BY_KEY)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT OR IGNORE INTO readings(series, t, kind, val, sum)"
-                             " VALUES (?, ?, ?, ?, NULL)", flat)
-            conn.execute("DELETE FROM blocks WHERE id <= ?", (last_id,))
-            conn.execute("DELETE FROM block_move")
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            if conn.in_transaction:
-                conn.rollback()
-            raise
-        self._inbox_n -= n
-        self._inbox_keys = None
-        return False
-
-    def _move_step(self, conn, rows=None):
-        """One slice of the move in progress (GIL released while SQLite works)."""
-        move = self._move
-        t0 = time.perf_counter()
-        try:
-            done = move.step(self.move_slice if rows is None else rows)
-        except sqlite3.Error:
-            self._move = None  # the blocks stay; the next compaction starts over
-            raise
-        finally:
-            self.compact_seconds += time.perf_counter() - t0
-        self.move_steps += 1
-        if done:
-            self._move = None
-            self._inbox_n -= move.total
-            self._inbox_keys = None  # rebuilt from what is still pending when needed
+        self.compactions += 1
+        self.compact_seconds += time.perf_counter() - t0
 
     def _inbox_key_set(self, cur):
-        """(series id, t) of every committed reading not yet in `readings`."""
+        """(series id, t) of every committed reading that may not be in `readings` yet:
+        the inbox and every block still in the lane journal."""
+        self._moved_seen = self._moves.done_id
         keys = set(cur.execute(_INBOX_KEYS))
-        for _id, s, t, k, v in cur.execute(_BLOCKS).fetchall():
-            b = block_from_bytes(s, t, k, v)
+        for _bid, b in lanejournal.read_blocks(self._lconn):
             keys.update(zip(b.series, b.time, strict=True))
         return keys
 
@@ -424,17 +359,11 @@ class SqliteStore:
         loop.call_soon_threadsafe(_resolve_all, [(ready, True, None)])
         stop = None
         while stop is None:
-            if self._move is not None:
-                try:
-                    jobs = [self._q.get_nowait()]
-                except queue.Empty:  # nothing to commit: the next slice of the block move
-                    self._quietly(self._move_step, conn)
-                    continue
-            elif self._inbox_n:
+            if self._inbox_n:
                 try:
                     jobs = [self._q.get(timeout=self.compact_idle)]
                 except queue.Empty:
-                    self._quietly(self._compact_start, conn)
+                    self._quietly(self._compact_inbox, conn)
                     continue
             else:
                 jobs = [self._q.get()]
@@ -491,10 +420,8 @@ class SqliteStore:
                     done.append((c.future, False, e))
             if done:
                 loop.call_soon_threadsafe(_resolve_all, done)
-            if self._move is not None:  # one slice after each group commit: under load too
-                self._quietly(self._move_step, conn)
-            elif self._inbox_n >= self.compact_rows:
-                self._quietly(self._compact_start, conn)
+            if self._inbox_n >= self.compact_rows:
+                self._quietly(self._compact_inbox, conn)
         # drain anything that raced in after the stop marker
         late = []
         while True:
@@ -504,9 +431,11 @@ class SqliteStore:
                 break
             if isinstance(j, (_Write, _Call, _WriteMany)) and j.future is not None:
                 late.append((j.future, False, StoreClosed("store closed")))
-        if self._mover is not None:
-            self._mover.close()
-            self._mover = None
+        try:
+            self._moves.stop()  # every lane block into readings, then its thread ends
+        except sqlite3.Error:  # the journal keeps them: moved at the next start
+            log.exception("moving lane blocks at close failed")
+        self._lconn.close()
         try:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
@@ -539,25 +468,56 @@ class SqliteStore:
         self._series[key] = (sid, unit)
         return sid
 
+    def _journal_commit(self, blocks, seen):
+        """The lane's blocks and the node last-seen updates, one journal transaction.
+        Returns (readings in the blocks, id of the last block)."""
+        lconn = self._lconn
+        n = 0
+        last_id = 0
+        last = {}
+        for node, address, seen_at in seen:
+            prev = last.get(node)
+            if prev is None or seen_at >= prev[1]:
+                last[node] = (address, seen_at)
+        if not blocks and not last:
+            return 0, 0
+        try:
+            lconn.execute("BEGIN IMMEDIATE")
+            for b in blocks:
+                last_id = lconn.execute(lanejournal.INSERT_BLOCK, (
+                    len(b), b.series.tobytes(), b.time.tobytes(), b.kind.tobytes(),
+                    b.value.tobytes())).lastrowid
+                n += len(b)
+            if last:
+                lconn.executemany(lanejournal.INSERT_SEEN, [
+                    (node, address, seen_at) for node, (address, seen_at) in last.items()])
+            lconn.execute("COMMIT")
+        except sqlite3.Error:
+            if lconn.in_transaction:
+                lconn.rollback()
+            raise
+        return n, last_id
+
     def _group_commit(self, conn, writes, seen, blocks=()):
-        """Write the column lane's `blocks`, then every report of `writes` [rows, ...] and
-        the node last-seen updates `seen` [(node, address, time), ...] in one transaction.
-        A block's readings are new by construction (fast/lane.pyx: each is newer than
-        anything its series has stored or being stored), so they need no check; the rows
-        are checked against them like against the inbox. Returns
+        """Commit the column lane's `blocks` and the node last-seen updates `seen`
+        [(node, address, time), ...] to the lane journal, then every report of `writes`
+        [rows, ...] to the database (two transactions; the acks wait for both). A block's
+        readings are new by construction (fast/lane.pyx: each is newer than anything its
+        series has stored or being stored), so they need no check; the rows are checked
+        against them like against the inbox. Returns
         (None, [(stored, duplicates, new_rows) per report]) or (exception, None): then
         nothing of them was stored."""
         t0 = time.perf_counter()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            n_block = 0
-            for b in blocks:
-                conn.execute(_BLOCK, (len(b), b.series.tobytes(), b.time.tobytes(),
-                                      b.kind.tobytes(), b.value.tobytes()))
-                n_block += len(b)
+            # the lane journal first: the blocks and every last-seen update, one commit
+            n_block, last_block = self._journal_commit(blocks, seen)
+            if self._inbox_keys is not None and self._moves.done_id != self._moved_seen:
+                self._inbox_keys = None  # moved blocks left the journal: rebuild when needed
             if n_block and self._inbox_keys is not None:
                 for b in blocks:
                     self._inbox_keys.update(zip(b.series, b.time, strict=True))
+            if writes:  # a lane-only batch does not touch the database (the mover's lock)
+                conn.execute("BEGIN IMMEDIATE")
             # Issue 7: per-row execute() + rowcount cost ~20 us a row. Instead, decide in
             # Python which rows are new and insert them with one executemany. A reading is
             # new for sure when its time is above the largest time stored for its series
@@ -600,7 +560,8 @@ class SqliteStore:
                     m = cur.execute(_MAX_T, (sid,)).fetchone()[0]
                     m = maxt[sid] = -math.inf if m is None else m
                 if t <= m:
-                    if inbox is None and (self._inbox_n or n_block):
+                    if inbox is None and (self._inbox_n or n_block or
+                                          self._moves.pending):
                         inbox = self._inbox_keys = self._inbox_key_set(cur)
                     if ((inbox is not None and (sid, t) in inbox) or
                             cur.execute(_EXISTS, (sid, t)).fetchone() is not None):
@@ -615,23 +576,17 @@ class SqliteStore:
                 top[sid] = t  # sorted by (series, t): the last one is the largest
             if new:
                 cur.executemany(_INBOX, new)
-            last = {}
-            for node, address, seen_at in seen:
-                prev = last.get(node)
-                if prev is None or seen_at >= prev[1]:
-                    last[node] = (address, seen_at)
-            if last:
-                cur.executemany(_NODE_SEEN, [(node, address, seen_at, seen_at)
-                                             for node, (address, seen_at) in last.items()])
-            conn.execute("COMMIT")
+            if writes:
+                conn.execute("COMMIT")
             for sid, t in top.items():
                 if t > maxt[sid]:
                     maxt[sid] = t
             for b in blocks:
                 if MaxT is not dict:
                     maxt.raise_block(b.series, b.time)
-            self._inbox_n += len(new) + n_block
-            self._inbox_rows += len(new)
+            self._inbox_n += len(new)
+            if n_block or seen:
+                self._moves.committed(last_block, n_block, bool(seen))
             if inbox is not None:
                 inbox.update(map(_BY_KEY, new))
             results = list(zip(stored, dups, per, strict=True))
@@ -795,11 +750,20 @@ def q_prune(conn, cutoff, after_sid=0, batch=100):
 
 def stored_readings(path, node=None):
     """[(node, sensor, t, kind, val)] of every committed reading in the hub database at
-    `path`: `readings`, the `inbox` and the column lane's `blocks` (all three are durable,
-    i.e. acknowledged), read-only in one snapshot, while the hub runs or after. A reading
-    stored twice shows as two rows. [] while the hub has not made its tables yet."""
-    import array
-
+    `path`: `readings`, the `inbox` and the blocks of the lane journal beside it (all are
+    durable, i.e. acknowledged), read-only, while the hub runs or after. A reading stored
+    twice shows as two rows. [] while the hub has not made its tables yet."""
+    blocks = []
+    jpath = lanejournal.journal_path(path)
+    if os.path.exists(jpath):  # the journal first: a move that ends meanwhile is then
+        j = sqlite3.connect("file:%s?mode=ro" % jpath, uri=True, timeout=10)  # in readings
+        try:
+            blocks = lanejournal.read_blocks(j)
+        except sqlite3.OperationalError as e:
+            if "no such table" not in str(e):
+                raise
+        finally:
+            j.close()
     c = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
     try:
         c.execute("BEGIN")  # one read transaction: a compaction meanwhile is not seen half done
@@ -808,23 +772,12 @@ def stored_readings(path, node=None):
             return []
         names = {sid: (nd, sensor) for sid, nd, sensor in
                  c.execute("SELECT id, node, sensor FROM series")}
-        raw = []
-        for table in ("readings", "inbox"):
-            if table in tables:
-                raw += c.execute("SELECT series, t, kind, val FROM %s" % table).fetchall()
-        mark = None  # a sliced block move in progress: what it moved is in readings
-        if "block_move" in tables:
-            mark = c.execute("SELECT last_id, series, t FROM block_move").fetchone()
-        if "blocks" in tables:
-            for bid, *blobs in c.execute("SELECT id, series, t, kind, val FROM blocks ORDER BY id"):
-                cols = [array.array(tc) for tc in "idBd"]
-                for col, blob in zip(cols, blobs, strict=True):
-                    col.frombytes(blob)
-                moved = mark is not None and bid <= mark[0]
-                for sid, t, k, v in zip(*cols, strict=True):
-                    if moved and (sid, t) <= (mark[1], mark[2]):
-                        continue
-                    raw.append((sid, t, KIND_BOOL, 1 if v else 0) if k else (sid, t, KIND_NUM, v))
+        raw = c.execute("SELECT series, t, kind, val FROM readings").fetchall()
+        if "inbox" in tables:
+            raw += c.execute("SELECT series, t, kind, val FROM inbox").fetchall()
+        mark = lanejournal.read_mark(c)  # what the moves put into readings already
+        for bid, b in blocks:
+            raw.extend(r for r in b.rows() if not lanejournal.moved(mark, bid, r[0], r[1]))
         out = []
         for sid, t, kind, val in raw:
             nd, sensor = names.get(sid, (None, None))

@@ -138,6 +138,15 @@ def test_maxt_behaves_like_the_dict_it_replaces():
 
 # ---- the store: blocks, their move into readings, crash leftovers -------------------------
 
+def _journal_blocks(path):
+    from smartpark.hub.store.lanejournal import journal_path
+    j = sqlite3.connect(journal_path(path))
+    try:
+        return j.execute("SELECT count(*) FROM blocks").fetchone()[0]
+    finally:
+        j.close()
+
+
 def _store_roundtrip(tmp_path, c_mover, name):
     from smartpark.hub.store.sqlite import SqliteStore, q_count_readings, q_raw, stored_readings
 
@@ -173,7 +182,7 @@ def _store_roundtrip(tmp_path, c_mover, name):
     before = asyncio.run(main())
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT count(*) FROM blocks").fetchone()[0] == 0
+        assert _journal_blocks(path) == 0
         rows = sorted(conn.execute("SELECT series, t, kind, val, sum FROM readings").fetchall())
     finally:
         conn.close()
@@ -213,9 +222,7 @@ def test_blocks_a_crash_left_are_moved_at_start(tmp_path):
         # no close(): the thread dies with the loop, as in a power cut after the commit
 
     asyncio.run(write_then_crash())
-    conn = sqlite3.connect(path)
-    assert conn.execute("SELECT count(*) FROM blocks").fetchone()[0] == 1
-    conn.close()
+    assert _journal_blocks(path) == 1
     assert len(stored_readings(path)) == 2
 
     async def restart():
@@ -226,9 +233,7 @@ def test_blocks_a_crash_left_are_moved_at_start(tmp_path):
         return n
 
     assert asyncio.run(restart()) == 2
-    conn = sqlite3.connect(path)
-    assert conn.execute("SELECT count(*) FROM blocks").fetchone()[0] == 0
-    conn.close()
+    assert _journal_blocks(path) == 0
 
 
 # ---- a hub with the lane against the same hub without it ------------------------------------
@@ -344,6 +349,7 @@ def test_a_sliced_block_move_is_seen_whole_at_every_slice_and_after_a_crash(tmp_
     from smartpark.hub.store import sqlite as store_sqlite
     require(store_sqlite.BlockMover is not None, "fast/blockstore.pyx is not built")
     from smartpark.fast.blockstore import BlockMover
+    from smartpark.hub.store.lanejournal import journal_path, read_blocks
     from smartpark.hub.store.sqlite import SqliteStore, q_count_readings, stored_readings
 
     path = str(tmp_path / "hub.sqlite3")
@@ -366,15 +372,17 @@ def test_a_sliced_block_move_is_seen_whole_at_every_slice_and_after_a_crash(tmp_
     expect = sorted(stored_readings(path))
     assert len(expect) == 3 + 9
     conn = sqlite3.connect(path)
-    blocks = [store_sqlite.block_from_bytes(*r[1:]) for r in conn.execute(
-        "SELECT id, series, t, kind, val FROM blocks ORDER BY id")]
-    last_id = conn.execute("SELECT max(id) FROM blocks").fetchone()[0]
+    j = sqlite3.connect(journal_path(path))
+    pairs = read_blocks(j)
+    j.close()
+    blocks = [b for _bid, b in pairs]
+    last_id = pairs[-1][0]
     mover = BlockMover(path)
-    move = mover.start(blocks, last_id)
+    move = mover.start(blocks, 0, last_id)
     seen_marks = []
     for _ in range(2):  # two slices of 2 readings, then "the power goes"
         assert move.step(2) is False
-        seen_marks.append(conn.execute("SELECT series, t FROM block_move").fetchone())
+        seen_marks.append(conn.execute("SELECT series, t FROM block_moved").fetchone())
         assert sorted(stored_readings(path)) == expect  # nothing twice, nothing missing
     assert seen_marks[0] < seen_marks[1]
     assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 4  # two slices
@@ -390,10 +398,10 @@ def test_a_sliced_block_move_is_seen_whole_at_every_slice_and_after_a_crash(tmp_
         return n
 
     assert asyncio.run(restart()) == 12
+    assert _journal_blocks(path) == 0
     conn = sqlite3.connect(path)
-    try:
-        assert conn.execute("SELECT count(*) FROM blocks").fetchone()[0] == 0
-        assert conn.execute("SELECT count(*) FROM block_move").fetchone()[0] == 0
+    try:  # the mark says every block up to the last one is in readings
+        assert conn.execute("SELECT done_id FROM block_moved").fetchone()[0] == last_id
     finally:
         conn.close()
     assert sorted(stored_readings(path)) == expect

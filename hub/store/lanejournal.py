@@ -1,0 +1,337 @@
+"""The column lane's journal: blocks committed beside the hub database, moved into
+`readings` by a thread of its own.
+
+Scope (issue 7): the column lane (fast/lane.pyx) hands the store one block of
+readings per batch (four columns). The store commits them as one row of the
+`blocks` table of a journal file next to the database (`hub.lane.sqlite3`
+beside `hub.sqlite3`, WAL, synchronous=FULL): that commit is what makes the
+readings "stored" and lets their acks go out. Node last-seen updates of the
+same group commit go to the journal's `seen` table in the same transaction.
+
+`BlockMoves` moves the blocks into `readings` (and `seen` into `nodes`) in its
+own thread, through fast/blockstore.pyx (SQLite's C API, GIL released) when it
+is usable, else through Python's sqlite3. Because the journal is another file,
+a move holds the database's write lock, never the journal's: acks do not wait
+for moves. A move sorts all pending readings by (series, t) and inserts them in
+slices of `slice_rows`, one transaction each, so the row path's commits (the
+database) wait for one slice at most. Every slice records in `block_moved`
+(same transaction) how far it got; readers of the raw tables skip what that
+mark covers, and the journal rows are deleted after the last slice. A crash
+anywhere in between only means the move runs again (INSERT OR IGNORE: the
+primary key of `readings` stays the guarantee).
+
+Threads: the store thread commits blocks (its own journal connection) and asks
+for `flush()` before any query that reads raw readings; the mover thread owns
+the connections opened in `open()`.
+"""
+
+import array
+import logging
+import os
+import sqlite3
+import threading
+import time
+
+try:
+    from smartpark.fast.blockstore import BlockMover
+except ImportError:  # not built (or no libsqlite3.so.0): blocks move through sqlite3
+    BlockMover = None
+
+log = logging.getLogger("smartpark.hub.store")
+
+KIND_NUM = 0  # the stored kinds of hub/store/sqlite.py
+KIND_BOOL = 2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL, series BLOB NOT NULL,
+    t BLOB NOT NULL, kind BLOB NOT NULL, val BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS seen(node TEXT PRIMARY KEY, address TEXT, t REAL NOT NULL);
+"""
+# in the hub database: how far the moves got (see fast/blockstore.pyx, Move)
+MAIN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS block_moved(
+    k INTEGER PRIMARY KEY CHECK (k = 1), done_id INTEGER NOT NULL, last_id INTEGER NOT NULL,
+    series INTEGER NOT NULL, t REAL NOT NULL);
+"""
+INSERT_BLOCK = "INSERT INTO blocks(n, series, t, kind, val) VALUES (?, ?, ?, ?, ?)"
+INSERT_SEEN = ("INSERT INTO seen(node, address, t) VALUES (?, ?, ?) ON CONFLICT(node) DO UPDATE"
+               " SET address = excluded.address, t = excluded.t WHERE excluded.t >= seen.t")
+NODE_SEEN = (
+    "INSERT INTO nodes(id, address, last_seen, first_seen, online) VALUES (?, ?, ?, ?, 1) "
+    "ON CONFLICT(id) DO UPDATE SET address = excluded.address, "
+    "last_seen = max(coalesce(last_seen, 0), excluded.last_seen)"
+)
+_MARK = ("INSERT OR REPLACE INTO block_moved(k, done_id, last_id, series, t)"
+         " VALUES (1, ?, ?, -1, 0.0)")
+NO_MARK = (0, 0, -1, 0.0)
+
+
+def journal_path(path):
+    """hub.sqlite3 -> hub.lane.sqlite3 (never "-journal": SQLite's own suffix)."""
+    root, _ext = os.path.splitext(path)
+    return root + ".lane.sqlite3"
+
+
+def connect(path, cache_mb=None):
+    # one thread at a time: the store thread at start and close, the mover thread between
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    if cache_mb:
+        conn.execute("PRAGMA cache_size=%d" % (-1024 * int(cache_mb)))
+    return conn
+
+
+def open_journal(path):
+    conn = connect(journal_path(path))
+    conn.executescript(SCHEMA)
+    return conn
+
+
+class Cols:
+    """A block read back from the journal: the columns fast.lane.Block has."""
+
+    __slots__ = ("series", "time", "kind", "value", "n")
+
+    def __init__(self, series, t, kind, val):
+        self.series = array.array("i")
+        self.series.frombytes(series)
+        self.time = array.array("d")
+        self.time.frombytes(t)
+        self.kind = array.array("B")
+        self.kind.frombytes(kind)
+        self.value = array.array("d")
+        self.value.frombytes(val)
+        self.n = len(self.series)
+        if not (self.n == len(self.time) == len(self.kind) == len(self.value)):
+            raise ValueError("journal block columns differ in length")
+
+    def __len__(self):
+        return self.n
+
+    def rows(self):
+        """(series, t, stored kind, val) per reading, as `readings` holds them."""
+        return [(sid, t, KIND_BOOL, 1 if v else 0) if k else (sid, t, KIND_NUM, v)
+                for sid, t, k, v in zip(self.series, self.time, self.kind, self.value,
+                                        strict=True)]
+
+
+def read_blocks(lconn, after_id=0, upto_id=None):
+    """[(id, Cols)] of the journal's blocks with after_id < id (<= upto_id), in id order."""
+    if upto_id is None:
+        rows = lconn.execute("SELECT id, series, t, kind, val FROM blocks WHERE id > ?"
+                             " ORDER BY id", (after_id,)).fetchall()
+    else:
+        rows = lconn.execute("SELECT id, series, t, kind, val FROM blocks WHERE id > ? AND"
+                             " id <= ? ORDER BY id", (after_id, upto_id)).fetchall()
+    return [(bid, Cols(s, t, k, v)) for bid, s, t, k, v in rows]
+
+
+def read_mark(conn):
+    """(done_id, last_id, series, t) from the database's `block_moved`, NO_MARK if none."""
+    try:
+        row = conn.execute("SELECT done_id, last_id, series, t FROM block_moved").fetchone()
+    except sqlite3.OperationalError:  # a database without the table: nothing moved yet
+        return NO_MARK
+    return tuple(row) if row is not None else NO_MARK
+
+
+def moved(mark, bid, sid, t):
+    """True when reading (sid, t) of journal block `bid` is in `readings` already."""
+    return bid <= mark[0] or (bid <= mark[1] and (sid, t) <= (mark[2], mark[3]))
+
+
+class BlockMoves:
+    """Moves the journal's blocks into `readings` (a thread of its own; see the module)."""
+
+    def __init__(self, path, cache_mb=64, slice_rows=16384, compact_rows=100000, idle=0.5,
+                 c_mover=True):
+        self.path = path
+        self.cache_mb = cache_mb
+        self.slice_rows = slice_rows
+        self.compact_rows = compact_rows
+        self.idle = idle
+        self.c_mover = c_mover and BlockMover is not None
+        self.off = None  # why blocks move through Python's sqlite3, when they do
+        self.cv = threading.Condition()
+        self.committed_id = 0  # the last block the store committed
+        self.done_id = 0  # every block up to here is in `readings`
+        self.pending = 0  # readings committed, not moved
+        self.seen_dirty = True  # `seen` may hold updates not applied to `nodes`
+        self.flush_req = False  # a flush() waits: move now
+        self.stopping = False
+        self.error = None
+        self.last_commit = time.monotonic()
+        self.moves = 0
+        self.steps = 0
+        self.seconds = 0.0
+        self._thread = None
+        self._conn = self._lconn = self._mover = None
+
+    # ---- store thread -------------------------------------------------------------------
+
+    def open(self):
+        """Connections, the mark and what is pending (call before start())."""
+        self._conn = connect(self.path, self.cache_mb)
+        self._conn.executescript(MAIN_SCHEMA)
+        self._lconn = open_journal(self.path)
+        if self.c_mover:
+            try:
+                self._mover = BlockMover(self.path, self.cache_mb)
+            except Exception as e:  # noqa: BLE001 - the Python path does the same
+                self.off = str(e)
+        else:
+            self.off = "fast/blockstore.pyx not built" if BlockMover is None else "off"
+        if self.off:
+            log.info("column blocks move through Python's sqlite3: %s", self.off)
+        mark = read_mark(self._conn)
+        self.done_id = mark[0]
+        row = self._lconn.execute("SELECT max(id), coalesce(sum(n), 0) FROM blocks"
+                                  " WHERE id > ?", (self.done_id,)).fetchone()
+        self.committed_id = max(row[0] or 0, self.done_id)
+        self.pending = row[1]
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="sqlite-block-mover", daemon=True)
+        self._thread.start()
+
+    def committed(self, last_id, n, seen=False):
+        """The store committed blocks up to `last_id` holding `n` readings (and, with
+        `seen`, last-seen updates)."""
+        with self.cv:
+            if last_id > self.committed_id:
+                self.committed_id = last_id
+            self.pending += n
+            self.seen_dirty = self.seen_dirty or seen
+            self.last_commit = time.monotonic()
+            if self.pending >= self.compact_rows or self.flush_req:
+                self.cv.notify_all()
+
+    def flush(self, timeout=600.0):
+        """Return once every block committed so far is in `readings` (before a query)."""
+        if self._thread is None:  # start-up and shutdown: in the caller's thread
+            self._move_once()
+            while self.done_id < self.committed_id:
+                self._move_once()
+            return
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            target = self.committed_id
+            while self.done_id < target or self.seen_dirty:
+                self.flush_req = True
+                self.cv.notify_all()
+                if self.error is not None and time.monotonic() > deadline - timeout + 5:
+                    raise sqlite3.OperationalError("moving lane blocks failed: %s" % self.error)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise sqlite3.OperationalError("moving lane blocks took over %.0f s" % timeout)
+                self.cv.wait(min(left, 1.0))
+
+    def stop(self):
+        """Move everything, stop the thread, close the connections."""
+        if self._thread is not None:
+            with self.cv:
+                self.stopping = True
+                self.cv.notify_all()
+            self._thread.join(timeout=600)
+            self._thread = None
+        try:
+            self.flush()
+        finally:
+            if self._mover is not None:
+                self._mover.close()
+            for c in (self._conn, self._lconn):
+                if c is not None:
+                    try:
+                        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    except sqlite3.Error:
+                        pass
+                    c.close()
+            self._conn = self._lconn = self._mover = None
+
+    # ---- mover thread -------------------------------------------------------------------
+
+    def _due(self):
+        if self.done_id >= self.committed_id and not self.seen_dirty:
+            return False
+        return (self.flush_req or self.pending >= self.compact_rows
+                or time.monotonic() - self.last_commit >= self.idle)
+
+    def _run(self):
+        while True:
+            with self.cv:
+                while not self.stopping and not self._due():
+                    self.cv.wait(self.idle)
+                if self.stopping:
+                    return
+            try:
+                self._move_once()
+                self.error = None
+            except sqlite3.Error as e:  # disk full or similar: the blocks stay, retried
+                self.error = e
+                log.exception("moving lane blocks failed")
+                time.sleep(1.0)
+
+    def _move_once(self):
+        """Move every block committed so far (one Move, in slices), then `seen`."""
+        t0 = time.perf_counter()
+        with self.cv:
+            self.flush_req = False
+            upto = self.committed_id
+        blocks = read_blocks(self._lconn, self.done_id, upto)
+        if blocks:
+            last_id = blocks[-1][0]
+            n = sum(len(b) for _bid, b in blocks)
+            if self._mover is not None:
+                move = self._mover.start([b for _bid, b in blocks], self.done_id, last_id)
+                while not move.step(self.slice_rows):
+                    self.steps += 1
+                self.steps += 1
+            else:
+                self._move_python(blocks, last_id)
+            self._lconn.execute("DELETE FROM blocks WHERE id <= ?", (last_id,))
+        else:
+            last_id, n = upto, 0
+        self._move_seen()
+        with self.cv:
+            self.done_id = max(self.done_id, last_id)
+            self.pending = max(0, self.pending - n)
+            self.moves += 1
+            self.seconds += time.perf_counter() - t0
+            self.cv.notify_all()
+
+    def _move_python(self, blocks, last_id):
+        flat = []
+        for _bid, b in blocks:
+            flat.extend(b.rows())
+        flat.sort()
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT OR IGNORE INTO readings(series, t, kind, val, sum)"
+                             " VALUES (?, ?, ?, ?, NULL)", flat)
+            conn.execute(_MARK, (last_id, last_id))
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+
+    def _move_seen(self):
+        with self.cv:
+            self.seen_dirty = False
+        rows = self._lconn.execute("SELECT node, address, t FROM seen").fetchall()
+        if not rows:
+            return
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(NODE_SEEN, [(node, a, t, t) for node, a, t in rows])
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+        self._lconn.executemany("DELETE FROM seen WHERE node = ? AND t <= ?",
+                                [(node, t) for node, _a, t in rows])
