@@ -1292,6 +1292,54 @@ cdef int32_t node_cache_of(Ctx* c, const uint8_t* bnp, Py_ssize_t n, bint create
     return bid
 
 
+cdef inline bint plain_record(Rd* r, uint32_t* seen, Str* n_s, Str* u_s, Num* v_n,
+                              bint* vb) noexcept nogil:
+    """The records a node sends after its first: {0: n, 1: u, 2: v}, {0: n, 2: v} or
+    {0: n, 4: vb}, a definite map with the labels in that order, short ASCII
+    text and a common number (short_text, short_num). True: read, with `seen`
+    as the general loop would set it. False: nothing consumed, take that loop."""
+    cdef Py_ssize_t pos0 = r.pos
+    cdef uint8_t hb, lb
+    if pos0 + 2 >= r.n or r.p[pos0 + 1] != 0x00:
+        return False
+    hb = r.p[pos0]
+    if hb != 0xA3 and hb != 0xA2:
+        return False
+    r.pos = pos0 + 2
+    if not short_text(r, n_s) or r.pos >= r.n:
+        r.pos = pos0
+        return False
+    lb = r.p[r.pos]
+    if hb == 0xA3:
+        if lb != 0x01:
+            r.pos = pos0
+            return False
+        r.pos += 1
+        if not short_text(r, u_s) or r.pos >= r.n or r.p[r.pos] != 0x02:
+            r.pos = pos0
+            return False
+        r.pos += 1
+        if not short_num(r, v_n):
+            r.pos = pos0
+            return False
+        seen[0] = (1u << F_N) | (1u << F_U) | (1u << F_V)
+        return True
+    if lb == 0x02:
+        r.pos += 1
+        if not short_num(r, v_n):
+            r.pos = pos0
+            return False
+        seen[0] = (1u << F_N) | (1u << F_V)
+        return True
+    if lb == 0x04 and r.pos + 1 < r.n and (r.p[r.pos + 1] == 0xF4 or r.p[r.pos + 1] == 0xF5):
+        vb[0] = r.p[r.pos + 1] == 0xF5
+        r.pos += 2
+        seen[0] = (1u << F_N) | (1u << F_VB)
+        return True
+    r.pos = pos0
+    return False
+
+
 cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
     cdef Py_ssize_t start = r.pos, kpos, npairs, j
     cdef int mt, ai, f, nvalues
@@ -1319,119 +1367,122 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
     cdef void* q
     cdef bint has_ext = False
 
-    if head(c, r, &mt, &arg, &ai) < 0:
-        return -1
-    if mt != 5:
-        r.pos = start
-        if skip_item(c, r, 1, &f) < 0:
+    if c.max_depth > 1 and plain_record(r, &seen, &n_s, &u_s, &v_n, &vb):
+        pass  # the common shapes, read inline (see plain_record)
+    else:
+        if head(c, r, &mt, &arg, &ai) < 0:
             return -1
-        return fail(c, E_NOT_MAP, start)
-    if c.max_depth <= 1:
-        return fail(c, E_MAX_DEPTH, start, c.max_depth)
-    indef = ai == 31
-    npairs = <Py_ssize_t>arg
-    if not indef and arg > <uint64_t>((r.n - r.pos) // 2):
-        return fail(c, E_TRUNC, start)
-    j = 0
-    while True:
-        if indef:
-            if r.pos >= r.n:
-                return fail(c, E_TRUNC, start)
-            if r.p[r.pos] == 0xFF:
-                r.pos += 1
+        if mt != 5:
+            r.pos = start
+            if skip_item(c, r, 1, &f) < 0:
+                return -1
+            return fail(c, E_NOT_MAP, start)
+        if c.max_depth <= 1:
+            return fail(c, E_MAX_DEPTH, start, c.max_depth)
+        indef = ai == 31
+        npairs = <Py_ssize_t>arg
+        if not indef and arg > <uint64_t>((r.n - r.pos) // 2):
+            return fail(c, E_TRUNC, start)
+        j = 0
+        while True:
+            if indef:
+                if r.pos >= r.n:
+                    return fail(c, E_TRUNC, start)
+                if r.p[r.pos] == 0xFF:
+                    r.pos += 1
+                    break
+            elif j >= npairs:
                 break
-        elif j >= npairs:
-            break
-        j += 1
-        kpos = r.pos
-        f = -1
-        if LIKELY(r.pos < r.n and r.p[r.pos] <= 0x08):
-            f = r.p[r.pos] + 6          # fast path: labels 0..8
-            r.pos += 1
-        elif r.pos < r.n and r.p[r.pos] >= 0x20 and r.p[r.pos] <= 0x25:
-            f = 5 - (r.p[r.pos] - 0x20)  # labels -1..-6
-            r.pos += 1
-        else:
-            if canon_key(c, r, 2, &ki) < 0:
-                return -1
-            if ki.cls == KT_INT and ki.ival_ok and ki.ival >= -6 and ki.ival <= 8:
-                f = <int>ki.ival + 6     # a long-form or bignum integer label
-                c.nkeys -= 1             # tracked by `seen` instead
-            else:
-                if unknown_label(c, r, &ki, kpos, &has_ext) < 0:
-                    return -1
-                continue
-        if seen & (1u << f):
-            return fail(c, E_DUPKEY, kpos)
-        seen |= 1u << f
-        if f == F_N:
-            if not short_text(r, &n_s) and read_text_field(c, r, 3, f, &n_s) < 0:
-                return -1
-        elif f == F_V:
-            if not short_num(r, &v_n) and read_num(c, r, 2, f, &v_n) < 0:
-                return -1
-        elif f == F_T:
-            o = r.pos
-            if read_num(c, r, 2, f, &t_n) < 0:
-                return -1
-            if not t_n.is_int and not isfinite(t_n.d):
-                return fail(c, E_TIME, o, f)
-        elif f == F_BN:
-            if not short_text(r, &bn_s) and read_text_field(c, r, 3, f, &bn_s) < 0:
-                return -1
-        elif f == F_BT:
-            o = r.pos
-            if read_num(c, r, 2, f, &bt_n) < 0:
-                return -1
-            if not bt_n.is_int and not isfinite(bt_n.d):
-                return fail(c, E_TIME, o, f)
-        elif f == F_U:
-            if not short_text(r, &u_s) and read_text_field(c, r, 3, f, &u_s) < 0:
-                return -1
-        elif f == F_BU:
-            if read_text_field(c, r, 3, f, &bu_s) < 0:
-                return -1
-        elif f == F_VB:
-            o = r.pos
-            if r.pos < r.n and (r.p[r.pos] == 0xF4 or r.p[r.pos] == 0xF5):
-                vb = r.p[r.pos] == 0xF5
+            j += 1
+            kpos = r.pos
+            f = -1
+            if LIKELY(r.pos < r.n and r.p[r.pos] <= 0x08):
+                f = r.p[r.pos] + 6          # fast path: labels 0..8
+                r.pos += 1
+            elif r.pos < r.n and r.p[r.pos] >= 0x20 and r.p[r.pos] <= 0x25:
+                f = 5 - (r.p[r.pos] - 0x20)  # labels -1..-6
                 r.pos += 1
             else:
-                if skip_item(c, r, 2, &mt) < 0:
+                if canon_key(c, r, 2, &ki) < 0:
                     return -1
-                return fail(c, E_TYPE, o, f)
-        elif f == F_VS:
-            if read_text_field(c, r, 3, f, &vs_s) < 0:
-                return -1
-        elif f == F_VD:
-            if read_text_field(c, r, 2, f, &vd_s) < 0:
-                return -1
-        elif f == F_S:
-            if read_num(c, r, 2, f, &s_n) < 0:
-                return -1
-        elif f == F_BV:
-            if read_num(c, r, 2, f, &bv_n) < 0:
-                return -1
-        elif f == F_BS:
-            if read_num(c, r, 2, f, &bs_n) < 0:
-                return -1
-        elif f == F_UT:
-            o = r.pos
-            if read_num(c, r, 2, f, &ut_n) < 0:
-                return -1
-            if not ut_n.is_int and not isfinite(ut_n.d):
-                return fail(c, E_TIME, o, f)
-        elif f == F_BVER:
-            o = r.pos
-            if read_num(c, r, 2, f, &tt) < 0:
-                return -1
-            if not tt.is_int:
-                return fail(c, E_TYPE, o, f)
-            if tt.i > 10 or tt.i < 1:
-                return fail(c, E_VERSION, o, <int>(tt.i if tt.i < 1000000000 and tt.i > -1000000000 else 0))
-            if pk.bver != 0 and pk.bver != tt.i:
-                return fail(c, E_BVER_CHANGE, o)
-            pk.bver = tt.i
+                if ki.cls == KT_INT and ki.ival_ok and ki.ival >= -6 and ki.ival <= 8:
+                    f = <int>ki.ival + 6     # a long-form or bignum integer label
+                    c.nkeys -= 1             # tracked by `seen` instead
+                else:
+                    if unknown_label(c, r, &ki, kpos, &has_ext) < 0:
+                        return -1
+                    continue
+            if seen & (1u << f):
+                return fail(c, E_DUPKEY, kpos)
+            seen |= 1u << f
+            if f == F_N:
+                if not short_text(r, &n_s) and read_text_field(c, r, 3, f, &n_s) < 0:
+                    return -1
+            elif f == F_V:
+                if not short_num(r, &v_n) and read_num(c, r, 2, f, &v_n) < 0:
+                    return -1
+            elif f == F_T:
+                o = r.pos
+                if read_num(c, r, 2, f, &t_n) < 0:
+                    return -1
+                if not t_n.is_int and not isfinite(t_n.d):
+                    return fail(c, E_TIME, o, f)
+            elif f == F_BN:
+                if not short_text(r, &bn_s) and read_text_field(c, r, 3, f, &bn_s) < 0:
+                    return -1
+            elif f == F_BT:
+                o = r.pos
+                if read_num(c, r, 2, f, &bt_n) < 0:
+                    return -1
+                if not bt_n.is_int and not isfinite(bt_n.d):
+                    return fail(c, E_TIME, o, f)
+            elif f == F_U:
+                if not short_text(r, &u_s) and read_text_field(c, r, 3, f, &u_s) < 0:
+                    return -1
+            elif f == F_BU:
+                if read_text_field(c, r, 3, f, &bu_s) < 0:
+                    return -1
+            elif f == F_VB:
+                o = r.pos
+                if r.pos < r.n and (r.p[r.pos] == 0xF4 or r.p[r.pos] == 0xF5):
+                    vb = r.p[r.pos] == 0xF5
+                    r.pos += 1
+                else:
+                    if skip_item(c, r, 2, &mt) < 0:
+                        return -1
+                    return fail(c, E_TYPE, o, f)
+            elif f == F_VS:
+                if read_text_field(c, r, 3, f, &vs_s) < 0:
+                    return -1
+            elif f == F_VD:
+                if read_text_field(c, r, 2, f, &vd_s) < 0:
+                    return -1
+            elif f == F_S:
+                if read_num(c, r, 2, f, &s_n) < 0:
+                    return -1
+            elif f == F_BV:
+                if read_num(c, r, 2, f, &bv_n) < 0:
+                    return -1
+            elif f == F_BS:
+                if read_num(c, r, 2, f, &bs_n) < 0:
+                    return -1
+            elif f == F_UT:
+                o = r.pos
+                if read_num(c, r, 2, f, &ut_n) < 0:
+                    return -1
+                if not ut_n.is_int and not isfinite(ut_n.d):
+                    return fail(c, E_TIME, o, f)
+            elif f == F_BVER:
+                o = r.pos
+                if read_num(c, r, 2, f, &tt) < 0:
+                    return -1
+                if not tt.is_int:
+                    return fail(c, E_TYPE, o, f)
+                if tt.i > 10 or tt.i < 1:
+                    return fail(c, E_VERSION, o, <int>(tt.i if tt.i < 1000000000 and tt.i > -1000000000 else 0))
+                if pk.bver != 0 and pk.bver != tt.i:
+                    return fail(c, E_BVER_CHANGE, o)
+                pk.bver = tt.i
 
     if c.nkeys - kbase >= 2 and check_dups(c, kbase) < 0:  # two or more other keys
         return -1

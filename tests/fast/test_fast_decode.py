@@ -460,3 +460,31 @@ def test_inline_text_and_number_paths(tail):
             payloads.append(bytes([0x81 + (len(tail) > 0) * 3]) + rec + tail)
             payloads.append(bytes([0x81]) + rec[:-2] + b"\x02")  # cut after the label
     check_against_reference(payloads)
+
+
+def test_plain_record_shapes_and_every_cut():
+    """{0: n, 1: u, 2: v}, {0: n, 2: v}, {0: n, 4: vb} (read inline) and near
+    misses: other label orders, a third text label, vb not a bool, long or
+    non-ASCII text, each cut at every byte, after a first record with bn/bt."""
+    first = b"\xa4\x21" + _text(b"node-1/") + b"\x22\x1a\x65\x5f\x10\x00\x00\x61a\x02\x01"
+    recs = []
+    for v in (b"\x01", b"\x19\x01\x00", b"\xfb\x40\x35\x91\xeb\x85\x1e\xb8\x52",
+              b"\xf9\x3c\x00", b"\x1b" + b"\xff" * 8, b"\xc2\x41\x05", b"\x61x"):
+        recs.append(b"\xa3\x00" + _text(b"temp") + b"\x01" + _text(b"Cel") + b"\x02" + v)
+        recs.append(b"\xa2\x00" + _text(b"hum") + b"\x02" + v)
+    for vb in (b"\xf4", b"\xf5", b"\xf6", b"\x01"):
+        recs.append(b"\xa2\x00" + _text(b"door") + b"\x04" + vb)
+    recs += [b"\xa3\x01" + _text(b"Cel") + b"\x00" + _text(b"t") + b"\x02\x01",
+             b"\xa3\x00" + _text(b"t") + b"\x01" + _text(b"Cel") + b"\x03" + _text(b"x"),
+             b"\xa3\x00" + _text(b"t") + b"\x01" + _text(b"Cel") + b"\x00\x01",
+             b"\xa3\x00" + _text(b"t") + b"\x01" + _text("\u00b0C".encode()) + b"\x02\x01",
+             b"\xa3\x00" + _text(b"t" * 30) + b"\x01" + _text(b"Cel") + b"\x02\x01",
+             b"\xa2\x00" + _text(b"t") + b"\x04\xf5\x02", b"\xa2\x00\x7f\x61t\xff\x02\x01"]
+    payloads = []
+    for rec in recs:
+        whole = b"\x82" + first + rec
+        payloads += [whole[:k] for k in range(len(first) + 1, len(whole) + 1)]
+    check_against_reference(payloads)
+    if fast.COMPILED:  # the pure twin applies protocol.cbor's own depth limit
+        plain = b"\x81\xa2\x00\x61t\x02\x01"
+        assert not fast.decode_batch([plain], NOW, fast.SeriesTable(), max_depth=1).ok[0]
