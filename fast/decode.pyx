@@ -999,8 +999,8 @@ cdef int check_dups(Ctx* c, int64_t base) noexcept nogil:
 
 
 cdef inline bint short_num(Rd* r, Num* out) noexcept nogil:
-    """The common numbers inline: an int with a 0..4-byte argument, a float32 or a
-    float64. False: not that case (nothing consumed), the caller takes read_num."""
+    """The common numbers inline: an int with a 0..4-byte argument, a float16, 32 or
+    64. False: not that case (nothing consumed), the caller takes read_num."""
     cdef Py_ssize_t pos = r.pos, left = r.n - r.pos
     cdef uint8_t ib
     cdef uint64_t arg
@@ -1024,6 +1024,13 @@ cdef inline bint short_num(Rd* r, Num* out) noexcept nogil:
         out.is_int = False
         out.d = bits_to_float(bswap32(w) if LITTLE_ENDIAN else w)
         r.pos = pos + 5
+        return True
+    if ib == 0xF9:
+        if left < 3:
+            return False
+        out.is_int = False
+        out.d = half_to_double((<uint64_t>r.p[pos + 1] << 8) | r.p[pos + 2])
+        r.pos = pos + 3
         return True
     if ib >= 0x40 or (ib & 0x1F) > 26:  # not a major type 0/1 head with <= 4 bytes
         return False
