@@ -20,9 +20,11 @@ mark covers, and the journal rows are deleted after the last slice. A crash
 anywhere in between only means the move runs again (INSERT OR IGNORE: the
 primary key of `readings` stays the guarantee).
 
-Threads: the store thread commits blocks (its own journal connection) and asks
-for `flush()` before any query that reads raw readings; the mover thread owns
-the connections opened in `open()`.
+Threads: the store thread commits blocks (its own journal connection), is the
+journal's only writer while the mover runs (it also deletes what the mover
+moved, in its next commit: `take_drops`), and asks for `flush()` before any
+query that reads raw readings; the mover thread owns the connections opened in
+`open()` and only reads the journal.
 """
 
 import array
@@ -128,6 +130,25 @@ def read_blocks(lconn, after_id=0, upto_id=None):
     return [(bid, Cols(s, t, k, v)) for bid, s, t, k, v in rows]
 
 
+def drop(lconn, upto, seen, in_transaction=False):
+    """Delete moved blocks (id <= upto) and applied last-seen rows from the journal."""
+    if not upto and not seen:
+        return
+    if not in_transaction:
+        lconn.execute("BEGIN IMMEDIATE")
+    try:
+        if upto:
+            lconn.execute("DELETE FROM blocks WHERE id <= ?", (upto,))
+        if seen:
+            lconn.executemany("DELETE FROM seen WHERE node = ? AND t <= ?", seen)
+        if not in_transaction:
+            lconn.execute("COMMIT")
+    except sqlite3.Error:
+        if not in_transaction and lconn.in_transaction:
+            lconn.rollback()
+        raise
+
+
 def read_mark(conn):
     """(done_id, last_id, series, t) from the database's `block_moved`, NO_MARK if none."""
     try:
@@ -159,6 +180,10 @@ class BlockMoves:
         self.done_id = 0  # every block up to here is in `readings`
         self.pending = 0  # readings committed, not moved
         self.seen_dirty = True  # `seen` may hold updates not applied to `nodes`
+        # what the journal may drop, deleted by the journal's writer (the store thread) in
+        # its next commit: no second writer, no lock the acks would wait for
+        self.drop_upto = 0
+        self.drop_seen = []
         self.flush_req = False  # a flush() waits: move now
         self.stopping = False
         self.error = None
@@ -214,6 +239,7 @@ class BlockMoves:
             self._move_once()
             while self.done_id < self.committed_id:
                 self._move_once()
+            drop(self._lconn, *self.take_drops())  # nobody else writes the journal now
             return
         deadline = time.monotonic() + timeout
         with self.cv:
@@ -227,6 +253,20 @@ class BlockMoves:
                 if left <= 0:
                     raise sqlite3.OperationalError("moving lane blocks took over %.0f s" % timeout)
                 self.cv.wait(min(left, 1.0))
+
+    def take_drops(self):
+        """(blocks up to this id, [(node, t)] of `seen`) that are in the database now and
+        may leave the journal; the caller deletes them in its own journal transaction."""
+        with self.cv:
+            upto, seen = self.drop_upto, self.drop_seen
+            self.drop_upto, self.drop_seen = 0, []
+        return upto, seen
+
+    def give_back_drops(self, upto, seen):
+        """A journal commit that was to delete them failed: keep them for the next."""
+        with self.cv:
+            self.drop_upto = max(self.drop_upto, upto)
+            self.drop_seen.extend(seen)
 
     def stop(self):
         """Move everything, stop the thread, close the connections."""
@@ -290,11 +330,12 @@ class BlockMoves:
                 self.steps += 1
             else:
                 self._move_python(blocks, last_id)
-            self._lconn.execute("DELETE FROM blocks WHERE id <= ?", (last_id,))
         else:
             last_id, n = upto, 0
-        self._move_seen()
+        applied = self._move_seen()
         with self.cv:
+            self.drop_upto = max(self.drop_upto, last_id)
+            self.drop_seen.extend(applied)
             self.done_id = max(self.done_id, last_id)
             self.pending = max(0, self.pending - n)
             self.moves += 1
@@ -323,7 +364,7 @@ class BlockMoves:
             self.seen_dirty = False
         rows = self._lconn.execute("SELECT node, address, t FROM seen").fetchall()
         if not rows:
-            return
+            return []
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -333,5 +374,4 @@ class BlockMoves:
             if conn.in_transaction:
                 conn.rollback()
             raise
-        self._lconn.executemany("DELETE FROM seen WHERE node = ? AND t <= ?",
-                                [(node, t) for node, _a, t in rows])
+        return [(node, t) for node, _a, t in rows]

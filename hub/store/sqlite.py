@@ -479,10 +479,13 @@ class SqliteStore:
             prev = last.get(node)
             if prev is None or seen_at >= prev[1]:
                 last[node] = (address, seen_at)
-        if not blocks and not last:
+        upto, dropped_seen = self._moves.take_drops()
+        if not blocks and not last and not upto and not dropped_seen:
             return 0, 0
         try:
             lconn.execute("BEGIN IMMEDIATE")
+            # what the mover put into the database leaves the journal in this commit
+            lanejournal.drop(lconn, upto, dropped_seen, in_transaction=True)
             for b in blocks:
                 last_id = lconn.execute(lanejournal.INSERT_BLOCK, (
                     len(b), b.series.tobytes(), b.time.tobytes(), b.kind.tobytes(),
@@ -495,6 +498,7 @@ class SqliteStore:
         except sqlite3.Error:
             if lconn.in_transaction:
                 lconn.rollback()
+            self._moves.give_back_drops(upto, dropped_seen)
             raise
         return n, last_id
 
