@@ -136,25 +136,21 @@ class Hub:
                 lambda: self.store.queue_depth)
         m.gauge("smartpark_ingest_inflight", "Reports being ingested (decoded, awaiting commit)",
                 lambda: self.pipeline.inflight)
-        m.gauge("smartpark_store_commits", "Group commits since start", lambda: self.store.commits)
-        m.gauge("smartpark_store_commit_seconds", "Time the store thread spent in group commits",
-                lambda: self.store.commit_seconds)
-        m.gauge("smartpark_store_reports", "Reports committed since start",
-                lambda: self.store.committed_reports)
-        m.gauge("smartpark_store_last_batch", "Reports in the last group commit",
-                lambda: self.store.last_batch)
-        m.gauge("smartpark_store_compactions", "Inbox compactions and full compactions",
-                lambda: self.store.compactions)
-        m.gauge("smartpark_store_compact_seconds", "Time the store thread spent compacting",
-                lambda: self.store.compact_seconds)
-        m.gauge("smartpark_store_block_moves", "Moves of lane-journal blocks into readings",
-                lambda: self.store.block_moves)
-        m.gauge("smartpark_store_block_move_seconds", "Time the mover thread spent moving",
-                lambda: self.store.block_move_seconds)
-        m.gauge("smartpark_store_move_steps", "Slices of block moves into readings",
-                lambda: self.store.move_steps)
-        m.gauge("smartpark_store_blocks_pending", "Lane readings committed, not yet moved",
-                lambda: self.store.blocks_pending)
+        for name, help_text, attr in (
+                ("commits", "Group commits since start", "commits"),
+                ("commit_seconds", "Time the store thread spent in group commits",
+                 "commit_seconds"),
+                ("reports", "Reports committed since start", "committed_reports"),
+                ("last_batch", "Reports in the last group commit", "last_batch"),
+                ("compactions", "Inbox compactions", "compactions"),
+                ("compact_seconds", "Time the store thread spent compacting", "compact_seconds"),
+                ("block_moves", "Moves of lane-journal blocks into readings", "block_moves"),
+                ("block_move_seconds", "Time the mover thread spent moving",
+                 "block_move_seconds"),
+                ("move_steps", "Slices of block moves into readings", "move_steps"),
+                ("blocks_pending", "Lane readings committed, not yet moved", "blocks_pending")):
+            m.gauge("smartpark_store_" + name, help_text,
+                    lambda attr=attr: getattr(self.store, attr))
         m.gauge("smartpark_nodes", "Known nodes", lambda: len(self.registry.nodes))
         m.gauge("smartpark_nodes_online", "Nodes online",
                 lambda: sum(1 for n in self.registry.nodes.values() if n.online))

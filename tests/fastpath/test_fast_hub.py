@@ -5,7 +5,6 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from smartpark.protocol import coap, report
 from smartpark.protocol.errors import DecodeError
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "hub"))
-from hubutil import T0, HubProc, senml_cbor, senml_json  # noqa: E402
+from hubutil import T0, HubProc, db_state, senml_cbor, senml_json  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the recvmmsg fast path is Linux only")
@@ -118,20 +117,6 @@ def _exchange(sock, data):
     return (first.mid, final.code, final.token, tuple(final.options), payload)
 
 
-def _db_state(data_dir):
-    conn = sqlite3.connect(os.path.join(data_dir, "hub.sqlite3"))
-    try:
-        readings = sorted(conn.execute(
-            "SELECT s.node, s.sensor, s.unit, r.t, r.kind, r.val, r.sum FROM readings r"
-            " JOIN series s ON s.id = r.series").fetchall())
-        rollups = sorted(conn.execute(
-            "SELECT s.node, s.sensor, r.win, r.t, r.count, r.min, r.max, r.mean, r.p50, r.p95,"
-            " r.p99 FROM rollups r JOIN series s ON s.id = r.series").fetchall())
-    finally:
-        conn.close()
-    return readings, rollups
-
-
 def test_differential_fast_path_on_and_off(tmp_path):
     stream = _stream()
     results = {}
@@ -145,7 +130,7 @@ def test_differential_fast_path_on_and_off(tmp_path):
         s.close()
         err = _stop(h)
         assert "Traceback" not in err
-        results[fast] = (answers, _db_state(h.data_dir), fp)
+        results[fast] = (answers, db_state(h.data_dir), fp)
     answers_on, (readings_on, rollups_on), fp_on = results[True]
     answers_off, (readings_off, rollups_off), fp_off = results[False]
     assert fp_on >= 40 and fp_off == 0  # the fast hub really took the reports

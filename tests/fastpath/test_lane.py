@@ -14,7 +14,7 @@ from peers import require
 from smartpark.protocol import coap, report
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "hub"))
-from hubutil import T0, HubProc, senml_cbor  # noqa: E402
+from hubutil import T0, HubProc, db_state, senml_cbor  # noqa: E402
 
 try:
     from smartpark.fast import SeriesTable, decode_batch
@@ -147,6 +147,20 @@ def _journal_blocks(path):
         j.close()
 
 
+def _restart_count(path):
+    """Start a store on `path` (it moves what a crash left), count readings, close."""
+    from smartpark.hub.store.sqlite import SqliteStore, q_count_readings
+
+    async def restart():
+        st = SqliteStore(path)
+        await st.start(asyncio.get_running_loop())
+        n = await st.call(q_count_readings)
+        await st.close()
+        return n
+
+    return asyncio.run(restart())
+
+
 def _store_roundtrip(tmp_path, c_mover, name):
     from smartpark.hub.store.sqlite import SqliteStore, q_count_readings, q_raw, stored_readings
 
@@ -205,7 +219,7 @@ def test_blocks_a_crash_left_are_moved_at_start(tmp_path):
     _need_lane()
     import array
 
-    from smartpark.hub.store.sqlite import SqliteStore, q_count_readings, stored_readings
+    from smartpark.hub.store.sqlite import SqliteStore, stored_readings
 
     path = str(tmp_path / "hub.sqlite3")
 
@@ -225,14 +239,7 @@ def test_blocks_a_crash_left_are_moved_at_start(tmp_path):
     assert _journal_blocks(path) == 1
     assert len(stored_readings(path)) == 2
 
-    async def restart():
-        st = SqliteStore(path)
-        await st.start(asyncio.get_running_loop())
-        n = await st.call(q_count_readings)
-        await st.close()
-        return n
-
-    assert asyncio.run(restart()) == 2
+    assert _restart_count(path) == 2
     assert _journal_blocks(path) == 0
 
 
@@ -287,20 +294,6 @@ def _answer(sock, data):
     return (m.mid, m.code, m.token, payload)
 
 
-def _state(data_dir):
-    conn = sqlite3.connect(os.path.join(data_dir, "hub.sqlite3"))
-    try:
-        readings = sorted(conn.execute(
-            "SELECT s.node, s.sensor, s.unit, r.t, r.kind, r.val, r.sum FROM readings r"
-            " JOIN series s ON s.id = r.series").fetchall())
-        rollups = sorted(conn.execute(
-            "SELECT s.node, s.sensor, r.win, r.t, r.count, r.min, r.max, r.mean, r.p50, r.p95,"
-            " r.p99 FROM rollups r JOIN series s ON s.id = r.series").fetchall())
-    finally:
-        conn.close()
-    return readings, rollups
-
-
 @pytest.mark.parametrize("front", ["fastpath", "aiocoap"])
 def test_differential_column_lane_on_and_off(tmp_path, front):
     _need_lane()
@@ -325,7 +318,7 @@ def test_differential_column_lane_on_and_off(tmp_path, front):
             assert res is not None and "Traceback" not in res[1]
         finally:
             h.kill()
-        out[lane] = (answers, _state(d), taken)
+        out[lane] = (answers, db_state(d), taken)
     answers_on, state_on, taken = out[True]
     answers_off, state_off, _ = out[False]
     assert taken >= 30, "the lane took only %s reports" % taken
@@ -350,7 +343,7 @@ def test_a_sliced_block_move_is_seen_whole_at_every_slice_and_after_a_crash(tmp_
     require(store_sqlite.BlockMover is not None, "fast/blockstore.pyx is not built")
     from smartpark.fast.blockstore import BlockMover
     from smartpark.hub.store.lanejournal import journal_path, read_blocks
-    from smartpark.hub.store.sqlite import SqliteStore, q_count_readings, stored_readings
+    from smartpark.hub.store.sqlite import SqliteStore, stored_readings
 
     path = str(tmp_path / "hub.sqlite3")
 
@@ -390,14 +383,7 @@ def test_a_sliced_block_move_is_seen_whole_at_every_slice_and_after_a_crash(tmp_
     mover.close()
     conn.close()
 
-    async def restart():
-        st = SqliteStore(path)
-        await st.start(asyncio.get_running_loop())
-        n = await st.call(q_count_readings)
-        await st.close()
-        return n
-
-    assert asyncio.run(restart()) == 12
+    assert _restart_count(path) == 12
     assert _journal_blocks(path) == 0
     conn = sqlite3.connect(path)
     try:  # the mark says every block up to the last one is in readings

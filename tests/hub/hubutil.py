@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import sys
 import time
 import urllib.error
@@ -196,3 +197,18 @@ async def coap_post(ctx, uri, payload, cf):
 
 def run(coro, timeout=60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def db_state(data_dir):
+    """(readings, rollups) of a stopped hub's database, as sorted tuples with names."""
+    conn = sqlite3.connect(os.path.join(data_dir, "hub.sqlite3"))
+    try:
+        readings = sorted(conn.execute(
+            "SELECT s.node, s.sensor, s.unit, r.t, r.kind, r.val, r.sum FROM readings r"
+            " JOIN series s ON s.id = r.series").fetchall())
+        rollups = sorted(conn.execute(
+            "SELECT s.node, s.sensor, r.win, r.t, r.count, r.min, r.max, r.mean, r.p50, r.p95,"
+            " r.p99 FROM rollups r JOIN series s ON s.id = r.series").fetchall())
+    finally:
+        conn.close()
+    return readings, rollups
