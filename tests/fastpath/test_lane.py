@@ -391,3 +391,33 @@ def test_a_sliced_block_move_is_seen_whole_at_every_slice_and_after_a_crash(tmp_
     finally:
         conn.close()
     assert sorted(stored_readings(path)) == expect
+
+
+def test_a_damaged_journal_block_is_skipped_and_the_rest_still_moves(tmp_path, caplog):
+    _need_lane()
+    import array
+
+    from smartpark.hub.store.lanejournal import journal_path
+    from smartpark.hub.store.sqlite import SqliteStore
+
+    path = str(tmp_path / "hub.sqlite3")
+
+    async def write_then_crash():
+        st = SqliteStore(path)
+        await st.start(asyncio.get_running_loop())
+        await st.write_many([[("n7", "a", None, T0, 0, 1.0, None)]], [])
+        sid = st._series[("n7", "a")][0]
+        st.maxt[sid] = T0 + 2
+        for k in (1, 2):
+            await st.write_many([], [], block=Block(array.array("i", [sid]),
+                                                     array.array("d", [T0 + k]),
+                                                     array.array("B", [0]),
+                                                     array.array("d", [float(k)])))
+
+    asyncio.run(write_then_crash())
+    j = sqlite3.connect(journal_path(path))
+    j.execute("UPDATE blocks SET t = x'00' WHERE id = (SELECT min(id) FROM blocks)")
+    j.commit()
+    j.close()
+    assert _restart_count(path) == 2  # the row path's reading and the good block's
+    assert "damaged" in caplog.text
