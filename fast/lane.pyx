@@ -374,3 +374,150 @@ cdef class Lane:
             free(o_t)
             free(o_k)
             free(o_v)
+
+
+cdef class Latest:
+    """The newest reading of each store series: sid -> (t, kind, val), as the registry's
+    `latest` dict held it (stored kinds: 0 number with a float value, 2 boolean with 0/1;
+    1 text and 3 data as the row path gives them).
+
+    Numbers and booleans live in C arrays, so a column-lane block updates them in one C
+    loop (`update_block`) instead of a dict write per series; other values (text, data,
+    a sum-only record) in a dict. A series is in one of the two at a time. Behaves like
+    the dict it replaces: get, in, [], []=, update, len."""
+
+    cdef double* t
+    cdef double* v
+    cdef unsigned char* k
+    cdef unsigned char* in_other
+    cdef Py_ssize_t cap
+    cdef dict other
+    cdef Py_ssize_t n_arr
+
+    def __cinit__(self):
+        self.t = NULL
+        self.v = NULL
+        self.k = NULL
+        self.in_other = NULL
+        self.cap = 0
+        self.other = {}
+        self.n_arr = 0
+
+    def __dealloc__(self):
+        free(self.t)
+        free(self.v)
+        free(self.k)
+        free(self.in_other)
+
+    cdef int _grow(self, Py_ssize_t sid) except -1:
+        cdef Py_ssize_t ncap = self.cap or 1024, i
+        while ncap <= sid:
+            ncap *= 2
+        cdef double* a = <double*>realloc(self.t, ncap * sizeof(double))
+        if a == NULL:
+            raise MemoryError()
+        self.t = a
+        a = <double*>realloc(self.v, ncap * sizeof(double))
+        if a == NULL:
+            raise MemoryError()
+        self.v = a
+        cdef unsigned char* b = <unsigned char*>realloc(self.k, ncap)
+        if b == NULL:
+            raise MemoryError()
+        self.k = b
+        b = <unsigned char*>realloc(self.in_other, ncap)
+        if b == NULL:
+            raise MemoryError()
+        self.in_other = b
+        for i in range(self.cap, ncap):
+            self.t[i] = NAN
+            self.v[i] = 0.0
+            self.k[i] = 0
+            self.in_other[i] = 0
+        self.cap = ncap
+        return 0
+
+    cdef inline bint _has(self, Py_ssize_t sid):
+        return 0 <= sid < self.cap and not isnan(self.t[sid])
+
+    def get(self, Py_ssize_t sid, default=None):
+        if self._has(sid):
+            if self.k[sid] == 2:
+                return (self.t[sid], 2, 1 if self.v[sid] != 0.0 else 0)
+            return (self.t[sid], self.k[sid], self.v[sid])
+        return self.other.get(sid, default)
+
+    def __contains__(self, Py_ssize_t sid):
+        return self._has(sid) or sid in self.other
+
+    def __getitem__(self, Py_ssize_t sid):
+        r = self.get(sid)
+        if r is None:
+            raise KeyError(sid)
+        return r
+
+    def __setitem__(self, Py_ssize_t sid, value):
+        t, kind, val = value
+        if sid < 0:
+            raise KeyError(sid)
+        if sid >= self.cap:
+            self._grow(sid)
+        if ((kind == 0 and type(val) in (float, int)) or (kind == 2 and val in (0, 1)
+                                                          and type(val) is int)):
+            if isnan(self.t[sid]):
+                self.n_arr += 1
+            self.t[sid] = t
+            self.k[sid] = kind
+            self.v[sid] = val
+            if self.in_other[sid]:
+                self.in_other[sid] = 0
+                self.other.pop(sid, None)
+        else:
+            if not isnan(self.t[sid]):
+                self.n_arr -= 1
+                self.t[sid] = NAN
+            self.in_other[sid] = 1
+            self.other[sid] = (t, kind, val)
+
+    def __len__(self):
+        return self.n_arr + len(self.other)
+
+    def update(self, mapping):
+        for sid, value in mapping.items():
+            self[sid] = value
+
+    def update_block(self, block):
+        """A committed column-lane block (fast kinds 0 number, 1 boolean): each series'
+        entry becomes its reading if that is not older than the entry."""
+        cdef const int32_t[::1] s = block.series
+        cdef const double[::1] tt = block.time
+        cdef const unsigned char[::1] kk = block.kind
+        cdef const double[::1] vv = block.value
+        cdef Py_ssize_t i, sid, n = s.shape[0]
+        cdef list later = []
+        if tt.shape[0] < n or kk.shape[0] < n or vv.shape[0] < n:
+            raise ValueError("block columns differ in length")
+        for i in range(n):
+            sid = s[i]
+            if sid < 0:
+                continue
+            if sid >= self.cap:
+                self._grow(sid)
+            if self.in_other[sid]:  # a text value is the latest: compare in Python, rarely
+                later.append(i)
+                continue
+            if isnan(self.t[sid]):
+                self.n_arr += 1
+            elif tt[i] < self.t[sid]:
+                continue
+            self.t[sid] = tt[i]
+            self.k[sid] = 2 if kk[i] else 0
+            self.v[sid] = (1.0 if vv[i] != 0.0 else 0.0) if kk[i] else vv[i]
+        for i in later:
+            sid = s[i]
+            cur = self.get(sid)
+            if cur is None or tt[i] >= cur[0]:
+                if kk[i]:
+                    self[sid] = (tt[i], 2, 1 if vv[i] != 0.0 else 0)
+                else:
+                    self[sid] = (tt[i], 0, vv[i])

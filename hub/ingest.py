@@ -244,7 +244,7 @@ class Pipeline:
                 CHANGED, encode_ack(now, config_version(node), wanted_firmware(node), count, 0),
                 content_format=CT_CBOR, stored=count, duplicates=0, node=node)
         self.metrics.readings.inc(by=len(block))
-        reg.block_latest(block.latest())
+        reg.block_latest(block)
         ev = self.events
         if ev.active():
             for sid, node, sensor, unit, t, kind, val in reg.block_rows(block):

@@ -22,6 +22,11 @@ from .store.sqlite import KIND_BOOL, KIND_DATA, KIND_NUM, KIND_STR, StoreClosed,
 
 HEALTH_PREFIX = "health."
 
+try:  # issue 7: latest numbers/booleans in C arrays, updated per lane block in one C loop
+    from smartpark.fast.lane import Latest as _Latest
+except ImportError:  # not built: a dict does the same
+    _Latest = dict
+
 
 def _consume(fut):
     if not fut.cancelled() and fut.exception() is not None:
@@ -85,7 +90,7 @@ class Registry:
         self.series = {}  # sid -> (node, sensor, unit)
         self.series_by_name = {}  # (node, sensor) -> sid
         self.node_series = {}  # node -> {sensor: sid}
-        self.latest = {}  # sid -> (t, kind, val)
+        self.latest = _Latest()  # sid -> (t, kind, val)
         self.configs = {}  # node -> (version, cbor bytes)
         self.node_firmware = {}  # node -> firmware version its config asks for
 
@@ -148,11 +153,14 @@ class Registry:
                 self.latest[sid] = (t, kind, val)
 
     def block_latest(self, latest):
-        """Issue 7: the newest reading of each series in a column-lane block, as
-        fast.lane.Block.latest() gives them: (sid, t, fast kind 0 number / 1 boolean, value).
-        The lane takes only series the row path stored before, so `series` knows them."""
+        """Issue 7: the newest reading of each series in a column-lane block (a
+        fast.lane.Block). The lane takes only series the row path stored before, so
+        `series` knows them."""
         cur_latest = self.latest
-        for sid, t, k, v in latest:
+        if _Latest is not dict:
+            cur_latest.update_block(latest)
+            return
+        for sid, t, k, v in latest.latest():
             cur = cur_latest.get(sid)
             if cur is None or t >= cur[0]:
                 cur_latest[sid] = (t, KIND_BOOL, 1 if v else 0) if k else (t, KIND_NUM, v)

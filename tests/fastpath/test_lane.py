@@ -421,3 +421,45 @@ def test_a_damaged_journal_block_is_skipped_and_the_rest_still_moves(tmp_path, c
     j.close()
     assert _restart_count(path) == 2  # the row path's reading and the good block's
     assert "damaged" in caplog.text
+
+
+def test_latest_behaves_like_the_dict_it_replaces():
+    """fast.lane.Latest against a plain dict fed the same updates (the registry's rules:
+    row-path values set as given, lane blocks only where not older)."""
+    _need_lane()
+    import array
+    import random
+
+    from smartpark.fast.lane import Latest
+
+    rnd = random.Random(7)
+    lat, ref = Latest(), {}
+    for step in range(3000):
+        sid = rnd.randrange(40)
+        t = float(rnd.randrange(100))
+        if rnd.random() < 0.5:  # a row-path value, any kind
+            kind = rnd.choice([0, 1, 2, 3, 0])
+            val = {0: rnd.choice([1.5, -2.0, 7, None]), 1: "s%d" % step, 2: rnd.choice([0, 1]),
+                   3: b"\x00\x01"}[kind]
+            lat[sid] = ref[sid] = (t, kind, val)
+        else:  # a lane block of a few readings
+            n = rnd.randrange(1, 6)
+            sids = [rnd.randrange(40) for _ in range(n)]
+            ts = [float(rnd.randrange(100)) for _ in range(n)]
+            ks = [rnd.choice([0, 1]) for _ in range(n)]
+            vs = [float(rnd.choice([0, 1, 3])) for _ in range(n)]
+            lat.update_block(Block(array.array("i", sids), array.array("d", ts),
+                                   array.array("B", ks), array.array("d", vs)))
+            for s_, t_, k_, v_ in zip(sids, ts, ks, vs, strict=True):
+                cur = ref.get(s_)
+                if cur is None or t_ >= cur[0]:
+                    ref[s_] = (t_, 2, 1 if v_ else 0) if k_ else (t_, 0, v_)
+        assert len(lat) == len(ref)
+    for sid in range(45):
+        assert lat.get(sid) == ref.get(sid), sid
+        assert (sid in lat) == (sid in ref)
+        if sid in ref:
+            assert lat[sid] == ref[sid]
+            assert type(lat[sid][2]) is type(ref[sid][2]) or ref[sid][1] == 0
+    with pytest.raises(KeyError):
+        lat[1000]
