@@ -171,13 +171,6 @@ cdef class BlockMover:
             raise BlockStoreError("block mover is closed")
         return Move(self, blocks, done_id, last_id)
 
-    def move(self, blocks, long long done_id, long long last_id):
-        """The whole move in one transaction; returns how many readings were new."""
-        m = self.start(blocks, done_id, last_id)
-        while not m.done:
-            m.step(1 << 62)
-        return m.new
-
 
 cdef class Move:
     """One move of blocks into `readings`, in slices: each `step(max_rows)` inserts the

@@ -37,6 +37,47 @@ KIND_V = 0   # fast/ kinds, as in Batch.kind
 KIND_VB = 1
 
 
+# ---- per-series C columns, grown on demand (MaxT, Lane and Latest use them) -----------------
+
+cdef Py_ssize_t grown_cap(Py_ssize_t cap, Py_ssize_t index):
+    """The capacity after growing `cap` (0: none yet) so that `index` fits: doubling."""
+    cdef Py_ssize_t ncap = cap or 1024
+    while ncap <= index:
+        ncap *= 2
+    return ncap
+
+
+cdef double* grow_d(double* p, Py_ssize_t cap, Py_ssize_t ncap, double fill) except NULL:
+    cdef double* q = <double*>realloc(p, ncap * sizeof(double))
+    cdef Py_ssize_t i
+    if q == NULL:
+        raise MemoryError()
+    for i in range(cap, ncap):
+        q[i] = fill
+    return q
+
+
+cdef int32_t* grow_i(int32_t* p, Py_ssize_t cap, Py_ssize_t ncap, int32_t fill) except NULL:
+    cdef int32_t* q = <int32_t*>realloc(p, ncap * sizeof(int32_t))
+    cdef Py_ssize_t i
+    if q == NULL:
+        raise MemoryError()
+    for i in range(cap, ncap):
+        q[i] = fill
+    return q
+
+
+cdef unsigned char* grow_b(unsigned char* p, Py_ssize_t cap, Py_ssize_t ncap,
+                           unsigned char fill) except NULL:
+    cdef unsigned char* q = <unsigned char*>realloc(p, ncap)
+    cdef Py_ssize_t i
+    if q == NULL:
+        raise MemoryError()
+    for i in range(cap, ncap):
+        q[i] = fill
+    return q
+
+
 cdef class MaxT:
     """Per store series id: a time >= the latest reading stored or being stored.
 
@@ -54,16 +95,8 @@ cdef class MaxT:
         free(self.v)
 
     cdef int _grow(self, Py_ssize_t sid) except -1:
-        cdef Py_ssize_t ncap = self.cap or 1024, i
-        cdef double* q
-        while ncap <= sid:
-            ncap *= 2
-        q = <double*>realloc(self.v, ncap * sizeof(double))
-        if q == NULL:
-            raise MemoryError()
-        for i in range(self.cap, ncap):
-            q[i] = NAN
-        self.v = q
+        cdef Py_ssize_t ncap = grown_cap(self.cap, sid)
+        self.v = grow_d(self.v, self.cap, ncap, NAN)
         self.cap = ncap
         return 0
 
@@ -94,27 +127,11 @@ cdef class MaxT:
         for i in range(self.cap):
             self.v[i] = NAN
 
-    def raise_block(self, series, times):
-        """Raise the entries of a block's readings (store thread, after its commit)."""
-        cdef const int32_t[::1] s = series
-        cdef const double[::1] t = times
-        cdef Py_ssize_t i, sid
-        if t.shape[0] < s.shape[0]:
-            raise ValueError("block columns differ in length")
-        for i in range(s.shape[0]):
-            sid = s[i]
-            if sid < 0:
-                continue
-            if sid >= self.cap:
-                self._grow(sid)
-            if isnan(self.v[sid]) or t[i] > self.v[sid]:
-                self.v[sid] = t[i]
-
 
 cdef class Block:
     """The readings the lane took from one batch, as columns (store series id, time,
     kind 0 = number / 1 = boolean, value) in record order; `bytes()` of each column is
-    what the store writes. `latest()` -> the last reading of each series in it."""
+    what the store writes."""
 
     cdef readonly object series   # array('i')
     cdef readonly object time     # array('d')
@@ -138,30 +155,6 @@ cdef class Block:
     @property
     def n_records(self):
         return self.n
-
-    def latest(self):
-        """[(series, t, kind, value)] — each series' last reading in the block (its
-        newest: the lane only takes readings newer than the series' latest)."""
-        cdef const int32_t[::1] s = self.series
-        cdef dict last = {}
-        cdef Py_ssize_t i
-        for i in range(self.n):
-            last[s[i]] = i
-        t, k, v = self.time, self.kind, self.value
-        return [(sid, t[i], k[i], v[i]) for sid, i in last.items()]
-
-
-def block_from_bytes(series, time, kind, value):
-    """A Block from the four column blobs the store wrote (crash recovery, compaction)."""
-    s = array.array("i")
-    s.frombytes(series)
-    t = array.array("d")
-    t.frombytes(time)
-    k = array.array("B")
-    k.frombytes(kind)
-    v = array.array("d")
-    v.frombytes(value)
-    return Block(s, t, k, v)
 
 
 cdef class Lane:
@@ -200,25 +193,10 @@ cdef class Lane:
         free(self.node_of)
 
     cdef int _grow(self, Py_ssize_t fsid) except -1:
-        cdef Py_ssize_t ncap = self.cap or 1024, i
-        while ncap <= fsid:
-            ncap *= 2
-        cdef int32_t* a = <int32_t*>realloc(self.sid_of, ncap * sizeof(int32_t))
-        if a == NULL:
-            raise MemoryError()
-        self.sid_of = a
-        a = <int32_t*>realloc(self.unit_of, ncap * sizeof(int32_t))
-        if a == NULL:
-            raise MemoryError()
-        self.unit_of = a
-        a = <int32_t*>realloc(self.node_of, ncap * sizeof(int32_t))
-        if a == NULL:
-            raise MemoryError()
-        self.node_of = a
-        for i in range(self.cap, ncap):
-            self.sid_of[i] = -1
-            self.unit_of[i] = -1
-            self.node_of[i] = -1
+        cdef Py_ssize_t ncap = grown_cap(self.cap, fsid)
+        self.sid_of = grow_i(self.sid_of, self.cap, ncap, -1)
+        self.unit_of = grow_i(self.unit_of, self.cap, ncap, -1)
+        self.node_of = grow_i(self.node_of, self.cap, ncap, -1)
         self.cap = ncap
         return 0
 
@@ -410,30 +388,11 @@ cdef class Latest:
         free(self.in_other)
 
     cdef int _grow(self, Py_ssize_t sid) except -1:
-        cdef Py_ssize_t ncap = self.cap or 1024, i
-        while ncap <= sid:
-            ncap *= 2
-        cdef double* a = <double*>realloc(self.t, ncap * sizeof(double))
-        if a == NULL:
-            raise MemoryError()
-        self.t = a
-        a = <double*>realloc(self.v, ncap * sizeof(double))
-        if a == NULL:
-            raise MemoryError()
-        self.v = a
-        cdef unsigned char* b = <unsigned char*>realloc(self.k, ncap)
-        if b == NULL:
-            raise MemoryError()
-        self.k = b
-        b = <unsigned char*>realloc(self.in_other, ncap)
-        if b == NULL:
-            raise MemoryError()
-        self.in_other = b
-        for i in range(self.cap, ncap):
-            self.t[i] = NAN
-            self.v[i] = 0.0
-            self.k[i] = 0
-            self.in_other[i] = 0
+        cdef Py_ssize_t ncap = grown_cap(self.cap, sid)
+        self.t = grow_d(self.t, self.cap, ncap, NAN)
+        self.v = grow_d(self.v, self.cap, ncap, 0.0)
+        self.k = grow_b(self.k, self.cap, ncap, 0)
+        self.in_other = grow_b(self.in_other, self.cap, ncap, 0)
         self.cap = ncap
         return 0
 

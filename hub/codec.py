@@ -34,7 +34,7 @@ except (ImportError, AttributeError):  # fast/ selector not built
     COMPILED = False
 
 _batch_rows = None  # issue 7: compiled twin of the row loop in Decoder._decode_fast
-_Lane = None  # issue 7: the column lane (fast/lane.pyx)
+_Lane = _MaxT = None  # issue 7: the column lane (fast/lane.pyx)
 if COMPILED:
     try:
         from smartpark.fast.rows import batch_rows as _batch_rows
@@ -42,6 +42,7 @@ if COMPILED:
         pass
     try:
         from smartpark.fast.lane import Lane as _Lane
+        from smartpark.fast.lane import MaxT as _MaxT
     except ImportError:  # not built: every report takes the row path
         pass
 
@@ -121,7 +122,7 @@ class Decoder:
         """Issue 7: take ordinary reports as columns (fast/lane.pyx) sharing the store's
         MaxT. Returns the Lane, or None when this build cannot (pure path, no extension)."""
         if _Lane is not None and self.use_fast and self.rows_twin is not None and \
-                type(maxt).__name__ == "MaxT":
+                isinstance(maxt, _MaxT):
             self.lane = _Lane(maxt)
         return self.lane
 

@@ -226,7 +226,7 @@ class Pipeline:
     def _learn(self, batch, learn):
         """After a commit: the series the row path stored may take the lane next time."""
         lbatch, where = learn
-        series_of = self.store._series
+        series_of = self.store.series_index
         for i, _nodes, _rows in batch:
             p = where.get(i)
             if p is not None:

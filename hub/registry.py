@@ -152,18 +152,12 @@ class Registry:
             if cur is None or t >= cur[0]:
                 self.latest[sid] = (t, kind, val)
 
-    def block_latest(self, latest):
+    def block_latest(self, block):
         """Issue 7: the newest reading of each series in a column-lane block (a
-        fast.lane.Block). The lane takes only series the row path stored before, so
-        `series` knows them."""
-        cur_latest = self.latest
-        if _Latest is not dict:
-            cur_latest.update_block(latest)
-            return
-        for sid, t, k, v in latest.latest():
-            cur = cur_latest.get(sid)
-            if cur is None or t >= cur[0]:
-                cur_latest[sid] = (t, KIND_BOOL, 1 if v else 0) if k else (t, KIND_NUM, v)
+        fast.lane.Block; the lane and Latest come from the same extension, so `latest`
+        is a Latest whenever there are blocks). The lane takes only series the row path
+        stored before, so `series` knows them."""
+        self.latest.update_block(block)
 
     def block_rows(self, block):
         """A column-lane block's readings as `new_rows` tuples (for event listeners)."""

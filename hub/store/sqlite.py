@@ -45,7 +45,6 @@ import threading
 import time
 
 from . import lanejournal
-from .lanejournal import BlockMover  # noqa: F401 (None when fast/blockstore.pyx is not built)
 
 try:  # issue 7: the column lane's shared MaxT
     from smartpark.fast.lane import MaxT
@@ -89,7 +88,6 @@ _COMPACT = ("INSERT OR IGNORE INTO readings(series, t, kind, val, sum)"
 _INBOX_KEYS = "SELECT series, t FROM inbox"
 _MAX_T = "SELECT max(t) FROM readings WHERE series = ?"
 _BY_KEY = operator.itemgetter(0, 1)
-_NODE_SEEN = lanejournal.NODE_SEEN
 
 
 class StoreClosed(RuntimeError):
@@ -219,6 +217,11 @@ class SqliteStore:
     @property
     def queue_depth(self):
         return self._q.qsize()
+
+    @property
+    def series_index(self):
+        """(node, sensor) -> (store series id, unit): read-only for other threads."""
+        return self._series
 
     @property
     def mover_off(self):
@@ -585,9 +588,6 @@ class SqliteStore:
             for sid, t in top.items():
                 if t > maxt[sid]:
                     maxt[sid] = t
-            for b in blocks:
-                if MaxT is not dict:
-                    maxt.raise_block(b.series, b.time)
             self._inbox_n += len(new)
             if n_block or seen:
                 self._moves.committed(last_block, n_block, bool(seen))
