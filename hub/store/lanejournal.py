@@ -173,8 +173,14 @@ class BlockMoves:
     """Moves the journal's blocks into `readings` (a thread of its own; see the module)."""
 
     def __init__(self, path, cache_mb=64, slice_rows=16384, compact_rows=100000, idle=0.5,
-                 c_mover=True):
+                 c_mover=True, max_move=400000, nice=10):
         self.path = path
+        # at most this many readings per move: bounds the mover's memory (~75 B a reading)
+        # when it runs behind; the next move follows at once
+        self.max_move = max(1, max_move)
+        # the mover is background work: the event loop and the store thread (the acks) go
+        # first when the CPU is short (Linux per-thread niceness; 0 leaves it as it is)
+        self.nice = nice
         self.cache_mb = cache_mb
         self.slice_rows = slice_rows
         self.compact_rows = compact_rows
@@ -238,6 +244,12 @@ class BlockMoves:
             self.last_commit = time.monotonic()
             if self.pending >= self.compact_rows or self.flush_req:
                 self.cv.notify_all()
+
+    def behind(self):
+        """True while something committed (blocks or last-seen rows) is not in the
+        database yet."""
+        with self.cv:
+            return self.done_id < self.committed_id or self.seen_dirty
 
     def flush(self, timeout=600.0):
         """Return once every block committed so far is in `readings` (before a query)."""
@@ -307,6 +319,11 @@ class BlockMoves:
                 or time.monotonic() - self.last_commit >= self.idle)
 
     def _run(self):
+        if self.nice:
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except (AttributeError, OSError):  # not Linux: the mover runs at normal priority
+                pass
         while True:
             with self.cv:
                 while not self.stopping and not self._due():
@@ -327,6 +344,7 @@ class BlockMoves:
         with self.cv:
             self.flush_req = False
             upto = self.committed_id
+        upto = self._move_limit(upto)
         blocks = read_blocks(self._lconn, self.done_id, upto)
         if blocks:
             last_id = blocks[-1][0]
@@ -349,6 +367,19 @@ class BlockMoves:
             self.moves += 1
             self.seconds += time.perf_counter() - t0
             self.cv.notify_all()
+
+    def _move_limit(self, upto):
+        """The last block id up to `upto` whose move stays within max_move readings (at
+        least one block)."""
+        if self.pending <= self.max_move:
+            return upto
+        total = 0
+        for bid, n in self._lconn.execute("SELECT id, n FROM blocks WHERE id > ? AND id <= ?"
+                                          " ORDER BY id", (self.done_id, upto)):
+            total += n
+            if total >= self.max_move:
+                return bid
+        return upto
 
     def _move_python(self, blocks, last_id):
         flat = []

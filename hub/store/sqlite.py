@@ -155,7 +155,7 @@ class SqliteStore:
     """The SQLite backend. Create, `await start()`, use, `await close()`."""
 
     def __init__(self, path, cache_mb=64, on_commit=None, compact_rows=100000, compact_idle=0.5,
-                 on_block=None, c_mover=True, move_slice=16384):
+                 on_block=None, c_mover=True, move_slice=16384, move_max=400000):
         self.path = path
         self.cache_mb = cache_mb
         # on_commit(conn, new): runs in the store thread after each group commit with
@@ -166,6 +166,7 @@ class SqliteStore:
         self.on_block = on_block
         self.c_mover = c_mover
         self.move_slice = move_slice
+        self.move_max = move_max  # readings per block move (hub/store/lanejournal.py)
         self._lconn = None  # the lane journal (hub/store/lanejournal.py)
         self._moves = None  # its BlockMoves
         self._moved_seen = 0  # _moves.done_id when _inbox_keys was last reset
@@ -294,7 +295,8 @@ class SqliteStore:
             self._series[(node, sensor)] = (sid, unit)
         self._lconn = lanejournal.open_journal(self.path)
         self._moves = lanejournal.BlockMoves(self.path, self.cache_mb, self.move_slice,
-                                             self.compact_rows, self.compact_idle, self.c_mover)
+                                             self.compact_rows, self.compact_idle, self.c_mover,
+                                             max_move=self.move_max)
         self._moves.open()
         self._inbox_n = conn.execute("SELECT count(*) FROM inbox").fetchone()[0]
         # readings acknowledged before a crash, not yet moved (and last-seen updates)
@@ -408,7 +410,7 @@ class SqliteStore:
                         res = WriteResult()
                         res.stored, res.duplicates, res.new_rows = results[start]
                         done.append((job.future, True, res))
-            if self._inbox_n and (stop is not None or any(
+            if (self._inbox_n or self._moves.behind()) and (stop is not None or any(
                     getattr(c.fn, "reads_readings", True) for c in calls)):
                 if done:  # acks first: they do not wait for the move
                     loop.call_soon_threadsafe(_resolve_all, done)
