@@ -267,6 +267,13 @@ cdef class Move:
         cdef long long new = 0
         cdef sp_key* kp
         with nogil:
+            # Only the last slice's COMMIT syncs the WAL (synchronous=FULL); that one fsync
+            # makes every earlier slice of the move durable too (they are earlier frames of
+            # the same WAL file). A power cut before it may take back some slices together
+            # with their progress marks -- harmless: the journal drops blocks only after the
+            # whole move (BlockMoves), and a move runs again with INSERT OR IGNORE.
+            sqlite3_exec(mv.db, "PRAGMA synchronous=FULL" if last else "PRAGMA synchronous=NORMAL",
+                         NULL, NULL, NULL)
             rc = sqlite3_exec(mv.db, "BEGIN IMMEDIATE", NULL, NULL, NULL)
             if rc == SP_SQLITE_OK:
                 for i in range(self.pos, end):

@@ -213,6 +213,11 @@ class Hub:
                 log.warning("reports still in flight at shutdown")
         if getattr(self, "fastpath", None) is not None:
             await self.fastpath.stop()
+        if pipeline is not None:
+            try:
+                await pipeline.flush_seen()
+            except Exception:  # noqa: BLE001 - store failed: logged, stop goes on
+                log.exception("could not store the nodes' last-seen times")
         if getattr(self, "coap", None) is not None:
             await self.coap.stop()
         if getattr(self, "http", None) is not None:

@@ -1,0 +1,206 @@
+"""Issue 7, the store side under a sustained load: nodes' last-seen times are stored at most
+every SEEN_EVERY seconds (exact in memory, written at shutdown), the block mover moves at most
+`move_max` readings at a time and runs at a lower priority, and while its backlog is over
+`max_backlog` readings the hub answers 5.03 instead of letting the journal grow."""
+
+import array
+import asyncio
+import os
+import sys
+
+import pytest
+from peers import require
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "hub"))
+from hubutil import T0, senml_cbor  # noqa: E402
+from smartpark.hub import ingest  # noqa: E402
+from smartpark.hub.codec import Decoder  # noqa: E402
+from smartpark.hub.events import EventBus  # noqa: E402
+from smartpark.hub.ingest import Pipeline  # noqa: E402
+from smartpark.hub.metrics import Metrics  # noqa: E402
+from smartpark.hub.registry import Registry  # noqa: E402
+from smartpark.hub.store.sqlite import SqliteStore, q_count_readings, q_load_state  # noqa: E402
+
+try:
+    from smartpark.fast.lane import Block
+except ImportError:  # not built: tests/fastpath/test_fastpath_compiled.py fails in CI
+    Block = None
+
+
+class Clock:
+    def __init__(self, t):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+async def _pipeline(path, clock, **store_kw):
+    store = SqliteStore(path, **store_kw)
+    await store.start(asyncio.get_running_loop())
+    events = EventBus()
+    registry = Registry(store, events)
+    registry.load(await store.call(q_load_state))
+    return store, registry, Pipeline(store, Decoder(), registry, events, Metrics(),
+                                     clock=clock)
+
+
+async def _stored_node(store, node):
+    """The node's row as stored (q_load_state waits until the journal's last-seen rows are
+    applied to `nodes`)."""
+    rows = [r for r in (await store.call(q_load_state))["nodes"] if r["id"] == node]
+    return (rows[0]["address"], rows[0]["last_seen"]) if rows else None
+
+
+def test_last_seen_is_stored_at_most_every_seen_every_seconds_and_at_shutdown(tmp_path):
+    path = str(tmp_path / "hub.sqlite3")
+    clock = Clock(T0 + 100)
+
+    def pack(k):
+        return senml_cbor("seen-1", [("temp", 20.0 + k, 0, "Cel")], bt=T0 + k)
+
+    async def main():
+        store, registry, pipe = await _pipeline(path, clock)
+        try:
+            got = []
+            for k, (dt, address) in enumerate([(0.0, "10.0.0.1:5683"), (1.0, "10.0.0.1:5683"),
+                                               (1.5, "10.0.0.2:5683"), (1.9, "10.0.0.2:5683"),
+                                               (3.6, "10.0.0.2:5683"), (4.0, "10.0.0.2:5683")]):
+                clock.t = T0 + 100 + dt
+                res = await pipe.ingest([(address, pack(k), 112)])
+                assert res[0].code == 0x44 and res[0].stored == 1
+                # in memory: exact, every report
+                assert registry.nodes["seen-1"].last_seen == clock.t
+                assert registry.nodes["seen-1"].address == address
+                got.append(await _stored_node(store, "seen-1"))
+            await pipe.flush_seen()
+            got.append(await _stored_node(store, "seen-1"))
+            return got
+        finally:
+            await store.close()
+
+    got = asyncio.run(main())
+    assert got == [
+        ("10.0.0.1:5683", T0 + 100),  # first report: stored
+        ("10.0.0.1:5683", T0 + 100),  # 1 s later, same address: held back
+        ("10.0.0.2:5683", T0 + 101.5),  # another address: stored at once
+        ("10.0.0.2:5683", T0 + 101.5),  # held back
+        ("10.0.0.2:5683", T0 + 103.6),  # SEEN_EVERY after the last stored one
+        ("10.0.0.2:5683", T0 + 103.6),  # held back ...
+        ("10.0.0.2:5683", T0 + 104.0),  # ... until flush_seen (the hub's stop)
+    ]
+    assert ingest.SEEN_EVERY == 2.0
+
+
+def _blocks(store, node, n_blocks, first=1):
+    """Commit `n_blocks` lane blocks of 3 readings (series node/x, node/y, node/z)."""
+    async def go():
+        for s in ("x", "y", "z"):
+            await store.write_many([[(node, s, None, T0, 0, 0.0, None)]], [])
+        sids = [store.series_index[(node, s)][0] for s in ("x", "y", "z")]
+        for k in range(first, first + n_blocks):
+            blk = Block(array.array("i", sids), array.array("d", [T0 + k] * 3),
+                        array.array("B", [0, 0, 0]), array.array("d", [k, 2.0 * k, -k]))
+            for sid in sids:
+                store.maxt[sid] = T0 + k
+            await store.write_many([], [], block=blk)
+        return sids
+    return go()
+
+
+def test_a_move_takes_at_most_move_max_readings_and_the_rest_follows(tmp_path):
+    require(Block is not None, "fast/lane.pyx is not built")
+    path = str(tmp_path / "hub.sqlite3")
+
+    async def main():
+        store = SqliteStore(path, compact_rows=10 ** 9, compact_idle=3600, move_max=4)
+        await store.start(asyncio.get_running_loop())
+        try:
+            await _blocks(store, "cap-1", 5)
+            assert store.blocks_pending == 15
+            moves = store.block_moves
+            assert await store.call(q_count_readings) == 3 + 15  # the query waits for all
+            return store.block_moves - moves, store.blocks_pending
+        finally:
+            await store.close()
+
+    moves, pending = asyncio.run(main())
+    # 15 readings in blocks of 3, at most 4 a move (at least one block): 6+6 would exceed the
+    # cap, so 6 (two blocks reach 4), 6, 3
+    assert moves == 3 and pending == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_the_block_mover_runs_at_a_lower_priority(tmp_path):
+    import threading
+
+    async def main():
+        store = SqliteStore(str(tmp_path / "hub.sqlite3"))
+        await store.start(asyncio.get_running_loop())
+        try:
+            for _ in range(100):
+                movers = [t for t in threading.enumerate() if t.name == "sqlite-block-mover"]
+                if movers:
+                    break
+                await asyncio.sleep(0.01)
+            assert movers, "no mover thread"
+            with open("/proc/self/task/%d/stat" % movers[0].native_id) as f:
+                stat = f.read()
+            main_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            # field 19 of stat (after the command in parentheses) is the nice value
+            return int(stat[stat.rindex(")") + 2:].split()[16]), main_nice
+        finally:
+            await store.close()
+
+    mover_nice, main_nice = asyncio.run(main())
+    assert mover_nice == min(19, main_nice + 10)
+
+
+def test_a_backlog_over_max_backlog_gets_503_until_the_mover_caught_up(tmp_path):
+    require(Block is not None, "fast/lane.pyx is not built")
+    path = str(tmp_path / "hub.sqlite3")
+    clock = Clock(T0 + 100)
+
+    async def main():
+        store, _registry, pipe = await _pipeline(path, clock, compact_rows=10 ** 9,
+                                                 compact_idle=3600)
+        try:
+            await _blocks(store, "bk-1", 4)
+            pipe.max_backlog = 11  # 12 pending
+            report = senml_cbor("bk-2", [("temp", 1.0, 0, "Cel")], bt=T0 + 50)
+            over = await pipe.ingest([("10.0.0.9:5683", report, 112)])
+            assert await store.call(q_count_readings) == 3 + 12  # moves the backlog
+            after = await pipe.ingest([("10.0.0.9:5683", report, 112)])
+            return over[0], after[0], store.blocks_pending
+        finally:
+            await store.close()
+
+    over, after, pending = asyncio.run(main())
+    assert (over.code, over.max_age, over.error) == (0xA3, ingest.RETRY_AFTER, "backlog")
+    assert b"backlog" in over.payload
+    assert (after.code, after.stored, pending) == (0x44, 1, 0)
+
+
+def test_a_query_sees_lane_readings_committed_while_the_inbox_is_empty(tmp_path):
+    """Regression: a query flushed the lane journal only when the row path's inbox held
+    readings too, so lane-only commits stayed invisible to queries until the mover's idle
+    timer or its 100,000-reading threshold moved them."""
+    require(Block is not None, "fast/lane.pyx is not built")
+
+    async def main():
+        store = SqliteStore(str(tmp_path / "hub.sqlite3"), compact_rows=10 ** 9,
+                            compact_idle=3600)
+        await store.start(asyncio.get_running_loop())
+        try:
+            await store.write_many([[("q-1", "x", None, T0, 0, 0.0, None)]], [])
+            first = await store.call(q_count_readings)  # empties the inbox
+            sid = store.series_index[("q-1", "x")][0]
+            store.maxt[sid] = T0 + 1
+            await store.write_many([], [("q-1", "10.0.0.3:5683", T0 + 1)], block=Block(
+                array.array("i", [sid]), array.array("d", [T0 + 1]), array.array("B", [0]),
+                array.array("d", [1.0])))
+            return first, await store.call(q_count_readings), await _stored_node(store, "q-1")
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == (1, 2, ("10.0.0.3:5683", T0 + 1))
