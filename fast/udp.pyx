@@ -652,6 +652,13 @@ cdef class Endpoint:
             raise TypeError("pktinfo must be None or the bytes from classify(), not %s"
                             % type(pktinfo).__name__)
         cdef bytes msg = build_ack(mid, token, code, cf, max_age, payload)
+        self._answered(p, mid, msg, cache)
+        self._queue(p, msg, pktinfo)
+        return msg
+
+    cdef void _answered(self, Peer p, int mid, bytes msg, bint cache) noexcept:
+        """The report `mid` of peer p got `msg`: cache it for retransmissions (or free the
+        slot when not cached)."""
         cdef int i
         for i in range(p.n):
             if p.state[i] == 1 and p.mids[i] == mid:
@@ -662,8 +669,70 @@ cdef class Endpoint:
                     p.state[i] = 0
                     p.responses[i] = None
                 break
-        self._queue(p, msg, pktinfo)
-        return msg
+
+    def respond_many(self, list reports not None, list results not None, int text_format=0):
+        """Queue and cache the responses to a batch of reports (classify()'s tuples), in
+        one C loop. results[i] is either a ReportResult-like object (code, content_format,
+        max_age, payload: what `respond` takes; a payload without a content format gets
+        `text_format`) or, for a stored report, a tuple (ack_head, stored): the 2.04 ack
+        is ack_head (`ack_head()`) followed by stored and duplicates = 0 -- byte for byte
+        what encode_ack gives. Returns how many were queued."""
+        cdef Py_ssize_t i, n = len(reports)
+        cdef tuple e
+        cdef Peer p
+        cdef bytes msg, head, token
+        cdef object r, pktinfo, cf
+        cdef unsigned long long stored
+        cdef unsigned char tail[16]
+        cdef int tl, hl, tkl, pos, mid
+        cdef char *out
+        if len(results) != n:
+            raise ValueError("%d results for %d reports" % (len(results), n))
+        for i in range(n):
+            e = <tuple>reports[i]
+            p = <Peer?>e[0]
+            mid = e[1]
+            token = <bytes?>e[2]
+            pktinfo = e[5]
+            if pktinfo is not None and type(pktinfo) is not bytes:
+                raise TypeError("pktinfo must be None or bytes")
+            r = results[i]
+            if type(r) is tuple:
+                head = <bytes?>(<tuple>r)[0]
+                stored = (<tuple>r)[1]
+                tail[0] = 0x04
+                tl = 1 + put_head(tail + 1, 0, stored)
+                tail[tl] = 0x05
+                tail[tl + 1] = 0x00
+                tl += 2
+                tkl = PyBytes_GET_SIZE(token)
+                if tkl > 8:
+                    raise ValueError("token longer than 8 bytes")
+                hl = PyBytes_GET_SIZE(head)
+                # ACK 2.04, MID, token, Content-Format 60 (delta 12, 1 byte), 0xFF, payload
+                msg = PyBytes_FromStringAndSize(NULL, 4 + tkl + 3 + hl + tl)
+                out = PyBytes_AS_STRING(msg)
+                out[0] = 0x40 | (T_ACK << 4) | tkl
+                out[1] = <char>0x44
+                out[2] = (mid >> 8) & 0xFF
+                out[3] = mid & 0xFF
+                memcpy(out + 4, PyBytes_AS_STRING(token), tkl)
+                pos = 4 + tkl
+                out[pos] = <char>((O_CONTENT_FORMAT << 4) | 1)
+                out[pos + 1] = 60
+                out[pos + 2] = <char>0xFF
+                pos += 3
+                memcpy(out + pos, PyBytes_AS_STRING(head), hl)
+                memcpy(out + pos + hl, tail, tl)
+            else:
+                cf = r.content_format
+                payload = bytes(r.payload)
+                if cf is None and payload:
+                    cf = text_format
+                msg = build_ack(mid, token, r.code, cf, r.max_age, payload)
+            self._answered(p, mid, msg, True)
+            self._queue(p, msg, pktinfo)
+        return n
 
     def flush(self):
         """sendmmsg everything queued; returns how many left. A full socket buffer drops
@@ -710,6 +779,13 @@ cdef int put_head(unsigned char *out, int major, unsigned long long v) noexcept 
     for i in range(n):
         out[1 + i] = (v >> (8 * (n - 1 - i))) & 0xFF
     return 1 + n
+
+
+def ack_head(hub_time, config_version=0, firmware=None):
+    """The ack up to its `stored` field: encode_ack(t, cv, fw, s, d) is ack_head(t, cv, fw)
+    followed by 0x04 <s> 0x05 <d> (keys 4 and 5 come last in the deterministic map), so a
+    batch of acks for one node and time shares one head (Endpoint.respond_many)."""
+    return encode_ack(hub_time, config_version, firmware, 0, 0)[:-4]
 
 
 def encode_ack(hub_time, config_version=0, firmware=None, stored=0, duplicates=0):

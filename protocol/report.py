@@ -50,6 +50,13 @@ def encode_ack(hub_time, config_version=0, firmware=None, stored=0, duplicates=0
     return cbor.dumps(m)
 
 
+def ack_head(hub_time, config_version=0, firmware=None):
+    """The ack's bytes before its `stored` field: encode_ack(t, cv, fw, s, d) is
+    ack_head(t, cv, fw) + 0x04 <s> 0x05 <d>, because keys 4 and 5 come last in the
+    deterministic map. The hub's fast path shares one head among a node's acks of a batch."""
+    return encode_ack(hub_time, config_version, firmware, 0, 0)[:-4]
+
+
 def decode_ack(payload):
     """Return a dict with keys time, config_version, firmware, stored, duplicates."""
     m = cbor.loads(payload)

@@ -331,3 +331,87 @@ def test_encode_ack_twin_is_byte_identical(t, cv, fw, stored, dup):
     from smartpark.protocol import report as ref
 
     assert udp.encode_ack(t, cv, fw, stored, dup) == ref.encode_ack(t, cv, fw, stored, dup)
+
+
+@settings(max_examples=300, deadline=None)
+@given(t=st.one_of(st.floats(1.6e9, 1.9e9), st.integers(0, 2 ** 40), st.just(1e9 + 0.5)),
+       cv=st.integers(0, 2 ** 40), fw=st.one_of(st.none(), st.just(""), st.text(max_size=40)),
+       stored=st.integers(0, 2 ** 33))
+def test_ack_head_is_encode_ack_without_its_last_two_fields(t, cv, fw, stored):
+    from smartpark.hub import ingest
+    from smartpark.protocol import report as ref
+
+    tail = ref.encode_ack(t, cv, fw, stored, 0)[len(udp.ack_head(t, cv, fw)):]
+    assert udp.ack_head(t, cv, fw) + tail == ref.encode_ack(t, cv, fw, stored, 0)
+    assert tail[:1] == b"\x04" and tail[-2:] == b"\x05\x00"
+    assert udp.ack_head(t, cv, fw) == ref.ack_head(t, cv, fw) == ingest.ack_head(t, cv, fw)
+
+
+class _Result:
+    """What FastPath hands respond_many besides lane tuples: ReportResult's fields."""
+
+    def __init__(self, code, payload, content_format=None, max_age=None):
+        self.code, self.payload = code, payload
+        self.content_format, self.max_age = content_format, max_age
+
+
+def test_respond_many_sends_and_caches_what_respond_would(server):
+    """One batch through respond_many (lane tuples and ReportResult-like objects mixed),
+    the same batch through respond one by one: identical bytes on the wire and in the
+    retransmission cache."""
+    from smartpark.protocol import report as ref
+
+    now = 1795528900.125
+    tokens = [b"", b"a", b"tk", b"12345678"]
+    results = [(udp.ack_head(now, 3, None), 4), (udp.ack_head(now, 0, "fw-9.1"), 300),
+               _Result(0x80, b"invalid pack: x"), _Result(0xA3, b"", None, 5)]
+    expect = [udp.build_ack(100, tokens[0], 0x44, 60, None, ref.encode_ack(now, 3, None, 4, 0)),
+              udp.build_ack(101, tokens[1], 0x44, 60, None,
+                            ref.encode_ack(now, 0, "fw-9.1", 300, 0)),
+              udp.build_ack(102, tokens[2], 0x80, 0, None, b"invalid pack: x"),
+              udp.build_ack(103, tokens[3], 0xA3, None, 5, b"")]
+    wire = []
+    for many in (True, False):
+        ep = udp.Endpoint(server.fileno())
+        c = _client(server)
+        for k, tok in enumerate(tokens):
+            c.send(_report(100 + k, token=tok))
+        reports = []
+        while len(reports) < 4:
+            r, _ = _pump(ep)
+            assert r
+            reports.extend(r)
+        if many:
+            assert ep.respond_many(reports, results, 0) == 4
+        else:
+            acks = [ref.encode_ack(now, 3, None, 4, 0), ref.encode_ack(now, 0, "fw-9.1", 300, 0)]
+            for e, res, ack in zip(reports, results, acks + [None, None], strict=True):
+                if type(res) is tuple:
+                    ep.respond(e[0], e[1], e[2], 0x44, 60, None, ack, e[5])
+                else:
+                    cf = res.content_format if res.content_format is not None or not \
+                        res.payload else 0
+                    ep.respond(e[0], e[1], e[2], res.code, cf, res.max_age, res.payload, e[5])
+        ep.flush()
+        got = [c.recv(200) for _ in range(4)]
+        wire.append(got)
+        assert [m for m in reports[0][0].cached()] == [(e[1], 2, m) for e, m in
+                                                       zip(reports, got, strict=True)]
+        c.close()
+    assert wire[0] == expect
+    assert wire[1] == expect
+
+
+def test_respond_many_refuses_mismatched_input(server):
+    ep = udp.Endpoint(server.fileno())
+    c = _client(server)
+    c.send(_report(7))
+    reports, _ = _pump(ep)
+    with pytest.raises(ValueError):
+        ep.respond_many(reports, [], 0)
+    with pytest.raises(TypeError):
+        ep.respond_many(reports, [("not bytes", 1)], 0)
+    assert ep.respond_many(reports, [(udp.ack_head(1e9, 0, None), 1)], 0) == 1
+    ep.flush()
+    assert coap.parse(c.recv(200)).code == 0x44
+    c.close()
