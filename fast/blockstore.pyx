@@ -15,8 +15,9 @@ SQLite in one process must not open the same file (their POSIX locks would
 not see each other) — and the store then moves blocks with Python's sqlite3.
 """
 
-from libc.stdlib cimport free, malloc, qsort
 from libc.stdint cimport int32_t
+from libc.stdlib cimport free, malloc, qsort
+from libc.string cimport memcpy
 
 cdef extern from *:
     """
@@ -171,6 +172,15 @@ cdef class BlockMover:
             raise BlockStoreError("block mover is closed")
         return Move(self, blocks, done_id, last_id)
 
+    def start_columns(self, series, t, kind, val, long long done_id, long long last_id):
+        """The same Move from the journal's columns of those blocks joined in id order
+        (`lanejournal.read_columns`: int32 series ids, float64 times, uint8 kinds, float64
+        values, native byte order): copied and sorted with the GIL released, so a large
+        move does not stall the acks."""
+        if self.db == NULL:
+            raise BlockStoreError("block mover is closed")
+        return Move(self, None, done_id, last_id, (series, t, kind, val))
+
 
 cdef class Move:
     """One move of blocks into `readings`, in slices: each `step(max_rows)` inserts the
@@ -202,27 +212,41 @@ cdef class Move:
         self.vs = NULL
         self.ks = NULL
 
-    def __init__(self, BlockMover mover not None, blocks, long long done_id, long long last_id):
+    def __init__(self, BlockMover mover not None, blocks, long long done_id, long long last_id,
+                 columns=None):
         cdef Py_ssize_t total = 0, j, n, off = 0
         cdef const int[::1] bs
         cdef const double[::1] bt
         cdef const unsigned char[::1] bk
         cdef const double[::1] bv
+        cdef const unsigned char[::1] cs, ct, ck, cv
         self.mover = mover
         self.last_id = last_id
         self.done_id = done_id
         self.new = 0
         self.pos = 0
+        if columns is not None:
+            cs, ct, ck, cv = columns
+            total = ck.shape[0]
+            if cs.shape[0] != 4 * total or ct.shape[0] != 8 * total or cv.shape[0] != 8 * total:
+                raise ValueError("journal columns differ in length")
+            self._alloc(total)
+            if total:
+                with nogil:  # the event loop and the store thread go on meanwhile
+                    memcpy(self.sids, &cs[0], 4 * total)
+                    memcpy(self.ts, &ct[0], 8 * total)
+                    memcpy(self.ks, &ck[0], total)
+                    memcpy(self.vs, &cv[0], 8 * total)
+                    for j in range(total):
+                        self.keys[j].sid = self.sids[j]
+                        self.keys[j].t = self.ts[j]
+                        self.keys[j].idx = <int>j
+                    qsort(self.keys, total, sizeof(sp_key), sp_key_cmp)
+            self.done = False
+            return
         for b in blocks:
             total += len(b)
-        self.total = total
-        self.keys = <sp_key*>malloc((total or 1) * sizeof(sp_key))
-        self.sids = <int32_t*>malloc((total or 1) * sizeof(int32_t))
-        self.ts = <double*>malloc((total or 1) * sizeof(double))
-        self.vs = <double*>malloc((total or 1) * sizeof(double))
-        self.ks = <unsigned char*>malloc(total or 1)
-        if not (self.keys and self.sids and self.ts and self.vs and self.ks):
-            raise MemoryError()
+        self._alloc(total)
         for b in blocks:
             bs = b.series
             bt = b.time
@@ -243,6 +267,17 @@ cdef class Move:
         with nogil:
             qsort(self.keys, total, sizeof(sp_key), sp_key_cmp)
         self.done = False
+
+    cdef int _alloc(self, Py_ssize_t total) except -1:
+        self.total = total
+        self.keys = <sp_key*>malloc((total or 1) * sizeof(sp_key))
+        self.sids = <int32_t*>malloc((total or 1) * sizeof(int32_t))
+        self.ts = <double*>malloc((total or 1) * sizeof(double))
+        self.vs = <double*>malloc((total or 1) * sizeof(double))
+        self.ks = <unsigned char*>malloc(total or 1)
+        if not (self.keys and self.sids and self.ts and self.vs and self.ks):
+            raise MemoryError()
+        return 0
 
     def __dealloc__(self):
         free(self.keys)

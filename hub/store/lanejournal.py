@@ -136,6 +136,36 @@ def read_blocks(lconn, after_id=0, upto_id=None):
     return out
 
 
+# the oldest `limit` moved blocks (id <= ?) -- the store thread's bounded piece per commit
+DROP_SOME = ("DELETE FROM blocks WHERE id IN"
+             " (SELECT id FROM blocks WHERE id <= ? ORDER BY id LIMIT ?)")
+
+
+def read_columns(lconn, after_id, upto_id):
+    """The blocks with after_id < id <= upto_id as one set of columns, joined in id order:
+    (readings in them, by the blocks' own count; bytes of int32 series ids, float64 times,
+    uint8 kinds, float64 values). A damaged block (columns of unequal length, not bytes) is
+    skipped with an error line, like read_blocks does."""
+    ss, ts, ks, vs = [], [], [], []
+    n = 0
+    for bid, cnt, s, t, k, v in lconn.execute(
+            "SELECT id, n, series, t, kind, val FROM blocks WHERE id > ? AND id <= ?"
+            " ORDER BY id", (after_id, upto_id)):
+        n += cnt
+        m = len(k) if isinstance(k, bytes) else -1
+        if not (m >= 0 and isinstance(s, bytes) and isinstance(t, bytes) and isinstance(v, bytes)
+                and len(s) == 4 * m and len(t) == 8 * m and len(v) == 8 * m):
+            log.error("lane journal block %d is damaged (columns of %s bytes); skipped", bid,
+                      [len(x) if isinstance(x, bytes) else type(x).__name__
+                       for x in (s, t, k, v)])
+            continue
+        ss.append(s)
+        ts.append(t)
+        ks.append(k)
+        vs.append(v)
+    return n, (b"".join(ss), b"".join(ts), b"".join(ks), b"".join(vs))
+
+
 def drop(lconn, upto, seen, in_transaction=False):
     """Delete moved blocks (id <= upto) and applied last-seen rows from the journal."""
     if not upto and not seen:
@@ -282,12 +312,6 @@ class BlockMoves:
             self.drop_upto, self.drop_seen = 0, []
         return upto, seen
 
-    def give_back_drops(self, upto, seen):
-        """A journal commit that was to delete them failed: keep them for the next."""
-        with self.cv:
-            self.drop_upto = max(self.drop_upto, upto)
-            self.drop_seen.extend(seen)
-
     def stop(self):
         """Move everything, stop the thread, close the connections."""
         if self._thread is not None:
@@ -345,19 +369,20 @@ class BlockMoves:
             self.flush_req = False
             upto = self.committed_id
         upto = self._move_limit(upto)
-        blocks = read_blocks(self._lconn, self.done_id, upto)
-        if blocks:
-            last_id = blocks[-1][0]
-            n = sum(len(b) for _bid, b in blocks)
-            if self._mover is not None:
-                move = self._mover.start([b for _bid, b in blocks], self.done_id, last_id)
+        last_id, n = upto, 0
+        if self._mover is not None:
+            if upto > self.done_id:
+                n, cols = read_columns(self._lconn, self.done_id, upto)
+                move = self._mover.start_columns(*cols, self.done_id, upto)
                 while not move.step(self.slice_rows):
                     self.steps += 1
                 self.steps += 1
-            else:
-                self._move_python(blocks, last_id)
         else:
-            last_id, n = upto, 0
+            blocks = read_blocks(self._lconn, self.done_id, upto)
+            if blocks:
+                last_id = blocks[-1][0]
+                n = sum(len(b) for _bid, b in blocks)
+                self._move_python(blocks, last_id)
         applied = self._move_seen()
         with self.cv:
             self.drop_upto = max(self.drop_upto, last_id)

@@ -58,6 +58,10 @@ KIND_STR = 1
 KIND_BOOL = 2
 KIND_DATA = 3
 
+# moved blocks / applied last-seen rows deleted from the lane journal per group commit
+DROP_BLOCKS_PER_COMMIT = 32
+DROP_SEEN_PER_COMMIT = 256
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS series(
@@ -168,6 +172,9 @@ class SqliteStore:
         self.move_slice = move_slice
         self.move_max = move_max  # readings per block move (hub/store/lanejournal.py)
         self._lconn = None  # the lane journal (hub/store/lanejournal.py)
+        self._drop_upto = 0  # moved blocks up to this id are to leave the journal ...
+        self._drop_more = False  # ... and some of them are still there
+        self._drop_seen = []  # applied last-seen rows [(node, t)] still in the journal
         self._moves = None  # its BlockMoves
         self._moved_seen = 0  # _moves.done_id when _inbox_keys was last reset
         self._q = queue.SimpleQueue()
@@ -484,13 +491,24 @@ class SqliteStore:
             prev = last.get(node)
             if prev is None or seen_at >= prev[1]:
                 last[node] = (address, seen_at)
+        # What the mover put into the database leaves the journal, a bounded piece per
+        # commit: deleting a whole move's blocks (~1,250 at half load) in one ack-path
+        # commit took 4 ms and made its fsync 12 ms (the p99 at half load).
         upto, dropped_seen = self._moves.take_drops()
-        if not blocks and not last and not upto and not dropped_seen:
+        if upto > self._drop_upto:
+            self._drop_upto = upto
+            self._drop_more = True
+        self._drop_seen.extend(dropped_seen)
+        seen_now = self._drop_seen[:DROP_SEEN_PER_COMMIT]
+        if not blocks and not last and not self._drop_more and not seen_now:
             return 0, 0
+        more = self._drop_more
         try:
             lconn.execute("BEGIN IMMEDIATE")
-            # what the mover put into the database leaves the journal in this commit
-            lanejournal.drop(lconn, upto, dropped_seen, in_transaction=True)
+            if self._drop_more:
+                more = lconn.execute(lanejournal.DROP_SOME, (
+                    self._drop_upto, DROP_BLOCKS_PER_COMMIT)).rowcount == DROP_BLOCKS_PER_COMMIT
+            lanejournal.drop(lconn, 0, seen_now, in_transaction=True)
             for b in blocks:
                 last_id = lconn.execute(lanejournal.INSERT_BLOCK, (
                     len(b), b.series.tobytes(), b.time.tobytes(), b.kind.tobytes(),
@@ -503,8 +521,9 @@ class SqliteStore:
         except sqlite3.Error:
             if lconn.in_transaction:
                 lconn.rollback()
-            self._moves.give_back_drops(upto, dropped_seen)
-            raise
+            raise  # the drops stay due: the next commit tries them again
+        self._drop_more = more
+        del self._drop_seen[:len(seen_now)]
         return n, last_id
 
     def _group_commit(self, conn, writes, seen, blocks=()):

@@ -99,13 +99,18 @@ def _blocks(store, node, n_blocks, first=1):
             await store.write_many([[(node, s, None, T0, 0, 0.0, None)]], [])
         sids = [store.series_index[(node, s)][0] for s in ("x", "y", "z")]
         for k in range(first, first + n_blocks):
-            blk = Block(array.array("i", sids), array.array("d", [T0 + k] * 3),
-                        array.array("B", [0, 0, 0]), array.array("d", [k, 2.0 * k, -k]))
-            for sid in sids:
-                store.maxt[sid] = T0 + k
-            await store.write_many([], [], block=blk)
+            await _block(store, sids, k)
         return sids
     return go()
+
+
+async def _block(store, sids, k):
+    """Commit one lane block: a reading at T0 + k for each series of `sids`."""
+    blk = Block(array.array("i", sids), array.array("d", [T0 + k] * len(sids)),
+                array.array("B", [0] * len(sids)), array.array("d", [float(k)] * len(sids)))
+    for sid in sids:
+        store.maxt[sid] = T0 + k
+    await store.write_many([], [], block=blk)
 
 
 def test_a_move_takes_at_most_move_max_readings_and_the_rest_follows(tmp_path):
@@ -204,3 +209,45 @@ def test_a_query_sees_lane_readings_committed_while_the_inbox_is_empty(tmp_path)
             await store.close()
 
     assert asyncio.run(main()) == (1, 2, ("10.0.0.3:5683", T0 + 1))
+
+
+def test_moved_blocks_leave_the_journal_a_bounded_piece_per_commit(tmp_path):
+    """After a move the store thread deletes the moved blocks DROP_BLOCKS_PER_COMMIT at a
+    time, one piece per group commit (a whole move's blocks in one ack-path commit made
+    that commit's fsync the half-load p99)."""
+    require(Block is not None, "fast/lane.pyx is not built")
+    import sqlite3
+
+    from smartpark.hub.store import sqlite as store_mod
+    from smartpark.hub.store.lanejournal import journal_path
+
+    path = str(tmp_path / "hub.sqlite3")
+    per = store_mod.DROP_BLOCKS_PER_COMMIT
+
+    def in_journal():
+        j = sqlite3.connect(journal_path(path))
+        try:
+            return j.execute("SELECT count(*) FROM blocks").fetchone()[0]
+        finally:
+            j.close()
+
+    async def main():
+        store = SqliteStore(path, compact_rows=10 ** 9, compact_idle=3600)
+        await store.start(asyncio.get_running_loop())
+        try:
+            n_blocks = 2 * per + 5
+            sids = await _blocks(store, "drop-1", n_blocks)
+            assert await store.call(q_count_readings) == 3 + 3 * n_blocks  # all moved
+            counts = [in_journal()]
+            for k in range(4):  # each later commit (one new block) takes a piece away
+                await _block(store, sids, n_blocks + 1 + k)
+                counts.append(in_journal())
+            return n_blocks, counts
+        finally:
+            await store.close()
+
+    n_blocks, counts = asyncio.run(main())
+    assert counts[0] == n_blocks
+    # piece k removes min(per, left) moved blocks and adds one new (unmoved) block
+    assert counts[1:] == [n_blocks - per + 1, n_blocks - 2 * per + 2, 3, 4]
+    assert in_journal() == 0  # close moved and dropped everything
