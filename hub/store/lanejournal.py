@@ -202,7 +202,7 @@ def moved(mark, bid, sid, t):
 class BlockMoves:
     """Moves the journal's blocks into `readings` (a thread of its own; see the module)."""
 
-    def __init__(self, path, cache_mb=64, slice_rows=16384, compact_rows=100000, idle=0.5,
+    def __init__(self, path, cache_mb=64, slice_rows=4096, compact_rows=100000, idle=0.5,
                  c_mover=True, max_move=400000, nice=10):
         self.path = path
         # at most this many readings per move: bounds the mover's memory (~75 B a reading)

@@ -159,7 +159,7 @@ class SqliteStore:
     """The SQLite backend. Create, `await start()`, use, `await close()`."""
 
     def __init__(self, path, cache_mb=64, on_commit=None, compact_rows=100000, compact_idle=0.5,
-                 on_block=None, c_mover=True, move_slice=16384, move_max=400000):
+                 on_block=None, c_mover=True, move_slice=4096, move_max=400000):
         self.path = path
         self.cache_mb = cache_mb
         # on_commit(conn, new): runs in the store thread after each group commit with
