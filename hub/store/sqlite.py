@@ -647,12 +647,13 @@ class SqliteStore:
 
 
 def leaves_readings(fn):
-    """Mark a store function that neither reads nor deletes raw readings: `store.call`
+    """Mark a store function that needs no pending readings in `readings`: `store.call`
     runs it without first moving the inbox and blocks into `readings` (issue 7: node
-    and config writes during load no longer wait for a whole compaction)."""
+    and config writes during load no longer wait for a whole compaction). Such a function
+    touches no raw readings, or (retention) deletes old ones where they are: what is
+    still pending is pruned at the next pass."""
     fn.reads_readings = False
     return fn
-
 
 
 def q_load_state(conn):
@@ -754,6 +755,7 @@ def q_put_config(conn, node, body, now):
     return version
 
 
+@leaves_readings  # one retention pass used to force ~(series / 100) whole block moves
 def q_prune(conn, cutoff, after_sid=0, batch=100):
     """Delete raw readings older than `cutoff` for up to `batch` series with id > after_sid.
 
