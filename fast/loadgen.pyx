@@ -91,6 +91,7 @@ cdef struct slot_t:
     int mid
     unsigned int token
     double first
+    double bt       # the pack's base time (kept: a retransmission is the same message)
     double deadline
     double timeout
     int retries
@@ -120,7 +121,7 @@ cdef inline void put_be64(unsigned char *p, double v) noexcept nogil:
         p[i] = (u >> (56 - 8 * i)) & 0xFF
 
 
-cdef int send_msg(peer_t *p, slot_t *s, double bt0, double step) noexcept nogil:
+cdef int send_msg(peer_t *p, slot_t *s) noexcept nogil:
     """(Re)build the message of slot s from the template and send it."""
     cdef unsigned char *m = p.tmpl
     m[2] = (s.mid >> 8) & 0xFF
@@ -130,17 +131,19 @@ cdef int send_msg(peer_t *p, slot_t *s, double bt0, double step) noexcept nogil:
     m[6] = (s.token >> 8) & 0xFF
     m[7] = s.token & 0xFF
     if p.bt_off > 0:
-        put_be64(m + p.bt_off, bt0 + s.seq * step)
+        put_be64(m + p.bt_off, s.bt)
     return <int>send(p.fd, m, p.tlen, MSG_DONTWAIT)
 
 
 def run(list fds, list templates, list bt_offs, double bt0, double step=0.001,
         double peer_rate=200.0, int window=1, double duration=3.0, long max_messages=10**9,
         double drain=3.0, double ack_timeout=2.0, int max_retransmit=4, double max_peer_rate=250.0,
-        int mid_base=0):
+        int mid_base=0, bint realtime=False):
     """Drive the peers (connected non-blocking UDP sockets `fds`, one message template each:
-    CON header with a 4-byte token, bt float64 at `bt_offs[i]`, -1 for none). Returns a dict of
-    counts and latency percentiles."""
+    CON header with a 4-byte token, bt float64 at `bt_offs[i]`, -1 for none). A message's bt
+    is bt0 + seq * step, plus with `realtime` the seconds since the run started (readings
+    stamped as a live node stamps them: bt0 = the wall clock at the start). Returns a dict
+    of counts and latency percentiles."""
     cdef int n = len(fds), i, j, k, k2, ep, nev, tl, tkl, code, mid, ln
     cdef peer_t *peers
     cdef peer_t *p
@@ -227,7 +230,7 @@ def run(list fds, list templates, list bt_offs, double bt0, double step=0.001,
                             s.timeout *= 2
                             s.deadline = t + s.timeout
                             retrans += 1
-                            if send_msg(p, s, bt0, step) < 0:
+                            if send_msg(p, s) < 0:
                                 sent_err += 1
                         if s.used:
                             outstanding = True
@@ -247,12 +250,13 @@ def run(list fds, list templates, list bt_offs, double bt0, double step=0.001,
                             s.mid = (mid_base + i * 997 + s.seq) & 0xFFFF
                             s.token = (<unsigned int>i << 20) ^ s.seq
                             s.first = t
+                            s.bt = bt0 + s.seq * step + ((t - start) if realtime else 0.0)
                             s.timeout = ack_timeout * p.factor
                             s.deadline = t + s.timeout
                             s.retries = 0
                             new_msgs += 1
                             outstanding = True
-                            if send_msg(p, s, bt0, step) < 0:
+                            if send_msg(p, s) < 0:
                                 sent_err += 1
                         p.next_send += interval
                         if p.next_send < t - 0.05:
