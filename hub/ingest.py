@@ -295,14 +295,23 @@ class Pipeline:
         config_version = reg.config_version
         wanted_firmware = reg.wanted_firmware
         if lane_acks:
-            heads = {}  # node -> its ack head in this batch (same time for all)
+            heads = {}  # (config version, firmware) -> ack head (one hub time per batch)
+            per_node = {}  # node -> [ack head, address of its last report, reports]
             for i, count, node in lane_items:
-                reported(node, items[i][0], now)
-                head = heads.get(node)
-                if head is None:
-                    head = heads[node] = ack_head(now, config_version(node),
-                                                  wanted_firmware(node))
-                results[i] = (head, count)
+                e = per_node.get(node)
+                if e is None:
+                    cv = config_version(node)
+                    fw = wanted_firmware(node)
+                    head = heads.get((cv, fw))
+                    if head is None:
+                        head = heads[(cv, fw)] = ack_head(now, cv, fw)
+                    per_node[node] = e = [head, items[i][0], 0]
+                else:
+                    e[1] = items[i][0]
+                e[2] += 1
+                results[i] = (e[0], count)
+            for node, (_head, address, k) in per_node.items():
+                reported(node, address, now, k)  # same `now`: k calls would do the same
         else:
             for i, count, node in lane_items:
                 reported(node, items[i][0], now)

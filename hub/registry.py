@@ -125,8 +125,9 @@ class Registry:
 
     # ---- updates from ingest ---------------------------------------------------------------
 
-    def reported(self, node_id, address, now):
-        """A report from node_id was committed (called after the store's commit)."""
+    def reported(self, node_id, address, now, count=1):
+        """`count` reports from node_id, all received at `now`, were committed (called after
+        the store's commit; `address` is the last one's)."""
         n = self._node(node_id)
         if n.first_seen is None:
             n.first_seen = now
@@ -136,7 +137,7 @@ class Registry:
             n.learned = gap if n.learned is None else 0.8 * n.learned + 0.2 * gap
         n.last_seen = now if n.last_seen is None else max(n.last_seen, now)
         n.address = address
-        n.reports += 1
+        n.reports += count
         if not n.online:
             n.online = True
             self.events.publish("node", {"node": node_id, "online": True})

@@ -35,14 +35,16 @@ class Clock:
         return self.t
 
 
-async def _pipeline(path, clock, **store_kw):
+async def _pipeline(path, clock, lane=False, **store_kw):
     store = SqliteStore(path, **store_kw)
     await store.start(asyncio.get_running_loop())
     events = EventBus()
     registry = Registry(store, events)
     registry.load(await store.call(q_load_state))
-    return store, registry, Pipeline(store, Decoder(), registry, events, Metrics(),
-                                     clock=clock)
+    decoder = Decoder()
+    if lane:
+        assert decoder.enable_lane(store.maxt) is not None
+    return store, registry, Pipeline(store, decoder, registry, events, Metrics(), clock=clock)
 
 
 async def _stored_node(store, node):
@@ -251,3 +253,43 @@ def test_moved_blocks_leave_the_journal_a_bounded_piece_per_commit(tmp_path):
     # piece k removes min(per, left) moved blocks and adds one new (unmoved) block
     assert counts[1:] == [n_blocks - per + 1, n_blocks - 2 * per + 2, 3, 4]
     assert in_journal() == 0  # close moved and dropped everything
+
+
+def test_lane_acks_share_heads_and_count_every_report_of_a_node(tmp_path):
+    """Pipeline.ingest(lane_acks=True): a stored lane report's result is (ack head, stored);
+    reports of one node in one batch share the head of its config version and firmware, the
+    registry counts each of them and keeps the address of the last one."""
+    require(Block is not None, "fast/lane.pyx is not built")
+    from smartpark.protocol.report import ack_head, decode_ack
+
+    clock = Clock(T0 + 100)
+
+    def pack(node, k):
+        return senml_cbor(node, [("temp", 20.0 + k, 0, "Cel"), ("hum", 40.0 + k, 0, "%RH")],
+                          bt=T0 + k)
+
+    async def main():
+        store, registry, pipe = await _pipeline(str(tmp_path / "hub.sqlite3"), clock, lane=True)
+        try:
+            first = await pipe.ingest([("10.0.0.1:5683", pack("la-1", 0), 112),
+                                       ("10.0.0.2:5683", pack("la-2", 0), 112)])
+            assert all(r.code == 0x44 for r in first)  # row path: the series are new
+            registry.set_config("la-2", 7, b"\xa1\x68firmware\x651.2.3", 60.0)
+            before = registry.nodes["la-1"].reports
+            res = await pipe.ingest([("10.0.0.1:5683", pack("la-1", 1), 112),
+                                     ("10.0.0.2:5683", pack("la-2", 1), 112),
+                                     ("10.0.0.9:5683", pack("la-1", 2), 112),
+                                     ("10.0.0.1:5683", pack("la-1", 3), 112)], lane_acks=True)
+            return res, registry.nodes["la-1"].reports - before, registry.nodes["la-1"].address
+        finally:
+            await store.close()
+
+    res, counted, address = asyncio.run(main())
+    assert [type(r) for r in res] == [tuple] * 4, res
+    assert [r[1] for r in res] == [2, 2, 2, 2]
+    now = T0 + 100
+    assert res[0][0] == res[2][0] == res[3][0] == ack_head(now, 0, None)
+    assert res[1][0] == ack_head(now, 7, "1.2.3")
+    ack = decode_ack(res[1][0] + b"\x04\x02\x05\x00")
+    assert (ack["config_version"], ack["firmware"], ack["stored"]) == (7, "1.2.3", 2)
+    assert counted == 3 and address == "10.0.0.1:5683"
