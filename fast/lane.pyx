@@ -47,29 +47,17 @@ cdef Py_ssize_t grown_cap(Py_ssize_t cap, Py_ssize_t index):
     return ncap
 
 
-cdef double* grow_d(double* p, Py_ssize_t cap, Py_ssize_t ncap, double fill) except NULL:
-    cdef double* q = <double*>realloc(p, ncap * sizeof(double))
-    cdef Py_ssize_t i
-    if q == NULL:
-        raise MemoryError()
-    for i in range(cap, ncap):
-        q[i] = fill
-    return q
+ctypedef unsigned char uchar
+
+ctypedef fused elem_t:  # one array-grow helper for MaxT, Lane and Latest's element types
+    double
+    int32_t
+    uchar
 
 
-cdef int32_t* grow_i(int32_t* p, Py_ssize_t cap, Py_ssize_t ncap, int32_t fill) except NULL:
-    cdef int32_t* q = <int32_t*>realloc(p, ncap * sizeof(int32_t))
-    cdef Py_ssize_t i
-    if q == NULL:
-        raise MemoryError()
-    for i in range(cap, ncap):
-        q[i] = fill
-    return q
-
-
-cdef unsigned char* grow_b(unsigned char* p, Py_ssize_t cap, Py_ssize_t ncap,
-                           unsigned char fill) except NULL:
-    cdef unsigned char* q = <unsigned char*>realloc(p, ncap)
+cdef elem_t* grow(elem_t* p, Py_ssize_t cap, Py_ssize_t ncap, elem_t fill) except NULL:
+    """realloc p from cap to ncap elements, the new ones set to fill."""
+    cdef elem_t* q = <elem_t*>realloc(p, ncap * sizeof(elem_t))
     cdef Py_ssize_t i
     if q == NULL:
         raise MemoryError()
@@ -96,7 +84,7 @@ cdef class MaxT:
 
     cdef int _grow(self, Py_ssize_t sid) except -1:
         cdef Py_ssize_t ncap = grown_cap(self.cap, sid)
-        self.v = grow_d(self.v, self.cap, ncap, NAN)
+        self.v = grow[double](self.v, self.cap, ncap, NAN)
         self.cap = ncap
         return 0
 
@@ -194,9 +182,9 @@ cdef class Lane:
 
     cdef int _grow(self, Py_ssize_t fsid) except -1:
         cdef Py_ssize_t ncap = grown_cap(self.cap, fsid)
-        self.sid_of = grow_i(self.sid_of, self.cap, ncap, -1)
-        self.unit_of = grow_i(self.unit_of, self.cap, ncap, -1)
-        self.node_of = grow_i(self.node_of, self.cap, ncap, -1)
+        self.sid_of = grow[int32_t](self.sid_of, self.cap, ncap, -1)
+        self.unit_of = grow[int32_t](self.unit_of, self.cap, ncap, -1)
+        self.node_of = grow[int32_t](self.node_of, self.cap, ncap, -1)
         self.cap = ncap
         return 0
 
@@ -389,10 +377,10 @@ cdef class Latest:
 
     cdef int _grow(self, Py_ssize_t sid) except -1:
         cdef Py_ssize_t ncap = grown_cap(self.cap, sid)
-        self.t = grow_d(self.t, self.cap, ncap, NAN)
-        self.v = grow_d(self.v, self.cap, ncap, 0.0)
-        self.k = grow_b(self.k, self.cap, ncap, 0)
-        self.in_other = grow_b(self.in_other, self.cap, ncap, 0)
+        self.t = grow[double](self.t, self.cap, ncap, NAN)
+        self.v = grow[double](self.v, self.cap, ncap, 0.0)
+        self.k = grow[uchar](self.k, self.cap, ncap, 0)
+        self.in_other = grow[uchar](self.in_other, self.cap, ncap, 0)
         self.cap = ncap
         return 0
 
