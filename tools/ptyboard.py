@@ -19,7 +19,12 @@ boot.py, then main.py, from the flash; a Ctrl-C drops to the REPL. sys.path
 is '', '.frozen', 'lib' (relative to the flash), like '/lib' on an ESP32.
 
 Reset: `reset()` kills the process (a hard reset, like the EN button) and
-boots a new one on the same port. If the program on the board exits (the
+boots a new one on the same port. Bytes sent to the port while a new
+interpreter starts are held (up to 64 KiB) until its ROM script runs, as a
+UART's receive buffer holds them on a board: until then the process has no
+Ctrl-C handler of its own and a Ctrl-C would kill it (a phantom reboot that
+restarts main.py under a session's feet). Why each interpreter ended (exit
+code or signal) is noted in the console log, `console()`, never on the port. If the program on the board exits (the
 unix port has no machine.reset(); firmware calls sys.exit() instead) the
 board reboots the same way, unless `reboot_on_exit=False`.
 
@@ -146,6 +151,21 @@ def open(name, mode="r", *a):
 '''
 
 
+_BANNER = b"smartpark pty board: boot"
+_HOLD_MAX = 64 << 10
+
+
+def _ended(rc):
+    if rc is None:
+        return "did not exit within 5 s of SIGKILL"
+    if rc < 0:
+        try:
+            return "killed by %s" % signal.Signals(-rc).name
+        except ValueError:
+            return "killed by signal %d" % -rc
+    return "exit code %d" % rc
+
+
 def find_micropython():
     """The `micropython` unix port beside this interpreter or on PATH."""
     here = os.path.join(os.path.dirname(sys.executable), "micropython")
@@ -197,6 +217,9 @@ class PtyBoard:
         self._thread = None
         self._log = bytearray()
         self._log_cond = threading.Condition()
+        self._booted = False      # this boot's ROM banner has been seen
+        self._boot_out = b""      # output of this boot until the banner
+        self._held = bytearray()  # port input held until then
 
     # -- life cycle -------------------------------------------------------
     def start(self):
@@ -310,6 +333,8 @@ class PtyBoard:
         os.close(slave_a)
         _nonblock(master_a)
         self._master_a = master_a
+        self._booted = False
+        self._boot_out = b""
         self.boots += 1
 
     def _kill(self):
@@ -321,9 +346,10 @@ class PtyBoard:
                 proc.kill()
         if proc is not None:
             try:
-                proc.wait(5)
+                rc = proc.wait(5)
             except subprocess.TimeoutExpired:
-                pass
+                rc = None
+            self._append_log(b"\n[ptyboard] boot %d ended: %s\n" % (self.boots, _ended(rc).encode()))
         if self._master_a is not None:
             try:
                 os.close(self._master_a)
@@ -358,6 +384,14 @@ class PtyBoard:
                         data = b"" if e.errno == errno.EIO else None
                     if data:
                         self._append_log(data)
+                        if not self._booted:
+                            self._boot_out = (self._boot_out + data)[-256:]
+                            if _BANNER in self._boot_out:
+                                self._booted = True
+                                self._boot_out = b""
+                                held, self._held = bytes(self._held), bytearray()
+                                if held:
+                                    self._write_all(a, held)
                         try:
                             os.write(b, data)
                         except BlockingIOError:
@@ -373,7 +407,10 @@ class PtyBoard:
                     except OSError:
                         data = b""
                     if data and self._master_a is not None:
-                        self._write_all(self._master_a, data)
+                        if self._booted:
+                            self._write_all(self._master_a, data)
+                        else:  # held until the ROM runs; beyond 64 KiB it overruns
+                            self._held.extend(data[: max(0, _HOLD_MAX - len(self._held))])
 
     @staticmethod
     def _write_all(fd, data):

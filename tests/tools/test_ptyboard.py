@@ -52,6 +52,29 @@ def test_ctrl_c_interrupts_main_and_exit_reboots(pty_board):
     assert pty_board.wait_output(b"main up", 20)
 
 
+def test_ctrl_c_while_the_interpreter_starts_is_held_not_fatal(pty_board):
+    """A session that opens right after a reset sends Ctrl-C before the interpreter has a
+    handler for it: the board holds the bytes (a UART buffer) instead of dying and rebooting
+    into main.py behind the session's back."""
+    with open(os.path.join(pty_board.flash_dir, "main.py"), "w") as f:
+        f.write("import time\nprint('main up')\nwhile True:\n    time.sleep(0.05)\n")
+    fd = os.open(pty_board.port, os.O_RDWR | os.O_NOCTTY)
+    try:
+        for _ in range(3):
+            pty_board.reset()
+            boots = pty_board.boots
+            os.write(fd, b"\r\x03")  # what mpremote's enter_raw_repl sends first
+            assert pty_board.wait_output(b"KeyboardInterrupt in main.py", 20) or \
+                pty_board.wait_output(b">>> ", 1), pty_board.console()[-500:]
+            time.sleep(0.3)
+            assert pty_board.boots == boots and pty_board.alive(), pty_board.console()[-500:]
+    finally:
+        os.close(fd)
+    r = mpremote(pty_board.port, "exec", "print('repl ok')")
+    assert r.returncode == 0 and "repl ok" in r.stdout, r.stdout + r.stderr
+    assert b"[ptyboard] boot 1 ended: killed by SIGKILL" in pty_board.console()
+
+
 def test_standalone_tool(tmp_path):
     """`python -m smartpark.tools.ptyboard --flash DIR` prints its port and stops on Ctrl-C."""
     flash = tmp_path / "flash"
