@@ -37,6 +37,8 @@ cdef extern from *:
     const char *sqlite3_errmsg(sqlite3 *db);
     int sqlite3_busy_timeout(sqlite3 *db, int ms);
     const char *sqlite3_libversion(void);
+    long long sqlite3_memory_used(void);
+    long long sqlite3_memory_highwater(int resetFlag);
     #define SP_SQLITE_OPEN_READWRITE 0x00000002
     #define SP_SQLITE_OPEN_NOMUTEX 0x00008000
     #define SP_SQLITE_DONE 101
@@ -71,6 +73,8 @@ cdef extern from *:
     const char *sqlite3_errmsg(sqlite3 *db) nogil
     int sqlite3_busy_timeout(sqlite3 *db, int ms) nogil
     const char *sqlite3_libversion() nogil
+    long long sqlite3_memory_used() nogil
+    long long sqlite3_memory_highwater(int resetFlag) nogil
     int SP_SQLITE_OPEN_READWRITE
     int SP_SQLITE_OPEN_NOMUTEX
     int SP_SQLITE_DONE
@@ -90,6 +94,12 @@ _MARK = (b"INSERT OR REPLACE INTO block_moved(k, done_id, last_id, series, t)"
 
 def library_version():
     return sqlite3_libversion().decode()
+
+
+def memory():
+    """(bytes, high-water bytes) SQLite has allocated in this process, all connections
+    together (Python's sqlite3 and this module share one libsqlite3: see usable())."""
+    return sqlite3_memory_used(), sqlite3_memory_highwater(0)
 
 
 def usable():

@@ -13,6 +13,7 @@ the database (WAL checkpoint). A restart loads everything back.
 import asyncio
 import gc
 import logging
+import os
 import sys
 import time
 
@@ -33,6 +34,24 @@ from .store.sqlite import SqliteStore, q_load_state, q_prune
 GC_GEN0 = 50000  # allocations between young-generation collections (default 700)
 
 log = logging.getLogger("smartpark.hub")
+
+try:  # SQLite's own memory counter (the C extension shares Python's libsqlite3)
+    from smartpark.fast import blockstore as _blockstore
+    if _blockstore.usable() is not None:
+        _blockstore = None
+except ImportError:
+    _blockstore = None
+
+
+def _rss_bytes():
+    """Resident set size of this process (Linux /proc; elsewhere the peak from getrusage)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
 
 
 class Hub:
@@ -57,7 +76,7 @@ class Hub:
         except RuntimeError as e:
             self.rollup_error = str(e)
             log.warning("%s", e)
-        self.store = SqliteStore(c.db_path, cache_mb=c.store_cache_mb,
+        self.store = SqliteStore(c.db_path, cache_mb=c.store_cache_mb, memory_mb=c.store_memory_mb,
                                  on_commit=self.rollups.on_commit if self.rollups else None,
                                  on_block=self.rollups.on_block if self.rollups else None)
         await self.store.start(loop)
@@ -151,6 +170,11 @@ class Hub:
                 ("blocks_pending", "Lane readings committed, not yet moved", "blocks_pending")):
             m.gauge("smartpark_store_" + name, help_text,
                     lambda attr=attr: getattr(self.store, attr))
+        if _blockstore is not None:
+            m.gauge("smartpark_sqlite_memory_bytes",
+                    "Heap SQLite holds in the hub process (page caches of every connection)",
+                    lambda: _blockstore.memory()[0])
+        m.gauge("smartpark_process_rss_bytes", "Resident memory of the hub process", _rss_bytes)
         m.gauge("smartpark_nodes", "Known nodes", lambda: len(self.registry.nodes))
         m.gauge("smartpark_nodes_online", "Nodes online",
                 lambda: sum(1 for n in self.registry.nodes.values() if n.online))

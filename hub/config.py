@@ -23,7 +23,8 @@ TOML layout (every key optional):
     [store]
     retention_days = 30     # raw readings; rollups are kept
     retention_interval = 3600
-    cache_mb = 64
+    cache_mb = 64           # page cache of each SQLite connection
+    memory_mb = 48          # SQLite's memory for the whole hub, all connections together
     [liveness]
     factor = 3.0            # offline after factor x expected interval without a report
     default_interval = 60.0 # s, when neither config nor history gives one
@@ -67,6 +68,7 @@ _SPEC = {
     "store.retention_days": (30.0, "posfloat"),
     "store.retention_interval": (3600.0, "posfloat"),
     "store.cache_mb": (64, "posint"),
+    "store.memory_mb": (48, "posint"),
     "liveness.factor": (3.0, "posfloat"),
     "liveness.default_interval": (60.0, "posfloat"),
     "liveness.check_interval": (1.0, "posfloat"),

@@ -189,6 +189,7 @@ class Target:
         self.env = env
         self.proc = None
         self.port0 = port  # 0: the process picks its port and names it in the ready line
+        self.http = None   # a hub's HTTP port (from its ready line): its /metrics
 
     def start(self, timeout=30):
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -202,9 +203,11 @@ class Target:
             if not line:
                 break
             if line.startswith(self.ready):
+                fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
                 if self.port == 0:
-                    fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
                     self.port = int(fields["coap"])
+                if fields.get("http", "").isdigit():
+                    self.http = int(fields["http"])
                 return self
         self.stop()
         raise RuntimeError("%s did not start" % self.name)
@@ -217,6 +220,17 @@ class Target:
                         return int(line.split()[1])
         except OSError:
             return None
+        return None
+
+    def gauge(self, name):
+        """One gauge from a hub's /metrics (None for other targets or when it is absent)."""
+        if self.http is None:
+            return None
+        import urllib.request
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.http, timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
         return None
 
     def restart(self):
@@ -333,7 +347,10 @@ def _hold(tg, peers, rate, window, hold, say):
     while time.monotonic() < t_end:
         r = load("127.0.0.1", tg.port, peers=peers, peer_rate=rate, seconds=min(10.0, hold),
                  window=window, drain=2.0, node_prefix="hold")
-        samples.append((round(r["acked_per_s"]), tg.rss_kb(), _ms(r["p99"])))
+        sq = tg.gauge("smartpark_sqlite_memory_bytes")
+        # (acked/s, RSS kB, p99 ms, of the RSS: kB SQLite holds -- its page caches)
+        samples.append((round(r["acked_per_s"]), tg.rss_kb(), _ms(r["p99"]),
+                        None if sq is None else round(sq / 1024)))
         say("hold: %r" % (samples[-1],))
     return samples
 

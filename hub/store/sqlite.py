@@ -159,9 +159,13 @@ class SqliteStore:
     """The SQLite backend. Create, `await start()`, use, `await close()`."""
 
     def __init__(self, path, cache_mb=64, on_commit=None, compact_rows=100000, compact_idle=0.5,
-                 on_block=None, c_mover=True, move_slice=4096, move_max=400000):
+                 on_block=None, c_mover=True, move_slice=4096, move_max=400000, memory_mb=None):
         self.path = path
         self.cache_mb = cache_mb
+        # SQLite's soft heap limit for the whole process (PRAGMA soft_heap_limit): over it
+        # every connection's page cache recycles its least recently used pages instead of
+        # growing, so the store's connections together stay near this budget.
+        self.memory_mb = memory_mb
         # on_commit(conn, new): runs in the store thread after each group commit with
         # every newly inserted row as (series, t, kind, val, sum), in (series, t) order
         # (used to feed the rollups).
@@ -296,6 +300,8 @@ class SqliteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA cache_size=%d" % (-1024 * int(self.cache_mb)))
+        if self.memory_mb:
+            conn.execute("PRAGMA soft_heap_limit=%d" % (int(self.memory_mb) << 20))
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.executescript(_SCHEMA)
         for sid, node, sensor, unit in conn.execute("SELECT id, node, sensor, unit FROM series"):

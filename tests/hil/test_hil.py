@@ -84,31 +84,35 @@ def _upload(b, kind):
 def _run_on_board(hil, kind, modname, timeout):
     key = (kind, modname)
     if key not in _RESULTS:
-        with hil.session() as b:
-            _upload(b, kind)
-            # The cases write files in their cwd (the outbox cases make outbox.log): run them
-            # in a scratch directory, never in the node's own flash root, with absolute paths.
-            b.makedirs(BOARD_DIR + "/run")
-            code = ("import sys, gc, os\n"
-                    "gc.collect()\n"
-                    "_root = os.getcwd().rstrip('/')\n"
-                    "_path = list(sys.path)\n"
-                    "sys.path[:] = [_root + '/' + %r, _root or '/', _root + '/lib', '.frozen']\n"
-                    "sys.argv[:] = ['mprunner', %r, _root + '/' + %r]\n"
-                    "os.chdir(_root + '/' + %r)\n"
-                    "try:\n"
-                    " exec(open(_root + '/' + %r).read(), {'__name__': 'mprunner'})\n"
-                    "finally:\n"
-                    " os.chdir(_root or '/')\n"
-                    " sys.path[:] = _path\n"
-                    " sys.modules.pop(%r, None)\n"
-                    % (BOARD_DIR, modname, BOARD_DIR + "/vectors", BOARD_DIR + "/run",
-                       BOARD_DIR + "/mprunner.py", modname))
-            try:
+        # The cases write files in their cwd (the outbox cases make outbox.log): run them
+        # in a scratch directory, never in the node's own flash root, with absolute paths.
+        code = ("import sys, gc, os\n"
+                "gc.collect()\n"
+                "_root = os.getcwd().rstrip('/')\n"
+                "_path = list(sys.path)\n"
+                "sys.path[:] = [_root + '/' + %r, _root or '/', _root + '/lib', '.frozen']\n"
+                "sys.argv[:] = ['mprunner', %r, _root + '/' + %r]\n"
+                "os.chdir(_root + '/' + %r)\n"
+                "try:\n"
+                " exec(open(_root + '/' + %r).read(), {'__name__': 'mprunner'})\n"
+                "finally:\n"
+                " os.chdir(_root or '/')\n"
+                " sys.path[:] = _path\n"
+                " sys.modules.pop(%r, None)\n"
+                % (BOARD_DIR, modname, BOARD_DIR + "/vectors", BOARD_DIR + "/run",
+                   BOARD_DIR + "/mprunner.py", modname))
+        try:
+            with hil.session() as b:
+                _upload(b, kind)
+                b.makedirs(BOARD_DIR + "/run")
                 out = b.exec(code, "running %s on the board" % modname, timeout=timeout)
-            except Exception as e:  # noqa: BLE001 - report it for every case of the module
-                out = "CRASH %s" % e
+        except Exception as e:  # noqa: BLE001 - report it for every case of the module
+            out = "CRASH %s" % e
         results = parse_results(out)
+        if "__crash__" in results and hil.ptyboard is not None:
+            # what the board itself printed (and why any boot ended) explains a lost session
+            results["__crash__"] += "\n--- pty board console, last 1500 bytes ---\n" + \
+                hil.ptyboard.console()[-1500:].decode("utf-8", "replace")
         _RESULTS[key] = results
     return _RESULTS[key]
 

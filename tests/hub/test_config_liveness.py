@@ -43,6 +43,7 @@ def test_toml_then_flags_override(tmp_path):
     ("[store]\nretention_days = \"30\"\n", "store.retention_days", "not a string"),
     ("[coap]\nport = \"5683\"\n", "coap.port", "not a string"),
     ("[coap]\nmax_future = -5\n", "coap.max_future", "positive number"),
+    ("[store]\nmemory_mb = 0\n", "store.memory_mb", "positive integer"),
 ])
 def test_wrong_values_name_the_key(tmp_path, text, key, expected):
     f = tmp_path / "hub.toml"

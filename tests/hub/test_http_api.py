@@ -99,6 +99,11 @@ def test_healthz_and_metrics(seeded):
             float(value)
             assert key.split("{")[0].startswith("smartpark_")
     assert seeded.metric("smartpark_readings_stored_total") >= 3
+    # memory an operator watches: the process, and of it what SQLite's caches hold
+    rss = seeded.metric("smartpark_process_rss_bytes")
+    assert 10 << 20 < rss < 4 << 30
+    if os.environ.get("SMARTPARK_PUREPYTHON") != "1":
+        assert 0 < seeded.metric("smartpark_sqlite_memory_bytes") < rss
 
 
 def _sse_reader(port, path, out, ready, until):

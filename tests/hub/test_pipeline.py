@@ -9,6 +9,7 @@ import os
 import sqlite3
 
 import cbor2
+import pytest
 from hubutil import T0, senml_cbor, senml_json
 from smartpark.hub.codec import Decoder
 from smartpark.hub.events import EventBus
@@ -117,3 +118,54 @@ def test_a_decoder_fault_is_a_5_00_not_a_crash(tmp_path):
     assert [r.code for r in res] == [0xA0, 0x8F]
     assert ok[0].code == 0x44 and ok[0].stored == 1
     assert 'smartpark_errors_total{kind="internal"} 1' in text
+
+
+def _fill(tmp_path, name, memory_mb):
+    """200,000 readings through the pipeline into a store with this SQLite budget; returns
+    the most SQLite held in the process while the store was open."""
+    from smartpark.fast import blockstore
+
+    async def go(pipe, metrics, registry):
+        base = blockstore.memory()[0]
+        peak = 0
+        for k in range(60):
+            await asyncio.gather(*(pipe.ingest([(
+                "10.0.1.%d:1" % n, senml_cbor("mem-%d" % n, [("s%d" % j, float(k), k + j * 1e-3)
+                                                            for j in range(50)]), 112)])
+                for n in range(100)))
+            peak = max(peak, blockstore.memory()[0])
+        return base, peak
+
+    async def run():
+        store = SqliteStore(os.path.join(str(tmp_path), name), memory_mb=memory_mb)
+        await store.start(asyncio.get_running_loop())
+        events = EventBus()
+        registry = Registry(store, events)
+        registry.load(await store.call(q_load_state))
+        pipe = Pipeline(store, Decoder(), registry, events, Metrics())
+        try:
+            return await go(pipe, None, registry)
+        finally:
+            await store.close()
+    return asyncio.run(run())
+
+
+def test_memory_budget_bounds_sqlite_in_the_whole_process(tmp_path):
+    """store.memory_mb is SQLite's soft heap limit: every connection's page cache together
+    stays near it (each cache alone may grow to cache_mb = 64 MB)."""
+    from smartpark.fast import blockstore
+    if blockstore.usable() is not None:
+        pytest.skip(blockstore.usable())
+    probe = sqlite3.connect(":memory:")
+    try:
+        unbounded = _fill(tmp_path, "a.sqlite3", None)
+        assert probe.execute("PRAGMA soft_heap_limit").fetchone()[0] == 0
+        bounded = _fill(tmp_path, "b.sqlite3", 4)
+        assert probe.execute("PRAGMA soft_heap_limit").fetchone()[0] == 4 << 20
+    finally:
+        probe.execute("PRAGMA soft_heap_limit=0")  # process-wide: leave the others unbounded
+        probe.close()
+    print("SQLite MB open/peak: unbounded %.1f/%.1f, budget 4 MB %.1f/%.1f" % tuple(
+        x / 2**20 for x in unbounded + bounded))
+    assert unbounded[1] > 8 << 20
+    assert bounded[1] < 6 << 20
