@@ -199,9 +199,10 @@ class Hub:
         interval = self.config.liveness_check_interval
         while True:
             await asyncio.sleep(interval)
-            for node_id in self.registry.check_liveness():
+            changed = self.registry.check_liveness()
+            if changed:  # one transaction for all of them, not one fsync each
                 try:
-                    await self.registry._persist(self.registry.nodes[node_id])
+                    await self.registry._persist(*(self.registry.nodes[i] for i in changed))
                 except Exception:  # noqa: BLE001 - store closing; state is rebuilt on start
                     return
 

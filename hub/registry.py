@@ -18,7 +18,7 @@ import time
 
 from smartpark.protocol import cbor
 
-from .store.sqlite import KIND_BOOL, KIND_DATA, KIND_NUM, KIND_STR, StoreClosed, q_upsert_node
+from .store.sqlite import KIND_BOOL, KIND_DATA, KIND_NUM, KIND_STR, StoreClosed, q_upsert_nodes
 
 HEALTH_PREFIX = "health."
 
@@ -196,22 +196,22 @@ class Registry:
         self.events.publish("registration", {"node": node_id, "action": "remove"})
         return self._persist(n)
 
-    def _persist(self, n):
-        """Write the node's row through the store; returns an awaitable that never raises
-        unobserved (callers from aiocoap callbacks do not await it)."""
+    def _persist(self, n, *more):
+        """Write the nodes' rows through the store (one transaction); returns an awaitable
+        that never raises unobserved (callers from aiocoap callbacks do not await it)."""
         try:
-            fut = self._write_node(n)
+            fut = self.store.call(q_upsert_nodes, [self._row(x) for x in (n,) + more])
         except StoreClosed:
             return _done()
         fut.add_done_callback(_consume)
         return fut
 
-    def _write_node(self, n):
-        return self.store.call(q_upsert_node, {
-            "id": n.id, "address": n.address, "firmware": n.firmware, "lt": n.lt,
-            "registered": n.registered, "rd": json.dumps(n.rd) if n.rd is not None else None,
-            "last_seen": n.last_seen, "online": int(n.online), "interval": n.interval,
-            "first_seen": n.first_seen})
+    @staticmethod
+    def _row(n):
+        return {"id": n.id, "address": n.address, "firmware": n.firmware, "lt": n.lt,
+                "registered": n.registered, "rd": json.dumps(n.rd) if n.rd is not None else None,
+                "last_seen": n.last_seen, "online": int(n.online), "interval": n.interval,
+                "first_seen": n.first_seen}
 
     # ---- configs ----------------------------------------------------------------------------
 

@@ -169,3 +169,35 @@ def test_memory_budget_bounds_sqlite_in_the_whole_process(tmp_path):
         x / 2**20 for x in unbounded + bounded))
     assert unbounded[1] > 8 << 20
     assert bounded[1] < 6 << 20
+
+
+def test_nodes_going_offline_together_are_persisted_in_one_transaction(tmp_path):
+    """The liveness check turns every overdue node offline in one pass; their rows go to the
+    store as one job (one fsync), not one commit each in front of the ack path's commits."""
+    from smartpark.hub.store.sqlite import q_upsert_nodes
+
+    async def go(pipe, metrics, registry):
+        for i in range(300):
+            registry.reported("off-%d" % i, "10.0.2.%d:1" % (i % 250), T0)
+        await registry._persist(*registry.nodes.values())
+        calls = []
+        real = pipe.store.call
+
+        def counting(fn, *args):
+            calls.append((fn, len(args[0]) if args else 0))
+            return real(fn, *args)
+        pipe.store.call = counting
+        changed = registry.check_liveness(now=T0 + 10 * 86400)
+        await registry._persist(*(registry.nodes[i] for i in changed))
+        pipe.store.call = real
+        return changed, calls
+
+    changed, calls = asyncio.run(_with_pipeline(tmp_path, go))
+    assert len(changed) == 300
+    assert calls == [(q_upsert_nodes, 300)]
+    conn = sqlite3.connect(os.path.join(str(tmp_path), "hub.sqlite3"))
+    try:
+        assert conn.execute("SELECT count(*), sum(online) FROM nodes WHERE id LIKE 'off-%'"
+                            ).fetchone() == (300, 0)
+    finally:
+        conn.close()
