@@ -87,26 +87,44 @@ def _raise_nofile(n):
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 256), hard))
 
 
-def load(host, port, peers=500, peer_rate=200.0, seconds=3.0, window=1, drain=3.0,
-         max_messages=10 ** 9, ack_timeout=2.0, node_prefix=None, bt0=None, realtime=True):
-    """Drive `peers` CoAP endpoints against host:port; returns the loadgen result dict plus
-    `acked` (2.xx responses) and `acked_per_s`. Readings are stamped with the wall clock
-    (`realtime`, as live nodes do; a message's time is unique per peer: + 1 us a message),
-    or from `bt0` (default two days ago) 1 ms apart per message."""
-    if _loadgen is None:
-        raise RuntimeError("smartpark.fast.loadgen is not built (%s); run "
-                           "`python setup.py build_ext --inplace`" % _LOADGEN_ERROR)
+def peer_sockets(host, port, peers):
+    """`peers` connected non-blocking UDP sockets (each its own source port: a CoAP peer)."""
     _raise_nofile(peers)
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    prefix = node_prefix or "lg%x" % (os.getpid() & 0xFFFF)
     socks = []
     try:
         for _ in range(peers):
             s = socket.socket(fam, socket.SOCK_DGRAM)
+            socks.append(s)
             s.setblocking(False)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
             s.connect((host, port))
-            socks.append(s)
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+def load(host, port, peers=500, peer_rate=200.0, seconds=3.0, window=1, drain=3.0,
+         max_messages=10 ** 9, ack_timeout=2.0, node_prefix=None, bt0=None, realtime=True,
+         socks=None, mid_base=None):
+    """Drive `peers` CoAP endpoints against host:port; returns the loadgen result dict plus
+    `acked` (2.xx responses) and `acked_per_s`. Readings are stamped with the wall clock
+    (`realtime`, as live nodes do; a message's time is unique per peer: + 1 us a message),
+    or from `bt0` (default two days ago) 1 ms apart per message. `socks` (from
+    peer_sockets, kept open) makes the same peers go on from an earlier run, as nodes keep
+    their source port; `mid_base` must then move past the message IDs they used."""
+    if _loadgen is None:
+        raise RuntimeError("smartpark.fast.loadgen is not built (%s); run "
+                           "`python setup.py build_ext --inplace`" % _LOADGEN_ERROR)
+    prefix = node_prefix or "lg%x" % (os.getpid() & 0xFFFF)
+    own = socks is None
+    if own:
+        socks = peer_sockets(host, port, peers)
+    elif len(socks) != peers:
+        raise ValueError("%d sockets for %d peers" % (len(socks), peers))
+    try:
         tmpls = []
         offs = []
         for i in range(peers):
@@ -119,10 +137,12 @@ def load(host, port, peers=500, peer_rate=200.0, seconds=3.0, window=1, drain=3.
                            1e-6 if realtime else 0.001,
                            peer_rate=peer_rate, window=window, duration=seconds,
                            max_messages=max_messages, drain=drain, ack_timeout=ack_timeout,
-                           mid_base=os.getpid() & 0xFFFF, realtime=realtime)
+                           mid_base=(os.getpid() & 0xFFFF) if mid_base is None else mid_base,
+                           realtime=realtime)
     finally:
-        for s in socks:
-            s.close()
+        if own:
+            for s in socks:
+                s.close()
     acked = sum(v for k, v in res["codes"].items() if k.startswith("2."))
     res["acked"] = acked
     res["acked_per_s"] = acked / res["seconds"] if res["seconds"] > 0 else 0.0
@@ -342,16 +362,27 @@ def compare(seconds=3.0, peers=500, peer_rate=250.0, window=4, half_load=True, h
 
 
 def _hold(tg, peers, rate, window, hold, say):
+    """Half load for `hold` seconds in 10-s windows, by the same peers throughout (their
+    sockets stay open, as nodes keep their source port; message IDs go on from window to
+    window, so none repeats within EXCHANGE_LIFETIME)."""
     samples = []
     t_end = time.monotonic() + hold
-    while time.monotonic() < t_end:
-        r = load("127.0.0.1", tg.port, peers=peers, peer_rate=rate, seconds=min(10.0, hold),
-                 window=window, drain=2.0, node_prefix="hold")
-        sq = tg.gauge("smartpark_sqlite_memory_bytes")
-        # (acked/s, RSS kB, p99 ms, of the RSS: kB SQLite holds -- its page caches)
-        samples.append((round(r["acked_per_s"]), tg.rss_kb(), _ms(r["p99"]),
-                        None if sq is None else round(sq / 1024)))
-        say("hold: %r" % (samples[-1],))
+    seconds = min(10.0, hold)
+    socks = peer_sockets("127.0.0.1", tg.port, peers)
+    mid = os.getpid() & 0xFFFF
+    try:
+        while time.monotonic() < t_end:
+            r = load("127.0.0.1", tg.port, peers=peers, peer_rate=rate, seconds=seconds,
+                     window=window, drain=2.0, node_prefix="hold", socks=socks, mid_base=mid)
+            mid = (mid + int(rate * seconds) + 2 * window + 1) & 0xFFFF
+            sq = tg.gauge("smartpark_sqlite_memory_bytes")
+            # (acked/s, RSS kB, p99 ms, of the RSS: kB SQLite holds -- its page caches)
+            samples.append((round(r["acked_per_s"]), tg.rss_kb(), _ms(r["p99"]),
+                            None if sq is None else round(sq / 1024)))
+            say("hold: %r" % (samples[-1],))
+    finally:
+        for s in socks:
+            s.close()
     return samples
 
 

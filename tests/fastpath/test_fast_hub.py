@@ -231,6 +231,36 @@ def test_overload_503_bounded_memory_and_recovery(tmp_path):
     assert "Traceback" not in err
 
 
+def test_load_continued_by_the_same_peers_is_stored_not_deduplicated(tmp_path):
+    """The bench's hold keeps its peers (sockets) from window to window, as nodes keep their
+    source port (message IDs move on, as a client's do): the sockets stay usable across runs
+    and every report of every window is stored."""
+    coapload = pytest.importorskip("smartpark.tools.coapload")
+    pytest.importorskip("smartpark.fast.loadgen")
+    h = _start(tmp_path, "continued", True)
+    try:
+        socks = coapload.peer_sockets("127.0.0.1", h.coap_port, 20)
+        try:
+            runs = []
+            mid = 100
+            for _ in range(3):
+                runs.append(coapload.load("127.0.0.1", h.coap_port, peers=20, peer_rate=50,
+                                          seconds=1.0, window=2, node_prefix="cont",
+                                          socks=socks, mid_base=mid))
+                mid += 50 + 5
+        finally:
+            for s in socks:
+                s.close()
+        acked = sum(r["acked"] for r in runs)
+        assert all(r["codes"] == {"2.04": r["sent"]} and r["sent"] > 20 for r in runs), runs
+        assert h.metric("smartpark_reports_duplicate_total") == 0
+        # 4 readings a report, every one stored
+        assert h.metric("smartpark_readings_stored_total") == 4 * acked
+    finally:
+        err = _stop(h)
+    assert "Traceback" not in err
+
+
 def test_aiocoap_and_libcoap_clients_on_the_fast_port(tmp_path, coap_client_bin):
     """Standard clients see one server: POST /r (fast), discovery and /cfg (aiocoap)."""
     import asyncio
