@@ -38,7 +38,6 @@ cdef extern from *:
     int sqlite3_busy_timeout(sqlite3 *db, int ms);
     const char *sqlite3_libversion(void);
     long long sqlite3_memory_used(void);
-    long long sqlite3_memory_highwater(int resetFlag);
     #define SP_SQLITE_OPEN_READWRITE 0x00000002
     #define SP_SQLITE_OPEN_NOMUTEX 0x00008000
     #define SP_SQLITE_DONE 101
@@ -74,7 +73,6 @@ cdef extern from *:
     int sqlite3_busy_timeout(sqlite3 *db, int ms) nogil
     const char *sqlite3_libversion() nogil
     long long sqlite3_memory_used() nogil
-    long long sqlite3_memory_highwater(int resetFlag) nogil
     int SP_SQLITE_OPEN_READWRITE
     int SP_SQLITE_OPEN_NOMUTEX
     int SP_SQLITE_DONE
@@ -97,9 +95,9 @@ def library_version():
 
 
 def memory():
-    """(bytes, high-water bytes) SQLite has allocated in this process, all connections
-    together (Python's sqlite3 and this module share one libsqlite3: see usable())."""
-    return sqlite3_memory_used(), sqlite3_memory_highwater(0)
+    """Bytes SQLite has allocated in this process, all connections together (Python's
+    sqlite3 and this module share one libsqlite3: see usable())."""
+    return sqlite3_memory_used()
 
 
 def usable():

@@ -173,7 +173,7 @@ class Hub:
         if _blockstore is not None:
             m.gauge("smartpark_sqlite_memory_bytes",
                     "Heap SQLite holds in the hub process (page caches of every connection)",
-                    lambda: _blockstore.memory()[0])
+                    _blockstore.memory)
         m.gauge("smartpark_process_rss_bytes", "Resident memory of the hub process", _rss_bytes)
         m.gauge("smartpark_nodes", "Known nodes", lambda: len(self.registry.nodes))
         m.gauge("smartpark_nodes_online", "Nodes online",

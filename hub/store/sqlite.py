@@ -738,22 +738,18 @@ def q_upsert_nodes(conn, nodes):
     """nodes: dicts with id and any of the nodes columns (missing columns are left alone),
     all in one transaction -- one fsync: the liveness check may turn hundreds of nodes
     offline in one pass, and the store thread is on the ack path."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for node in nodes:
-            cols = [k for k in ("address", "firmware", "lt", "registered", "rd", "last_seen",
-                                "online", "interval", "first_seen") if k in node]
-            values = [node[k] for k in cols]
-            if isinstance(node.get("rd"), (dict, list)):
-                values[cols.index("rd")] = json.dumps(node["rd"])
-            sets = ", ".join("%s = excluded.%s" % (c, c) for c in cols) or "id = id"
-            conn.execute(
-                "INSERT INTO nodes(id%s) VALUES (?%s) ON CONFLICT(id) DO UPDATE SET %s"
-                % ("".join(", " + c for c in cols), ", ?" * len(cols), sets),
-                [node["id"]] + values)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    conn.execute("BEGIN IMMEDIATE")  # a failure is rolled back by the store thread
+    for node in nodes:
+        cols = [k for k in ("address", "firmware", "lt", "registered", "rd", "last_seen",
+                            "online", "interval", "first_seen") if k in node]
+        values = [node[k] for k in cols]
+        if isinstance(node.get("rd"), (dict, list)):
+            values[cols.index("rd")] = json.dumps(node["rd"])
+        sets = ", ".join("%s = excluded.%s" % (c, c) for c in cols) or "id = id"
+        conn.execute(
+            "INSERT INTO nodes(id%s) VALUES (?%s) ON CONFLICT(id) DO UPDATE SET %s"
+            % ("".join(", " + c for c in cols), ", ?" * len(cols), sets),
+            [node["id"]] + values)
     conn.execute("COMMIT")
 
 

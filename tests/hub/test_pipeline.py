@@ -126,14 +126,14 @@ def _fill(tmp_path, name, memory_mb):
     from smartpark.fast import blockstore
 
     async def go(pipe, metrics, registry):
-        base = blockstore.memory()[0]
+        base = blockstore.memory()
         peak = 0
         for k in range(60):
             await asyncio.gather(*(pipe.ingest([(
                 "10.0.1.%d:1" % n, senml_cbor("mem-%d" % n, [("s%d" % j, float(k), k + j * 1e-3)
                                                             for j in range(50)]), 112)])
                 for n in range(100)))
-            peak = max(peak, blockstore.memory()[0])
+            peak = max(peak, blockstore.memory())
         return base, peak
 
     async def run():
