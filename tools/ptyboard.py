@@ -23,7 +23,9 @@ boots a new one on the same port. Bytes sent to the port while a new
 interpreter starts are held (up to 64 KiB) until its ROM script runs, as a
 UART's receive buffer holds them on a board: until then the process has no
 Ctrl-C handler of its own and a Ctrl-C would kill it (a phantom reboot that
-restarts main.py under a session's feet). Why each interpreter ended (exit
+restarts main.py under a session's feet). For the same reason input holding
+a Ctrl-C waits (milliseconds) while the unix port switches terminal modes
+around an execution with SIGINT at its default action (see _ctrl_c_safe). Why each interpreter ended (exit
 code or signal) is noted in the console log, `console()`, never on the port. If the program on the board exits (the
 unix port has no machine.reset(); firmware calls sys.exit() instead) the
 board reboots the same way, unless `reboot_on_exit=False`.
@@ -370,7 +372,7 @@ class PtyBoard:
                 a, b = self._master_a, self._master_b
             fds = [fd for fd in (a, b) if fd is not None]
             try:
-                ready, _, _ = select.select(fds, [], [], 0.1)
+                ready, _, _ = select.select(fds, [], [], 0.002 if self._held else 0.1)
             except (OSError, ValueError):
                 time.sleep(0.01)
                 continue
@@ -389,9 +391,6 @@ class PtyBoard:
                             if _BANNER in self._boot_out:
                                 self._booted = True
                                 self._boot_out = b""
-                                held, self._held = bytes(self._held), bytearray()
-                                if held:
-                                    self._write_all(a, held)
                         try:
                             os.write(b, data)
                         except BlockingIOError:
@@ -407,10 +406,31 @@ class PtyBoard:
                     except OSError:
                         data = b""
                     if data and self._master_a is not None:
-                        if self._booted:
-                            self._write_all(self._master_a, data)
-                        else:  # held until the ROM runs; beyond 64 KiB it overruns
-                            self._held.extend(data[: max(0, _HOLD_MAX - len(self._held))])
+                        # held while the interpreter could not take it; beyond 64 KiB the
+                        # input overruns, as a UART's buffer does
+                        self._held.extend(data[: max(0, _HOLD_MAX - len(self._held))])
+                if self._held and self._master_a is not None and self._booted and (
+                        b"\x03" not in self._held or self._ctrl_c_safe()):
+                    held, self._held = bytes(self._held), bytearray()
+                    self._write_all(self._master_a, held)
+
+    def _ctrl_c_safe(self):
+        """May a Ctrl-C reach the interpreter now? Yes while its terminal is raw (the REPL
+        reads it as a byte) or while it has its own SIGINT handler (a running program gets
+        KeyboardInterrupt). Not in between: around each execution the unix port switches
+        the terminal back to its original mode (ISIG on) with SIGINT's default action, and
+        a Ctrl-C there kills the interpreter -- which a board's UART never does (seen under
+        load: a session's Ctrl-C right after the previous one left the raw REPL)."""
+        try:
+            if not termios.tcgetattr(self._master_a)[3] & termios.ISIG:
+                return True  # the pty master reports the board terminal's modes
+            with open("/proc/%d/status" % self._proc.pid) as f:
+                for line in f:
+                    if line.startswith("SigCgt:"):
+                        return bool(int(line.split()[1], 16) >> (signal.SIGINT - 1) & 1)
+        except (OSError, termios.error, ValueError, AttributeError):
+            pass
+        return True  # cannot tell (no /proc): pass it on as before
 
     @staticmethod
     def _write_all(fd, data):

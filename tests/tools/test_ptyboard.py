@@ -75,6 +75,38 @@ def test_ctrl_c_while_the_interpreter_starts_is_held_not_fatal(pty_board):
     assert b"[ptyboard] boot 1 ended: killed by SIGKILL" in pty_board.console()
 
 
+def test_ctrl_c_in_the_unix_ports_mode_switch_waits_instead_of_killing(pty_board):
+    """Around each execution the unix port puts its terminal back in the original mode (Ctrl-C
+    raises SIGINT) while SIGINT has its default action: a Ctrl-C landing there killed the
+    interpreter (seen in CI: a session's Ctrl-C right after the previous one left the raw
+    REPL). The board's terminal is put in that state here, from the outside; the Ctrl-C
+    must wait for the REPL's raw mode, then arrive as a byte."""
+    import termios
+    assert pty_board.wait_output(b">>> ", 20)
+    boots, master = pty_board.boots, pty_board._master_a
+    raw = termios.tcgetattr(master)
+    assert not raw[3] & termios.ISIG  # the REPL is reading: raw mode
+    orig = list(raw)
+    orig[3] |= termios.ISIG
+    termios.tcsetattr(master, termios.TCSANOW, orig)  # as between exec and the REPL
+    fd = os.open(pty_board.port, os.O_RDWR | os.O_NOCTTY)
+    try:
+        os.write(fd, b"\x03")
+        time.sleep(0.5)
+        assert pty_board.alive() and pty_board.boots == boots, pty_board.console()[-300:]
+        n = pty_board.console().count(b">>> ")
+        termios.tcsetattr(master, termios.TCSANOW, raw)  # the REPL reads again
+        deadline = time.monotonic() + 5
+        while pty_board.console().count(b">>> ") == n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pty_board.console().count(b">>> ") > n  # Ctrl-C at the prompt: a new one
+    finally:
+        os.close(fd)
+    assert pty_board.boots == boots and b"ended" not in pty_board.console()
+    r = mpremote(pty_board.port, "exec", "print('repl ok')")
+    assert r.returncode == 0 and "repl ok" in r.stdout, r.stdout + r.stderr
+
+
 def test_standalone_tool(tmp_path):
     """`python -m smartpark.tools.ptyboard --flash DIR` prints its port and stops on Ctrl-C."""
     flash = tmp_path / "flash"
