@@ -8,9 +8,9 @@ module runs the real `micropython` unix port behind a pseudo-terminal pair:
           relay thread (this process) copies bytes both ways
     micropython -i <rom>/_boot.py ── /dev/pts/A (its controlling terminal)
 
-Two ptys rather than one: the unix port must own a real terminal (so that a
-Ctrl-C from mpremote becomes SIGINT -> KeyboardInterrupt in a running
-main.py, exactly as on a board), and mpremote needs a device path of its own
+Two ptys rather than one: the unix port must own a real terminal (its REPL
+sets raw mode on it; a Ctrl-C from mpremote becomes SIGINT ->
+KeyboardInterrupt in a running main.py, exactly as on a board), and mpremote needs a device path of its own
 to open, lock and close as often as it likes.
 
 The board's flash is a directory (the process's cwd). Its "ROM" (_boot.py,
@@ -23,9 +23,9 @@ boots a new one on the same port. Bytes sent to the port while a new
 interpreter starts are held (up to 64 KiB) until its ROM script runs, as a
 UART's receive buffer holds them on a board: until then the process has no
 Ctrl-C handler of its own and a Ctrl-C would kill it (a phantom reboot that
-restarts main.py under a session's feet). For the same reason input holding
-a Ctrl-C waits (milliseconds) while the unix port switches terminal modes
-around an execution with SIGINT at its default action (see _ctrl_c_safe). Why each interpreter ended (exit
+restarts main.py under a session's feet). For the same reason the board's
+terminal never raises SIGINT itself; the relay sends it for a Ctrl-C while the
+interpreter has a handler (see _deliver). Why each interpreter ended (exit
 code or signal) is noted in the console log, `console()`, never on the port. If the program on the board exits (the
 unix port has no machine.reset(); firmware calls sys.exit() instead) the
 board reboots the same way, unless `reboot_on_exit=False`.
@@ -305,13 +305,14 @@ class PtyBoard:
     def _boot(self):
         master_a, slave_a = os.openpty()
         # The board's own terminal: bytes pass untouched both ways (no echo,
-        # no line editing, no \n -> \r\n), but Ctrl-C still raises SIGINT
-        # while a program runs, as the UART interrupt char does on a board.
+        # no line editing, no \n -> \r\n) and it never raises signals itself
+        # (no ISIG, also in the mode the unix port restores around executions):
+        # the relay turns a Ctrl-C into SIGINT only while the interpreter has a
+        # handler for it, as a board's UART interrupt char works (_deliver).
         attrs = termios.tcgetattr(slave_a)
         attrs[0] &= ~(termios.ICRNL | termios.INLCR | termios.IGNCR | termios.IXON)
         attrs[1] &= ~termios.OPOST
-        attrs[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN)
-        attrs[3] |= termios.ISIG
+        attrs[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN | termios.ISIG)
         termios.tcsetattr(slave_a, termios.TCSANOW, attrs)
         env = dict(os.environ)
         env.update(self.extra_env)
@@ -409,28 +410,39 @@ class PtyBoard:
                         # held while the interpreter could not take it; beyond 64 KiB the
                         # input overruns, as a UART's buffer does
                         self._held.extend(data[: max(0, _HOLD_MAX - len(self._held))])
-                if self._held and self._master_a is not None and self._booted and (
-                        b"\x03" not in self._held or self._ctrl_c_safe()):
+                if self._held and self._master_a is not None and self._booted:
                     held, self._held = bytes(self._held), bytearray()
-                    self._write_all(self._master_a, held)
+                    self._deliver(held)
 
-    def _ctrl_c_safe(self):
-        """May a Ctrl-C reach the interpreter now? Yes while its terminal is raw (the REPL
-        reads it as a byte) or while it has its own SIGINT handler (a running program gets
-        KeyboardInterrupt). Not in between: around each execution the unix port switches
-        the terminal back to its original mode (ISIG on) with SIGINT's default action, and
-        a Ctrl-C there kills the interpreter -- which a board's UART never does (seen under
-        load: a session's Ctrl-C right after the previous one left the raw REPL)."""
+    def _deliver(self, data):
+        """Port input to the interpreter. A Ctrl-C becomes SIGINT while the interpreter has
+        a handler for it (a program runs: KeyboardInterrupt), else it is a byte the REPL
+        reads -- a board's UART does the same with its interrupt char. The terminal never
+        raises the signal itself: around each execution the unix port leaves SIGINT at its
+        default action for a few instructions, and a Ctrl-C there killed the interpreter
+        (seen in CI under load: the board rebooted into main.py behind the session)."""
+        parts = data.split(b"\x03")
+        for i, part in enumerate(parts):
+            if part:
+                self._write_all(self._master_a, part)
+            if i < len(parts) - 1:
+                if self._sigint_caught():
+                    try:
+                        os.kill(self._proc.pid, signal.SIGINT)
+                    except OSError:
+                        pass
+                else:
+                    self._write_all(self._master_a, b"\x03")
+
+    def _sigint_caught(self):
         try:
-            if not termios.tcgetattr(self._master_a)[3] & termios.ISIG:
-                return True  # the pty master reports the board terminal's modes
             with open("/proc/%d/status" % self._proc.pid) as f:
                 for line in f:
                     if line.startswith("SigCgt:"):
                         return bool(int(line.split()[1], 16) >> (signal.SIGINT - 1) & 1)
-        except (OSError, termios.error, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError):
             pass
-        return True  # cannot tell (no /proc): pass it on as before
+        return False
 
     @staticmethod
     def _write_all(fd, data):
