@@ -10,8 +10,8 @@ module runs the real `micropython` unix port behind a pseudo-terminal pair:
 
 Two ptys rather than one: the unix port must own a real terminal (its REPL
 sets raw mode on it; a Ctrl-C from mpremote becomes SIGINT ->
-KeyboardInterrupt in a running main.py, exactly as on a board), and mpremote needs a device path of its own
-to open, lock and close as often as it likes.
+KeyboardInterrupt in a running main.py, exactly as on a board), and mpremote
+needs a device path of its own to open, lock and close as often as it likes.
 
 The board's flash is a directory (the process's cwd). Its "ROM" (_boot.py,
 kept outside the flash) does what a board's firmware does at power-on: run
@@ -26,9 +26,10 @@ Ctrl-C handler of its own and a Ctrl-C would kill it (a phantom reboot that
 restarts main.py under a session's feet). For the same reason the board's
 terminal never raises SIGINT itself; the relay sends it for a Ctrl-C while the
 interpreter has a handler (see _deliver). Why each interpreter ended (exit
-code or signal) is noted in the console log, `console()`, never on the port. If the program on the board exits (the
-unix port has no machine.reset(); firmware calls sys.exit() instead) the
-board reboots the same way, unless `reboot_on_exit=False`.
+code or signal) is noted in the console log, `console()`, never on the port.
+If the program on the board exits (the unix port has no machine.reset();
+firmware calls sys.exit() instead) the board reboots the same way, unless
+`reboot_on_exit=False`.
 
 Test hooks (all honest, all visible on the board): `fake_version=(1, 19, 1)`
 makes `sys.implementation.version` report an old MicroPython, and
@@ -221,7 +222,7 @@ class PtyBoard:
         self._log_cond = threading.Condition()
         self._booted = False      # this boot's ROM banner has been seen
         self._boot_out = b""      # output of this boot until the banner
-        self._held = bytearray()  # port input held until then
+        self._held = bytearray()  # port input held until then (64 KiB at most)
 
     # -- life cycle -------------------------------------------------------
     def start(self):
@@ -373,7 +374,7 @@ class PtyBoard:
                 a, b = self._master_a, self._master_b
             fds = [fd for fd in (a, b) if fd is not None]
             try:
-                ready, _, _ = select.select(fds, [], [], 0.002 if self._held else 0.1)
+                ready, _, _ = select.select(fds, [], [], 0.1)
             except (OSError, ValueError):
                 time.sleep(0.01)
                 continue
