@@ -1,5 +1,7 @@
 """CoAP ingest load generator and the ingest comparison (issue 7): hub with/without fast path,
-bare aiocoap, libcoap's coap-server, a bare Python recvfrom/sendto loop.
+bare aiocoap, libcoap's coap-server, a bare Python recvfrom/sendto loop, and the fast path's
+own front end answering without decoding or storing (`fast-echo`: the ceiling of the
+batched design on the machine, with this load generator).
 
 Load: `load(host, port, peers=500, peer_rate=200, ...)` opens one UDP socket
 per peer (its own source port = its own CoAP endpoint) and drives them from
@@ -15,13 +17,16 @@ on a free loopback port, runs the same load against each in turn (full load,
 then half of what the fast hub managed for the latency figure, on the hub
 restarted after the burst: one run to settle, whose nodes the measured run
 continues with later readings) and returns
-rows for a table (`table(rows)`). The tools engineer's `smartpark bench`
+rows for a table (`table(rows)`). Each row also says where the CPU went at full
+load: the target's CPU time (all its threads, user + system, from /proc) and
+the load generator's, in microseconds per answered report -- on a machine
+whose cores the two share, their sum bounds what any target can answer. The tools engineer's `smartpark bench`
 calls `compare()`; benchmarks/test_ingest_bench.py runs it under
 pytest-benchmark.
 
     python -m smartpark.tools.coapload bench [--seconds 3] [--peers 500] [--hold 600]
     python -m smartpark.tools.coapload load --port 5683 [--peers 500 --rate 200 --seconds 5]
-    python -m smartpark.tools.coapload serve-bare|serve-aiocoap --port N
+    python -m smartpark.tools.coapload serve-bare|serve-aiocoap|serve-fast-echo --port N
 """
 
 import argparse
@@ -189,6 +194,50 @@ def serve_aiocoap(port, host="127.0.0.1"):
     asyncio.run(main())
 
 
+def serve_fast_echo(port, host="127.0.0.1", seconds=3600, room=1 << 30):
+    """The hub's batched front end alone (smartpark.fast.udp: recvmmsg, CoAP parsing, the
+    per-peer response cache, the hub's 2.04 ack, sendmmsg) answering every report at once:
+    no decoding, no storage, no event loop. What the fast path could answer on this machine
+    if everything behind it were free."""
+    import select
+
+    from smartpark.fast import udp
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, port))
+    s.setblocking(False)
+    ep = udp.Endpoint(s.fileno(), nmsg=256)
+    ack = (udp.ack_head(time.time()), 4)  # what the hub answers a stored 4-record report
+    print("ready %d" % s.getsockname()[1], flush=True)
+    poll = select.poll()
+    poll.register(s.fileno(), select.POLLIN)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not poll.poll(1000):
+            continue
+        for _ in range(8):
+            if not ep.recv():
+                break
+            reports, _others = ep.classify(time.monotonic(), room)
+            if reports:
+                ep.respond_many(reports, [ack] * len(reports))
+            ep.flush()
+
+
+def _cpu_s(pid):
+    """CPU seconds (user + system, every thread) process `pid` has used, None if gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s():
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def free_port(host="127.0.0.1"):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((host, 0))
@@ -271,7 +320,7 @@ class Target:
             self.proc = None
 
 
-def targets(workdir, names=("hub-fast", "hub", "aiocoap", "libcoap", "bare")):
+def targets(workdir, names=("hub-fast", "hub", "aiocoap", "libcoap", "bare", "fast-echo")):
     py = sys.executable
     out = []
     for name in names:
@@ -288,9 +337,9 @@ def targets(workdir, names=("hub-fast", "hub", "aiocoap", "libcoap", "bare")):
             p = free_port()
             out.append(Target(name, [py, "-m", "smartpark.tools.coapload", "serve-aiocoap",
                                      "--port", str(p)], p, ready="ready"))
-        elif name == "bare":
+        elif name in ("bare", "fast-echo"):
             p = free_port()
-            out.append(Target(name, [py, "-m", "smartpark.tools.coapload", "serve-bare",
+            out.append(Target(name, [py, "-m", "smartpark.tools.coapload", "serve-" + name,
                                      "--port", str(p)], p, ready="ready"))
         elif name == "libcoap":
             exe = shutil.which("coap-server-notls") or shutil.which("coap-server")
@@ -304,7 +353,8 @@ def targets(workdir, names=("hub-fast", "hub", "aiocoap", "libcoap", "bare")):
 
 
 def compare(seconds=3.0, peers=500, peer_rate=250.0, window=4, half_load=True, hold=0.0,
-            names=("hub-fast", "hub", "aiocoap", "libcoap", "bare"), workdir=None, say=None):
+            names=("hub-fast", "hub", "aiocoap", "libcoap", "bare", "fast-echo"), workdir=None,
+            say=None):
     """Run the same load against every target (one at a time); returns a list of row dicts:
     target, acked/s, answered/s, codes, p50/p99 (ms) at full load, and for the hubs p99 at
     half of the fast hub's throughput; RSS before/after. `hold` > 0 adds a long run of the
@@ -321,13 +371,21 @@ def compare(seconds=3.0, peers=500, peer_rate=250.0, window=4, half_load=True, h
                 load("127.0.0.1", tg.port, peers=min(peers, 50), peer_rate=50, seconds=0.5,
                      window=1, drain=1.0, node_prefix="warm")
                 rss0 = tg.rss_kb()
+                cpu0, own0 = _cpu_s(tg.proc.pid), _own_cpu_s()
                 r = load("127.0.0.1", tg.port, peers=peers, peer_rate=peer_rate, seconds=seconds,
                          window=window, drain=3.0, node_prefix="full")
+                cpu1, own1 = _cpu_s(tg.proc.pid), _own_cpu_s()
+                answered = sum(r["codes"].values())
                 row = {"target": tg.name, "acked_per_s": r["acked_per_s"],
                        "answered_per_s": r["answered_per_s"], "codes": r["codes"],
                        "p50_ms": _ms(r["p50"]), "p99_ms": _ms(r["p99"]),
                        "timeouts": r["timeouts"], "retransmissions": r["retransmissions"],
-                       "rss_kb_before": rss0, "rss_kb_after": tg.rss_kb()}
+                       "rss_kb_before": rss0, "rss_kb_after": tg.rss_kb(),
+                       # where the CPU went (the drain included: work done for these answers)
+                       "cpu_us": (None if cpu0 is None or cpu1 is None or not answered
+                                  else round((cpu1 - cpu0) / answered * 1e6, 2)),
+                       "loadgen_cpu_us": (round((own1 - own0) / answered * 1e6, 2)
+                                          if answered else None)}
                 if tg.name == "hub-fast":
                     fast_rate = r["acked_per_s"]
                 if half_load and tg.name.startswith("hub") and fast_rate:
@@ -393,15 +451,15 @@ def _ms(x):
 def table(rows):
     """Markdown table of compare() rows."""
     out = ["| target | acked/s | answered/s | p50 ms | p99 ms | p99 ms @ half load | codes "
-           "| x aiocoap | x libcoap | RSS kB before/after |",
-           "|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+           "| x aiocoap | x libcoap | RSS kB before/after | CPU us/report: target, loadgen |",
+           "|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|"]
     for r in rows:
-        out.append("| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %s/%s |" % (
+        out.append("| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %s/%s | %s, %s |" % (
             r["target"], r["acked_per_s"], r["answered_per_s"], r["p50_ms"], r["p99_ms"],
             r.get("half_p99_ms", ""), " ".join("%s:%d" % kv for kv in sorted(r["codes"].items())),
             "%.1f" % r["x_aiocoap"] if "x_aiocoap" in r else "",
             "%.2f" % r["x_libcoap"] if "x_libcoap" in r else "",
-            r["rss_kb_before"], r["rss_kb_after"]))
+            r["rss_kb_before"], r["rss_kb_after"], r.get("cpu_us"), r.get("loadgen_cpu_us")))
     return "\n".join(out)
 
 
@@ -414,7 +472,7 @@ def main(argv=None):
     b.add_argument("--peer-rate", type=float, default=250.0)
     b.add_argument("--window", type=int, default=4)
     b.add_argument("--hold", type=float, default=0.0, help="seconds of half load on the fast hub")
-    b.add_argument("--targets", default="hub-fast,hub,aiocoap,libcoap,bare")
+    b.add_argument("--targets", default="hub-fast,hub,aiocoap,libcoap,bare,fast-echo")
     b.add_argument("--json", action="store_true")
     lo = sub.add_parser("load", help="drive one server")
     lo.add_argument("--host", default="127.0.0.1")
@@ -423,7 +481,7 @@ def main(argv=None):
     lo.add_argument("--rate", type=float, default=200.0, help="messages/s per peer (<= 250)")
     lo.add_argument("--window", type=int, default=1)
     lo.add_argument("--seconds", type=float, default=3.0)
-    for name in ("serve-bare", "serve-aiocoap"):
+    for name in ("serve-bare", "serve-aiocoap", "serve-fast-echo"):
         s = sub.add_parser(name)
         s.add_argument("--port", type=int, required=True)
         s.add_argument("--host", default="127.0.0.1")
@@ -439,6 +497,8 @@ def main(argv=None):
         serve_bare(a.port, a.host)
     elif a.cmd == "serve-aiocoap":
         serve_aiocoap(a.port, a.host)
+    elif a.cmd == "serve-fast-echo":
+        serve_fast_echo(a.port, a.host)
     return 0
 
 

@@ -316,3 +316,40 @@ def test_unknown_peer_datagram_types_still_reach_aiocoap(tmp_path):
     finally:
         s.close()
         assert "Traceback" not in _stop(h)
+
+
+def test_fast_echo_baseline_answers_like_the_hub_and_the_bench_says_where_cpu_went(tmp_path):
+    """The bench's `fast-echo` target (the fast path's front end with nothing behind it)
+    answers a report with the hub's 2.04 ack, a retransmission with the same bytes, and
+    compare() reports CPU microseconds per answer for the target and the load generator."""
+    coapload = pytest.importorskip("smartpark.tools.coapload")
+    pytest.importorskip("smartpark.fast.loadgen")
+    (tg,) = coapload.targets(str(tmp_path), ("fast-echo",))
+    tg.start()
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(5)
+        try:
+            msg = _report_msg(0x1234, b"\x07\x08", senml_cbor("echo1", [("temp", 1.0, 0)]))
+            s.sendto(msg, ("127.0.0.1", tg.port))
+            first = s.recv(2048)
+            s.sendto(msg, ("127.0.0.1", tg.port))  # a retransmission: the cached answer
+            again = s.recv(2048)
+        finally:
+            s.close()
+        assert tg.proc.poll() is None
+    finally:
+        tg.stop()
+    m = coap.parse(first)
+    assert (m.mtype, m.code, m.mid, m.token) == (coap.ACK, coap.CHANGED, 0x1234, b"\x07\x08")
+    ack = report.decode_ack(m.payload)
+    assert ack["stored"] == 4 and ack["duplicates"] == 0, ack
+    assert again == first
+    rows = coapload.compare(seconds=0.5, peers=20, peer_rate=50.0, window=1, half_load=False,
+                            names=("fast-echo", "bare"), workdir=str(tmp_path / "cmp"))
+    assert [r["target"] for r in rows] == ["fast-echo", "bare"]
+    for r in rows:
+        assert r["codes"] == {"2.04": sum(r["codes"].values())} and r["answered_per_s"] > 0, r
+        assert r["cpu_us"] is not None and r["cpu_us"] > 0, r
+        assert r["loadgen_cpu_us"] > 0, r
+    assert "CPU us/report" in coapload.table(rows)
