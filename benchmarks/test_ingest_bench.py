@@ -172,3 +172,70 @@ def test_pipeline_store_only(benchmark):
             min(r["cpu_us_per_report"] for r in rs), 1)
     benchmark.extra_info["lane_vs_rows"] = round(best["lane"] / best["rows"], 2)
     print("lane / rows: %.2fx (best of two each)" % (best["lane"] / best["rows"]))
+
+
+def _block_moves(tmp, grouped, per_series, series=2000, moves=8):
+    """The block mover alone (fast/blockstore.pyx): `moves` moves of `per_series`
+    readings for each of `series` series into a fresh hub database; CPU us per reading
+    over the second half (the table is large by then) and the readings inserted."""
+    import array
+    import sqlite3
+    import tempfile
+    import time
+
+    from smartpark.fast.blockstore import BlockMover
+    from smartpark.hub.store.lanejournal import MAIN_SCHEMA
+    from smartpark.hub.store.sqlite import _SCHEMA
+
+    path = os.path.join(tempfile.mkdtemp(dir=tmp), "hub.sqlite3")  # a new database each run
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(_SCHEMA + MAIN_SCHEMA)
+    mover = BlockMover(path, 48, grouped=grouped)
+    cpu = new = 0.0
+    try:
+        for k in range(moves):
+            s, t, kd, v = array.array("i"), array.array("d"), array.array("B"), array.array("d")
+            for j in range(per_series):
+                for sid in range(series):
+                    s.append(sid)
+                    t.append(T0 + (k * per_series + j) * 10.0 + sid * 1e-3)
+                    kd.append(1 if sid % 8 == 7 else 0)  # a boolean sensor in eight
+                    v.append(j * 0.5)
+            c0 = time.process_time()
+            m = mover.start_columns(s.tobytes(), t.tobytes(), kd.tobytes(), v.tobytes(), k, k + 1)
+            while not m.step(4096):
+                pass
+            if k >= moves // 2:
+                cpu += time.process_time() - c0
+                new += m.new
+    finally:
+        mover.close()
+    count = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+    conn.close()
+    return {"cpu_us_per_reading": cpu / new * 1e6, "readings": count,
+            "expected": moves * per_series * series}
+
+
+T0 = 1_700_000_000.0
+
+
+@pytest.mark.parametrize("per_series", [50, 200])
+def test_block_move_grouped_vs_single(benchmark, tmp_path, per_series):
+    """One statement per 32 readings against one per reading (the baseline), same run, moves
+    of 50 and 200 readings a series (2,000 series: 100,000 and 400,000 a move)."""
+    pytest.importorskip("smartpark.fast.blockstore")
+    out = {}
+
+    def both():
+        for grouped in (False, True, False, True):
+            r = _block_moves(str(tmp_path), grouped, per_series)
+            assert r["readings"] == r["expected"], r  # sanity: every reading, once
+            name = "grouped" if grouped else "single"
+            out[name] = min(out.get(name, 1e9), r["cpu_us_per_reading"])
+
+    benchmark.pedantic(both, rounds=1, iterations=1)
+    benchmark.extra_info.update({k + "_cpu_us_per_reading": round(v, 3) for k, v in out.items()})
+    benchmark.extra_info["single_vs_grouped"] = round(out["single"] / out["grouped"], 2)
+    print("\nblock move, %d a series: %.3f us CPU a reading grouped, %.3f single (%.2fx)"
+          % (per_series, out["grouped"], out["single"], out["single"] / out["grouped"]))

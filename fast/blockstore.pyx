@@ -6,7 +6,9 @@ Scope (issue 7): the store commits the readings of the column lane
 own (hub/store/sqlite.py); a mover thread later turns them into `readings`
 rows of the hub's database. Python's sqlite3 costs ~3.6 us per row
 (executemany) and holds the GIL meanwhile; here the same INSERT runs from C
-at ~1 us per row with the GIL released, so the event loop keeps serving.
+with the GIL released, so the event loop keeps serving: ~1.1-1.2 us a reading
+one row per statement, 0.9 with 32 rows per statement (the default;
+benchmarks/test_ingest_bench.py::test_block_move_grouped_vs_single measures both).
 
 It uses the very SQLite library Python's sqlite3 module is linked against
 (the soname libsqlite3.so.0, linked as `-l:libsqlite3.so.0`, so no headers
@@ -81,11 +83,20 @@ cdef extern from *:
 
 import sqlite3 as _pysqlite
 
+cdef enum:
+    KIND_NUM_C = 0
+    KIND_BOOL_C = 2
+    ROWS_PER_INSERT = 32
+
 KIND_NUM = 0   # hub/store/sqlite.py's stored kinds
 KIND_BOOL = 2
 
 _INSERT = (b"INSERT OR IGNORE INTO readings(series, t, kind, val, sum)"
            b" VALUES (?, ?, ?, ?, NULL)")
+# the same for ROWS_PER_INSERT rows at once: one statement execution (VDBE start, reset,
+# change count) per group instead of per row
+_INSERT_MANY = (b"INSERT OR IGNORE INTO readings(series, t, kind, val, sum) VALUES "
+                + b", ".join([b"(?, ?, ?, ?, NULL)"] * ROWS_PER_INSERT))
 _MARK = (b"INSERT OR REPLACE INTO block_moved(k, done_id, last_id, series, t)"
          b" VALUES (1, ?, ?, ?, ?)")
 
@@ -126,14 +137,20 @@ cdef class BlockMover:
 
     cdef sqlite3* db
     cdef sqlite3_stmt* ins
+    cdef sqlite3_stmt* ins_many
     cdef sqlite3_stmt* mark
+    cdef readonly bint grouped
 
     def __cinit__(self):
         self.db = NULL
         self.ins = NULL
+        self.ins_many = NULL
         self.mark = NULL
 
-    def __init__(self, path, int cache_mb=64, int autocheckpoint=256):
+    def __init__(self, path, int cache_mb=64, int autocheckpoint=256, bint grouped=True):
+        """grouped: insert ROWS_PER_INSERT readings per statement (False: one per
+        statement, the baseline of benchmarks/test_fast_bench.py)."""
+        self.grouped = grouped
         reason = usable()
         if reason is not None:
             raise RuntimeError(reason)
@@ -153,6 +170,8 @@ cdef class BlockMover:
         pragma = ("PRAGMA wal_autocheckpoint=%d" % autocheckpoint).encode()
         sqlite3_exec(self.db, pragma, NULL, NULL, NULL)
         if (sqlite3_prepare_v2(self.db, _INSERT, -1, &self.ins, NULL) != SP_SQLITE_OK or
+                sqlite3_prepare_v2(self.db, _INSERT_MANY, -1, &self.ins_many, NULL)
+                != SP_SQLITE_OK or
                 sqlite3_prepare_v2(self.db, _MARK, -1, &self.mark, NULL) != SP_SQLITE_OK):
             msg = self._err()
             self.close()
@@ -170,6 +189,9 @@ cdef class BlockMover:
         if self.ins != NULL:
             sqlite3_finalize(self.ins)
             self.ins = NULL
+        if self.ins_many != NULL:
+            sqlite3_finalize(self.ins_many)
+            self.ins_many = NULL
         if self.mark != NULL:
             sqlite3_finalize(self.mark)
             self.mark = NULL
@@ -299,6 +321,17 @@ cdef class Move:
         free(self.vs)
         free(self.ks)
 
+    cdef inline void _bind(self, sqlite3_stmt* st, int base, Py_ssize_t j) noexcept nogil:
+        """Bind reading j to parameters base+1..base+4 (series, t, stored kind, val)."""
+        sqlite3_bind_int64(st, base + 1, self.sids[j])
+        sqlite3_bind_double(st, base + 2, self.ts[j])
+        if self.ks[j] == 1:
+            sqlite3_bind_int64(st, base + 3, KIND_BOOL_C)
+            sqlite3_bind_int64(st, base + 4, 1 if self.vs[j] != 0.0 else 0)
+        else:
+            sqlite3_bind_int64(st, base + 3, KIND_NUM_C)
+            sqlite3_bind_double(st, base + 4, self.vs[j])
+
     def step(self, long long max_rows):
         """Insert the next slice (one transaction, GIL released); returns True when the
         move is complete. Raises BlockStoreError (that slice rolled back) on failure."""
@@ -307,7 +340,7 @@ cdef class Move:
         cdef BlockMover mv = self.mover
         if mv.db == NULL:
             raise BlockStoreError("block mover is closed")
-        cdef Py_ssize_t i, j, end = self.total
+        cdef Py_ssize_t i, g, end = self.total
         if max_rows < end - self.pos:
             end = self.pos + max_rows
         cdef bint last = end >= self.total
@@ -324,22 +357,24 @@ cdef class Move:
                          NULL, NULL, NULL)
             rc = sqlite3_exec(mv.db, "BEGIN IMMEDIATE", NULL, NULL, NULL)
             if rc == SP_SQLITE_OK:
-                for i in range(self.pos, end):
-                    kp = &self.keys[i]
-                    j = kp.idx
-                    sqlite3_bind_int64(mv.ins, 1, self.sids[j])
-                    sqlite3_bind_double(mv.ins, 2, self.ts[j])
-                    if self.ks[j] == 1:
-                        sqlite3_bind_int64(mv.ins, 3, KIND_BOOL_C)
-                        sqlite3_bind_int64(mv.ins, 4, 1 if self.vs[j] != 0.0 else 0)
-                    else:
-                        sqlite3_bind_int64(mv.ins, 3, KIND_NUM_C)
-                        sqlite3_bind_double(mv.ins, 4, self.vs[j])
+                i = self.pos
+                while mv.grouped and i + ROWS_PER_INSERT <= end:
+                    for g in range(ROWS_PER_INSERT):
+                        self._bind(mv.ins_many, 4 * g, self.keys[i + g].idx)
+                    step_rc = sqlite3_step(mv.ins_many)
+                    sqlite3_reset(mv.ins_many)
+                    if step_rc != SP_SQLITE_DONE:
+                        break
+                    new += sqlite3_changes(mv.db)
+                    i += ROWS_PER_INSERT
+                while step_rc == SP_SQLITE_DONE and i < end:
+                    self._bind(mv.ins, 0, self.keys[i].idx)
                     step_rc = sqlite3_step(mv.ins)
                     sqlite3_reset(mv.ins)
                     if step_rc != SP_SQLITE_DONE:
                         break
                     new += sqlite3_changes(mv.db)
+                    i += 1
                 if step_rc == SP_SQLITE_DONE:
                     sqlite3_bind_int64(mv.mark, 1, self.last_id if last else self.done_id)
                     sqlite3_bind_int64(mv.mark, 2, self.last_id)
@@ -370,6 +405,4 @@ cdef class Move:
         return self.done
 
 
-cdef enum:
-    KIND_NUM_C = 0
-    KIND_BOOL_C = 2
+

@@ -224,7 +224,17 @@ def serve_fast_echo(port, host="127.0.0.1", seconds=3600, room=1 << 30):
 
 
 def _cpu_s(pid):
-    """CPU seconds (user + system, every thread) process `pid` has used, None if gone."""
+    """CPU seconds (user + system) the threads of process `pid` have used so far, None if it
+    is gone: the scheduler's nanosecond counters (/proc/PID/task/*/schedstat), else the
+    process's clock ticks (/proc/PID/stat, 10 ms steps)."""
+    try:
+        total = 0
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         with open("/proc/%d/stat" % pid) as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -382,7 +392,9 @@ def compare(seconds=3.0, peers=500, peer_rate=250.0, window=4, half_load=True, h
                        "timeouts": r["timeouts"], "retransmissions": r["retransmissions"],
                        "rss_kb_before": rss0, "rss_kb_after": tg.rss_kb(),
                        # where the CPU went (the drain included: work done for these answers)
-                       "cpu_us": (None if cpu0 is None or cpu1 is None or not answered
+                       # (None when the process or a thread of it went away meanwhile)
+                       "cpu_us": (None if cpu0 is None or cpu1 is None or cpu1 < cpu0
+                                  or not answered
                                   else round((cpu1 - cpu0) / answered * 1e6, 2)),
                        "loadgen_cpu_us": (round((own1 - own0) / answered * 1e6, 2)
                                           if answered else None)}

@@ -455,3 +455,51 @@ def test_latest_behaves_like_the_dict_it_replaces():
             assert type(lat[sid][2]) is type(ref[sid][2]) or ref[sid][1] == 0
     with pytest.raises(KeyError):
         lat[1000]
+
+
+def test_grouped_block_move_stores_what_one_row_at_a_time_stores(tmp_path):
+    """The mover inserts 32 readings per statement; the same move one reading per statement
+    gives the same `readings` and the same count of new rows -- with readings already
+    stored, a reading twice in one group, booleans, and slices that end mid-group."""
+    import array
+    import random
+
+    from smartpark.hub.store import lanejournal
+    require(lanejournal.BlockMover is not None, "fast/blockstore.pyx is not built")
+    from smartpark.fast.blockstore import BlockMover
+    from smartpark.hub.store.lanejournal import MAIN_SCHEMA
+    from smartpark.hub.store.sqlite import _SCHEMA
+
+    rnd = random.Random(5)
+    cols = [(rnd.randrange(7), T0 + rnd.randrange(40), rnd.randrange(2), rnd.uniform(-5, 5))
+            for _ in range(300)]
+    cols += cols[:10]  # the same readings again, later in the move
+    before = [(sid, t, 0, 1.0, None) for sid, t, _k, _v in cols[50:60]]  # stored before
+
+    def move(grouped):
+        path = str(tmp_path / ("g%d.sqlite3" % grouped))
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(_SCHEMA + MAIN_SCHEMA)
+        conn.executemany("INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?, ?)", before)
+        mover = BlockMover(path, grouped=grouped)
+        m = mover.start_columns(array.array("i", [c[0] for c in cols]).tobytes(),
+                                array.array("d", [c[1] for c in cols]).tobytes(),
+                                array.array("B", [c[2] for c in cols]).tobytes(),
+                                array.array("d", [c[3] for c in cols]).tobytes(), 0, 1)
+        steps = 1
+        while not m.step(45):
+            steps += 1
+        mover.close()
+        rows = conn.execute("SELECT series, t, kind, val FROM readings ORDER BY series, t"
+                            ).fetchall()
+        conn.close()
+        return m.new, steps, rows
+
+    new_g, steps, rows_g = move(True)
+    new_s, _steps, rows_s = move(False)
+    assert steps == 7  # 310 readings in slices of 45
+    assert rows_g == rows_s
+    assert new_g == new_s == len(rows_g) - len({(s, t) for s, t, *_ in before})
+    assert {(s, t) for s, t, *_ in rows_g} == {(c[0], c[1]) for c in cols}
+    assert {k for _s, _t, k, _v in rows_g} == {0, 2}  # numbers and booleans as stored kinds
