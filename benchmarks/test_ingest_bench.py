@@ -60,6 +60,8 @@ def test_ingest_hub_fast_vs_aiocoap_libcoap_bare(benchmark):
         benchmark.extra_info[name + "_p99_ms"] = r["p99_ms"]
         benchmark.extra_info[name + "_cpu_us_per_report"] = r["cpu_us"]
         benchmark.extra_info[name + "_loadgen_cpu_us_per_report"] = r["loadgen_cpu_us"]
+        benchmark.extra_info[name + "_kernel_us_per_report"] = r["sys_us"]
+        benchmark.extra_info[name + "_loadgen_kernel_us_per_report"] = r["loadgen_sys_us"]
         if "half_p99_ms" in r:
             benchmark.extra_info[name + "_half_load_p99_ms"] = r["half_p99_ms"]
     fast = by["hub-fast"]

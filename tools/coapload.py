@@ -19,8 +19,10 @@ restarted after the burst: one run to settle, whose nodes the measured run
 continues with later readings) and returns
 rows for a table (`table(rows)`). Each row also says where the CPU went at full
 load: the target's CPU time (all its threads, user + system, from /proc) and
-the load generator's, in microseconds per answered report -- on a machine
-whose cores the two share, their sum bounds what any target can answer. The tools engineer's `smartpark bench`
+the load generator's, in microseconds per answered report, each with its
+kernel share -- on a machine whose cores the two share, their sum bounds what
+any target can answer, and the kernel's part (UDP over loopback, wake-ups) is
+paid whatever the server does. The tools engineer's `smartpark bench`
 calls `compare()`; benchmarks/test_ingest_bench.py runs it under
 pytest-benchmark.
 
@@ -224,28 +226,40 @@ def serve_fast_echo(port, host="127.0.0.1", seconds=3600, room=1 << 30):
 
 
 def _cpu_s(pid):
-    """CPU seconds (user + system) the threads of process `pid` have used so far, None if it
-    is gone: the scheduler's nanosecond counters (/proc/PID/task/*/schedstat), else the
-    process's clock ticks (/proc/PID/stat, 10 ms steps)."""
+    """(CPU seconds, of them in the kernel) the threads of process `pid` have used so far, or
+    (None, None) if it is gone. The total from the scheduler's nanosecond counters
+    (/proc/PID/task/*/schedstat) when there are any, the kernel's share from the process's
+    clock ticks (/proc/PID/stat, 10 ms steps: for runs of seconds)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None, None
+    tick = os.sysconf("SC_CLK_TCK")
+    user, system = int(fields[11]) / tick, int(fields[12]) / tick
     try:
         total = 0
         for tid in os.listdir("/proc/%d/task" % pid):
             with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
                 total += int(f.read().split()[0])
-        return total / 1e9
+        return total / 1e9, system
     except (OSError, ValueError, IndexError):
-        pass
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return user + system, system
 
 
 def _own_cpu_s():
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
+    return ru.ru_utime + ru.ru_stime, ru.ru_stime
+
+
+def _per_report_us(before, after, answered):
+    """Microseconds per answered report between two (total, kernel) CPU readings: (total,
+    kernel), None where unknown (a process or thread gone meanwhile)."""
+    out = []
+    for b, a in zip(before, after, strict=True):
+        ok = b is not None and a is not None and a >= b and answered
+        out.append(round((a - b) / answered * 1e6, 2) if ok else None)
+    return tuple(out)
 
 
 def free_port(host="127.0.0.1"):
@@ -386,18 +400,16 @@ def compare(seconds=3.0, peers=500, peer_rate=250.0, window=4, half_load=True, h
                          window=window, drain=3.0, node_prefix="full")
                 cpu1, own1 = _cpu_s(tg.proc.pid), _own_cpu_s()
                 answered = sum(r["codes"].values())
+                # where the CPU went (the drain included: work done for these answers)
+                cpu_us, sys_us = _per_report_us(cpu0, cpu1, answered)
+                lg_us, lg_sys_us = _per_report_us(own0, own1, answered)
                 row = {"target": tg.name, "acked_per_s": r["acked_per_s"],
                        "answered_per_s": r["answered_per_s"], "codes": r["codes"],
                        "p50_ms": _ms(r["p50"]), "p99_ms": _ms(r["p99"]),
                        "timeouts": r["timeouts"], "retransmissions": r["retransmissions"],
                        "rss_kb_before": rss0, "rss_kb_after": tg.rss_kb(),
-                       # where the CPU went (the drain included: work done for these answers)
-                       # (None when the process or a thread of it went away meanwhile)
-                       "cpu_us": (None if cpu0 is None or cpu1 is None or cpu1 < cpu0
-                                  or not answered
-                                  else round((cpu1 - cpu0) / answered * 1e6, 2)),
-                       "loadgen_cpu_us": (round((own1 - own0) / answered * 1e6, 2)
-                                          if answered else None)}
+                       "cpu_us": cpu_us, "sys_us": sys_us,
+                       "loadgen_cpu_us": lg_us, "loadgen_sys_us": lg_sys_us}
                 if tg.name == "hub-fast":
                     fast_rate = r["acked_per_s"]
                 if half_load and tg.name.startswith("hub") and fast_rate:
@@ -463,15 +475,17 @@ def _ms(x):
 def table(rows):
     """Markdown table of compare() rows."""
     out = ["| target | acked/s | answered/s | p50 ms | p99 ms | p99 ms @ half load | codes "
-           "| x aiocoap | x libcoap | RSS kB before/after | CPU us/report: target, loadgen |",
+           "| x aiocoap | x libcoap | RSS kB before/after | CPU us/report: target (kernel),"
+           " loadgen (kernel) |",
            "|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|"]
     for r in rows:
-        out.append("| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %s/%s | %s, %s |" % (
+        out.append("| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %s/%s | %s (%s), %s (%s) |" % (
             r["target"], r["acked_per_s"], r["answered_per_s"], r["p50_ms"], r["p99_ms"],
             r.get("half_p99_ms", ""), " ".join("%s:%d" % kv for kv in sorted(r["codes"].items())),
             "%.1f" % r["x_aiocoap"] if "x_aiocoap" in r else "",
             "%.2f" % r["x_libcoap"] if "x_libcoap" in r else "",
-            r["rss_kb_before"], r["rss_kb_after"], r.get("cpu_us"), r.get("loadgen_cpu_us")))
+            r["rss_kb_before"], r["rss_kb_after"], r.get("cpu_us"), r.get("sys_us"),
+            r.get("loadgen_cpu_us"), r.get("loadgen_sys_us")))
     return "\n".join(out)
 
 
