@@ -1,12 +1,33 @@
 """Helper run by the real micropython: append to the outbox forever, ack now and then.
 
-After each append returns, the records go to writer.ledger ("seq value name").
-Killed with SIGKILL at random moments by test_outbox_kill.py.
+After each append returns, the records go to writer.ledger, a line "seq value ."
+each. Killed with SIGKILL at random moments by test_outbox_kill.py -- which can cut
+the ledger's own write of a big batch at a page boundary too; a new writer first ends
+such a torn line, so it stays a line of its own (no " ." at its end: not a record)
+instead of running into the next writer's first line.
 """
 
+import os
 import random
 
 import outbox
+
+
+def _end_torn_line(path):
+    try:
+        size = os.stat(path)[6]
+    except OSError:
+        return
+    if size:
+        with open(path, "rb") as f:
+            f.seek(size - 1)
+            last = f.read(1)
+        if last != b"\n":
+            with open(path, "a") as f:
+                f.write("\n")
+
+
+_end_torn_line("writer.ledger")
 
 o = outbox.Outbox(3000)
 led = open("writer.ledger", "a")
@@ -18,7 +39,7 @@ while True:
     recs = [(outbox.FLAG_ABS, 0, 1700000000000 + i + k, "v", (i + k) * 0.25, "s%d.x" % ((i + k) % 5), "Cel")
             for k in range(n)]
     seqs = o.append(recs)
-    led.write("".join("%d %r\n" % (seqs + j, recs[j][4]) for j in range(len(recs))))
+    led.write("".join("%d %r .\n" % (seqs + j, recs[j][4]) for j in range(len(recs))))
     led.flush()
     i += n
     if random.getrandbits(3) == 0 and o.depth() > 5:
