@@ -149,7 +149,7 @@ cdef class BlockMover:
 
     def __init__(self, path, int cache_mb=64, int autocheckpoint=256, bint grouped=True):
         """grouped: insert ROWS_PER_INSERT readings per statement (False: one per
-        statement, the baseline of benchmarks/test_fast_bench.py)."""
+        statement, the baseline of benchmarks/test_ingest_bench.py)."""
         self.grouped = grouped
         reason = usable()
         if reason is not None:
@@ -403,6 +403,3 @@ cdef class Move:
             free(self.keys)
             self.keys = NULL
         return self.done
-
-
-
