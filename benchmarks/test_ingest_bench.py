@@ -176,22 +176,23 @@ def test_pipeline_store_only(benchmark):
     print("lane / rows: %.2fx (best of two each)" % (best["lane"] / best["rows"]))
 
 
+T0 = 1_700_000_000.0  # reading times of the block-move benchmark
+
+
 def _block_moves(tmp, grouped, per_series, series=2000, moves=8):
     """The block mover alone (fast/blockstore.pyx): `moves` moves of `per_series`
     readings for each of `series` series into a fresh hub database; CPU us per reading
     over the second half (the table is large by then) and the readings inserted."""
     import array
-    import sqlite3
     import tempfile
     import time
 
     from smartpark.fast.blockstore import BlockMover
-    from smartpark.hub.store.lanejournal import MAIN_SCHEMA
+    from smartpark.hub.store.lanejournal import MAIN_SCHEMA, connect
     from smartpark.hub.store.sqlite import _SCHEMA
 
     path = os.path.join(tempfile.mkdtemp(dir=tmp), "hub.sqlite3")  # a new database each run
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn = connect(path)
     conn.executescript(_SCHEMA + MAIN_SCHEMA)
     mover = BlockMover(path, 48, grouped=grouped)
     cpu = new = 0.0
@@ -217,9 +218,6 @@ def _block_moves(tmp, grouped, per_series, series=2000, moves=8):
     conn.close()
     return {"cpu_us_per_reading": cpu / new * 1e6, "readings": count,
             "expected": moves * per_series * series}
-
-
-T0 = 1_700_000_000.0
 
 
 @pytest.mark.parametrize("per_series", [50, 200])

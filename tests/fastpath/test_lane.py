@@ -467,7 +467,7 @@ def test_grouped_block_move_stores_what_one_row_at_a_time_stores(tmp_path):
     from smartpark.hub.store import lanejournal
     require(lanejournal.BlockMover is not None, "fast/blockstore.pyx is not built")
     from smartpark.fast.blockstore import BlockMover
-    from smartpark.hub.store.lanejournal import MAIN_SCHEMA
+    from smartpark.hub.store.lanejournal import MAIN_SCHEMA, connect
     from smartpark.hub.store.sqlite import _SCHEMA
 
     rnd = random.Random(5)
@@ -478,8 +478,7 @@ def test_grouped_block_move_stores_what_one_row_at_a_time_stores(tmp_path):
 
     def move(grouped):
         path = str(tmp_path / ("g%d.sqlite3" % grouped))
-        conn = sqlite3.connect(path, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn = connect(path)
         conn.executescript(_SCHEMA + MAIN_SCHEMA)
         conn.executemany("INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?, ?)", before)
         mover = BlockMover(path, grouped=grouped)
