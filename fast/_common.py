@@ -11,12 +11,12 @@ operations in the same order, no libm call on the key path).
 import math
 from array import array
 
-KIND_V = 0
-KIND_VB = 1
-KIND_VS = 2
-KIND_VD = 3
-KIND_S = 4
-KIND_NAMES = ("v", "vb", "vs", "vd", "s")
+from .kinds import BOOL as KIND_VB
+from .kinds import DATA as KIND_VD
+from .kinds import NAMES as KIND_NAMES  # noqa: F401 - re-exported by the selector
+from .kinds import NUM as KIND_V
+from .kinds import STR as KIND_VS
+from .kinds import SUM as KIND_S  # noqa: F401 - re-exported by the selector
 
 DEFAULT_WINDOWS = (60.0, 900.0, 3600.0, 86400.0)
 DEFAULT_LATENESS = 120.0

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.micropython
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(HERE)
 ROOT = os.path.dirname(TESTS)
-CASE_DIRS = {"protocol": os.path.join(TESTS, "mpcases"),
+CASE_DIRS = {"protocol": os.path.join(TESTS, "protocol", "cases"),
              "firmware": os.path.join(TESTS, "firmware", "cases")}
 VECTORS = os.path.join(os.path.dirname(ROOT), "shared", "vectors")
 BOARD_DIR = "hil"   # scratch directory on the board for cases and vectors

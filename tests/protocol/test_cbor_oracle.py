@@ -23,8 +23,7 @@ from hypothesis import strategies as st
 from smartpark.protocol import cbor
 from smartpark.protocol.errors import CBORDecodeError, DecodeError, LimitError
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "mpcases"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "cases"))
 from case_cbor import same  # noqa: E402  (the bit-exact comparator of the shared cases)
 
 SETTINGS = settings(max_examples=300, deadline=None,

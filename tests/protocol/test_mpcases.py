@@ -1,4 +1,4 @@
-"""Run the shared protocol cases (tests/mpcases/case_*.py) under both interpreters.
+"""Run the shared protocol cases (tests/protocol/cases/case_*.py) under both interpreters.
 
 Every `test_*` function in a case module becomes two pytest cases: one that
 calls it in this CPython process, one that reads its result from a run of the
@@ -11,7 +11,7 @@ import os
 import pytest
 from mpharness import check_case, collect_cases, run_micropython
 
-CASES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mpcases")
+CASES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cases")
 PARAMS = collect_cases(CASES)
 _MP_RESULTS = {}
 

@@ -10,11 +10,9 @@ import sys
 import time
 
 import pytest
+from hubutil import T0, HubProc, db_state, senml_cbor, senml_json  # noqa: E402
 from smartpark.protocol import coap, report
 from smartpark.protocol.errors import DecodeError
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "hub"))
-from hubutil import T0, HubProc, db_state, senml_cbor, senml_json  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the recvmmsg fast path is Linux only")

@@ -7,19 +7,16 @@ import os
 import signal
 import socket
 import sqlite3
-import sys
 
 import pytest
+from hubutil import T0, HubProc, db_state, senml_cbor  # noqa: E402
 from peers import require
 from smartpark.protocol import coap, report
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "hub"))
-from hubutil import T0, HubProc, db_state, senml_cbor  # noqa: E402
 
 try:
     from smartpark.fast import SeriesTable, decode_batch
     from smartpark.fast.lane import Block, Lane, MaxT
-except ImportError as e:  # not built: tests/fastpath/test_fastpath_compiled.py fails in CI
+except ImportError as e:  # not built: tests/hub/fastpath/test_fastpath_compiled.py fails in CI
     Lane = None
     WHY = str(e)
 

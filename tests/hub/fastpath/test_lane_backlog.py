@@ -9,10 +9,8 @@ import os
 import sys
 
 import pytest
-from peers import require
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "hub"))
 from hubutil import T0, senml_cbor  # noqa: E402
+from peers import require
 from smartpark.hub import ingest  # noqa: E402
 from smartpark.hub.codec import Decoder  # noqa: E402
 from smartpark.hub.events import EventBus  # noqa: E402
@@ -23,7 +21,7 @@ from smartpark.hub.store.sqlite import SqliteStore, q_count_readings, q_load_sta
 
 try:
     from smartpark.fast.lane import Block
-except ImportError:  # not built: tests/fastpath/test_fastpath_compiled.py fails in CI
+except ImportError:  # not built: tests/hub/fastpath/test_fastpath_compiled.py fails in CI
     Block = None
 
 
