@@ -138,7 +138,7 @@ class Client:
                     return resp, body
                 num = blk[0] + 1
 
-    async def _exchange(self, code, path, payload, cf, query, accept, options):
+    async def _exchange(self, code, path, payload, cf, query, accept, options):  # noqa: C901 - RFC 7252's exchange as one state machine (retransmission, separate responses, duplicates, RST)
         if self._sock is None:
             raise CoapTimeout("not connected")
         mid = self._next_mid()

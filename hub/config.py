@@ -94,7 +94,7 @@ FLAG_KEYS = {
 }
 
 
-def _check(key, kind, value, text_ok=True):
+def _check(key, kind, value, text_ok=True):  # noqa: C901 - one branch per value kind, each with its own message
     """text_ok: a string may stand for a number (flags); TOML must use real numbers."""
     if not text_ok and isinstance(value, str) and kind in ("port", "posint", "posfloat"):
         expected = {"port": "a port number 0..65535", "posint": "a positive integer",

@@ -125,7 +125,7 @@ unit = st.one_of(st.sampled_from(["Cel", "%RH", "V", "A", "W", "lx", "dB", "/", 
 
 
 @st.composite
-def record(draw, first=False):
+def record(draw, first=False):  # noqa: C901 - a hypothesis strategy drawing every optional SenML field
     rec = {}
     if draw(st.booleans()) if first else draw(st.integers(0, 9)) == 0:
         rec["bn"] = draw(base_name)
