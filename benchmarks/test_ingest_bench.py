@@ -92,18 +92,17 @@ def _pipeline_store_only(batches=60, size=1024, peers=500, lane=False):
     from smartpark.hub.metrics import Metrics
     from smartpark.hub.registry import Registry
     from smartpark.hub.rollups import RollupFeeder
-    from smartpark.hub.store.sqlite import SqliteStore, q_count_readings, q_load_state
+    from smartpark.hub.store import SqliteStore
 
     async def run(d):
         roll = RollupFeeder()
-        st = SqliteStore(os.path.join(d, "hub.sqlite"), on_commit=roll.on_commit,
-                         on_block=roll.on_block)
+        st = SqliteStore(os.path.join(d, "hub.sqlite"), rollups=roll)
         await st.start(asyncio.get_running_loop())
         events = EventBus()
         reg = Registry(st, events)
-        reg.load(await st.call(q_load_state))
+        reg.load(await st.load_state())
         dec = Decoder()
-        if lane and dec.enable_lane(st.maxt) is None:
+        if lane and dec.enable_lane(st.newest) is None:
             raise RuntimeError("the column lane is not built")
         pipe = Pipeline(st, dec, reg, events, Metrics())
         bt0 = float(int(time.time()) - 2 * 86400)
@@ -133,8 +132,8 @@ def _pipeline_store_only(batches=60, size=1024, peers=500, lane=False):
         c0, t0 = time.process_time(), time.perf_counter()
         await asyncio.gather(*(one(w) for w in work))
         # timed up to the last reading being in `readings` (the count query waits for the
-        # inbox compaction / the lane journal's move), so deferred work is not left out
-        stored = await st.call(q_count_readings)
+        # journal's move), so deferred work is not left out
+        stored = await st.count_readings()
         t1, c1 = time.perf_counter(), time.process_time()
         await st.close()
         n = batches * size
@@ -188,12 +187,11 @@ def _block_moves(tmp, grouped, per_series, series=2000, moves=8):
     import time
 
     from smartpark.fast.blockstore import BlockMover
-    from smartpark.hub.store.lanejournal import MAIN_SCHEMA, connect
-    from smartpark.hub.store.sqlite import _SCHEMA
+    from smartpark.hub.store.schema import DATABASE, connect
 
     path = os.path.join(tempfile.mkdtemp(dir=tmp), "hub.sqlite3")  # a new database each run
     conn = connect(path)
-    conn.executescript(_SCHEMA + MAIN_SCHEMA)
+    conn.executescript(DATABASE)
     mover = BlockMover(path, 48, grouped=grouped)
     cpu = new = 0.0
     try:

@@ -29,18 +29,11 @@ from .ingest import Pipeline
 from .metrics import Metrics
 from .registry import Registry
 from .rollups import RollupFeeder
-from .store.sqlite import SqliteStore, q_load_state, q_prune
+from .store import SqliteStore
 
 GC_GEN0 = 50000  # allocations between young-generation collections (default 700)
 
 log = logging.getLogger("smartpark.hub")
-
-try:  # SQLite's own memory counter (the C extension shares Python's libsqlite3)
-    from smartpark.fast import blockstore as _blockstore
-    if _blockstore.usable() is not None:
-        _blockstore = None
-except ImportError:
-    _blockstore = None
 
 
 def _rss_bytes():
@@ -64,31 +57,24 @@ class Hub:
         self.coap_port = None
         self.http_port = None
         self.rollups = None
-        self.rollup_error = None
 
     async def start(self):
         c = self.config
         loop = asyncio.get_running_loop()
         self.metrics = Metrics()
         self.events = EventBus()
-        try:
-            self.rollups = RollupFeeder()
-        except RuntimeError as e:
-            self.rollup_error = str(e)
-            log.warning("%s", e)
+        self.rollups = RollupFeeder()
         self.store = SqliteStore(c.db_path, cache_mb=c.store_cache_mb, memory_mb=c.store_memory_mb,
-                                 on_commit=self.rollups.on_commit if self.rollups else None,
-                                 on_block=self.rollups.on_block if self.rollups else None)
+                                 rollups=self.rollups)
         await self.store.start(loop)
         self.registry = Registry(self.store, self.events, factor=c.liveness_factor,
                                  default_interval=c.liveness_default_interval,
                                  firmware=c.nodes_firmware)
-        self.registry.load(await self.store.call(q_load_state))
-        if self.rollups is not None:
-            await self.store.call(self.rollups.replay)
+        self.registry.load(await self.store.load_state())
+        await self.store.replay_rollups()
         self.decoder = Decoder()
-        lane = self.decoder.enable_lane(self.store.maxt) if c.coap_column_lane else None
-        if lane is not None:  # issue 7 (None in a pure build)
+        lane = self.decoder.enable_lane(self.store.newest) if c.coap_column_lane else None
+        if lane is not None:  # None in a pure build
             self.metrics.gauge("smartpark_lane_reports",
                                "Reports stored as columns by the column lane", lambda: lane.n_lane)
             self.metrics.gauge("smartpark_lane_row_reports",
@@ -112,7 +98,7 @@ class Hub:
 
             self.fastpath = FastPath(self.pipeline, self.metrics).attach(self.coap)
         self.http = HttpApi(self.registry, self.store, self.events, self.metrics,
-                            token=c.http_token, rollups_enabled=self.rollups is not None,
+                            token=c.http_token,
                             health=self.health)
         self.runner = web.AppRunner(self.http.app, access_log=None, shutdown_timeout=2.0)
         await self.runner.setup()
@@ -131,8 +117,7 @@ class Hub:
             asyncio.create_task(self._liveness(), name="liveness"),
             asyncio.create_task(self._retention(), name="retention"),
         ]
-        if self.rollups is not None:
-            self._tasks.append(asyncio.create_task(self._rollup_clock(), name="rollups"))
+        self._tasks.append(asyncio.create_task(self._rollup_clock(), name="rollups"))
         # Issue 7: a report allocates a few short-lived containers; with the default
         # threshold (700) the collector ran every ~100 reports and was ~15% of the event
         # loop's time under load (py-spy). Start-up state is long-lived: freeze it so
@@ -155,25 +140,23 @@ class Hub:
                 lambda: self.store.queue_depth)
         m.gauge("smartpark_ingest_inflight", "Reports being ingested (decoded, awaiting commit)",
                 lambda: self.pipeline.inflight)
-        for name, help_text, attr in (
+        for name, help_text, key in (
                 ("commits", "Group commits since start", "commits"),
                 ("commit_seconds", "Time the store thread spent in group commits",
                  "commit_seconds"),
                 ("reports", "Reports committed since start", "committed_reports"),
                 ("last_batch", "Reports in the last group commit", "last_batch"),
-                ("compactions", "Inbox compactions", "compactions"),
-                ("compact_seconds", "Time the store thread spent compacting", "compact_seconds"),
-                ("block_moves", "Moves of lane-journal blocks into readings", "block_moves"),
-                ("block_move_seconds", "Time the mover thread spent moving",
-                 "block_move_seconds"),
-                ("move_steps", "Slices of block moves into readings", "move_steps"),
-                ("blocks_pending", "Lane readings committed, not yet moved", "blocks_pending")):
+                ("moves", "Moves of journal readings into the database", "moves"),
+                ("move_seconds", "Time the mover thread spent moving", "move_seconds"),
+                ("move_steps", "Slices of moves into the database", "move_steps"),
+                ("pending_readings", "Readings in the journal, not yet moved",
+                 "pending_readings")):
             m.gauge("smartpark_store_" + name, help_text,
-                    lambda attr=attr: getattr(self.store, attr))
-        if _blockstore is not None:
+                    lambda key=key: self.store.stats()[key])
+        if self.store.sqlite_memory() is not None:
             m.gauge("smartpark_sqlite_memory_bytes",
                     "Heap SQLite holds in the hub process (page caches of every connection)",
-                    _blockstore.memory)
+                    self.store.sqlite_memory)
         m.gauge("smartpark_process_rss_bytes", "Resident memory of the hub process", _rss_bytes)
         m.gauge("smartpark_nodes", "Known nodes", lambda: len(self.registry.nodes))
         m.gauge("smartpark_nodes_online", "Nodes online",
@@ -186,13 +169,13 @@ class Hub:
         m.gauge("smartpark_coap_observers", "CoAP observers of /latest",
                 lambda: self.latest_site.observers)
         m.gauge("smartpark_rollup_buckets_written", "Rollup buckets written since start",
-                lambda: self.rollups.written if self.rollups else 0)
+                lambda: self.rollups.written)
         m.gauge("smartpark_rollup_late_total", "Readings too late for their rollup bucket",
-                lambda: self.rollups.late if self.rollups else 0)
+                lambda: self.rollups.late)
 
     def health(self):
         return {"status": "ok", "version": VERSION, "uptime": time.time() - (self.started or 0),
-                "decoder": self.decoder.path, "rollups": self.rollups is not None,
+                "decoder": self.decoder.path, "rollups": True,
                 "zeroconf": self.advertiser.active}
 
     async def _liveness(self):
@@ -213,7 +196,7 @@ class Hub:
             after = 0
             while after is not None:
                 try:
-                    _removed, after = await self.store.call(q_prune, cutoff, after)
+                    _removed, after = await self.store.prune(cutoff, after)
                 except Exception:  # noqa: BLE001 - store closing
                     return
                 await asyncio.sleep(0)
@@ -223,7 +206,7 @@ class Hub:
         while True:
             await asyncio.sleep(10.0)
             try:
-                await self.store.call(self.rollups.advance, time.time())
+                await self.store.advance_rollups(time.time())
             except Exception:  # noqa: BLE001 - store closing
                 return
 

@@ -2,12 +2,13 @@
 
 Only hub/app.py wires concrete parts together; every other module receives its
 collaborators and relies on these shapes alone (after aiocoap's
-interfaces.py). The ingest boundary is deliberately free of aiocoap types so
-that a different front end (issue 7: a fast UDP path in front of aiocoap for
-POST /r) can feed the same pipeline.
+interfaces.py). The ingest boundary is free of aiocoap types, so both front
+ends -- aiocoap and the fast UDP path for POST /r (hub/fastpath.py) -- feed
+the same pipeline; the store boundary is free of SQLite types, so a second
+backend can stand behind it.
 """
 
-from typing import Any, Awaitable, Callable, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 # CoAP response codes as plain ints (class << 5 | detail), shared by every front end.
 CHANGED = 0x44
@@ -62,19 +63,110 @@ class Ingest(Protocol):
         ...
 
 
+class StoreClosed(RuntimeError):
+    """The store no longer accepts work (shutting down or closed)."""
+
+
+# (stored, duplicates, new_rows) of one report; new_rows: (series id, node, sensor, unit, t,
+# kind, val) of each reading it stored
+ReportStored = tuple[int, int, list[tuple]]
+
+
 class Store(Protocol):
-    """A storage backend (store/sqlite.py)."""
+    """A storage backend (store/sqlite.py): every operation the rest of the hub uses.
+
+    Methods that return an Awaitable hand the work to the store's own thread and
+    resolve on the event loop; they raise StoreClosed once `close()` began. Values
+    crossing this boundary are plain Python: no connection, cursor or row type of
+    the backend. Value kinds are those of smartpark.fast.kinds.
+    """
 
     async def start(self, loop: Any) -> None: ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Finish everything queued, make every acknowledged reading durable in the
+        database, close."""
+        ...
 
-    def write(self, rows: list, seen: list) -> Awaitable[Any]: ...
-
-    def call(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]: ...
+    def write_many(self, reports: Sequence[Sequence[tuple]], seen: Sequence[tuple],
+                   block: Any = None) -> Awaitable[list[ReportStored]]:
+        """One ingest batch: reports as rows (node, sensor, unit, t, kind, val, sum), node
+        last-seen updates (node, address, t), the column lane's block (or None). Resolves
+        after the commit that makes all of it durable, one result per report in order;
+        with the commit's exception when nothing was stored."""
+        ...
 
     @property
-    def queue_depth(self) -> int: ...
+    def queue_depth(self) -> int:
+        """Jobs waiting for the store thread."""
+        ...
+
+    @property
+    def pending_readings(self) -> int:
+        """Acknowledged readings not yet in the queryable table (the ingest backlog)."""
+        ...
+
+    @property
+    def series_index(self) -> Mapping[tuple[str, str], tuple[int, str | None]]:
+        """(node, sensor) -> (series id, unit); read-only outside the store."""
+        ...
+
+    @property
+    def newest(self) -> Any:
+        """Per series id, a time at or above its newest reading stored or being stored
+        (smartpark.fast.NewestTime), shared with the column lane."""
+        ...
+
+    def stats(self) -> dict[str, float]:
+        """Counters for /metrics."""
+        ...
+
+    def sqlite_memory(self) -> int | None:
+        """Bytes of heap the database library holds, None when not known."""
+        ...
+
+    def load_state(self) -> Awaitable[dict[str, Any]]:
+        """{"series": [(id, node, sensor, unit)], "latest": {id: (t, kind, val)},
+        "nodes": [dict], "configs": {node: (version, body)}} at start-up."""
+        ...
+
+    def raw(self, sid: int, t0: float, t1: float, limit: int) -> Awaitable[list[tuple]]:
+        """[(t, kind, val)] of one series in [t0, t1), oldest first."""
+        ...
+
+    def rollup_buckets(self, sid: int, win: int, t0: float, t1: float,
+                       limit: int) -> Awaitable[list[tuple]]:
+        """[(t, count, min, max, mean, p50, p95, p99)] of one series and window (s)."""
+        ...
+
+    def count_readings(self, sid: int | None = None) -> Awaitable[int]: ...
+
+    def sum_at(self, sid: int, t: float) -> Awaitable[float | None]:
+        """The sum stored with reading (sid, t)."""
+        ...
+
+    def upsert_nodes(self, nodes: Sequence[dict]) -> Awaitable[None]:
+        """Node rows (dicts with "id" and any node fields), one transaction."""
+        ...
+
+    def put_config(self, node: str, make_body: Callable[[int], bytes],
+                   now: float) -> Awaitable[int]:
+        """Store a node's next config version with body make_body(version)."""
+        ...
+
+    def prune(self, cutoff: float, after_sid: int = 0,
+              batch: int = 100) -> Awaitable[tuple[int, int | None]]:
+        """Delete readings older than cutoff for a batch of series after after_sid:
+        (removed, last series handled or None when done)."""
+        ...
+
+    def replay_rollups(self) -> Awaitable[int]:
+        """Rebuild the open rollup buckets from stored readings (at start-up)."""
+        ...
+
+    def advance_rollups(self, watermark: float) -> Awaitable[int]:
+        """Close rollup buckets of idle series up to watermark; buckets written."""
+        ...
 
 
 class EventSink(Protocol):

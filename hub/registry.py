@@ -16,16 +16,17 @@ import json
 import logging
 import time
 
+from smartpark import fast
+from smartpark.fast import kinds
 from smartpark.protocol import cbor
 
-from .store.sqlite import KIND_BOOL, KIND_DATA, KIND_NUM, KIND_STR, StoreClosed, q_upsert_nodes
+from .interfaces import StoreClosed
 
 HEALTH_PREFIX = "health."
 
-try:  # issue 7: latest numbers/booleans in C arrays, updated per lane block in one C loop
-    from smartpark.fast.lane import Latest as _Latest
-except ImportError:  # not built: a dict does the same
-    _Latest = dict
+# latest numbers/booleans in C arrays, updated per lane block in one C loop (fast/lane.pyx);
+# without the extension a dict does the same
+_Latest = fast.Latest or dict
 
 
 def _consume(fut):
@@ -45,18 +46,12 @@ MIN_GAP = 1.0  # s; shorter gaps between reports are not learned as the report i
 
 def value_out(kind, val):
     """A stored value as JSON-able Python: number, bool, string (vd as base64url text)."""
-    if kind == KIND_BOOL:
+    if kind == kinds.BOOL:
         return bool(val)
-    if kind == KIND_NUM:
-        return val
-    if kind == KIND_STR:
-        return val
-    if kind == KIND_DATA:
-        if isinstance(val, (bytes, bytearray, memoryview)):
-            import base64
+    if kind == kinds.DATA and isinstance(val, (bytes, bytearray, memoryview)):
+        import base64
 
-            return base64.urlsafe_b64encode(bytes(val)).rstrip(b"=").decode()
-        return val
+        return base64.urlsafe_b64encode(bytes(val)).rstrip(b"=").decode()
     return val
 
 
@@ -154,7 +149,7 @@ class Registry:
                 self.latest[sid] = (t, kind, val)
 
     def block_latest(self, block):
-        """Issue 7: the newest reading of each series in a column-lane block (a
+        """The newest reading of each series in a column-lane block (a
         fast.lane.Block; the lane and Latest come from the same extension, so `latest`
         is a Latest whenever there are blocks). The lane takes only series the row path
         stored before, so `series` knows them."""
@@ -165,8 +160,7 @@ class Registry:
         series = self.series
         for sid, t, k, v in zip(block.series, block.time, block.kind, block.value, strict=True):
             node, sensor, unit = series.get(sid, (None, None, None))
-            yield (sid, node, sensor, unit, t, KIND_BOOL if k else KIND_NUM,
-                   (1 if v else 0) if k else v)
+            yield (sid, node, sensor, unit, t, k, (1 if v else 0) if k == kinds.BOOL else v)
 
     # ---- RD ----------------------------------------------------------------------------------
 
@@ -200,7 +194,7 @@ class Registry:
         """Write the nodes' rows through the store (one transaction); returns an awaitable
         that never raises unobserved (callers from aiocoap callbacks do not await it)."""
         try:
-            fut = self.store.call(q_upsert_nodes, [self._row(x) for x in (n,) + more])
+            fut = self.store.upsert_nodes([self._row(x) for x in (n,) + more])
         except StoreClosed:
             return _done()
         fut.add_done_callback(_consume)

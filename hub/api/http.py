@@ -22,7 +22,6 @@ from .. import openapi
 from ..registry import value_out
 from ..rollups import WINDOWS
 from ..rules import config_error, config_normalize, node_id_error
-from ..store.sqlite import leaves_readings, q_put_config, q_raw, q_rollups
 
 DEFAULT_SPAN = 86400.0
 MAX_LIMIT = 100000
@@ -64,14 +63,12 @@ def _json_value(v):
 
 
 class HttpApi:
-    def __init__(self, registry, store, events, metrics, token="", rollups_enabled=True,
-                 health=None):
+    def __init__(self, registry, store, events, metrics, token="", health=None):
         self.registry = registry
         self.store = store
         self.events = events
         self.metrics = metrics
         self.token = token or ""
-        self.rollups_enabled = rollups_enabled
         self.health = health or (lambda: {"status": "ok"})
         self._sse = set()
         self.closing = False
@@ -157,11 +154,12 @@ class HttpApi:
             raise BadParam(bad[0], bad[1])
         interval = doc.get("report_interval")
         doc.pop("version", None)
-        now = time.time()
-        # the version is decided in the store thread; the body carries it too
-        version = await self.store.call(_put_config_versioned, node, doc, now)
-        body = cbor.dumps(dict(doc, version=version))
-        await self.registry.set_config(node, version, body,
+
+        def body_of(version):  # the version is decided in the store thread; the body has it
+            return cbor.dumps(dict(doc, version=version))
+
+        version = await self.store.put_config(node, body_of, time.time())
+        await self.registry.set_config(node, version, body_of(version),
                                        float(interval) if interval else None)
         return web.json_response({"node": node, "version": version, "config": doc})
 
@@ -210,13 +208,11 @@ class HttpApi:
         unit = self.registry.series[sid][2]
         hi = t1 if t1 != math.inf else 1e300
         if window == "raw":
-            rows = await self.store.call(q_raw, sid, t0, hi, limit)
+            rows = await self.store.raw(sid, t0, hi, limit)
             points = [{"time": t, "value": _json_value(value_out(kind, val))}
                       for t, kind, val in rows]
         else:
-            if not self.rollups_enabled:
-                return _err(503, "rollups are not available in this build (smartpark.fast)")
-            rows = await self.store.call(q_rollups, sid, WINDOWS[window], t0, hi, limit)
+            rows = await self.store.rollup_buckets(sid, WINDOWS[window], t0, hi, limit)
             points = [{"time": t, "count": c, "min": mn, "max": mx, "mean": me, "p50": p50,
                        "p95": p95, "p99": p99}
                       for t, c, mn, mx, me, p50, p95, p99 in rows]
@@ -285,15 +281,3 @@ class HttpApi:
 
     async def openapi(self, request):
         return web.json_response(openapi.document(VERSION))
-
-
-@leaves_readings
-def _put_config_versioned(conn, node, doc, now):
-    # runs in the store thread: pick the next version, store the body with it inside
-    row = conn.execute("SELECT max(version) FROM node_configs WHERE node = ?", (node,)).fetchone()
-    version = (row[0] or 0) + 1
-    body = cbor.dumps(dict(doc, version=version))
-    got = q_put_config(conn, node, body, now)
-    if got != version:  # pragma: no cover - single writer thread
-        raise RuntimeError("config version race")
-    return version

@@ -6,17 +6,16 @@ into the response; nothing about decoding or storage lives here.
 """
 
 import hashlib
-import sqlite3
 
 import aiocoap
 from aiocoap import error
 from aiocoap.numbers import codes
 from aiocoap.resource import ObservableResource, PathCapable, Resource
 from aiocoap.util.linkformat import Link, LinkFormat
+from smartpark.fast import kinds
 from smartpark.protocol import cbor, senml
 
 from ..interfaces import CT_CBOR, CT_SENML_CBOR
-from ..store.sqlite import KIND_BOOL, KIND_DATA, KIND_NUM, KIND_STR
 
 CT_TEXT = 0
 CT_LINK_FORMAT = 40
@@ -124,19 +123,6 @@ class ConfigIndex(Resource):
         raise error.NotFound("use /cfg/<node>")
 
 
-def q_sum(conn, sid, t):
-    """The stored sum of reading (sid, t), from the inbox (not yet compacted) or readings."""
-    for table in ("inbox", "readings"):
-        try:
-            row = conn.execute("SELECT sum FROM %s WHERE series = ? AND t = ? AND sum IS NOT NULL"
-                               " LIMIT 1" % table, (sid, t)).fetchone()
-        except sqlite3.OperationalError:  # a store without an inbox table
-            continue
-        if row is not None:
-            return row[0]
-    return None
-
-
 def latest_payload(node, sensor, unit, t, kind, val, sum_=None):
     """A one-record SenML-CBOR pack holding the series' latest value (protocol.senml.encode).
 
@@ -145,17 +131,17 @@ def latest_payload(node, sensor, unit, t, kind, val, sum_=None):
     rec = {"n": "%s/%s" % (node, sensor), "t": t}
     if unit:
         rec["u"] = unit
-    if kind == KIND_NUM and val is None:
+    if kind == kinds.NUM and val is None:
         if sum_ is None:
             raise ValueError("sum-only reading without its sum")
         rec["s"] = sum_
-    elif kind == KIND_NUM:
+    elif kind == kinds.NUM:
         rec["v"] = val
-    elif kind == KIND_STR:
+    elif kind == kinds.STR:
         rec["vs"] = val
-    elif kind == KIND_BOOL:
+    elif kind == kinds.BOOL:
         rec["vb"] = bool(val)
-    elif kind == KIND_DATA:
+    elif kind == kinds.DATA:
         rec["vd"] = bytes(val) if isinstance(val, (bytes, bytearray, memoryview)) else val
     return senml.encode([rec], "cbor")
 
@@ -231,9 +217,9 @@ class LatestSite(ObservableResource, PathCapable):
         node, sensor, unit = self.registry.series[sid]
         t, kind, val = self.registry.latest[sid]
         sum_ = None
-        if kind == KIND_NUM and val is None:
+        if kind == kinds.NUM and val is None:
             if self.store is not None:
-                sum_ = await self.store.call(q_sum, sid, t)
+                sum_ = await self.store.sum_at(sid, t)
             if sum_ is None:
                 raise error.NotFound("the latest reading has neither value nor stored sum")
         m = aiocoap.Message(code=codes.CONTENT,

@@ -1,12 +1,11 @@
-"""Storage backends for the hub. SQLite (store/sqlite.py) is the embedded default.
+"""Storage backends for the hub; SQLite (store/sqlite.py) is the embedded default.
 
-A backend provides the `Store` boundary of hub/interfaces.py: `write()` for a
-report's rows (resolved only once the rows are durable), `call()` to run a
-query in the store's own thread, and `close()`.
+A backend provides the `Store` boundary of hub/interfaces.py. Nothing outside
+this package imports a database module or sees a connection: the rest of the
+hub calls Store methods and gets plain values back.
 """
 
-from .sqlite import KIND_BOOL, KIND_DATA, KIND_NUM, KIND_STR, SqliteStore, StoreClosed, WriteResult
+from ..interfaces import StoreClosed
+from .sqlite import SqliteStore, stored_readings
 
-__all__ = [
-    "KIND_BOOL", "KIND_DATA", "KIND_NUM", "KIND_STR", "SqliteStore", "StoreClosed", "WriteResult",
-]
+__all__ = ["SqliteStore", "StoreClosed", "stored_readings"]

@@ -1,62 +1,44 @@
-"""The column lane's journal: blocks committed beside the hub database, moved into
-`readings` by a thread of its own.
+"""The journal: where every acknowledged reading waits until it is in `readings`.
 
-Scope (issue 7): the column lane (fast/lane.pyx) hands the store one block of
-readings per batch (four columns). The store commits them as one row of the
-`blocks` table of a journal file next to the database (`hub.lane.sqlite3`
-beside `hub.sqlite3`, WAL, synchronous=FULL): that commit is what makes the
-readings "stored" and lets their acks go out. Node last-seen updates of the
-same group commit go to the journal's `seen` table in the same transaction.
+One holding area, a file beside the database (hub.journal.sqlite3, WAL,
+synchronous=FULL; layout in hub/store/schema.py). Each group commit writes, in
+ONE journal transaction: the column lane's readings as one `blocks` row (four
+column blobs), the row path's new readings as `rows` rows, and the batch's
+node last-seen updates (`seen`). That commit is what makes the readings
+"stored" and lets their acks go out; the database itself is not touched.
 
-`BlockMoves` moves the blocks into `readings` (and `seen` into `nodes`) in its
-own thread, through fast/blockstore.pyx (SQLite's C API, GIL released) when it
-is usable, else through Python's sqlite3. Because the journal is another file,
-a move holds the database's write lock, never the journal's: acks do not wait
-for moves. A move sorts all pending readings by (series, t) and inserts them in
-slices of `slice_rows`, one transaction each, so the row path's commits (the
-database) wait for one slice at most. Every slice records in `block_moved`
-(same transaction) how far it got; readers of the raw tables skip what that
-mark covers, and the journal rows are deleted after the last slice. A crash
+`Mover` moves them into the database in a thread of its own: the rows, then
+the blocks (through fast/mover.pyx, SQLite's C API with the GIL released, when
+it is usable, else through Python's sqlite3), then `seen` into `nodes`. A move
+sorts its readings by (series, t) and inserts them in slices of `slice_rows`,
+one transaction each, recording how far it got (`block_moved`, `rows_moved`)
+in the same transaction; so other writers of the database wait for one slice
+at most, readers of the raw tables skip what the marks cover, and a crash
 anywhere in between only means the move runs again (INSERT OR IGNORE: the
-primary key of `readings` stays the guarantee).
+primary key of `readings` stays the exactly-once guarantee). Because the
+journal is another file, a move holds the database's write lock, never the
+journal's: acks never wait for a move.
 
-Threads: the store thread commits blocks (its own journal connection), is the
-journal's only writer while the mover runs (it also deletes what the mover
-moved, in its next commit: `take_drops`), and asks for `flush()` before any
-query that reads raw readings; the mover thread owns the connections opened in
-`open()` and only reads the journal.
+Threads: the store thread is the journal's only writer (it commits, and in its
+next commit deletes what the mover reports as moved: `take_drops`) and asks
+for `flush()` before any query that reads raw readings; the mover thread owns
+the connections opened in `open()` and only reads the journal.
 """
 
 import array
 import logging
 import os
-import sqlite3
 import threading
 import time
 
-try:
-    from smartpark.fast.blockstore import BlockMover
-except ImportError:  # not built (or no libsqlite3.so.0): blocks move through sqlite3
-    BlockMover = None
+from smartpark.fast import BlockMover, kinds
+
+from . import queries, schema
 
 log = logging.getLogger("smartpark.hub.store")
 
-KIND_NUM = 0  # the stored kinds of hub/store/sqlite.py
-KIND_BOOL = 2
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS blocks(
-    id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL, series BLOB NOT NULL,
-    t BLOB NOT NULL, kind BLOB NOT NULL, val BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS seen(node TEXT PRIMARY KEY, address TEXT, t REAL NOT NULL);
-"""
-# in the hub database: how far the moves got (see fast/blockstore.pyx, Move)
-MAIN_SCHEMA = """
-CREATE TABLE IF NOT EXISTS block_moved(
-    k INTEGER PRIMARY KEY CHECK (k = 1), done_id INTEGER NOT NULL, last_id INTEGER NOT NULL,
-    series INTEGER NOT NULL, t REAL NOT NULL);
-"""
 INSERT_BLOCK = "INSERT INTO blocks(n, series, t, kind, val) VALUES (?, ?, ?, ?, ?)"
+INSERT_ROW = "INSERT INTO rows(series, t, kind, val, sum) VALUES (?, ?, ?, ?, ?)"
 INSERT_SEEN = ("INSERT INTO seen(node, address, t) VALUES (?, ?, ?) ON CONFLICT(node) DO UPDATE"
                " SET address = excluded.address, t = excluded.t WHERE excluded.t >= seen.t")
 NODE_SEEN = (
@@ -64,31 +46,18 @@ NODE_SEEN = (
     "ON CONFLICT(id) DO UPDATE SET address = excluded.address, "
     "last_seen = max(coalesce(last_seen, 0), excluded.last_seen)"
 )
-_MARK = ("INSERT OR REPLACE INTO block_moved(k, done_id, last_id, series, t)"
-         " VALUES (1, ?, ?, -1, 0.0)")
+_MOVE_ROWS = ("INSERT OR IGNORE INTO readings(series, t, kind, val, sum) VALUES (?, ?, ?, ?, ?)")
+_BLOCKS_MARK = ("INSERT OR REPLACE INTO block_moved(k, done_id, last_id, series, t)"
+                " VALUES (1, ?, ?, -1, 0.0)")
+_ROWS_MARK = "INSERT OR REPLACE INTO rows_moved(k, done_id) VALUES (1, ?)"
 NO_MARK = (0, 0, -1, 0.0)
 
-
-def journal_path(path):
-    """hub.sqlite3 -> hub.lane.sqlite3 (never "-journal": SQLite's own suffix)."""
-    root, _ext = os.path.splitext(path)
-    return root + ".lane.sqlite3"
-
-
-def connect(path, cache_mb=None):
-    # one thread at a time: the store thread at start and close, the mover thread between
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    if cache_mb:
-        conn.execute("PRAGMA cache_size=%d" % (-1024 * int(cache_mb)))
-    return conn
-
-
-def open_journal(path):
-    conn = connect(journal_path(path))
-    conn.executescript(SCHEMA)
-    return conn
+# moved blocks / rows deleted from the journal per group commit (the ack path): bounded
+DROP_BLOCKS_PER_COMMIT = 32
+DROP_ROWS_PER_COMMIT = 4096
+_DROP_BLOCKS = ("DELETE FROM blocks WHERE id IN"
+                " (SELECT id FROM blocks WHERE id <= ? ORDER BY id LIMIT ?)")
+_DROP_ROWS = "DELETE FROM rows WHERE id IN (SELECT id FROM rows WHERE id <= ? ORDER BY id LIMIT ?)"
 
 
 class Cols:
@@ -113,8 +82,8 @@ class Cols:
         return self.n
 
     def rows(self):
-        """(series, t, stored kind, val) per reading, as `readings` holds them."""
-        return [(sid, t, KIND_BOOL, 1 if v else 0) if k else (sid, t, KIND_NUM, v)
+        """(series, t, kind, val) per reading, as `readings` holds them."""
+        return [(sid, t, kinds.BOOL, 1 if v else 0) if k == kinds.BOOL else (sid, t, k, v)
                 for sid, t, k, v in zip(self.series, self.time, self.kind, self.value,
                                         strict=True)]
 
@@ -122,23 +91,16 @@ class Cols:
 def read_blocks(lconn, after_id=0, upto_id=None):
     """[(id, Cols)] of the journal's blocks with after_id < id (<= upto_id), in id order."""
     if upto_id is None:
-        rows = lconn.execute("SELECT id, series, t, kind, val FROM blocks WHERE id > ?"
-                             " ORDER BY id", (after_id,)).fetchall()
-    else:
-        rows = lconn.execute("SELECT id, series, t, kind, val FROM blocks WHERE id > ? AND"
-                             " id <= ? ORDER BY id", (after_id, upto_id)).fetchall()
+        upto_id = 1 << 62
     out = []
-    for bid, s, t, k, v in rows:
+    for bid, s, t, k, v in lconn.execute("SELECT id, series, t, kind, val FROM blocks"
+                                         " WHERE id > ? AND id <= ? ORDER BY id",
+                                         (after_id, upto_id)):
         try:
             out.append((bid, Cols(s, t, k, v)))
         except (ValueError, TypeError) as e:  # not written by this hub: skipped, said once
-            log.error("lane journal block %d is damaged (%s); skipped", bid, e)
+            log.error("journal block %d is damaged (%s); skipped", bid, e)
     return out
-
-
-# the oldest `limit` moved blocks (id <= ?) -- the store thread's bounded piece per commit
-DROP_SOME = ("DELETE FROM blocks WHERE id IN"
-             " (SELECT id FROM blocks WHERE id <= ? ORDER BY id LIMIT ?)")
 
 
 def read_columns(lconn, after_id, upto_id):
@@ -155,7 +117,7 @@ def read_columns(lconn, after_id, upto_id):
         m = len(k) if isinstance(k, bytes) else -1
         if not (m >= 0 and isinstance(s, bytes) and isinstance(t, bytes) and isinstance(v, bytes)
                 and len(s) == 4 * m and len(t) == 8 * m and len(v) == 8 * m):
-            log.error("lane journal block %d is damaged (columns of %s bytes); skipped", bid,
+            log.error("journal block %d is damaged (columns of %s bytes); skipped", bid,
                       [len(x) if isinstance(x, bytes) else type(x).__name__
                        for x in (s, t, k, v)])
             continue
@@ -166,32 +128,72 @@ def read_columns(lconn, after_id, upto_id):
     return n, (b"".join(ss), b"".join(ts), b"".join(ks), b"".join(vs))
 
 
-def drop(lconn, upto, seen, in_transaction=False):
-    """Delete moved blocks (id <= upto) and applied last-seen rows from the journal."""
-    if not upto and not seen:
-        return
-    if not in_transaction:
-        lconn.execute("BEGIN IMMEDIATE")
+def read_rows(lconn, after_id=0, upto_id=None):
+    """[(series, t, kind, val, sum)] of the journal's rows with after_id < id (<= upto_id)."""
+    if upto_id is None:
+        upto_id = 1 << 62
+    return lconn.execute("SELECT series, t, kind, val, sum FROM rows WHERE id > ? AND id <= ?",
+                         (after_id, upto_id)).fetchall()
+
+
+def pending_keys(lconn):
+    """{(series id, t)} of every reading in the journal (moved or not: a moved one is in
+    `readings` too, so the set only ever answers "stored" rightly)."""
+    keys = set(lconn.execute("SELECT series, t FROM rows"))
+    for _bid, b in read_blocks(lconn):
+        keys.update(zip(b.series, b.time, strict=True))
+    return keys
+
+
+def commit(lconn, blocks, rows, seen, drops):
+    """One journal transaction: `drops` (blocks up to, rows up to, [(node, t)] of `seen`:
+    what the mover has moved, each bounded per commit), the lane's `blocks`, the row path's
+    new `rows` [(series, t, kind, val, sum)] and the last-seen updates `seen`
+    {node: (address, t)}. Returns (readings in blocks, last block id or 0, last row id or 0,
+    whether moved blocks or rows are still left to drop)."""
+    drop_blocks, drop_rows, drop_seen = drops
+    n = last_block = last_row = 0
+    more = False
+    lconn.execute("BEGIN IMMEDIATE")
     try:
-        if upto:
-            lconn.execute("DELETE FROM blocks WHERE id <= ?", (upto,))
+        if drop_blocks:
+            more = lconn.execute(_DROP_BLOCKS, (drop_blocks, DROP_BLOCKS_PER_COMMIT)
+                                 ).rowcount == DROP_BLOCKS_PER_COMMIT
+        if drop_rows:
+            more = lconn.execute(_DROP_ROWS, (drop_rows, DROP_ROWS_PER_COMMIT)
+                                 ).rowcount == DROP_ROWS_PER_COMMIT or more
+        if drop_seen:
+            lconn.executemany("DELETE FROM seen WHERE node = ? AND t <= ?", drop_seen)
+        for b in blocks:
+            last_block = lconn.execute(INSERT_BLOCK, (
+                len(b), b.series.tobytes(), b.time.tobytes(), b.kind.tobytes(),
+                b.value.tobytes())).lastrowid
+            n += len(b)
+        if rows:
+            lconn.executemany(INSERT_ROW, rows)
+            last_row = lconn.execute("SELECT max(id) FROM rows").fetchone()[0]
         if seen:
-            lconn.executemany("DELETE FROM seen WHERE node = ? AND t <= ?", seen)
-        if not in_transaction:
-            lconn.execute("COMMIT")
-    except sqlite3.Error:
-        if not in_transaction and lconn.in_transaction:
+            lconn.executemany(INSERT_SEEN, [(node, address, t)
+                                            for node, (address, t) in seen.items()])
+        lconn.execute("COMMIT")
+    except BaseException:
+        if lconn.in_transaction:
             lconn.rollback()
         raise
+    return n, last_block, last_row, more
 
 
-def read_mark(conn):
-    """(done_id, last_id, series, t) from the database's `block_moved`, NO_MARK if none."""
+def read_marks(conn):
+    """((done_id, last_id, series, t) of block moves, done_id of row moves) from the
+    database; NO_MARK / 0 when nothing was moved yet."""
     try:
         row = conn.execute("SELECT done_id, last_id, series, t FROM block_moved").fetchone()
-    except sqlite3.OperationalError:  # a database without the table: nothing moved yet
-        return NO_MARK
-    return tuple(row) if row is not None else NO_MARK
+        rows_row = conn.execute("SELECT done_id FROM rows_moved").fetchone()
+    except Exception as e:  # noqa: BLE001 - a database older than the tables: nothing moved
+        if "no such table" not in str(e):
+            raise
+        return NO_MARK, 0
+    return (tuple(row) if row is not None else NO_MARK), (rows_row[0] if rows_row else 0)
 
 
 def moved(mark, bid, sid, t):
@@ -199,10 +201,10 @@ def moved(mark, bid, sid, t):
     return bid <= mark[0] or (bid <= mark[1] and (sid, t) <= (mark[2], mark[3]))
 
 
-class BlockMoves:
-    """Moves the journal's blocks into `readings` (a thread of its own; see the module)."""
+class Mover:
+    """Moves the journal's readings into `readings` (a thread of its own; see the module)."""
 
-    def __init__(self, path, cache_mb=64, slice_rows=4096, compact_rows=100000, idle=0.5,
+    def __init__(self, path, cache_mb=64, slice_rows=4096, move_after=100000, idle=0.5,
                  c_mover=True, max_move=400000, nice=10):
         self.path = path
         # at most this many readings per move: bounds the mover's memory (~75 B a reading)
@@ -213,18 +215,21 @@ class BlockMoves:
         self.nice = nice
         self.cache_mb = cache_mb
         self.slice_rows = slice_rows
-        self.compact_rows = compact_rows
-        self.idle = idle
+        self.move_after = move_after  # readings pending that start a move at once
+        self.idle = idle  # else a move starts after this long without commits
         self.c_mover = c_mover and BlockMover is not None
         self.off = None  # why blocks move through Python's sqlite3, when they do
         self.cv = threading.Condition()
         self.committed_id = 0  # the last block the store committed
         self.done_id = 0  # every block up to here is in `readings`
+        self.committed_row = 0  # the last row the store committed
+        self.rows_done = 0  # every row up to here is in `readings`
         self.pending = 0  # readings committed, not moved
         self.seen_dirty = True  # `seen` may hold updates not applied to `nodes`
         # what the journal may drop, deleted by the journal's writer (the store thread) in
         # its next commit: no second writer, no lock the acks would wait for
         self.drop_upto = 0
+        self.drop_rows = 0
         self.drop_seen = []
         self.flush_req = False  # a flush() waits: move now
         self.stopping = False
@@ -239,78 +244,110 @@ class BlockMoves:
     # ---- store thread -------------------------------------------------------------------
 
     def open(self):
-        """Connections, the mark and what is pending (call before start())."""
-        self._conn = connect(self.path, self.cache_mb)
-        self._conn.executescript(MAIN_SCHEMA)
-        self._lconn = open_journal(self.path)
+        """Connections, the marks and what is pending (call before start())."""
+        self._conn = schema.connect(self.path, self.cache_mb)
+        self._lconn = schema.open_journal(self.path)
         if self.c_mover:
             try:
                 self._mover = BlockMover(self.path, self.cache_mb)
             except Exception as e:  # noqa: BLE001 - the Python path does the same
                 self.off = str(e)
         else:
-            self.off = "fast/blockstore.pyx not built" if BlockMover is None else "off"
+            self.off = "fast/mover.pyx not built" if BlockMover is None else "off"
         if self.off:
-            log.info("column blocks move through Python's sqlite3: %s", self.off)
-        mark = read_mark(self._conn)
+            log.info("journal blocks move through Python's sqlite3: %s", self.off)
+        mark, self.rows_done = read_marks(self._conn)
         self.done_id = mark[0]
-        row = self._lconn.execute("SELECT max(id), coalesce(sum(n), 0) FROM blocks"
-                                  " WHERE id > ?", (self.done_id,)).fetchone()
-        self.committed_id = max(row[0] or 0, self.done_id)
-        self.pending = row[1]
+        blocks = self._lconn.execute("SELECT max(id), coalesce(sum(n), 0) FROM blocks"
+                                     " WHERE id > ?", (self.done_id,)).fetchone()
+        rows = self._lconn.execute("SELECT max(id), count(*) FROM rows WHERE id > ?",
+                                   (self.rows_done,)).fetchone()
+        self.committed_id = max(blocks[0] or 0, self.done_id)
+        self.committed_row = max(rows[0] or 0, self.rows_done)
+        self.pending = blocks[1] + rows[1]
 
     def start(self):
-        self._thread = threading.Thread(target=self._run, name="sqlite-block-mover", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="sqlite-mover", daemon=True)
         self._thread.start()
 
-    def committed(self, last_id, n, seen=False):
-        """The store committed blocks up to `last_id` holding `n` readings (and, with
-        `seen`, last-seen updates)."""
+    def committed(self, last_block, last_row, n, seen=False):
+        """The store committed blocks up to `last_block` and rows up to `last_row` (0: none)
+        holding `n` readings (and, with `seen`, last-seen updates)."""
         with self.cv:
-            if last_id > self.committed_id:
-                self.committed_id = last_id
+            self.committed_id = max(self.committed_id, last_block)
+            self.committed_row = max(self.committed_row, last_row)
             self.pending += n
             self.seen_dirty = self.seen_dirty or seen
             self.last_commit = time.monotonic()
-            if self.pending >= self.compact_rows or self.flush_req:
+            if self.pending >= self.move_after or self.flush_req:
                 self.cv.notify_all()
 
     def behind(self):
-        """True while something committed (blocks or last-seen rows) is not in the
+        """True while something committed (readings or last-seen rows) is not in the
         database yet."""
         with self.cv:
-            return self.done_id < self.committed_id or self.seen_dirty
+            return self._behind()
+
+    def _behind(self):
+        return (self.done_id < self.committed_id or self.rows_done < self.committed_row
+                or self.seen_dirty)
+
+    @property
+    def mark(self):
+        """(done block id, done row id): what the moves got past; changes when one ends."""
+        return self.done_id, self.rows_done
 
     def flush(self, timeout=600.0):
-        """Return once every block committed so far is in `readings` (before a query)."""
+        """Return once everything committed so far is in the database (before a query)."""
         if self._thread is None:  # start-up and shutdown: in the caller's thread
-            self._move_once()
-            while self.done_id < self.committed_id:
+            while self._behind():
                 self._move_once()
-            drop(self._lconn, *self.take_drops())  # nobody else writes the journal now
+            self._drop_now()  # nobody else writes the journal now
             return
         started = time.monotonic()
         deadline = started + timeout
         with self.cv:
-            target = self.committed_id
-            while self.done_id < target or self.seen_dirty:
+            target, target_row = self.committed_id, self.committed_row
+            while self.done_id < target or self.rows_done < target_row or self.seen_dirty:
                 self.flush_req = True
                 self.cv.notify_all()
                 if self.error is not None and time.monotonic() - started > 5.0:
                     # still failing after the mover's retries: the query fails, not hangs
-                    raise sqlite3.OperationalError("moving lane blocks failed: %s" % self.error)
+                    raise RuntimeError("moving journal readings failed: %s" % self.error)
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise sqlite3.OperationalError("moving lane blocks took over %.0f s" % timeout)
+                    raise RuntimeError("moving journal readings took over %.0f s" % timeout)
                 self.cv.wait(min(left, 1.0))
 
     def take_drops(self):
-        """(blocks up to this id, [(node, t)] of `seen`) that are in the database now and
-        may leave the journal; the caller deletes them in its own journal transaction."""
+        """(blocks up to this id, rows up to this id, [(node, t)] of `seen`) that are in the
+        database now and may leave the journal; the caller deletes them in its own journal
+        transaction (a bounded piece each time: what it leaves, it gives back)."""
         with self.cv:
-            upto, seen = self.drop_upto, self.drop_seen
-            self.drop_upto, self.drop_seen = 0, []
-        return upto, seen
+            out = (self.drop_upto, self.drop_rows, self.drop_seen)
+            self.drop_upto, self.drop_rows, self.drop_seen = 0, 0, []
+        return out
+
+    def give_back(self, blocks_upto, rows_upto):
+        """Moved blocks/rows the caller's bounded drop left in the journal: next time."""
+        with self.cv:
+            self.drop_upto = max(self.drop_upto, blocks_upto)
+            self.drop_rows = max(self.drop_rows, rows_upto)
+
+    def _drop_now(self):
+        upto, rows, seen = self.take_drops()
+        if not (upto or rows or seen):
+            return
+        lconn = self._lconn
+
+        def drop():
+            if upto:
+                lconn.execute("DELETE FROM blocks WHERE id <= ?", (upto,))
+            if rows:
+                lconn.execute("DELETE FROM rows WHERE id <= ?", (rows,))
+            if seen:
+                lconn.executemany("DELETE FROM seen WHERE node = ? AND t <= ?", seen)
+        queries.with_transaction(lconn, drop)
 
     def stop(self):
         """Move everything, stop the thread, close the connections."""
@@ -329,7 +366,7 @@ class BlockMoves:
                 if c is not None:
                     try:
                         c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                    except sqlite3.Error:
+                    except Exception:  # noqa: BLE001 - closing anyway
                         pass
                     c.close()
             self._conn = self._lconn = self._mover = None
@@ -337,9 +374,9 @@ class BlockMoves:
     # ---- mover thread -------------------------------------------------------------------
 
     def _due(self):
-        if self.done_id >= self.committed_id and not self.seen_dirty:
+        if not self._behind():
             return False
-        return (self.flush_req or self.pending >= self.compact_rows
+        return (self.flush_req or self.pending >= self.move_after
                 or time.monotonic() - self.last_commit >= self.idle)
 
     def _run(self):
@@ -357,38 +394,41 @@ class BlockMoves:
             try:
                 self._move_once()
                 self.error = None
-            except Exception as e:  # noqa: BLE001 - disk full or similar: the blocks stay
+            except Exception as e:  # noqa: BLE001 - disk full or similar: the readings stay
                 self.error = e  # in the journal (durable) and the next round retries
-                log.exception("moving lane blocks failed")
+                log.exception("moving journal readings failed")
                 time.sleep(1.0)
 
     def _move_once(self):
-        """Move every block committed so far (one Move, in slices), then `seen`."""
+        """Move the rows and blocks committed so far (at most max_move readings of each,
+        in slices), then `seen`."""
         t0 = time.perf_counter()
         with self.cv:
             self.flush_req = False
-            upto = self.committed_id
+            upto, rows_upto = self.committed_id, self.committed_row
+        rows_upto = min(rows_upto, self.rows_done + self.max_move)
+        n_rows = self._move_rows(rows_upto)
         upto = self._move_limit(upto)
         last_id, n = upto, 0
-        if self._mover is not None:
-            if upto > self.done_id:
+        if upto > self.done_id:
+            if self._mover is not None:
                 n, cols = read_columns(self._lconn, self.done_id, upto)
                 move = self._mover.start_columns(*cols, self.done_id, upto)
                 while not move.step(self.slice_rows):
                     self.steps += 1
                 self.steps += 1
-        else:
-            blocks = read_blocks(self._lconn, self.done_id, upto)
-            if blocks:
-                last_id = blocks[-1][0]
+            else:
+                blocks = read_blocks(self._lconn, self.done_id, upto)
                 n = sum(len(b) for _bid, b in blocks)
-                self._move_python(blocks, last_id)
+                self._move_blocks_python(blocks, last_id)
         applied = self._move_seen()
         with self.cv:
             self.drop_upto = max(self.drop_upto, last_id)
+            self.drop_rows = max(self.drop_rows, rows_upto)
             self.drop_seen.extend(applied)
             self.done_id = max(self.done_id, last_id)
-            self.pending = max(0, self.pending - n)
+            self.rows_done = max(self.rows_done, rows_upto)
+            self.pending = max(0, self.pending - n - n_rows)
             self.moves += 1
             self.seconds += time.perf_counter() - t0
             self.cv.notify_all()
@@ -406,22 +446,37 @@ class BlockMoves:
                 return bid
         return upto
 
-    def _move_python(self, blocks, last_id):
+    def _move_rows(self, upto):
+        """The journal's rows up to id `upto` into `readings`: slices of slice_rows ids, each
+        sorted by (series, t) and committed with the rows mark. Returns the rows moved."""
+        conn = self._conn
+        done = self.rows_done
+        moved_n = 0
+        while done < upto:
+            end = min(upto, done + self.slice_rows)
+            rows = sorted(read_rows(self._lconn, done, end))
+
+            def insert(rows=rows, end=end):
+                conn.executemany(_MOVE_ROWS, rows)
+                conn.execute(_ROWS_MARK, (end,))
+            queries.with_transaction(conn, insert)
+            moved_n += len(rows)
+            done = end
+            self.steps += 1
+        return moved_n
+
+    def _move_blocks_python(self, blocks, last_id):
         flat = []
         for _bid, b in blocks:
             flat.extend(b.rows())
         flat.sort()
         conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+
+        def insert():
             conn.executemany("INSERT OR IGNORE INTO readings(series, t, kind, val, sum)"
                              " VALUES (?, ?, ?, ?, NULL)", flat)
-            conn.execute(_MARK, (last_id, last_id))
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            if conn.in_transaction:
-                conn.rollback()
-            raise
+            conn.execute(_BLOCKS_MARK, (last_id, last_id))
+        queries.with_transaction(conn, insert)
 
     def _move_seen(self):
         with self.cv:
@@ -430,12 +485,6 @@ class BlockMoves:
         if not rows:
             return []
         conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(NODE_SEEN, [(node, a, t, t) for node, a, t in rows])
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            if conn.in_transaction:
-                conn.rollback()
-            raise
+        queries.with_transaction(conn, lambda: conn.executemany(
+            NODE_SEEN, [(node, a, t, t) for node, a, t in rows]))
         return [(node, t) for node, _a, t in rows]

@@ -16,7 +16,7 @@ import time
 
 import pytest
 from smartpark.hub.process import start_hub
-from smartpark.hub.store.sqlite import stored_readings
+from smartpark.hub.store import stored_readings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
 from ledger import parse_ledger  # noqa: E402
@@ -188,9 +188,9 @@ class Hub:
     def readings(self, node):
         """[(sensor, t)] the hub stored for `node` (read-only, while it runs or after).
 
-        The hub commits new readings to its `inbox` and `blocks` tables and moves
-        them into `readings` when idle (hub/store/sqlite.py); all are durable, so
-        all count, and a reading stored twice shows as two rows.
+        The hub commits new readings to its journal and moves them into `readings`
+        later (hub/store/journal.py); both are durable, so all count, and a reading
+        stored twice shows as two rows.
         """
         db = os.path.join(self.data, "hub.sqlite3")
         return [(sensor, t) for _nd, sensor, t, _k, _v in stored_readings(db, node)]

@@ -9,7 +9,7 @@ import sqlite3
 import aiocoap
 import pytest
 from hubutil import T0, coap_post, run, senml_cbor
-from smartpark.hub.store.sqlite import stored_readings
+from smartpark.hub.store import stored_readings
 from smartpark.protocol.report import decode_ack
 
 
@@ -24,10 +24,10 @@ def _db_rows(h):
 
 
 def _killed_rows(data_dir):
-    """Every reading the killed hub left, from readings AND its inbox and blocks (issue 7's
-    store appends new readings there and compacts into readings later, e.g. at the next
-    start), read before any restart: a duplicate in any, or across them, shows here.
-    readings alone could never show one (its primary key is (series, t))."""
+    """Every reading the killed hub left, from readings AND its journal (acknowledged
+    readings wait there until the mover puts them into readings, e.g. at the next start),
+    read before any restart: a duplicate in either, or across them, shows here. readings
+    alone could never show one (its primary key is (series, t))."""
     return [(nd, sensor, t, val) for nd, sensor, t, _k, val in
             stored_readings(os.path.join(data_dir, "hub.sqlite3"))]
 

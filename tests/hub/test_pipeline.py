@@ -1,6 +1,6 @@
 """The ingest boundary (hub/ingest.py) in-process, with a real SQLite store thread.
 
-This is the interface a non-aiocoap front end (issue 7) calls: batches of
+This is the interface both front ends (aiocoap and the fast UDP path) call: batches of
 (address, payload, content format) in, one ReportResult per item out, in order.
 """
 
@@ -11,12 +11,13 @@ import sqlite3
 import cbor2
 import pytest
 from hubutil import T0, senml_cbor, senml_json
+from peers import require
 from smartpark.hub.codec import Decoder
 from smartpark.hub.events import EventBus
 from smartpark.hub.ingest import Pipeline
 from smartpark.hub.metrics import Metrics
 from smartpark.hub.registry import Registry
-from smartpark.hub.store.sqlite import SqliteStore, q_load_state
+from smartpark.hub.store import SqliteStore
 from smartpark.protocol.report import decode_ack
 
 
@@ -26,7 +27,7 @@ async def _with_pipeline(tmp_path, fn, max_payload=8192):
     events = EventBus()
     metrics = Metrics()
     registry = Registry(store, events)
-    registry.load(await store.call(q_load_state))
+    registry.load(await store.load_state())
     pipe = Pipeline(store, Decoder(), registry, events, metrics, max_payload=max_payload)
     try:
         return await fn(pipe, metrics, registry)
@@ -123,17 +124,15 @@ def test_a_decoder_fault_is_a_5_00_not_a_crash(tmp_path):
 def _fill(tmp_path, name, memory_mb):
     """200,000 readings through the pipeline into a store with this SQLite budget; returns
     the most SQLite held in the process while the store was open."""
-    from smartpark.fast import blockstore
-
     async def go(pipe, metrics, registry):
-        base = blockstore.memory()
+        base = pipe.store.sqlite_memory()
         peak = 0
         for k in range(60):
             await asyncio.gather(*(pipe.ingest([(
                 "10.0.1.%d:1" % n, senml_cbor("mem-%d" % n, [("s%d" % j, float(k), k + j * 1e-3)
                                                             for j in range(50)]), 112)])
                 for n in range(100)))
-            peak = max(peak, blockstore.memory())
+            peak = max(peak, pipe.store.sqlite_memory())
         return base, peak
 
     async def run():
@@ -141,7 +140,7 @@ def _fill(tmp_path, name, memory_mb):
         await store.start(asyncio.get_running_loop())
         events = EventBus()
         registry = Registry(store, events)
-        registry.load(await store.call(q_load_state))
+        registry.load(await store.load_state())
         pipe = Pipeline(store, Decoder(), registry, events, Metrics())
         try:
             return await go(pipe, None, registry)
@@ -150,13 +149,13 @@ def _fill(tmp_path, name, memory_mb):
     return asyncio.run(run())
 
 
+@pytest.mark.compiled
 def test_memory_budget_bounds_sqlite_in_the_whole_process(tmp_path):
     """store.memory_mb is SQLite's soft heap limit: every connection's page cache together
     stays near it (each cache alone may grow to cache_mb = 64 MB). The limit counts all of
     SQLite in the process (other tests' connections too), so growth is what is compared."""
-    from smartpark.fast import blockstore
-    if blockstore.usable() is not None:
-        pytest.skip(blockstore.usable())
+    require(SqliteStore.sqlite_memory() is not None,
+            "SQLite's heap counter needs fast/mover.pyx built on Python's libsqlite3")
     probe = sqlite3.connect(":memory:")
     try:
         unbounded = _fill(tmp_path, "a.sqlite3", None)
@@ -176,27 +175,25 @@ def test_memory_budget_bounds_sqlite_in_the_whole_process(tmp_path):
 def test_nodes_going_offline_together_are_persisted_in_one_transaction(tmp_path):
     """The liveness check turns every overdue node offline in one pass; their rows go to the
     store as one job (one fsync), not one commit each in front of the ack path's commits."""
-    from smartpark.hub.store.sqlite import q_upsert_nodes
-
     async def go(pipe, metrics, registry):
         for i in range(300):
             registry.reported("off-%d" % i, "10.0.2.%d:1" % (i % 250), T0)
         await registry._persist(*registry.nodes.values())
         calls = []
-        real = pipe.store.call
+        real = pipe.store.upsert_nodes
 
-        def counting(fn, *args):
-            calls.append((fn, len(args[0]) if args else 0))
-            return real(fn, *args)
-        pipe.store.call = counting
+        def counting(nodes):
+            calls.append(len(nodes))
+            return real(nodes)
+        pipe.store.upsert_nodes = counting
         changed = registry.check_liveness(now=T0 + 10 * 86400)
         await registry._persist(*(registry.nodes[i] for i in changed))
-        pipe.store.call = real
+        pipe.store.upsert_nodes = real
         return changed, calls
 
     changed, calls = asyncio.run(_with_pipeline(tmp_path, go))
     assert len(changed) == 300
-    assert calls == [(q_upsert_nodes, 300)]
+    assert calls == [300]
     conn = sqlite3.connect(os.path.join(str(tmp_path), "hub.sqlite3"))
     try:
         assert conn.execute("SELECT count(*), sum(online) FROM nodes WHERE id LIKE 'off-%'"

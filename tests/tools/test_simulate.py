@@ -32,7 +32,7 @@ def hub(tmp_path):
 
 
 def _hub_counts(data):
-    """Readings stored per node, committed ones still in the hub's inbox or blocks table included."""
+    """Readings stored per node, committed ones still in the hub's journal included."""
     counts = {}
     for node, _sensor, _t in hub_rows(data):
         counts[node] = counts.get(node, 0) + 1
@@ -66,20 +66,32 @@ def test_simulate_20_nodes_summary_matches_the_hub(hub, tmp_path):
     assert total and str(acked) in total[0].split()
 
 
-def test_nodes_built_from_mpy_report_to_a_hub(real_bundle, hub, tmp_path):
-    """`smartpark firmware build` output runs on the unix port: its nodes report."""
+def test_nodes_built_from_mpy_report_to_a_hub(unix_bundle, hub, tmp_path):
+    """`smartpark firmware build --board unix` output boots on the unix port: its nodes report."""
+    manifest = json.load(open(os.path.join(unix_bundle, "manifest.json")))
+    assert manifest["board"] == "unix"
+    assert "sim/board.mpy" in {e["path"] for e in manifest["files"]}
     out = tmp_path / "sim.json"
     work = tmp_path / "flash"
     proc = smartpark("simulate", "--nodes", 2, "--hub", "127.0.0.1:%d" % hub["coap"],
                      "--duration", 6, "--interval", 2, "--drain", 15, "--json", out,
-                     "--bundle", real_bundle, "--workdir", work, timeout=120)
+                     "--bundle", unix_bundle, "--workdir", work, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.load(open(out))
     stored = _check_against_hub(summary, hub["data"])
     assert all(stored[s["node"]] > 0 for s in summary["nodes"])
     # nothing but .mpy modules (and main.py) was there to import
-    assert not [p for p in os.listdir(real_bundle) if p.endswith(".py") and p not in
+    assert not [p for p in os.listdir(unix_bundle) if p.endswith(".py") and p not in
                 ("boot.py", "main.py")]
+
+
+def test_an_esp32_bundle_is_refused(esp32_bundle, tmp_path):
+    """The ESP32 bundle has no simulation: simulate says so instead of starting nodes."""
+    proc = smartpark("simulate", "--nodes", 1, "--hub", "127.0.0.1:5683", "--duration", 1,
+                     "--bundle", esp32_bundle, "--workdir", tmp_path / "flash", timeout=60)
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert "--board unix" in proc.stderr
+    assert not os.path.exists(tmp_path / "flash")
 
 
 def test_unreachable_hub_leaves_readings_pending(tmp_path):

@@ -24,11 +24,11 @@ def smartpark(*args, timeout=180, **kw):
 def hub_rows(data_dir, node=None):
     """[(node, sensor, t)] of every reading in the hub's SQLite file under `data_dir`,
     read-only (while the hub runs or after); [] while the hub has not made its tables.
-    Committed readings wait in `inbox` / `blocks` before they move into `readings`
-    (hub/store/sqlite.py): all count, and a reading stored twice shows twice."""
+    Committed readings wait in the journal before they move into `readings`
+    (hub/store/journal.py): all count, and a reading stored twice shows twice."""
     import sqlite3
 
-    from smartpark.hub.store.sqlite import stored_readings
+    from smartpark.hub.store import stored_readings
     try:
         return [(nd, sensor, t) for nd, sensor, t, _k, _v in
                 stored_readings(os.path.join(data_dir, "hub.sqlite3"), node)]

@@ -1,4 +1,4 @@
-"""Issue 7's column lane: which reports fast/lane.pyx takes, the store's blocks, and a hub
+"""The column lane: which reports fast/lane.pyx takes, the store's blocks, and a hub
 with the lane against the same hub without it (`--no-column-lane`, the row path)."""
 
 import asyncio
@@ -11,6 +11,7 @@ import sqlite3
 import pytest
 from hubutil import T0, HubProc, db_state, senml_cbor  # noqa: E402
 from peers import require
+from smartpark.fast import BlockMover, kinds
 from smartpark.protocol import coap, report
 
 try:
@@ -132,7 +133,7 @@ def test_maxt_behaves_like_the_dict_it_replaces():
 # ---- the store: blocks, their move into readings, crash leftovers -------------------------
 
 def _journal_blocks(path):
-    from smartpark.hub.store.lanejournal import journal_path
+    from smartpark.hub.store.schema import journal_path
     j = sqlite3.connect(journal_path(path))
     try:
         return j.execute("SELECT count(*) FROM blocks").fetchone()[0]
@@ -140,14 +141,23 @@ def _journal_blocks(path):
         j.close()
 
 
+def _journal_rows(path):
+    from smartpark.hub.store.schema import journal_path
+    j = sqlite3.connect(journal_path(path))
+    try:
+        return j.execute("SELECT count(*) FROM rows").fetchone()[0]
+    finally:
+        j.close()
+
+
 def _restart_count(path):
     """Start a store on `path` (it moves what a crash left), count readings, close."""
-    from smartpark.hub.store.sqlite import SqliteStore, q_count_readings
+    from smartpark.hub.store import SqliteStore
 
     async def restart():
         st = SqliteStore(path)
         await st.start(asyncio.get_running_loop())
-        n = await st.call(q_count_readings)
+        n = await st.count_readings()
         await st.close()
         return n
 
@@ -155,7 +165,7 @@ def _restart_count(path):
 
 
 def _store_roundtrip(tmp_path, c_mover, name):
-    from smartpark.hub.store.sqlite import SqliteStore, q_count_readings, q_raw, stored_readings
+    from smartpark.hub.store import SqliteStore, stored_readings
 
     path = str(tmp_path / name / "hub.sqlite3")
 
@@ -165,23 +175,23 @@ def _store_roundtrip(tmp_path, c_mover, name):
         await st.start(loop)
         # two series through the row path first (the lane only takes known series)
         done = await st.write_many([[("n1", "a", None, T0, 0, 1.0, None),
-                                     ("n1", "b", None, T0, 2, 1, None)]],
+                                     ("n1", "b", None, T0, kinds.BOOL, 1, None)]],
                                    [("n1", "127.0.0.1", T0)])
         assert done[0][:2] == (2, 0)
         sa, sb = st._series[("n1", "a")][0], st._series[("n1", "b")][0]
         import array
         blk = Block(array.array("i", [sa, sb, sa]), array.array("d", [T0 + 1, T0 + 1, T0 + 2]),
                     array.array("B", [0, 1, 0]), array.array("d", [2.5, 0.0, 3.5]))
-        st.maxt[sa] = T0 + 2
-        st.maxt[sb] = T0 + 1
+        st.newest[sa] = T0 + 2
+        st.newest[sb] = T0 + 1
         # a block and, in the same commit, the row path re-sending a block reading
         done = await st.write_many([[("n1", "a", None, T0 + 1, 0, 2.5, None)]], [], block=blk)
-        assert done[0][:2] == (0, 1), "a reading in an uncompacted block is a duplicate"
+        assert done[0][:2] == (0, 1), "a reading in a block not yet moved is a duplicate"
         before = sorted(stored_readings(path))
         assert len(before) == 5 and len(set((r[0], r[1], r[2]) for r in before)) == 5
-        raw = await st.call(q_raw, sa, 0, 4e9, 10)  # a query moves everything into readings
+        raw = await st.raw(sa, 0, 4e9, 10)  # a query moves everything into readings
         assert raw == [(T0, 0, 1.0), (T0 + 1, 0, 2.5), (T0 + 2, 0, 3.5)]
-        assert await st.call(q_count_readings) == 5
+        assert await st.count_readings() == 5
         assert (st.mover_off is None) == c_mover
         await st.close()
         return before
@@ -199,12 +209,11 @@ def _store_roundtrip(tmp_path, c_mover, name):
 
 def test_blocks_move_into_readings_the_same_through_c_and_python(tmp_path):
     _need_lane()
-    from smartpark.hub.store import lanejournal
-    require(lanejournal.BlockMover is not None, "fast/blockstore.pyx is not built")
+    require(BlockMover is not None, "fast/mover.pyx is not built")
     c_rows = _store_roundtrip(tmp_path, True, "c")
     py_rows = _store_roundtrip(tmp_path, False, "py")
     assert c_rows == py_rows
-    bools = [r for r in c_rows if r[2] == 2]
+    bools = [r for r in c_rows if r[2] == kinds.BOOL]
     assert bools and all(isinstance(r[3], int) for r in bools)
 
 
@@ -214,14 +223,14 @@ def _rows_then_blocks_then_crash(path, node, blocks):
     after the commits, the blocks stay in the journal."""
     import array
 
-    from smartpark.hub.store.sqlite import SqliteStore
+    from smartpark.hub.store import SqliteStore
 
     async def go():
         st = SqliteStore(path)
         await st.start(asyncio.get_running_loop())
         await st.write_many([[(node, "a", None, T0, 0, 1.0, None)]], [])
         sid = st.series_index[(node, "a")][0]
-        st.maxt[sid] = T0 + blocks
+        st.newest[sid] = T0 + blocks
         for k in range(1, blocks + 1):
             await st.write_many([], [], block=Block(array.array("i", [sid]),
                                                      array.array("d", [T0 + k]),
@@ -234,7 +243,7 @@ def _rows_then_blocks_then_crash(path, node, blocks):
 def test_blocks_a_crash_left_are_moved_at_start(tmp_path):
     _need_lane()
 
-    from smartpark.hub.store.sqlite import stored_readings
+    from smartpark.hub.store import stored_readings
 
     path = str(tmp_path / "hub.sqlite3")
 
@@ -342,16 +351,15 @@ def test_a_sliced_block_move_is_seen_whole_at_every_slice_and_after_a_crash(tmp_
     _need_lane()
     import array
 
-    from smartpark.hub.store import lanejournal
-    require(lanejournal.BlockMover is not None, "fast/blockstore.pyx is not built")
-    from smartpark.fast.blockstore import BlockMover
-    from smartpark.hub.store.lanejournal import journal_path, read_blocks
-    from smartpark.hub.store.sqlite import SqliteStore, stored_readings
+    require(BlockMover is not None, "fast/mover.pyx is not built")
+    from smartpark.hub.store import SqliteStore, stored_readings
+    from smartpark.hub.store.journal import read_blocks
+    from smartpark.hub.store.schema import journal_path
 
     path = str(tmp_path / "hub.sqlite3")
 
     async def write_blocks():
-        st = SqliteStore(path, compact_rows=10 ** 9, compact_idle=3600)
+        st = SqliteStore(path, move_after=10 ** 9, move_idle=3600)
         await st.start(asyncio.get_running_loop())
         for node in ("a", "b", "c"):
             await st.write_many([[(node, "x", None, T0, 0, 0.0, None)]], [])
@@ -360,7 +368,7 @@ def test_a_sliced_block_move_is_seen_whole_at_every_slice_and_after_a_crash(tmp_
             blk = Block(array.array("i", sids), array.array("d", [T0 + k] * 3),
                         array.array("B", [0, 1, 0]), array.array("d", [k, 1.0, -k]))
             for sid in sids:
-                st.maxt[sid] = T0 + k
+                st.newest[sid] = T0 + k
             await st.write_many([], [], block=blk)
         # no close(): as in a power cut, the blocks stay where the commits put them
 
@@ -382,7 +390,7 @@ def test_a_sliced_block_move_is_seen_whole_at_every_slice_and_after_a_crash(tmp_
         assert sorted(stored_readings(path)) == expect  # nothing twice, nothing missing
     assert seen_marks[0] < seen_marks[1]
     assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 4  # two slices
-    assert conn.execute("SELECT count(*) FROM inbox").fetchone()[0] == 3  # the row path's
+    assert _journal_rows(path) == 3  # the row path's readings wait in the journal too
     mover.close()
     conn.close()
 
@@ -399,7 +407,7 @@ def test_a_sliced_block_move_is_seen_whole_at_every_slice_and_after_a_crash(tmp_
 def test_a_damaged_journal_block_is_skipped_and_the_rest_still_moves(tmp_path, caplog):
     _need_lane()
 
-    from smartpark.hub.store.lanejournal import journal_path
+    from smartpark.hub.store.schema import journal_path
 
     path = str(tmp_path / "hub.sqlite3")
 
@@ -461,11 +469,8 @@ def test_grouped_block_move_stores_what_one_row_at_a_time_stores(tmp_path):
     import array
     import random
 
-    from smartpark.hub.store import lanejournal
-    require(lanejournal.BlockMover is not None, "fast/blockstore.pyx is not built")
-    from smartpark.fast.blockstore import BlockMover
-    from smartpark.hub.store.lanejournal import MAIN_SCHEMA, connect
-    from smartpark.hub.store.sqlite import _SCHEMA
+    require(BlockMover is not None, "fast/mover.pyx is not built")
+    from smartpark.hub.store.schema import DATABASE, connect
 
     rnd = random.Random(5)
     cols = [(rnd.randrange(7), T0 + rnd.randrange(40), rnd.randrange(2), rnd.uniform(-5, 5))
@@ -476,7 +481,7 @@ def test_grouped_block_move_stores_what_one_row_at_a_time_stores(tmp_path):
     def move(grouped):
         path = str(tmp_path / ("g%d.sqlite3" % grouped))
         conn = connect(path)
-        conn.executescript(_SCHEMA + MAIN_SCHEMA)
+        conn.executescript(DATABASE)
         conn.executemany("INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?, ?)", before)
         mover = BlockMover(path, grouped=grouped)
         m = mover.start_columns(array.array("i", [c[0] for c in cols]).tobytes(),

@@ -17,7 +17,7 @@ from smartpark.hub.events import EventBus  # noqa: E402
 from smartpark.hub.ingest import Pipeline  # noqa: E402
 from smartpark.hub.metrics import Metrics  # noqa: E402
 from smartpark.hub.registry import Registry  # noqa: E402
-from smartpark.hub.store.sqlite import SqliteStore, q_count_readings, q_load_state  # noqa: E402
+from smartpark.hub.store import SqliteStore  # noqa: E402
 
 try:
     from smartpark.fast.lane import Block
@@ -38,17 +38,17 @@ async def _pipeline(path, clock, lane=False, **store_kw):
     await store.start(asyncio.get_running_loop())
     events = EventBus()
     registry = Registry(store, events)
-    registry.load(await store.call(q_load_state))
+    registry.load(await store.load_state())
     decoder = Decoder()
     if lane:
-        assert decoder.enable_lane(store.maxt) is not None
+        assert decoder.enable_lane(store.newest) is not None
     return store, registry, Pipeline(store, decoder, registry, events, Metrics(), clock=clock)
 
 
 async def _stored_node(store, node):
-    """The node's row as stored (q_load_state waits until the journal's last-seen rows are
+    """The node's row as stored (load_state waits until the journal's last-seen rows are
     applied to `nodes`)."""
-    rows = [r for r in (await store.call(q_load_state))["nodes"] if r["id"] == node]
+    rows = [r for r in (await store.load_state())["nodes"] if r["id"] == node]
     return (rows[0]["address"], rows[0]["last_seen"]) if rows else None
 
 
@@ -109,7 +109,7 @@ async def _block(store, sids, k):
     blk = Block(array.array("i", sids), array.array("d", [T0 + k] * len(sids)),
                 array.array("B", [0] * len(sids)), array.array("d", [float(k)] * len(sids)))
     for sid in sids:
-        store.maxt[sid] = T0 + k
+        store.newest[sid] = T0 + k
     await store.write_many([], [], block=blk)
 
 
@@ -118,14 +118,14 @@ def test_a_move_takes_at_most_move_max_readings_and_the_rest_follows(tmp_path):
     path = str(tmp_path / "hub.sqlite3")
 
     async def main():
-        store = SqliteStore(path, compact_rows=10 ** 9, compact_idle=3600, move_max=4)
+        store = SqliteStore(path, move_after=10 ** 9, move_idle=3600, move_max=4)
         await store.start(asyncio.get_running_loop())
         try:
             await _blocks(store, "cap-1", 5)
-            assert store.blocks_pending == 15
-            moves = store.block_moves
-            assert await store.call(q_count_readings) == 3 + 15  # the query waits for all
-            return store.block_moves - moves, store.blocks_pending
+            assert store.pending_readings == 3 + 15  # the row path's first readings too
+            moves = store.stats()["moves"]
+            assert await store.count_readings() == 3 + 15  # the query waits for all
+            return store.stats()["moves"] - moves, store.pending_readings
         finally:
             await store.close()
 
@@ -144,7 +144,7 @@ def test_the_block_mover_runs_at_a_lower_priority(tmp_path):
         await store.start(asyncio.get_running_loop())
         try:
             for _ in range(100):
-                movers = [t for t in threading.enumerate() if t.name == "sqlite-block-mover"]
+                movers = [t for t in threading.enumerate() if t.name == "sqlite-mover"]
                 if movers:
                     break
                 await asyncio.sleep(0.01)
@@ -167,16 +167,16 @@ def test_a_backlog_over_max_backlog_gets_503_until_the_mover_caught_up(tmp_path)
     clock = Clock(T0 + 100)
 
     async def main():
-        store, _registry, pipe = await _pipeline(path, clock, compact_rows=10 ** 9,
-                                                 compact_idle=3600)
+        store, _registry, pipe = await _pipeline(path, clock, move_after=10 ** 9,
+                                                 move_idle=3600)
         try:
             await _blocks(store, "bk-1", 4)
             pipe.max_backlog = 11  # 12 pending
             report = senml_cbor("bk-2", [("temp", 1.0, 0, "Cel")], bt=T0 + 50)
             over = await pipe.ingest([("10.0.0.9:5683", report, 112)])
-            assert await store.call(q_count_readings) == 3 + 12  # moves the backlog
+            assert await store.count_readings() == 3 + 12  # moves the backlog
             after = await pipe.ingest([("10.0.0.9:5683", report, 112)])
-            return over[0], after[0], store.blocks_pending
+            return over[0], after[0], store.pending_readings
         finally:
             await store.close()
 
@@ -186,25 +186,24 @@ def test_a_backlog_over_max_backlog_gets_503_until_the_mover_caught_up(tmp_path)
     assert (after.code, after.stored, pending) == (0x44, 1, 0)
 
 
-def test_a_query_sees_lane_readings_committed_while_the_inbox_is_empty(tmp_path):
-    """Regression: a query flushed the lane journal only when the row path's inbox held
-    readings too, so lane-only commits stayed invisible to queries until the mover's idle
-    timer or its 100,000-reading threshold moved them."""
+def test_a_query_sees_lane_readings_committed_after_everything_else_was_moved(tmp_path):
+    """A query waits for the move of lane-only commits too (they must not stay invisible
+    until the mover's idle timer or its move_after threshold moves them)."""
     require(Block is not None, "fast/lane.pyx is not built")
 
     async def main():
-        store = SqliteStore(str(tmp_path / "hub.sqlite3"), compact_rows=10 ** 9,
-                            compact_idle=3600)
+        store = SqliteStore(str(tmp_path / "hub.sqlite3"), move_after=10 ** 9,
+                            move_idle=3600)
         await store.start(asyncio.get_running_loop())
         try:
             await store.write_many([[("q-1", "x", None, T0, 0, 0.0, None)]], [])
-            first = await store.call(q_count_readings)  # empties the inbox
+            first = await store.count_readings()  # moves the journal
             sid = store.series_index[("q-1", "x")][0]
-            store.maxt[sid] = T0 + 1
+            store.newest[sid] = T0 + 1
             await store.write_many([], [("q-1", "10.0.0.3:5683", T0 + 1)], block=Block(
                 array.array("i", [sid]), array.array("d", [T0 + 1]), array.array("B", [0]),
                 array.array("d", [1.0])))
-            return first, await store.call(q_count_readings), await _stored_node(store, "q-1")
+            return first, await store.count_readings(), await _stored_node(store, "q-1")
         finally:
             await store.close()
 
@@ -218,11 +217,11 @@ def test_moved_blocks_leave_the_journal_a_bounded_piece_per_commit(tmp_path):
     require(Block is not None, "fast/lane.pyx is not built")
     import sqlite3
 
-    from smartpark.hub.store import sqlite as store_mod
-    from smartpark.hub.store.lanejournal import journal_path
+    from smartpark.hub.store import journal
+    from smartpark.hub.store.schema import journal_path
 
     path = str(tmp_path / "hub.sqlite3")
-    per = store_mod.DROP_BLOCKS_PER_COMMIT
+    per = journal.DROP_BLOCKS_PER_COMMIT
 
     def in_journal():
         j = sqlite3.connect(journal_path(path))
@@ -232,12 +231,12 @@ def test_moved_blocks_leave_the_journal_a_bounded_piece_per_commit(tmp_path):
             j.close()
 
     async def main():
-        store = SqliteStore(path, compact_rows=10 ** 9, compact_idle=3600)
+        store = SqliteStore(path, move_after=10 ** 9, move_idle=3600)
         await store.start(asyncio.get_running_loop())
         try:
             n_blocks = 2 * per + 5
             sids = await _blocks(store, "drop-1", n_blocks)
-            assert await store.call(q_count_readings) == 3 + 3 * n_blocks  # all moved
+            assert await store.count_readings() == 3 + 3 * n_blocks  # all moved
             counts = [in_journal()]
             for k in range(4):  # each later commit (one new block) takes a piece away
                 await _block(store, sids, n_blocks + 1 + k)

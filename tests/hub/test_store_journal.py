@@ -1,0 +1,211 @@
+"""The store's one holding area: the row path's new readings wait in the journal with the
+lane's blocks until the mover puts them into `readings`. Exactly-once and the ack counts
+must not notice where a reading waits; real SQLite files, a real store thread."""
+
+import asyncio
+import os
+import sqlite3
+
+from smartpark.fast import kinds
+from smartpark.hub.store import SqliteStore, stored_readings
+from smartpark.hub.store.schema import journal_path
+
+
+def _rows(node, times, sensors=("temp", "hum")):
+    return [(node, s, "Cel", t, kinds.NUM, float(t), None) for t in times for s in sensors]
+
+
+async def _until(cond, seconds=5.0):
+    for _ in range(int(seconds / 0.01)):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in %.0f s" % seconds)
+
+
+async def _write(st, rows):
+    (res,) = await st.write_many([rows], [(rows[0][0], "127.0.0.1:1", 0.0)])
+    return res
+
+
+def _count(path, table):
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT count(*) FROM %s" % table).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_duplicates_across_journal_and_readings_and_queries_see_everything(tmp_path):
+    path = str(tmp_path / "h.sqlite3")
+
+    async def go():
+        st = SqliteStore(path, move_after=10, move_idle=30.0)
+        await st.start(asyncio.get_running_loop())
+        try:
+            r1 = await _write(st, _rows("n1", [1.0, 2.0, 3.0]))  # 6 readings: in the journal
+            assert r1[:2] == (6, 0)
+            assert st.pending_readings == 6
+            assert _count(journal_path(path), "rows") == 6
+            assert _count(path, "readings") == 0  # the database was not touched by the ack
+            r2 = await _write(st, _rows("n1", [2.0, 3.0, 4.0]))  # 4 dups found in the journal
+            assert r2[:2] == (2, 4)
+            r3 = await _write(st, _rows("n1", [5.0, 6.0]))  # 12 pending >= 10: a move starts
+            assert r3[:2] == (4, 0)
+            await _until(lambda: st.pending_readings == 0)
+            r4 = await _write(st, _rows("n1", [1.0, 6.0, 7.0]))  # dups now found in readings
+            assert r4[:2] == (2, 4)
+            # a reading sent twice in the same group commit: stored once
+            f5 = st.write_many([_rows("n2", [1.0])], [])
+            f6 = st.write_many([_rows("n2", [1.0])], [])
+            (r5,), (r6,) = await asyncio.gather(f5, f6)
+            assert (r5[0], r6[0], r6[1]) == (2, 0, 2)
+            # a query waits for the move, so it sees every acknowledged reading
+            assert await st.count_readings() == 6 + 2 + 4 + 2 + 2
+            sid = r4[2][0][0]
+            assert [r[0] for r in await st.raw(sid, 0.0, 100.0, 100)] == [
+                1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+        finally:
+            await st.close()
+
+    asyncio.run(go())
+    assert _count(path, "readings") == 16
+    assert _count(journal_path(path), "rows") == 0  # moved, then dropped at close
+
+
+def test_every_kind_and_the_sum_wait_in_the_journal_and_arrive_unchanged(tmp_path):
+    path = str(tmp_path / "h.sqlite3")
+    rows = [("k1", "v", "W", 1.0, kinds.NUM, 2.5, 10.0),
+            ("k1", "b", None, 1.0, kinds.BOOL, 1, None),
+            ("k1", "s", None, 1.0, kinds.STR, "open", None),
+            ("k1", "d", None, 1.0, kinds.DATA, b"\x00\xff", None),
+            ("k1", "e", "Wh", 1.0, kinds.NUM, None, 123.0)]  # a sum without a value
+
+    async def go():
+        st = SqliteStore(path, move_after=10 ** 9, move_idle=3600)
+        await st.start(asyncio.get_running_loop())
+        try:
+            (res,) = await st.write_many([rows], [])
+            before = sorted(stored_readings(path), key=repr)  # from the journal
+            sid_e = st.series_index[("k1", "e")][0]
+            return res, before, await st.sum_at(sid_e, 1.0)  # waits for the move
+        finally:
+            await st.close()
+
+    res, before, total = asyncio.run(go())
+    assert res[:2] == (5, 0)
+    expect = sorted([("k1", "v", 1.0, kinds.NUM, 2.5), ("k1", "b", 1.0, kinds.BOOL, 1),
+                     ("k1", "s", 1.0, kinds.STR, "open"), ("k1", "d", 1.0, kinds.DATA, b"\x00\xff"),
+                     ("k1", "e", 1.0, kinds.NUM, None)], key=repr)
+    assert before == expect
+    assert sorted(stored_readings(path), key=repr) == expect  # from readings, after close
+    assert total == 123.0
+
+
+def test_journal_left_by_a_crash_is_moved_at_start_and_nothing_twice(tmp_path):
+    path = str(tmp_path / "h.sqlite3")
+
+    async def first():
+        st = SqliteStore(path)
+        await st.start(asyncio.get_running_loop())
+        r = await _write(st, _rows("n1", [1.0]))
+        await st.close()
+        return r[2][0][0]
+
+    sid = asyncio.run(first())
+    # what a SIGKILL after an acknowledged commit leaves: readings still in the journal,
+    # one of them (1.0) moved already -- its row outlived the move's mark
+    j = sqlite3.connect(journal_path(path))
+    j.execute("INSERT INTO rows(series, t, kind, val, sum) VALUES (?, 9.0, 0, 9.0, NULL)", (sid,))
+    j.execute("INSERT INTO rows(series, t, kind, val, sum) VALUES (?, 1.0, 0, 1.0, NULL)", (sid,))
+    j.commit()
+    j.close()
+    assert len(stored_readings(path)) == 2 + 2  # 1.0 counted twice: in readings and journal
+
+    async def second():
+        st = SqliteStore(path)
+        await st.start(asyncio.get_running_loop())
+        try:
+            assert st.pending_readings == 0  # moved before the first job
+            again = await _write(st, [("n1", "temp", "Cel", 9.0, kinds.NUM, 9.0, None)])
+            assert again[:2] == (0, 1)
+            return [r[0] for r in await st.raw(sid, 0.0, 100.0, 10)]
+        finally:
+            await st.close()
+
+    assert asyncio.run(second()) == [1.0, 9.0]
+    assert len(stored_readings(path)) == 3
+
+
+def test_idle_store_moves_by_itself(tmp_path):
+    path = str(tmp_path / "h.sqlite3")
+
+    async def go():
+        st = SqliteStore(path, move_idle=0.05)
+        await st.start(asyncio.get_running_loop())
+        try:
+            await _write(st, _rows("n1", [1.0]))
+            await _until(lambda: st.pending_readings == 0)
+            assert st.stats()["moves"] >= 1
+        finally:
+            await st.close()
+
+    asyncio.run(go())
+
+
+def test_a_version_1_data_directory_is_migrated_in_place(tmp_path):
+    """The earlier layout: kinds numbered string 1 / bool 2, the row path's readings in an
+    `inbox` table, the lane's journal in hub.lane.sqlite3. Nothing acknowledged is lost."""
+    path = str(tmp_path / "hub.sqlite3")
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
+        CREATE TABLE series(id INTEGER PRIMARY KEY, node TEXT NOT NULL, sensor TEXT NOT NULL,
+            unit TEXT, UNIQUE(node, sensor));
+        CREATE TABLE readings(series INTEGER NOT NULL, t REAL NOT NULL, kind INTEGER NOT NULL,
+            val, sum REAL, PRIMARY KEY(series, t)) WITHOUT ROWID;
+        CREATE TABLE inbox(series INTEGER NOT NULL, t REAL NOT NULL, kind INTEGER NOT NULL,
+            val, sum REAL);
+        INSERT INTO series VALUES (1, 'm', 'door', NULL), (2, 'm', 'open', NULL),
+            (3, 'm', 'temp', 'Cel');
+        INSERT INTO readings VALUES (1, 1.0, 1, 'shut', NULL), (2, 1.0, 2, 1, NULL),
+            (3, 1.0, 0, 20.5, NULL);
+        INSERT INTO inbox VALUES (1, 2.0, 1, 'ajar', NULL), (2, 2.0, 2, 0, NULL);
+    """)
+    conn.commit()
+    conn.close()
+    old = str(tmp_path / "hub.lane.sqlite3")
+    j = sqlite3.connect(old)
+    j.executescript("""
+        CREATE TABLE blocks(id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL,
+            series BLOB NOT NULL, t BLOB NOT NULL, kind BLOB NOT NULL, val BLOB NOT NULL);
+        CREATE TABLE seen(node TEXT PRIMARY KEY, address TEXT, t REAL NOT NULL);
+    """)
+    import array
+    j.execute("INSERT INTO blocks(n, series, t, kind, val) VALUES (1, ?, ?, ?, ?)", (
+        array.array("i", [3]).tobytes(), array.array("d", [2.0]).tobytes(),
+        bytes([kinds.NUM]), array.array("d", [21.0]).tobytes()))
+    j.commit()
+    j.close()
+
+    async def go():
+        st = SqliteStore(path)
+        await st.start(asyncio.get_running_loop())
+        try:
+            return await st.raw(1, 0, 10, 10), await st.raw(2, 0, 10, 10), \
+                await st.raw(3, 0, 10, 10)
+        finally:
+            await st.close()
+
+    door, open_, temp = asyncio.run(go())
+    assert door == [(1.0, kinds.STR, "shut"), (2.0, kinds.STR, "ajar")]
+    assert open_ == [(1.0, kinds.BOOL, 1), (2.0, kinds.BOOL, 0)]
+    assert temp == [(1.0, kinds.NUM, 20.5), (2.0, kinds.NUM, 21.0)]
+    assert not os.path.exists(old) and os.path.exists(journal_path(path))
+    conn = sqlite3.connect(path)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "inbox" not in tables
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+    finally:
+        conn.close()
