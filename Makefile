@@ -31,6 +31,7 @@ lint: build
 	$(PY) -m ruff check .
 	$(PY) -m smartpark.tools.checks
 	$(PY) tests/firmware/typecheck.py
+	$(PY) -m mypy hub
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
