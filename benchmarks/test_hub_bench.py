@@ -187,7 +187,7 @@ def _measure(cmd, cwd):
 def _hub_flags():
     out = subprocess.run([sys.executable, "-m", "smartpark.tools.cli", "hub", "--help"],
                          capture_output=True, text=True, timeout=60).stdout
-    # POST /r must go through aiocoap here: switch off issue 7's fast path where it exists
+    # POST /r must go through aiocoap here: switch off the fast path where it exists
     return ["--no-fast-path"] if "--no-fast-path" in out else []
 
 

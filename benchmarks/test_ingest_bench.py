@@ -1,4 +1,4 @@
-"""Issue 7: CoAP report ingest, one run, same load generator, six servers.
+"""CoAP report ingest, one run, same load generator, six servers.
 
 Targets (each its own process on a free loopback port, one after the other):
 hub with the fast path (durable SQLite, synchronous=FULL), hub with
@@ -76,7 +76,7 @@ def test_ingest_hub_fast_vs_aiocoap_libcoap_bare(benchmark):
 
 
 def _pipeline_store_only(batches=60, size=1024, peers=500, lane=False):
-    """Issue 7: Pipeline.ingest -> SqliteStore (WAL, synchronous=FULL) -> rollups, in
+    """Pipeline.ingest -> SqliteStore (WAL, synchronous=FULL) -> rollups, in
     process, no sockets: `batches` batches of `size` 4-reading reports, 2 in flight (as
     hub/fastpath.py runs them), through the row path or (lane=True) the column lane as
     the hub runs it. Returns reports/s, CPU us per report, readings stored."""

@@ -1,6 +1,6 @@
 """Sensor drivers, one file per part, and the table that maps config names to them.
 
-Every driver follows one contract (see /work/shared/CONVENTIONS.md):
+Every driver follows one contract:
 
 - `__init__(bus, params)` allocates its buffers once and may probe the part.
 - `start()` kicks off a conversion and returns how many ms to wait before

@@ -8,7 +8,7 @@ from hubutil import HubProc
 
 @pytest.fixture(params=["aiocoap", "fastpath"])
 def hub_factory(request, tmp_path):
-    """Hubs for one test; the test runs twice, without and with the fast path (issue 7)."""
+    """Hubs for one test; the test runs twice, without and with the fast path."""
     started = []
 
     def make(extra=(), config=None, bind="127.0.0.1", data_dir=None):
@@ -29,8 +29,8 @@ def hub_factory(request, tmp_path):
 def shared_hub(request, tmp_path_factory):
     """One hub for the tests that only add their own nodes (names unique per test).
 
-    Every test using it runs twice: POST /r served by aiocoap (--no-fast-path, this
-    issue's path) and by issue 7's fast path in front of it (the default).
+    Every test using it runs twice: POST /r served by aiocoap (--no-fast-path) and by
+    the fast path in front of it (the default).
     """
     d = str(tmp_path_factory.mktemp("hub"))
     extra = ["--http-token", "s3cret"]

@@ -1,4 +1,4 @@
-"""The pty board behaves like a USB board for the real mpremote CLI (DESIGN.md's claim)."""
+"""The pty board behaves like a USB board for the real mpremote CLI (exec, fs cp, run, Ctrl-C)."""
 
 import os
 import signal

@@ -1,4 +1,4 @@
-"""Issue 7, the store side under a sustained load: nodes' last-seen times are stored at most
+"""The store side under a sustained load: nodes' last-seen times are stored at most
 every SEEN_EVERY seconds (exact in memory, written at shutdown), the block mover moves at most
 `move_max` readings at a time and runs at a lower priority, and while its backlog is over
 `max_backlog` readings the hub answers 5.03 instead of letting the journal grow."""
@@ -19,10 +19,8 @@ from smartpark.hub.metrics import Metrics  # noqa: E402
 from smartpark.hub.registry import Registry  # noqa: E402
 from smartpark.hub.store import SqliteStore  # noqa: E402
 
-try:
-    from smartpark.fast.lane import Block
-except ImportError:  # not built: tests/hub/fastpath/test_fastpath_compiled.py fails in CI
-    Block = None
+from smartpark import fast  # noqa: E402
+from smartpark.fast import Block  # noqa: E402  (None without the lane: those tests are `compiled`)
 
 
 class Clock:
@@ -113,8 +111,9 @@ async def _block(store, sids, k):
     await store.write_many([], [], block=blk)
 
 
+@pytest.mark.compiled
 def test_a_move_takes_at_most_move_max_readings_and_the_rest_follows(tmp_path):
-    require(Block is not None, "fast/lane.pyx is not built")
+    require(Block is not None, "smartpark.fast.lane: %s" % fast.UNAVAILABLE.get("lane"))
     path = str(tmp_path / "hub.sqlite3")
 
     async def main():
@@ -161,8 +160,9 @@ def test_the_block_mover_runs_at_a_lower_priority(tmp_path):
     assert mover_nice == min(19, main_nice + 10)
 
 
+@pytest.mark.compiled
 def test_a_backlog_over_max_backlog_gets_503_until_the_mover_caught_up(tmp_path):
-    require(Block is not None, "fast/lane.pyx is not built")
+    require(Block is not None, "smartpark.fast.lane: %s" % fast.UNAVAILABLE.get("lane"))
     path = str(tmp_path / "hub.sqlite3")
     clock = Clock(T0 + 100)
 
@@ -186,10 +186,11 @@ def test_a_backlog_over_max_backlog_gets_503_until_the_mover_caught_up(tmp_path)
     assert (after.code, after.stored, pending) == (0x44, 1, 0)
 
 
+@pytest.mark.compiled
 def test_a_query_sees_lane_readings_committed_after_everything_else_was_moved(tmp_path):
     """A query waits for the move of lane-only commits too (they must not stay invisible
     until the mover's idle timer or its move_after threshold moves them)."""
-    require(Block is not None, "fast/lane.pyx is not built")
+    require(Block is not None, "smartpark.fast.lane: %s" % fast.UNAVAILABLE.get("lane"))
 
     async def main():
         store = SqliteStore(str(tmp_path / "hub.sqlite3"), move_after=10 ** 9,
@@ -210,11 +211,12 @@ def test_a_query_sees_lane_readings_committed_after_everything_else_was_moved(tm
     assert asyncio.run(main()) == (1, 2, ("10.0.0.3:5683", T0 + 1))
 
 
+@pytest.mark.compiled
 def test_moved_blocks_leave_the_journal_a_bounded_piece_per_commit(tmp_path):
     """After a move the store thread deletes the moved blocks DROP_BLOCKS_PER_COMMIT at a
     time, one piece per group commit (a whole move's blocks in one ack-path commit made
     that commit's fsync the half-load p99)."""
-    require(Block is not None, "fast/lane.pyx is not built")
+    require(Block is not None, "smartpark.fast.lane: %s" % fast.UNAVAILABLE.get("lane"))
     import sqlite3
 
     from smartpark.hub.store import journal
@@ -252,11 +254,12 @@ def test_moved_blocks_leave_the_journal_a_bounded_piece_per_commit(tmp_path):
     assert in_journal() == 0  # close moved and dropped everything
 
 
+@pytest.mark.compiled
 def test_lane_acks_share_heads_and_count_every_report_of_a_node(tmp_path):
     """Pipeline.ingest(lane_acks=True): a stored lane report's result is (ack head, stored);
     reports of one node in one batch share the head of its config version and firmware, the
     registry counts each of them and keeps the address of the last one."""
-    require(Block is not None, "fast/lane.pyx is not built")
+    require(Block is not None, "smartpark.fast.lane: %s" % fast.UNAVAILABLE.get("lane"))
     from smartpark.protocol.report import ack_head, decode_ack
 
     clock = Clock(T0 + 100)
