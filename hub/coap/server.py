@@ -6,10 +6,9 @@ every interface where the host allows it (failures are logged and
 tolerated), and count datagrams aiocoap drops as unparsable.
 
 Binding "::" gives one dual-stack socket (IPv6 with IPv4-mapped addresses),
-so CoAP answers on IPv4 and IPv6 with a single port, as the design asks.
-"0.0.0.0" is honoured: aiocoap's udp6 socket is bound to ::ffff:0.0.0.0, so the
-hub answers on every IPv4 address and not on IPv6 (it used to be widened to
-"::" silently).
+so CoAP answers on IPv4 and IPv6 with a single port. "0.0.0.0" is honoured,
+not widened to "::": aiocoap's udp6 socket is bound to ::ffff:0.0.0.0, so the
+hub answers on every IPv4 address and not on IPv6.
 """
 
 import logging
