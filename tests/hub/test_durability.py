@@ -148,7 +148,7 @@ def test_sigkill_while_streaming_every_acked_report_is_stored_once(hub_factory):
     rows = _killed_rows(h.data_dir)
     assert len(rows) == len(set((n, s, t) for n, s, t, _v in rows)), "duplicate readings"
     h2 = hub_factory(data_dir=h.data_dir)
-    # after the restart (and its compaction) the same readings are there, once
+    # after the restart (which moves what the journal held) the same readings are there, once
     assert sorted(_killed_rows(h2.data_dir)) == sorted(rows)
     stored = {}
     for node, sensor, t, _v in rows:
