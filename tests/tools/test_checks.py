@@ -142,6 +142,7 @@ def test_fast_modules_name_their_reference(tree):
     "import smartpark.fast.mover",
     "from smartpark.fast.blockstore import BlockMover",
     "from ..fast import mover",
+    "from smartpark.fast import BlockMover, NewestTime",
 ])
 def test_sqlite_outside_the_store_is_found(tree, line):
     tree("hub/api/http.py", '"""API."""\n' + line + "\n")
