@@ -1,8 +1,10 @@
 """The board layer: the one place that chooses real hardware or the simulation.
 
-`Board` is board.esp32.Board on an ESP32 and board.unix.Board (simulated
-buses and parts, seeded signals) everywhere else. Nothing else in the
-firmware looks at sys.platform.
+`Board` is board.esp32.Board on an ESP32 and sim.board.Board (simulated
+buses and parts, seeded signals; the sim/ package) everywhere else. Nothing
+else in the firmware looks at sys.platform. The simulation is imported only
+in the branch that is not an ESP32, so an ESP32 never looks for it: its
+bundle (`smartpark firmware build`, board esp32) does not carry sim/.
 
 A Board offers: bus(sensor_cfg) -> the object a driver takes; rtc_ms(); ntp_ms(host);
 rtc_memory() / rtc_memory_write(b); reset_cause(); unique_id();
@@ -22,4 +24,4 @@ SOFT_RESET = 5
 if sys.platform == "esp32":
     from board.esp32 import Board  # noqa: F401
 else:
-    from board.unix import Board  # noqa: F401
+    from sim.board import Board  # noqa: F401

@@ -8,9 +8,9 @@ SCD4x read_measurement example (0x01F4 0x33 / 0x6667 0xA2 / 0x5EB9 0x3C ->
 Maxim AN27's ROM CRC example (02 1C B8 01 00 00 00 -> A2), HC-SR04 "us / 58 = cm".
 """
 
-from board import simparts as sp
 from drivers import E_BUS, E_CHIP, E_CRC, E_NOT_READY, E_RANGE, OK, load, sensirion_crc8
 from drivers.ds18b20 import crc8_maxim
+from sim import parts as sp
 
 
 def approx(a, b, tol):

@@ -3,8 +3,8 @@
 import asyncio
 
 import sampler
-from board import simparts as sp
 from drivers import load
+from sim import parts as sp
 
 
 class _FrozenClock:

@@ -1,4 +1,4 @@
-"""Simulated parts for the unix board, answering like the real ones at register level.
+"""Simulated parts for sim/board.py, answering like the real ones at register level.
 
 Each part takes a `source` callable giving the physical quantities it should
 report now (the seeded World, or fixed values in tests) and encodes them the

@@ -1,8 +1,10 @@
 """Simulated board for the MicroPython unix port: the node's "flash" is its working directory.
 
-Buses and parts come from board/simparts.py, wired as config.json's sensors
-say, and measure the seeded World (board/world.py). Hardware that keeps state
-across resets is simulated with files in the flash directory:
+board/__init__.py imports this Board everywhere but on an ESP32; the ESP32
+bundle leaves the whole sim/ package out. Buses and parts come from
+sim/parts.py, wired as config.json's sensors say, and measure the seeded
+World (sim/world.py). Hardware that keeps state across resets is simulated
+with files in the flash directory:
 
 - rtc.mem: the 2 KB of ESP32 RTC slow memory. It survives a process being
   killed (a reset) and a simulated deep sleep, like the real RTC memory; a
@@ -19,11 +21,11 @@ import os
 import sys
 import time
 
+from board import DEEPSLEEP_RESET, HARD_RESET, PWRON_RESET
 from compat import exists
 
-from board import DEEPSLEEP_RESET, HARD_RESET, PWRON_RESET
-from board import simparts as sp
-from board.world import World
+from sim import parts as sp
+from sim.world import World
 
 _RTC_FILE = "rtc.mem"
 _SLEEP_FLAG = "deepsleep.flag"

@@ -1,4 +1,4 @@
-"""The simulated park: seeded, realistic signals that the unix board's parts measure.
+"""The simulated park: seeded, realistic signals that the simulated parts measure.
 
 Everything is a pure function of (seed, place, time), so a node restarted
 after SIGKILL or a simulated deep sleep sees the same world, and two nodes
