@@ -136,7 +136,10 @@ def _fill(tmp_path, name, memory_mb):
         return base, peak
 
     async def run():
-        store = SqliteStore(os.path.join(str(tmp_path), name), memory_mb=memory_mb)
+        # moves every 10,000 readings: `readings` grows during the fill, and with it the
+        # mover's page cache (unbounded) -- the part of SQLite the budget must hold
+        store = SqliteStore(os.path.join(str(tmp_path), name), memory_mb=memory_mb,
+                            move_after=10000)
         await store.start(asyncio.get_running_loop())
         events = EventBus()
         registry = Registry(store, events)
@@ -168,8 +171,8 @@ def test_memory_budget_bounds_sqlite_in_the_whole_process(tmp_path):
     grew = (unbounded[1] - unbounded[0], bounded[1] - bounded[0])
     why = "SQLite MB open/peak: unbounded %.1f/%.1f, budget 2 MB %.1f/%.1f" % tuple(
         x / 2**20 for x in unbounded + bounded)
-    assert grew[0] > 7 << 20, why
-    assert grew[1] < 5 << 20, why
+    assert grew[0] > 3 << 20, why  # unbounded, SQLite grows past the budget
+    assert grew[1] < 5 << 19, why  # bounded, the whole of it stays near 2 MB
 
 
 def test_nodes_going_offline_together_are_persisted_in_one_transaction(tmp_path):
