@@ -93,7 +93,7 @@ class Hub:
         await self.coap.start()
         self.coap_port = self.coap.port
         self.fastpath = None
-        if c.coap_fast_path:  # issue 7: POST /r off the same socket, the rest stays aiocoap
+        if c.coap_fast_path:  # POST /r off the same socket, the rest stays aiocoap
             from .fastpath import FastPath
 
             self.fastpath = FastPath(self.pipeline, self.metrics).attach(self.coap)
@@ -118,9 +118,9 @@ class Hub:
             asyncio.create_task(self._retention(), name="retention"),
         ]
         self._tasks.append(asyncio.create_task(self._rollup_clock(), name="rollups"))
-        # Issue 7: a report allocates a few short-lived containers; with the default
-        # threshold (700) the collector ran every ~100 reports and was ~15% of the event
-        # loop's time under load (py-spy). Start-up state is long-lived: freeze it so
+        # A report allocates a few short-lived containers; with the default threshold
+        # (700) the collector would run every hundred reports or so and take a large share
+        # of the event loop under load. Start-up state is long-lived: freeze it so
         # collections do not scan it, and collect the young generation less often.
         gc.collect()
         gc.freeze()

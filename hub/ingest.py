@@ -3,8 +3,8 @@
 Scope: `Pipeline.ingest(items)` takes a batch of (node address, payload bytes,
 content format) and returns one ReportResult per item, in order. It is the
 only way reports enter the hub, whatever the front end: the aiocoap resource
-(hub/coap/resources.py) calls it with batches of one; a later raw-UDP front
-end (issue 7) can hand it hundreds at once. No aiocoap types cross this line.
+(hub/coap/resources.py) calls it with batches of one, the fast path
+(hub/fastpath.py) with up to a thousand. No aiocoap types cross this line.
 
 Order of work for a batch, all on the event loop except the store:
   1. size (4.13) and content format (4.15) checks;
@@ -49,11 +49,11 @@ log = logging.getLogger("smartpark.hub.ingest")
 
 RETRY_AFTER = 5  # s, Max-Age of a 5.03 when the store cannot take the report
 
-# Issue 7: a node's last-seen time reaches the store at most every SEEN_EVERY seconds (and
-# at once when its address changes); the registry keeps the exact value in memory and
-# `flush_seen` writes what is left at shutdown. A node sending 250 reports/s cost one row
-# per report in every group commit (~25% of the store thread at full load); after a crash
-# the stored last-seen may be up to SEEN_EVERY s old -- the readings are exact either way.
+# A node's last-seen time reaches the store at most every SEEN_EVERY seconds (and at once
+# when its address changes); the registry keeps the exact value in memory and `flush_seen`
+# writes what is left at shutdown. One row per report would be a large share of every
+# group commit under load; after a crash the stored last-seen may be up to SEEN_EVERY s
+# old -- the readings are exact either way.
 SEEN_EVERY = 2.0
 
 ACCEPTED_FORMATS = (CT_SENML_CBOR, CT_SENML_JSON)
@@ -76,8 +76,8 @@ class Pipeline:
     def __init__(self, store, decoder, registry, events, metrics, max_payload=8192, clock=None,
                  max_future=DEFAULT_MAX_FUTURE, max_backlog=8_000_000):
         self.max_future = max_future
-        # issue 7: lane readings acknowledged but not yet moved into `readings` (the block
-        # mover runs at low priority and may fall behind under a sustained overload); above
+        # readings acknowledged but not yet moved into `readings` (the mover runs at low
+        # priority and may fall behind under a sustained overload); above
         # this many, reports get 5.03 with Max-Age until it caught up -- the journal on disk
         # stays bounded (~21 B a reading) and the nodes keep their readings meanwhile
         self.max_backlog = max_backlog
@@ -90,7 +90,7 @@ class Pipeline:
         self.clock = clock or time.time
         self.closing = False
         self.inflight = 0
-        self._good_nodes = set()  # node ids that passed node_id_error (issue 7: a cache)
+        self._good_nodes = set()  # node ids that passed node_id_error (a cache)
         self._seen_stored = {}  # node -> (address, time) of its last-seen update stored
         self._seen_due = {}  # node -> (address, time) not stored yet (SEEN_EVERY)
         self._idle = asyncio.Event()
@@ -183,8 +183,8 @@ class Pipeline:
                         last_seen[nd] = (i, address)
                 batch.append((i, nodes, rows))
             if batch or block is not None:
-                # issue 7: the whole batch is one store job with one future (was one per
-                # report + gather); the store commits it in one transaction either way.
+                # the whole batch is one store job with one future; the store commits it
+                # in one transaction.
                 waiting = [b[0] for b in batch] + [li[0] for li in lane_items]
                 seen = self._seen_updates(last_seen, now)
                 try:
@@ -244,7 +244,7 @@ class Pipeline:
         self._seen_written(seen)
 
     def _decode_lane(self, items, todo, now):
-        """Issue 7: SenML-CBOR reports through the column lane (fast/lane.pyx). Returns the
+        """SenML-CBOR reports through the column lane (fast/lane.pyx). Returns the
         row path's (indices, decoded), the lane's [(index, readings, node)], its block,
         and what `_learn` needs."""
         lane = self.decoder.lane
@@ -350,9 +350,9 @@ class Pipeline:
     def _committed_batch(self, items, batch, done, now, results):
         """After the commit: live state, events and the 2.04 ack of every stored report.
 
-        Issue 7: the metrics and (when nobody listens for events) the registry's series /
-        latest-value update run once per batch instead of once per report; with event
-        listeners every report is published in order exactly as before."""
+        The metrics and (when nobody listens for events) the registry's series /
+        latest-value update run once per batch, not once per report; with event listeners
+        every report is published, in order."""
         reg = self.registry
         ev = self.events
         listening = ev.active()
