@@ -27,6 +27,7 @@ the connections opened in `open()` and only reads the journal.
 
 import array
 import logging
+import operator
 import os
 import threading
 import time
@@ -51,6 +52,7 @@ _BLOCKS_MARK = ("INSERT OR REPLACE INTO block_moved(k, done_id, last_id, series,
                 " VALUES (1, ?, ?, -1, 0.0)")
 _ROWS_MARK = "INSERT OR REPLACE INTO rows_moved(k, done_id) VALUES (1, ?)"
 NO_MARK = (0, 0, -1, 0.0)
+_KEY = operator.itemgetter(0, 1)  # (series, t) of a row
 
 # moved blocks / rows deleted from the journal per group commit (the ack path): bounded
 DROP_BLOCKS_PER_COMMIT = 32
@@ -454,7 +456,8 @@ class Mover:
         moved_n = 0
         while done < upto:
             end = min(upto, done + self.slice_rows)
-            rows = sorted(read_rows(self._lconn, done, end))
+            rows = read_rows(self._lconn, done, end)
+            rows.sort(key=_KEY)  # values of different kinds do not compare
 
             def insert(rows=rows, end=end):
                 conn.executemany(_MOVE_ROWS, rows)
