@@ -48,7 +48,7 @@ if COMPILED:
 
 try:
     from smartpark.protocol import senml as _senml
-except ImportError:  # protocol/senml.py not built yet
+except ImportError:  # an install without smartpark.protocol: see _need_senml
     _senml = None
 
 
