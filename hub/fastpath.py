@@ -88,7 +88,7 @@ class FastPath:
         # pauses the reader for `coalesce` s so the next one finds more (0: never), and a
         # second batch starts beside one in flight only once `second_batch` reports wait.
         # Both trade under a millisecond of latency for batches that are not one report
-        # each: at 20,000 reports/s the hub's CPU a report fell from ~54 to ~32-38 us.
+        # each (figures: docs/performance.md, "Moderate load").
         self.coalesce = coalesce
         self.coalesce_below = coalesce_below
         self.second_batch = second_batch
