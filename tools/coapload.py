@@ -1,4 +1,4 @@
-"""CoAP ingest load generator and the ingest comparison (issue 7): hub with/without fast path,
+"""CoAP ingest load generator and the ingest comparison: hub with/without fast path,
 bare aiocoap, libcoap's coap-server, a bare Python recvfrom/sendto loop, and the fast path's
 own front end answering without decoding or storing (`fast-echo`: the ceiling of the
 batched design on the machine, with this load generator).
