@@ -172,7 +172,7 @@ def test_sensor_self_test_on_board(hil_flash, hil, hil_timeout):
 # ---- 3. the node on its own: exactly once, across a reset ----------------------------------
 
 def _hub_rows(hub):
-    """[(sensor, t)] the hub stored for the node: its readings, inbox and blocks tables
+    """[(sensor, t)] the hub stored for the node: its readings and its journal's rows and blocks
     (tests/tools/toolhelp.py), so a reading stored twice shows as two rows."""
     return [(sensor, t) for _node, sensor, t in hub_rows(hub["data"], NODE)]
 
