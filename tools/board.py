@@ -29,6 +29,7 @@ EXIT_NO_SPACE = 14       # not enough free flash for bundle + config
 EXIT_VERIFY = 15         # a file's SHA-256 read back differs, even after retries
 EXIT_BOARD_ERROR = 16    # the board raised an error during a step (message has it)
 EXIT_PERMISSION = 17     # no permission to open the port (e.g. not in `dialout`)
+EXIT_WRONG_BOARD = 18    # the bundle was built for another board (ESP32 vs unix port)
 
 
 class BoardError(Exception):

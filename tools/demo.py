@@ -1,7 +1,8 @@
 """`smartpark demo` (what `make demo` runs): a hub on SQLite and 20 simulated nodes.
 
 Starts `smartpark hub` with its data in ./data (SQLite, hub.sqlite3), then
-20 nodes running the real firmware on the MicroPython unix port (the same
+20 nodes running the real firmware from the firmware/ sources (simulated
+board and parts: firmware/sim/) on the MicroPython unix port (the same
 as `smartpark simulate`, flash directories in ./data/demo-nodes, so a second
 run continues where the first stopped). Prints the HTTP API URLs and a
 ready curl line, then tells you when the first readings are served.

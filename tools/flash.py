@@ -1,13 +1,19 @@
 """`smartpark flash`: put the firmware and a node's config on a board.
 
 Steps (each visible in the progress output):
-  1. bundle: --bundle DIR (checked against its manifest), or a fresh
-     `smartpark firmware build` into a temporary directory;
+  1. bundle: --bundle DIR (checked against its manifest), else one is built
+     in step 3, once the board has said what it is;
   2. config.json generated from the options and validated (see
      tools/nodeconfig.py) before the board is touched;
   3. board: probe the port (exists, not held by another program), enter the
      raw REPL without a soft reset (mpremote `resume`), read MicroPython's
-     version and the free flash (os.statvfs);
+     version, sys.platform and the free flash (os.statvfs). The platform
+     says which bundle the board runs, by the rule firmware/board/__init__.py
+     follows: "esp32" is an ESP32 and gets the ESP32 bundle (no simulation);
+     anything else (the unix port says "linux", as on the pty board of
+     tools/ptyboard.py) gets the unix bundle with sim/. Without --bundle,
+     `smartpark firmware build --board <that>` runs into a temporary
+     directory; a --bundle built for the other board is refused (exit 18);
   4. --wipe removes every file; otherwise only firmware files of the previous
      install that the new bundle no longer has are removed, so the node's
      outbox and other data survive a re-flash;
@@ -30,6 +36,7 @@ Exit codes (scripts can rely on them):
    15  verification failed: a file's SHA-256 read back differs after retries
    16  the board raised an error during a step (message says which)
    17  no permission to open the port
+   18  the bundle is for another board (ESP32 vs unix port; see step 3)
 """
 
 import argparse
@@ -46,6 +53,7 @@ from smartpark.tools.board import (
     EXIT_NO_SPACE,
     EXIT_TOO_OLD,
     EXIT_VERIFY,
+    EXIT_WRONG_BOARD,
     Board,
     BoardError,
 )
@@ -84,6 +92,27 @@ def check_board(info, manifest):
                              "%s: update MicroPython or build with --source" % (board_major, fmt))
 
 
+_BOARD_TEXT = {"esp32": "an ESP32 (no simulation in it)",
+               "unix": "the MicroPython unix port (it carries the simulation, sim/)"}
+
+
+def check_bundle_board(info, manifest):
+    """Raise BoardError when the bundle was built for another board than this one.
+
+    A manifest without "board" comes from a build that always carried the simulation:
+    it runs on either."""
+    want = bundlemod.board_for_platform(info.get("platform"))
+    have = manifest.get("board")
+    if have and have != want:
+        raise BoardError(EXIT_WRONG_BOARD, "the bundle is for %s, but the board is %s (sys.platform "
+                         "%r): build it with `smartpark firmware build --board %s`, or flash "
+                         "without --bundle" % (_BOARD_TEXT.get(have, repr(have)),
+                                               "an ESP32" if want == "esp32" else
+                                               "the MicroPython unix port",
+                                               info.get("platform"), want))
+    return want
+
+
 def check_space(info, files, old_manifest, reclaim=0):
     """Raise BoardError when the files do not fit in the board's free flash.
 
@@ -109,27 +138,28 @@ def flash(port, config, bundle_dir=None, wipe=False, retries=2, quiet=False, res
     """Flash a board; returns a summary dict. Raises FlashError/BoardError/BundleError."""
     tmp = None
     try:
-        if bundle_dir:
-            manifest = bundlemod.load_manifest(bundle_dir)
-        else:
-            tmp = tempfile.mkdtemp(prefix="sp-bundle-")
-            bundle_dir = os.path.join(tmp, "firmware")
-            say("building the firmware bundle ...", quiet)
-            manifest = bundlemod.build_bundle(out=bundle_dir, quiet=True)
-        files = []
-        for entry in manifest["files"]:
-            with open(os.path.join(bundle_dir, entry["path"]), "rb") as f:
-                files.append((entry["path"], f.read()))
+        manifest = bundlemod.load_manifest(bundle_dir) if bundle_dir else None
         config_bytes = (json.dumps(config, indent=1, sort_keys=True) + "\n").encode()
-        files.append((CONFIG, config_bytes))
-        manifest_bytes = (json.dumps(manifest, sort_keys=True) + "\n").encode()
 
         with Board(port) as board:
             info = board.info()
             say("board on %s: MicroPython %s (%s), %s" % (
                 port, bundlemod.version_text(info["version"]), info.get("platform"),
                 info.get("machine")), quiet)
+            if manifest is None:
+                kind = bundlemod.board_for_platform(info.get("platform"))
+                tmp = tempfile.mkdtemp(prefix="sp-bundle-")
+                bundle_dir = os.path.join(tmp, "firmware")
+                say("building the firmware bundle for board %s ..." % kind, quiet)
+                manifest = bundlemod.build_bundle(out=bundle_dir, quiet=True, board=kind)
+            check_bundle_board(info, manifest)
             check_board(info, manifest)
+            files = []
+            for entry in manifest["files"]:
+                with open(os.path.join(bundle_dir, entry["path"]), "rb") as f:
+                    files.append((entry["path"], f.read()))
+            files.append((CONFIG, config_bytes))
+            manifest_bytes = (json.dumps(manifest, sort_keys=True) + "\n").encode()
             old_raw = board.read(bundlemod.MANIFEST)
             try:
                 old_manifest = json.loads(old_raw) if old_raw else None
@@ -159,6 +189,7 @@ def flash(port, config, bundle_dir=None, wipe=False, retries=2, quiet=False, res
                 "board": info,
                 "firmware_version": manifest["firmware_version"],
                 "kind": manifest["kind"],
+                "bundle_board": manifest.get("board"),
                 "free_before": space[0] if space else None,
                 "config": config,
             })
@@ -235,7 +266,8 @@ def register(subparsers):
     p.add_argument("--wipe", action="store_true",
                    help="erase everything on the board first (also the outbox of unsent readings)")
     p.add_argument("--bundle", metavar="DIR",
-                   help="flash this bundle (from `smartpark firmware build`) instead of building one")
+                   help="flash this bundle (from `smartpark firmware build`; its --board must "
+                        "match the board) instead of building one for the board found")
     p.add_argument("--retries", type=int, default=2,
                    help="times a file is rewritten when its hash read back differs (default 2)")
     p.add_argument("--no-reset", action="store_true", help="leave the board running after flashing")

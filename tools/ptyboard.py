@@ -32,10 +32,13 @@ firmware calls sys.exit() instead) the board reboots the same way, unless
 `reboot_on_exit=False`.
 
 Test hooks (all honest, all visible on the board): `fake_version=(1, 19, 1)`
-makes `sys.implementation.version` report an old MicroPython, and
-`flash_limit=BYTES` makes `os.statvfs` report a tiny filesystem; both work by
-placing wrapper modules in sys.modules from the ROM boot script, which is how
-a board with that firmware would answer mpremote. `corrupt_writes=(SUFFIX, N)`
+makes `sys.implementation.version` report an old MicroPython,
+`fake_platform="esp32"` makes `sys.platform` report an ESP32 (what
+`smartpark flash` chooses the bundle by; the firmware cannot boot on such a
+board, it looks for machine.I2C and Wi-Fi), and `flash_limit=BYTES` makes
+`os.statvfs` report a tiny filesystem; all work by placing wrapper modules
+in sys.modules from the ROM boot script, which is how a board with that
+firmware would answer mpremote. `corrupt_writes=(SUFFIX, N)`
 makes the first N writes of a file ending in SUFFIX land with a flipped byte
 (a failing flash): the REPL runs in the ROM script's globals, so the open()
 that mpremote's commands call is the ROM's.
@@ -99,6 +102,15 @@ class _SpSys:
     def __getattr__(self, n):
         return getattr(self._real, n)
 sys.modules["sys"] = _SpSys()
+'''
+
+_PATCH_PLATFORM = '''\
+class _SpPlatformSys:
+    platform = {platform!r}
+    _real = sys.modules.get("sys", sys)
+    def __getattr__(self, n):
+        return getattr(self._real, n)
+sys.modules["sys"] = _SpPlatformSys()
 '''
 
 _PATCH_FLASH = '''\
@@ -197,13 +209,14 @@ def _nonblock(fd):
 class PtyBoard:
     """One unix-port board on a pty. Use as a context manager or start()/stop()."""
 
-    def __init__(self, flash_dir=None, micropython=None, fake_version=None,
+    def __init__(self, flash_dir=None, micropython=None, fake_version=None, fake_platform=None,
                  flash_limit=None, corrupt_writes=None, reboot_on_exit=True, heapsize="4M", env=None):
         self._own_flash = flash_dir is None
         self.flash_dir = flash_dir or tempfile.mkdtemp(prefix="sp-board-")
         os.makedirs(self.flash_dir, exist_ok=True)
         self.micropython = micropython or find_micropython()
         self.fake_version = fake_version
+        self.fake_platform = fake_platform
         self.flash_limit = flash_limit
         self.corrupt_writes = corrupt_writes
         self.reboot_on_exit = reboot_on_exit
@@ -295,6 +308,8 @@ class PtyBoard:
             v = tuple(self.fake_version) + (0,) * (3 - len(self.fake_version))
             patches.append(_PATCH_VERSION.format(
                 version=(v[0], v[1], v[2], ""), vtext="3.4.0; MicroPython v%d.%d.%d" % v[:3]))
+        if self.fake_platform:
+            patches.append(_PATCH_PLATFORM.format(platform=str(self.fake_platform)))
         if self.flash_limit:
             patches.append(_PATCH_FLASH.format(limit=int(self.flash_limit)))
         if self.corrupt_writes:
@@ -368,7 +383,7 @@ class PtyBoard:
                 del self._log[: len(self._log) - (2 << 20)]
             self._log_cond.notify_all()
 
-    def _relay(self):
+    def _relay(self):  # noqa: C901 - one select loop for both ptys: console, boot banner, reboot, held input
         while not self._stop.is_set():
             with self._lock:
                 a, b = self._master_a, self._master_b

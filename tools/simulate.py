@@ -1,9 +1,10 @@
 """`smartpark simulate`: many nodes reporting to a hub, with an honest summary.
 
 Full mode (default): N nodes, each the real firmware (firmware/main.py, or a
-built bundle with --bundle) under the MicroPython unix port, a process with
-its own flash directory and config.json (simulated sensors seeded per node,
-board/unix.py). The run has three phases:
+bundle built with `smartpark firmware build --board unix`, --bundle) under
+the MicroPython unix port, a process with its own flash directory and
+config.json (simulated sensors seeded per node, firmware/sim/). The run has
+three phases:
 
   1. run      --duration S (or until Ctrl-C); a node that exits (deep sleep:
               status 75, or a crash) is started again, as a board reboots;
@@ -128,9 +129,13 @@ class FirmwareImage:
         if bundle:
             from smartpark.tools import bundle as bundlemod
             try:
-                bundlemod.load_manifest(bundle)
+                manifest = bundlemod.load_manifest(bundle)
             except bundlemod.BundleError as e:
                 raise SimError(EXIT_MISSING, str(e)) from None
+            if manifest.get("board", "unix") != "unix":
+                raise SimError(EXIT_MISSING, "bundle %s is for %s and has no simulation (sim/): "
+                                             "build it with `smartpark firmware build --board "
+                                             "unix`" % (bundle, manifest["board"]))
             self.main = os.path.join(bundle, "main.py")
             self.path = [".frozen", bundle, os.path.join(bundle, "lib")]
         else:
@@ -276,7 +281,7 @@ def _sleep_until(deadline, signals, stop_count=1, step=0.2, tick=None):
         time.sleep(min(step, max(0.0, deadline - time.monotonic())))
 
 
-def run_full(n, hub, duration=None, drain=15.0, interval=5.0, workdir=None, keep=False,
+def run_full(n, hub, duration=None, drain=15.0, interval=5.0, workdir=None, keep=False,  # noqa: C901 - the three phases (run, drain, summary) with their signals in one place
              bundle=None, hub_time=False, ledger=False, quiet=False, signals=None,
              on_ready=None, prefix="sim", status_every=10.0):
     """Run the full simulation; returns the summary list (dicts)."""
@@ -440,8 +445,8 @@ def register(subparsers):
     p.add_argument("--sockets", type=int, default=64,
                    help="--light: UDP sockets shared by the virtual nodes (default 64)")
     p.add_argument("--bundle", metavar="DIR",
-                   help="run a built bundle (.mpy, from `smartpark firmware build`) "
-                        "instead of firmware/ sources")
+                   help="run a built bundle (.mpy, from `smartpark firmware build --board "
+                        "unix`) instead of firmware/ sources")
     p.add_argument("--workdir", metavar="DIR", help="keep the nodes' flash directories here")
     p.add_argument("--hub-time", action="store_true",
                    help="nodes take the time from the hub instead of the host clock (NTP)")
@@ -452,7 +457,7 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def run(args):
+def run(args):  # noqa: C901 - checks every option of both modes before anything starts, then runs one
     if args.interval is None:
         args.interval = 30.0 if args.light else 5.0
     if args.nodes < 1:

@@ -14,8 +14,14 @@ Fixtures (session-wide; the tests in test_hil.py run in file order):
   hil          the target: port, kind ("pty"/"serial"), reset() = hard reset
   hil_hub      `smartpark hub` on this host (SQLite in a temp dir)
   hil_bundle   `smartpark firmware build --all-protocol` (the vectors need
-               every protocol module on the board)
-  hil_flash    the result of `smartpark flash --wipe` onto the board
+               every protocol module on the board), for the board under test:
+               --board esp32 for a real board, --board unix for the pty
+               board, whose node runs on the simulation (firmware/sim/)
+  hil_flash    the result of `smartpark flash --wipe` onto the board, and
+               "sim_files": the simulated parts the firmware cases drive
+               the drivers with, as .mpy from a --board unix build, for a
+               board whose bundle has no sim/ (an ESP32); none on the pty
+               board, which has them from its bundle
 """
 
 import json
@@ -121,13 +127,30 @@ def hil_hub(pytestconfig, tmp_path_factory, hil):
 
 
 @pytest.fixture(scope="session")
-def hil_bundle(tmp_path_factory):
+def hil_bundle(tmp_path_factory, hil):
     require(os.path.isfile(os.path.join(ROOT, "firmware", "main.py")),
             "firmware/main.py is not there yet: nothing to flash")
     out = str(tmp_path_factory.mktemp("hil-bundle") / "firmware")
-    proc = smartpark("firmware", "build", "--all-protocol", "-q", "--out", out)
+    board = "unix" if hil.kind == "pty" else "esp32"
+    proc = smartpark("firmware", "build", "--all-protocol", "--board", board, "-q", "--out", out)
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+def _sim_files(bundle_dir, tmp):
+    """(local file, path on the board) of the sim/ package, when the bundle lacks it."""
+    with open(os.path.join(bundle_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    if manifest.get("board") == "unix":
+        return []
+    out = str(tmp / "sim-bundle")
+    proc = smartpark("firmware", "build", "--board", "unix", "-q", "--out", out,
+                     "--micropython-version", manifest["micropython"]["target"])
+    assert proc.returncode == 0, proc.stderr
+    with open(os.path.join(out, "manifest.json")) as f:
+        files = json.load(f)["files"]
+    return [(os.path.join(out, e["path"]), e["path"]) for e in files
+            if e["path"].startswith("sim/")]
 
 
 @pytest.fixture(scope="session")
@@ -137,7 +160,7 @@ def hil_flash(pytestconfig, hil, hil_hub, hil_bundle, tmp_path_factory):
     sensors_file = _opt(pytestconfig, "--hil-sensors")
     if not sensors_file:
         sensors_file = str(tmp / "sensors.json")
-        # the pty board simulates these parts (firmware/board/unix.py); a real board
+        # the pty board simulates these parts (firmware/sim/); a real board
         # without --hil-sensors gets none and reports health only
         sensors = simulate.SENSOR_SETS[0] if hil.kind == "pty" else []
         with open(sensors_file, "w") as f:
@@ -154,4 +177,5 @@ def hil_flash(pytestconfig, hil, hil_hub, hil_bundle, tmp_path_factory):
     if wifi:
         args += ["--wifi", wifi, "--wifi-password", _opt(pytestconfig, "--hil-wifi-password") or ""]
     proc = smartpark(*args, timeout=900)
-    return {"proc": proc, "summary": summary, "bundle": hil_bundle, "node": NODE}
+    return {"proc": proc, "summary": summary, "bundle": hil_bundle, "node": NODE,
+            "sim_files": _sim_files(hil_bundle, tmp)}

@@ -57,11 +57,11 @@ _UPLOADED = {}
 _RESULTS = {}
 
 
-def _upload(b, kind):
+def _upload(b, kind, extra=()):
     if _UPLOADED.get(kind):
         return
     b.makedirs(BOARD_DIR)
-    files = [(os.path.join(TESTS, "mprunner.py"), "mprunner.py")]
+    files = [(os.path.join(TESTS, "mprunner.py"), "mprunner.py")] + list(extra)
     d = CASE_DIRS[kind]
     files += [(os.path.join(d, f), f) for f in sorted(os.listdir(d))
               if f.startswith("case_") and f.endswith(".py")]
@@ -81,7 +81,8 @@ def _upload(b, kind):
     _UPLOADED[kind] = True
 
 
-def _run_on_board(hil, kind, modname, timeout):
+def _run_on_board(hil, kind, modname, timeout, extra=()):
+    """Run one case module on the board; `extra`: (local file, path under hil/) to upload too."""
     key = (kind, modname)
     if key not in _RESULTS:
         # The cases write files in their cwd (the outbox cases make outbox.log): run them
@@ -103,7 +104,7 @@ def _run_on_board(hil, kind, modname, timeout):
                    BOARD_DIR + "/mprunner.py", modname))
         try:
             with hil.session() as b:
-                _upload(b, kind)
+                _upload(b, kind, extra)
                 b.makedirs(BOARD_DIR + "/run")
                 out = b.exec(code, "running %s on the board" % modname, timeout=timeout)
         except Exception as e:  # noqa: BLE001 - report it for every case of the module
@@ -126,7 +127,10 @@ def test_protocol_vectors_on_board(hil_flash, hil, hil_timeout, modname, name):
 @pytest.mark.parametrize("modname,name", _collect("firmware"))
 def test_driver_and_firmware_cases_on_board(hil_flash, hil, hil_timeout, modname, name):
     assert hil_flash["proc"].returncode == 0
-    check_case(_run_on_board(hil, "firmware", modname, hil_timeout), modname, name, "on the board")
+    # the drivers are driven against the simulated parts (sim.parts): an ESP32's bundle has
+    # no sim/, so they go up beside the cases (hil/sim/, first on the cases' path)
+    check_case(_run_on_board(hil, "firmware", modname, hil_timeout, hil_flash["sim_files"]),
+               modname, name, "on the board")
 
 
 _SELFTEST = """
@@ -154,7 +158,7 @@ print('SELFTEST ' + json.dumps(out))
 
 def test_sensor_self_test_on_board(hil_flash, hil, hil_timeout):
     """Every sensor in the board's config answers through the firmware's own HAL and driver
-    (real parts on the bench; the simulated parts of board/unix.py on the pty board)."""
+    (real parts on the bench; the simulated parts of firmware/sim/ on the pty board)."""
     assert hil_flash["proc"].returncode == 0
     with hil.session() as b:
         out = b.exec(_SELFTEST, "self-testing the sensors", timeout=hil_timeout)

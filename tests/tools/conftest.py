@@ -1,10 +1,13 @@
 """Fixtures for the tools tests: firmware bundles, pty boards, the CLI.
 
-`real_bundle` is `smartpark firmware build` of the repository's firmware/
-(fails under CI, skips locally, while firmware/ has no main.py yet).
-`tiny_firmware` is a small firmware tree written by the test, for the tool's
-own behaviour (import following, compile errors) and for the flash error
-paths, where the bundle's content does not matter.
+`unix_bundle` is `smartpark firmware build --board unix` of the repository's
+firmware/ (what runs on the unix port: the pty board, `smartpark simulate`),
+`esp32_bundle` the default build, what goes onto an ESP32 (both fail under
+CI, skip locally, while firmware/ has no main.py yet). `tiny_firmware` is a
+small firmware tree written by the test, for the tool's own behaviour
+(import following, compile errors) and for the flash error paths, where the
+bundle's content does not matter; `tiny_bundle` is built for the unix port,
+as the pty board it is flashed onto is one.
 """
 
 import os
@@ -17,14 +20,23 @@ from smartpark.tools import bundle  # noqa: E402
 from toolhelp import ROOT, require, smartpark  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def real_bundle(tmp_path_factory):
+def _real_bundle(tmp_path_factory, *args):
     require(os.path.isfile(os.path.join(ROOT, "firmware", "main.py")),
             "firmware/main.py is not there yet (firmware issue): nothing to build")
     out = tmp_path_factory.mktemp("bundle") / "firmware"
-    proc = smartpark("firmware", "build", "--out", out)
+    proc = smartpark("firmware", "build", "--out", out, *args)
     assert proc.returncode == 0, proc.stderr
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def unix_bundle(tmp_path_factory):
+    return _real_bundle(tmp_path_factory, "--board", "unix")
+
+
+@pytest.fixture(scope="session")
+def esp32_bundle(tmp_path_factory):
+    return _real_bundle(tmp_path_factory)
 
 
 TINY_MAIN = '''"""tiny firmware main"""
@@ -75,7 +87,7 @@ def tiny_firmware(tmp_path):
 @pytest.fixture
 def tiny_bundle(tiny_firmware, tmp_path):
     out = str(tmp_path / "tiny-bundle")
-    bundle.build_bundle(out=out, firmware_dir=tiny_firmware, quiet=True)
+    bundle.build_bundle(out=out, firmware_dir=tiny_firmware, quiet=True, board="unix")
     return out
 
 

@@ -1,5 +1,12 @@
-"""`smartpark firmware build`: layout, manifest, and .mpy that the unix port loads."""
+"""`smartpark firmware build`: layout, manifest, and .mpy that the unix port loads.
 
+The two boards: the unix-port bundle carries firmware/sim/ and its modules all
+import under the unix port; the ESP32 bundle holds nothing of sim/, and with
+sys.platform reporting "esp32" (and the ESP32's own modules stubbed) every
+module in it imports without ever reaching for the simulation.
+"""
+
+import ast
 import hashlib
 import json
 import os
@@ -34,9 +41,9 @@ def _check_manifest(out):
     return manifest
 
 
-def _import_all(micropython_bin, out, modules, extra=""):
+def _import_all(micropython_bin, out, modules, extra="", prelude=""):
     """Import every module under the unix port with the bundle as the board's flash."""
-    code = "import sys\nsys.path[:] = ['', '.frozen', 'lib']\nbad = []\n"
+    code = "import sys\nsys.path[:] = ['', '.frozen', 'lib']\n" + prelude + "bad = []\n"
     code += "for m in %r:\n try:\n  __import__(m)\n except Exception as e:\n" % (modules,)
     code += "  bad.append('%s: %s' % (m, e))\nprint('BAD', bad)\n" + extra
     proc = subprocess.run([micropython_bin, "-c", code], cwd=out, capture_output=True, text=True,
@@ -58,12 +65,18 @@ def _module_names(manifest, suffix):
     return names
 
 
+def _sim_sources():
+    sim = os.path.join(ROOT, "firmware", "sim")
+    return sorted("sim/" + n[:-3] + ".mpy" for n in os.listdir(sim) if n.endswith(".py"))
+
+
 @pytest.mark.micropython
-def test_real_firmware_bundle_layout_and_imports(real_bundle, micropython_bin):
-    manifest = _check_manifest(real_bundle)
-    assert manifest["kind"] == "mpy"
+def test_unix_bundle_layout_and_imports(unix_bundle, micropython_bin):
+    manifest = _check_manifest(unix_bundle)
+    assert manifest["kind"] == "mpy" and manifest["board"] == "unix"
     paths = {e["path"] for e in manifest["files"]}
     assert {"boot.py", "main.py"} <= paths
+    assert {"sim/__init__.mpy", "sim/board.mpy", "sim/parts.mpy", "sim/world.mpy"} <= paths
     for p in paths:
         if p not in ("boot.py", "main.py"):
             assert not p.endswith(".py"), p
@@ -71,18 +84,129 @@ def test_real_firmware_bundle_layout_and_imports(real_bundle, micropython_bin):
     assert "lib/smartpark/protocol/__init__.mpy" in proto
     for p in paths:
         if p.endswith(".mpy"):
-            head = open(os.path.join(real_bundle, p), "rb").read(4)
+            head = open(os.path.join(unix_bundle, p), "rb").read(4)
             assert head[:2] == b"M\x06", (p, head)  # .mpy format 6, bytecode only
     mods = _module_names(manifest, ".mpy")
     # board.esp32 is the ESP32 HAL: it needs the ESP32 port's own modules
     esp_only = [m for m in mods if m == "board.esp32"]
-    proc = _import_all(micropython_bin, real_bundle, [m for m in mods if m not in esp_only])
+    proc = _import_all(micropython_bin, unix_bundle, [m for m in mods if m not in esp_only])
     assert "BAD []" in proc.stdout, proc.stdout + proc.stderr
     if esp_only:
-        proc = _import_all(micropython_bin, real_bundle, esp_only)
+        proc = _import_all(micropython_bin, unix_bundle, esp_only)
         assert "no module named 'network'" in proc.stdout or "esp" in proc.stdout, proc.stdout
     # the bytecode really came from the .mpy files: no source beside them
     assert not any(p.endswith(".py") for p in paths - {"boot.py", "main.py"})
+
+
+def _is_esp32_test(test):
+    """`sys.platform == "esp32"` (the one test firmware/board/__init__.py makes)."""
+    return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Attribute)
+            and test.left.attr == "platform" and len(test.comparators) == 1
+            and isinstance(test.ops[0], ast.Eq)
+            and getattr(test.comparators[0], "value", None) == "esp32")
+
+
+def _sim_imports(source_path):
+    """[(line, only when not on an ESP32)] for every import of the sim package in a module."""
+    tree = ast.parse(open(source_path, encoding="utf-8").read())
+    off_esp32 = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_esp32_test(node.test):
+            for branch in node.orelse:
+                off_esp32.update(id(n) for n in ast.walk(branch))
+    found = []
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        if any(n == "sim" or n.startswith("sim.") for n in names):
+            found.append((node.lineno, id(node) in off_esp32))
+    return found
+
+
+# the ESP32's own modules, which the unix port lacks (or has without these classes):
+# anything the firmware asks of them answers, so the imports alone are tested
+_AS_ESP32 = """
+class _Stub:
+    def __init__(self, *a, **k):
+        pass
+    def __call__(self, *a, **k):
+        return _Stub()
+    def __getattr__(self, n):
+        return _Stub()
+class _Esp32Sys:
+    platform = "esp32"
+    _real = sys
+    def __getattr__(self, n):
+        return getattr(self._real, n)
+for _m in ("machine", "network", "onewire", "ntptime", "esp32"):
+    sys.modules[_m] = _Stub()
+sys.modules["sys"] = _Esp32Sys()
+"""
+
+
+@pytest.mark.micropython
+def test_esp32_bundle_holds_no_simulation(esp32_bundle, unix_bundle, micropython_bin):
+    manifest = _check_manifest(esp32_bundle)
+    assert manifest["board"] == "esp32" and manifest["kind"] == "mpy"
+    entries = {e["path"]: e for e in manifest["files"]}
+    # no file from firmware/sim/ ...
+    assert not [p for p in entries if p == "sim" or p.startswith("sim/")]
+    assert not [e["source"] for e in entries.values() if e["source"].startswith("firmware/sim/")]
+    # ... and nothing else missing: the unix bundle is the same files plus sim/
+    unix = {e["path"]: e for e in json.load(open(os.path.join(unix_bundle, "manifest.json")))["files"]}
+    assert sorted(set(unix) - set(entries)) == _sim_sources()
+    assert all(unix[p] == e for p, e in entries.items())
+    # nothing in it imports sim, but the board layer's choice when not on an ESP32
+    importers = {}
+    for e in entries.values():
+        if e["source"].endswith(".py"):
+            found = _sim_imports(os.path.join(ROOT, e["source"]))
+            if found:
+                importers[e["path"]] = found
+    assert list(importers) == ["board/__init__.mpy"], importers
+    assert all(guarded for _line, guarded in importers["board/__init__.mpy"]), importers
+    # on an "ESP32" every module of the bundle imports, and no sim module was ever loaded
+    mods = _module_names(manifest, ".mpy")
+    assert "board" in mods and "board.esp32" in mods
+    proc = _import_all(micropython_bin, esp32_bundle, mods, prelude=_AS_ESP32, extra=(
+        "import board\nprint('BOARD', board.Board.name)\n"
+        "print('SIM', sorted(m for m in sys.modules if m == 'sim' or m.startswith('sim.')))\n"))
+    assert "BAD []" in proc.stdout, proc.stdout + proc.stderr
+    assert "BOARD esp32" in proc.stdout and "SIM []" in proc.stdout, proc.stdout + proc.stderr
+    # the same bundle on the unix port (sys.platform "linux") has no board layer to load
+    proc = _import_all(micropython_bin, esp32_bundle, ["board"])
+    assert "no module named 'sim" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_board_option_chooses_the_simulation(tiny_firmware, tmp_path):
+    sim = os.path.join(tiny_firmware, "sim")
+    os.makedirs(sim)
+    for name in ("__init__.py", "board.py"):
+        with open(os.path.join(sim, name), "w") as f:
+            f.write('"""simulated"""\n')
+    esp = bundle.build_bundle(out=str(tmp_path / "esp"), firmware_dir=tiny_firmware, quiet=True)
+    unix = bundle.build_bundle(out=str(tmp_path / "unix"), firmware_dir=tiny_firmware, quiet=True,
+                               board="unix")
+    assert esp["board"] == "esp32" and unix["board"] == "unix"
+    esp_paths = {e["path"] for e in esp["files"]}
+    unix_paths = {e["path"] for e in unix["files"]}
+    assert unix_paths - esp_paths == {"sim/__init__.mpy", "sim/board.mpy"}
+    assert not os.path.exists(str(tmp_path / "esp" / "sim"))
+    proc = smartpark("firmware", "build", "-q", "--board", "unix", "--firmware-dir",
+                     tiny_firmware, "--out", tmp_path / "cli")
+    assert proc.returncode == 0, proc.stderr
+    assert json.load(open(tmp_path / "cli" / "manifest.json"))["board"] == "unix"
+    proc = smartpark("firmware", "build", "-q", "--board", "rp2", "--firmware-dir",
+                     tiny_firmware, "--out", tmp_path / "bad")
+    assert proc.returncode == bundle.EXIT_USAGE and "--board" in proc.stderr, proc.stderr
+    with pytest.raises(bundle.BundleError) as e:
+        bundle.build_bundle(out=str(tmp_path / "bad"), firmware_dir=tiny_firmware, board="rp2")
+    assert e.value.code == bundle.EXIT_USAGE
+    assert [bundle.board_for_platform(p) for p in ("esp32", "linux", "darwin")] == [
+        "esp32", "unix", "unix"]
 
 
 def test_build_is_reproducible(tiny_firmware, tmp_path):

@@ -10,7 +10,10 @@ The error boards are honest versions of the real failures:
   MicroPython 1.19.1 into sys.modules (what `import sys` then returns);
 - no space: a board whose os.statvfs reports a 20 kB filesystem;
 - mismatch: a board whose REPL open() flips a byte of the first N writes of
-  one file (a failing flash); N=1 must be healed by the retry, N=9 must not.
+  one file (a failing flash); N=1 must be healed by the retry, N=9 must not;
+- an ESP32: a board whose ROM boot script puts a sys wrapper reporting
+  sys.platform "esp32" into sys.modules, which is what flash chooses the
+  bundle by (the ESP32 bundle, without the simulation).
 """
 
 import fcntl
@@ -44,11 +47,11 @@ def _check_files(flash_dir, bundle_dir):
     return manifest
 
 
-def test_flash_real_firmware_lands_verified_and_configured(real_bundle, pty_board, tmp_path):
+def test_flash_real_firmware_lands_verified_and_configured(unix_bundle, pty_board, tmp_path):
     summary = tmp_path / "summary.json"
-    proc = _flash(pty_board.port, real_bundle, "--json", summary)
+    proc = _flash(pty_board.port, unix_bundle, "--json", summary)
     assert proc.returncode == 0, proc.stderr
-    manifest = _check_files(pty_board.flash_dir, real_bundle)
+    manifest = _check_files(pty_board.flash_dir, unix_bundle)
     cfg = json.load(open(os.path.join(pty_board.flash_dir, "config.json")))
     assert cfg["node"] == "node-7" and cfg["hub"] == "127.0.0.1:5999"
     s = json.load(open(summary))
@@ -281,13 +284,46 @@ def test_wipe_is_not_done_when_the_firmware_cannot_fit_anyway(tiny_bundle, speci
     assert os.path.getsize(data) == 8000                 # not wiped for nothing
 
 
-def test_flash_builds_the_bundle_when_none_is_given(real_bundle, pty_board):
+def test_flash_builds_the_bundle_when_none_is_given(unix_bundle, pty_board):
     """No --bundle: flash builds the firmware itself; builds are reproducible, so the board
     ends up with exactly the files of a separate `smartpark firmware build`."""
     proc = smartpark("flash", "--port", pty_board.port, "--node-id", "n-auto", "--no-reset",
                      timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "building the firmware bundle" in proc.stderr
-    _check_files(pty_board.flash_dir, real_bundle)
+    # the unix port (sys.platform "linux") gets the unix bundle, simulation included
+    assert "building the firmware bundle for board unix" in proc.stderr
+    _check_files(pty_board.flash_dir, unix_bundle)
+    assert os.path.isfile(os.path.join(pty_board.flash_dir, "sim", "board.mpy"))
     cfg = json.load(open(os.path.join(pty_board.flash_dir, "config.json")))
     assert cfg == {"node": "n-auto", "hub": "auto"}
+
+
+@pytest.mark.parametrize("special_board", [{"fake_platform": "esp32"}], indirect=True)
+def test_flash_builds_the_esp32_bundle_for_an_esp32(esp32_bundle, special_board, tmp_path):
+    """No --bundle, a board whose sys.platform is "esp32": the ESP32 bundle goes on, no sim/."""
+    summary = tmp_path / "s.json"
+    proc = smartpark("flash", "--port", special_board.port, "--node-id", "n-esp", "--no-reset",
+                     "--json", summary, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "building the firmware bundle for board esp32" in proc.stderr
+    manifest = _check_files(special_board.flash_dir, esp32_bundle)
+    assert manifest["board"] == "esp32"
+    assert not os.path.exists(os.path.join(special_board.flash_dir, "sim"))
+    s = json.load(open(summary))
+    assert s["bundle_board"] == "esp32" and s["board"]["platform"] == "esp32"
+
+
+def test_esp32_bundle_is_refused_by_the_unix_port(esp32_bundle, pty_board):
+    proc = _flash(pty_board.port, esp32_bundle, "--no-reset")
+    assert proc.returncode == boardmod.EXIT_WRONG_BOARD == 18, proc.stderr
+    assert "the bundle is for an ESP32" in proc.stderr and "--board unix" in proc.stderr
+    assert os.listdir(pty_board.flash_dir) == []  # nothing written
+
+
+@pytest.mark.parametrize("special_board", [{"fake_platform": "esp32"}], indirect=True)
+def test_unix_bundle_is_refused_by_an_esp32(tiny_bundle, special_board):
+    proc = _flash(special_board.port, tiny_bundle, "--no-reset")
+    assert proc.returncode == boardmod.EXIT_WRONG_BOARD, proc.stderr
+    assert "the bundle is for the MicroPython unix port" in proc.stderr
+    assert "--board esp32" in proc.stderr
+    assert os.listdir(special_board.flash_dir) == []
