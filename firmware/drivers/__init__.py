@@ -39,7 +39,8 @@ E_CHIP = const(4)
 E_RANGE = const(5)
 
 # config "driver" name -> module in this package (imported only when used,
-# so a node without a part never loads its driver).
+# so a node without a part never loads its driver). The bus each one needs and
+# its pins are the node-config schema's (protocol/configschema.py DRIVERS).
 MODULES = {
     "bme280": "bme280",
     "bmp280": "bme280",
@@ -52,13 +53,6 @@ MODULES = {
     "hcsr04": "hcsr04",
     "adc": "adc",
     "pulse": "pulse",
-}
-
-# Which kind of bus each driver needs (checked by config validation).
-BUS_KIND = {
-    "bme280": "i2c", "bmp280": "i2c", "sht4x": "i2c", "scd4x": "i2c", "bh1750": "i2c",
-    "pms5003": "uart", "ds18b20": "onewire", "pir": "pin", "hcsr04": "pin",
-    "adc": "adc", "pulse": "pin",
 }
 
 

@@ -1,6 +1,25 @@
-"""config.json validation: every fault is reported with the key at fault (both interpreters)."""
+"""config.json validation: every fault is reported with the key at fault (both interpreters).
+
+The rules are protocol/configschema.py's; test_shared_configs runs its one list of good and
+bad configs (tests/protocol/cases/case_configschema.py) through the firmware's own
+config.validate, which the hub and `smartpark flash` agree with too.
+"""
+
+import sys
 
 import config
+import drivers
+from smartpark.protocol import configschema
+
+
+def _shared_cases():
+    try:
+        import case_configschema
+    except ImportError:  # beside tests/firmware/cases: tests/protocol/cases
+        here = __file__.replace("\\", "/").rsplit("/", 1)[0]
+        sys.path.append(here + "/../../protocol/cases")
+        import case_configschema
+    return case_configschema
 
 
 def _base(**kw):
@@ -112,3 +131,19 @@ def test_names_must_be_senml_names():
     assert _key(_base(node="_n1")) == "node"
     assert _key(_base(sensors=[{"name": "-x", "driver": "sht4x"}])) == "sensors[0].name"
     config.validate(_base(node="9n", sensors=[{"name": "0x", "driver": "sht4x"}]))
+
+
+def test_shared_configs():
+    cases = _shared_cases()
+    for doc in cases.GOOD:
+        config.validate(cases.full(doc))
+    for doc, key in cases.BAD:
+        assert _key(cases.full(doc)) == key, (doc, key)
+    for doc, key in cases.BAD_FILES:
+        assert _key(doc) == key, (doc, key)
+
+
+def test_the_schema_is_the_firmwares():
+    assert config.validate is configschema.validate and config.ConfigError is configschema.ConfigError
+    # every driver the schema allows has code here, and every driver here is in the schema
+    assert sorted(drivers.MODULES) == sorted(configschema.DRIVERS)
