@@ -72,41 +72,10 @@ _NODE_ID_PARAM = {"name": "node", "in": "path", "required": True,
                   "schema": {"type": "string", "pattern": rules.NODE_ID_PATTERN}}
 
 
-def _range(kind, lo, hi):
-    return {"type": "integer" if kind == rules._INT else "number", "minimum": lo, "maximum": hi}
-
-
 def config_schema():
     """PUT /api/nodes/{node}/config body: hub/rules.py config_error() as JSON Schema
-    (sensor names must also be unique and not "health": not expressible here)."""
-    props = {k: _range(*v) for k, v in rules._RANGES.items()}
-    props["watchdog_ms"] = {"oneOf": [{"type": "integer", "enum": [0]},
-                                      {"type": "integer", "minimum": 5000, "maximum": 600000}]}
-    props["hub"] = {"type": "string", "pattern": "^[^ ]+$"}
-    props["hub_mdns"] = {"type": "string"}
-    props["firmware"] = {"type": "string", "description": "firmware version the node should run"}
-    props["deep_sleep"] = {"type": "string", "enum": ["off", "between_reports"]}
-    props["ntp"] = {"type": ["boolean", "string"]}
-    props["ledger"] = {"type": "boolean"}
-    props["sim"] = {"type": ["object", "null"]}
-    props["version"] = {"description": "ignored: the hub sets the version"}
-    props["wifi"] = {"type": ["object", "null"], "required": ["ssid"],
-                     "additionalProperties": False,
-                     "properties": {"ssid": {"type": "string", "minLength": 1, "maxLength": 32},
-                                    "password": {"type": "string", "maxLength": 64}}}
-    props["coap"] = {"type": ["object", "null"], "additionalProperties": False,
-                     "properties": {k: _range(*v) for k, v in rules._COAP.items()}}
-    props["sensors"] = {"type": "array", "maxItems": 32, "items": {
-        "type": "object", "required": ["name", "driver"], "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,23}$"},
-            "driver": {"type": "string"}, "bus": {"type": "string"},
-            "pins": {"type": "object", "additionalProperties": {
-                "type": "integer", "minimum": 0, "maximum": 48}},
-            "params": {"type": "object"},
-            "interval": {"type": "number", "minimum": 0.1, "maximum": 86400}}}}
-    return {"type": "object", "additionalProperties": False, "properties": props,
-            "maxProperties": 64}
+    (made from the node-config schema's tables, protocol/configschema.py)."""
+    return rules.config_json_schema()
 
 
 def document(version):

@@ -4,7 +4,7 @@ Scope: pure checks, no I/O; each returns None when the input is fine or a
 short text naming what is wrong (the caller turns it into 4.00 / 400).
 
 Node ids (POST /r names, RD `ep`): the firmware and `smartpark flash` allow
-1-32 of [A-Za-z0-9_-] starting with a letter or digit (firmware/config.py
+1-32 of [A-Za-z0-9_-] starting with a letter or digit (protocol/configschema.py
 valid_ident, tools/nodeconfig.py check_node_id). The hub accepts exactly
 those, plus '.' and ':' and up to 64 characters, so that a plain RFC 8428
 sender naming itself "urn:dev:mac:0024befffe804ff1/" still fits (SenML name
@@ -15,13 +15,19 @@ Reading times: a reading more than `max_future` seconds ahead of the hub's
 clock, or before 2000-01-01, is refused (it would stay "latest" for ever and
 make every later reading late for its rollup bucket).
 
-Node configs (PUT /api/nodes/{node}/config): the keys and ranges of
-firmware/config.py validate() (a node rejects a config that fails them, so
-the hub refuses it up front), plus "firmware" (the version the node should
-run, a hub-side key). Nesting is limited below cbor.loads' depth limit.
+Node configs (PUT /api/nodes/{node}/config): the node's own rules, from the
+one node-config schema (protocol/configschema.py: a node rejects a config
+that fails them, so the hub refuses it up front), on the keys present, plus
+"firmware" (the version the node should run, a hub-side key) and "version"
+(ignored: the hub sets it). Nesting is limited below cbor.loads' depth
+limit. The same tables give the body's JSON Schema (config_json_schema, for
+the OpenAPI document) and turn integral JSON floats into ints
+(config_normalize).
 """
 
 import math
+
+from smartpark.protocol import configschema as schema
 
 NODE_ID_MAX = 64
 NODE_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"  # the same rule, for OpenAPI
@@ -72,26 +78,8 @@ def lifetime_error(text):
 # ---- node configs ------------------------------------------------------------------------
 
 CONFIG_MAX_DEPTH = 8  # cbor.loads allows 32; a node config never needs more than 4
-
-_INT = "int"
-_NUM = "num"
-# key -> (kind, lo, hi): firmware/config.py validate()
-_RANGES = {
-    "hub_port": (_INT, 1, 65535),
-    "report_interval": (_NUM, 1, 86400),
-    "outbox_size": (_INT, 16, 200000),
-    "config_version": (_INT, 0, 0xFFFFFFFF),
-    "lifetime": (_INT, 10, 86400),
-    "health_every": (_INT, 1, 1000),
-    "batch_max": (_INT, 1, 200),
-    "watchdog_ms": (_INT, 0, 600000),
-}
-_COAP = {"ack_timeout": (_NUM, 0.01, 60), "ack_random_factor": (_NUM, 1.0, 4.0),
-         "max_retransmit": (_INT, 0, 10)}
-_SENSOR_KEYS = ("name", "driver", "bus", "pins", "params", "interval")
-KNOWN_KEYS = tuple(sorted(set(_RANGES) | {
-    "hub", "hub_mdns", "sensors", "wifi", "deep_sleep", "coap", "ntp", "ledger", "sim",
-    "firmware"}))
+HUB_ONLY_KEYS = ("firmware", "version")  # the wanted firmware; the version the hub sets
+KNOWN_KEYS = tuple(sorted({row[0] for row in schema.KEYS if row[0] != "node"} | {"firmware"}))
 
 
 def _depth(x, limit):
@@ -107,133 +95,149 @@ def _depth(x, limit):
     return True
 
 
-def _range(key, v, kind, lo, hi):
-    ok = isinstance(v, int) if kind == _INT else isinstance(v, (int, float))
-    if isinstance(v, bool) or not ok:
-        return key, "%s must be %s" % (key, "an integer" if kind == _INT else "a number")
-    if not (lo <= v <= hi):  # also false for NaN
-        return key, "%s must be between %s and %s" % (key, lo, hi)
-    return None
-
-
-def _ident(s, maxlen):
-    return (isinstance(s, str) and 1 <= len(s) <= maxlen and s[0] in _ID_FIRST
-            and all(c in _ID_FIRST or c in "_-" for c in s))
-
-
-def _sensor_error(i, s):
-    p = "sensors[%d]" % i
-    if not isinstance(s, dict):
-        return p, "%s must be an object" % p
-    for k in s:
-        if k not in _SENSOR_KEYS:
-            return "%s.%s" % (p, k), "unknown sensor key %r" % (k,)
-    if not _ident(s.get("name"), 24) or s.get("name") == "health":
-        return p + ".name", "%s.name must be 1-24 of letters, digits, _ or -" % p
-    if not isinstance(s.get("driver"), str):
-        return p + ".driver", "%s.driver must be a driver name" % p
-    if "bus" in s and not isinstance(s["bus"], str):
-        return p + ".bus", "%s.bus must be a string" % p
-    for k in ("pins", "params"):
-        if k in s and not isinstance(s[k], dict):
-            return "%s.%s" % (p, k), "%s.%s must be an object" % (p, k)
-    for k, v in s.get("pins", {}).items():
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 48:
-            return "%s.pins.%s" % (p, k), "%s.pins.%s must be a GPIO number 0..48" % (p, k)
-    if "interval" in s:
-        return _range(p + ".interval", s["interval"], _NUM, 0.1, 86400)
-    return None
-
-
 def _intish(v):
     return int(v) if isinstance(v, float) and v.is_integer() and abs(v) < 2 ** 53 else v
+
+
+_INTEGRAL = (schema.integer, schema.off_or, schema.gpio, schema.i2c_address)
+
+
+def _normalized(d, table):
+    out = dict(d)
+    for name, check, a, _b, _default in table:
+        v = out.get(name)
+        if v is None:
+            continue
+        if check in _INTEGRAL:
+            out[name] = _intish(v)
+        elif check is schema.section and isinstance(v, dict):
+            out[name] = _normalized(v, a)
+        elif check is schema.sensor_list and isinstance(v, list):
+            out[name] = [_normalized(s, a) if isinstance(s, dict) else s for s in v]
+        elif check is schema.pins and isinstance(v, dict):
+            out[name] = {p: _intish(n) for p, n in v.items()}
+        elif check is schema.params and isinstance(v, dict):
+            out[name] = _normalized(v, a)
+    return out
 
 
 def config_normalize(doc):
     """JSON has one number type: 30.0 for an integer key becomes 30 (the firmware insists
     on integers there). Returns a new dict; anything else is left for config_error()."""
-    if not isinstance(doc, dict):
-        return doc
-    out = dict(doc)
-    for k, (kind, _lo, _hi) in _RANGES.items():
-        if kind == _INT and k in out:
-            out[k] = _intish(out[k])
-    if isinstance(out.get("coap"), dict) and "max_retransmit" in out["coap"]:
-        out["coap"] = dict(out["coap"], max_retransmit=_intish(out["coap"]["max_retransmit"]))
-    if isinstance(out.get("sensors"), list):
-        sensors = []
-        for sensor in out["sensors"]:
-            if isinstance(sensor, dict) and isinstance(sensor.get("pins"), dict):
-                sensor = dict(sensor, pins={p: _intish(n) for p, n in sensor["pins"].items()})
-            sensors.append(sensor)
-        out["sensors"] = sensors
-    return out
+    return _normalized(doc, schema.KEYS) if isinstance(doc, dict) else doc
 
 
 def config_error(doc):
-    """None when `doc` (a node config overlay from PUT) is acceptable, else (key, message)."""
+    """None when `doc` (a node config overlay from PUT) is acceptable, else (key, message).
+
+    The node's own rules (protocol/configschema.py) on the keys present, plus what only
+    the hub has: a "firmware" key, the "version" it sets itself, and a nesting limit."""
     if not isinstance(doc, dict):
         return "body", "body must be a JSON object"
     if not _depth(doc, CONFIG_MAX_DEPTH):
         return "body", "config nests deeper than %d levels" % CONFIG_MAX_DEPTH
-    for key, v in doc.items():
-        if key == "version":
-            continue  # set by the hub
-        if key not in KNOWN_KEYS:
+    for key in doc:
+        if key not in KNOWN_KEYS and key not in HUB_ONLY_KEYS:
             return key, "unknown config key %r (known: %s)" % (key, ", ".join(KNOWN_KEYS))
-        if key in _RANGES:
-            err = _range(key, v, *_RANGES[key])
-            if err:
-                return err
-            if key == "watchdog_ms" and 0 < v < 5000:
-                return key, "watchdog_ms must be 0 (off) or at least 5000"
-        elif key in ("hub", "hub_mdns", "firmware"):
-            if not isinstance(v, str) or (key == "hub" and (not v or " " in v)):
-                return key, "%s must be a %sstring" % (key, "non-empty " if key == "hub" else "")
-        elif key == "deep_sleep":
-            if v not in ("off", "between_reports"):
-                return key, 'deep_sleep must be "off" or "between_reports"'
-        elif key == "ntp":
-            if not isinstance(v, (bool, str)):
-                return key, "ntp must be true, false or an NTP host name"
-        elif key == "ledger":
-            if not isinstance(v, bool):
-                return key, "ledger must be true or false"
-        elif key == "sim":
-            if v is not None and not isinstance(v, dict):
-                return key, "sim must be an object"
-        elif key == "wifi":
-            if v is None:
-                continue
-            if not isinstance(v, dict) or not isinstance(v.get("ssid"), str) \
-                    or not 1 <= len(v["ssid"]) <= 32:
-                return "wifi.ssid", "wifi.ssid must be a string of 1-32 characters"
-            pw = v.get("password", "")
-            if not isinstance(pw, str) or len(pw) > 64:
-                return "wifi.password", "wifi.password must be a string of at most 64 characters"
-            for k in v:
-                if k not in ("ssid", "password"):
-                    return "wifi." + str(k), "unknown wifi key %r" % (k,)
-        elif key == "coap":
-            if v is None:
-                continue
-            if not isinstance(v, dict):
-                return key, "coap must be an object"
-            for k, x in v.items():
-                if k not in _COAP:
-                    return "coap." + str(k), "unknown coap key %r" % (k,)
-                err = _range("coap." + k, x, *_COAP[k])
-                if err:
-                    return err
-        elif key == "sensors":
-            if not isinstance(v, list) or len(v) > 32:
-                return key, "sensors must be a list of at most 32 sensors"
-            names = set()
-            for i, s in enumerate(v):
-                err = _sensor_error(i, s)
-                if err:
-                    return err
-                if s["name"] in names:
-                    return "sensors[%d].name" % i, "duplicate sensor name %r" % s["name"]
-                names.add(s["name"])
+    if "firmware" in doc and not isinstance(doc["firmware"], str):
+        return "firmware", "firmware must be a string"
+    try:
+        schema.validate({k: v for k, v in doc.items() if k not in HUB_ONLY_KEYS}, partial=True)
+    except schema.ConfigError as e:
+        # "report_interval must be between 1 and 86400"; "hub: port is not a number"
+        sep = " " if e.why.startswith("must ") else ": "
+        return e.key, "%s%s%s" % (e.key, sep, e.why)
     return None
+
+
+# ---- the same rules as JSON Schema (the OpenAPI document's Config body) -------------------
+
+_PORT = "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+# "auto", "[v6]", "[v6]:port", "host", "host:port", or anything with two colons or more (a
+# bare IPv6 address): schema.parse_hub; ports written with leading zeros are left out here
+HUB_PATTERN = "^(auto|\\[[^ \\]]+\\](:%s)?|[^ :\\[][^ :]*(:%s)?|([^ :\\[][^ :]*)?:[^ :]*:[^ ]*)$" % (
+    _PORT, _PORT)
+_SCALARS = {
+    schema.integer: lambda a, b: {"type": "integer", "minimum": a, "maximum": b},
+    schema.number: lambda a, b: {"type": "number", "minimum": a, "maximum": b},
+    schema.off_or: lambda a, b: {"oneOf": [{"type": "integer", "enum": [0]},
+                                          {"type": "integer", "minimum": a, "maximum": b}]},
+    schema.positive: lambda a, b: {"type": "number", "exclusiveMinimum": 0},
+    schema.text: lambda a, b: ({"type": "string"} if b is None else
+                               {"type": "string", "minLength": a, "maxLength": b}),
+    schema.flag: lambda a, b: {"type": "boolean"},
+    schema.choice: lambda a, b: {"type": "string", "enum": list(a)},
+    schema.ident: lambda a, b: {"type": "string",
+                                "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,%d}$" % (b - 1)},
+    schema.hub_address: lambda a, b: {"type": "string", "pattern": HUB_PATTERN},
+    schema.ntp_server: lambda a, b: {"type": ["boolean", "string"]},
+    schema.object_or_null: lambda a, b: {"type": ["object", "null"]},
+    schema.gpio: lambda a, b: {"type": "integer", "minimum": a, "maximum": b},
+    schema.i2c_address: lambda a, b: {"type": "integer", "minimum": a, "maximum": b},
+    schema.hex_digits: lambda a, b: {"type": "string", "pattern": "^[0-9A-Fa-f]{%d}$" % a},
+}
+
+
+def _required(row, out=None):
+    """Whether a row's key may be left out (its default passes its own check)."""
+    name, check, a, b, default = row
+    if default is schema.OPTIONAL:
+        return False
+    if default is schema.REQUIRED:
+        return True
+    try:
+        check(default, a, b, name, out)
+    except schema.ConfigError:
+        return True
+    return False
+
+
+def _properties(table, out=None):
+    props = {row[0]: _property(row) for row in table}
+    return props, [row[0] for row in table if _required(row, out)]
+
+
+def _property(row):
+    name, check, a, b, default = row
+    if check in _SCALARS:
+        out = _SCALARS[check](a, b)
+        if default is schema.OPTIONAL:  # null is the same as absent
+            out["type"] = [out["type"], "null"]
+        return out
+    if check is schema.section:
+        props, required = _properties(a)
+        out = {"type": ["object", "null"], "additionalProperties": False, "properties": props}
+        if required:
+            out["required"] = required
+        return out
+    if check is schema.sensor_list:
+        return {"type": "array", "maxItems": b,
+                "items": {"anyOf": [_sensor(d, a) for d in sorted(schema.DRIVERS)]}}
+    raise ValueError("no JSON Schema for config key %s" % name)
+
+
+def _sensor(drv, table):
+    """The sensor entry for one driver: its bus, its pins, its parameters."""
+    _bus, prefix, _pins = schema.BUSES[schema.DRIVERS[drv]]
+    gpio = _SCALARS[schema.gpio](0, schema.GPIO_MAX)
+    known = {"driver": drv}
+    props, required = _properties([r for r in table if r[0] in ("name", "interval")], known)
+    props["driver"] = {"const": drv}
+    props["bus"] = {"type": "string", "pattern": "^" + prefix}
+    props["pins"] = {"type": "object", "additionalProperties": False,
+                     "properties": {p: gpio for p in schema.pin_names(drv)}}
+    props["params"] = {"type": "object", "properties": {
+        name: _SCALARS[check](a, b) for name, check, a, b, only in schema.PARAMS
+        if only is None or only == drv}}
+    return {"type": "object", "additionalProperties": False, "properties": props,
+            "required": required + ["driver"]}
+
+
+def config_json_schema():
+    """PUT /api/nodes/{node}/config: what config_error() accepts, as JSON Schema (sensor
+    names must also be unique and not "health": not expressible here)."""
+    props, _required_keys = _properties([r for r in schema.KEYS if r[0] != "node"])
+    props["firmware"] = {"type": "string", "description": "firmware version the node should run"}
+    props["version"] = {"description": "ignored: the hub sets the version"}
+    return {"type": "object", "additionalProperties": False, "properties": props,
+            "maxProperties": 64}

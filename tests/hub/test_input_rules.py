@@ -190,36 +190,45 @@ def _nest(n):
     return v
 
 
-BAD_CONFIGS = [
-    ({"report_interval": 0}, "report_interval"),
-    ({"report_interval": 86401}, "report_interval"),
-    ({"report_interval": "30"}, "report_interval"),
-    ({"report_interval": True}, "report_interval"),
+def _shared_cases():
+    """The one list of good and bad node configs (tests/protocol/cases/case_configschema.py)."""
+    cases_dir = os.path.join(ROOT, "tests", "protocol", "cases")
+    if cases_dir not in sys.path:
+        sys.path.insert(0, cases_dir)
+    import case_configschema
+    return case_configschema
+
+
+SHARED = _shared_cases()
+# what only the hub checks: its own keys, the nesting limit, and "node" (the node's own)
+HUB_BAD_CONFIGS = [
     ({"firmware": 3}, "firmware"),
-    ({"batch_max": 1.5}, "batch_max"),
-    ({"lifetime": 5}, "lifetime"),
-    ({"watchdog_ms": 100}, "watchdog_ms"),
-    ({"deep_sleep": "sometimes"}, "deep_sleep"),
-    ({"coap": {"max_retransmit": 11}}, "coap.max_retransmit"),
-    ({"coap": {"nope": 1}}, "coap.nope"),
-    ({"wifi": {"ssid": ""}}, "wifi.ssid"),
-    ({"sensors": [{"name": "t", "driver": "sht4x", "pins": {"sda": 99}}]}, "sensors[0].pins.sda"),
-    ({"sensors": [{"name": "bad name", "driver": "sht4x"}]}, "sensors[0].name"),
-    ({"led": False}, "led"),
     ({"sim": {"a": _nest(35)}}, "body"),
+    ({"node": "n2"}, "node"),
 ]
-GOOD_CONFIGS = [
-    {"report_interval": 30},
-    {"report_interval": 0.5 + 1, "health_every": 5, "deep_sleep": "between_reports"},
-    {"coap": {"ack_timeout": 1.0, "max_retransmit": 3}, "lifetime": 600, "watchdog_ms": 0},
-    {"sensors": [{"name": "temp", "driver": "sht4x", "bus": "i2c0", "pins": {"sda": 21,
-                                                                            "scl": 22}}]},
-]
+BAD_CONFIGS = SHARED.BAD + HUB_BAD_CONFIGS
+GOOD_CONFIGS = SHARED.GOOD + [{"firmware": "2.0.1"}, {"version": 7, "report_interval": 5}]
 
 
 @pytest.mark.parametrize("doc,key", BAD_CONFIGS)
 def test_rules_config_error_names_key(doc, key):
-    assert config_error(doc)[0] == key
+    got, message = config_error(doc)
+    assert got == key and (key in message or key == "body"), (got, message)
+
+
+def test_rules_config_error_accepts_good_configs():
+    for doc in GOOD_CONFIGS:
+        assert config_error(doc) is None, doc
+
+
+def test_rules_config_error_messages():
+    assert config_error({"report_interval": 0}) == (
+        "report_interval", "report_interval must be between 1 and 86400")
+    assert config_error({"wifi": {"ssid": ""}}) == (
+        "wifi.ssid", "wifi.ssid must be a string of 1-32 characters")
+    assert config_error({"hub": "h:99999"}) == ("hub", "hub: port out of range or empty host")
+    key, message = config_error({"led": 1})
+    assert key == "led" and message.startswith("unknown config key 'led' (known: batch_max, ")
 
 
 def test_http_config_put_checks_firmware_rules(shared_hub):
@@ -230,9 +239,18 @@ def test_http_config_put_checks_firmware_rules(shared_hub):
         assert st == 400 and body["parameter"] == key, (doc, body)
     st, body = h.request("PUT", "/api/nodes/a%20b/config", {"report_interval": 5}, headers=auth)
     assert st == 400 and body["parameter"] == "node"
-    for doc in GOOD_CONFIGS + [{"firmware": "2.0.1"}]:
+    for doc in GOOD_CONFIGS:
         st, body = h.request("PUT", "/api/nodes/cfgv-1/config", doc, headers=auth)
         assert st == 200, (doc, body)
+    # JSON has one number type: an integral float is an integer key's integer
+    st, body = h.request("PUT", "/api/nodes/cfgv-1/config",
+                         {"batch_max": 20.0, "coap": {"max_retransmit": 2.0},
+                          "sensors": [{"name": "t", "driver": "sht4x", "pins": {"sda": 21.0},
+                                       "params": {"address": 68.0}}]}, headers=auth)
+    assert st == 200, body
+    cfg = body["config"]
+    assert cfg["batch_max"] == 20 and cfg["coap"]["max_retransmit"] == 2
+    assert cfg["sensors"][0]["pins"]["sda"] == 21 and cfg["sensors"][0]["params"]["address"] == 68
 
 
 def _firmware_validate():
@@ -247,18 +265,44 @@ def _firmware_validate():
     finally:
         sys.path.remove(fw)
         sys.modules.pop("config", None)
-        sys.modules.pop("drivers", None)
     require(fwconfig is not None, "firmware/config.py does not import under CPython: %s"
             % (fwconfig is None and why))
     return fwconfig
 
 
 def test_rules_agree_with_firmware_validate():
+    """The hub refuses exactly the configs the node refuses, naming the same key (the node
+    checks the whole file: the overlay over a node id; under micropython too, in
+    tests/firmware/cases/case_fw_config.py)."""
     fw = _firmware_validate()
     for doc in GOOD_CONFIGS:
-        fw.validate(dict(doc, node="n1"))  # raises when the hub would send a config nodes refuse
+        node_doc = {k: v for k, v in doc.items() if k not in ("firmware", "version")}
+        fw.validate(SHARED.full(node_doc))  # raises when the hub would send a config nodes refuse
+        assert config_error(doc) is None
+    for doc, key in SHARED.BAD:
+        with pytest.raises(fw.ConfigError) as e:
+            fw.validate(SHARED.full(doc))
+        assert e.value.key == key == config_error(doc)[0], (doc, e.value.key, key)
+
+
+def test_openapi_config_schema_agrees():
+    """The PUT body's JSON Schema (hub/openapi.py, made from the same tables) accepts the good
+    configs and refuses the bad ones, but for unique sensor names, which it cannot say."""
+    try:
+        import jsonschema_rs
+    except ImportError:
+        jsonschema_rs = None
+    require(jsonschema_rs is not None, "jsonschema_rs (with schemathesis) is not installed")
+    from smartpark.hub.openapi import config_schema
+    v = jsonschema_rs.validator_for(config_schema())
+    for doc in GOOD_CONFIGS:
+        assert v.is_valid(doc), doc
     for doc, key in BAD_CONFIGS:
-        if key in ("body", "firmware", "sensors[0].pins.sda") or key.startswith("sim"):
-            continue  # depth and "firmware" are hub-side; pins are checked per driver there
-        with pytest.raises(fw.ConfigError):
-            fw.validate(dict(doc, node="n1"))
+        sensors = doc.get("sensors")
+        names = [s.get("name") for s in sensors if isinstance(s, dict)] \
+            if isinstance(sensors, list) else []
+        if key.endswith(".name") and (len(set(names)) < len(names) or "health" in names):
+            continue
+        if key == "body":
+            continue  # the nesting limit
+        assert not v.is_valid(doc), (doc, key)
