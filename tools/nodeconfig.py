@@ -3,12 +3,18 @@
 make_config() turns command-line options into the dict the firmware reads
 from config.json in its working directory, checking everything a technician
 can get wrong (node id, hub address, Wi-Fi, sensors file) with a message
-naming the field. When the firmware ships a validator (firmware/config.py
-with `validate(cfg)`), check_config() runs the firmware's own check (from
-the bundle being flashed) on the generated file under the real `micropython`
-binary, so the host and the node cannot disagree about what a valid config
-is. The keys are the firmware's (firmware/config.py): node, hub, wifi,
-sensors, and anything given with --set.
+naming the field, then checks the whole file against the node-config schema
+(protocol/configschema.py, the firmware's own rules: the keys, their ranges,
+the drivers). The file holds only what was given (node, hub, wifi, sensors,
+anything given with --set); the node fills in the defaults, so a firmware
+update can change them. A few checks here are stricter than the schema,
+because they are about what a technician types: a hub address must be a
+host name or IP address, and a WPA2 password 8-64 characters (or '' for an
+open network).
+
+check_config() runs the check of the firmware that will read the file (the
+bundle being flashed, or firmware/) under the real `micropython` binary, so
+a bundle built from other sources cannot disagree with the host either.
 """
 
 import json
@@ -17,10 +23,11 @@ import re
 import subprocess
 import tempfile
 
+from smartpark.protocol import configschema
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRMWARE_DIR = os.path.join(ROOT, "firmware")
-DEFAULT_COAP_PORT = 5683
-_NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+DEFAULT_COAP_PORT = configschema.COAP_PORT
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
@@ -30,9 +37,9 @@ class ConfigError(ValueError):
 
 
 def check_node_id(node_id):
-    if not isinstance(node_id, str) or not _NODE_ID.match(node_id):
-        raise ConfigError("node id %r: use 1-32 letters, digits, '_' or '-' (it becomes the "
-                          "SenML base name '<id>/')" % (node_id,))
+    if not configschema.valid_ident(node_id):
+        raise ConfigError("node id %r: use 1-32 letters, digits, '_' or '-', starting with a "
+                          "letter or digit (it becomes the SenML base name '<id>/')" % (node_id,))
     return node_id
 
 
@@ -90,35 +97,24 @@ def load_sensors(path):
         sensors = sensors["sensors"]
     if not isinstance(sensors, list):
         raise ConfigError("sensors file %s: expected a JSON list of sensors" % path)
-    known = firmware_drivers()
+    known = configschema.DRIVERS
     for i, s in enumerate(sensors):
         if not isinstance(s, dict):
             raise ConfigError("sensors file %s: entry %d is not an object" % (path, i))
         drv = s.get("driver")
         if not isinstance(drv, str):
             raise ConfigError("sensors file %s: entry %d has no \"driver\"" % (path, i))
-        if known and drv not in known:
+        if drv not in known:
             raise ConfigError("sensors file %s: entry %d: unknown driver %r (known: %s)"
                               % (path, i, drv, ", ".join(sorted(known))))
     return sensors
 
 
-def firmware_drivers(firmware_dir=FIRMWARE_DIR):
-    """Driver names the firmware knows (from firmware/drivers/__init__.py MODULES)."""
-    path = os.path.join(firmware_dir, "drivers", "__init__.py")
-    try:
-        text = open(path, encoding="utf-8").read()
-    except OSError:
-        return None
-    m = re.search(r"^MODULES\s*=\s*\{(.*?)^\}", text, re.M | re.S)
-    if not m:
-        return None
-    return set(re.findall(r"\"([A-Za-z0-9_]+)\"\s*:", m.group(1)))
-
-
 def make_config(node_id, hub="auto", wifi=None, wifi_password=None, sensors_file=None,
                 sensors=None, extra=None):
-    """The config.json dict for one node; raises ConfigError naming the bad field."""
+    """The config.json dict for one node; raises ConfigError naming the bad field.
+
+    Defaults are left to the node; the result passes the node-config schema."""
     cfg = {"node": check_node_id(node_id)}
     target = parse_hub(hub)
     cfg["hub"] = "auto" if target is None else "%s:%d" % (
@@ -139,6 +135,16 @@ def make_config(node_id, hub="auto", wifi=None, wifi_password=None, sensors_file
         cfg["sensors"] = sensors
     if extra:
         cfg.update(extra)
+    return validate(cfg)
+
+
+def validate(cfg):
+    """`cfg` when the node-config schema accepts it, else ConfigError with the firmware's
+    message ("config key report_interval: must be between 1 and 86400")."""
+    try:
+        configschema.validate(cfg)
+    except configschema.ConfigError as e:
+        raise ConfigError("the firmware rejects this config: %s" % e) from None
     return cfg
 
 
