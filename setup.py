@@ -1,7 +1,9 @@
 """Build the Cython hot path (fast/*.pyx) as smartpark.fast.* extensions.
 
 Everything else about the package lives in pyproject.toml; this file exists
-only because extension modules cannot be declared there yet.
+only because extension modules cannot be declared there yet. One extension
+per fast/*.pyx; a fast/*.pxi is a part `include`d by one of them (cythonize
+follows includes, so editing a part rebuilds its extension).
 """
 
 import glob
@@ -9,7 +11,7 @@ import os
 
 from setuptools import Extension, setup
 
-LINK_SQLITE = {"blockstore"}
+LINK_SQLITE = {"mover"}
 
 
 def _extensions():

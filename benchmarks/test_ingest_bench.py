@@ -33,6 +33,7 @@ import os
 import sys
 
 import pytest
+from smartpark import fast as _fast
 
 coapload = pytest.importorskip("smartpark.tools.coapload")
 
@@ -41,7 +42,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
 
 
 def test_ingest_hub_fast_vs_aiocoap_libcoap_bare(benchmark):
-    pytest.importorskip("smartpark.fast.loadgen")
+    if _fast.loadgen is None:
+        pytest.skip("smartpark.fast.loadgen: %s" % _fast.UNAVAILABLE["loadgen"])
     seconds = float(os.environ.get("SMARTPARK_INGEST_SECONDS", "3"))
     hold = float(os.environ.get("SMARTPARK_INGEST_HOLD", "0"))
     rows = benchmark.pedantic(
@@ -186,7 +188,7 @@ def _block_moves(tmp, grouped, per_series, series=2000, moves=8):
     import tempfile
     import time
 
-    from smartpark.fast.blockstore import BlockMover
+    from smartpark.fast import BlockMover
     from smartpark.hub.store.schema import DATABASE, connect
 
     path = os.path.join(tempfile.mkdtemp(dir=tmp), "hub.sqlite3")  # a new database each run
@@ -222,7 +224,8 @@ def _block_moves(tmp, grouped, per_series, series=2000, moves=8):
 def test_block_move_grouped_vs_single(benchmark, tmp_path, per_series):
     """One statement per 32 readings against one per reading (the baseline), same run, moves
     of 50 and 200 readings a series (2,000 series: 100,000 and 400,000 a move)."""
-    pytest.importorskip("smartpark.fast.blockstore")
+    if _fast.BlockMover is None:
+        pytest.skip("smartpark.fast.mover: %s" % _fast.UNAVAILABLE["mover"])
     out = {}
 
     def both():

@@ -1,29 +1,33 @@
+# No reference twin: a shortcut past the row path (hub/codec.py, then the store's duplicate check), which stays the reference.
 # cython: language_level=3
 """The column lane of the report pipeline: whole reports checked and stored as columns.
 
-Scope (issue 7): most reports a hub sees are the ordinary case — a node it
-knows sends new readings of series it knows, with the units it knows, times
-in range, numbers and booleans only. For those the pipeline needs no row
-tuple, no sort and no duplicate lookup: `Lane.select` checks a decoded
-`Batch` (fast/decode.pyx) in C and writes the readings of every such report
-straight into four columns (store series id, time, kind, value) that the
-store commits as ONE row of its `blocks` table (hub/store/sqlite.py).
-Everything else — a series or node seen for the first time, a unit change, a
-string, data or sum value, a time out of range, a reading not newer than its
-series' latest — is left to the row path (hub/codec.py + the store's
-per-reading duplicate check), which is the reference.
+Most reports a hub sees are the ordinary case — a node it knows sends new
+readings of series it knows, with the units it knows, times in range, numbers
+and booleans only. For those the pipeline needs no row tuple, no sort and no
+duplicate lookup: `Lane.select` checks a decoded `Batch` (fast/decode.pyx) in
+C and writes the readings of every such report straight into four columns
+(store series id, time, kind, value) that the store commits as ONE row of its
+`blocks` table (hub/store/journal.py). Everything else — a series or node seen
+for the first time, a unit change, a string, data or sum value, a time out of
+range, a reading not newer than its series' newest — is left to the row path
+(hub/codec.py + the store's per-reading duplicate check), which is the
+reference.
 
-Why "newer than the series' latest" is enough for exactly-once: `MaxT` holds,
-per store series id, a time at or above the latest reading stored or being
-stored. A reading above it cannot be a duplicate. The lane raises it when it
-takes a reading, and also for every reading of a report it leaves to the row
-path, so a later copy of that reading can never enter the lane: it goes to
-the row path too, whose check runs after the first copy's (the store handles
-jobs in order). MaxT only ever goes up; a value that is too high (a report
-that then failed) only sends readings to the slower row path.
+Why "newer than the series' newest" is enough for exactly-once: `NewestTime`
+holds, per store series id, a time at or above the newest reading stored or
+being stored. A reading above it cannot be a duplicate. The lane raises it
+when it takes a reading, and also for every reading of a report it leaves to
+the row path, so a later copy of that reading can never enter the lane: it
+goes to the row path too, whose check runs after the first copy's (the store
+handles jobs in order). NewestTime only ever goes up; a value that is too high
+(a report that then failed) only sends readings to the slower row path.
+
+Kinds are those of fast/kinds.py, the same in a Batch, a Block, the journal and
+the store, so nothing here translates one.
 
 Threads: the event loop calls `select`, the store thread reads and raises
-`MaxT`; every method holds the GIL, so each call is atomic to the other.
+`NewestTime`; every method holds the GIL, so each call is atomic to the other.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -33,11 +37,13 @@ from libc.stdlib cimport free, malloc, realloc
 
 import array
 
-KIND_V = 0   # fast/ kinds, as in Batch.kind
-KIND_VB = 1
+from smartpark.fast import kinds as _kinds
+
+cdef unsigned char NUM = _kinds.NUM
+cdef unsigned char BOOL = _kinds.BOOL
 
 
-# ---- per-series C columns, grown on demand (MaxT, Lane and Latest use them) -----------------
+# ---- per-series C columns, grown on demand (NewestTime, Lane and Latest use them) -----------------
 
 cdef Py_ssize_t grown_cap(Py_ssize_t cap, Py_ssize_t index):
     """The capacity after growing `cap` (0: none yet) so that `index` fits: doubling."""
@@ -49,7 +55,7 @@ cdef Py_ssize_t grown_cap(Py_ssize_t cap, Py_ssize_t index):
 
 ctypedef unsigned char uchar
 
-ctypedef fused elem_t:  # one array-grow helper for MaxT, Lane and Latest's element types
+ctypedef fused elem_t:  # one array-grow helper for NewestTime, Lane and Latest's element types
     double
     int32_t
     uchar
@@ -66,11 +72,11 @@ cdef elem_t* grow(elem_t* p, Py_ssize_t cap, Py_ssize_t ncap, elem_t fill) excep
     return q
 
 
-cdef class MaxT:
-    """Per store series id: a time >= the latest reading stored or being stored.
+cdef class NewestTime:
+    """Per store series id: a time >= the newest reading stored or being stored.
 
     Behaves like the dict it replaces in the store: `get(sid)` (None when
-    unknown), `maxt[sid]`, `maxt[sid] = t`, `clear()`."""
+    unknown), `newest[sid]`, `newest[sid] = t`, `clear()`."""
 
     cdef double* v
     cdef Py_ssize_t cap
@@ -102,7 +108,7 @@ cdef class MaxT:
         if sid < 0:
             raise KeyError(sid)
         if isnan(t):
-            raise ValueError("MaxT: NaN is not a time")
+            raise ValueError("NewestTime: NaN is not a time")
         if sid >= self.cap:
             self._grow(sid)
         self.v[sid] = t
@@ -118,8 +124,8 @@ cdef class MaxT:
 
 cdef class Block:
     """The readings the lane took from one batch, as columns (store series id, time,
-    kind 0 = number / 1 = boolean, value) in record order; `bytes()` of each column is
-    what the store writes."""
+    kind: NUM or BOOL of fast/kinds.py, value) in record order; `bytes()` of each column
+    is what the store writes."""
 
     cdef readonly object series   # array('i')
     cdef readonly object time     # array('d')
@@ -156,7 +162,7 @@ cdef class Lane:
     cdef int32_t* unit_of
     cdef int32_t* node_of
     cdef Py_ssize_t cap
-    cdef readonly MaxT maxt
+    cdef readonly NewestTime newest
     cdef readonly list nodes
     cdef dict node_index
     cdef readonly Py_ssize_t n_lane     # reports the lane took
@@ -168,8 +174,8 @@ cdef class Lane:
         self.node_of = NULL
         self.cap = 0
 
-    def __init__(self, MaxT maxt not None):
-        self.maxt = maxt
+    def __init__(self, NewestTime newest not None):
+        self.newest = newest
         self.nodes = []
         self.node_index = {}
         self.n_lane = 0
@@ -216,7 +222,7 @@ cdef class Lane:
         """Split the payloads of `batch`: returns (take, node, block) where take[p] is 1
         when payload p's readings are in `block` (a Block, or None when none is), node[p]
         its node's index in `nodes` (-1 for the row path). Readings must have
-        lo <= t <= hi. Raises MaxT for every reading it sees of a known series."""
+        lo <= t <= hi. Raises NewestTime for every reading it sees of a known series."""
         cdef const int[::1] series = batch.series
         cdef const double[::1] times = batch.time
         cdef const double[::1] values = batch.value
@@ -231,7 +237,7 @@ cdef class Lane:
         cdef int fs, ss, nd, k
         cdef double t, m
         cdef bint good
-        cdef MaxT maxt = self.maxt
+        cdef NewestTime newest = self.newest
         if (series.shape[0] < nrec or times.shape[0] < nrec or values.shape[0] < nrec
                 or kinds.shape[0] < nrec or units.shape[0] < nrec or has_sum.shape[0] < nrec):
             raise ValueError("batch columns are shorter than n_records")
@@ -243,7 +249,7 @@ cdef class Lane:
         cdef int[::1] node_v = node
         if nrec == 0:
             return take, node, None
-        # undo log for the payload being checked: (store sid, previous MaxT)
+        # undo log for the payload being checked: (store sid, previous newest time)
         cdef int32_t* u_sid = <int32_t*>malloc(nrec * sizeof(int32_t))
         cdef double* u_old = <double*>malloc(nrec * sizeof(double))
         cdef int32_t* o_s = <int32_t*>malloc(nrec * sizeof(int32_t))
@@ -280,23 +286,23 @@ cdef class Lane:
                         break
                     k = kinds[r]
                     t = times[r]
-                    if (k > KIND_VB or has_sum[r]
+                    if ((k != NUM and k != BOOL) or has_sum[r]
                             or not (t >= lo and t <= hi)
-                            or (k == KIND_V and not isfinite(values[r]))):
+                            or (k == NUM and not isfinite(values[r]))):
                         good = False
                         break
                     ss = self.sid_of[fs]
-                    if ss >= maxt.cap:
+                    if ss >= newest.cap:
                         good = False
                         break
-                    m = maxt.v[ss]
+                    m = newest.v[ss]
                     if isnan(m) or not t > m:
                         good = False
                         break
                     u_sid[nu] = ss
                     u_old[nu] = m
                     nu += 1
-                    maxt.v[ss] = t
+                    newest.v[ss] = t
                 if good:
                     take_v[p] = 1
                     node_v[p] = nd
@@ -310,7 +316,7 @@ cdef class Lane:
                     continue
                 self.n_rows += 1
                 for j in range(nu - 1, -1, -1):
-                    maxt.v[u_sid[j]] = u_old[j]
+                    newest.v[u_sid[j]] = u_old[j]
                 # the row path will store (or refuse) these: no later copy may enter the lane
                 for r in range(first, first + cnt):
                     fs = series[r]
@@ -319,9 +325,9 @@ cdef class Lane:
                     ss = self.sid_of[fs]
                     t = times[r]
                     # (a time out of range gets the pack refused: nothing to cover)
-                    if (t >= lo and t <= hi and ss < maxt.cap and not isnan(maxt.v[ss])
-                            and t > maxt.v[ss]):
-                        maxt.v[ss] = t
+                    if (t >= lo and t <= hi and ss < newest.cap and not isnan(newest.v[ss])
+                            and t > newest.v[ss]):
+                        newest.v[ss] = t
             if out_n == 0:
                 return take, node, None
             s = array.array("i")
@@ -344,8 +350,8 @@ cdef class Lane:
 
 cdef class Latest:
     """The newest reading of each store series: sid -> (t, kind, val), as the registry's
-    `latest` dict held it (stored kinds: 0 number with a float value, 2 boolean with 0/1;
-    1 text and 3 data as the row path gives them).
+    `latest` dict held it (kinds of fast/kinds.py: NUM with a float value, BOOL with 0 or
+    1; STR and DATA as the row path gives them).
 
     Numbers and booleans live in C arrays, so a column-lane block updates them in one C
     loop (`update_block`) instead of a dict write per series; other values (text, data,
@@ -389,8 +395,8 @@ cdef class Latest:
 
     def get(self, Py_ssize_t sid, default=None):
         if self._has(sid):
-            if self.k[sid] == 2:
-                return (self.t[sid], 2, 1 if self.v[sid] != 0.0 else 0)
+            if self.k[sid] == BOOL:
+                return (self.t[sid], BOOL, 1 if self.v[sid] != 0.0 else 0)
             return (self.t[sid], self.k[sid], self.v[sid])
         return self.other.get(sid, default)
 
@@ -409,8 +415,8 @@ cdef class Latest:
             raise KeyError(sid)
         if sid >= self.cap:
             self._grow(sid)
-        if ((kind == 0 and type(val) in (float, int)) or (kind == 2 and val in (0, 1)
-                                                          and type(val) is int)):
+        if ((kind == NUM and type(val) in (float, int))
+                or (kind == BOOL and type(val) is int and val in (0, 1))):
             if isnan(self.t[sid]):
                 self.n_arr += 1
             self.t[sid] = t
@@ -434,8 +440,8 @@ cdef class Latest:
             self[sid] = value
 
     def update_block(self, block):
-        """A committed column-lane block (fast kinds 0 number, 1 boolean): each series'
-        entry becomes its reading if that is not older than the entry."""
+        """A committed column-lane block (kinds NUM and BOOL): each series' entry becomes
+        its reading if that is not older than the entry."""
         cdef const int32_t[::1] s = block.series
         cdef const double[::1] tt = block.time
         cdef const unsigned char[::1] kk = block.kind
@@ -458,13 +464,17 @@ cdef class Latest:
             elif tt[i] < self.t[sid]:
                 continue
             self.t[sid] = tt[i]
-            self.k[sid] = 2 if kk[i] else 0
-            self.v[sid] = (1.0 if vv[i] != 0.0 else 0.0) if kk[i] else vv[i]
+            if kk[i] == BOOL:
+                self.k[sid] = BOOL
+                self.v[sid] = 1.0 if vv[i] != 0.0 else 0.0
+            else:
+                self.k[sid] = NUM
+                self.v[sid] = vv[i]
         for i in later:
             sid = s[i]
             cur = self.get(sid)
             if cur is None or tt[i] >= cur[0]:
-                if kk[i]:
-                    self[sid] = (tt[i], 2, 1 if vv[i] != 0.0 else 0)
+                if kk[i] == BOOL:
+                    self[sid] = (tt[i], BOOL, 1 if vv[i] != 0.0 else 0)
                 else:
-                    self[sid] = (tt[i], 0, vv[i])
+                    self[sid] = (tt[i], NUM, vv[i])

@@ -1,10 +1,11 @@
+# No reference twin: a test tool's C loop; tools/coapload.py builds its messages with protocol/ and checks them with protocol.coap.parse.
 # cython: language_level=3
 """CoAP load generator core: many peers sending CON POST /r with retransmission (C loop, epoll).
 
-Scope: the part of tools/coapload.py that has to keep up with a hub taking
-100,000 reports/s; mirrors nothing (there is no reference twin -- the
-driver in tools/coapload.py builds the messages with protocol/ helpers and
-checks them against protocol.coap.parse).
+The part of tools/coapload.py that has to keep up with a hub at full load. It
+mirrors no reference module: it is a client for tests and benchmarks, not a
+part of the hub, and the driver in tools/coapload.py builds the messages with
+protocol/ helpers and checks them against protocol.coap.parse.
 
 Every peer is its own connected UDP socket (its own source port, i.e. its
 own CoAP endpoint). A peer sends at most `peer_rate` messages per second

@@ -1,25 +1,33 @@
+# Mirrors fast/rows_py.py (a decoded Batch to the hub's storable rows), reading the columns through typed memoryviews.
 # cython: language_level=3
-"""Decoded batch to storable rows: mirrors the per-record loop of hub/codec.Decoder._decode_fast.
+"""Decoded batch to storable rows: the compiled twin of fast/rows_py.py.
 
-Scope (issue 7): the hub's pipeline turns fast.decode_batch's columns back
-into one row tuple (node, sensor, unit, t, kind, val, sum) per reading; in
-Python that loop was most of the pipeline's time. This twin runs the same
-checks in the same order with the same error texts, reading the columns
-through typed memoryviews. hub/codec.py uses it when it imports, and its
-Python loop otherwise (SMARTPARK_PUREPYTHON=1 or no build);
-tests/fastpath/test_fast_rows.py checks the two agree.
+The hub's pipeline turns fast.decode_batch's columns back into one row tuple
+(node, sensor, unit, t, kind, val, sum) per reading; in Python that loop is
+most of the pipeline's time. This twin runs the same checks in the same order
+with the same error texts, reading the columns through typed memoryviews. The
+selector (smartpark.fast.batch_rows) picks it unless SMARTPARK_PUREPYTHON=1;
+tests/hub/fastpath/test_fast_rows.py checks the two agree.
 """
 
 from libc.math cimport isfinite
 
+from smartpark.fast import kinds as _kinds
 
-def batch_rows(batch, table, dict names, where, list out, split_name, kind_map, error,
-               decode_error, pick=None):
+cdef int NUM = _kinds.NUM
+cdef int BOOL = _kinds.BOOL
+cdef int STR = _kinds.STR
+cdef int DATA = _kinds.DATA
+cdef int SUM = _kinds.SUM
+
+
+def batch_rows(batch, table, dict names, where, list out, split_name, error, decode_error,
+               pick=None):
     """For payload p of `batch` (p = 0..len(where)-1) set out[where[p]] to its list of rows,
     or to the DecodeError of the batch, or to error(text) for a record the hub refuses.
     With `pick` (payload indices, as long as `where`), payload pick[j] goes to out[where[j]].
-    `names` caches series id -> (node, sensor) or None; kind_map maps fast kinds to store
-    kinds; error is SenMLError, decode_error DecodeError."""
+    `names` caches series id -> (node, sensor) or None; split_name splits a resolved name
+    (None when it names no node); error is SenMLError, decode_error DecodeError."""
     cdef const int[:] series = batch.series
     cdef const double[:] times = batch.time
     cdef const double[:] values = batch.value
@@ -35,7 +43,6 @@ def batch_rows(batch, table, dict names, where, list out, split_name, kind_map, 
     cdef double t, v, sm
     cdef list rows
     cdef dict unit_names = {}
-    cdef tuple kmap = tuple(kind_map[i] for i in range(5))
     errors = batch.errors
     # boundscheck is off: check the shapes the loop relies on once, up front
     cdef Py_ssize_t nrec = series.shape[0]
@@ -82,20 +89,21 @@ def batch_rows(batch, table, dict names, where, list out, split_name, kind_map, 
                 bad = error("record %d: time is not a finite number" % (r - first))
                 break
             k = kinds[r]
-            if k > 4:
-                raise ValueError("record %d: unknown kind %d" % (r, k))
-            if k == 0:
+            if k == NUM:
                 v = values[r]
                 if not isfinite(v):
                     bad = error("record %d: value is not a finite number" % (r - first))
                     break
                 val = v
-            elif k == 1:
+            elif k == BOOL:
                 val = 1 if values[r] else 0
-            elif k == 4:
+            elif k == SUM:
+                k = NUM  # a sum without a value is stored as a number with no value
                 val = None
-            else:
+            elif k == STR or k == DATA:
                 val = batch.string_value(r)
+            else:
+                raise ValueError("record %d: unknown kind %d" % (r, k))
             if has_sum[r]:
                 sm = sums[r]
                 if not isfinite(sm):
@@ -112,7 +120,7 @@ def batch_rows(batch, table, dict names, where, list out, split_name, kind_map, 
                     unit_names[u] = un
             else:
                 un = None
-            rows.append((parts[0], parts[1], un, t, kmap[k], val, smo))
+            rows.append((parts[0], parts[1], un, t, k, val, smo))
         if bad is None and not rows:
             bad = error("pack has no records")
         out[i] = bad if bad is not None else rows

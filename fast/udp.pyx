@@ -1,8 +1,11 @@
+# Mirrors protocol/coap.py (parsing a CON POST /r, building its piggybacked ACK); compiled only: without it aiocoap serves POST /r.
 # cython: language_level=3
-"""Batched UDP/CoAP front for POST /r (mirrors protocol/coap.py for the few options a report carries).
+"""Batched UDP/CoAP front for POST /r: the few options a report carries, parsed and answered in C.
 
-Scope: the syscall and byte layer of the hub's fast ingest path (issue 7);
-hub/fastpath.py is the asyncio glue. Linux only (recvmmsg/sendmmsg).
+The syscall and byte layer of the hub's fast ingest path; hub/fastpath.py is
+the asyncio glue. Linux only (recvmmsg/sendmmsg). There is no pure twin: when
+this module is not built (or SMARTPARK_PUREPYTHON=1), the hub serves POST /r
+through aiocoap, which is the reference behaviour (hub/coap/resources.py).
 
 - `Endpoint(fd)` reads up to `nmsg` datagrams per `recv()` call with
   recvmmsg(2) (MSG_DONTWAIT), keeping each sender address and IPV6_PKTINFO.
@@ -139,6 +142,8 @@ cdef enum:
 SERVICE_UNAVAILABLE = 0xA3
 
 AVAILABLE = bool(SP_HAVE_MMSG)
+
+include "cbor_head.pxi"  # put_head: the stored count of a report ack (respond_many)
 
 
 cdef struct report_t:
@@ -675,8 +680,8 @@ cdef class Endpoint:
         one C loop. results[i] is either a ReportResult-like object (code, content_format,
         max_age, payload: what `respond` takes; a payload without a content format gets
         `text_format`) or, for a stored report, a tuple (ack_head, stored): the 2.04 ack
-        is ack_head (`ack_head()`) followed by stored and duplicates = 0 -- byte for byte
-        what encode_ack gives. Returns how many were queued."""
+        is ack_head (fast/ack.pyx's `ack_head()`) followed by stored and duplicates = 0 --
+        byte for byte what encode_ack gives. Returns how many were queued."""
         cdef Py_ssize_t i, n = len(reports)
         cdef tuple e
         cdef Peer p
@@ -753,79 +758,3 @@ cdef class Endpoint:
         self.queued = 0
         self.tx_keep = []
         return n
-
-
-# ---- the report ack (mirrors protocol/report.encode_ack + protocol/cbor.dumps) -------------
-
-cdef int put_head(unsigned char *out, int major, unsigned long long v) noexcept nogil:
-    cdef int i, n
-    major <<= 5
-    if v < 24:
-        out[0] = major | v
-        return 1
-    if v < 0x100:
-        out[0] = major | 24
-        out[1] = v
-        return 2
-    if v < 0x10000:
-        out[0] = major | 25
-        n = 2
-    elif v < 0x100000000ULL:
-        out[0] = major | 26
-        n = 4
-    else:
-        out[0] = major | 27
-        n = 8
-    for i in range(n):
-        out[1 + i] = (v >> (8 * (n - 1 - i))) & 0xFF
-    return 1 + n
-
-
-def ack_head(hub_time, config_version=0, firmware=None):
-    """The ack up to its `stored` field: encode_ack(t, cv, fw, s, d) is ack_head(t, cv, fw)
-    followed by 0x04 <s> 0x05 <d> (keys 4 and 5 come last in the deterministic map), so a
-    batch of acks for one node and time shares one head (Endpoint.respond_many)."""
-    return encode_ack(hub_time, config_version, firmware, 0, 0)[:-4]
-
-
-def encode_ack(hub_time, config_version=0, firmware=None, stored=0, duplicates=0):
-    """Byte-identical twin of smartpark.protocol.report.encode_ack (deterministic CBOR map,
-    keys 1..5, shortest float for the hub time), ~40x faster; falls back to the reference
-    for values it does not handle (negative or huge ints, NaN/inf, half-precision times)."""
-    cdef double t = float(hub_time)
-    cdef float f32 = <float>t
-    cdef unsigned char buf[64]
-    cdef int pos = 1
-    cdef uint64_t u
-    cdef int i
-    cdef bytes fw = None
-    cv, st, du = int(config_version), int(stored), int(duplicates)
-    if (t != t or t - t != 0 or <double>f32 == t or not 0 <= cv < 2 ** 63
-            or not 0 <= st < 2 ** 63 or not 0 <= du < 2 ** 63):
-        from smartpark.protocol.report import encode_ack as ref
-        return ref(hub_time, config_version, firmware, stored, duplicates)
-    buf[0] = 0xA5 if firmware else 0xA4
-    buf[pos] = 0x01
-    buf[pos + 1] = 0xFB
-    memcpy(&u, &t, 8)
-    for i in range(8):
-        buf[pos + 2 + i] = (u >> (56 - 8 * i)) & 0xFF
-    pos += 10
-    buf[pos] = 0x02
-    pos += 1 + put_head(buf + pos + 1, 0, cv)
-    head = PyBytes_FromStringAndSize(<char *>buf, pos)
-    pos = 0
-    buf[pos] = 0x04
-    pos += 1 + put_head(buf + pos + 1, 0, st)
-    buf[pos] = 0x05
-    pos += 1 + put_head(buf + pos + 1, 0, du)
-    tail = PyBytes_FromStringAndSize(<char *>buf, pos)
-    if firmware:
-        fw = firmware.encode("utf-8") if isinstance(firmware, str) else None
-        if fw is None:
-            from smartpark.protocol.report import encode_ack as ref
-            return ref(hub_time, config_version, firmware, stored, duplicates)
-        pos = 1 + put_head(buf + 1, 3, len(fw))
-        buf[0] = 0x03
-        return head + PyBytes_FromStringAndSize(<char *>buf, pos) + fw + tail
-    return head + tail

@@ -3,11 +3,13 @@
 Scope: turn (payload, content format) pairs into rows
 (node, sensor, unit, t, kind, val, sum) or a DecodeError per payload.
 
-SenML-CBOR goes through fast/'s selector (`smartpark.fast.decode_batch`: the
-Cython twin, or its pure-Python twin under SMARTPARK_PUREPYTHON=1) one batch
-at a time; SenML-JSON through the reference `smartpark.protocol.senml`. When
-fast/'s selector is not importable, CBOR also goes through protocol.senml.
-The hub has no SenML decoder of its own.
+SenML-CBOR goes through fast/'s selector (`smartpark.fast.decode_batch`, then
+`smartpark.fast.batch_rows`: the Cython twins, or their pure-Python twins under
+SMARTPARK_PUREPYTHON=1) one batch at a time; SenML-JSON through the reference
+`smartpark.protocol.senml`. The hub has no SenML decoder of its own.
+
+Kinds are those of fast/kinds.py, the one numbering from the decoder to the
+store, so a row's kind is the decoder's.
 
 Names: a resolved name splits into (node, sensor) at the last '/', or at the
 last ':' when there is no '/'; a record whose name has neither is rejected
@@ -16,35 +18,16 @@ last ':' when there is no '/'; a record whose name has neither is rejected
 
 import math
 
+from smartpark import fast as _fast
+from smartpark.fast.kinds import BOOL as KIND_BOOL
+from smartpark.fast.kinds import DATA as KIND_DATA
+from smartpark.fast.kinds import NUM as KIND_NUM
+from smartpark.fast.kinds import STR as KIND_STR
 from smartpark.protocol.errors import DecodeError, SenMLError
 
 from .interfaces import CT_SENML_CBOR
-from .store.sqlite import KIND_BOOL, KIND_DATA, KIND_NUM, KIND_STR
 
-try:
-    from smartpark import fast as _fast
-
-    _decode_batch = _fast.decode_batch
-    _SeriesTable = _fast.SeriesTable
-    FAST = True
-    COMPILED = bool(getattr(_fast, "COMPILED", False))
-except (ImportError, AttributeError):  # fast/ selector not built
-    _fast = None
-    FAST = False
-    COMPILED = False
-
-_batch_rows = None  # issue 7: compiled twin of the row loop in Decoder._decode_fast
-_Lane = _MaxT = None  # issue 7: the column lane (fast/lane.pyx)
-if COMPILED:
-    try:
-        from smartpark.fast.rows import batch_rows as _batch_rows
-    except ImportError:  # not built: the Python loop below does the same
-        pass
-    try:
-        from smartpark.fast.lane import Lane as _Lane
-        from smartpark.fast.lane import MaxT as _MaxT
-    except ImportError:  # not built: every report takes the row path
-        pass
+COMPILED = _fast.COMPILED
 
 try:
     from smartpark.protocol import senml as _senml
@@ -105,38 +88,33 @@ def _rows_from_records(records):
     return rows
 
 
-_FAST_KIND = {0: KIND_NUM, 1: KIND_BOOL, 2: KIND_STR, 3: KIND_DATA, 4: KIND_NUM}
-
-
 class Decoder:
     """Decodes batches of reports; holds fast/'s SeriesTable for its lifetime."""
 
-    def __init__(self, use_fast=True, compiled_rows=True):
-        self.use_fast = use_fast and FAST
-        self.rows_twin = _batch_rows if compiled_rows and self.use_fast else None
-        self.table = _SeriesTable() if self.use_fast else None
+    def __init__(self, use_fast=True):
+        self.use_fast = use_fast
+        self.table = _fast.SeriesTable() if self.use_fast else None
         self._names = {}  # fast series id -> (node, sensor) or None
         self.lane = None
 
-    def enable_lane(self, maxt):
-        """Issue 7: take ordinary reports as columns (fast/lane.pyx) sharing the store's
-        MaxT. Returns the Lane, or None when this build cannot (pure path, no extension)."""
-        if _Lane is not None and self.use_fast and self.rows_twin is not None and \
-                isinstance(maxt, _MaxT):
-            self.lane = _Lane(maxt)
+    def enable_lane(self, newest):
+        """Take ordinary reports as columns (fast/lane.pyx) sharing the store's NewestTime.
+        Returns the Lane, or None when this build cannot (pure path, no extension)."""
+        if _fast.Lane is not None and self.use_fast and isinstance(newest, _fast.NewestTime):
+            self.lane = _fast.Lane(newest)
         return self.lane
 
     def decode_lane(self, payloads, now, lo, hi):
         """SenML-CBOR payloads through the column lane. Returns (batch, take, node, block,
         out): take[p] says payload p is in `block` (its node is lane.nodes[node[p]]);
         out[p] is the rows or DecodeError of every other payload, as `decode` gives."""
-        batch = _decode_batch(payloads, now, self.table)
+        batch = _fast.decode_batch(payloads, now, self.table)
         take, node, block = self.lane.select(batch, lo, hi)
         out = [None] * len(payloads)
         rest = [p for p in range(len(payloads)) if not take[p]]
         if rest:
-            self.rows_twin(batch, self.table, self._names, rest, out, split_name, _FAST_KIND,
-                           SenMLError, DecodeError, rest)
+            _fast.batch_rows(batch, self.table, self._names, rest, out, split_name, SenMLError,
+                             DecodeError, rest)
         return batch, take, node, block, out
 
     def lane_learn(self, batch, payload, series_of):
@@ -187,57 +165,6 @@ class Decoder:
         return out
 
     def _decode_fast(self, payloads, now, where, out):
-        batch = _decode_batch(payloads, now, self.table)
-        if self.rows_twin is not None:
-            self.rows_twin(batch, self.table, self._names, where, out, split_name, _FAST_KIND,
-                           SenMLError, DecodeError)
-            return
-        table = self.table
-        names = self._names
-        series, times, values, kinds = batch.series, batch.time, batch.value, batch.kind
-        units, sums, has_sum = batch.unit, batch.sum, batch.has_sum
-        for p, i in enumerate(where):
-            if not batch.ok[p]:
-                err = batch.errors[p]
-                out[i] = err if isinstance(err, DecodeError) else SenMLError(str(err))
-                continue
-            first = batch.first[p]
-            rows = []
-            try:
-                for r in range(first, first + batch.count[p]):
-                    sid = series[r]
-                    parts = names.get(sid, False)
-                    if parts is False:
-                        parts = split_name(table.name(sid))
-                        names[sid] = parts
-                    if parts is None:
-                        raise SenMLError("record %d: name %r does not name a node "
-                                         "('<node>/<sensor>')" % (r - first, table.name(sid)))
-                    t = times[r]
-                    if not math.isfinite(t):
-                        raise SenMLError("record %d: time is not a finite number" % (r - first))
-                    k = kinds[r]
-                    kind = _FAST_KIND[k]
-                    if k == 0:
-                        val = values[r]
-                        if not math.isfinite(val):
-                            raise SenMLError("record %d: value is not a finite number"
-                                             % (r - first))
-                    elif k == 1:
-                        val = 1 if values[r] else 0
-                    elif k == 4:
-                        val = None
-                    else:
-                        val = batch.string_value(r)
-                    sm = sums[r] if has_sum[r] else None
-                    if sm is not None and not math.isfinite(sm):
-                        raise SenMLError("record %d: sum is not a finite number" % (r - first))
-                    u = units[r]
-                    rows.append((parts[0], parts[1], table.unit(u) if u else None, t, kind, val,
-                                 sm))
-                if not rows:
-                    raise SenMLError("pack has no records")
-            except DecodeError as e:
-                out[i] = e
-                continue
-            out[i] = rows
+        batch = _fast.decode_batch(payloads, now, self.table)
+        _fast.batch_rows(batch, self.table, self._names, where, out, split_name, SenMLError,
+                         DecodeError)

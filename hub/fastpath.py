@@ -1,6 +1,6 @@
 """The fast ingest front end: POST /r straight off the hub's UDP socket, the rest to aiocoap.
 
-Scope (issue 7): glue between `smartpark.fast.udp` (recvmmsg/sendmmsg, CoAP
+Scope: glue between `smartpark.fast.udp` (recvmmsg/sendmmsg, CoAP
 header parsing, piggybacked responses, per-peer recent-response cache) and
 the ingest pipeline (hub/ingest.py). It takes over the read side of aiocoap's
 own udp6 socket: the event loop's reader for that socket calls `_readable`,
@@ -39,20 +39,18 @@ aiocoap alone.
 import asyncio
 import logging
 import socket
-import sys
 import time
+
+from smartpark import fast as _fast
 
 from .interfaces import SERVICE_UNAVAILABLE, ReportResult
 
 log = logging.getLogger("smartpark.hub.fastpath")
 
-try:
-    from smartpark.fast import udp as _udp
-    UNAVAILABLE = None if sys.platform.startswith("linux") and _udp.AVAILABLE else (
-        "recvmmsg/sendmmsg need Linux (platform %s)" % sys.platform)
-except ImportError as e:  # extension not built
-    _udp = None
-    UNAVAILABLE = "smartpark.fast.udp is not built (%s)" % e
+# the extension, or None when it is not built, forced pure (SMARTPARK_PUREPYTHON=1) or not
+# on Linux (recvmmsg/sendmmsg); then UNAVAILABLE says which
+_udp = _fast.udp
+UNAVAILABLE = None if _udp is not None else "smartpark.fast.udp: %s" % _fast.UNAVAILABLE["udp"]
 
 CT_TEXT = 0
 MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0)

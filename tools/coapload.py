@@ -44,13 +44,10 @@ import sys
 import tempfile
 import time
 
+from smartpark import fast as _fast
 from smartpark.protocol import senml
 
-try:
-    from smartpark.fast import loadgen as _loadgen
-except ImportError as e:  # not built
-    _loadgen = None
-    _LOADGEN_ERROR = e
+_loadgen = _fast.loadgen  # None: not built or SMARTPARK_PUREPYTHON=1 (why: UNAVAILABLE)
 
 CT_SENML_CBOR = 112
 
@@ -123,8 +120,8 @@ def load(host, port, peers=500, peer_rate=200.0, seconds=3.0, window=1, drain=3.
     peer_sockets, kept open) makes the same peers go on from an earlier run, as nodes keep
     their source port; `mid_base` must then move past the message IDs they used."""
     if _loadgen is None:
-        raise RuntimeError("smartpark.fast.loadgen is not built (%s); run "
-                           "`python setup.py build_ext --inplace`" % _LOADGEN_ERROR)
+        raise RuntimeError("smartpark.fast.loadgen is not available (%s); it is built by "
+                           "`python setup.py build_ext --inplace`" % _fast.UNAVAILABLE["loadgen"])
     prefix = node_prefix or "lg%x" % (os.getpid() & 0xFFFF)
     own = socks is None
     if own:
@@ -203,12 +200,14 @@ def serve_fast_echo(port, host="127.0.0.1", seconds=3600, room=1 << 30):
     if everything behind it were free."""
     import select
 
-    from smartpark.fast import udp
+    udp = _fast.udp
+    if udp is None:
+        raise RuntimeError("smartpark.fast.udp is not available (%s)" % _fast.UNAVAILABLE["udp"])
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((host, port))
     s.setblocking(False)
     ep = udp.Endpoint(s.fileno(), nmsg=256)
-    ack = (udp.ack_head(time.time()), 4)  # what the hub answers a stored 4-record report
+    ack = (_fast.ack_head(time.time()), 4)  # what the hub answers a stored 4-record report
     print("ready %d" % s.getsockname()[1], flush=True)
     poll = select.poll()
     poll.register(s.fileno(), select.POLLIN)

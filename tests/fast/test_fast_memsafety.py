@@ -16,6 +16,7 @@ import textwrap
 
 import pytest
 from fastgen import NOW, hand_pack
+from peers import require
 from smartpark import fast
 from smartpark.protocol import senml
 from smartpark.protocol.errors import DecodeError
@@ -166,10 +167,16 @@ def test_length_fields_near_the_end_are_errors(payload, what):
 
 # ------------------------------------------------------------------ udp
 
-udp = pytest.importorskip("smartpark.fast.udp") if fast.COMPILED else None
+udp = fast.udp  # None: not built, SMARTPARK_PUREPYTHON=1, or not Linux
+
+
+@pytest.fixture
+def udp_built():
+    require(udp is not None, "smartpark.fast.udp: %s" % fast.UNAVAILABLE.get("udp"))
 
 
 @pytest.mark.compiled
+@pytest.mark.usefixtures("udp_built")
 def test_respond_refuses_a_none_peer():
     """respond(None, ...) read p.n / p.key from the None object (SIGSEGV before the fix)."""
     out = run_child("""
@@ -187,6 +194,7 @@ def test_respond_refuses_a_none_peer():
 
 
 @pytest.mark.compiled
+@pytest.mark.usefixtures("udp_built")
 def test_peer_ring_and_key_are_bounded():
     """A Peer made from Python with ring > 8 walked off its fixed arrays in find/claim/respond;
     a key longer than the 128-byte address slot overflowed the send buffer."""
@@ -201,6 +209,7 @@ def test_peer_ring_and_key_are_bounded():
 
 
 @pytest.mark.compiled
+@pytest.mark.usefixtures("udp_built")
 def test_respond_refuses_pktinfo_that_is_not_bytes():
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
         s.bind(("::1", 0))
@@ -225,12 +234,14 @@ CUTS = [
 
 
 @pytest.mark.compiled
+@pytest.mark.usefixtures("udp_built")
 @pytest.mark.parametrize("dgram", CUTS)
 def test_classifier_cut_datagrams_are_not_reports(dgram):
     assert udp.parse_report(dgram) is None
 
 
 @pytest.mark.compiled
+@pytest.mark.usefixtures("udp_built")
 def test_classify_datagrams_filling_the_receive_slot():
     """Datagrams exactly bufsize long (the last slot of the calloc'd ring) and longer ones
     (truncated by the kernel): classify reads only the bytes received."""
@@ -263,25 +274,29 @@ def test_classify_datagrams_filling_the_receive_slot():
 
 # ------------------------------------------------------------------ rows, loadgen
 
-@pytest.mark.compiled
-def test_batch_rows_refuses_shapes_it_would_index_past():
+@pytest.mark.parametrize("twin", [pytest.param("compiled", marks=pytest.mark.compiled), "pure"])
+def test_batch_rows_refuses_shapes_it_would_index_past(twin):
     """rows.batch_rows indexes the batch's columns without bounds checks: more payload slots
-    than payloads, or a first/count pointing outside the records, is a ValueError."""
-    from smartpark.fast import rows
+    than payloads, or a first/count pointing outside the records, is a ValueError (in both
+    twins, so they agree)."""
+    from smartpark.fast import rows_py
     from smartpark.protocol.errors import SenMLError
 
+    if twin == "compiled":
+        require(fast.EXTENSIONS["rows"], "smartpark.fast.rows: %s" % fast.UNAVAILABLE.get("rows"))
+    batch_rows = fast.batch_rows if twin == "compiled" else rows_py.batch_rows
     payload = senml.encode([{"n": "a/t", "t": NOW, "v": 1.0}], "cbor")
     table = fast.SeriesTable()
     batch = fast.decode_batch([payload], NOW, table)
-    args = (lambda n: tuple(n.split("/", 1)), [0, 1, 2, 3, 4], SenMLError, DecodeError)
+    args = (lambda n: tuple(n.split("/", 1)), SenMLError, DecodeError)
     out = [None]
-    rows.batch_rows(batch, table, {}, [0], out, *args)
+    batch_rows(batch, table, {}, [0], out, *args)
     assert out[0][0][:2] == ("a", "t")
     with pytest.raises(ValueError, match="payload slots"):
-        rows.batch_rows(batch, table, {}, [0, 1, 2], [None] * 3, *args)
+        batch_rows(batch, table, {}, [0, 1, 2], [None] * 3, *args)
     batch.count[0] = 1000
     with pytest.raises(ValueError, match="outside"):
-        rows.batch_rows(batch, table, {}, [0], out, *args)
+        batch_rows(batch, table, {}, [0], out, *args)
 
 
 @pytest.mark.compiled
@@ -289,7 +304,8 @@ def test_loadgen_checks_template_type_and_bt_offset():
     """The bt float64 is written into a fixed 1400-byte template slot: an offset past the
     template's end wrote past the peer array (heap overflow), a non-bytes template was read
     as if it were bytes."""
-    from smartpark.fast import loadgen
+    loadgen = fast.loadgen
+    require(loadgen is not None, "smartpark.fast.loadgen: %s" % fast.UNAVAILABLE.get("loadgen"))
 
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
         s.connect(("::1", 9))

@@ -14,6 +14,7 @@ import pytest
 from fastgen import NOW
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from peers import require
 from smartpark import fast
 from smartpark.fast import rollup_py
 from smartpark.fast._common import MIN_INDEXABLE, ClosedBuckets, Sketch, sketch_mapping
@@ -330,6 +331,7 @@ def test_closed_buckets_rows():
 
 @pytest.mark.compiled
 def test_memory_bounded_per_series():
+    require(fast.EXTENSIONS["rollup"], "smartpark.fast.rollup: %s" % fast.UNAVAILABLE.get("rollup"))
     r = fast.Rollups()
     per_series = r.series_block_bytes()
     for sid in range(2000):

@@ -11,11 +11,24 @@ import time
 
 import pytest
 from hubutil import T0, HubProc, db_state, senml_cbor, senml_json  # noqa: E402
+from peers import require
+from smartpark import fast as _fast
 from smartpark.protocol import coap, report
 from smartpark.protocol.errors import DecodeError
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="the recvmmsg fast path is Linux only")
+pytestmark = [pytest.mark.compiled,
+              pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                 reason="the recvmmsg fast path is Linux only")]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _udp_built():
+    require(_fast.udp is not None, "smartpark.fast.udp: %s" % _fast.UNAVAILABLE.get("udp"))
+
+
+def _need_loadgen():
+    require(_fast.loadgen is not None,
+            "smartpark.fast.loadgen: %s" % _fast.UNAVAILABLE.get("loadgen"))
 
 
 _STARTED = []
@@ -197,7 +210,7 @@ def _rss_kb(pid):
 
 def test_overload_503_bounded_memory_and_recovery(tmp_path):
     coapload = pytest.importorskip("smartpark.tools.coapload")
-    pytest.importorskip("smartpark.fast.loadgen")
+    _need_loadgen()
     h = _start(tmp_path, "overload", True)
     try:
         port = h.coap_port
@@ -234,7 +247,7 @@ def test_load_continued_by_the_same_peers_is_stored_not_deduplicated(tmp_path):
     source port (message IDs move on, as a client's do): the sockets stay usable across runs
     and every report of every window is stored."""
     coapload = pytest.importorskip("smartpark.tools.coapload")
-    pytest.importorskip("smartpark.fast.loadgen")
+    _need_loadgen()
     h = _start(tmp_path, "continued", True)
     try:
         socks = coapload.peer_sockets("127.0.0.1", h.coap_port, 20)
@@ -325,7 +338,7 @@ def test_fast_echo_baseline_answers_like_the_hub_and_the_bench_says_where_cpu_we
     answers a report with the hub's 2.04 ack, a retransmission with the same bytes, and
     compare() reports CPU microseconds per answer for the target and the load generator."""
     coapload = pytest.importorskip("smartpark.tools.coapload")
-    pytest.importorskip("smartpark.fast.loadgen")
+    _need_loadgen()
     (tg,) = coapload.targets(str(tmp_path), ("fast-echo",))
     tg.start()
     try:

@@ -1,5 +1,6 @@
 """fast/udp.pyx on its own: the report classifier against protocol.coap (reference) and the
-ACK builder against aiocoap (outside judge); the per-peer response cache over real sockets."""
+ACK builder against aiocoap (outside judge); the per-peer response cache over real sockets.
+(The report ack's encoder, fast/ack.pyx: tests/fast/test_fast_ack.py.)"""
 
 import random
 import resource
@@ -11,15 +12,21 @@ import aiocoap
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from peers import require
+from smartpark import fast
+from smartpark.fast import ack_head
 from smartpark.protocol import coap
 from smartpark.protocol.errors import DecodeError
 
-try:
-    from smartpark.fast import udp
-except ImportError:  # not built: test_fast_compiled.py fails under CI
-    udp = None
-pytestmark = pytest.mark.skipif(udp is None or not sys.platform.startswith("linux"),
-                                reason="smartpark.fast.udp not built, or not Linux")
+udp = fast.udp  # None: not built, SMARTPARK_PUREPYTHON=1, or not Linux
+pytestmark = [pytest.mark.compiled,
+              pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                 reason="recvmmsg/sendmmsg are Linux's")]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _udp_built():
+    require(udp is not None, "smartpark.fast.udp: %s" % fast.UNAVAILABLE.get("udp"))
 
 REPORT_OPTS = {coap.URI_HOST, coap.URI_PORT, coap.URI_PATH, coap.CONTENT_FORMAT}
 
@@ -322,31 +329,6 @@ def test_peer_table_is_bounded_and_memory_measured(server):
     assert ep.memory_bytes() < 2000 * 2048 + ep.nmsg * (ep.bufsize + 1024)
 
 
-@settings(max_examples=400, deadline=None)
-@given(t=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(0, 2 ** 40),
-                   st.floats(1.6e9, 1.9e9)),
-       cv=st.integers(0, 2 ** 64), fw=st.one_of(st.none(), st.just(""), st.text(max_size=40)),
-       stored=st.integers(0, 2 ** 33), dup=st.integers(0, 70000))
-def test_encode_ack_twin_is_byte_identical(t, cv, fw, stored, dup):
-    from smartpark.protocol import report as ref
-
-    assert udp.encode_ack(t, cv, fw, stored, dup) == ref.encode_ack(t, cv, fw, stored, dup)
-
-
-@settings(max_examples=300, deadline=None)
-@given(t=st.one_of(st.floats(1.6e9, 1.9e9), st.integers(0, 2 ** 40), st.just(1e9 + 0.5)),
-       cv=st.integers(0, 2 ** 40), fw=st.one_of(st.none(), st.just(""), st.text(max_size=40)),
-       stored=st.integers(0, 2 ** 33))
-def test_ack_head_is_encode_ack_without_its_last_two_fields(t, cv, fw, stored):
-    from smartpark.hub import ingest
-    from smartpark.protocol import report as ref
-
-    tail = ref.encode_ack(t, cv, fw, stored, 0)[len(udp.ack_head(t, cv, fw)):]
-    assert udp.ack_head(t, cv, fw) + tail == ref.encode_ack(t, cv, fw, stored, 0)
-    assert tail[:1] == b"\x04" and tail[-2:] == b"\x05\x00"
-    assert udp.ack_head(t, cv, fw) == ref.ack_head(t, cv, fw) == ingest.ack_head(t, cv, fw)
-
-
 class _Result:
     """What FastPath hands respond_many besides lane tuples: ReportResult's fields."""
 
@@ -363,7 +345,7 @@ def test_respond_many_sends_and_caches_what_respond_would(server):
 
     now = 1795528900.125
     tokens = [b"", b"a", b"tk", b"12345678"]
-    results = [(udp.ack_head(now, 3, None), 4), (udp.ack_head(now, 0, "fw-9.1"), 300),
+    results = [(ack_head(now, 3, None), 4), (ack_head(now, 0, "fw-9.1"), 300),
                _Result(0x80, b"invalid pack: x"), _Result(0xA3, b"", None, 5)]
     expect = [udp.build_ack(100, tokens[0], 0x44, 60, None, ref.encode_ack(now, 3, None, 4, 0)),
               udp.build_ack(101, tokens[1], 0x44, 60, None,
@@ -411,7 +393,7 @@ def test_respond_many_refuses_mismatched_input(server):
         ep.respond_many(reports, [], 0)
     with pytest.raises(TypeError):
         ep.respond_many(reports, [("not bytes", 1)], 0)
-    assert ep.respond_many(reports, [(udp.ack_head(1e9, 0, None), 1)], 0) == 1
+    assert ep.respond_many(reports, [(ack_head(1e9, 0, None), 1)], 0) == 1
     ep.flush()
     assert coap.parse(c.recv(200)).code == 0x44
     c.close()

@@ -11,28 +11,24 @@ import sqlite3
 import pytest
 from hubutil import T0, HubProc, db_state, senml_cbor  # noqa: E402
 from peers import require
-from smartpark.fast import BlockMover, kinds
+from smartpark import fast
+from smartpark.fast import Block, BlockMover, Lane, NewestTime, SeriesTable, decode_batch, kinds
 from smartpark.protocol import coap, report
 
-try:
-    from smartpark.fast import SeriesTable, decode_batch
-    from smartpark.fast.lane import Block, Lane, MaxT
-except ImportError as e:  # not built: tests/hub/fastpath/test_fastpath_compiled.py fails in CI
-    Lane = None
-    WHY = str(e)
+pytestmark = pytest.mark.compiled  # every test here needs the lane (deselected in the pure run)
 
 
 def _need_lane():
-    require(Lane is not None, "fast/lane.pyx is not built")
+    require(Lane is not None, "smartpark.fast.lane: %s" % fast.UNAVAILABLE.get("lane"))
 
 
-def _lane_with(table, maxt, node, sensors, unit=None, sid0=0, maxt0=-math.inf):
+def _lane_with(table, newest, node, sensors, unit=None, sid0=0, newest0=-math.inf):
     """A Lane that knows node/<sensor> for each sensor (store ids sid0, sid0+1, ...)."""
-    lane = Lane(maxt)
+    lane = Lane(newest)
     for k, sensor in enumerate(sensors):
         fs = table.intern("%s/%s" % (node, sensor))
         lane.register(fs, sid0 + k, table.unit_id(unit), node)
-        maxt[sid0 + k] = maxt0
+        newest[sid0 + k] = newest0
     return lane
 
 
@@ -43,8 +39,8 @@ def _select(lane, table, packs, lo=0.0, hi=4e9):
 
 def test_lane_takes_known_series_and_leaves_the_rest_to_the_row_path():
     _need_lane()
-    table, maxt = SeriesTable(), MaxT()
-    lane = _lane_with(table, maxt, "n1", ["a", "b"])
+    table, newest = SeriesTable(), NewestTime()
+    lane = _lane_with(table, newest, "n1", ["a", "b"])
     packs = [
         senml_cbor("n1", [("a", 1.5, 0), ("b", True, 0)], bt=T0),        # taken
         senml_cbor("n1", [("a", 2.5, 0), ("c", 1.0, 0)], bt=T0 + 10),    # c is new: rows
@@ -66,21 +62,21 @@ def test_lane_takes_known_series_and_leaves_the_rest_to_the_row_path():
     assert list(block.time) == [T0, T0, T0 + 40, T0 + 40]
     assert list(block.kind) == [0, 1, 0, 1]
     assert list(block.value) == [1.5, 1.0, 5.0, 0.0]
-    # MaxT went up for the lane's readings AND for the row path's readings of known series
-    assert maxt[0] == T0 + 40 and maxt[1] == T0 + 40
+    # NewestTime went up for the lane's readings AND for the row path's readings of known series
+    assert newest[0] == T0 + 40 and newest[1] == T0 + 40
     assert (lane.n_lane, lane.n_rows) == (2, 7)
 
 
-def test_a_refused_report_undoes_its_maxt_and_a_row_path_copy_never_enters_the_lane():
+def test_a_refused_report_undoes_its_newest_time_and_a_row_path_copy_never_enters_the_lane():
     _need_lane()
-    table, maxt = SeriesTable(), MaxT()
-    lane = _lane_with(table, maxt, "n1", ["a", "b"])
+    table, newest = SeriesTable(), NewestTime()
+    lane = _lane_with(table, newest, "n1", ["a", "b"])
     # record a is fine, record b is out of range: the whole report goes to the rows ...
     take, _node, block = _select(lane, table, [senml_cbor("n1", [("a", 1.0, 0), ("b", 2.0, 5)],
                                                           bt=T0)], hi=T0 + 1)
     assert list(take) == [0] and block is None
-    # ... and MaxT covers its readings (not higher than what was in range)
-    assert maxt[0] == T0 and maxt[1] == -math.inf
+    # ... and NewestTime covers its readings (not higher than what was in range)
+    assert newest[0] == T0 and newest[1] == -math.inf
     # so the same reading again (a retransmission in a later batch) is left to the rows too
     take, _node, block = _select(lane, table, [senml_cbor("n1", [("a", 1.0, 0)], bt=T0)])
     assert list(take) == [0] and block is None
@@ -90,15 +86,15 @@ def test_a_refused_report_undoes_its_maxt_and_a_row_path_copy_never_enters_the_l
     assert list(take) == [0]
 
 
-def test_unknown_maxt_time_limits_and_non_finite_values_take_the_row_path():
+def test_an_unknown_newest_time_times_out_of_range_and_non_finite_values_take_the_rows():
     _need_lane()
-    table, maxt = SeriesTable(), MaxT()
-    lane = Lane(maxt)
-    lane.register(table.intern("n1/a"), 7, 0, "n1")  # MaxT of store series 7 unknown
-    assert 7 not in maxt and maxt.get(7) is None
+    table, newest = SeriesTable(), NewestTime()
+    lane = Lane(newest)
+    lane.register(table.intern("n1/a"), 7, 0, "n1")  # NewestTime of store series 7 unknown
+    assert 7 not in newest and newest.get(7) is None
     take, _n, _b = _select(lane, table, [senml_cbor("n1", [("a", 1.0, 0)])])
     assert list(take) == [0]
-    maxt[7] = -math.inf
+    newest[7] = -math.inf
     assert list(_select(lane, table, [senml_cbor("n1", [("a", 1.0, 0)])])[0]) == [1]
     assert list(_select(lane, table, [senml_cbor("n1", [("a", 2.0, 0)], bt=T0 + 10)],
                         lo=T0 + 20)[0]) == [0]
@@ -114,9 +110,9 @@ def test_unknown_maxt_time_limits_and_non_finite_values_take_the_row_path():
     assert not lane.known(table.lookup("n1/a"))
 
 
-def test_maxt_behaves_like_the_dict_it_replaces():
+def test_newest_time_behaves_like_the_dict_it_replaces():
     _need_lane()
-    m = MaxT()
+    m = NewestTime()
     with pytest.raises(KeyError):
         m[3]
     m[3] = 5.0
@@ -427,7 +423,7 @@ def test_latest_behaves_like_the_dict_it_replaces():
     import array
     import random
 
-    from smartpark.fast.lane import Latest
+    from smartpark.fast import Latest
 
     rnd = random.Random(7)
     lat, ref = Latest(), {}
@@ -435,29 +431,30 @@ def test_latest_behaves_like_the_dict_it_replaces():
         sid = rnd.randrange(40)
         t = float(rnd.randrange(100))
         if rnd.random() < 0.5:  # a row-path value, any kind
-            kind = rnd.choice([0, 1, 2, 3, 0])
-            val = {0: rnd.choice([1.5, -2.0, 7, None]), 1: "s%d" % step, 2: rnd.choice([0, 1]),
-                   3: b"\x00\x01"}[kind]
+            kind = rnd.choice([kinds.NUM, kinds.BOOL, kinds.STR, kinds.DATA, kinds.NUM])
+            val = {kinds.NUM: rnd.choice([1.5, -2.0, 7, None]), kinds.STR: "s%d" % step,
+                   kinds.BOOL: rnd.choice([0, 1]), kinds.DATA: b"\x00\x01"}[kind]
             lat[sid] = ref[sid] = (t, kind, val)
         else:  # a lane block of a few readings
             n = rnd.randrange(1, 6)
             sids = [rnd.randrange(40) for _ in range(n)]
             ts = [float(rnd.randrange(100)) for _ in range(n)]
-            ks = [rnd.choice([0, 1]) for _ in range(n)]
+            ks = [rnd.choice([kinds.NUM, kinds.BOOL]) for _ in range(n)]
             vs = [float(rnd.choice([0, 1, 3])) for _ in range(n)]
             lat.update_block(Block(array.array("i", sids), array.array("d", ts),
                                    array.array("B", ks), array.array("d", vs)))
             for s_, t_, k_, v_ in zip(sids, ts, ks, vs, strict=True):
                 cur = ref.get(s_)
                 if cur is None or t_ >= cur[0]:
-                    ref[s_] = (t_, 2, 1 if v_ else 0) if k_ else (t_, 0, v_)
+                    ref[s_] = ((t_, kinds.BOOL, 1 if v_ else 0) if k_ == kinds.BOOL
+                               else (t_, kinds.NUM, v_))
         assert len(lat) == len(ref)
     for sid in range(45):
         assert lat.get(sid) == ref.get(sid), sid
         assert (sid in lat) == (sid in ref)
         if sid in ref:
             assert lat[sid] == ref[sid]
-            assert type(lat[sid][2]) is type(ref[sid][2]) or ref[sid][1] == 0
+            assert type(lat[sid][2]) is type(ref[sid][2]) or ref[sid][1] == kinds.NUM
     with pytest.raises(KeyError):
         lat[1000]
 
@@ -503,4 +500,4 @@ def test_grouped_block_move_stores_what_one_row_at_a_time_stores(tmp_path):
     assert rows_g == rows_s
     assert new_g == new_s == len(rows_g) - len({(s, t) for s, t, *_ in before})
     assert {(s, t) for s, t, *_ in rows_g} == {(c[0], c[1]) for c in cols}
-    assert {k for _s, _t, k, _v in rows_g} == {0, 2}  # numbers and booleans as stored kinds
+    assert {k for _s, _t, k, _v in rows_g} == {kinds.NUM, kinds.BOOL}  # stored as they came

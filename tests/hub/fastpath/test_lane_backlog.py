@@ -11,6 +11,8 @@ import sys
 import pytest
 from hubutil import T0, senml_cbor  # noqa: E402
 from peers import require
+from smartpark import fast
+from smartpark.fast import Block  # None without the lane: the tests that need it are `compiled`
 from smartpark.hub import ingest  # noqa: E402
 from smartpark.hub.codec import Decoder  # noqa: E402
 from smartpark.hub.events import EventBus  # noqa: E402
@@ -18,9 +20,6 @@ from smartpark.hub.ingest import Pipeline  # noqa: E402
 from smartpark.hub.metrics import Metrics  # noqa: E402
 from smartpark.hub.registry import Registry  # noqa: E402
 from smartpark.hub.store import SqliteStore  # noqa: E402
-
-from smartpark import fast  # noqa: E402
-from smartpark.fast import Block  # noqa: E402  (None without the lane: those tests are `compiled`)
 
 
 class Clock:

@@ -1,14 +1,18 @@
+# Mirrors hub/store/journal.py (its block move through Python's sqlite3) in SQLite's C API, without the GIL.
 # cython: language_level=3
-"""Move the lane's column blocks into the `readings` table through SQLite's C API.
+"""Move the journal's column blocks into the `readings` table through SQLite's C API.
 
-Scope (issue 7): the store commits the readings of the column lane
-(fast/lane.pyx) as one `blocks` row per group commit, in a journal file of its
-own (hub/store/sqlite.py); a mover thread later turns them into `readings`
-rows of the hub's database. Python's sqlite3 costs ~3.6 us per row
-(executemany) and holds the GIL meanwhile; here the same INSERT runs from C
-with the GIL released, so the event loop keeps serving: ~1.1-1.2 us a reading
-one row per statement, 0.9 with 32 rows per statement (the default;
-benchmarks/test_ingest_bench.py::test_block_move_grouped_vs_single measures both).
+The store commits the readings of the column lane (fast/lane.pyx) as one
+`blocks` row per group commit, in a journal file of its own
+(hub/store/journal.py); a mover thread later turns them into `readings` rows
+of the hub's database. Python's sqlite3 holds the GIL for every row of an
+executemany; here the same INSERT runs from C with the GIL released, so the
+event loop keeps serving, and ROWS_PER_INSERT rows go in per statement
+(benchmarks/test_ingest_bench.py::test_block_move_grouped_vs_single compares
+that with one row per statement).
+
+A block's kinds are the stored kinds (fast/kinds.py: one numbering from the
+decoder to the database), so each reading is bound as it is: no translation.
 
 It uses the very SQLite library Python's sqlite3 module is linked against
 (the soname libsqlite3.so.0, linked as `-l:libsqlite3.so.0`, so no headers
@@ -83,13 +87,12 @@ cdef extern from *:
 
 import sqlite3 as _pysqlite
 
+from smartpark.fast import kinds as _kinds
+
 cdef enum:
-    KIND_NUM_C = 0
-    KIND_BOOL_C = 2
     ROWS_PER_INSERT = 32
 
-KIND_NUM = 0   # hub/store/sqlite.py's stored kinds
-KIND_BOOL = 2
+cdef unsigned char BOOL = _kinds.BOOL  # a boolean is stored as the integer 0 or 1
 
 _INSERT = (b"INSERT OR IGNORE INTO readings(series, t, kind, val, sum)"
            b" VALUES (?, ?, ?, ?, NULL)")
@@ -128,7 +131,7 @@ def usable():
     return None
 
 
-class BlockStoreError(_pysqlite.OperationalError):
+class MoveError(_pysqlite.OperationalError):
     """A statement of the block mover failed; its transaction was rolled back."""
 
 
@@ -159,7 +162,7 @@ cdef class BlockMover:
                            NULL) != SP_SQLITE_OK:
             msg = self._err()
             self.close()
-            raise BlockStoreError("cannot open %s: %s" % (path, msg))
+            raise MoveError("cannot open %s: %s" % (path, msg))
         sqlite3_busy_timeout(self.db, 30000)
         # its own page cache as large as the store's: the move reads readings' leaf pages
         pragma = ("PRAGMA cache_size=%d" % (-1024 * cache_mb)).encode()
@@ -175,7 +178,7 @@ cdef class BlockMover:
                 sqlite3_prepare_v2(self.db, _MARK, -1, &self.mark, NULL) != SP_SQLITE_OK):
             msg = self._err()
             self.close()
-            raise BlockStoreError("cannot prepare the block move: %s" % msg)
+            raise MoveError("cannot prepare the block move: %s" % msg)
 
     def __dealloc__(self):
         self.close()
@@ -204,16 +207,16 @@ cdef class BlockMover:
         blocks with done_id < id <= last_id) into `readings`, sorted by (series, t) once;
         run it with `Move.step`."""
         if self.db == NULL:
-            raise BlockStoreError("block mover is closed")
+            raise MoveError("block mover is closed")
         return Move(self, blocks, done_id, last_id)
 
     def start_columns(self, series, t, kind, val, long long done_id, long long last_id):
         """The same Move from the journal's columns of those blocks joined in id order
-        (`lanejournal.read_columns`: int32 series ids, float64 times, uint8 kinds, float64
+        (`journal.read_columns`: int32 series ids, float64 times, uint8 kinds, float64
         values, native byte order): copied and sorted with the GIL released, so a large
         move does not stall the acks."""
         if self.db == NULL:
-            raise BlockStoreError("block mover is closed")
+            raise MoveError("block mover is closed")
         return Move(self, None, done_id, last_id, (series, t, kind, val))
 
 
@@ -322,24 +325,23 @@ cdef class Move:
         free(self.ks)
 
     cdef inline void _bind(self, sqlite3_stmt* st, int base, Py_ssize_t j) noexcept nogil:
-        """Bind reading j to parameters base+1..base+4 (series, t, stored kind, val)."""
+        """Bind reading j to parameters base+1..base+4 (series, t, kind, val)."""
         sqlite3_bind_int64(st, base + 1, self.sids[j])
         sqlite3_bind_double(st, base + 2, self.ts[j])
-        if self.ks[j] == 1:
-            sqlite3_bind_int64(st, base + 3, KIND_BOOL_C)
+        sqlite3_bind_int64(st, base + 3, self.ks[j])
+        if self.ks[j] == BOOL:
             sqlite3_bind_int64(st, base + 4, 1 if self.vs[j] != 0.0 else 0)
         else:
-            sqlite3_bind_int64(st, base + 3, KIND_NUM_C)
             sqlite3_bind_double(st, base + 4, self.vs[j])
 
     def step(self, long long max_rows):
         """Insert the next slice (one transaction, GIL released); returns True when the
-        move is complete. Raises BlockStoreError (that slice rolled back) on failure."""
+        move is complete. Raises MoveError (that slice rolled back) on failure."""
         if self.done:
             return True
         cdef BlockMover mv = self.mover
         if mv.db == NULL:
-            raise BlockStoreError("block mover is closed")
+            raise MoveError("block mover is closed")
         cdef Py_ssize_t i, g, end = self.total
         if max_rows < end - self.pos:
             end = self.pos + max_rows
@@ -394,7 +396,7 @@ cdef class Move:
         if rc != SP_SQLITE_OK:
             msg = mv._err()
             sqlite3_exec(mv.db, "ROLLBACK", NULL, NULL, NULL)
-            raise BlockStoreError("moving block readings %d..%d of %d failed: %s"
+            raise MoveError("moving block readings %d..%d of %d failed: %s"
                                   % (self.pos, end, self.total, msg))
         self.pos = end
         self.new += new
