@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-PYX    := $(wildcard fast/*.pyx fast/*.pxd)
+PYX    := $(wildcard fast/*.pyx fast/*.pxd fast/*.pxi)
 PYTEST_ARGS ?=
 
 .PHONY: all demo test lint build venv clean bench
