@@ -68,7 +68,8 @@ class HubProc:
             "%s=%s" % kv for kv in self.fields.items())
         self.coap_port = self.handle.coap_port
         self.http_port = self.handle.http_port
-        want = "off" if "--no-fast-path" in self.extra else "on"
+        pure = os.environ.get("SMARTPARK_PUREPYTHON", "") not in ("", "0")  # no fast path
+        want = "off" if "--no-fast-path" in self.extra or pure else "on"
         if self.fields.get("fastpath") != want:
             got = self.fields.get("fastpath")
             self.kill()
