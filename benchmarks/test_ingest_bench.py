@@ -181,7 +181,7 @@ T0 = 1_700_000_000.0  # reading times of the block-move benchmark
 
 
 def _block_moves(tmp, grouped, per_series, series=2000, moves=8):
-    """The block mover alone (fast/blockstore.pyx): `moves` moves of `per_series`
+    """The block mover alone (fast/mover.pyx): `moves` moves of `per_series`
     readings for each of `series` series into a fresh hub database; CPU us per reading
     over the second half (the table is large by then) and the readings inserted."""
     import array
