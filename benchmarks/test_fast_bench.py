@@ -151,6 +151,8 @@ def _run(benchmark, label, nodes, batches, fn, warmup):
     # one group per (what, size): the table's ratio column then reads baseline / fast
     benchmark.group = "%s, %d series" % (label.rsplit(" ", 1)[0], nodes * 8)
     benchmark.pedantic(fn, rounds=len(batches) - warmup, iterations=1, warmup_rounds=warmup)
+    if benchmark.stats is None:  # --benchmark-disable: run once, nothing timed
+        return None
     # the median: the machine is shared, the mean carries other tenants' bursts
     stats = benchmark.stats.stats
     rps = BATCH * 8 / stats.median
