@@ -365,7 +365,7 @@ class SqliteStore:
         if blocks and self._pending_keys is not None:
             for b in blocks:
                 self._pending_keys.update(zip(b.series, b.time, strict=True))
-        new, results, top = self._new_readings(conn, flat, len(writes), bool(blocks))
+        new, results, top = self._new_readings(conn, flat, len(writes), blocks)
         drop_blocks, drop_rows, drop_seen = self._mover.take_drops()
         n_block, last_block, last_row, more = journal.commit(
             self._lconn, blocks, new, seen, (drop_blocks, drop_rows, drop_seen))
@@ -411,7 +411,7 @@ class SqliteStore:
         self._series[key] = (sid, unit)
         return sid
 
-    def _new_readings(self, conn, flat, n, journal_grows):
+    def _new_readings(self, conn, flat, n, blocks):
         """Which sorted rows are new: (new, results, {series: newest new t})."""
         newest = self._newest
         stored = [0] * n
@@ -428,7 +428,7 @@ class SqliteStore:
             m = newest.get(sid)
             if m is None:
                 m = newest[sid] = queries.max_t(conn, sid)
-            if t <= m and self._is_stored(conn, sid, t, journal_grows):
+            if t <= m and self._is_stored(conn, sid, t, blocks):
                 dups[wi] += 1
                 continue
             kind, val = row[4], row[5]
@@ -438,12 +438,15 @@ class SqliteStore:
             top[sid] = t  # sorted by (series, t): the last one is the largest
         return new, list(zip(stored, dups, per, strict=True)), top
 
-    def _is_stored(self, conn, sid, t, journal_grows):
-        """Reading (sid, t) is in the journal or in `readings`."""
+    def _is_stored(self, conn, sid, t, blocks):
+        """Reading (sid, t) is in the journal, in `readings` or in `blocks`, the lane's
+        readings of this very commit (not in the journal yet)."""
         keys = self._pending_keys
-        if keys is None and (journal_grows or self._mover.pending):
+        if keys is None and (blocks or self._mover.pending):
             self._keys_mark = self._mover.mark
             keys = self._pending_keys = journal.pending_keys(self._lconn)
+            for b in blocks:
+                keys.update(zip(b.series, b.time, strict=True))
         if keys is not None and (sid, t) in keys:
             return True
         return conn.execute(queries.EXISTS, (sid, t)).fetchone() is not None
