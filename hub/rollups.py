@@ -39,11 +39,11 @@ class RollupFeeder:
         self.roll.add(sid, t, val)
 
     def add_rows(self, new):
-        """`new`: (series, t, kind, val, sum) readings newly stored, in (series, t) order."""
+        """`new`: (series, t, kind, val, ...) readings newly stored, in (series, t) order."""
         add = self.roll.add
-        for sid, t, kind, val, _sum in new:
-            if val is not None and kind in kinds.NUMERIC:
-                add(sid, t, float(val))
+        for r in new:
+            if r[3] is not None and r[2] in kinds.NUMERIC:
+                add(r[0], r[1], float(r[3]))
 
     def add_block(self, block):
         """The column lane's readings (fast.lane.Block: numbers and booleans), in one call."""

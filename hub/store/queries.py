@@ -146,9 +146,9 @@ def prune(conn, cutoff, after_sid=0, batch=100):
     return with_transaction(conn, delete), sids[-1]
 
 
-def with_transaction(conn, fn):
-    """fn() inside BEGIN IMMEDIATE ... COMMIT; rolled back when it raises."""
-    conn.execute("BEGIN IMMEDIATE")
+def with_transaction(conn, fn, begin="BEGIN IMMEDIATE"):
+    """fn() inside BEGIN IMMEDIATE (or `begin`) ... COMMIT; rolled back when it raises."""
+    conn.execute(begin)
     try:
         out = fn()
         conn.execute("COMMIT")

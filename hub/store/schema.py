@@ -18,7 +18,8 @@ Two files in the data directory, both WAL with synchronous=FULL:
   hub.journal.sqlite3  -- the journal: acknowledged readings not yet in `readings`
     blocks(id, n, series, t, kind, val)     -- the column lane's readings, one row per
         group commit holding four column blobs (int32, float64, uint8, float64)
-    rows(id, series, t, kind, val, sum)     -- the row path's new readings
+    rows(id, series, t, kind, val, sum)     -- the row path's new readings; ids given by
+        the store, ever increasing (a rowid would restart at 1 once every row is deleted)
     seen(node, address, t)                  -- node last-seen updates not yet in `nodes`
 
 `kind` is the value kind of fast/kinds.py everywhere. Version 1 (no "schema" in
@@ -64,7 +65,7 @@ CREATE TABLE IF NOT EXISTS blocks(
     id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL, series BLOB NOT NULL,
     t BLOB NOT NULL, kind BLOB NOT NULL, val BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS rows(
-    id INTEGER PRIMARY KEY AUTOINCREMENT, series INTEGER NOT NULL, t REAL NOT NULL,
+    id INTEGER PRIMARY KEY, series INTEGER NOT NULL, t REAL NOT NULL,
     kind INTEGER NOT NULL, val, sum REAL);
 CREATE TABLE IF NOT EXISTS seen(node TEXT PRIMARY KEY, address TEXT, t REAL NOT NULL);
 """

@@ -103,6 +103,7 @@ class SqliteStore:
         # row path reading at or below its series' newest time); None until then
         self._pending_keys = None
         self._keys_mark = None  # the mover's mark when _pending_keys was built
+        self._next_row = 1  # id of the journal's next row
         self.commits = 0
         self.committed_reports = 0
         self.last_batch = 0
@@ -246,6 +247,7 @@ class SqliteStore:
             self._series[(node, sensor)] = (sid, unit)
         self._lconn = schema.open_journal(self.path)
         self._mover.open()
+        self._next_row = self._mover.committed_row + 1  # journal row ids only ever grow
         self._mover.flush()  # readings acknowledged before a crash, not yet moved
         self._mover.start()
         return conn
@@ -358,7 +360,8 @@ class SqliteStore:
     def _store(self, conn, writes, blocks, seen):
         """The journal commit of a group: the lane's `blocks`, the row path's new readings
         of `writes` and the last-seen updates. Returns (new readings as (series, t, kind,
-        val, sum) in (series, t) order, [(stored, duplicates, new_rows)] per report)."""
+        val, sum, journal id) in (series, t) order, [(stored, duplicates, new_rows)] per
+        report)."""
         flat = self._with_series(conn, writes)
         if self._pending_keys is not None and self._keys_mark != self._mover.mark:
             self._pending_keys = None  # moved readings left the journal: rebuilt if needed
@@ -369,6 +372,7 @@ class SqliteStore:
         drop_blocks, drop_rows, drop_seen = self._mover.take_drops()
         n_block, last_block, last_row, more = journal.commit(
             self._lconn, blocks, new, seen, (drop_blocks, drop_rows, drop_seen))
+        self._next_row += len(new)
         if more:
             self._mover.give_back(drop_blocks, drop_rows)
         newest = self._newest
@@ -382,17 +386,29 @@ class SqliteStore:
         return new, results
 
     def _with_series(self, conn, writes):
-        """[(series id, t, report index, record index, row)] of every row, sorted: series
-        created (or their unit changed) in one database transaction first, when needed."""
+        """[(series id, t, report index, record index, row)] of every row, sorted. New
+        series (and unit changes) are written in one database transaction, begun at the
+        first one: most commits need none."""
         series = self._series
-        missing = [row for w in writes for row in w
-                   if (hit := series.get((row[0], row[1]))) is None
-                   or (row[2] is not None and row[2] != hit[1])]
-        if missing:
-            queries.with_transaction(conn, lambda: [
-                self._series_id(conn, row[0], row[1], row[2]) for row in missing])
-        flat = [(series[(row[0], row[1])][0], row[3], wi, j, row)
-                for wi, w in enumerate(writes) for j, row in enumerate(w)]
+        flat = []
+        add = flat.append
+        try:
+            for wi, w in enumerate(writes):
+                for j, row in enumerate(w):
+                    hit = series.get((row[0], row[1]))
+                    if hit is None or (row[2] is not None and row[2] != hit[1]):
+                        if not conn.in_transaction:
+                            conn.execute("BEGIN IMMEDIATE")
+                        sid = self._series_id(conn, row[0], row[1], row[2])
+                    else:
+                        sid = hit[0]
+                    add((sid, row[3], wi, j, row))
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
         # (series, t), then report and record order: the earlier report keeps a reading
         # sent twice. (wi, j) is unique, so the row tuples themselves are never compared.
         flat.sort()
@@ -412,7 +428,8 @@ class SqliteStore:
         return sid
 
     def _new_readings(self, conn, flat, n, blocks):
-        """Which sorted rows are new: (new, results, {series: newest new t})."""
+        """Which sorted rows are new: (new, results, {series: newest new t}); `new` as
+        journal rows (series, t, kind, val, sum, id), ids from self._next_row on."""
         newest = self._newest
         stored = [0] * n
         dups = [0] * n
@@ -420,6 +437,7 @@ class SqliteStore:
         new = []
         top = {}
         prev_sid = prev_t = None
+        rid = self._next_row
         for sid, t, wi, _j, row in flat:
             if t == prev_t and sid == prev_sid:  # the same reading twice in this commit
                 dups[wi] += 1
@@ -432,7 +450,8 @@ class SqliteStore:
                 dups[wi] += 1
                 continue
             kind, val = row[4], row[5]
-            new.append((sid, t, kind, val, row[6]))
+            new.append((sid, t, kind, val, row[6], rid))
+            rid += 1
             stored[wi] += 1
             per[wi].append((sid, row[0], row[1], row[2], t, kind, val))
             top[sid] = t  # sorted by (series, t): the last one is the largest

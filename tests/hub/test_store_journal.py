@@ -116,8 +116,9 @@ def test_journal_left_by_a_crash_is_moved_at_start_and_nothing_twice(tmp_path):
     # what a SIGKILL after an acknowledged commit leaves: readings still in the journal,
     # one of them (1.0) moved already -- its row outlived the move's mark
     j = sqlite3.connect(journal_path(path))
-    j.execute("INSERT INTO rows(series, t, kind, val, sum) VALUES (?, 9.0, 0, 9.0, NULL)", (sid,))
-    j.execute("INSERT INTO rows(series, t, kind, val, sum) VALUES (?, 1.0, 0, 1.0, NULL)", (sid,))
+    for rid, t in ((100, 9.0), (101, 1.0)):  # ids above the mark, as the store gives them
+        j.execute("INSERT INTO rows(id, series, t, kind, val, sum) VALUES (?, ?, ?, 0, ?, NULL)",
+                  (rid, sid, t, t))
     j.commit()
     j.close()
     assert len(stored_readings(path)) == 2 + 2  # 1.0 counted twice: in readings and journal
