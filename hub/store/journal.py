@@ -10,10 +10,12 @@ node last-seen updates (`seen`). That commit is what makes the readings
 `Mover` moves them into the database in a thread of its own: the rows, then
 the blocks (through fast/mover.pyx, SQLite's C API with the GIL released, when
 it is usable, else through Python's sqlite3), then `seen` into `nodes`. A move
-sorts its readings by (series, t) and inserts them in slices of `slice_rows`,
-one transaction each, recording how far it got (`block_moved`, `rows_moved`)
-in the same transaction; so other writers of the database wait for one slice
-at most, readers of the raw tables skip what the marks cover, and a crash
+sorts its readings by (series, t): the rows in one SQL statement (the journal
+attached), the blocks in slices of `slice_rows` of their sorted order, each
+transaction recording how far it got (`rows_moved`, `block_moved`); so other
+writers of the database wait for one slice at most (or one rows move, which
+is small beside the lane), readers of the raw tables skip what the marks
+cover, and a crash
 anywhere in between only means the move runs again (INSERT OR IGNORE: the
 primary key of `readings` stays the exactly-once guarantee). Because the
 journal is another file, a move holds the database's write lock, never the
