@@ -17,7 +17,6 @@ NODE_COLUMNS = ("address", "firmware", "lt", "registered", "rd", "last_seen", "o
 
 INSERT_SERIES = "INSERT INTO series(node, sensor, unit) VALUES (?, ?, ?)"
 UPDATE_UNIT = "UPDATE series SET unit = ? WHERE id = ?"
-SERIES_ID = "SELECT id FROM series WHERE node = ? AND sensor = ?"
 EXISTS = "SELECT 1 FROM readings WHERE series = ? AND t = ?"
 MAX_T = "SELECT max(t) FROM readings WHERE series = ?"
 

@@ -94,7 +94,6 @@ class SqliteStore:
         self._thread = None
         self._loop = None
         self._closed = False
-        self._conn = None
         self._lconn = None
         self._series = {}  # (node, sensor) -> (id, unit)
         # a dict does the same where fast/lane.pyx is not built (no lane then)
@@ -255,7 +254,7 @@ class SqliteStore:
     def _run(self, ready):
         loop = self._loop
         try:
-            self._conn = conn = self._open()
+            conn = self._open()
         except Exception as e:  # noqa: BLE001 - reported to the starter
             loop.call_soon_threadsafe(_resolve_all, [(ready, False, e)])
             return
@@ -363,11 +362,11 @@ class SqliteStore:
         val, sum, journal id) in (series, t) order, [(stored, duplicates, new_rows)] per
         report)."""
         flat = self._with_series(conn, writes)
-        if self._pending_keys is not None and self._keys_mark != self._mover.mark:
-            self._pending_keys = None  # moved readings left the journal: rebuilt if needed
-        if blocks and self._pending_keys is not None:
-            for b in blocks:
-                self._pending_keys.update(zip(b.series, b.time, strict=True))
+        if self._pending_keys is not None:
+            if self._keys_mark != self._mover.mark:
+                self._pending_keys = None  # moved readings left the journal: rebuilt if needed
+            else:
+                _add_block_keys(self._pending_keys, blocks)
         new, results, top = self._new_readings(conn, flat, len(writes), blocks)
         drop_blocks, drop_rows, drop_seen = self._mover.take_drops()
         n_block, last_block, last_row, more = journal.commit(
@@ -464,8 +463,7 @@ class SqliteStore:
         if keys is None and (blocks or self._mover.pending):
             self._keys_mark = self._mover.mark
             keys = self._pending_keys = journal.pending_keys(self._lconn)
-            for b in blocks:
-                keys.update(zip(b.series, b.time, strict=True))
+            _add_block_keys(keys, blocks)
         if keys is not None and (sid, t) in keys:
             return True
         return conn.execute(queries.EXISTS, (sid, t)).fetchone() is not None
@@ -503,6 +501,12 @@ class SqliteStore:
                 fed += 1
         queries.upsert_rollups(conn, self.rollups.closed_rows())
         return fed
+
+
+def _add_block_keys(keys, blocks):
+    """The (series id, t) keys of the lane's `blocks` into the key set `keys`."""
+    for b in blocks:
+        keys.update(zip(b.series, b.time, strict=True))
 
 
 def stored_readings(path, node=None):
