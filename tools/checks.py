@@ -133,23 +133,28 @@ _SESSION_WORDS = re.compile(
     re.IGNORECASE)
 
 
+def _note_lines():
+    """(path, line number, line) of every code and doc file the two rules below read."""
+    for path in _source_files(_NOTE_SUFFIXES, _NOTE_NAMES):
+        if _rel(path) not in _NOTE_EXEMPT:
+            for number, line in _lines(path):
+                yield path, number, line
+
+
 def rule_no_work_notes():
     """Code and docs describe the project as it is: no issue numbers, dates of work or
     "tonight"/"this session" wording (history lives in git)."""
-    for path in _source_files(_NOTE_SUFFIXES, _NOTE_NAMES):
-        if _rel(path) in _NOTE_EXEMPT:
-            continue
-        for number, line in _lines(path):
-            m = _ISSUE.search(line)
-            if m:
-                yield path, number, "issue number %r: say what the code does, not which issue" % (
-                    m.group(0))
-            for m in _DATE.finditer(line):
-                if m.group(0) not in _EPOCH_DATES:
-                    yield path, number, "date of work %r: history lives in git" % m.group(0)
-            m = _SESSION_WORDS.search(line)
-            if m:
-                yield path, number, "%r: describe the project as it is now" % m.group(0)
+    for path, number, line in _note_lines():
+        m = _ISSUE.search(line)
+        if m:
+            yield path, number, "issue number %r: say what the code does, not which issue" % (
+                m.group(0))
+        for m in _DATE.finditer(line):
+            if m.group(0) not in _EPOCH_DATES:
+                yield path, number, "date of work %r: history lives in git" % m.group(0)
+        m = _SESSION_WORDS.search(line)
+        if m:
+            yield path, number, "%r: describe the project as it is now" % m.group(0)
 
 
 # Design notes outside the repository; the shared test vectors are the one thing tests
@@ -159,14 +164,11 @@ _OUTSIDE_DOCS = re.compile(r"\b(?:DESIGN|CONVENTIONS)\.md\b|\bshared/(?!vectors\
 
 def rule_docs_stand_alone():
     """No doc or comment sends the reader to notes outside the repository."""
-    for path in _source_files(_NOTE_SUFFIXES, _NOTE_NAMES):
-        if _rel(path) in _NOTE_EXEMPT:
-            continue
-        for number, line in _lines(path):
-            m = _OUTSIDE_DOCS.search(line)
-            if m:
-                yield path, number, "reference to %r outside the repository: say it here" % (
-                    m.group(0))
+    for path, number, line in _note_lines():
+        m = _OUTSIDE_DOCS.search(line)
+        if m:
+            yield path, number, "reference to %r outside the repository: say it here" % (
+                m.group(0))
 
 
 # ---- fast/ -----------------------------------------------------------------------------------------
