@@ -38,6 +38,45 @@ except ImportError:  # CPython
     async def sleep_ms(ms):  # type: ignore[misc,no-redef]
         await _aio.sleep(ms / 1000)
 
+GC_THRESHOLD = const(2048)
+
+
+def tune_gc():
+    """Collect garbage after every GC_THRESHOLD bytes allocated, not only when the heap is full.
+
+    MicroPython's collector does not move objects: left to run only when an
+    allocation fails, it leaves live objects scattered through the heap, and a
+    1 KB buffer (a datagram, a pack) later finds no hole big enough although
+    the heap has room. Collecting often keeps the free space in few large
+    holes: a full report cycle on an ESP32 needs ~10 KB less heap (measured
+    with `smartpark firmware size`; docs/firmware-size.md), for a collection of
+    a few ms every 2 KB allocated. main.py calls this before it imports the node."""
+    f = getattr(gc, "threshold", None)
+    if f is not None:
+        f(GC_THRESHOLD)
+
+
+def unload(name):
+    """Forget module `name` (dotted) so the GC can take its code and tables back.
+
+    For code a node needs for a moment (the config schema while it validates,
+    link-format and discovery while it registers): import it inside the
+    function that uses it, then unload it. On CPython (host tests) nothing is
+    unloaded: tests hold their own references to these modules."""
+    import sys
+    if sys.implementation.name != "micropython":
+        return
+    sys.modules.pop(name, None)
+    dot = name.rfind(".")
+    if dot > 0:
+        parent = sys.modules.get(name[:dot])
+        if parent is not None:
+            try:
+                delattr(parent, name[dot + 1:])
+            except AttributeError:
+                pass
+
+
 def exists(path):
     """Does `path` exist (MicroPython has no os.path)?"""
     import os

@@ -11,7 +11,9 @@ cycles with SMARTPARK_CYCLES=<n>, or only empty the outbox with SMARTPARK_DRAIN=
 import asyncio
 import sys
 
-from compat import log
+from compat import log, tune_gc
+
+tune_gc()   # before the node's modules load: see compat.tune_gc
 
 
 def _env(name):

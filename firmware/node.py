@@ -32,7 +32,7 @@ import remotecfg
 import sampler as samplermod
 from board import Board
 from coapc import Client, CoapReset, CoapTimeout
-from compat import log, mem_free, sleep_ms, ticks_diff, ticks_ms
+from compat import log, mem_free, sleep_ms, ticks_diff, ticks_ms, unload
 from smartpark.protocol import coap, report
 from smartpark.protocol.errors import DecodeError
 from smartpark.protocol.version import VERSION
@@ -164,15 +164,12 @@ class Node:
         hp = config.parse_hub(cfg["hub"])
         how = "config"
         if hp is None:
-            port = cfg["hub_port"]
-            how = "multicast"
-            hp = await rd.multicast(port)
-            if hp is None:
-                how = "mdns"
-                hp = rd.mdns(cfg["hub_mdns"], port)
-            if hp is None:
-                how = "remembered"
-                hp = rd.remembered()
+            import discover
+            try:
+                hp, how = await discover.find(cfg["hub_port"], cfg["hub_mdns"])
+            finally:
+                for name in discover.MODULES:
+                    unload(name)
         if hp is None:
             return False
         if self.hub != hp:

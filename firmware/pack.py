@@ -13,24 +13,26 @@ could not (128 s steps).
 A ms time m becomes tick = m * 1024 // 1000; since 1024/1000 > 1, two
 different ms never share a tick, and the tick is within 1 ms of m.
 
-Labels and the CBOR layout are protocol/senml.py's (senml.CODES, cbor.dumps);
-packs decode with senml.decode/resolve (tested on both interpreters).
+The CBOR labels are RFC 8428 Table 4's, as constants: protocol/senml.py,
+which holds them as a table (senml.CODES), is the hub's decoder and ~10 KB of
+heap a node does not need (tests/firmware check the two agree). Packs decode
+with senml.decode/resolve (tested on both interpreters).
 """
 
-from smartpark.protocol import cbor, senml
+from compat import const
+from smartpark.protocol import cbor
 
-_BN = senml.CODES["bn"]
-_BT = senml.CODES["bt"]
-_BU = senml.CODES["bu"]
-_N = senml.CODES["n"]
-_U = senml.CODES["u"]
-_T = senml.CODES["t"]
-_V = senml.CODES["v"]
-_VB = senml.CODES["vb"]
-_S = senml.CODES["s"]
+_BN = const(-2)
+_BT = const(-3)
+_N = const(0)
+_U = const(1)
+_V = const(2)
+_VB = const(4)
+_S = const(5)
+_T = const(6)
 _KIND = {"v": _V, "vb": _VB, "s": _S}
 
-CT_SENML_CBOR = senml.CT_SENML_CBOR
+CT_SENML_CBOR = const(112)  # RFC 8428 section 12.3
 # a float32 holds k/1024 exactly for k < 2**24: keep a pack's span below that
 MAX_SPAN_TICKS = 1 << 24
 
@@ -40,35 +42,71 @@ def ms_to_tick(ms):
 
 
 def build(node, items, extra=()):
-    """Pack bytes for items [(t_ms, name, unit, kind, value), ...] (t_ms None: "now").
+    """Pack for items [(t_ms, name, unit, kind, value), ...] (t_ms None: "now"), as a
+    bytearray (the CoAP client copies it into its send buffer; no bytes copy first).
 
     `extra` are records without time (resolved to the hub's now), used only
     to ask for the time before the node has any.
+
+    Written straight into one bytearray, record by record: no dict per record
+    and no sorting (a 40-reading pack would otherwise leave ~4 KB of dicts for
+    the GC on an ESP32). Keys go in the order cbor.dumps sorts them to (by
+    their encoded bytes: n 0x00, u 0x01, v 0x02, vb 0x04, s 0x05, t 0x06, bn
+    0x21, bt 0x22), so the bytes are the same as dumps() of the dicts.
     """
-    recs = []
+    buf = bytearray()
+    sc = bytearray(9)
+    count = len(items) + len(extra)
+    if not count:
+        cbor.head(buf, cbor.MT_ARRAY, 1)
+        cbor.head(buf, cbor.MT_MAP, 1)
+        _key(buf, _BN)
+        cbor.encode_into(buf, node + "/", sc)
+        return buf
+    cbor.head(buf, cbor.MT_ARRAY, count)
     bt = None
+    first = True
     for t_ms, name, unit, kind, value in items:
-        r = {_N: name, _KIND[kind]: value}
-        if unit:
-            r[_U] = unit
+        off = None
+        base = None
         if t_ms is not None:
             tick = ms_to_tick(t_ms)
             if bt is None:
-                bt = tick >> 10
-                r[_BT] = bt
+                bt = base = tick >> 10
             off = tick - (bt << 10)
-            if off:
-                r[_T] = off / 1024
-        recs.append(r)
+        _record(buf, sc, name, unit, kind, value, off / 1024 if off else None,
+                node + "/" if first else None, base)
+        first = False
     for name, unit, kind, value in extra:
-        r = {_N: name, _KIND[kind]: value}
-        if unit:
-            r[_U] = unit
-        recs.append(r)
-    if not recs:
-        return cbor.dumps([{_BN: node + "/"}])
-    recs[0][_BN] = node + "/"
-    return cbor.dumps(recs)
+        _record(buf, sc, name, unit, kind, value, None, node + "/" if first else None, None)
+        first = False
+    return buf
+
+
+def _key(buf, label):
+    # labels are -3..6: one byte each (major 0 for 0..6, major 1 for -1..-3)
+    buf.append(label if label >= 0 else 0x20 | (-1 - label))
+
+
+def _record(buf, sc, name, unit, kind, value, t, bn, bt):
+    cbor.head(buf, cbor.MT_MAP, 2 + (1 if unit else 0) + (t is not None) + (bn is not None)
+              + (bt is not None))
+    _key(buf, _N)
+    cbor.encode_into(buf, name, sc)
+    if unit:
+        _key(buf, _U)
+        cbor.encode_into(buf, unit, sc)
+    _key(buf, _KIND[kind])
+    cbor.encode_into(buf, value, sc)
+    if t is not None:
+        _key(buf, _T)
+        cbor.encode_into(buf, t, sc)
+    if bn is not None:
+        _key(buf, _BN)
+        cbor.encode_into(buf, bn, sc)
+    if bt is not None:
+        _key(buf, _BT)
+        cbor.encode_into(buf, bt, sc)
 
 
 def fits(first_ms, t_ms):

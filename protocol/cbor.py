@@ -51,6 +51,8 @@ _MT_ARRAY = const(4)
 _MT_MAP = const(5)
 _MT_TAG = const(6)
 _MT_SIMPLE = const(7)
+MT_ARRAY = const(4)  # for head(): a streaming writer's arrays and maps
+MT_MAP = const(5)
 _BREAK = const(0xFF)
 _ENCODE_DEPTH = const(100)
 
@@ -652,6 +654,18 @@ def _enc(buf, obj, depth, sc):  # noqa: C901 - dispatch on the type; calls cost 
             buf.append(0xF7)
         else:
             raise EncodeError("cannot encode %s as CBOR" % type(obj).__name__)
+
+
+def head(buf, major, n):
+    """Append the head of an item of major type `major` (MT_ARRAY, MT_MAP) and
+    argument n to buf: how a streaming writer opens an array or a map of n items."""
+    _head(buf, major, n)
+
+
+def encode_into(buf, obj, scratch):
+    """Append obj's CBOR to buf (a bytearray), as dumps() encodes it; `scratch` is a
+    bytearray(9) the caller keeps, so that a writer of many items allocates nothing more."""
+    _enc(buf, obj, 0, scratch)
 
 
 def dumps(obj):

@@ -20,10 +20,16 @@ a row; a new kind of value is a new check function.
     valid_ident(s, maxlen=32)    -> node and sensor names: 1-maxlen of ASCII letters,
                                     digits, _ or -, starting with a letter or digit
 
-ConfigError's `key` is the path of the fault ("sensors[2].pins.sda"), `why`
+parse_hub, valid_ident and ConfigError live in names.py and errors.py (a
+node keeps those loaded and this table only while it validates) and are
+re-exported here. ConfigError's `key` is the path of the fault ("sensors[2].pins.sda"), `why`
 says what is wrong, and str(e) is "config key <key>: <why>". Runs on
 MicroPython and CPython.
 """
+
+from .errors import ConfigError
+from .names import COAP_PORT, parse_hub, valid_ident  # noqa: F401 - part of this module's API
+from .names import only as _only
 
 try:
     from micropython import const
@@ -31,13 +37,11 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-COAP_PORT = const(5683)  # the hub's port when "hub" names none
 GPIO_MAX = const(48)
 RESERVED_NAME = "health"  # health readings are <node>/health.<key>
 
 REQUIRED = ("required",)  # default of a key that must be given
 OPTIONAL = ("optional",)  # default of a key that may be absent (or null) and then is left out
-_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _HEX = "0123456789ABCDEFabcdef"
 
 # config "driver" name -> the kind of bus it needs (firmware/drivers MODULES has the code)
@@ -55,60 +59,6 @@ BUSES = {
     "pin": ("pin", "pin", ("in",)),
 }
 OWN_PINS = {"hcsr04": ("trig", "echo")}  # drivers whose pins are not their bus kind's
-
-
-class ConfigError(ValueError):
-    def __init__(self, key, why):
-        super().__init__("config key %s: %s" % (key, why))
-        self.key = key
-        self.why = why
-
-
-def valid_ident(s, maxlen=32):
-    """SenML-safe name (RFC 8428 section 4.5.1): ASCII, so both interpreters agree."""
-    if not isinstance(s, str) or not 1 <= len(s) <= maxlen or s[0] not in _ALNUM:
-        return False
-    for c in s:
-        if c not in _ALNUM and c != "_" and c != "-":
-            return False
-    return True
-
-
-def parse_hub(hub):
-    """("host", port) from "host", "host:port", "[v6]:port", "v6" or None for "auto"."""
-    if hub == "auto":
-        return None
-    if not isinstance(hub, str) or not hub or " " in hub:
-        raise ConfigError("hub", "must be \"auto\" or host[:port]")
-    port_text = None  # None: the default port
-    host = hub
-    if hub[0] == "[":
-        end = hub.find("]")
-        if end < 0:
-            raise ConfigError("hub", "unclosed [ in IPv6 address")
-        host = hub[1:end]
-        rest = hub[end + 1:]
-        if rest:
-            if rest[0] != ":":
-                raise ConfigError("hub", "junk after ]")
-            port_text = rest[1:]
-    elif hub.count(":") == 1:
-        host, port_text = hub.split(":")
-    port = COAP_PORT
-    if port_text is not None:
-        if not 1 <= len(port_text) <= 5 or not _only(port_text, "0123456789"):
-            raise ConfigError("hub", "port is not a number")
-        port = int(port_text)
-    if not 0 < port < 65536 or not host:
-        raise ConfigError("hub", "port out of range or empty host")
-    return host, port
-
-
-def _only(s, chars):
-    for c in s:
-        if c not in chars:
-            return False
-    return True
 
 
 # ---- checks: check(value, a, b, key, out) -> value to keep, or raise ConfigError(key, why)

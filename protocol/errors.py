@@ -49,3 +49,14 @@ class LinkFormatError(DecodeError):
 
 class EncodeError(ValueError):
     """A value that the encoder cannot represent."""
+
+
+class ConfigError(ValueError):
+    """A node config that breaks the schema (protocol/configschema.py).
+
+    `key` is the path of the fault ("sensors[2].pins.sda"), `why` what is wrong."""
+
+    def __init__(self, key, why):
+        super().__init__("config key %s: %s" % (key, why))
+        self.key = key
+        self.why = why

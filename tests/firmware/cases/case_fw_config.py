@@ -144,6 +144,23 @@ def test_shared_configs():
 
 
 def test_the_schema_is_the_firmwares():
-    assert config.validate is configschema.validate and config.ConfigError is configschema.ConfigError
+    assert config.ConfigError is configschema.ConfigError and config.parse_hub is configschema.parse_hub
+    assert config.valid_ident is configschema.valid_ident
+    for raw in (_base(), _base(report_interval=5, sensors=[]), {"node": "n1"}):
+        assert config.validate(raw) == configschema.validate(raw)
+        assert config.validate(raw, True) == configschema.validate(raw, True)
+
+
+def test_the_schema_leaves_the_heap_after_a_validation():
+    config.validate(_base())
+    try:
+        config.validate(_base(report_interval=-1))
+    except config.ConfigError as e:
+        assert e.key == "report_interval"
+    else:
+        raise AssertionError("a negative interval was accepted")
+    # MicroPython: the ~20 KB schema is unloaded again (compat.unload); CPython keeps it
+    loaded = "smartpark.protocol.configschema" in sys.modules
+    assert loaded == (sys.implementation.name != "micropython")
     # every driver the schema allows has code here, and every driver here is in the schema
     assert sorted(drivers.MODULES) == sorted(configschema.DRIVERS)

@@ -32,6 +32,52 @@ def test_pack_roundtrip_exact_times():
     assert recs[3]["s"] == 7200.0
 
 
+def _dict_pack(node, items, extra=()):
+    """The pack as dicts, encoded by cbor.dumps: what pack.build's streaming writer must equal."""
+    C = senml.CODES
+    kinds = {"v": C["v"], "vb": C["vb"], "s": C["s"]}
+    recs = []
+    bt = None
+    for t_ms, name, unit, kind, value in items:
+        r = {C["n"]: name, kinds[kind]: value}
+        if unit:
+            r[C["u"]] = unit
+        if t_ms is not None:
+            tick = pack.ms_to_tick(t_ms)
+            if bt is None:
+                bt = tick >> 10
+                r[C["bt"]] = bt
+            if tick - (bt << 10):
+                r[C["t"]] = (tick - (bt << 10)) / 1024
+        recs.append(r)
+    for name, unit, kind, value in extra:
+        r = {C["n"]: name, kinds[kind]: value}
+        if unit:
+            r[C["u"]] = unit
+        recs.append(r)
+    if not recs:
+        return cbor.dumps([{C["bn"]: node + "/"}])
+    recs[0][C["bn"]] = node + "/"
+    return cbor.dumps(recs)
+
+
+def test_streamed_pack_is_the_dumps_of_its_records():
+    items = [(1763978000001, "air1.temp", "Cel", "v", 21.5),
+             (1763978000001, "air1.hum", "%RH", "v", 40.25),
+             (1763978003777, "bay3.occupied", "", "vb", True),
+             (1763978009999, "meter.total", "J", "s", 7200.0),
+             (1763978010000, "co2.co2", "ppm", "v", 612),
+             (1763978010001, "n.big", "", "v", -70000.125)]
+    for its, extra in ((items, ()), (items[:1], ()), ([], ()), ([], [("health.uptime", "s", "v", 12)]),
+                       (items[2:], [("health.uptime", "s", "v", 3)])):
+        assert pack.build("n7", its, extra) == _dict_pack("n7", its, extra), (its, extra)
+
+
+def test_content_format_is_senml_cbor():
+    # the labels are checked by the test above: its reference pack takes them from senml.CODES
+    assert pack.CT_SENML_CBOR == senml.CT_SENML_CBOR
+
+
 def test_time_independent_of_pack_neighbours():
     it = (1763978123456, "x.temp", "Cel", "v", 1.0)
     alone = _resolve(pack.build("n", [it]))[0]["t"]
