@@ -50,6 +50,7 @@ import subprocess
 import sys
 
 from smartpark.protocol.version import VERSION
+from smartpark.tools import fwsize
 from smartpark.tools.progress import Progress, say
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -314,16 +315,23 @@ def build_bundle(out=DEFAULT_OUT, source=False, target=DEFAULT_TARGET, firmware_
         "total_size": sum(f["size"] for f in files),
     }
     try:
-        with open(os.path.join(out, MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.write("\n")
-    except OSError as e:
+        write_manifest(out, manifest)
+    except BundleError:
         shutil.rmtree(out, ignore_errors=True)
-        raise BundleError(EXIT_OUTPUT, "cannot write %s: %s" % (
-            os.path.join(out, MANIFEST), e.strerror or e)) from None
+        raise
     bar.finish("firmware %s for %s: %d files, %d bytes (%s) -> %s" % (
         VERSION, board, len(files), manifest["total_size"], manifest["kind"], out))
     return manifest
+
+
+def write_manifest(bundle_dir, manifest):
+    path = os.path.join(bundle_dir, MANIFEST)
+    try:
+        with open(path, "w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+            f.write("\n")
+    except OSError as e:
+        raise BundleError(EXIT_OUTPUT, "cannot write %s: %s" % (path, e.strerror or e)) from None
 
 
 def load_manifest(bundle_dir):
@@ -372,8 +380,12 @@ def register(subparsers):
                    help="include every protocol module, not only those the firmware imports")
     b.add_argument("--firmware-dir", default=FIRMWARE_DIR, metavar="DIR",
                    help="firmware source tree (default: the repository's firmware/)")
+    b.add_argument("--no-size", action="store_true",
+                   help="skip the size report (the heap measurement takes ~20 s)")
+    fwsize.add_options(b)
     b.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     b.set_defaults(func=run)
+    fwsize.add_parser(sub)
 
     def _need_action(args):
         p.print_help(sys.stderr)
@@ -384,10 +396,18 @@ def register(subparsers):
 
 def run(args):
     try:
-        build_bundle(out=args.out, source=args.source, target=args.micropython_version,
-                     firmware_dir=args.firmware_dir, all_protocol=args.all_protocol,
-                     quiet=args.quiet, board=args.board)
+        manifest = build_bundle(out=args.out, source=args.source, target=args.micropython_version,
+                                firmware_dir=args.firmware_dir, all_protocol=args.all_protocol,
+                                quiet=args.quiet, board=args.board)
+        if args.no_size or args.source:
+            return EXIT_OK
+        code, _rows = fwsize.report_bundle(args.out, manifest, args.target,
+                                           fwsize.load_sensors(args.config), args.force,
+                                           quiet=args.quiet)
+        return code
     except BundleError as e:
         say("smartpark firmware build: error: %s" % e)
         return e.code
-    return EXIT_OK
+    except fwsize.SizeError as e:
+        say("smartpark firmware build: error: %s" % e)
+        return e.code

