@@ -20,6 +20,7 @@ message a technician can act on.
 import errno
 import fcntl
 import os
+import sys
 
 EXIT_NO_DEVICE = 10      # nothing at that port path / device vanished
 EXIT_PORT_BUSY = 11      # another program holds the port
@@ -30,6 +31,7 @@ EXIT_VERIFY = 15         # a file's SHA-256 read back differs, even after retrie
 EXIT_BOARD_ERROR = 16    # the board raised an error during a step (message has it)
 EXIT_PERMISSION = 17     # no permission to open the port (e.g. not in `dialout`)
 EXIT_WRONG_BOARD = 18    # the bundle was built for another board (ESP32 vs unix port)
+EXIT_NO_HEAP = 19        # the board's heap is below what the firmware needs (with the margin)
 
 
 class BoardError(Exception):
@@ -107,15 +109,31 @@ def _not_serial(port):
     raise BoardError(EXIT_NO_DEVICE, "%s is not a serial port (not a terminal device)" % port)
 
 
+# What flash needs to know: version, platform, free flash, the heap (free + allocated
+# after a collection: the node may have been running when we interrupted it, so
+# free alone would understate what a fresh boot has), and the ROMFS partition's
+# size when the firmware has one (vfs.rom_ioctl, MicroPython 1.25+; an esp32
+# Partition answers ioctl 4/5 with its block count and size, a buffer its length).
 _INFO = (
     "import sys, os, gc\n"
     "try:\n _st = os.statvfs('.')\nexcept Exception:\n _st = None\n"
+    "gc.collect()\n"
+    "_heap = gc.mem_free() + gc.mem_alloc() if hasattr(gc, 'mem_free') else None\n"
+    "_rom = None\n"
+    "try:\n"
+    " import vfs\n"
+    " if vfs.rom_ioctl(1) > 0:\n"
+    "  _d = vfs.rom_ioctl(2, 0)\n"
+    "  if not isinstance(_d, int):\n"
+    "   _rom = _d.ioctl(4, 0) * _d.ioctl(5, 0) if hasattr(_d, 'ioctl') else len(_d)\n"
+    "except Exception:\n"
+    " pass\n"
     "_impl = sys.implementation\n"
     "print(repr({'version': tuple(_impl.version[:3]), 'name': _impl.name,"
     " 'mpy': getattr(_impl, '_mpy', None), 'machine': getattr(_impl, '_machine', ''),"
     " 'platform': sys.platform, 'statvfs': tuple(_st) if _st else None,"
     " 'mem_free': gc.mem_free() if hasattr(gc, 'mem_free') else None,"
-    " 'cwd': os.getcwd()}))\n"
+    " 'heap': _heap, 'romfs': _rom, 'cwd': os.getcwd()}))\n"
 )
 
 _RMTREE = (
@@ -216,6 +234,47 @@ class Board:
     def info(self):
         return self.eval(_INFO, "reading the board's version and flash")
 
+    def romfs_sha256(self, size):
+        """SHA-256 (hex) of the first `size` bytes of the board's ROMFS partition."""
+        code = ("import vfs, hashlib, binascii\n"
+                "_d = vfs.rom_ioctl(2, 0)\n"
+                "print(repr(binascii.hexlify(hashlib.sha256(memoryview(_d)[:%d]).digest()).decode()))\n"
+                % size)
+        return self.eval(code, "hashing the ROMFS partition")
+
+    def deploy_romfs(self, image_path, quiet=False):
+        """Write a ROMFS image into the board's first ROMFS partition (mpremote's
+        `romfs deploy`, in this session). The board mounts it at /rom on its next boot."""
+        import contextlib
+        import io
+        from mpremote import commands
+
+        class _State:  # what mpremote's command functions use of its CLI state
+            transport = self.transport
+
+            def ensure_raw_repl(self):
+                pass
+
+            def did_action(self):
+                pass
+
+        class _Args:
+            path = image_path
+            partition = 0
+            mpy = False
+
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out):
+                self._wrap("writing the ROMFS image", commands._do_romfs_deploy, _State(), _Args())
+        except (SystemExit, commands.CommandError) as e:
+            raise BoardError(EXIT_BOARD_ERROR, "mpremote could not deploy the ROMFS image: %s %s"
+                             % (out.getvalue().strip().splitlines()[-1:] or "", e)) from None
+        if not quiet:
+            for line in out.getvalue().replace("\r", "\n").splitlines():
+                if line.strip() and not line.startswith(("Writing at", "Preparing at")):
+                    print(line, file=sys.stderr)
+
     def makedirs(self, path):
         parts = [p for p in path.split("/") if p]
         code = "import os\nfor _p in %r:\n try:\n  os.mkdir(_p)\n except OSError:\n  pass\n" % (
@@ -284,6 +343,19 @@ class Board:
     def remove(self, path):
         self.exec("import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass\n" % path,
                   "removing %s" % path)
+
+    def remove_empty_dirs(self, paths):
+        """Remove the directories of `paths` (deepest first) that are left empty."""
+        dirs = set()
+        for p in paths:
+            parts = p.split("/")[:-1]
+            for i in range(len(parts), 0, -1):
+                dirs.add("/".join(parts[:i]))
+        if not dirs:
+            return
+        code = ("import os\nfor _p in %r:\n try:\n  os.rmdir(_p)\n except OSError:\n  pass\n"
+                % sorted(dirs, key=lambda d: -d.count("/")))
+        self.exec(code, "removing emptied directories")
 
     def reset(self, platform):
         """Hard-reset the board and drop the session.

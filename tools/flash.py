@@ -14,6 +14,12 @@ Steps (each visible in the progress output):
      tools/ptyboard.py) gets the unix bundle with sim/. Without --bundle,
      `smartpark firmware build --board <that>` runs into a temporary
      directory; a --bundle built for the other board is refused (exit 18);
+  3b. layout and heap: the code goes into the board's ROMFS partition as the
+     bundle's image (code.romfs; mpremote romfs deploy) when the board's
+     MicroPython has one (vfs.rom_ioctl) and the image fits, else as .mpy files
+     on the filesystem (--layout forces one). The board's heap (gc.mem_free()
+     + gc.mem_alloc() after a collection) must hold the bundle's measured need
+     for that layout within 70 % (tools/fwsize.py), else exit 19 (--force);
   4. --wipe removes every file; otherwise only firmware files of the previous
      install that the new bundle no longer has are removed, so the node's
      outbox and other data survive a re-flash;
@@ -37,6 +43,7 @@ Exit codes (scripts can rely on them):
    16  the board raised an error during a step (message says which)
    17  no permission to open the port
    18  the bundle is for another board (ESP32 vs unix port; see step 3)
+   19  not enough heap: the bundle's measured need exceeds 70 % of the board's heap
 """
 
 import argparse
@@ -49,7 +56,9 @@ import tempfile
 from smartpark.protocol.version import VERSION
 from smartpark.tools import bundle as bundlemod
 from smartpark.tools import nodeconfig
+from smartpark.tools import fwsize
 from smartpark.tools.board import (
+    EXIT_NO_HEAP,
     EXIT_NO_SPACE,
     EXIT_TOO_OLD,
     EXIT_VERIFY,
@@ -134,7 +143,70 @@ def check_space(info, files, old_manifest, reclaim=0):
     return free, need
 
 
-def flash(port, config, bundle_dir=None, wipe=False, retries=2, quiet=False, reset=True):
+LAYOUTS = ("auto",) + fwsize.LAYOUTS
+
+
+def choose_layout(info, manifest, wanted="auto"):
+    """"romfs" (the code as a ROMFS image in the board's ROMFS partition) or "fs"
+    (.mpy files on its filesystem). auto: ROMFS when the bundle has an image and the
+    board a partition it fits in, else the filesystem."""
+    image = (manifest.get("size") or {}).get("romfs")
+    part = info.get("romfs")
+    if wanted == "fs":
+        return "fs"
+    if wanted == "romfs":
+        if not image:
+            raise FlashError(EXIT_USAGE, "--layout romfs: the bundle has no ROMFS image (build it "
+                                         "for esp32 without --no-size)")
+        if not part:
+            raise BoardError(EXIT_NO_SPACE, "--layout romfs: the board's MicroPython has no ROMFS "
+                                            "partition (a build with MICROPY_VFS_ROM and a "
+                                            "\"romfs\" partition; docs/firmware-size.md)")
+    if image and part:
+        if image["size"] > part:
+            if wanted == "romfs":
+                raise BoardError(EXIT_NO_SPACE, "the ROMFS image is %d bytes, the board's ROMFS "
+                                 "partition %d" % (image["size"], part))
+            return "fs"
+        return "romfs"
+    return "fs"
+
+
+def check_heap(info, manifest, layout, force=False, quiet=False):
+    """Refuse (BoardError EXIT_NO_HEAP) a firmware whose heap need exceeds the board's budget.
+
+    The board's heap is gc.mem_free() + gc.mem_alloc() after a collection; the budget is
+    fwsize.BUDGET_SHARE of it (fragmentation needs the rest); the need is the bundle's own
+    size report for this layout. Returns (need, budget), or None when either is unknown."""
+    size = manifest.get("size")
+    heap = info.get("heap")
+    if not size or heap is None:
+        say("heap not checked: %s" % ("the bundle has no size report (built with --no-size)"
+                                     if not size else "the board does not report its heap"), quiet)
+        return None
+    need, how = fwsize.need_on_board(size, layout, info.get("platform"))
+    if need is None:
+        say("heap not checked: the bundle's size report has no figure for the %s layout" % layout,
+            quiet)
+        return None
+    budget = fwsize.board_budget(heap)
+    if need > budget:
+        msg = ("not enough heap on the board: it has %d bytes, the budget (%d %% of it, the rest "
+               "is for fragmentation) is %d, and this firmware needs %d in the %s layout (%s)"
+               % (heap, round(fwsize.BUDGET_SHARE * 100), budget, need, layout, how))
+        if not force:
+            raise BoardError(EXIT_NO_HEAP, msg + "; put the code in flash (a MicroPython with a "
+                             "ROMFS partition, or frozen modules: docs/firmware-size.md), use a "
+                             "board with PSRAM, or --force")
+        say("warning: %s (--force)" % msg, quiet)
+    else:
+        say("heap: needs %d of a %d-byte budget (%d %%; board heap %d, %s layout)"
+            % (need, budget, round(100.0 * need / budget), heap, layout), quiet)
+    return need, budget
+
+
+def flash(port, config, bundle_dir=None, wipe=False, retries=2, quiet=False, reset=True,
+          layout="auto", force=False):
     """Flash a board; returns a summary dict. Raises FlashError/BoardError/BundleError."""
     tmp = None
     try:
@@ -152,14 +224,22 @@ def flash(port, config, bundle_dir=None, wipe=False, retries=2, quiet=False, res
                 bundle_dir = os.path.join(tmp, "firmware")
                 say("building the firmware bundle for board %s ..." % kind, quiet)
                 manifest = bundlemod.build_bundle(out=bundle_dir, quiet=True, board=kind)
+                if kind == "esp32":   # its heap figures and ROMFS image, for the checks below
+                    fwsize.report_bundle(bundle_dir, manifest, force=True, quiet=True,
+                                         out=sys.stderr if not quiet else open(os.devnull, "w"))
             check_bundle_board(info, manifest)
             check_board(info, manifest)
+            layout = choose_layout(info, manifest, layout)
+            check_heap(info, manifest, layout, force, quiet)
             files = []
             for entry in manifest["files"]:
+                if layout == "romfs" and entry["path"] not in fwsize.FS_ONLY:
+                    continue   # in the ROMFS image
                 with open(os.path.join(bundle_dir, entry["path"]), "rb") as f:
                     files.append((entry["path"], f.read()))
             files.append((CONFIG, config_bytes))
-            manifest_bytes = (json.dumps(manifest, sort_keys=True) + "\n").encode()
+            manifest_bytes = (json.dumps(dict(manifest, layout=layout), sort_keys=True)
+                              + "\n").encode()
             old_raw = board.read(bundlemod.MANIFEST)
             try:
                 old_manifest = json.loads(old_raw) if old_raw else None
@@ -180,10 +260,16 @@ def flash(port, config, bundle_dir=None, wipe=False, retries=2, quiet=False, res
                          if isinstance(f, dict) and f.get("path") not in keep]
                 for path in stale:
                     board.remove(path)
+                board.remove_empty_dirs(stale)
                 # the previous install is incomplete until the new manifest lands
                 board.remove(bundlemod.MANIFEST)
+            romfs = "kept"
+            if layout == "romfs":
+                romfs = _deploy_romfs(board, bundle_dir, manifest["size"]["romfs"], quiet)
             result = _write_verified(board, files + [(bundlemod.MANIFEST, manifest_bytes)],
                                      retries, quiet)
+            result["layout"] = layout
+            result["romfs"] = romfs if layout == "romfs" else None
             result.update({
                 "port": port,
                 "board": info,
@@ -200,6 +286,21 @@ def flash(port, config, bundle_dir=None, wipe=False, retries=2, quiet=False, res
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _deploy_romfs(board, bundle_dir, image, quiet):
+    """Write the bundle's ROMFS image unless the partition already holds it; verify it."""
+    path = os.path.join(bundle_dir, image["path"])
+    if board.romfs_sha256(image["size"]) == image["sha256"]:
+        say("ROMFS: the board already holds this image (%d bytes)" % image["size"], quiet)
+        return "kept"
+    say("ROMFS: writing the %d-byte code image (mpremote romfs deploy)" % image["size"], quiet)
+    board.deploy_romfs(path, quiet)
+    got = board.romfs_sha256(image["size"])
+    if got != image["sha256"]:
+        raise BoardError(EXIT_VERIFY, "the ROMFS partition reads back with SHA-256 %s, expected "
+                         "%s" % (got, image["sha256"]))
+    return "written"
 
 
 def _write_verified(board, files, retries, quiet):
@@ -270,6 +371,13 @@ def register(subparsers):
                         "match the board) instead of building one for the board found")
     p.add_argument("--retries", type=int, default=2,
                    help="times a file is rewritten when its hash read back differs (default 2)")
+    p.add_argument("--layout", choices=LAYOUTS, default="auto",
+                   help="where the code goes: romfs (an image in the board's ROMFS partition: "
+                        "bytecode runs from flash, ~40 %% less heap), fs (.mpy files on the "
+                        "filesystem) or auto (default: romfs when the board has a partition "
+                        "and the bundle an image)")
+    p.add_argument("--force", action="store_true",
+                   help="flash even when the firmware's heap need exceeds the board's budget")
     p.add_argument("--no-reset", action="store_true", help="leave the board running after flashing")
     p.add_argument("--json", metavar="FILE", help="write a summary of what was flashed as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -291,7 +399,8 @@ def run(args):
         return EXIT_USAGE
     try:
         result = flash(args.port, config, bundle_dir=args.bundle, wipe=args.wipe,
-                       retries=args.retries, quiet=args.quiet, reset=not args.no_reset)
+                       retries=args.retries, quiet=args.quiet, reset=not args.no_reset,
+                       layout=args.layout, force=args.force)
     except (BoardError, FlashError, bundlemod.BundleError) as e:
         say("smartpark flash: error: %s" % e)
         return e.code

@@ -36,7 +36,9 @@ makes `sys.implementation.version` report an old MicroPython,
 `fake_platform="esp32"` makes `sys.platform` report an ESP32 (what
 `smartpark flash` chooses the bundle by; the firmware cannot boot on such a
 board, it looks for machine.I2C and Wi-Fi), and `flash_limit=BYTES` makes
-`os.statvfs` report a tiny filesystem; all work by placing wrapper modules
+`os.statvfs` report a tiny filesystem, `romfs_size=BYTES` gives the board a
+ROMFS partition (vfs.rom_ioctl, mounted at /rom at boot; `smartpark flash`
+deploys the code there with mpremote); all work by placing wrapper modules
 in sys.modules from the ROM boot script, which is how a board with that
 firmware would answer mpremote. `corrupt_writes=(SUFFIX, N)`
 makes the first N writes of a file ending in SUFFIX land with a flipped byte
@@ -205,12 +207,66 @@ def _nonblock(fd):
     fl = fcntl.fcntl(fd, fcntl.F_GETFL)
     fcntl.fcntl(fd, fcntl.F_SETFL, fl | os.O_NONBLOCK)
 
+_PATCH_ROMFS = '''\
+# A ROMFS partition of {size} bytes (MicroPython 1.25+, as a board built with
+# MICROPY_VFS_ROM and a "romfs" partition has): a file beside this ROM, so it
+# survives resets as flash does. vfs.rom_ioctl answers as extmod/vfs.h says:
+# 1 how many, 2 the segment (a buffer), 3 prepare (erase) a range, 4 write,
+# 5 writing done, 6 the erase block. At boot a valid image is mounted at /rom
+# and /rom, /rom/lib join sys.path, after /lib, as mp_init() does on a board.
+import vfs as _sp_vfs
+class _SpRomVfs:
+    _real = _sp_vfs
+    _file = {path!r}
+    _size = {size}
+    def _read(self):
+        with open(self._file, "rb") as f:
+            return f.read()
+    def _write(self, off, data):
+        with open(self._file, "r+b") as f:
+            f.seek(off)
+            f.write(data)
+    def rom_ioctl(self, op, *a):
+        if op == 1:
+            return 1
+        if not a or a[0] != 0:
+            return -22
+        if op == 2:
+            return memoryview(self._read())
+        if op == 3:
+            off, n = (a[1], a[2]) if len(a) > 2 else (0, a[1])
+            if off < 0 or off + n > self._size:
+                return -22
+            self._write(off, b"\\xff" * n)
+            return 4
+        if op == 4:
+            if a[1] < 0 or a[1] + len(a[2]) > self._size:
+                return -22
+            self._write(a[1], a[2])
+            return 0
+        if op == 5:
+            return 0
+        if op == 6:
+            return 4096
+        return -22
+    def __getattr__(self, n):
+        return getattr(self._real, n)
+sys.modules["vfs"] = _SpRomVfs()
+_sp_img = sys.modules["vfs"]._read()
+if _sp_img[:3] == b"\\xd2\\xcd\\x31":
+    _sp_vfs.mount(_sp_vfs.VfsRom(_sp_img), "/rom")
+    sys.path.append("/rom")
+    sys.path.append("/rom/lib")
+del _sp_img
+'''
+
 
 class PtyBoard:
     """One unix-port board on a pty. Use as a context manager or start()/stop()."""
 
     def __init__(self, flash_dir=None, micropython=None, fake_version=None, fake_platform=None,
-                 flash_limit=None, corrupt_writes=None, reboot_on_exit=True, heapsize="4M", env=None):
+                 flash_limit=None, corrupt_writes=None, reboot_on_exit=True, heapsize="4M", env=None,
+                 romfs_size=None):
         self._own_flash = flash_dir is None
         self.flash_dir = flash_dir or tempfile.mkdtemp(prefix="sp-board-")
         os.makedirs(self.flash_dir, exist_ok=True)
@@ -218,6 +274,7 @@ class PtyBoard:
         self.fake_version = fake_version
         self.fake_platform = fake_platform
         self.flash_limit = flash_limit
+        self.romfs_size = romfs_size
         self.corrupt_writes = corrupt_writes
         self.reboot_on_exit = reboot_on_exit
         self.heapsize = heapsize
@@ -312,6 +369,12 @@ class PtyBoard:
             patches.append(_PATCH_PLATFORM.format(platform=str(self.fake_platform)))
         if self.flash_limit:
             patches.append(_PATCH_FLASH.format(limit=int(self.flash_limit)))
+        if self.romfs_size:
+            part = os.path.join(self._rom, "romfs.bin")
+            if not os.path.exists(part):   # erased flash
+                with open(part, "wb") as f:
+                    f.write(b"\xff" * int(self.romfs_size))
+            patches.append(_PATCH_ROMFS.format(path=part, size=int(self.romfs_size)))
         if self.corrupt_writes:
             suffix, times = self.corrupt_writes
             patches.append(_PATCH_CORRUPT.format(suffix=suffix, times=int(times)))

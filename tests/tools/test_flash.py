@@ -327,3 +327,79 @@ def test_unix_bundle_is_refused_by_an_esp32(tiny_bundle, special_board):
     assert "the bundle is for the MicroPython unix port" in proc.stderr
     assert "--board esp32" in proc.stderr
     assert os.listdir(special_board.flash_dir) == []
+
+
+# -- layout and heap ----------------------------------------------------------------------
+
+def test_layout_follows_the_board_and_the_bundle():
+    from smartpark.tools.flash import FlashError, choose_layout
+    image = {"size": {"romfs": {"path": "code.romfs", "size": 60000, "sha256": "x"}}}
+    assert choose_layout({"romfs": 131072}, image) == "romfs"
+    assert choose_layout({"romfs": 131072}, image, "fs") == "fs"
+    assert choose_layout({"romfs": None}, image) == "fs"           # stock firmware: no ROMFS
+    assert choose_layout({"romfs": 32768}, image) == "fs"          # image bigger than partition
+    assert choose_layout({"romfs": 131072}, {}) == "fs"            # built with --no-size
+    with pytest.raises(boardmod.BoardError) as e:
+        choose_layout({"romfs": None}, image, "romfs")
+    assert e.value.code == boardmod.EXIT_NO_SPACE and "no ROMFS partition" in str(e.value)
+    with pytest.raises(boardmod.BoardError) as e:
+        choose_layout({"romfs": 32768}, image, "romfs")
+    assert "60000" in str(e.value) and "32768" in str(e.value)
+    with pytest.raises(FlashError):
+        choose_layout({"romfs": 131072}, {}, "romfs")
+
+
+@pytest.mark.parametrize("special_board", [{"romfs_size": 128 * 1024}], indirect=True)
+def test_flash_puts_the_code_in_the_boards_romfs_partition(sized_unix_bundle, special_board,
+                                                             tmp_path):
+    """A board whose MicroPython has a ROMFS partition gets the code as the bundle's image
+    (mpremote romfs deploy), its filesystem only boot.py, main.py, the config and the
+    manifest; after the reset the node boots from /rom and looks for its hub."""
+    summary = tmp_path / "s.json"
+    proc = smartpark("flash", "--port", special_board.port, "--node-id", "rom-7", "--hub",
+                     "127.0.0.1:5999", "--bundle", sized_unix_bundle, "--json", summary)
+    assert proc.returncode == 0, proc.stderr
+    assert "ROMFS: writing the" in proc.stderr and "romfs layout" in proc.stderr
+    assert sorted(os.listdir(special_board.flash_dir)) == ["boot.py", "config.json", "main.py",
+                                                           "manifest.json"]
+    s = json.load(open(summary))
+    assert s["layout"] == "romfs" and s["romfs"] == "written"
+    on_board = json.load(open(os.path.join(special_board.flash_dir, "manifest.json")))
+    assert on_board["layout"] == "romfs"
+    assert special_board.wait_output(b"[node] hub at 127.0.0.1:5999", 20), special_board.console()
+    assert b"Traceback" not in special_board.console().split(b"ended")[-1]
+    # flashed again: the image is already there, nothing is rewritten
+    proc = smartpark("flash", "--port", special_board.port, "--node-id", "rom-7", "--hub",
+                     "127.0.0.1:5999", "--bundle", sized_unix_bundle, "--no-reset")
+    assert proc.returncode == 0, proc.stderr
+    assert "already holds this image" in proc.stderr
+    assert "(1 written, 3 already up to date" in proc.stderr   # the manifest always lands last
+
+
+@pytest.mark.parametrize("special_board", [{"romfs_size": 128 * 1024}], indirect=True)
+def test_a_filesystem_install_moves_into_romfs_without_leftovers(sized_unix_bundle, special_board):
+    """Code files on the filesystem would shadow /rom (sys.path puts '' first): going from
+    the fs layout to ROMFS removes them, and the outbox stays."""
+    assert _flash(special_board.port, sized_unix_bundle, "--layout", "fs",
+                  "--no-reset").returncode == 0
+    assert os.path.isfile(os.path.join(special_board.flash_dir, "node.mpy"))
+    with open(os.path.join(special_board.flash_dir, "outbox.log"), "wb") as f:
+        f.write(b"unsent readings")
+    proc = _flash(special_board.port, sized_unix_bundle, "--no-reset")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(special_board.flash_dir)) == [
+        "boot.py", "config.json", "main.py", "manifest.json", "outbox.log"]
+
+
+@pytest.mark.parametrize("special_board", [{"heapsize": "96k"}], indirect=True)
+def test_a_board_without_the_heap_is_refused(sized_unix_bundle, special_board):
+    proc = _flash(special_board.port, sized_unix_bundle, "--no-reset")
+    assert proc.returncode == boardmod.EXIT_NO_HEAP == 19, proc.stderr
+    err = proc.stderr
+    assert "not enough heap on the board" in err and "70 %" in err and "fs layout" in err, err
+    manifest = json.load(open(os.path.join(sized_unix_bundle, "manifest.json")))
+    assert str(manifest["size"]["measured_64bit"]["fs"]["peak"]) in err
+    assert os.listdir(special_board.flash_dir) == []   # nothing written
+    proc = _flash(special_board.port, sized_unix_bundle, "--no-reset", "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: not enough heap" in proc.stderr
