@@ -87,10 +87,15 @@ def exists(path):
         return False
 
 
-def mem_free():
-    """Free heap in bytes (-1 when the interpreter does not say)."""
+def mem_free(collect=False):
+    """Free heap in bytes (-1 when the interpreter does not say); after a collection when
+    `collect`, so that the figure is what the node's live state leaves, not chance garbage."""
     f = getattr(gc, "mem_free", None)
-    return f() if f else -1
+    if f is None:
+        return -1
+    if collect:
+        gc.collect()
+    return f()
 
 
 def mem_alloc():

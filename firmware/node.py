@@ -142,7 +142,7 @@ class Node:
                 vbat = drv.value(0)
         values = {
             "uptime": (self.clock.uptime_s(), "s"),
-            "heap_free": (mem_free(), "B"),
+            "heap_free": (mem_free(True), "B"),
             "reset": (self.board.reset_cause(), ""),
             "rssi": (self.board.rssi(), "dBm"),
             "vbat": (vbat, "V"),

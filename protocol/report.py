@@ -32,7 +32,7 @@ ACK_DUPLICATES = const(5)
 HEALTH_PREFIX = "health."
 HEALTH_KEYS = (
     "uptime",      # s since boot
-    "heap_free",   # bytes
+    "heap_free",   # bytes free after a garbage collection (what the node's state leaves)
     "reset",       # reset cause code (machine.reset_cause())
     "rssi",        # dBm (ESP32)
     "vbat",        # V

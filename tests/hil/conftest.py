@@ -16,7 +16,10 @@ Fixtures (session-wide; the tests in test_hil.py run in file order):
   hil_bundle   `smartpark firmware build --all-protocol` (the vectors need
                every protocol module on the board), for the board under test:
                --board esp32 for a real board, --board unix for the pty
-               board, whose node runs on the simulation (firmware/sim/)
+               board, whose node runs on the simulation (firmware/sim/); with
+               its size report and ROMFS image. The pty board has a 128 KiB
+               ROMFS partition, so the code goes there, as on an ESP32 whose
+               MicroPython has one; a real board takes what it has
   hil_flash    the result of `smartpark flash --wipe` onto the board, and
                "sim_files": the simulated parts the firmware cases drive
                the drivers with, as .mpy from a --board unix build, for a
@@ -36,6 +39,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
 from toolhelp import ROOT, require, smartpark  # noqa: E402
 
 NODE = "hil-node"
+ROMFS_PARTITION = 128 * 1024   # the "romfs" partition of MicroPython's partitions-4MiB-romfs.csv
 
 
 def pytest_addoption(parser):
@@ -105,7 +109,8 @@ def hil(pytestconfig, micropython_bin):
         yield Target(port, "serial")
         return
     from smartpark.tools.ptyboard import PtyBoard
-    board = PtyBoard(micropython=micropython_bin)
+    # with a ROMFS partition, as an ESP32 the node fits has: flash puts the code there
+    board = PtyBoard(micropython=micropython_bin, romfs_size=ROMFS_PARTITION)
     board.start()
     try:
         assert board.wait_output(b">>> ", 30), board.console()
@@ -177,5 +182,15 @@ def hil_flash(pytestconfig, hil, hil_hub, hil_bundle, tmp_path_factory):
     if wifi:
         args += ["--wifi", wifi, "--wifi-password", _opt(pytestconfig, "--hil-wifi-password") or ""]
     proc = smartpark(*args, timeout=900)
+    if proc.returncode == 0 and json.load(open(summary)).get("layout") == "romfs":
+        # a ROMFS image is mounted at boot: reset once so that /rom holds the new code
+        # (the node starts; the next session's Ctrl-C stops it, as on a board)
+        boots = hil.ptyboard.boots if hil.ptyboard is not None else 0
+        hil.reset()
+        if hil.ptyboard is not None:
+            assert hil.ptyboard.boots == boots + 1
+            assert hil.ptyboard.wait_output(b"[node]", 30), hil.ptyboard.console()[-1500:]
+        else:
+            time.sleep(3)
     return {"proc": proc, "summary": summary, "bundle": hil_bundle, "node": NODE,
             "sim_files": _sim_files(hil_bundle, tmp)}

@@ -13,6 +13,7 @@ import time
 import pytest
 from ledger import parse_ledger
 from mpharness import check_case, collect_cases, parse_results
+from smartpark.tools import fwsize
 from toolhelp import hub_rows
 
 NODE = "hil-node"   # the node id tests/hil/conftest.py flashes (hil_flash["node"])
@@ -42,11 +43,18 @@ def test_flash_verified(hil_flash, hil):
     assert proc.returncode == 0, proc.stderr
     s = json.load(open(hil_flash["summary"]))
     manifest = json.load(open(os.path.join(hil_flash["bundle"], "manifest.json")))
-    assert s["files"] == len(manifest["files"]) + 2   # + config.json + manifest.json
+    on_fs = [e for e in manifest["files"]
+             if s["layout"] == "fs" or e["path"] in fwsize.FS_ONLY]
+    assert s["files"] == len(on_fs) + 2   # + config.json + manifest.json
     assert "verified by SHA-256 on the board" in proc.stderr
+    if hil.kind == "pty":
+        assert s["layout"] == "romfs"      # the pty board has a ROMFS partition
     with hil.session() as b:
-        for e in manifest["files"]:
+        for e in on_fs:
             assert b.sha256(e["path"]) == e["sha256"], e["path"]
+        if s["layout"] == "romfs":
+            image = manifest["size"]["romfs"]
+            assert b.romfs_sha256(image["size"]) == image["sha256"]
         cfg = json.loads(b.read("config.json"))
     assert cfg["node"] == NODE and cfg["ledger"] is True
 
@@ -91,7 +99,8 @@ def _run_on_board(hil, kind, modname, timeout, extra=()):
                 "gc.collect()\n"
                 "_root = os.getcwd().rstrip('/')\n"
                 "_path = list(sys.path)\n"
-                "sys.path[:] = [_root + '/' + %r, _root or '/', _root + '/lib', '.frozen']\n"
+                "sys.path[:] = [_root + '/' + %r, _root or '/', _root + '/lib', '.frozen',"
+                " '/rom', '/rom/lib']\n"
                 "sys.argv[:] = ['mprunner', %r, _root + '/' + %r]\n"
                 "os.chdir(_root + '/' + %r)\n"
                 "try:\n"
@@ -233,3 +242,36 @@ def test_readings_arrive_exactly_once_across_a_reset(hil_flash, hil, hil_hub, hi
     assert len(not_sync) <= 16, "hub holds readings the node never recorded: %r" % not_sync[:5]
     assert unresolved == 0 or status.get("dropped", 0) >= unresolved
     assert status.get("boot", 0) >= 2
+
+
+# ---- 4. the heap the node holds while it runs, against the budget -------------------------
+
+def test_heap_within_the_budget_on_board(hil_flash, hil, hil_hub):
+    """The node reports its free heap after a collection (health.heap_free); with the board's
+    whole heap (gc.mem_free() + gc.mem_alloc()) that is what the running node holds. That,
+    plus the heap reserved for OSCORE and OTA, must fit the budget (70 % of the heap)
+    tests/firmware/test_heap_budget.py enforces on the unix port: on a real board its own,
+    on the pty board (64-bit) a plain ESP32's, through the calibrated 32-bit ratio."""
+    from smartpark.tools import demo
+    assert hil_flash["proc"].returncode == 0
+    view = demo._get_json("http://127.0.0.1:%d/api/nodes/%s" % (hil_hub["http"], NODE))
+    free = view["health"].get("heap_free")
+    assert isinstance(free, (int, float)) and free > 0, view["health"]
+    with hil.session() as b:
+        total = b.info()["heap"]
+    layout = json.load(open(hil_flash["summary"]))["layout"]
+    in_use = int(total - free)
+    reserved = sum(fwsize.RESERVED.values())
+    if hil.kind == "pty":
+        if layout == "romfs":
+            # a board maps its ROMFS partition; the pty board reads it into its heap
+            in_use -= hil.ptyboard.romfs_size
+        in_use_32 = int(in_use * fwsize.RATIO_32[(layout, "resident")])
+        budget = fwsize.BOARD_CLASSES["esp32"].budget()
+    else:
+        in_use_32 = in_use
+        budget = fwsize.board_budget(total)
+    assert in_use_32 + reserved <= budget, (
+        "the running node holds %d bytes of heap (%s layout; %d on this board of %d); with %d "
+        "reserved that is over the budget of %d" % (in_use_32, layout, in_use, total, reserved,
+                                                   budget))
