@@ -247,6 +247,7 @@ class Board:
         `romfs deploy`, in this session). The board mounts it at /rom on its next boot."""
         import contextlib
         import io
+
         from mpremote import commands
 
         class _State:  # what mpremote's command functions use of its CLI state

@@ -55,8 +55,7 @@ import tempfile
 
 from smartpark.protocol.version import VERSION
 from smartpark.tools import bundle as bundlemod
-from smartpark.tools import nodeconfig
-from smartpark.tools import fwsize
+from smartpark.tools import fwsize, nodeconfig
 from smartpark.tools.board import (
     EXIT_NO_HEAP,
     EXIT_NO_SPACE,
