@@ -244,7 +244,7 @@ class Board:
 
     def deploy_romfs(self, image_path, quiet=False):
         """Write a ROMFS image into the board's first ROMFS partition (mpremote's
-        `romfs deploy`, in this session). The board mounts it at /rom on its next boot."""
+        `romfs deploy`, over this raw-REPL connection). The board mounts it at /rom on its next boot."""
         import contextlib
         import io
 
