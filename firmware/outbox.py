@@ -132,6 +132,16 @@ def decode(payload, names=None):
 
 
 class Outbox:
+    """The log and its head, in constant RAM: no per-record index is kept.
+
+    Where a record starts in the file is found by walking the records' length
+    headers from a known place: the head (its offset is kept), or the end of the
+    last peek (which is where the next ack moves the head). A node that has
+    been cut off from its hub for days holds the same few hundred bytes for its
+    outbox as one that reports every minute; a per-record list of offsets would
+    cost 4 bytes a reading on an ESP32 (8 KB for the default 2,000).
+    """
+
     def __init__(self, max_records=2000, path="outbox"):
         self.max = max_records
         self._log = path + ".log"
@@ -140,14 +150,16 @@ class Outbox:
         self.next = 0        # seq of the next append
         self.dropped = 0
         self._first = 0      # seq of the first record in the file
-        self._offs = []      # file offset of each record in the file, from _first
+        self._head_off = 0   # file offset of record `head` (== _size when none is live)
+        self._mark = None    # (seq, offset) of a record >= head: where the last peek ended
         self._size = 0
         self.recovered_bytes = 0   # bytes dropped by the last recover() (torn tail, damage)
         self.resync_bytes = 0      # of those, bytes stepped over in the middle of the log
         self.lost = 0              # live records lost in them (also counted in dropped)
         self._f = None
         self._wbuf = bytearray(512)    # append scratch, grown when a batch needs more
-        self._rbuf = bytearray(512)    # peek scratch
+        self._win = bytearray(_WIN)    # read window (peek, recovery): a record is <= _MAX_REC
+        self._hdr = bytearray(_HDR)    # one record header, for walking
         self._bytes = {}               # name/unit str -> bytes (encode side)
         self._names = {}               # interned names (decode side), see _text()
         self.recover()
@@ -173,101 +185,124 @@ class Outbox:
         os.rename(tmp, self._headf)
 
     # --- recovery ---
-    def recover(self):  # noqa: C901 - one pass through a 1 KB window: torn tail, resync over damage, renumbering
-        """Rebuild the index from the log; cut a torn tail, step over damage in the middle.
+    def _scan(self, f, size, visit):
+        """Every whole record of the log in order, through the read window: visit(pos, seq,
+        window offset) for each. A record that is not whole (bad magic, length or CRC), or
+        whose seq does not rise, is stepped over byte by byte. Returns (first seq, last seq,
+        seqs not consecutive, end of the last whole record, bytes stepped over before it)."""
+        win = self._win
+        mv = memoryview(win)
+        first = last = -1
+        gap = False
+        pos = good = skipped = run = 0
+        base = have = 0       # the window holds the file's [base, base + have)
+        while pos + _MIN_REC <= size:
+            if base + have - pos < _MAX_REC and base + have < size:
+                f.seek(pos)
+                base = pos
+                have = f.readinto(win) or 0
+            seq = _whole(win, mv, pos - base, base + have - pos)
+            if seq < 0 or seq <= last:
+                pos += 1
+                run += 1
+                continue
+            if last >= 0 and seq != last + 1:
+                gap = True
+            if first < 0:
+                first = seq
+            last = seq
+            skipped += run
+            run = 0
+            visit(pos, seq, pos - base)
+            pos += _HDR + ((win[pos - base + 1] << 8) | win[pos - base + 2]) + 4
+            good = pos
+        return first, last, gap, good, skipped
 
-        A record that is not whole (bad magic, length or CRC) is skipped byte by
-        byte until the next whole record with a higher seq: a power cut only ever
-        tears the tail, but flash bit rot can hit any record, and the records
-        after it must not be lost with it. Skipped bytes are counted in
-        recovered_bytes (resync_bytes for those before the last whole record),
-        live records lost in them in `lost` and in `dropped`. After damage in the
-        middle the log is rewritten with its live records only, renumbered from
-        the head, so the head file's head stays right whether or not the power
-        holds until the new head file is written.
+    def recover(self):
+        """Find the head in the log; cut a torn tail, step over damage in the middle.
 
-        The log is read through one window of _WIN bytes (a record is at most
-        _MAX_REC), never whole: 2000 records would not fit an ESP32's heap twice.
+        A record that is not whole is skipped byte by byte until the next whole
+        record with a higher seq: a power cut only ever tears the tail, but flash
+        bit rot can hit any record, and the records after it must not be lost
+        with it. Skipped bytes are counted in recovered_bytes (resync_bytes for
+        those before the last whole record), live records lost in them in `lost`
+        and in `dropped`. After damage in the middle the log is rewritten with
+        its live records only, renumbered from the head, so the head file's head
+        stays right whether or not the power holds until the new head file is
+        written.
+
+        The log is read through one window of _WIN bytes, never whole, and no
+        list of its records is made: recovery runs in the same heap whatever the
+        outbox holds.
         """
         if self._f:
             self._f.close()
             self._f = None
+        self._mark = None
         trusted = self._read_head()
         size = os.stat(self._log)[6] if exists(self._log) else 0
-        win = bytearray(_WIN)
-        mv = memoryview(win)
-        offs = []  # type: list
-        first = last = -1     # seqs of the first and last whole records
-        gap = False           # whole records whose seqs are not consecutive
-        pos = 0
-        good = 0              # end of the last whole record
-        skipped = 0           # bytes stepped over before it
-        run = 0               # bytes stepped over since it
-        base = have = 0       # the window holds the file's [base, base + have)
+        at = [-1, -1]     # offsets of the first record, and of the first with seq >= head
+        head = self.head
+
+        def visit(pos, seq, _o):
+            if at[0] < 0:
+                at[0] = pos
+            if at[1] < 0 and seq >= head:
+                at[1] = pos
+
         f = open(self._log, "rb") if size else None
         try:
-            while pos + _MIN_REC <= size:
-                if base + have - pos < _MAX_REC and base + have < size:
-                    f.seek(pos)   # type: ignore[union-attr]
-                    base = pos
-                    have = f.readinto(win) or 0   # type: ignore[union-attr]
-                seq = _whole(win, mv, pos - base, base + have - pos)
-                if seq < 0 or seq <= last:
-                    pos += 1
-                    run += 1
-                    continue
-                if last >= 0 and seq != last + 1:
-                    gap = True
-                if first < 0:
-                    first = seq
-                last = seq
-                skipped += run
-                run = 0
-                offs.append(pos)
-                pos += _HDR + ((win[pos - base + 1] << 8) | win[pos - base + 2]) + 4
-                good = pos
+            first, last, gap, good, skipped = self._scan(f, size, visit) if f else (-1, -1, False, 0, 0)
             self.recovered_bytes = skipped + size - good
             self.resync_bytes = skipped
             self.lost = 0
             if first >= 0 and not trusted:
                 self.head = first     # no head file (or a damaged one): the log says
+                at[1] = at[0]
             rebuilt = bool(skipped or gap)
             if rebuilt:
-                self._rebuild(f, win, offs, last)
+                self._rebuild(f, size, last)
             elif good < size:
                 # keep the whole records only: copy them, then swap (atomic rename)
-                self._copy(f, win, good)
+                self._copy(f, good)
         finally:
             if f is not None:
                 f.close()
         if rebuilt:
             self._commit_rebuild()
         else:
-            if good < size:
-                os.rename(self._log + ".tmp", self._log)
-            self._size = good
-            self._offs = offs
-            self._first = first if first >= 0 else self.next
-            if first >= 0 and self.next > last + 1:
-                # the head file counts records the log no longer holds (a power cut
-                # between _rebuild's two writes, or a lost tail): the log is the truth
-                gone = self.next - max(self.head, last + 1)
-                if gone > 0:
-                    self.lost = gone
-                    self.dropped += gone
-                self.next = last + 1
-            elif first >= 0:
-                self.next = last + 1
+            self._take_log(first, last, good, good < size, at[1])
         if self.head < self._first:
             # records before the file's first one were compacted away
             self.head = self._first
-        if self.head > self.next:
+            self._head_off = at[0] if at[0] >= 0 else self._size
+        if self.head >= self.next:
             self.head = self.next
+            self._head_off = self._size
         if self.lost and not rebuilt:
             self._write_head()
 
-    def _copy(self, f, win, n):
+    def _take_log(self, first, last, good, cut, head_off):
+        """Adopt the scanned log as it is (cut to its last whole record when `cut`)."""
+        if cut:
+            os.rename(self._log + ".tmp", self._log)
+        self._size = good
+        self._first = first if first >= 0 else self.next
+        if first >= 0 and self.next > last + 1:
+            # the head file counts records the log no longer holds (a power cut
+            # between _rebuild's two writes, or a lost tail): the log is the truth
+            gone = self.next - max(self.head, last + 1)
+            if gone > 0:
+                self.lost = gone
+                self.dropped += gone
+            self.next = last + 1
+        elif first >= 0:
+            self.next = last + 1
+        self._head_off = head_off if head_off >= 0 else good
+
+    def _copy(self, f, n):
         """The log's first n bytes to outbox.log.tmp."""
+        win = self._win
         f.seek(0)
         with open(self._log + ".tmp", "wb") as dst:
             while n > 0:
@@ -278,33 +313,31 @@ class Outbox:
                 dst.write(memoryview(win)[0:k])
                 n -= k
 
-    def _rebuild(self, f, win, offs, last):
+    def _rebuild(self, f, size, last):
         """Damage in the middle: the live whole records, renumbered from the head, to .tmp."""
         head = self.head
-        mv = memoryview(win)
-        new_offs = []
-        seq = head
-        size = 0
+        mv = memoryview(self._win)
+        if len(self._wbuf) < _MAX_REC:
+            self._wbuf = bytearray(_MAX_REC)
         out = self._wbuf
+        state = [head, 0]     # next seq to write, bytes written
         with open(self._log + ".tmp", "wb") as dst:
-            for o in offs:
-                f.seek(o)
-                f.readinto(win)
-                ln = (win[1] << 8) | win[2]
-                r = decode(mv[_HDR:_HDR + ln], self._names)
-                if r[0] < head:
-                    continue
-                if len(out) < _MAX_REC:
-                    out = self._wbuf = bytearray(_MAX_REC)
-                n = encode_into(out, 0, seq, r[1], r[2], r[3], r[4], r[5], self._b(r[6]), self._b(r[7]))
+            def visit(_pos, seq, o):
+                if seq < head:
+                    return
+                ln = (mv[o + 1] << 8) | mv[o + 2]
+                r = decode(mv[o + _HDR:o + _HDR + ln], self._names)
+                n = encode_into(out, 0, state[0], r[1], r[2], r[3], r[4], r[5],
+                                self._b(r[6]), self._b(r[7]))
                 dst.write(memoryview(out)[0:n])
-                new_offs.append(size)
-                size += n
-                seq += 1
+                state[0] += 1
+                state[1] += n
+            self._scan(f, size, visit)
+        seq = state[0]
         top = max(self.next, last + 1)
         self.lost = (top - head) - (seq - head) if top > head else 0
-        self._offs = new_offs
-        self._size = size
+        self._size = state[1]
+        self._head_off = 0
         self._first = head
         self.next = seq
 
@@ -312,6 +345,33 @@ class Outbox:
         os.rename(self._log + ".tmp", self._log)
         self.dropped += self.lost
         self._write_head()
+
+    # --- where a record is ---
+    def _offset_of(self, seq):
+        """File offset of live record `seq` (the end of the log for seq >= next)."""
+        if seq >= self.next:
+            return self._size
+        s, off = self.head, self._head_off
+        m = self._mark
+        if m is not None and self.head <= m[0] <= seq:
+            s, off = m
+        if s == seq:
+            return off
+        if self._f is not None:
+            self._f.flush()
+        hdr = self._hdr
+        with open(self._log, "rb") as f:
+            while s < seq:
+                f.seek(off)
+                f.readinto(hdr)
+                off += _HDR + ((hdr[1] << 8) | hdr[2]) + 4
+                s += 1
+        return off
+
+    def _move_head(self, seq):
+        """The head to `seq` (<= next), with its offset."""
+        self._head_off = self._offset_of(seq)
+        self.head = seq
 
     # --- appending ---
     def depth(self):
@@ -341,7 +401,6 @@ class Outbox:
                 nbuf = bytearray(max(need, 2 * len(buf)))
                 nbuf[0:pos] = buf[0:pos]
                 buf = self._wbuf = nbuf
-            self._offs.append(self._size + pos)
             pos += encode_into(buf, pos, self.next, r[0], r[1], r[2], r[3], r[4], nb, ub)
             self.next += 1
         if self._f is None:
@@ -351,41 +410,44 @@ class Outbox:
         self._size += pos
         over = self.depth() - self.max
         if over > 0:
-            self.head += over
             self.dropped += over
+            self._move_head(self.head + over)
             self._write_head()
             self._maybe_compact()
         return first
 
     # --- reading and acknowledging ---
-    def peek(self, n, start=None):
-        """Up to n live records (decoded) from seq `start` (default: the head), oldest first."""
-        s = self.head if start is None else start
+    def peek(self, n):
+        """Up to n live records (decoded) from the head, oldest first."""
+        s = self.head
         out = []  # type: list
         end = min(self.next, s + n)
         if s >= end:
             return out
+        pos = self._offset_of(s)
         if self._f is not None:
             self._f.flush()
-        a = self._offs[s - self._first]
-        b = self._offs[end - self._first] if end < self.next else self._size
-        if b - a > len(self._rbuf):
-            self._rbuf = bytearray(b - a)
-        mv = memoryview(self._rbuf)
+        win = self._win
+        mv = memoryview(win)
+        base = have = 0
         with open(self._log, "rb") as f:
-            f.seek(a)
-            f.readinto(mv[0:b - a])
-        for k in range(s, end):
-            o = self._offs[k - self._first] - a
-            ln = (mv[o + 1] << 8) | mv[o + 2]
-            out.append(decode(mv[o + _HDR:o + _HDR + ln], self._names))
+            for _ in range(s, end):
+                if base + have - pos < _MAX_REC and base + have < self._size or pos < base:
+                    f.seek(pos)
+                    base = pos
+                    have = f.readinto(win) or 0
+                o = pos - base
+                ln = (win[o + 1] << 8) | win[o + 2]
+                out.append(decode(mv[o + _HDR:o + _HDR + ln], self._names))
+                pos += _HDR + ln + 4
+        self._mark = (end, pos)
         return out
 
     def ack(self, upto_seq):
         """Records up to and including upto_seq are stored by the hub: drop them."""
         if upto_seq + 1 <= self.head:
             return
-        self.head = min(upto_seq + 1, self.next)
+        self._move_head(min(upto_seq + 1, self.next))
         self._write_head()
         self._maybe_compact()
 
@@ -397,27 +459,29 @@ class Outbox:
             self.ack(upto_seq)
 
     def _maybe_compact(self, force=False):
-        dead = self.head - self._first
-        if dead <= 0:
+        if self.head - self._first <= 0:
             return
-        cut = self._offs[dead] if dead < len(self._offs) else self._size
+        cut = self._head_off
         if not force and (cut < _COMPACT_MIN or cut * 2 < self._size):
             return
         if self._f is not None:
             self._f.close()
             self._f = None
         tmp = self._log + ".tmp"
+        win = self._win
         with open(self._log, "rb") as src, open(tmp, "wb") as dst:
             src.seek(cut)
             while True:
-                chunk = src.read(512)
-                if not chunk:
+                k = src.readinto(win) or 0
+                if k <= 0:
                     break
-                dst.write(chunk)
+                dst.write(memoryview(win)[0:k])
         os.rename(tmp, self._log)
-        self._offs = [o - cut for o in self._offs[dead:]]
+        m = self._mark
+        self._mark = (m[0], m[1] - cut) if m is not None and m[0] >= self.head else None
         self._first = self.head
         self._size -= cut
+        self._head_off = 0
 
     def close(self):
         if self._f is not None:

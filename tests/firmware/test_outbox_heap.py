@@ -2,9 +2,9 @@
 
 An ESP32 (no PSRAM) has roughly 100 KB of free heap once Wi-Fi runs, in
 pieces; a full outbox (2000 records) is about 90 KB of flash. Recovery reads
-the log through a 1 KB window, so only its index (one int per record: 16 KB
-on this 64-bit port, half that on an ESP32) has to fit, never the log. The
-earlier recovery, which read the whole log, needed a 160 KB heap here.
+the log through a 1 KB window and keeps no index of its records, so nothing
+of the log has to fit in the heap (most of these 96 KB go to compiling
+outbox.py from source). Reading the log whole needed a 160 KB heap here.
 """
 
 import os
