@@ -17,7 +17,8 @@ the reference configuration (REFERENCE_SENSORS, or --config):
   peak      the smallest heap (`-X heapsize`) in which the node boots and runs
             one whole report cycle (sample every sensor, health, RD
             registration, time sync, drain, deep sleep), less the same start;
-            found by trying many heap sizes at once, to RESOLUTION bytes. A
+            found by trying a dozen heap sizes at once, twice or three times
+            (measure_probes), to within a few RESOLUTION bytes. A
             shortfall shows as a MemoryError in the node's output, which is how
             a run that "finished" with a sensor down is told from a good one;
   per report  peak - resident.
@@ -89,12 +90,13 @@ STATE_FILES = 10                    # config, keys, clock, ident, hub.addr, puls
 
 # 64-bit -> 32-bit heap, per figure and layout: bytes on a 32-bit build divided by
 # bytes on a 64-bit build of the same MicroPython source, same bundle, same node
-# (`smartpark firmware size --calibrate`; docs/firmware-size.md).
+# (`smartpark firmware size --calibrate`; docs/firmware-size.md); the highest of
+# the runs, so that an estimate errs high.
 RATIO_32 = {
     ("fs", "resident"): 0.692,
-    ("fs", "peak"): 0.707,
-    ("romfs", "resident"): 0.575,
-    ("romfs", "peak"): 0.624,
+    ("fs", "peak"): 0.713,
+    ("romfs", "resident"): 0.577,
+    ("romfs", "peak"): 0.630,
 }
 
 # Heap still to come, in 32-bit bytes, held back from every budget until the code
@@ -180,7 +182,8 @@ class SizeError(Exception):
 
 # -- measuring on the unix port ----------------------------------------------------
 
-# Runs under MicroPython in a node's flash directory. argv: [romfs image path or ""].
+# Runs under MicroPython in a node's flash directory. argv: [romfs image path or "",
+# "cycle" (a whole report cycle, ending in deep sleep) or "resident" (stop after Node())].
 PROBE = """
 import gc, sys, json
 if len(sys.argv) > 1 and sys.argv[1]:
@@ -200,7 +203,8 @@ n = node.Node()
 gc.collect()
 print("HEAPPROBE " + json.dumps({"base": base, "imported": imported,
                                  "resident": gc.mem_alloc() - base, "sensors": len(n.sensors)}))
-asyncio.run(n.run(1))
+if sys.argv[2] == "cycle":
+    asyncio.run(n.run(1))
 """
 DEEP_SLEEP_EXIT = 75  # the simulated board's deep sleep ends the process with this status
 
@@ -291,7 +295,7 @@ class Probe:
         self.sim = _compiled_sim(self.bundle, work)
         self._n = 0
 
-    def start(self, heap):
+    def start(self, heap, resident_only=False):
         self._n += 1
         node_id = "size-%s-%d" % (os.path.basename(self.work), self._n)
         flash = os.path.join(self.work, "node%d" % self._n)
@@ -309,7 +313,8 @@ class Probe:
         env = dict(os.environ, MICROPYPATH=":".join(path))
         out = open(os.path.join(flash, "node.out"), "wb")
         proc = subprocess.Popen([self.micropython, "-X", "heapsize=%d" % heap, "-c", PROBE,
-                                 self.romfs or ""], cwd=flash, env=env, stdout=out,
+                                 self.romfs or "", "resident" if resident_only else "cycle"],
+                                cwd=flash, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
         return _Run(self, heap, node_id, proc, out, flash)
 
@@ -348,50 +353,75 @@ class _Run:
 
 
 def run_all(starts, timeout=120):
-    """Start every (probe, heap) at once (the runs mostly wait on the sensors), then
-    collect them: {(probe, heap): outcome}."""
-    runs = [p.start(h) for p, h in starts]
+    """Start every (probe, heap, resident only) at once, then collect them:
+    {(probe, heap): outcome}."""
+    runs = [p.start(h, only) for p, h, only in starts]
     deadline = time.monotonic() + timeout
     return {(r.probe, r.heap): r.finish(deadline) for r in runs}
 
 
-def _grid(lo, hi, n):
-    """n heap sizes spread geometrically over [lo, hi], multiples of RESOLUTION."""
-    out = set()
-    for i in range(n):
-        h = lo * (hi / lo) ** (i / (n - 1)) if n > 1 else hi
-        out.add(max(RESOLUTION, int(h) // RESOLUTION * RESOLUTION))
-    return sorted(out)
+def _bracket(probe, results, lo_default):
+    """(largest failing heap below the smallest passing one, smallest passing one, the
+    figures of a passing run) among this probe's results, or None when none passed."""
+    mine = sorted((h, o) for (q, h), o in results.items() if q is probe)
+    passing = [h for h, o in mine if o["ok"]]
+    if not passing:
+        return None
+    hi = min(passing)
+    failing = [h for h, o in mine if not o["ok"] and h < hi]
+    return (max(failing) if failing else lo_default, hi,
+            [o for h, o in mine if o["ok"]][-1]["figures"])
 
 
-def measure_probes(probes, low=32 * KIB, width=24):
+def _fine(lo, hi, width):
+    """Up to `width` heap sizes strictly between lo and hi, at least RESOLUTION apart."""
+    step = max(RESOLUTION, (hi - lo) // (width + 1) // RESOLUTION * RESOLUTION)
+    return list(range(lo + step, hi, step))[:width]
+
+
+def measure_probes(probes, width=12):
     """64-bit figures for each probe: {probe: {"resident", "imported", "peak", "base", "sensors"}}.
 
-    Two rounds, every run of a round at once: a geometric grid from `low` to
-    LARGEST_HEAP, then a fine grid between the largest heap that failed and the
-    smallest that passed."""
-    first = run_all([(p, h) for p in probes for h in _grid(low, LARGEST_HEAP, width)])
-    brackets = {}
+    Every run of a step runs at once (the runs mostly wait on the sensors; the
+    host's CPU is what bounds a step, so each has few runs):
+    1. the resident figure, from a run that stops after Node();
+    2. `width` sizes from there to 1.8 times it (a report cycle has never needed
+       more than 1.35), and LARGEST_HEAP, which must pass;
+    3. `width` sizes between the largest that failed and the smallest that passed,
+       and once more if that bracket is still wider than 4 * RESOLUTION (as it
+       is when step 2 passed only in LARGEST_HEAP)."""
+    first = run_all([(p, LARGEST_HEAP, True) for p in probes])
+    grids = {}
     for p in probes:
-        mine = sorted((h, o) for (q, h), o in first.items() if q is p)
-        passing = [h for h, o in mine if o["ok"]]
-        if not passing:
-            top = mine[-1][1]
+        f = first[(p, LARGEST_HEAP)]["figures"]
+        if f is None:
+            raise SizeError(EXIT_UNMEASURED, "the node did not start in a %d-byte heap (%s):\n%s"
+                            % (LARGEST_HEAP, p.micropython, first[(p, LARGEST_HEAP)]["tail"]))
+        lo = f["base"] + f["resident"]
+        grids[p] = (lo, _fine(lo, int(lo * 1.8), width) + [LARGEST_HEAP])
+    coarse = run_all([(p, h, False) for p, (_lo, sizes) in grids.items() for h in sizes])
+    brackets = {}
+    for p, (lo, _sizes) in grids.items():
+        b = _bracket(p, coarse, lo)
+        if b is None:
+            top = coarse[(p, LARGEST_HEAP)]
             raise SizeError(EXIT_UNMEASURED, "the node did not complete a report cycle in a "
                             "%d-byte heap (%s; exit %s; the hub saw %s):\n%s"
                             % (LARGEST_HEAP, p.micropython, top["rc"], top["seen"], top["tail"]))
-        hi = min(passing)
-        failing = [h for h, o in mine if not o["ok"] and h < hi]
-        lo = max(failing) if failing else low // 2
-        brackets[p] = (lo, hi, [o for h, o in mine if o["ok"]][-1]["figures"])
-    fine = run_all([(p, h) for p, (lo, hi, _f) in brackets.items()
-                    for h in range(lo + RESOLUTION, hi, max(RESOLUTION, (hi - lo) // width // RESOLUTION
-                                                            * RESOLUTION))])
+        brackets[p] = b
+    for _round in range(2):
+        todo = [(p, h, False) for p, (lo, hi, _f) in brackets.items() for h in _fine(lo, hi, width)]
+        if not todo:
+            break
+        found = run_all(todo)
+        for p, (lo, hi, f) in list(brackets.items()):
+            found[(p, hi)] = {"ok": True, "figures": f}   # hi passed before
+            brackets[p] = _bracket(p, found, lo)
+        if all(hi - lo <= 4 * RESOLUTION for lo, hi, _f in brackets.values()):
+            break
     out = {}
     for p, (_lo, hi, f) in brackets.items():
-        passing = [h for (q, h), o in fine.items() if q is p and o["ok"]]
-        need = min(passing + [hi])
-        out[p] = {"resident": f["resident"], "imported": f["imported"], "peak": need - f["base"],
+        out[p] = {"resident": f["resident"], "imported": f["imported"], "peak": hi - f["base"],
                   "base": f["base"], "sensors": f["sensors"]}
     return out
 

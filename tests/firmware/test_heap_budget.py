@@ -2,10 +2,10 @@
 
 A plain ESP32 (no PSRAM) is the tightest board a park buys: its budget is 70 %
 of the heap free at boot (tools/fwsize.py BOARD_CLASSES), and only with its
-code in flash (a ROMFS image) does the node fit it. These tests measure the
-ESP32 bundle the way `smartpark firmware build` does (the 64-bit unix port,
-a real hub on loopback, the reference node) and hold each figure to its share
-of that budget, scaled to 32 bits by the calibrated ratio. A change that
+code in flash (a ROMFS image) does the node fit it. These tests build the
+ESP32 bundle with `smartpark firmware build`, which measures it (the 64-bit
+unix port, a real hub on loopback, the reference node), and hold each figure
+to its share of that budget, scaled to 32 bits by the calibrated ratio. A change that
 grows the node's heap fails here, not on a lamp post.
 
 The second half checks the build's size report from outside: the node's own
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(_TESTS, "tools"))
 from harness import wait_for  # noqa: E402
 from toolhelp import smartpark  # noqa: E402
 
-pytestmark = pytest.mark.micropython
+pytestmark = [pytest.mark.micropython, pytest.mark.firmware_size]
 
 ESP32 = fwsize.BOARD_CLASSES["esp32"]
 # shares of the plain ESP32's budget: what stays resident must leave 40 % of it to
@@ -37,15 +37,19 @@ RESIDENT_SHARE = 0.60
 
 
 @pytest.fixture(scope="module")
-def esp32_bundle(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("size") / "firmware")
-    bundlemod.build_bundle(out=out, quiet=True, board="esp32")
-    return out
+def reported(tmp_path_factory, micropython_bin):
+    """`smartpark firmware build` of the ESP32 bundle, with its size report."""
+    out = str(tmp_path_factory.mktemp("report") / "firmware")
+    proc = smartpark("firmware", "build", "--out", out, "--target", "esp32")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(out, "manifest.json")) as f:
+        manifest = json.load(f)
+    return out, manifest, proc.stderr
 
 
 @pytest.fixture(scope="module")
-def measured(esp32_bundle, micropython_bin):
-    return fwsize.measure(esp32_bundle, micropython=micropython_bin, quiet=True)
+def measured(reported):
+    return reported[1]["size"]["measured_64bit"]
 
 
 def _32(figures, layout, what):
@@ -77,16 +81,6 @@ def test_code_in_flash_saves_heap(measured):
 
 
 # -- the build's report against the node's own entry point ------------------------------
-
-@pytest.fixture(scope="module")
-def reported(tmp_path_factory, micropython_bin):
-    out = str(tmp_path_factory.mktemp("report") / "firmware")
-    proc = smartpark("firmware", "build", "--out", out, "--target", "esp32")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(os.path.join(out, "manifest.json")) as f:
-        manifest = json.load(f)
-    return out, manifest, proc.stderr
-
 
 def test_the_build_ends_with_a_size_report(reported):
     out, manifest, text = reported

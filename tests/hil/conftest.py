@@ -158,6 +158,21 @@ def _sim_files(bundle_dir, tmp):
             if e["path"].startswith("sim/")]
 
 
+def _stop_node(hil, attempts=3):
+    """Ctrl-C the node that the reset started, so that the REPL tests find the board idle.
+    A Ctrl-C that lands while a loaded host is still starting the node's interpreter can
+    leave mpremote without its raw REPL; it is sent again, as a person at the console would."""
+    from smartpark.tools.board import BoardError
+    for attempt in range(attempts):
+        try:
+            with hil.session():
+                return
+        except BoardError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(2)
+
+
 @pytest.fixture(scope="session")
 def hil_flash(pytestconfig, hil, hil_hub, hil_bundle, tmp_path_factory):
     from smartpark.tools import simulate
@@ -192,5 +207,6 @@ def hil_flash(pytestconfig, hil, hil_hub, hil_bundle, tmp_path_factory):
             assert hil.ptyboard.wait_output(b"[node]", 30), hil.ptyboard.console()[-1500:]
         else:
             time.sleep(3)
+        _stop_node(hil)
     return {"proc": proc, "summary": summary, "bundle": hil_bundle, "node": NODE,
             "sim_files": _sim_files(hil_bundle, tmp)}
