@@ -35,7 +35,7 @@ lint: build
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
-	SMARTPARK_PUREPYTHON=1 $(PY) -m pytest -m "not compiled and not firmware_size" -q $(PYTEST_ARGS) tests
+	SMARTPARK_PUREPYTHON=1 $(PY) -m pytest -m "not compiled and not once" -q $(PYTEST_ARGS) tests
 
 demo: build
 	$(PY) -m smartpark.tools.cli demo

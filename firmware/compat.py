@@ -38,22 +38,26 @@ except ImportError:  # CPython
     async def sleep_ms(ms):  # type: ignore[misc,no-redef]
         await _aio.sleep(ms / 1000)
 
-GC_THRESHOLD = const(2048)
+GC_THRESHOLD = const(2048)   # the least; a 128th of the heap on a bigger board
 
 
 def tune_gc():
-    """Collect garbage after every GC_THRESHOLD bytes allocated, not only when the heap is full.
+    """Collect garbage after every few KB allocated, not only when the heap is full.
 
     MicroPython's collector does not move objects: left to run only when an
     allocation fails, it leaves live objects scattered through the heap, and a
     1 KB buffer (a datagram, a pack) later finds no hole big enough although
     the heap has room. Collecting often keeps the free space in few large
-    holes: a full report cycle on an ESP32 needs ~10 KB less heap (measured
-    with `smartpark firmware size`; docs/firmware-size.md), for a collection of
-    a few ms every 2 KB allocated. main.py calls this before it imports the node."""
+    holes: with GC_THRESHOLD, a full report cycle on an ESP32 needs ~10 KB less
+    heap (measured with `smartpark firmware size`; docs/firmware-size.md), for a
+    collection of a few ms every 2 KB allocated. A collection sweeps the whole
+    heap, so a board with megabytes of PSRAM (or the unix port) collects after a
+    128th of its heap instead (the same 2 KB up to a 256 KB heap): it has the
+    room, and would otherwise spend its time sweeping. main.py calls this before it imports the node."""
     f = getattr(gc, "threshold", None)
-    if f is not None:
-        f(GC_THRESHOLD)
+    if f is None:
+        return
+    f(max(GC_THRESHOLD, (gc.mem_free() + gc.mem_alloc()) // 128))
 
 
 def unload(name):

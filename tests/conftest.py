@@ -2,6 +2,12 @@
 
 A test that needs an outside program asks for it through `require()` from
 tests/peers.py: skip on a developer machine, fail under CI=true.
+
+`make test` runs the suite twice, the second time with the pure-Python twins
+of fast/ (SMARTPARK_PUREPYTHON=1). Tests in ONCE use none of that code (the
+firmware, the protocol reference, the build and flash tools, which never start
+a hub or import smartpark.fast): they are marked `once` and run in the first
+pass only.
 """
 
 import os
@@ -13,6 +19,16 @@ from peers import find_program, require
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VECTORS = os.path.join(os.path.dirname(ROOT), "shared", "vectors")
+ONCE = ("tests/protocol/", "tests/firmware/", "tests/tools/test_bundle.py",
+        "tests/tools/test_flash.py", "tests/tools/test_ptyboard.py", "tests/tools/test_checks.py",
+        "tests/tools/test_nodeconfig.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = os.path.relpath(str(item.fspath), ROOT).replace(os.sep, "/")
+        if path.startswith(ONCE):
+            item.add_marker(pytest.mark.once)
 
 
 @pytest.fixture(scope="session")

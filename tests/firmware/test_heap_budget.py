@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(_TESTS, "tools"))
 from harness import wait_for  # noqa: E402
 from toolhelp import smartpark  # noqa: E402
 
-pytestmark = [pytest.mark.micropython, pytest.mark.firmware_size]
+pytestmark = pytest.mark.micropython
 
 ESP32 = fwsize.BOARD_CLASSES["esp32"]
 # shares of the plain ESP32's budget: what stays resident must leave 40 % of it to

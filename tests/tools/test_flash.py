@@ -298,7 +298,6 @@ def test_flash_builds_the_bundle_when_none_is_given(unix_bundle, pty_board):
     assert cfg == {"node": "n-auto", "hub": "auto"}
 
 
-@pytest.mark.firmware_size
 @pytest.mark.parametrize("special_board", [{"fake_platform": "esp32"}], indirect=True)
 def test_flash_builds_the_esp32_bundle_for_an_esp32(esp32_bundle, special_board, tmp_path):
     """No --bundle, a board whose sys.platform is "esp32": the ESP32 bundle goes on, no sim/."""
@@ -350,7 +349,6 @@ def test_layout_follows_the_board_and_the_bundle():
         choose_layout({"romfs": 131072}, {}, "romfs")
 
 
-@pytest.mark.firmware_size
 @pytest.mark.parametrize("special_board", [{"romfs_size": 128 * 1024}], indirect=True)
 def test_flash_puts_the_code_in_the_boards_romfs_partition(sized_unix_bundle, special_board,
                                                              tmp_path):
@@ -378,7 +376,6 @@ def test_flash_puts_the_code_in_the_boards_romfs_partition(sized_unix_bundle, sp
     assert "(1 written, 3 already up to date" in proc.stderr   # the manifest always lands last
 
 
-@pytest.mark.firmware_size
 @pytest.mark.parametrize("special_board", [{"romfs_size": 128 * 1024}], indirect=True)
 def test_a_filesystem_install_moves_into_romfs_without_leftovers(sized_unix_bundle, special_board):
     """Code files on the filesystem would shadow /rom (sys.path puts '' first): going from
@@ -394,7 +391,6 @@ def test_a_filesystem_install_moves_into_romfs_without_leftovers(sized_unix_bund
         "boot.py", "config.json", "main.py", "manifest.json", "outbox.log"]
 
 
-@pytest.mark.firmware_size
 @pytest.mark.parametrize("special_board", [{"heapsize": "96k"}], indirect=True)
 def test_a_board_without_the_heap_is_refused(sized_unix_bundle, special_board):
     proc = _flash(special_board.port, sized_unix_bundle, "--no-reset")
