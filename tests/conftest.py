@@ -5,9 +5,9 @@ tests/peers.py: skip on a developer machine, fail under CI=true.
 
 `make test` runs the suite twice, the second time with the pure-Python twins
 of fast/ (SMARTPARK_PUREPYTHON=1). Tests in ONCE use none of that code (the
-firmware, the protocol reference, the build and flash tools, which never start
-a hub or import smartpark.fast): they are marked `once` and run in the first
-pass only.
+firmware, the protocol reference, the build and flash tools and the HIL cases
+on the board's REPL, which never start a hub or import smartpark.fast): they
+are marked `once` and run in the first pass only.
 """
 
 import os
@@ -21,13 +21,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VECTORS = os.path.join(os.path.dirname(ROOT), "shared", "vectors")
 ONCE = ("tests/protocol/", "tests/firmware/", "tests/tools/test_bundle.py",
         "tests/tools/test_flash.py", "tests/tools/test_ptyboard.py", "tests/tools/test_checks.py",
-        "tests/tools/test_nodeconfig.py")
+        "tests/tools/test_nodeconfig.py",
+        # the HIL cases run on the board's REPL; the node-and-hub tests of tests/hil run twice
+        "tests/hil/test_hil.py::test_protocol_vectors_on_board",
+        "tests/hil/test_hil.py::test_driver_and_firmware_cases_on_board",
+        "tests/hil/test_hil.py::test_sensor_self_test_on_board")
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        path = os.path.relpath(str(item.fspath), ROOT).replace(os.sep, "/")
-        if path.startswith(ONCE):
+        if item.nodeid.replace(os.sep, "/").startswith(ONCE):
             item.add_marker(pytest.mark.once)
 
 

@@ -299,6 +299,14 @@ def build_bundle(out=DEFAULT_OUT, source=False, target=DEFAULT_TARGET, firmware_
         shutil.rmtree(out, ignore_errors=True)
         raise BundleError(EXIT_OUTPUT, "cannot write the bundle into %s: %s (%s)" % (
             out, e.strerror or e, e.filename or out)) from None
+    if not source:
+        try:   # the code as a ROMFS image too, for a board with a "romfs" partition
+            size = fwsize.build_romfs(out, os.path.join(out, fwsize.ROMFS_IMAGE))
+        except fwsize.SizeError as e:
+            shutil.rmtree(out, ignore_errors=True)
+            raise BundleError(EXIT_TOOLCHAIN, str(e)) from None
+        romfs = {"path": fwsize.ROMFS_IMAGE, "size": size,
+                 "sha256": sha256_file(os.path.join(out, fwsize.ROMFS_IMAGE))}
     manifest = {
         "format": MANIFEST_FORMAT,
         "firmware_version": VERSION,
@@ -314,6 +322,8 @@ def build_bundle(out=DEFAULT_OUT, source=False, target=DEFAULT_TARGET, firmware_
         "files": files,
         "total_size": sum(f["size"] for f in files),
     }
+    if not source:
+        manifest["romfs"] = romfs
     try:
         write_manifest(out, manifest)
     except BundleError:
@@ -344,7 +354,7 @@ def load_manifest(bundle_dir):
         raise BundleError(EXIT_SOURCES, "%s is not a firmware bundle (%s: %s)" % (bundle_dir, MANIFEST, e)) from None
     if manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("files"), list):
         raise BundleError(EXIT_SOURCES, "%s: unknown manifest format" % path)
-    for entry in manifest["files"]:
+    for entry in manifest["files"] + ([manifest["romfs"]] if manifest.get("romfs") else []):
         full = os.path.join(bundle_dir, entry["path"])
         if not os.path.isfile(full) or sha256_file(full) != entry["sha256"]:
             raise BundleError(EXIT_SOURCES, "bundle %s is damaged: %s missing or changed since the build"

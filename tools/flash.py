@@ -149,14 +149,14 @@ def choose_layout(info, manifest, wanted="auto"):
     """"romfs" (the code as a ROMFS image in the board's ROMFS partition) or "fs"
     (.mpy files on its filesystem). auto: ROMFS when the bundle has an image and the
     board a partition it fits in, else the filesystem."""
-    image = (manifest.get("size") or {}).get("romfs")
+    image = manifest.get("romfs")
     part = info.get("romfs")
     if wanted == "fs":
         return "fs"
     if wanted == "romfs":
         if not image:
-            raise FlashError(EXIT_USAGE, "--layout romfs: the bundle has no ROMFS image (build it "
-                                         "for esp32 without --no-size)")
+            raise FlashError(EXIT_USAGE, "--layout romfs: the bundle has no ROMFS image (a "
+                                         "--source build has none)")
         if not part:
             raise BoardError(EXIT_NO_SPACE, "--layout romfs: the board's MicroPython has no ROMFS "
                                             "partition (a build with MICROPY_VFS_ROM and a "
@@ -264,7 +264,7 @@ def flash(port, config, bundle_dir=None, wipe=False, retries=2, quiet=False, res
                 board.remove(bundlemod.MANIFEST)
             romfs = "kept"
             if layout == "romfs":
-                romfs = _deploy_romfs(board, bundle_dir, manifest["size"]["romfs"], quiet)
+                romfs = _deploy_romfs(board, bundle_dir, manifest["romfs"], quiet)
             result = _write_verified(board, files + [(bundlemod.MANIFEST, manifest_bytes)],
                                      retries, quiet)
             result["layout"] = layout

@@ -437,8 +437,8 @@ def measure(bundle_dir, micropython=None, sensors=None, layouts=LAYOUTS, quiet=F
     hub = None
     try:
         hub = _Hub(work)
-        image = None
-        if "romfs" in layouts:
+        image = os.path.join(bundle_dir, ROMFS_IMAGE)
+        if "romfs" in layouts and not os.path.isfile(image):
             image = os.path.join(work, ROMFS_IMAGE)
             build_romfs(bundle_dir, image)
         binaries = [("", micropython)] + sorted((extra or {}).items())
@@ -597,9 +597,8 @@ def load_sensors(path):
 
 
 def size_section(bundle_dir, manifest, measured, targets, sensors):
-    """What `smartpark flash` needs to judge a board: the measured 64-bit figures,
-    the 32-bit estimates per layout, and the ROMFS image."""
-    image = os.path.join(bundle_dir, ROMFS_IMAGE)
+    """What `smartpark flash` needs to judge a board: the measured 64-bit figures and
+    the 32-bit estimates per layout."""
     section = {
         "sensors": [s["driver"] for s in sensors],
         "measured_64bit": measured,
@@ -608,26 +607,18 @@ def size_section(bundle_dir, manifest, measured, targets, sensors):
         "reserved": RESERVED,
         "targets": targets,
     }
-    if os.path.isfile(image):
-        from smartpark.tools.bundle import sha256_file
-        section["romfs"] = {"path": ROMFS_IMAGE, "size": os.path.getsize(image),
-                            "sha256": sha256_file(image)}
     return section
 
 
 def report_bundle(bundle_dir, manifest, targets=None, sensors=None, force=False, quiet=False,
                   micropython=None, out=sys.stderr):
-    """Measure a bundle, write its ROMFS image and size section into it, print the report.
+    """Measure a bundle (both layouts when it has a ROMFS image), write the size section
+    into its manifest, print the report.
     Returns (exit code, rows)."""
     targets = parse_targets(targets) if not isinstance(targets, list) else targets
     sensors = sensors or REFERENCE_SENSORS
-    image = os.path.join(bundle_dir, ROMFS_IMAGE)
-    image_size = None
-    if manifest.get("kind") == "mpy":
-        image_size = build_romfs(bundle_dir, image)
-        layouts = LAYOUTS
-    else:
-        layouts = ("fs",)
+    image_size = (manifest.get("romfs") or {}).get("size")
+    layouts = LAYOUTS if image_size else ("fs",)
     measured = measure(bundle_dir, micropython=micropython, sensors=sensors, layouts=layouts,
                        quiet=quiet)
     if manifest.get("board") != "esp32":

@@ -86,8 +86,9 @@ def test_the_build_ends_with_a_size_report(reported):
     out, manifest, text = reported
     size = manifest["size"]
     assert "ESP32 (no PSRAM)" in text and "romfs/default" in text and "fits" in text, text
-    assert os.path.getsize(os.path.join(out, fwsize.ROMFS_IMAGE)) == size["romfs"]["size"]
-    assert bundlemod.sha256_file(os.path.join(out, fwsize.ROMFS_IMAGE)) == size["romfs"]["sha256"]
+    assert os.path.getsize(os.path.join(out, fwsize.ROMFS_IMAGE)) == manifest["romfs"]["size"]
+    assert bundlemod.sha256_file(os.path.join(out, fwsize.ROMFS_IMAGE)) == \
+        manifest["romfs"]["sha256"]
     for layout in fwsize.LAYOUTS:
         est = size["estimate_32bit"][layout]
         assert est["total"] == est["peak"] + est["reserved"] > est["resident"] > 0

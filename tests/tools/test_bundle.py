@@ -31,7 +31,12 @@ def _check_manifest(out):
         manifest = json.load(f)
     paths = [e["path"] for e in manifest["files"]]
     assert len(paths) == len(set(paths))
-    assert _tree(out) == set(paths) | {"manifest.json"}
+    image = manifest.get("romfs")
+    assert _tree(out) == set(paths) | {"manifest.json"} | ({image["path"]} if image else set())
+    if manifest["kind"] == "mpy":   # the same code as a ROMFS image (docs/firmware-size.md)
+        data = open(os.path.join(out, image["path"]), "rb").read()
+        assert data[:3] == b"\xd2\xcd\x31" and image["size"] == len(data)
+        assert image["sha256"] == hashlib.sha256(data).hexdigest()
     for e in manifest["files"]:
         data = open(os.path.join(out, e["path"]), "rb").read()
         assert e["size"] == len(data), e["path"]

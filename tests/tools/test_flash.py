@@ -333,7 +333,7 @@ def test_unix_bundle_is_refused_by_an_esp32(tiny_bundle, special_board):
 
 def test_layout_follows_the_board_and_the_bundle():
     from smartpark.tools.flash import FlashError, choose_layout
-    image = {"size": {"romfs": {"path": "code.romfs", "size": 60000, "sha256": "x"}}}
+    image = {"romfs": {"path": "code.romfs", "size": 60000, "sha256": "x"}}
     assert choose_layout({"romfs": 131072}, image) == "romfs"
     assert choose_layout({"romfs": 131072}, image, "fs") == "fs"
     assert choose_layout({"romfs": None}, image) == "fs"           # stock firmware: no ROMFS
