@@ -32,8 +32,8 @@ The budget for heap is BUDGET_SHARE (70 %) of the heap free at boot, so that
 fragmentation has room; the node's peak plus the allowances still reserved for
 code that does not exist yet (RESERVED: OSCORE, OTA download buffers) must fit
 under it. Flash: both firmware slots (an OTA update writes the new version
-beside the running one), the outbox at its configured size (twice: compaction
-writes a copy before it renames), keys, config and state files, each rounded up
+beside the running one), the outbox at the default 2,000 readings (twice:
+compaction writes a copy before it renames), keys, config and state files, each rounded up
 to whole filesystem blocks, must leave FLASH_MARGIN of the filesystem free; in
 the ROMFS layout the image must fit the ROMFS partition, and the filesystem
 holds boot.py, main.py, the manifest, the data and room to stage the next
