@@ -73,7 +73,7 @@ CODE_NAMES = {
     SERVICE_UNAVAILABLE: "Service Unavailable", GATEWAY_TIMEOUT: "Gateway Timeout",
 }
 
-# Option numbers (section 5.10, RFC 7641, RFC 7959, RFC 8613)
+# Option numbers (section 5.10, RFC 7641, RFC 7959, RFC 8613, RFC 9175)
 IF_MATCH = const(1)
 URI_HOST = const(3)
 ETAG = const(4)
@@ -94,6 +94,7 @@ SIZE2 = const(28)
 PROXY_URI = const(35)
 PROXY_SCHEME = const(39)
 SIZE1 = const(60)
+ECHO = const(252)         # RFC 9175
 
 OPTION_NAMES = {
     IF_MATCH: "If-Match", URI_HOST: "Uri-Host", ETAG: "ETag",
@@ -102,7 +103,7 @@ OPTION_NAMES = {
     CONTENT_FORMAT: "Content-Format", MAX_AGE: "Max-Age", URI_QUERY: "Uri-Query",
     ACCEPT: "Accept", LOCATION_QUERY: "Location-Query", BLOCK2: "Block2",
     BLOCK1: "Block1", SIZE2: "Size2", PROXY_URI: "Proxy-Uri",
-    PROXY_SCHEME: "Proxy-Scheme", SIZE1: "Size1",
+    PROXY_SCHEME: "Proxy-Scheme", SIZE1: "Size1", ECHO: "Echo",
 }
 
 # Content formats (section 12.3 and the IANA registry)

@@ -47,6 +47,21 @@ class LinkFormatError(DecodeError):
     """Malformed CoRE link-format (RFC 6690)."""
 
 
+class OscoreError(DecodeError):
+    """An OSCORE message (RFC 8613) that cannot be verified or used.
+
+    `code` is the CoAP response code the receiver answers with (section 8.2):
+    0x82 (4.02 Bad Option) for a malformed OSCORE option, 0x81 (4.01
+    Unauthorized) for an unknown key or a replay, 0x80 (4.00 Bad Request) when
+    decryption or verification fails. `echo`, when set, is the Echo value
+    (RFC 9175) the 4.01 response carries."""
+
+    def __init__(self, msg, code=0x80, echo=None):
+        super().__init__(msg)
+        self.code = code
+        self.echo = echo
+
+
 class EncodeError(ValueError):
     """A value that the encoder cannot represent."""
 
