@@ -18,6 +18,7 @@ COMMANDS = (
     ("hub", "smartpark.hub.cli", "run the hub service (CoAP ingest, storage, HTTP API)", 4),
     ("firmware", "smartpark.tools.bundle", "build the node firmware bundle (.mpy + manifest)", 6),
     ("flash", "smartpark.tools.flash", "flash a board with the firmware and its config (mpremote)", 6),
+    ("keys", "smartpark.tools.keys", "the hub's OSCORE keys: add, list, rotate, revoke, export, import", 6),
     ("simulate", "smartpark.tools.simulate", "run simulated nodes on the MicroPython unix port", 6),
     ("bench", "smartpark.tools.bench", "run the ingest and decode benchmarks", 6),
     ("demo", "smartpark.tools.demo", "hub on SQLite plus 20 simulated nodes (make demo)", 6),
