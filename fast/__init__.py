@@ -11,6 +11,7 @@ Twins (compiled, else pure):
     Rollups                                    rollup.pyx      | rollup_py.py
     batch_rows                                 rows.pyx        | rows_py.py
     encode_ack, ack_head                       ack.pyx         | protocol/report.py
+    OscoreTable (the hub's OSCORE contexts)    oscore.pyx      | oscore_py.py
 
 Compiled only (else None):
     udp          udp.pyx     recvmmsg front for POST /r (else aiocoap serves it)
@@ -98,6 +99,12 @@ if _ack is not None:
     from .ack import ack_head, encode_ack
 else:
     from smartpark.protocol.report import ack_head, encode_ack
+
+_oscore = _extension("oscore")
+if _oscore is not None:
+    from .oscore import Table as OscoreTable
+else:
+    from .oscore_py import Table as OscoreTable
 
 COMPILED = EXTENSIONS["decode"] and EXTENSIONS["rollup"]
 # why the core is not compiled when it should be (None when compiled or forced pure)
