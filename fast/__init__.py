@@ -102,9 +102,9 @@ else:
 
 _oscore = _extension("oscore")
 if _oscore is not None:
-    from .oscore import Table as OscoreTable
+    from .oscore import Table as OscoreTable  # noqa: F401 - the selector exports it
 else:
-    from .oscore_py import Table as OscoreTable
+    from .oscore_py import Table as OscoreTable  # noqa: F401 - the selector exports it
 
 COMPILED = EXTENSIONS["decode"] and EXTENSIONS["rollup"]
 # why the core is not compiled when it should be (None when compiled or forced pure)

@@ -25,8 +25,8 @@ point of view (its Sender ID is the kid of its requests); the hub's context
 is the mirror image.
 """
 
-import os
 import hmac
+import os
 
 from smartpark.protocol import coap, oscore
 from smartpark.protocol.errors import OscoreError

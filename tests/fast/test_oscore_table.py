@@ -8,7 +8,6 @@ pure one under SMARTPARK_PUREPYTHON=1 or when the extension is absent)."""
 import os
 
 import pytest
-
 from smartpark import fast
 from smartpark.fast.oscore_py import Table as PureTable
 from smartpark.protocol import coap, oscore

@@ -16,7 +16,6 @@ import aiocoap
 import pytest
 from aiocoap import oscore as aio_oscore
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
-
 from smartpark.protocol import coap, oscore
 from smartpark.protocol.errors import OscoreError
 
