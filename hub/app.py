@@ -20,7 +20,7 @@ import time
 from aiohttp import web
 from smartpark.protocol.version import VERSION
 
-from .api.http import HttpApi
+from .api.http import Access, HttpApi, tls_context
 from .coap.server import CoapServer, build_site
 from .codec import Decoder
 from .discovery import Advertiser
@@ -98,11 +98,12 @@ class Hub:
 
             self.fastpath = FastPath(self.pipeline, self.metrics).attach(self.coap)
         self.http = HttpApi(self.registry, self.store, self.events, self.metrics,
-                            token=c.http_token,
+                            access=Access.from_config(c),
                             health=self.health)
         self.runner = web.AppRunner(self.http.app, access_log=None, shutdown_timeout=2.0)
         await self.runner.setup()
-        http_site = web.TCPSite(self.runner, c.http_bind, c.http_port)
+        http_site = web.TCPSite(self.runner, c.http_bind, c.http_port,
+                                ssl_context=tls_context(c.http_tls_cert, c.http_tls_key))
         await http_site.start()
         self.http_port = c.http_port
         for addr in self.runner.addresses:

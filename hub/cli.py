@@ -1,6 +1,6 @@
 """`smartpark hub`: run the hub service (CoAP ingest, storage, HTTP API).
 
-Works with no configuration (./data, CoAP 5683 on IPv4+IPv6, HTTP 8080).
+Works with no configuration (./data, CoAP 5683 on IPv4+IPv6, HTTP 8080 on loopback).
 `--config hub.toml` and the flags override the defaults (see hub/config.py).
 A wrong value stops start-up with a message naming the key; exit code 2.
 SIGINT/SIGTERM stop the hub cleanly (exit code 0).
@@ -22,9 +22,16 @@ def register(subparsers):
     p.add_argument("--data", metavar="DIR", help="data directory (default ./data)")
     p.add_argument("--coap-bind", metavar="ADDR", help='CoAP bind address (default "::" = v4+v6)')
     p.add_argument("--coap-port", metavar="PORT", help="CoAP UDP port (default 5683; 0 = any)")
-    p.add_argument("--http-bind", metavar="ADDR", help="HTTP bind address (default 0.0.0.0)")
+    p.add_argument("--http-bind", metavar="ADDR",
+                   help="HTTP bind address (default 127.0.0.1; any other address makes "
+                        "reads need a token unless http.open_reads)")
     p.add_argument("--http-port", metavar="PORT", help="HTTP port (default 8080; 0 = any)")
-    p.add_argument("--http-token", metavar="TOKEN", help="bearer token for HTTP writes")
+    p.add_argument("--read-token", metavar="TOKEN",
+                   help="bearer token for HTTP reads (or env SMARTPARK_READ_TOKEN, which "
+                        "keeps it out of the process list)")
+    p.add_argument("--admin-token", metavar="TOKEN",
+                   help="bearer token for HTTP writes and reads (or env SMARTPARK_ADMIN_TOKEN)")
+    p.add_argument("--http-token", metavar="TOKEN", help="old name of --admin-token")
     p.add_argument("--retention-days", metavar="DAYS", help="keep raw readings this long")
     p.add_argument("--offline-factor", metavar="F",
                    help="offline after F x the expected report interval")

@@ -1,7 +1,8 @@
 """Hub configuration: defaults, a TOML file (tomllib) and command-line flags.
 
 Precedence, lowest first: built-in defaults, the TOML file given with
-`--config`, then flags. Every value is checked before anything starts; a wrong
+`--config`, the environment (SMARTPARK_READ_TOKEN, SMARTPARK_ADMIN_TOKEN: the
+HTTP tokens, kept off the command line), then flags. Every value is checked before anything starts; a wrong
 one raises ConfigError naming the key (as written in TOML, e.g.
 `coap.port`) and what is expected, and `smartpark hub` exits with that text.
 
@@ -17,9 +18,14 @@ TOML layout (every key optional):
     fast_path = true        # POST /r via the recvmmsg fast path (hub/fastpath.py)
     column_lane = true      # ordinary reports stored as columns (fast/lane.pyx)
     [http]
-    bind = "0.0.0.0"
+    bind = "127.0.0.1"      # loopback: reads need no token; any other address: they do
     port = 8080
-    token = ""              # bearer token for HTTP writes; empty = writes disabled
+    read_token = ""         # bearer token for reads (env SMARTPARK_READ_TOKEN)
+    admin_token = ""        # bearer token for writes and reads (env SMARTPARK_ADMIN_TOKEN);
+                            # empty = writes disabled. `token` is its old name, still accepted
+    open_reads = false      # true: reads need no token on any address
+    tls_cert = ""           # PEM certificate chain and key: serve HTTPS (both or neither)
+    tls_key = ""
     [store]
     retention_days = 30     # raw readings; rollups are kept
     retention_interval = 3600
@@ -52,7 +58,7 @@ class ConfigError(ValueError):
         super().__init__(text)
 
 
-# key -> (default, kind, extra) ; kinds: str, port, bool, posfloat, posint, nonnegint
+# key -> (default, kind, extra) ; kinds: str, host, token, port, bool, posfloat, posint
 _SPEC = {
     "data_dir": ("./data", "str"),
     "coap.bind": ("::", "host"),
@@ -62,9 +68,13 @@ _SPEC = {
     "coap.fast_path": (True, "bool"),
     "coap.column_lane": (True, "bool"),
     "coap.max_future": (86400.0, "posfloat"),
-    "http.bind": ("0.0.0.0", "host"),
+    "http.bind": ("127.0.0.1", "host"),
     "http.port": (8080, "port"),
-    "http.token": ("", "str"),
+    "http.read_token": ("", "token"),
+    "http.admin_token": ("", "token"),
+    "http.open_reads": (False, "bool"),
+    "http.tls_cert": ("", "str"),
+    "http.tls_key": ("", "str"),
     "store.retention_days": (30.0, "posfloat"),
     "store.retention_interval": (3600.0, "posfloat"),
     "store.cache_mb": (64, "posint"),
@@ -85,6 +95,8 @@ FLAG_KEYS = {
     "http_bind": "http.bind",
     "http_port": "http.port",
     "http_token": "http.token",
+    "read_token": "http.read_token",
+    "admin_token": "http.admin_token",
     "retention_days": "store.retention_days",
     "offline_factor": "liveness.factor",
     "no_zeroconf": "discovery.zeroconf",
@@ -94,12 +106,55 @@ FLAG_KEYS = {
 }
 
 
+# old key names still accepted -> the key they stand for
+ALIASES = {"http.token": "http.admin_token"}
+# environment variables read by load() -> key (secrets need not be on a command line)
+ENV_KEYS = {"SMARTPARK_READ_TOKEN": "http.read_token",
+            "SMARTPARK_ADMIN_TOKEN": "http.admin_token"}
+
+
+def _unalias(items):
+    """`items` (key -> value) with old key names replaced by the keys they stand for."""
+    out = {k: v for k, v in items.items() if k not in ALIASES}
+    for old, key in ALIASES.items():
+        if old in items:
+            if key in items and items[key] != items[old]:
+                # values left out of the message: these are secrets
+                raise ConfigError(old, "the same value as %s (it is that key's old name), "
+                                       "or only one of the two" % key)
+            out[key] = items[old]
+    return out
+
+
+def _check_token(key, value):
+    """A bearer token: printable ASCII without spaces. The value never goes into a message."""
+    if not isinstance(value, str):
+        raise ConfigError(key, "a string")
+    if not all("!" <= c <= "~" for c in value):
+        raise ConfigError(key, "a token of printable ASCII characters without spaces")
+    return value
+
+
+def _check_http(checked):
+    """Rules across the http.* keys; adds `http.token` (the admin token's old name)."""
+    cert, key = checked["http.tls_cert"], checked["http.tls_key"]
+    if bool(cert) != bool(key):
+        raise ConfigError("http.tls_key" if cert else "http.tls_cert",
+                          "to be set together with %s" % ("http.tls_cert" if cert else "http.tls_key"))
+    for name, path in (("http.tls_cert", cert), ("http.tls_key", key)):
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(name, "a readable PEM file", path)
+    checked["http.token"] = checked["http.admin_token"]
+
+
 def _check(key, kind, value, text_ok=True):  # noqa: C901 - one branch per value kind, each with its own message
     """text_ok: a string may stand for a number (flags); TOML must use real numbers."""
     if not text_ok and isinstance(value, str) and kind in ("port", "posint", "posfloat"):
         expected = {"port": "a port number 0..65535", "posint": "a positive integer",
                     "posfloat": "a positive number"}[kind]
         raise ConfigError(key, expected + ", not a string (write it without quotes)", value)
+    if kind == "token":
+        return _check_token(key, value)
     if kind == "str":
         if not isinstance(value, str):
             raise ConfigError(key, "a string", value)
@@ -166,8 +221,9 @@ class Config:
         return os.path.join(self.data_dir, "hub.sqlite3")
 
 
-def load(path=None, overrides=None):
-    """Defaults <- TOML file at `path` <- `overrides` (key -> value). Raises ConfigError."""
+def load(path=None, overrides=None, environ=None):
+    """Defaults <- TOML file at `path` <- the environment (ENV_KEYS; `environ`, default
+    os.environ) <- `overrides` (key -> value). Raises ConfigError."""
     values = {k: spec[0] for k, spec in _SPEC.items()}
     if path is not None:
         try:
@@ -179,19 +235,24 @@ def load(path=None, overrides=None):
             raise ConfigError("--config", "valid TOML (%s)" % e, path) from None
         flat = {}
         _flatten(doc, "", flat)
-        for key, value in flat.items():
+        for key, value in _unalias(flat).items():
             if key not in _SPEC:
                 raise ConfigError(key, "one of the known keys: " + ", ".join(sorted(_SPEC)))
             values[key] = value
-    for key, value in (overrides or {}).items():
+    for name, key in ENV_KEYS.items():
+        value = (os.environ if environ is None else environ).get(name)
+        if value:
+            values[key] = value
+    overrides = _unalias({k: v for k, v in (overrides or {}).items() if v is not None})
+    for key, value in overrides.items():
         if key not in _SPEC:
             raise ConfigError(key, "a known key")
-        if value is not None:
-            values[key] = value
-    flagged = {k for k, v in (overrides or {}).items() if v is not None}
+        values[key] = value
+    flagged = set(overrides)
     checked = {}
     for key, value in values.items():
         checked[key] = _check(key, _SPEC[key][1], value, text_ok=key in flagged)
+    _check_http(checked)
     return Config(checked)
 
 

@@ -3,6 +3,12 @@
 Kept beside api/http.py and checked against the running server by
 tests/hub/test_openapi.py, which calls every documented path and validates
 each response against the schema here.
+
+Security: two bearer schemes, `readToken` (http.read_token) and `adminToken`
+(http.admin_token). Writes need adminToken. Reads take either; the document
+a hub serves marks them optional (`{}` among the alternatives) when its
+reads are open (loopback bind or http.open_reads), required otherwise.
+/healthz and /api/openapi.json need none.
 """
 
 from . import rules
@@ -67,6 +73,28 @@ def _error(description):
     return _json({"$ref": "#/components/schemas/Error"}, description)
 
 
+_READ_401 = {"description": "a token is needed (the hub's HTTP API is bound to a non-loopback "
+                            "address and http.open_reads is false) and none, or a wrong one, "
+                            "was sent",
+             "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+             "content": {"application/json": {
+                 "schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _read_security(reads_need_token):
+    either = [{"readToken": []}, {"adminToken": []}]
+    return either if reads_need_token else either + [{}]
+
+
+def _guarded(paths):
+    """Every read operation also documents its 401."""
+    for ops in paths.values():
+        for method, op in ops.items():
+            if method == "get" and op.get("security") != []:
+                op["responses"].setdefault("401", _READ_401)
+    return paths
+
+
 _NODE_PARAM = {"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}
 _NODE_ID_PARAM = {"name": "node", "in": "path", "required": True,
                   "schema": {"type": "string", "pattern": rules.NODE_ID_PATTERN}}
@@ -78,13 +106,20 @@ def config_schema():
     return rules.config_json_schema()
 
 
-def document(version):
+def document(version, reads_need_token=False):
+    """The document; `reads_need_token`: as the serving hub's Access says."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "smartpark hub", "version": version,
                  "description": "Readings, nodes and events of a smartpark hub. "
-                                "Times are epoch seconds (floats)."},
-        "paths": {
+                                "Times are epoch seconds (floats). "
+                                "Authorization: Bearer <token>. Writes need the admin "
+                                "token; reads need the read or the admin token unless the "
+                                "hub serves HTTP on loopback only or has http.open_reads. "
+                                "Node configs show every secret (Wi-Fi password, keys) as "
+                                "\"***\"; a PUT with \"***\" keeps the stored value."},
+        "security": _read_security(reads_need_token),
+        "paths": _guarded({
             "/api/nodes": {"get": {
                 "summary": "All known nodes", "operationId": "listNodes",
                 "responses": {"200": _json({"type": "array",
@@ -98,16 +133,18 @@ def document(version):
                         "parameters": [_NODE_PARAM],
                         "responses": {"200": _json({"$ref": "#/components/schemas/Config"}),
                                       "404": _error("unknown node")}},
-                "put": {"summary": "Set a new configuration version (bearer token)",
+                "put": {"summary": "Set a new configuration version (admin token)",
                         "operationId": "putConfig", "parameters": [_NODE_ID_PARAM],
-                        "security": [{"bearer": []}],
+                        "security": [{"adminToken": []}],
                         "requestBody": {"required": True, "content": {"application/json": {
                             "schema": config_schema()}}},
                         "responses": {"200": _json({"$ref": "#/components/schemas/Config"}),
                                       "400": _error("bad node id, or a config key the node's "
                                                     "firmware would refuse (named)"),
                                       "401": _error("missing or wrong token"),
-                                      "403": _error("writes disabled (no token configured)")}}},
+                                      "403": _error("writes disabled (no admin token "
+                                                    "configured), or the read token "
+                                                    "sent for a write")}}},
             "/api/latest": {"get": {
                 "summary": "Latest value of every series", "operationId": "latest",
                 "parameters": [{"name": "node", "in": "query", "required": False,
@@ -154,16 +191,23 @@ def document(version):
                     "text/plain": {"schema": {"type": "string"}}}}}}},
             "/healthz": {"get": {
                 "summary": "Liveness of the hub itself", "operationId": "healthz",
+                "security": [],
                 "responses": {"200": _json({"type": "object", "required": ["status"],
                                             "properties": {"status": {"type": "string"}}}),
                               "503": _json({"type": "object"}, "unhealthy")}}},
             "/api/openapi.json": {"get": {
-                "summary": "This document", "operationId": "openapi",
+                "summary": "This document", "operationId": "openapi", "security": [],
                 "responses": {"200": _json({"type": "object"})}}},
-        },
+        }),
         "components": {
             "schemas": {"Node": _NODE, "Latest": _LATEST, "Series": _SERIES, "Config": _CONFIG,
                         "Error": _ERROR},
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "readToken": {"type": "http", "scheme": "bearer",
+                              "description": "http.read_token (or SMARTPARK_READ_TOKEN): "
+                                             "reads only"},
+                "adminToken": {"type": "http", "scheme": "bearer",
+                               "description": "http.admin_token (or SMARTPARK_ADMIN_TOKEN; "
+                                              "old name http.token): reads and writes"}},
         },
     }

@@ -1,24 +1,38 @@
 """Upstream HTTP API (aiohttp): nodes, latest values, series, events (SSE), metrics, health.
 
-Scope: read the hub's live state (registry) and the store, render JSON; the
-one write (PUT /api/nodes/{node}/config) needs `Authorization: Bearer <token>`
-with the token from the config (`http.token`; writes are refused while it is
-empty). Times are epoch seconds (floats) throughout. Bad parameters answer
-400 with {"error": ..., "parameter": <name>}; unknown nodes or series 404.
-The OpenAPI document (hub/openapi.py) describes exactly these routes.
+Scope: read the hub's live state (registry) and the store, render JSON, and
+decide who may do so (Access). Times are epoch seconds (floats) throughout.
+Bad parameters answer 400 with {"error": ..., "parameter": <name>}; unknown
+nodes or series 404. The OpenAPI document (hub/openapi.py) describes exactly
+these routes.
+
+Access (`Authorization: Bearer <token>`, compared in constant time):
+* writes (PUT /api/nodes/{node}/config) need `http.admin_token`: none
+  configured = 403 for every write; missing or wrong = 401; the read token =
+  403 (insufficient_scope).
+* reads need `http.read_token` or the admin token when the API is bound to
+  anything but loopback (127.0.0.0/8, ::1, "localhost") and `http.open_reads`
+  is false; else they are open. /healthz and /api/openapi.json are always open.
+  SSE (/api/events) takes the header like every route (no token in the URL).
+* 401 carries `WWW-Authenticate: Bearer realm="smartpark"`.
+Node configs leave with their secrets masked (hub/nodesecrets.py); a "***" in
+a PUT keeps the stored secret. Tokens are never logged.
 """
 
 import asyncio
 import hmac
+import ipaddress
 import json
+import logging
 import math
+import ssl
 import time
 
 from aiohttp import web
 from smartpark.protocol import cbor
 from smartpark.protocol.version import VERSION
 
-from .. import openapi
+from .. import nodesecrets, openapi
 from ..registry import value_out
 from ..rollups import WINDOWS
 from ..rules import config_error, config_normalize, node_id_error
@@ -28,6 +42,10 @@ MAX_LIMIT = 100000
 DEFAULT_LIMIT = 10000
 SSE_HEARTBEAT = 15.0
 EVENT_TYPES = ("reading", "node", "registration")
+OPEN_ROUTES = ("/healthz", "/api/openapi.json")  # no token needed, whatever the bind
+REALM = 'Bearer realm="smartpark"'
+
+log = logging.getLogger(__name__)
 
 
 def _err(status, text, **extra):
@@ -62,17 +80,125 @@ def _json_value(v):
     return v
 
 
+def is_loopback(host):
+    """True for a bind address that only this machine reaches: 127.0.0.0/8, ::1 (also as
+    ::ffff:127.x.y.z) and "localhost". Any other name or address (0.0.0.0, ::) is not."""
+    h = host.strip().lower().rstrip(".")
+    if h.startswith("[") and h.endswith("]"):
+        h = h[1:-1]
+    if h == "localhost":
+        return True
+    try:
+        a = ipaddress.ip_address(h.split("%", 1)[0])
+    except ValueError:
+        return False
+    if a.version == 6 and a.ipv4_mapped is not None:
+        a = a.ipv4_mapped
+    return a.is_loopback
+
+
+def reads_need_token(bind, open_reads=False):
+    """The read rule: a token is needed unless the API is bound to loopback or open_reads."""
+    return not open_reads and not is_loopback(bind)
+
+
+def bearer(header):
+    """The token of an `Authorization: Bearer <token>` header value (scheme in any case),
+    else None."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class Access:
+    """Who may read and write over HTTP (the rules are in the module docstring)."""
+
+    def __init__(self, read_token="", admin_token="", bind="127.0.0.1", open_reads=False,
+                 tls=False):
+        self.read_token = read_token or ""
+        self.admin_token = admin_token or ""
+        self.bind = bind
+        self.open_reads = bool(open_reads)
+        self.tls = bool(tls)
+        self.reads_need_token = reads_need_token(bind, open_reads)
+
+    @classmethod
+    def from_config(cls, c):
+        return cls(c.http_read_token, c.http_admin_token, c.http_bind, c.http_open_reads,
+                   bool(c.http_tls_cert))
+
+    def role(self, token):
+        """"admin", "read" or None for a presented token (None: no token). Both tokens are
+        compared, each with hmac.compare_digest, whatever the first comparison found."""
+        if token is None:
+            return None
+        given = token.encode("utf-8", "replace")
+        ok = token.isascii()
+        admin = hmac.compare_digest(given, self.admin_token.encode()) and ok
+        read = hmac.compare_digest(given, self.read_token.encode()) and ok
+        if admin and self.admin_token:
+            return "admin"
+        if read and self.read_token:
+            return "read"
+        return None
+
+    def startup_notes(self):
+        """(level, text) lines to log once at start: how reads and writes are guarded.
+        They name the settings, never a token."""
+        notes = []
+        where = "HTTP API bound to %s" % self.bind
+        if self.reads_need_token and not (self.read_token or self.admin_token):
+            notes.append((logging.WARNING, where + " (not loopback) with no token: every read "
+                          "answers 401. Set http.read_token in the hub config or "
+                          "SMARTPARK_READ_TOKEN in its environment (or http.open_reads = true "
+                          "to serve reads to anyone)"))
+        elif self.open_reads and not is_loopback(self.bind):
+            notes.append((logging.WARNING, where + " with http.open_reads = true: anyone who "
+                          "reaches it reads every reading and node"))
+        if not self.tls and not is_loopback(self.bind) and (self.read_token or self.admin_token):
+            notes.append((logging.WARNING, where + " without TLS: bearer tokens cross the "
+                          "network in clear text; set http.tls_cert and http.tls_key, or put "
+                          "a TLS proxy in front and bind to loopback"))
+        if not self.admin_token:
+            notes.append((logging.INFO, "HTTP writes disabled: no http.admin_token"))
+        return notes
+
+
+def tls_context(cert, key):
+    """A server SSLContext for the PEM files `cert` (chain) and `key`; None without cert.
+    A key with a passphrase is refused (no prompt on a service's terminal)."""
+    if not cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key, password=lambda: b"")
+    return ctx
+
+
+def _unauthorized(text, token_given):
+    resp = _err(401, text, parameter="Authorization")
+    resp.headers["WWW-Authenticate"] = REALM + (', error="invalid_token"' if token_given else "")
+    return resp
+
+
 class HttpApi:
-    def __init__(self, registry, store, events, metrics, token="", health=None):
+    def __init__(self, registry, store, events, metrics, token="", health=None, access=None):
+        """`access`: an Access; without it, `token` is the admin token and reads follow
+        the loopback default."""
         self.registry = registry
         self.store = store
         self.events = events
         self.metrics = metrics
-        self.token = token or ""
+        self.access = access if access is not None else Access(admin_token=token)
         self.health = health or (lambda: {"status": "ok"})
         self._sse = set()
         self.closing = False
         self.app = self._build()
+        for level, text in self.access.startup_notes():
+            log.log(level, "%s", text)
 
     def _build(self):
         app = web.Application(middlewares=[self._middleware])
@@ -89,10 +215,45 @@ class HttpApi:
         r.add_get("/api/openapi.json", self.openapi)
         return app
 
+    def _refusal(self, request):
+        """The 401/403 for a request the access rules refuse, else None."""
+        resource = request.match_info.route.resource
+        if resource is not None and resource.canonical in OPEN_ROUTES:
+            return None
+        acc = self.access
+        token = bearer(request.headers.get("Authorization"))
+        if request.method not in ("GET", "HEAD"):
+            if not acc.admin_token:
+                return _err(403, "HTTP writes are disabled: set http.admin_token in the hub "
+                                 "config (or SMARTPARK_ADMIN_TOKEN in its environment)")
+            role = acc.role(token)
+            if role == "admin":
+                return None
+            if role == "read":
+                resp = _err(403, "the read token cannot write: use the admin token",
+                            parameter="Authorization")
+                resp.headers["WWW-Authenticate"] = REALM + ', error="insufficient_scope"'
+                return resp
+            return _unauthorized("a valid bearer token (the admin token) is required",
+                                 token is not None)
+        if not acc.reads_need_token:
+            return None
+        if not (acc.read_token or acc.admin_token):
+            return _unauthorized("reads need a bearer token on this hub (HTTP bound to %s) and "
+                                 "none is configured: set http.read_token (or "
+                                 "SMARTPARK_READ_TOKEN), or http.open_reads = true" % acc.bind,
+                                 False)
+        if acc.role(token) is not None:
+            return None
+        return _unauthorized("a valid bearer token (the read or admin token) is required",
+                             token is not None)
+
     @web.middleware
     async def _middleware(self, request, handler):
         try:
-            resp = await handler(request)
+            resp = self._refusal(request)
+            if resp is None:
+                resp = await handler(request)
         except BadParam as e:
             resp = _err(400, e.text, parameter=e.name)
         except web.HTTPException as e:
@@ -117,28 +278,28 @@ class HttpApi:
 
     async def get_config(self, request):
         node = request.match_info["node"]
+        if node not in self.registry.configs and node not in self.registry.nodes:
+            return _err(404, "unknown node", node=node)
+        version, doc = self._stored_config(node)
+        return web.json_response({"node": node, "version": version,
+                                  "config": nodesecrets.masked(doc)})
+
+    def _stored_config(self, node):
+        """(version, config dict without "version") as stored; (0, {}) when none is."""
         cfg = self.registry.configs.get(node)
         if cfg is None:
-            if node not in self.registry.nodes:
-                return _err(404, "unknown node", node=node)
-            return web.json_response({"node": node, "version": 0, "config": {}})
+            return 0, {}
         version, body = cfg
         try:
             doc = cbor.loads(body)
         except ValueError:
             doc = {}
+        if not isinstance(doc, dict):
+            doc = {}
         doc.pop("version", None)
-        return web.json_response({"node": node, "version": version, "config": doc})
+        return version, doc
 
-    async def put_config(self, request):
-        if not self.token:
-            return _err(403, "HTTP writes are disabled: set http.token in the hub config")
-        auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer ") or not hmac.compare_digest(
-                auth[7:].strip().encode(), self.token.encode()):
-            resp = _err(401, "a valid bearer token is required", parameter="Authorization")
-            resp.headers["WWW-Authenticate"] = 'Bearer realm="smartpark"'
-            return resp
+    async def put_config(self, request):  # the admin token was checked in _refusal
         node = request.match_info["node"]
         try:
             doc = await request.json()
@@ -148,6 +309,10 @@ class HttpApi:
             raise BadParam("body", "body must be a JSON object")
         if node_id_error(node):
             raise BadParam("node", node_id_error(node))
+        try:  # "***" (as GET shows a secret) keeps the stored value
+            doc = nodesecrets.restore(doc, self._stored_config(node)[1])
+        except nodesecrets.MissingSecret as e:
+            raise BadParam(e.path, str(e)) from None
         doc = config_normalize(doc)
         bad = config_error(doc)  # the firmware's own config rules (hub/rules.py)
         if bad is not None:
@@ -161,7 +326,8 @@ class HttpApi:
         version = await self.store.put_config(node, body_of, time.time())
         await self.registry.set_config(node, version, body_of(version),
                                        float(interval) if interval else None)
-        return web.json_response({"node": node, "version": version, "config": doc})
+        return web.json_response({"node": node, "version": version,
+                                  "config": nodesecrets.masked(doc)})
 
     # ---- readings -------------------------------------------------------------------------------
 
@@ -280,4 +446,4 @@ class HttpApi:
         return web.json_response(h, status=200 if h.get("status") == "ok" else 503)
 
     async def openapi(self, request):
-        return web.json_response(openapi.document(VERSION))
+        return web.json_response(openapi.document(VERSION, self.access.reads_need_token))

@@ -15,6 +15,7 @@ from aiocoap.util.linkformat import Link, LinkFormat
 from smartpark.fast import kinds
 from smartpark.protocol import cbor, senml
 
+from .. import nodesecrets
 from ..interfaces import CT_CBOR, CT_SENML_CBOR
 
 CT_TEXT = 0
@@ -68,16 +69,28 @@ class ReportResource(Resource):
 HUB_ONLY_CONFIG_KEYS = ("firmware",)
 
 
-def node_view(body):
-    """The stored CBOR config as the node gets it: without the hub-only keys."""
+def node_view(body, secrets=True):
+    """The stored CBOR config as the node gets it: without the hub-only keys, and with
+    `secrets` false also without the top-level keys that hold a secret
+    (hub/nodesecrets.py without())."""
     doc = cbor.loads(body)
-    if isinstance(doc, dict) and any(k in doc for k in HUB_ONLY_CONFIG_KEYS):
-        return cbor.dumps({k: v for k, v in doc.items() if k not in HUB_ONLY_CONFIG_KEYS})
-    return body
+    if not isinstance(doc, dict):
+        return body
+    if not secrets and nodesecrets.has_secret(doc):
+        doc = nodesecrets.without(doc)
+    elif not any(k in doc for k in HUB_ONLY_CONFIG_KEYS):
+        return body
+    return cbor.dumps({k: v for k, v in doc.items() if k not in HUB_ONLY_CONFIG_KEYS})
 
 
 class ConfigResource(Resource, PathCapable):
-    """GET /cfg/<node>: the node's configuration, CBOR, with an ETag (2.03 when unchanged)."""
+    """GET /cfg/<node>: the node's configuration, CBOR, with an ETag (2.03 when unchanged).
+
+    Secrets (the Wi-Fi password, keys: hub/nodesecrets.py) go to the node itself
+    only: a request whose `smartpark_node` attribute (the node id the OSCORE
+    layer, hub/security.py, authenticated; absent or None when unprotected)
+    equals the path's node gets the whole config, any other request the config
+    without the top-level keys that hold a secret (config_for)."""
 
     rt = "smartpark.config"
     ct = str(CT_CBOR)
@@ -95,13 +108,7 @@ class ConfigResource(Resource, PathCapable):
         if len(path) != 1 or not path[0]:
             raise error.NotFound("use /cfg/<node>")
         node = path[0]
-        cfg = self.registry.configs.get(node)
-        if cfg is None:
-            body = cbor.dumps(dict(self.default_config, version=0))
-            version = 0
-        else:
-            version, body = cfg
-            body = node_view(body)
+        version, body = self.config_for(node, getattr(request, "smartpark_node", None))
         etag = hashlib.sha1(b"%d:" % version + body).digest()[:8]
         if request.opt.etags and etag in request.opt.etags:
             m = aiocoap.Message(code=codes.VALID)
@@ -113,6 +120,16 @@ class ConfigResource(Resource, PathCapable):
 
     async def render_post(self, request):
         raise error.UnallowedMethod()
+
+    def config_for(self, node, identity=None):
+        """(version, CBOR body) of /cfg/<node> for a requester authenticated as node
+        `identity` (None: unauthenticated). Secrets only when identity == node."""
+        cfg = self.registry.configs.get(node)
+        if cfg is None:
+            version, body = 0, cbor.dumps(dict(self.default_config, version=0))
+        else:
+            version, body = cfg
+        return version, node_view(body, secrets=identity is not None and identity == node)
 
 
 class ConfigIndex(Resource):
