@@ -135,6 +135,7 @@ cdef enum:
     C_POST = 2
     O_URI_HOST = 3
     O_URI_PORT = 7
+    O_OSCORE = 9
     O_URI_PATH = 11
     O_CONTENT_FORMAT = 12
     O_MAX_AGE = 14
@@ -230,6 +231,100 @@ cdef int parse_report_c(const unsigned char *d, int n, report_t *r) noexcept nog
     r.cf = cf
     r.pay_off = pos
     return 1
+
+
+cdef struct protected_t:
+    int mid
+    int tkl
+    int tok_off
+    int opt_off
+    int opt_len
+    int pay_off
+
+
+cdef int parse_protected_c(const unsigned char *d, int n, protected_t *r) noexcept nogil:
+    """1 when d[0:n] is a CON POST whose only options are one OSCORE option (and Uri-Host or
+    Uri-Port, as for a report), with a payload: an OSCORE-protected request that may be a
+    report (RFC 8613: outer POST, every other option inside the ciphertext). 0 otherwise."""
+    cdef int pos, tkl, delta, length, num = 0, seen = 0, last_ignored = -1
+    if n < 4:
+        return 0
+    if (d[0] >> 6) != 1 or ((d[0] >> 4) & 3) != T_CON or d[1] != C_POST:
+        return 0
+    tkl = d[0] & 0x0F
+    if tkl > 8 or 4 + tkl > n:
+        return 0
+    r.mid = (d[2] << 8) | d[3]
+    r.tkl = tkl
+    r.tok_off = 4
+    pos = 4 + tkl
+    while True:
+        if pos >= n:
+            return 0
+        if d[pos] == 0xFF:
+            pos += 1
+            if pos >= n:
+                return 0
+            break
+        delta = d[pos] >> 4
+        length = d[pos] & 0x0F
+        pos += 1
+        if delta == 13:
+            if pos >= n:
+                return 0
+            delta = d[pos] + 13
+            pos += 1
+        elif delta == 14:
+            if pos + 1 >= n:
+                return 0
+            delta = ((d[pos] << 8) | d[pos + 1]) + 269
+            pos += 2
+        elif delta == 15:
+            return 0
+        if length == 13:
+            if pos >= n:
+                return 0
+            length = d[pos] + 13
+            pos += 1
+        elif length == 14:
+            if pos + 1 >= n:
+                return 0
+            length = ((d[pos] << 8) | d[pos + 1]) + 269
+            pos += 2
+        elif length == 15:
+            return 0
+        if pos + length > n:
+            return 0
+        num += delta
+        if num == O_OSCORE:
+            if seen:
+                return 0
+            seen = 1
+            r.opt_off = pos
+            r.opt_len = length
+        elif num == O_URI_HOST or num == O_URI_PORT:
+            if num == last_ignored:
+                return 0
+            last_ignored = num
+        else:
+            return 0
+        pos += length
+    if not seen:
+        return 0
+    r.pay_off = pos
+    return 1
+
+
+def parse_protected(data):
+    """Python view of the protected-request classifier (for tests): None when `data` is not
+    a candidate, else (mid, token, oscore option value, payload)."""
+    cdef bytes b = bytes(data)
+    cdef protected_t r
+    if not parse_protected_c(<const unsigned char *>PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b),
+                             &r):
+        return None
+    return (r.mid, b[r.tok_off:r.tok_off + r.tkl], b[r.opt_off:r.opt_off + r.opt_len],
+            b[r.pay_off:])
 
 
 def parse_report(data):
@@ -526,7 +621,8 @@ cdef class Endpoint:
         self.peers[key] = p
         return p
 
-    def classify(self, double now, int room, int retry_after=2):
+    def classify(self, double now, int room, int retry_after=2, list protected=None,
+                 bint plain=True):
         """Sort the datagrams of the last recv().
 
         Returns (reports, others). reports: list of (peer, mid, token, cf, payload,
@@ -534,7 +630,15 @@ cdef class Endpoint:
         Max-Age `retry_after` right away (queued for flush()). others: list of
         (data, ancdata, flags, address) for aiocoap's datagram_msg_received.
         Retransmissions are answered from the cache (queued for flush()) or dropped
-        while in flight."""
+        while in flight.
+
+        With a list `protected` (the hub runs OSCORE), a CON POST whose options are one
+        OSCORE option (and Uri-Host/Uri-Port) with a payload is a protected candidate: it
+        takes the same retransmission cache and `room`, and goes to `protected` as (peer,
+        mid, token, oscore option value, ciphertext, pktinfo, datagram) for the OSCORE
+        table to open (a candidate it leaves to aiocoap must be given back with
+        `forget`). `plain=False` hands plaintext reports to aiocoap (which refuses them
+        when OSCORE is required)."""
         cdef list reports = []
         cdef list others = []
         cdef int i, slot, n = self.received
@@ -542,6 +646,8 @@ cdef class Endpoint:
         cdef unsigned char *d
         cdef int ln
         cdef report_t r
+        cdef protected_t pr
+        cdef bint prot
         cdef Peer p
         cdef uint64_t hv
         cdef cmsghdr *c
@@ -555,7 +661,16 @@ cdef class Endpoint:
             ln = self.rx[i].msg_len
             if ln > self.bufsize:
                 ln = self.bufsize  # never read past this datagram's slot
-            report = (h.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0 and parse_report_c(d, ln, &r)
+            prot = False
+            report = (h.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0 and (
+                plain and parse_report_c(d, ln, &r))
+            if (not report and protected is not None
+                    and (h.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0
+                    and parse_protected_c(d, ln, &pr)):
+                report = prot = True
+                r.mid = pr.mid
+                r.tkl = pr.tkl
+                r.tok_off = pr.tok_off
             pktinfo = None
             if report:
                 c = CMSG_FIRSTHDR(h)
@@ -608,6 +723,13 @@ cdef class Endpoint:
                 self.n_peer_busy += 1
                 continue
             room -= 1
+            if prot:
+                protected.append((p, r.mid, token,
+                                  PyBytes_FromStringAndSize(<char *>d + pr.opt_off, pr.opt_len),
+                                  PyBytes_FromStringAndSize(<char *>d + pr.pay_off,
+                                                            ln - pr.pay_off),
+                                  pktinfo, PyBytes_FromStringAndSize(<char *>d, ln)))
+                continue
             reports.append((p, r.mid, token, None if r.cf < 0 else r.cf,
                             PyBytes_FromStringAndSize(<char *>d + r.pay_off, ln - r.pay_off),
                             pktinfo))
@@ -675,13 +797,21 @@ cdef class Endpoint:
                     p.responses[i] = None
                 break
 
+    def forget(self, Peer p not None, int mid):
+        """Free the in-flight slot of a request classify() took but the fast path leaves to
+        aiocoap (a protected candidate the OSCORE table did not open): its retransmissions
+        then go the same way."""
+        self._answered(p, mid, None, False)
+
     def respond_many(self, list reports not None, list results not None, int text_format=0):
         """Queue and cache the responses to a batch of reports (classify()'s tuples), in
         one C loop. results[i] is either a ReportResult-like object (code, content_format,
         max_age, payload: what `respond` takes; a payload without a content format gets
         `text_format`) or, for a stored report, a tuple (ack_head, stored): the 2.04 ack
         is ack_head (fast/ack.pyx's `ack_head()`) followed by stored and duplicates = 0 --
-        byte for byte what encode_ack gives. Returns how many were queued."""
+        byte for byte what encode_ack gives -- or the whole response as bytes (an
+        OSCORE-protected ack, fast/oscore.pyx's `seal_acks`), or None: no response (the slot
+        is freed; the node retransmits). Returns how many were queued."""
         cdef Py_ssize_t i, n = len(reports)
         cdef tuple e
         cdef Peer p
@@ -690,6 +820,7 @@ cdef class Endpoint:
         cdef unsigned long long stored
         cdef unsigned char tail[16]
         cdef int tl, hl, tkl, pos, mid
+        cdef Py_ssize_t queued = 0
         cdef char *out
         if len(results) != n:
             raise ValueError("%d results for %d reports" % (len(results), n))
@@ -702,7 +833,12 @@ cdef class Endpoint:
             if pktinfo is not None and type(pktinfo) is not bytes:
                 raise TypeError("pktinfo must be None or bytes")
             r = results[i]
-            if type(r) is tuple:
+            if r is None:
+                self._answered(p, mid, None, False)
+                continue
+            if type(r) is bytes:
+                msg = <bytes>r
+            elif type(r) is tuple:
                 head = <bytes?>(<tuple>r)[0]
                 stored = (<tuple>r)[1]
                 tail[0] = 0x04
@@ -737,7 +873,8 @@ cdef class Endpoint:
                 msg = build_ack(mid, token, r.code, cf, r.max_age, payload)
             self._answered(p, mid, msg, True)
             self._queue(p, msg, pktinfo)
-        return n
+            queued += 1
+        return queued
 
     def flush(self):
         """sendmmsg everything queued; returns how many left. A full socket buffer drops

@@ -31,6 +31,22 @@ Responses are byte-for-byte what hub/coap/resources.py makes aiocoap send:
 ACK, same MID and token, Content-Format (60 for the ack, 0 for a diagnostic),
 Max-Age with 5.03.
 
+OSCORE (`security` given and `security.required`, i.e. `security.mode =
+"oscore"`): the fast path takes protected reports instead of plaintext ones.
+A CON POST whose outer options are the OSCORE option (and Uri-Host/Uri-Port)
+is opened by the hub's one context table (`security.table`, fast/oscore.pyx)
+in one C batch: a report (inner POST with only Uri-Path "r" and
+Content-Format) that verifies and passes its replay window is ingested as the
+node its key names, and its ack is protected in C (`seal_acks`: the same ack
+bytes inside, 2.04 with an empty OSCORE option outside, the request's nonce).
+Everything else -- plaintext requests (refused by the aiocoap side), other
+inner requests, unknown kids, failed verification, replays, a context that
+needs the Echo exchange -- goes to aiocoap unchanged with no replay state
+touched, where hub/security.py's site wrapper answers it with the same table.
+Retransmissions are still answered from the response cache before any of
+this. Without the compiled table (no OpenSSL at build time, or
+SMARTPARK_PUREPYTHON=1) every request goes to aiocoap.
+
 Linux only (recvmmsg/sendmmsg). Elsewhere, or when the extension was not
 built, `FastPath.attach` logs one warning and the hub serves POST /r through
 aiocoap alone.
@@ -54,6 +70,8 @@ UNAVAILABLE = None if _udp is not None else "smartpark.fast.udp: %s" % _fast.UNA
 
 CT_TEXT = 0
 MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0)
+IPPROTO_IPV6 = getattr(socket, "IPPROTO_IPV6", 41)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 
 
 def udp6_interface(context):
@@ -69,8 +87,14 @@ def udp6_interface(context):
 class FastPath:
     def __init__(self, pipeline, metrics=None, queue_bound=4096, batch=1024, concurrency=2,
                  retry_after=2, nmsg=256, rounds=8, ring=4, max_peers=20000, lifetime=247.0,
-                 socket_buffer=8 << 20, coalesce=0.0005, coalesce_below=32, second_batch=64):
+                 socket_buffer=8 << 20, coalesce=0.0005, coalesce_below=32, second_batch=64,
+                 security=None):
         self.pipeline = pipeline
+        # OSCORE required: plaintext reports go to aiocoap (which refuses them) and, with the
+        # compiled table, protected reports are opened and their acks sealed here
+        self.oscore = security is not None and bool(security.required)
+        self.table = security.table if self.oscore else None
+        self.sealing = self.oscore and hasattr(self.table, "open_reports")
         self.metrics = metrics
         self.queue_bound = queue_bound
         self.batch = batch
@@ -135,8 +159,11 @@ class FastPath:
         self._loop.add_reader(self.fd, self._readable)
         if self.metrics is not None:
             self._gauges(self.metrics)
-        log.info("fast ingest path on (recvmmsg x%d, queue bound %d)", self.nmsg,
-                 self.queue_bound)
+        if self.oscore and not self.sealing:
+            log.warning("fast ingest path: the OSCORE table is not compiled (%s); every "
+                        "request goes to aiocoap", _fast.UNAVAILABLE.get("oscore"))
+        log.info("fast ingest path on (recvmmsg x%d, queue bound %d, %s)", self.nmsg,
+                 self.queue_bound, "OSCORE" if self.oscore else "plaintext")
         return self
 
     def _buffers(self, sock):
@@ -175,6 +202,10 @@ class FastPath:
                  lambda: self.pauses),
                 ("queue_peak", "Most reports ever queued or being ingested at once",
                  lambda: self.queue_peak),
+                ("oscore_opened", "Protected reports the fast path opened",
+                 lambda: self.table.n_opened if self.sealing else 0),
+                ("oscore_to_aiocoap", "Protected requests the fast path left to aiocoap",
+                 lambda: sum(self.table.fallbacks().values()) if self.sealing else 0),
                 ("errors", "Exceptions caught in the fast path's own code", lambda: self.errors),
                 ("aiocoap_errors", "Exceptions aiocoap raised on datagrams handed to it",
                  lambda: self.aiocoap_errors)):
@@ -214,8 +245,12 @@ class FastPath:
                 if not k:
                     break
                 got += k
+                protected = [] if self.sealing else None
                 reports, others = ep.classify(time.monotonic(),
-                                              self.queue_bound - self.queued, self.retry_after)
+                                              self.queue_bound - self.queued, self.retry_after,
+                                              protected, not self.oscore)
+                if protected:
+                    self._open(protected, reports, others)
                 if reports:
                     self.pending.extend(reports)
                     self.queued += len(reports)
@@ -239,6 +274,19 @@ class FastPath:
             self._paused = self._loop.call_later(self.coalesce, self._rearm)
             self.pauses += 1
 
+    def _open(self, protected, reports, others):
+        """Open a batch of protected candidates: reports join `reports` as (peer, mid, token,
+        cf, payload, pktinfo, node, binding); the rest go to aiocoap as received."""
+        opened = self.table.open_reports([e[3] for e in protected], [e[4] for e in protected])
+        ep = self.endpoint
+        for e, o in zip(protected, opened, strict=True):
+            if o is None:
+                ep.forget(e[0], e[1])
+                anc = [] if e[5] is None else [(IPPROTO_IPV6, IPV6_PKTINFO, e[5])]
+                others.append((e[6], anc, 0, e[0].sockaddr))
+            else:
+                reports.append((e[0], e[1], e[2], o[1], o[2], e[5], o[0], o[3]))
+
     def _pump(self):
         while self.pending and self.active < self.concurrency:
             if self.active and len(self.pending) < self.second_batch:
@@ -255,14 +303,19 @@ class FastPath:
         ep = self.endpoint
         try:
             try:
-                results = await self.pipeline.ingest(
-                    [(e[0].address, e[4], e[3]) for e in chunk], path="fast", lane_acks=True)
+                if self.sealing:  # (address, payload, cf, the node whose key verified it)
+                    items = [(e[0].address, e[4], e[3], e[6]) for e in chunk]
+                else:
+                    items = [(e[0].address, e[4], e[3]) for e in chunk]
+                results = await self.pipeline.ingest(items, path="fast", lane_acks=True)
             except Exception as e:  # noqa: BLE001 - answer 5.03, never lose the socket
                 log.exception("ingest failed")
                 res = ReportResult(SERVICE_UNAVAILABLE,
                                    ("ingest failed: %s" % type(e).__name__).encode(),
                                    max_age=self.retry_after, error="internal")
                 results = [res] * len(chunk)
+            if self.sealing:  # the protected acks, built and encrypted in C
+                results = self.table.seal_acks(chunk, results, CT_TEXT)
             ep.respond_many(chunk, results, CT_TEXT)  # in C; 2.04 acks from (head, stored)
             ep.flush()
         except Exception:  # noqa: BLE001
