@@ -467,6 +467,7 @@ def revoke(data_dir, node):
     """Remove the node's key (UnknownNode when it has none); returns the old Record.
 
     The hub stops accepting the node's messages once it reloads its keys."""
+    check_node(node)
     with _Locked(data_dir):
         rec = get(data_dir, node)
         path = key_path(data_dir, node)
