@@ -5,6 +5,15 @@ Steps (each visible in the progress output):
      in step 3, once the board has said what it is;
   2. config.json generated from the options and validated (see
      tools/nodeconfig.py) before the board is touched;
+  2b. the node's OSCORE key (tools/provision.py): in the key store of the hub
+     data directory --data DIR, or in the file --hub-key-file PATH for a hub on
+     another machine (`smartpark keys import PATH` there). A node that already
+     holds its key keeps it (and its sequence number, oscore.seq); a new one is
+     made when it has none, when the board holds another (or none), with
+     --wipe, and with --rotate-key. The node's half goes to the board as
+     oscore.json (on the filesystem, never in the ROMFS image); the hub's half
+     is stored once the board is verified. --no-key flashes without one (for
+     a hub with security.mode = "off");
   3. board: probe the port (exists, not held by another program), enter the
      raw REPL without a soft reset (mpremote `resume`), read MicroPython's
      version, sys.platform and the free flash (os.statvfs). The platform
@@ -44,6 +53,7 @@ Exit codes (scripts can rely on them):
    17  no permission to open the port
    18  the bundle is for another board (ESP32 vs unix port; see step 3)
    19  not enough heap: the bundle's measured need exceeds 70 % of the board's heap
+   20  the OSCORE key: the hub's half cannot be read or written (message names the file)
 """
 
 import argparse
@@ -55,7 +65,7 @@ import tempfile
 
 from smartpark.protocol.version import VERSION
 from smartpark.tools import bundle as bundlemod
-from smartpark.tools import fwsize, nodeconfig
+from smartpark.tools import fwsize, nodeconfig, provision
 from smartpark.tools.board import (
     EXIT_NO_HEAP,
     EXIT_NO_SPACE,
@@ -69,6 +79,7 @@ from smartpark.tools.progress import Progress, say
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+EXIT_KEY = 20
 SPACE_MARGIN = 16 * 1024  # room for the outbox and config updates after flashing
 CONFIG = "config.json"
 
@@ -205,8 +216,11 @@ def check_heap(info, manifest, layout, force=False, quiet=False):
 
 
 def flash(port, config, bundle_dir=None, wipe=False, retries=2, quiet=False, reset=True,
-          layout="auto", force=False):
-    """Flash a board; returns a summary dict. Raises FlashError/BoardError/BundleError."""
+          layout="auto", force=False, keys=None, rotate_key=False):
+    """Flash a board; returns a summary dict. Raises FlashError/BoardError/BundleError.
+
+    keys: where the hub's half of the node's OSCORE key lives (provision.StoreSide or
+    FileSide), None for no key."""
     tmp = None
     try:
         manifest = bundlemod.load_manifest(bundle_dir) if bundle_dir else None
@@ -237,6 +251,9 @@ def flash(port, config, bundle_dir=None, wipe=False, retries=2, quiet=False, res
                 with open(os.path.join(bundle_dir, entry["path"]), "rb") as f:
                     files.append((entry["path"], f.read()))
             files.append((CONFIG, config_bytes))
+            key = _plan_key(board, keys, config["node"], wipe, rotate_key, quiet)
+            if key is not None:
+                files.append((provision.NODE_FILE, key.node_bytes))
             manifest_bytes = (json.dumps(dict(manifest, layout=layout), sort_keys=True)
                               + "\n").encode()
             old_raw = board.read(bundlemod.MANIFEST)
@@ -262,12 +279,16 @@ def flash(port, config, bundle_dir=None, wipe=False, retries=2, quiet=False, res
                 board.remove_empty_dirs(stale)
                 # the previous install is incomplete until the new manifest lands
                 board.remove(bundlemod.MANIFEST)
+            if key is not None and key.drop_seq and not wipe:
+                board.remove(provision.SEQ_FILE)   # it counted for the old key
             romfs = "kept"
             if layout == "romfs":
                 romfs = _deploy_romfs(board, bundle_dir, manifest["romfs"], quiet)
             result = _write_verified(board, files + [(bundlemod.MANIFEST, manifest_bytes)],
                                      retries, quiet)
+            _commit_key(key)
             result["layout"] = layout
+            result["oscore"] = key.summary() if key is not None else None
             result["romfs"] = romfs if layout == "romfs" else None
             result.update({
                 "port": port,
@@ -285,6 +306,30 @@ def flash(port, config, bundle_dir=None, wipe=False, retries=2, quiet=False, res
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _plan_key(board, keys, node, wipe, rotate, quiet):
+    """The node's OSCORE key (provision.Plan), decided by what the board holds; None
+    without `keys`."""
+    if keys is None:
+        return None
+    try:
+        key = provision.plan(keys, node, board.read(provision.NODE_FILE), wipe=wipe,
+                             rotate=rotate)
+    except provision.ProvisionError as e:
+        raise FlashError(EXIT_KEY, str(e)) from None
+    say(key.text(), quiet)
+    return key
+
+
+def _commit_key(key):
+    """Store the hub's half, once the board holds the node's (verified)."""
+    if key is None:
+        return
+    try:
+        key.commit()
+    except provision.ProvisionError as e:
+        raise FlashError(EXIT_KEY, str(e)) from None
 
 
 def _deploy_romfs(board, bundle_dir, image, quiet):
@@ -363,6 +408,19 @@ def register(subparsers):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other config.json key (VALUE as JSON, else a string), e.g. "
                         "--set report_interval=60; repeatable")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--data", metavar="DIR",
+                     help="the hub's data directory on this machine: the node's OSCORE key is "
+                          "made in its key store (DIR/keys) when the node has none")
+    key.add_argument("--hub-key-file", metavar="PATH",
+                     help="for a hub on another machine: the hub's half of the node's key is "
+                          "written here (0600; reused when it is there) for `smartpark keys "
+                          "import PATH` on the hub")
+    key.add_argument("--no-key", action="store_true",
+                     help="flash without an OSCORE key (only for a hub with security.mode = "
+                          "\"off\")")
+    p.add_argument("--rotate-key", action="store_true",
+                   help="give the node a new OSCORE key even when it holds a good one")
     p.add_argument("--wipe", action="store_true",
                    help="erase everything on the board first (also the outbox of unsent readings)")
     p.add_argument("--bundle", metavar="DIR",
@@ -396,10 +454,21 @@ def run(args):
     if args.retries < 0:
         say("smartpark flash: error: --retries must be >= 0")
         return EXIT_USAGE
+    if not (args.data or args.hub_key_file or args.no_key):
+        say("smartpark flash: error: the node needs its OSCORE key: give --data DIR (the hub's "
+            "data directory on this machine) or --hub-key-file PATH (for a hub on another "
+            "machine); --no-key flashes without one")
+        return EXIT_USAGE
+    if args.no_key and args.rotate_key:
+        say("smartpark flash: error: --rotate-key and --no-key contradict each other")
+        return EXIT_USAGE
+    keys = (provision.StoreSide(args.data) if args.data else
+            provision.FileSide(args.hub_key_file) if args.hub_key_file else None)
     try:
         result = flash(args.port, config, bundle_dir=args.bundle, wipe=args.wipe,
                        retries=args.retries, quiet=args.quiet, reset=not args.no_reset,
-                       layout=args.layout, force=args.force)
+                       layout=args.layout, force=args.force, keys=keys,
+                       rotate_key=args.rotate_key)
     except (BoardError, FlashError, bundlemod.BundleError) as e:
         say("smartpark flash: error: %s" % e)
         return e.code

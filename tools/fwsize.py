@@ -64,7 +64,9 @@ EXIT_UNMEASURED = 7
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIM_SOURCE = os.path.join(ROOT, "firmware", "sim")
 ROMFS_IMAGE = "code.romfs"          # in the bundle directory, beside manifest.json
-FS_ONLY = ("boot.py", "main.py", "manifest.json", ROMFS_IMAGE)   # never in the ROMFS image
+# never in the ROMFS image; oscore.json (the node's key, written by flash) is listed so that
+# a bundle that carries one by mistake never bakes a key into a code image
+FS_ONLY = ("boot.py", "main.py", "manifest.json", ROMFS_IMAGE, "oscore.json")
 BLOCK = 4096                        # LittleFS block of an ESP32's filesystem
 KIB = 1024
 
@@ -247,7 +249,8 @@ class _Hub:
     def __init__(self, work):
         from smartpark.tools import demo
         self._demo = demo
-        self.handle, self.port, self.http_port = demo.start_hub(os.path.join(work, "hub"), 0, 0)
+        self.data = os.path.join(work, "hub")
+        self.handle, self.port, self.http_port = demo.start_hub(self.data, 0, 0)
         if self.handle is None:
             raise SizeError(EXIT_UNMEASURED, "the hub for the heap measurement did not start "
                             "(log: %s)" % os.path.join(work, "hub", "hub.log"))
@@ -298,6 +301,9 @@ class Probe:
                "sim": {"seed": 1}, "sensors": self.sensors}
         with open(os.path.join(flash, "config.json"), "w") as f:
             json.dump(cfg, f)
+        # its OSCORE key, as flash gives a board one: the heap figures include OSCORE
+        from smartpark.tools import provision
+        provision.provision_dir(self.hub.data, node_id, flash)
         if self.romfs:
             path = [".frozen", self.sim]
         else:

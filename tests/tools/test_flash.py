@@ -33,6 +33,10 @@ pytestmark = pytest.mark.micropython
 
 
 def _flash(port, bundle_dir, *extra, node="node-7"):
+    """Flash with the test's options; without a key option, with --no-key (the key's own
+    tests are at the end)."""
+    if not {"--data", "--hub-key-file"} & {str(x) for x in extra}:
+        extra += ("--no-key",)
     return smartpark("flash", "--port", port, "--node-id", node, "--hub", "127.0.0.1:5999",
                      "--bundle", bundle_dir, *extra)
 
@@ -288,6 +292,7 @@ def test_flash_builds_the_bundle_when_none_is_given(unix_bundle, pty_board):
     """No --bundle: flash builds the firmware itself; builds are reproducible, so the board
     ends up with exactly the files of a separate `smartpark firmware build`."""
     proc = smartpark("flash", "--port", pty_board.port, "--node-id", "n-auto", "--no-reset",
+                     "--no-key",
                      timeout=300)
     assert proc.returncode == 0, proc.stderr
     # the unix port (sys.platform "linux") gets the unix bundle, simulation included
@@ -303,6 +308,7 @@ def test_flash_builds_the_esp32_bundle_for_an_esp32(esp32_bundle, special_board,
     """No --bundle, a board whose sys.platform is "esp32": the ESP32 bundle goes on, no sim/."""
     summary = tmp_path / "s.json"
     proc = smartpark("flash", "--port", special_board.port, "--node-id", "n-esp", "--no-reset",
+                     "--no-key",
                      "--json", summary, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "building the firmware bundle for board esp32" in proc.stderr
@@ -353,15 +359,17 @@ def test_layout_follows_the_board_and_the_bundle():
 def test_flash_puts_the_code_in_the_boards_romfs_partition(sized_unix_bundle, special_board,
                                                              tmp_path):
     """A board whose MicroPython has a ROMFS partition gets the code as the bundle's image
-    (mpremote romfs deploy), its filesystem only boot.py, main.py, the config and the
-    manifest; after the reset the node boots from /rom and looks for its hub."""
+    (mpremote romfs deploy), its filesystem only boot.py, main.py, the config, the OSCORE
+    key and the manifest; after the reset the node boots from /rom and looks for its hub."""
     summary = tmp_path / "s.json"
+    data = tmp_path / "hub"
     proc = smartpark("flash", "--port", special_board.port, "--node-id", "rom-7", "--hub",
-                     "127.0.0.1:5999", "--bundle", sized_unix_bundle, "--json", summary)
+                     "127.0.0.1:5999", "--bundle", sized_unix_bundle, "--json", summary,
+                     "--data", data)
     assert proc.returncode == 0, proc.stderr
     assert "ROMFS: writing the" in proc.stderr and "romfs layout" in proc.stderr
     assert sorted(os.listdir(special_board.flash_dir)) == ["boot.py", "config.json", "main.py",
-                                                           "manifest.json"]
+                                                           "manifest.json", "oscore.json"]
     s = json.load(open(summary))
     assert s["layout"] == "romfs" and s["romfs"] == "written"
     on_board = json.load(open(os.path.join(special_board.flash_dir, "manifest.json")))
@@ -370,10 +378,11 @@ def test_flash_puts_the_code_in_the_boards_romfs_partition(sized_unix_bundle, sp
     assert b"Traceback" not in special_board.console().split(b"ended")[-1]
     # flashed again: the image is already there, nothing is rewritten
     proc = smartpark("flash", "--port", special_board.port, "--node-id", "rom-7", "--hub",
-                     "127.0.0.1:5999", "--bundle", sized_unix_bundle, "--no-reset")
+                     "127.0.0.1:5999", "--bundle", sized_unix_bundle, "--no-reset",
+                     "--data", data)
     assert proc.returncode == 0, proc.stderr
     assert "already holds this image" in proc.stderr
-    assert "(1 written, 3 already up to date" in proc.stderr   # the manifest always lands last
+    assert "(1 written, 4 already up to date" in proc.stderr   # the manifest always lands last
 
 
 @pytest.mark.parametrize("special_board", [{"romfs_size": 128 * 1024}], indirect=True)
@@ -403,3 +412,95 @@ def test_a_board_without_the_heap_is_refused(sized_unix_bundle, special_board):
     proc = _flash(special_board.port, sized_unix_bundle, "--no-reset", "--force")
     assert proc.returncode == 0, proc.stderr
     assert "warning: not enough heap" in proc.stderr
+
+
+# -- the node's OSCORE key -------------------------------------------------------------------
+
+def _board_key(flash_dir):
+    with open(os.path.join(flash_dir, "oscore.json")) as f:
+        return json.load(f)
+
+
+def test_flash_provisions_the_oscore_key_and_keeps_it(tiny_bundle, pty_board, tmp_path):
+    """--data: the key is made in the hub's store, its node half lands on the board as
+    oscore.json; a re-flash keeps it (and the node's sequence number file), --rotate-key
+    and --wipe replace it, and the store always holds the board's key."""
+    from smartpark.hub import keys
+    data = tmp_path / "hub"
+    summary = tmp_path / "s.json"
+    proc = _flash(pty_board.port, tiny_bundle, "--no-reset", "--data", data, "--json", summary)
+    assert proc.returncode == 0, proc.stderr
+    rec = keys.get(str(data), "node-7")
+    assert _board_key(pty_board.flash_dir) == keys.node_half(rec)
+    assert rec["recipient_id"] == b"" and len(rec["sender_id"]) == 3
+    assert os.stat(keys.key_path(str(data), "node-7")).st_mode & 0o777 == 0o600
+    s = json.load(open(summary))
+    assert s["oscore"]["action"] == "new" and s["oscore"]["key_id"] == rec.kid_hex
+    assert rec["secret"].hex() not in proc.stderr + proc.stdout + open(summary).read()
+    # the node has counted some sequence numbers: a re-flash keeps key and counter
+    seq = os.path.join(pty_board.flash_dir, "oscore.seq")
+    open(seq, "w").write("1234")
+    proc = _flash(pty_board.port, tiny_bundle, "--no-reset", "--data", data, "--json", summary)
+    assert proc.returncode == 0, proc.stderr
+    assert "key id %s, kept" % rec.kid_hex in proc.stderr
+    assert json.load(open(summary))["oscore"]["action"] == "kept"
+    assert keys.get(str(data), "node-7") == rec
+    assert _board_key(pty_board.flash_dir) == keys.node_half(rec)
+    assert open(seq).read() == "1234"
+    # --rotate-key: new secret and key id on both sides; the old counter goes
+    proc = _flash(pty_board.port, tiny_bundle, "--no-reset", "--data", data, "--rotate-key")
+    assert proc.returncode == 0, proc.stderr
+    new = keys.get(str(data), "node-7")
+    assert new["secret"] != rec["secret"] and new["sender_id"] != rec["sender_id"]
+    assert _board_key(pty_board.flash_dir) == keys.node_half(new)
+    assert not os.path.exists(seq)
+    # --wipe erases the counter, so the key cannot stay
+    proc = _flash(pty_board.port, tiny_bundle, "--no-reset", "--data", data, "--wipe")
+    assert proc.returncode == 0, proc.stderr
+    wiped = keys.get(str(data), "node-7")
+    assert wiped["sender_id"] != new["sender_id"] and "the wipe erases" in proc.stderr
+    assert _board_key(pty_board.flash_dir) == keys.node_half(wiped)
+    # another board (or one that lost its key) for the same node: a new key too
+    os.remove(os.path.join(pty_board.flash_dir, "oscore.json"))
+    proc = _flash(pty_board.port, tiny_bundle, "--no-reset", "--data", data)
+    assert proc.returncode == 0, proc.stderr
+    assert keys.get(str(data), "node-7")["sender_id"] != wiped["sender_id"]
+    assert "does not hold its key" in proc.stderr
+    assert len(keys.list_keys(str(data))) == 1
+
+
+def test_flash_for_a_hub_on_another_machine(tiny_bundle, pty_board, tmp_path):
+    """--hub-key-file: the hub's half goes to a 0600 file that `smartpark keys import`
+    takes on the hub; a re-flash with the same file keeps the key."""
+    from smartpark.hub import keys
+    hub_file = tmp_path / "node-7.key.json"
+    proc = _flash(pty_board.port, tiny_bundle, "--no-reset", "--hub-key-file", hub_file)
+    assert proc.returncode == 0, proc.stderr
+    assert os.stat(hub_file).st_mode & 0o777 == 0o600
+    rec = keys.read_file(str(hub_file))
+    assert rec["node"] == "node-7"
+    assert _board_key(pty_board.flash_dir) == keys.node_half(rec)
+    proc = _flash(pty_board.port, tiny_bundle, "--no-reset", "--hub-key-file", hub_file)
+    assert proc.returncode == 0 and ", kept" in proc.stderr, proc.stderr
+    assert keys.read_file(str(hub_file)) == rec
+    hub_data = tmp_path / "far-hub"
+    proc = smartpark("keys", "import", hub_file, "--data", hub_data)
+    assert proc.returncode == 0, proc.stderr
+    assert keys.load_all(str(hub_data)) == [rec]
+    # a hub file of another node is not overwritten
+    proc = _flash(pty_board.port, tiny_bundle, "--no-reset", "--hub-key-file", hub_file,
+                  node="node-8")
+    assert proc.returncode == 20 and "holds the key of node node-7" in proc.stderr, proc.stderr
+    assert keys.read_file(str(hub_file)) == rec
+
+
+def test_flash_needs_a_key_option(tiny_bundle, tmp_path):
+    proc = smartpark("flash", "--port", str(tmp_path / "nope"), "--node-id", "n1",
+                     "--bundle", tiny_bundle)
+    assert proc.returncode == 2 and "--data DIR" in proc.stderr and "--no-key" in proc.stderr
+    proc = smartpark("flash", "--port", str(tmp_path / "nope"), "--node-id", "n1",
+                     "--bundle", tiny_bundle, "--no-key", "--rotate-key")
+    assert proc.returncode == 2, proc.stderr
+    proc = smartpark("flash", "--port", str(tmp_path / "nope"), "--node-id", "n1",
+                     "--bundle", tiny_bundle, "--no-key", "--data", tmp_path)
+    assert proc.returncode == 2 and "not allowed with" in proc.stderr

@@ -1,0 +1,165 @@
+"""OSCORE keys onto nodes: the one rule `smartpark flash`, `simulate` and `demo` share.
+
+The hub keeps its half of each node's key in its key store (hub/keys.py,
+`<data_dir>/keys/<node>.json`), or, for a hub on another machine, in a file
+that `smartpark keys import` takes there (`--hub-key-file`). The node keeps its
+half as `oscore.json` in its root directory, beside config.json, and its sender
+sequence number in `oscore.seq`.
+
+Which key a node gets:
+
+- none yet (or --rotate-key): a new one;
+- the node already holds the hub's key for it (its oscore.json is that key):
+  kept, and oscore.seq with it;
+- otherwise (the board or directory holds no key or another one, or --wipe
+  erases it and oscore.seq): a new one. Nothing remembers the sequence numbers
+  the old key was used with, so keeping it could send two messages with one
+  nonce.
+
+A new key also removes the node's oscore.seq (it counted for the old key).
+The hub's side is written after the node's: a failure in between leaves a
+node whose key the hub does not know yet, and the next run replaces both.
+"""
+
+import json
+import os
+
+from smartpark.hub import keys as keystore
+
+NODE_FILE = "oscore.json"
+SEQ_FILE = "oscore.seq"
+
+
+class ProvisionError(Exception):
+    """The hub's half cannot be read or written; the message names the file."""
+
+
+class StoreSide:
+    """The hub's half in a hub data directory's key store."""
+
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+
+    def where(self):
+        return keystore.keys_dir(self.data_dir)
+
+    def current(self, node):
+        return keystore.find(self.data_dir, node)
+
+    def fresh(self, node, old):
+        taken = {r["sender_id"] for r in keystore.load_all(self.data_dir, on_error=lambda e: None)}
+        return keystore.new_record(node, taken)
+
+    def save(self, rec):
+        keystore.put(self.data_dir, rec, replace=True)
+
+
+class FileSide:
+    """The hub's half in a file for `smartpark keys import` on the hub's machine."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def where(self):
+        return self.path
+
+    def current(self, node):
+        if not os.path.exists(self.path):
+            return None
+        rec = keystore.read_file(self.path)
+        if rec["node"] != node:
+            raise keystore.KeyStoreError("%s holds the key of node %s, not %s: give another "
+                                         "--hub-key-file" % (self.path, rec["node"], node))
+        return rec
+
+    def fresh(self, node, old):
+        # the hub's store is elsewhere: `keys import` there refuses a key id it has
+        return keystore.new_record(node, {old["sender_id"]} if old else ())
+
+    def save(self, rec):
+        keystore.write_private(self.path, rec.to_json())
+
+
+def held(node, raw):
+    """The Record in a node's oscore.json bytes, or None (missing or not a key)."""
+    if not raw:
+        return None
+    try:
+        return keystore.from_node_half(node, json.loads(raw), created=0.0)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+class Plan:
+    """What one node gets: .action ("kept", "new", "rotated"), .why, .record, .node_bytes,
+    .drop_seq (remove the node's oscore.seq)."""
+
+    def __init__(self, side, node, action, why, record):
+        self.side = side
+        self.node = node
+        self.action = action
+        self.why = why
+        self.record = record
+        self.node_bytes = keystore.node_half_bytes(record)
+        self.drop_seq = action != "kept"
+
+    def commit(self):
+        """Store the hub's half (nothing to do for a kept key)."""
+        if self.action == "kept":
+            return
+        try:
+            self.side.save(self.record)
+        except (keystore.KeyStoreError, OSError) as e:
+            raise ProvisionError("the node holds key id %s, but the hub's half could not be "
+                                 "written to %s: %s; run this again (it makes a new key)"
+                                 % (self.record.kid_hex, self.side.where(), e)) from None
+
+    def summary(self):
+        return {"key_id": self.record.kid_hex, "action": self.action, "hub_side": self.side.where()}
+
+    def text(self):
+        return "OSCORE key of %s: key id %s, %s%s (hub's half: %s)" % (
+            self.node, self.record.kid_hex, self.action, " (%s)" % self.why if self.why else "",
+            self.side.where())
+
+
+def plan(side, node, on_node=None, wipe=False, rotate=False):
+    """The Plan for `node` whose oscore.json holds `on_node` (bytes or None)."""
+    try:
+        current = side.current(node)
+        if current is None:
+            return Plan(side, node, "new", "", side.fresh(node, None))
+        if rotate:
+            return Plan(side, node, "rotated", "--rotate-key", side.fresh(node, current))
+        if wipe:
+            return Plan(side, node, "rotated", "the wipe erases the node's sequence number, "
+                        "so its key is replaced", side.fresh(node, current))
+        have = held(node, on_node)
+        if have is not None and keystore.same_key(have, current):
+            return Plan(side, node, "kept", "", current)
+        return Plan(side, node, "rotated", "the node does not hold its key %s (another "
+                    "board, or erased): a new key, so that no sequence number repeats under "
+                    "the old one" % current.kid_hex, side.fresh(node, current))
+    except keystore.KeyStoreError as e:
+        raise ProvisionError(str(e)) from None
+
+
+def provision_dir(data_dir, node, node_dir, rotate=False):
+    """Give the node whose flash directory is `node_dir` its key from the key store of
+    `data_dir` (simulate, demo, tests); returns the Plan, committed."""
+    path = os.path.join(node_dir, NODE_FILE)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        raw = None
+    p = plan(StoreSide(data_dir), node, raw, rotate=rotate)
+    if p.action != "kept":
+        os.makedirs(node_dir, exist_ok=True)
+        keystore.write_private(path, p.node_bytes)
+        try:
+            os.unlink(os.path.join(node_dir, SEQ_FILE))
+        except FileNotFoundError:
+            pass
+        p.commit()
+    return p
