@@ -7,13 +7,18 @@ as `smartpark simulate`, flash directories in ./data/demo-nodes, so a second
 run continues where the first stopped). Prints the HTTP API URLs and a
 ready curl line, then tells you when the first readings are served.
 
+Every node has its OSCORE key before the hub starts: made in the hub's key
+store (./data/keys) when the node has none, its half written as oscore.json
+beside the node's config.json (tools/provision.py); a second run keeps them.
+
 Ctrl-C (SIGINT) or SIGTERM stops everything in order: the nodes stop
 sampling and get a few seconds to send what they hold, then the hub
 flushes and stops. A second Ctrl-C skips the nodes' drain.
 
 Ports: HTTP 8080 and CoAP 5683 unless taken, then any free port (the URLs
 printed are the real ones); --http-port/--coap-port choose (0 = any).
-Exit codes: 0 clean stop; 1 the hub did not start; 5 firmware missing.
+Exit codes: 0 clean stop; 1 the hub did not start; 5 firmware missing; 8 the
+nodes' keys cannot be made (./data/keys cannot be read or written).
 """
 
 import argparse
@@ -111,6 +116,15 @@ def run(args):
     if not _free(coap_port, socket.SOCK_DGRAM):
         say("demo: CoAP port %d is taken, using a free one" % coap_port, args.quiet)
         coap_port = 0
+    nodes_dir = os.path.join(data, "demo-nodes")
+    try:
+        # before the hub starts, so that it loads them all
+        simulate.provision_keys(data, [(nid, os.path.join(nodes_dir, nid))
+                                       for nid in simulate.node_ids(args.nodes, "demo")],
+                                args.quiet, who="demo")
+    except simulate.SimError as e:
+        say("smartpark demo: %s" % e)
+        return e.code
     with simulate._Signals() as signals:
         hub, got_coap, got_http = start_hub(data, http_port, coap_port)
         if hub is None and (http_port or coap_port):
@@ -145,9 +159,9 @@ def run(args):
         try:
             summary = simulate.run_full(
                 args.nodes, "127.0.0.1:%d" % coap_port, duration=args.duration, drain=5.0,
-                interval=args.interval, workdir=os.path.join(data, "demo-nodes"), keep=True,
+                interval=args.interval, workdir=nodes_dir, keep=True,
                 quiet=args.quiet, signals=signals, on_ready=ready, prefix="demo",
-                status_every=None)
+                status_every=None, keys_data=data)
         except simulate.SimError as e:
             say("smartpark demo: %s" % e)
             stop_hub(hub)

@@ -16,6 +16,14 @@ three phases:
               seq), pending = still in the outbox, dropped = given up (full
               outbox or refused by the hub), acknowledged = the rest.
 
+Every node gets its OSCORE key (tools/provision.py): --data DIR names the
+hub's data directory on this machine; a key is made in its key store for each
+node that has none, and the node's half is written as oscore.json beside the
+node's config.json. A node directory that already holds its key (--workdir,
+the demo's) keeps it; any other gets a new one. --no-key runs the nodes without
+(for a hub with security.mode = "off"). The hub takes new keys when it
+reloads its key store.
+
 Nodes trust the host clock as their NTP ("ntp": true), so every reading the
 hub stores went through the outbox and `acknowledged` equals what the hub
 stored for the node; --hub-time makes them take the time from the hub
@@ -27,8 +35,10 @@ ack), with CoAP retransmission (RFC 7252 4.2) and the same summary.
 
 A second Ctrl-C skips the drain. Exit codes: 0 all outboxes empty at the
 end; 6 readings still pending after the drain; 2 usage (including a --json
-file that cannot be written, checked before anything runs); 5 firmware
-missing; 7 the --hub address does not resolve or cannot be used.
+file that cannot be written, checked before anything runs, and neither --data
+nor --no-key for firmware nodes); 5 firmware missing; 7 the --hub address does
+not resolve or cannot be used; 8 the nodes' keys cannot be made (the key store
+of --data cannot be read or written).
 """
 
 import argparse
@@ -42,7 +52,7 @@ import sys
 import tempfile
 import time
 
-from smartpark.tools import nodeconfig
+from smartpark.tools import nodeconfig, provision
 from smartpark.tools.progress import say
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,6 +62,7 @@ EXIT_USAGE = 2
 EXIT_MISSING = 5
 EXIT_PENDING = 6
 EXIT_HUB = 7
+EXIT_KEYS = 8
 EXIT_DEEPSLEEP = 75
 
 # Sensor sets cycled over the nodes: a weather/air node, an office, a parking row,
@@ -281,10 +292,29 @@ def _sleep_until(deadline, signals, stop_count=1, step=0.2, tick=None):
         time.sleep(min(step, max(0.0, deadline - time.monotonic())))
 
 
+def provision_keys(data_dir, nodes, quiet=False, who="simulate"):
+    """Each (node id, flash dir) gets its OSCORE key from the key store of `data_dir`
+    (provision.provision_dir); SimError(EXIT_KEYS) when the store cannot be used."""
+    actions = {}
+    try:
+        for nid, flash in nodes:
+            p = provision.provision_dir(data_dir, nid, flash)
+            actions[p.action] = actions.get(p.action, 0) + 1
+    except (provision.ProvisionError, ValueError, OSError) as e:
+        raise SimError(EXIT_KEYS, "cannot give node %s its OSCORE key: %s" % (nid, e)) from None
+    say("%s: OSCORE keys in %s: %s" % (
+        who, os.path.join(data_dir, "keys"),
+        ", ".join("%d %s" % (actions[a], a) for a in sorted(actions))), quiet)
+    return actions
+
+
 def run_full(n, hub, duration=None, drain=15.0, interval=5.0, workdir=None, keep=False,  # noqa: C901 - the three phases (run, drain, summary) with their signals in one place
              bundle=None, hub_time=False, ledger=False, quiet=False, signals=None,
-             on_ready=None, prefix="sim", status_every=10.0):
-    """Run the full simulation; returns the summary list (dicts)."""
+             on_ready=None, prefix="sim", status_every=10.0, keys_data=None):
+    """Run the full simulation; returns the summary list (dicts).
+
+    keys_data: the hub's data directory, whose key store gives every node its OSCORE
+    key (oscore.json beside config.json); None runs them without."""
     from smartpark.tools.ptyboard import find_micropython
     micropython = find_micropython()
     image = FirmwareImage(bundle)
@@ -304,6 +334,8 @@ def run_full(n, hub, duration=None, drain=15.0, interval=5.0, workdir=None, keep
                 except nodeconfig.ConfigError as e:
                     raise SimError(EXIT_USAGE, str(e)) from None
             nodes.append(SimNode(nid, os.path.join(work, nid), cfg, image, micropython))
+        if keys_data is not None:
+            provision_keys(keys_data, [(nd.id, nd.flash) for nd in nodes], quiet)
         say("simulate: starting %d nodes (firmware from %s), flash dirs in %s"
             % (n, bundle or "firmware/", work), quiet)
         for node in nodes:
@@ -448,6 +480,14 @@ def register(subparsers):
                    help="run a built bundle (.mpy, from `smartpark firmware build --board "
                         "unix`) instead of firmware/ sources")
     p.add_argument("--workdir", metavar="DIR", help="keep the nodes' flash directories here")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--data", metavar="DIR",
+                     help="the hub's data directory on this machine: every node's OSCORE key "
+                          "is made in its key store (DIR/keys) and written beside the node's "
+                          "config.json")
+    key.add_argument("--no-key", action="store_true",
+                     help="run the nodes without OSCORE keys (a hub with security.mode = "
+                          "\"off\")")
     p.add_argument("--hub-time", action="store_true",
                    help="nodes take the time from the hub instead of the host clock (NTP)")
     p.add_argument("--ledger", action="store_true",
@@ -496,12 +536,17 @@ def run(args):  # noqa: C901 - checks every option of both modes before anything
                 say("smartpark simulate: error: %d firmware processes is too many for one "
                     "machine; use --light for large fleets" % args.nodes)
                 return EXIT_USAGE
+            if not (args.data or args.no_key):
+                say("smartpark simulate: error: the nodes need their OSCORE keys: give --data "
+                    "DIR (the hub's data directory on this machine), or --no-key for a hub "
+                    "without security")
+                return EXIT_USAGE
             hub = "auto" if target is None else args.hub
             summary = run_full(args.nodes, hub, duration=args.duration, drain=args.drain,
                                interval=args.interval, workdir=args.workdir,
                                keep=bool(args.workdir), bundle=args.bundle,
                                hub_time=args.hub_time, ledger=args.ledger, quiet=args.quiet,
-                               prefix=args.prefix or "sim")
+                               prefix=args.prefix or "sim", keys_data=args.data)
             extra = {"mode": "firmware"}
     except SimError as e:
         say("smartpark simulate: error: %s" % e)

@@ -54,7 +54,7 @@ def test_simulate_20_nodes_summary_matches_the_hub(hub, tmp_path):
     out = tmp_path / "sim.json"
     proc = smartpark("simulate", "--nodes", 20, "--hub", "127.0.0.1:%d" % hub["coap"],
                      "--duration", 12, "--interval", 2, "--drain", 20, "--json", out,
-                     timeout=240)
+                     "--data", hub["data"], timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.load(open(out))
     assert summary["mode"] == "firmware" and len(summary["nodes"]) == 20
@@ -75,11 +75,19 @@ def test_nodes_built_from_mpy_report_to_a_hub(unix_bundle, hub, tmp_path):
     work = tmp_path / "flash"
     proc = smartpark("simulate", "--nodes", 2, "--hub", "127.0.0.1:%d" % hub["coap"],
                      "--duration", 6, "--interval", 2, "--drain", 15, "--json", out,
-                     "--bundle", unix_bundle, "--workdir", work, timeout=120)
+                     "--bundle", unix_bundle, "--workdir", work, "--data", hub["data"],
+                     timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.load(open(out))
     stored = _check_against_hub(summary, hub["data"])
     assert all(stored[s["node"]] > 0 for s in summary["nodes"])
+    # every node's OSCORE key: the hub's half in its store, the node's beside config.json
+    from smartpark.hub import keys
+    for s in summary["nodes"]:
+        node_dir = os.path.join(work, s["node"])
+        assert os.path.isfile(os.path.join(node_dir, "config.json"))
+        with open(os.path.join(node_dir, "oscore.json")) as f:
+            assert json.load(f) == keys.node_half(keys.get(hub["data"], s["node"]))
     # nothing but .mpy modules (and main.py) was there to import
     assert not [p for p in os.listdir(unix_bundle) if p.endswith(".py") and p not in
                 ("boot.py", "main.py")]
@@ -88,7 +96,8 @@ def test_nodes_built_from_mpy_report_to_a_hub(unix_bundle, hub, tmp_path):
 def test_an_esp32_bundle_is_refused(esp32_bundle, tmp_path):
     """The ESP32 bundle has no simulation: simulate says so instead of starting nodes."""
     proc = smartpark("simulate", "--nodes", 1, "--hub", "127.0.0.1:5683", "--duration", 1,
-                     "--bundle", esp32_bundle, "--workdir", tmp_path / "flash", timeout=60)
+                     "--bundle", esp32_bundle, "--workdir", tmp_path / "flash", "--no-key",
+                     timeout=60)
     assert proc.returncode == 5, proc.stdout + proc.stderr
     assert "--board unix" in proc.stderr
     assert not os.path.exists(tmp_path / "flash")
@@ -101,7 +110,7 @@ def test_unreachable_hub_leaves_readings_pending(tmp_path):
     s.close()  # nobody listens there now: ICMP port unreachable / silence
     out = tmp_path / "sim.json"
     proc = smartpark("simulate", "--nodes", 2, "--hub", "127.0.0.1:%d" % port, "--duration", 5,
-                     "--interval", 1, "--drain", 2, "--json", out, timeout=120)
+                     "--interval", 1, "--drain", 2, "--json", out, "--no-key", timeout=120)
     assert proc.returncode == 6, proc.stdout + proc.stderr
     for n in json.load(open(out))["nodes"]:
         assert n["acknowledged"] == 0 and n["pending"] == n["recorded"] > 0, n
@@ -193,6 +202,15 @@ def test_demo_serves_data_and_stops_cleanly_on_sigint(tmp_path):
     assert proc.returncode == 0, text
     assert "smartpark demo stopped: 20 nodes" in text and "hub exit 0" in text
     assert os.path.exists(tmp_path / "data" / "hub.sqlite3")
+    # the keys were made before the hub started: one per node, each node holding its half
+    from smartpark.hub import keys
+    data = str(tmp_path / "data")
+    recs = keys.load_all(data)
+    assert [r["node"] for r in recs] == ["demo-%03d" % i for i in range(1, 21)]
+    for r in recs:
+        with open(os.path.join(data, "demo-nodes", r["node"], "oscore.json")) as f:
+            assert json.load(f) == keys.node_half(r)
+    assert "20 new" in text
     assert _processes_in(str(tmp_path)) == []
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=3)
@@ -203,7 +221,7 @@ def test_simulate_until_ctrl_c(hub, tmp_path):
     out = tmp_path / "sim.json"
     proc = subprocess.Popen([sys.executable, "-m", "smartpark.tools.cli", "simulate", "--nodes", "2",
                              "--hub", "127.0.0.1:%d" % hub["coap"], "--interval", "1",
-                             "--json", str(out)], cwd=ROOT,
+                             "--json", str(out), "--data", hub["data"]], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
