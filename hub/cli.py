@@ -43,6 +43,8 @@ def register(subparsers):
                    help="serve POST /r through aiocoap only (no recvmmsg fast path)")
     p.add_argument("--no-column-lane", action="store_true", default=None,
                    help="store every report through the row path (no column lane)")
+    p.add_argument("--security", choices=("oscore", "off"),
+                   help='"off": accept nodes without OSCORE (development only; default oscore)')
     p.add_argument("--profile", metavar="FILE",
                    help="profile the event loop thread with cProfile; pstats written to FILE")
     p.add_argument("-v", "--verbose", action="count", default=0)

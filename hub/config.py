@@ -40,6 +40,9 @@ TOML layout (every key optional):
     name = "smartpark hub"
     [nodes]
     firmware = ""           # firmware version wanted on every node ("" = none)
+    [security]
+    mode = "oscore"         # "oscore": nodes must use OSCORE; "off": development only
+    replay_window = 32      # sequence numbers per node the hub remembers (1..64)
 """
 
 import os
@@ -85,6 +88,8 @@ _SPEC = {
     "discovery.zeroconf": (True, "bool"),
     "discovery.name": ("smartpark hub", "str"),
     "nodes.firmware": ("", "str"),
+    "security.mode": ("oscore", "str"),
+    "security.replay_window": (32, "posint"),
 }
 
 # flag dest -> key
@@ -103,6 +108,7 @@ FLAG_KEYS = {
     "no_multicast": "coap.multicast",
     "no_fast_path": "coap.fast_path",
     "no_column_lane": "coap.column_lane",
+    "security": "security.mode",
 }
 
 
@@ -133,6 +139,13 @@ def _check_token(key, value):
     if not all("!" <= c <= "~" for c in value):
         raise ConfigError(key, "a token of printable ASCII characters without spaces")
     return value
+
+
+def _check_security(checked):
+    if checked["security.mode"] not in ("oscore", "off"):
+        raise ConfigError("security.mode", '"oscore" or "off"', checked["security.mode"])
+    if not 1 <= checked["security.replay_window"] <= 64:
+        raise ConfigError("security.replay_window", "1..64", checked["security.replay_window"])
 
 
 def _check_http(checked):
@@ -253,6 +266,7 @@ def load(path=None, overrides=None, environ=None):
     for key, value in values.items():
         checked[key] = _check(key, _SPEC[key][1], value, text_ok=key in flagged)
     _check_http(checked)
+    _check_security(checked)
     return Config(checked)
 
 
