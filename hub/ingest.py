@@ -1,19 +1,23 @@
 """The report pipeline behind POST /r: check, decode, store (dedup), then ack.
 
 Scope: `Pipeline.ingest(items)` takes a batch of (node address, payload bytes,
-content format) and returns one ReportResult per item, in order. It is the
+content format[, node]) and returns one ReportResult per item, in order. It is the
 only way reports enter the hub, whatever the front end: the aiocoap resource
 (hub/coap/resources.py) calls it with batches of one, the fast path
 (hub/fastpath.py) with up to a thousand. No aiocoap types cross this line.
 
 Order of work for a batch, all on the event loop except the store:
-  1. size (4.13) and content format (4.15) checks;
+  1. key (4.01 "OSCORE required" for a report no OSCORE key verified, unless
+     the hub runs with `security.mode = "off"`), size (4.13) and content
+     format (4.15) checks;
   2. decode every payload of the batch at once (hub/codec.py: fast/ selector);
      a bad pack gets 4.00 with the decoder's short diagnostic; so does a pack
      with a node id that is not one path segment (hub/rules.py) or a reading
      time before 2000 or more than `max_future` s ahead of the hub's clock
-     (errors{kind="node_id"} / errors{kind="time"}); nothing of such a pack is
-     stored, so a retransmission gets the same answer (exactly-once holds);
+     (errors{kind="node_id"} / errors{kind="time"}); a pack that names another
+     node than the one whose key verified it gets 4.03 (errors{kind="identity"});
+     nothing of such a pack is stored, so a retransmission gets the same answer
+     (exactly-once holds);
   3. hand the rows to the store, which commits every pending report in one
      transaction (group commit); duplicates -- the same (node, sensor, time)
      again -- are dropped there by the primary key, never stored twice;
@@ -36,9 +40,11 @@ from .interfaces import (
     CT_CBOR,
     CT_SENML_CBOR,
     CT_SENML_JSON,
+    FORBIDDEN,
     INTERNAL_SERVER_ERROR,
     REQUEST_ENTITY_TOO_LARGE,
     SERVICE_UNAVAILABLE,
+    UNAUTHORIZED,
     UNSUPPORTED_CONTENT_FORMAT,
     ReportResult,
     StoreClosed,
@@ -70,12 +76,19 @@ def _diag(text):
     return text.encode("utf-8", "replace")[:120]
 
 
+def _key_node(item):
+    """The node whose OSCORE key verified the report `item` (None: unprotected)."""
+    return item[3] if len(item) > 3 else None
+
+
 class Pipeline:
     """Implements interfaces.Ingest."""
 
     def __init__(self, store, decoder, registry, events, metrics, max_payload=8192, clock=None,
-                 max_future=DEFAULT_MAX_FUTURE, max_backlog=8_000_000):
+                 max_future=DEFAULT_MAX_FUTURE, max_backlog=8_000_000, require_key=False):
         self.max_future = max_future
+        # security.mode = "oscore": a report must come with the node its key belongs to
+        self.require_key = require_key
         # readings acknowledged but not yet moved into `readings` (the mover runs at low
         # priority and may fall behind under a sustained overload); above
         # this many, reports get 5.03 with Max-Age until it caught up -- the journal on disk
@@ -104,6 +117,10 @@ class Pipeline:
         self.metrics.errors.inc(kind)
         return ReportResult(code, _diag(text), max_age=max_age, error=kind)
 
+    def _forbidden(self, named, key_node):
+        return self._error(FORBIDDEN, "pack names node %s, key is node %s" % (named, key_node),
+                           "identity")
+
     async def ingest(self, items, path="aiocoap", lane_acks=False):
         """One result per item, in order. With `lane_acks` (the fast path), a report the
         column lane stored gets the tuple (ack_head, stored) instead of a ReportResult:
@@ -126,8 +143,12 @@ class Pipeline:
         results = [None] * n
         todo = []
         backlog = self.store.pending_readings > self.max_backlog
-        for i, (_address, payload, cf) in enumerate(items):
-            if self.closing:
+        require_key = self.require_key
+        for i, item in enumerate(items):
+            payload, cf = item[1], item[2]
+            if require_key and _key_node(item) is None:
+                results[i] = self._error(UNAUTHORIZED, "OSCORE required", "oscore_required")
+            elif self.closing:
                 results[i] = self._error(SERVICE_UNAVAILABLE, "hub is shutting down", "shutdown",
                                          RETRY_AFTER)
             elif backlog:
@@ -152,7 +173,8 @@ class Pipeline:
             learn = None  # (decoded batch, {index: payload}) for the row path's reports
             try:
                 if lane is not None:
-                    todo, decoded, lane_items, block, learn = self._decode_lane(items, todo, now)
+                    todo, decoded, lane_items, block, learn = self._decode_lane_checked(
+                        items, todo, now, results)
                 else:
                     decoded = self.decoder.decode([(items[i][1], items[i][2]) for i in todo],
                                                   now)
@@ -176,6 +198,12 @@ class Pipeline:
                 if bad is not None:
                     results[i] = self._error(BAD_REQUEST, "invalid pack: %s" % bad[1], bad[0])
                     continue
+                key_node = _key_node(items[i])
+                if key_node is not None:
+                    other = next((nd for nd in nodes if nd != key_node), None)
+                    if other is not None:
+                        results[i] = self._forbidden(other, key_node)
+                        continue
                 address = items[i][0]
                 for nd in nodes:
                     seen = last_seen.get(nd)
@@ -242,6 +270,22 @@ class Pipeline:
         seen = [(nd, address, t) for nd, (address, t) in self._seen_due.items()]
         await self.store.write_many([], seen)
         self._seen_written(seen)
+
+    def _decode_lane_checked(self, items, todo, now, results):
+        """`_decode_lane`, then 4.03 for each of the lane's reports that names another node
+        than its key's. The lane's block must hold only reports that are stored, so with
+        any refused the rest is decoded again (only a misbehaving node costs this)."""
+        while True:
+            out = self._decode_lane(items, todo, now)
+            refused = set()
+            for i, _count, node in out[2]:
+                key_node = _key_node(items[i])
+                if key_node is not None and node != key_node:
+                    results[i] = self._forbidden(node, key_node)
+                    refused.add(i)
+            if not refused:
+                return out
+            todo = [i for i in todo if i not in refused]
 
     def _decode_lane(self, items, todo, now):
         """SenML-CBOR reports through the column lane (fast/lane.pyx). Returns the

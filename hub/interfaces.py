@@ -13,6 +13,8 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 # CoAP response codes as plain ints (class << 5 | detail), shared by every front end.
 CHANGED = 0x44
 BAD_REQUEST = 0x80
+UNAUTHORIZED = 0x81
+FORBIDDEN = 0x83
 REQUEST_ENTITY_TOO_LARGE = 0x8D
 UNSUPPORTED_CONTENT_FORMAT = 0x8F
 INTERNAL_SERVER_ERROR = 0xA0
@@ -57,9 +59,11 @@ class ReportResult:
 class Ingest(Protocol):
     """The report pipeline: dedup, decode, store, rollups, ack."""
 
-    async def ingest(self, items: Sequence[tuple[str, bytes, int | None]]) -> list[ReportResult]:
-        """items: (node address "host:port", payload, content format); one result per item,
-        in order, each resolved only after that report's readings are committed."""
+    async def ingest(self, items: Sequence[tuple]) -> list[ReportResult]:
+        """items: (node address "host:port", payload, content format[, node]); one result
+        per item, in order, each resolved only after that report's readings are committed.
+        `node` is the node whose OSCORE key verified the report (None or left out: an
+        unprotected report, refused with 4.01 unless the hub runs with security off)."""
         ...
 
 
