@@ -1,13 +1,15 @@
 """Composition root: the only place that wires the hub's parts together.
 
 Start order: store (thread) -> live state loaded from it -> rollups replay ->
-ingest pipeline -> CoAP site (POST /r, RD, /cfg, /latest) -> HTTP API ->
-zeroconf -> background tasks (liveness, retention, rollup watermark).
+OSCORE keys and state -> ingest pipeline -> CoAP site (POST /r, RD, /cfg,
+/latest) -> HTTP API -> zeroconf -> background tasks (liveness, retention,
+rollup watermark, key directory).
 
 Stop order ("stop accepting, flush, close"): new reports get 5.03, reports
 in flight finish (their commits and acks), CoAP and HTTP close, background
-tasks stop, zeroconf withdraws, the store commits what is queued and closes
-the database (WAL checkpoint). A restart loads everything back.
+tasks stop, the OSCORE replay windows are saved with their clean-stop marker,
+zeroconf withdraws, the store commits what is queued and closes the database
+(WAL checkpoint). A restart loads everything back.
 """
 
 import asyncio
@@ -29,6 +31,7 @@ from .ingest import Pipeline
 from .metrics import Metrics
 from .registry import Registry
 from .rollups import RollupFeeder
+from .security import Security
 from .store import SqliteStore
 
 GC_GEN0 = 50000  # allocations between young-generation collections (default 700)
@@ -72,6 +75,10 @@ class Hub:
                                  firmware=c.nodes_firmware)
         self.registry.load(await self.store.load_state())
         await self.store.replay_rollups()
+        self.security = Security(c.data_dir, mode=c.security_mode,
+                                 window=c.security_replay_window).start()
+        for line in self.security.warnings():
+            log.warning("%s", line)
         self.decoder = Decoder()
         lane = self.decoder.enable_lane(self.store.newest) if c.coap_column_lane else None
         if lane is not None:  # None in a pure build
@@ -82,10 +89,12 @@ class Hub:
                                lambda: lane.n_rows)
         self.pipeline = Pipeline(self.store, self.decoder, self.registry, self.events,
                                  self.metrics, max_payload=c.coap_max_payload,
-                                 max_future=c.coap_max_future)
+                                 max_future=c.coap_max_future,
+                                 require_key=self.security.required)
         default_config = {"report_interval": c.liveness_default_interval}
         site, self.latest_site, self.rd = build_site(self.pipeline, self.registry, self.events,
-                                                     default_config)
+                                                     default_config, self.security,
+                                                     self.metrics)
         self.metrics.events.source = self.events.counts
         self.rd.restore()
         self.coap = CoapServer(site, c.coap_bind, c.coap_port, c.coap_multicast,
@@ -119,6 +128,7 @@ class Hub:
             asyncio.create_task(self._retention(), name="retention"),
         ]
         self._tasks.append(asyncio.create_task(self._rollup_clock(), name="rollups"))
+        self._tasks.append(asyncio.create_task(self.security.watch(), name="keys"))
         # A report allocates a few short-lived containers; with the default threshold
         # (700) the collector would run every hundred reports or so and take a large share
         # of the event loop under load. Start-up state is long-lived: freeze it so
@@ -128,10 +138,11 @@ class Hub:
         gc.set_threshold(max(gc.get_threshold()[0], GC_GEN0), 20, 100)
         self.started = time.time()
         self.out.write("smartpark hub ready coap=%d http=%d data=%s decoder=%s fastpath=%s"
-                       " lane=%s\n" % (
+                       " lane=%s security=%s\n" % (
                            self.coap_port, self.http_port, c.data_dir, self.decoder.path,
                            "on" if self.fastpath else "off",
-                           "on" if self.decoder.lane is not None else "off"))
+                           "on" if self.decoder.lane is not None else "off",
+                           self.security.mode))
         self.out.flush()
         return self
 
@@ -175,9 +186,10 @@ class Hub:
                 lambda: self.rollups.late)
 
     def health(self):
-        return {"status": "ok", "version": VERSION, "uptime": time.time() - (self.started or 0),
-                "decoder": self.decoder.path, "rollups": True,
-                "zeroconf": self.advertiser.active}
+        return dict({"status": "ok", "version": VERSION,
+                     "uptime": time.time() - (self.started or 0),
+                     "decoder": self.decoder.path, "rollups": True,
+                     "zeroconf": self.advertiser.active}, **self.security.health())
 
     async def _liveness(self):
         interval = self.config.liveness_check_interval
@@ -211,6 +223,15 @@ class Hub:
             except Exception:  # noqa: BLE001 - store closing
                 return
 
+    def _save_security(self):
+        if getattr(self, "security", None) is None:
+            return
+        try:
+            self.security.stop()
+        except OSError:
+            log.exception("could not save the OSCORE replay windows; nodes will need the "
+                          "Echo exchange after the next start")
+
     async def stop(self):
         """Stop in order; safe after a start that failed half way."""
         pipeline = getattr(self, "pipeline", None)
@@ -229,6 +250,7 @@ class Hub:
                 log.exception("could not store the nodes' last-seen times")
         if getattr(self, "coap", None) is not None:
             await self.coap.stop()
+        self._save_security()  # after both CoAP front ends: no window changes any more
         if getattr(self, "http", None) is not None:
             self.http.close_streams()
         if getattr(self, "runner", None) is not None:

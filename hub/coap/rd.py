@@ -8,6 +8,10 @@ every registration into the hub's node registry (and so into SQLite):
     DELETE /reg/N/                             removal
     GET  /rd-lookup/ep, /rd-lookup/res         lookup (rt=core.rd-lookup-ep / -res)
 
+A node registers, updates and removes only its own entry: `ep` (and, for
+/reg/N/, the endpoint registered there) must be the node whose OSCORE key
+verified the request (hub/coap/oscore_site.py `speaks_for`), else 4.03.
+
 aiocoap keeps registrations in memory; the hub persists each one (base,
 links, parameters, lifetime, time of registration) and re-creates the still
 valid ones after a restart with their stored base and remaining lifetime, so
@@ -29,6 +33,7 @@ from aiocoap.cli.rd import (
 from aiocoap.util.linkformat import parse as parse_links
 
 from ..rules import lifetime_error, node_id_error
+from .oscore_site import forbidden_text, speaks_for
 
 RD_PATH = ("rd",)
 EP_LOOKUP_PATH = ("rd-lookup", "ep")
@@ -68,6 +73,14 @@ def query_error(request, need_ep):
     return None
 
 
+def _ep(request):
+    for q in request.opt.uri_query:
+        k, _, v = q.partition("=")
+        if k == "ep":
+            return v
+    return None
+
+
 class _Directory(DirectoryResource):
     """aiocoap's registration interface behind the hub's checks of ep and lt."""
 
@@ -75,6 +88,9 @@ class _Directory(DirectoryResource):
         err = query_error(request, need_ep=True)
         if err:
             raise error.BadRequest(err)
+        ep = _ep(request)
+        if not speaks_for(request, ep):
+            raise error.Forbidden(forbidden_text("registration", ep, request))
         return await super().render_post(request)
 
 
@@ -124,6 +140,15 @@ class HubRD:
         self._known = current
         self._refreshed.clear()
 
+    def endpoint_at(self, path):
+        """The ep registered at the registration resource `path`, or None."""
+        reg = self.common._by_path.get(tuple(path))
+        if reg is not None:
+            for (ep, _d), r in self.common._by_key.items():
+                if r is reg:
+                    return ep
+        return None
+
     def refreshed(self, path):
         """A registration resource got a POST/PUT (lifetime refresh even without changes)."""
         reg = self.common._by_path.get(tuple(path))
@@ -168,6 +193,10 @@ class _Dispatch(RegistrationDispatchSite):
             err = query_error(request, need_ep=False)
             if err:
                 raise error.BadRequest(err)
+        if str(request.code) in ("POST", "PUT", "DELETE"):
+            ep = self._hubrd.endpoint_at(request.opt.uri_path)
+            if ep is not None and not speaks_for(request, ep):
+                raise error.Forbidden(forbidden_text("registration", ep, request))
         response = await super().render(request)
         if str(request.code) in ("POST", "PUT"):
             self._hubrd.refreshed(request.opt.uri_path)

@@ -1,7 +1,7 @@
 """The hub's CoAP endpoint: one aiocoap context on one UDP port, IPv4 and IPv6.
 
 Scope: build the site (/.well-known/core, /r, /rd + RD function sets, /cfg,
-/latest), bind it, join the All-CoAP-Nodes groups (224.0.1.187, ff02::fd) on
+/latest) behind OSCORE (oscore_site.py), bind it, join the All-CoAP-Nodes groups (224.0.1.187, ff02::fd) on
 every interface where the host allows it (failures are logged and
 tolerated), and count datagrams aiocoap drops as unparsable.
 
@@ -17,6 +17,7 @@ import socket
 import aiocoap
 from aiocoap.resource import Site, WKCResource
 
+from .oscore_site import OscoreSite
 from .rd import HubRD
 from .resources import ConfigIndex, ConfigResource, LatestIndex, LatestSite, ReportResource
 
@@ -38,7 +39,10 @@ class _DropCounter(logging.Filter):
         return True
 
 
-def build_site(pipeline, registry, events, default_config):
+def build_site(pipeline, registry, events, default_config, security, metrics=None):
+    """(the site to serve, the /latest resource, the RD). `security`: hub/security.py's
+    Security, whose table verifies protected requests and whose mode says which paths
+    need OSCORE."""
     site = Site()
     site.add_resource((".well-known", "core"),
                       WKCResource(site.get_resources_as_linkheader, impl_info=None))
@@ -50,7 +54,7 @@ def build_site(pipeline, registry, events, default_config):
     site.add_resource(("latest",), latest)
     rd = HubRD(registry)
     rd.mount(site)
-    return site, latest, rd
+    return OscoreSite(site, security, metrics), latest, rd
 
 
 def _interfaces():

@@ -164,7 +164,8 @@ class Hub:
     def start(self, timeout=30):
         args = ["--data", self.data, "--coap-bind", self.bind, "--coap-port", str(self.port),
                 "--http-bind", "127.0.0.1", "--http-port", "0", "--http-token", self.TOKEN,
-                "--no-zeroconf"] + ([] if self.multicast else ["--no-multicast"])
+                "--no-zeroconf", "--security", "off"] + (  # plaintext nodes
+                    [] if self.multicast else ["--no-multicast"])
         self.handle = start_hub(args, cwd=self.data, timeout=timeout,
                                 log_path=os.path.join(self.data, "hub.out"))
         self.proc = self.handle.proc

@@ -14,10 +14,11 @@ def hub_factory(request, tmp_path):
     """Hubs for one test; the test runs twice, without and with the fast path."""
     started = []
 
-    def make(extra=(), config=None, bind="127.0.0.1", data_dir=None):
+    def make(extra=(), config=None, bind="127.0.0.1", data_dir=None, security="off"):
         d = data_dir or str(tmp_path / "data")
         os.makedirs(d, exist_ok=True)
         extra = list(extra) + (["--no-fast-path"] if request.param == "aiocoap" else [])
+        extra += ["--security", security]  # "off": these tests' peers speak plaintext CoAP
         h = HubProc(d, extra=extra, config=config, bind=bind).start()
         h.path = request.param
         started.append(h)
@@ -36,7 +37,7 @@ def shared_hub(request, tmp_path_factory):
     the fast path in front of it (the default).
     """
     d = str(tmp_path_factory.mktemp("hub"))
-    extra = ["--http-token", "s3cret"]
+    extra = ["--http-token", "s3cret", "--security", "off"]  # plaintext peers
     if request.param == "aiocoap":
         extra.append("--no-fast-path")
     h = HubProc(d, extra=extra).start()

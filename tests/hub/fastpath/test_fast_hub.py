@@ -45,7 +45,8 @@ def _no_stray_hubs():
 def _start(tmp_path, name, fast, extra=()):
     d = str(tmp_path / name)
     os.makedirs(d, exist_ok=True)
-    h = HubProc(d, extra=list(extra) + ([] if fast else ["--no-fast-path"]))
+    h = HubProc(d, extra=list(extra) + ([] if fast else ["--no-fast-path"])
+                + ["--security", "off"])  # plaintext reports
     _STARTED.append(h)
     h.start()
     assert ("fastpath=on" in h.ready_line) == fast, h.ready_line

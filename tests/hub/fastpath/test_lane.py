@@ -311,7 +311,7 @@ def test_differential_column_lane_on_and_off(tmp_path, front):
         d = str(tmp_path / ("lane" if lane else "rows"))
         os.makedirs(d)
         extra = ([] if lane else ["--no-column-lane"]) + (
-            ["--no-fast-path"] if front == "aiocoap" else [])
+            ["--no-fast-path"] if front == "aiocoap" else []) + ["--security", "off"]
         h = HubProc(d, extra=extra)
         try:
             h.start()
