@@ -53,10 +53,11 @@ def _free(port, kind):
 
 def start_hub(data, http_port, coap_port, timeout=60, bind="127.0.0.1"):
     """Start `smartpark hub` (smartpark.hub.process: output to <data>/hub.log);
-    returns (handle, coap port, http port), (None,)*3 on failure."""
+    returns (handle, coap port, http port), (None,)*3 on failure. `bind` is CoAP's
+    (boards on the network need it); HTTP stays on loopback, where reads need no token."""
     os.makedirs(data, exist_ok=True)
     args = ["--data", data, "--coap-bind", bind, "--coap-port", str(coap_port),
-            "--http-bind", bind, "--http-port", str(http_port),
+            "--http-bind", "127.0.0.1", "--http-port", str(http_port),
             "--no-zeroconf", "--no-multicast"]
     try:
         h = process.start_hub(args, timeout=timeout, log_path=os.path.join(data, "hub.log"),
