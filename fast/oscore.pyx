@@ -37,35 +37,9 @@ from smartpark.fast.oscore_py import Opened
 from smartpark.protocol import coap, oscore
 from smartpark.protocol.errors import OscoreError
 
-cdef extern from "<openssl/evp.h>":
-    ctypedef struct EVP_CIPHER:
-        pass
-    ctypedef struct EVP_CIPHER_CTX:
-        pass
-    EVP_CIPHER *EVP_CIPHER_fetch(void *libctx, const char *algorithm, const char *properties)
-    EVP_CIPHER_CTX *EVP_CIPHER_CTX_new()
-    void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX *c)
-    int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX *c, int type, int arg, void *ptr) nogil
-    int EVP_EncryptInit_ex(EVP_CIPHER_CTX *c, const EVP_CIPHER *t, void *impl,
-                           const unsigned char *key, const unsigned char *iv) nogil
-    int EVP_EncryptUpdate(EVP_CIPHER_CTX *c, unsigned char *out, int *outl,
-                          const unsigned char *inp, int inl) nogil
-    int EVP_EncryptFinal_ex(EVP_CIPHER_CTX *c, unsigned char *out, int *outl) nogil
-    int EVP_DecryptInit_ex(EVP_CIPHER_CTX *c, const EVP_CIPHER *t, void *impl,
-                           const unsigned char *key, const unsigned char *iv) nogil
-    int EVP_DecryptUpdate(EVP_CIPHER_CTX *c, unsigned char *out, int *outl,
-                          const unsigned char *inp, int inl) nogil
-    int EVP_CTRL_AEAD_SET_IVLEN
-    int EVP_CTRL_AEAD_SET_TAG
-    int EVP_CTRL_AEAD_GET_TAG
+include "oscore_wire.pxi"  # AES-CCM through EVP, the option, the AAD, the nonce
 
-DEF KEY_LEN = 16
-DEF NONCE_LEN = 13
-DEF TAG_LEN = 8
-DEF MAX_ID = 7          # NONCE_LEN - 6 (RFC 8613 §5.2)
-DEF MAX_PIV = 5
 DEF MAX_WINDOW = 64
-DEF AAD_MAX = 64
 
 # CoAP numbers (protocol/coap.py, protocol/coapopts.py are the reference)
 cdef enum:
@@ -97,76 +71,21 @@ include "cbor_head.pxi"  # put_head: the stored count of a report ack (seal_acks
 FALLBACK_NAMES = ("ok", "option", "kid", "echo", "decrypt", "not_report", "replay")
 
 
-cdef EVP_CIPHER *_CCM = EVP_CIPHER_fetch(NULL, b"AES-128-CCM", NULL)
-if _CCM == NULL:
-    raise ImportError("OpenSSL has no AES-128-CCM")
-
-
-# ---- AES-CCM-16-64-128 ------------------------------------------------------------------------
-
-cdef int ccm_seal(EVP_CIPHER_CTX *x, const unsigned char *key, const unsigned char *nonce,
-                  const unsigned char *aad, int aadlen, const unsigned char *pt, int ptlen,
-                  unsigned char *out) noexcept nogil:
-    """out[0:ptlen + 8] = ciphertext || tag; 0 on success, -1 on an OpenSSL failure."""
-    cdef int ol = 0
-    if EVP_EncryptInit_ex(x, _CCM, NULL, NULL, NULL) != 1:
-        return -1
-    if EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_SET_IVLEN, NONCE_LEN, NULL) != 1:
-        return -1
-    if EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, NULL) != 1:
-        return -1
-    if EVP_EncryptInit_ex(x, NULL, NULL, key, nonce) != 1:
-        return -1
-    if EVP_EncryptUpdate(x, NULL, &ol, NULL, ptlen) != 1:
-        return -1
-    if aadlen and EVP_EncryptUpdate(x, NULL, &ol, aad, aadlen) != 1:
-        return -1
-    if EVP_EncryptUpdate(x, out, &ol, pt, ptlen) != 1:
-        return -1
-    if EVP_EncryptFinal_ex(x, out + ol, &ol) != 1:
-        return -1
-    if EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, out + ptlen) != 1:
-        return -1
-    return 0
-
-
-cdef int ccm_open(EVP_CIPHER_CTX *x, const unsigned char *key, const unsigned char *nonce,
-                  const unsigned char *aad, int aadlen, const unsigned char *data, int n,
-                  unsigned char *out) noexcept nogil:
-    """data = ciphertext || tag (n >= 8); out gets n - 8 plaintext bytes. Returns n - 8, or -1
-    when the tag does not verify (out is then garbage)."""
-    cdef int ol = 0, ptlen = n - TAG_LEN
-    if ptlen < 0:
-        return -1
-    if EVP_DecryptInit_ex(x, _CCM, NULL, NULL, NULL) != 1:
-        return -1
-    if EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_SET_IVLEN, NONCE_LEN, NULL) != 1:
-        return -1
-    if EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, <void *>(data + ptlen)) != 1:
-        return -1
-    if EVP_DecryptInit_ex(x, NULL, NULL, key, nonce) != 1:
-        return -1
-    if EVP_DecryptUpdate(x, NULL, &ol, NULL, ptlen) != 1:
-        return -1
-    if aadlen and EVP_DecryptUpdate(x, NULL, &ol, aad, aadlen) != 1:
-        return -1
-    if EVP_DecryptUpdate(x, out, &ol, data, ptlen) <= 0:
-        return -1
-    return ptlen
+if not SP_HAVE_CCM or sp_ccm_cipher() == NULL:
+    raise ImportError("OpenSSL's AES-128-CCM is not available")
 
 
 cdef class _Cipher:
     """One EVP_CIPHER_CTX (module-level helpers and tests)."""
-    cdef EVP_CIPHER_CTX *x
+    cdef sp_ccm_ctx *x
 
     def __cinit__(self):
-        self.x = EVP_CIPHER_CTX_new()
+        self.x = sp_ccm_new()
         if self.x == NULL:
             raise MemoryError()
 
     def __dealloc__(self):
-        if self.x != NULL:
-            EVP_CIPHER_CTX_free(self.x)
+        sp_ccm_free(self.x)
 
 
 cdef _Cipher _module_cipher = _Cipher()
@@ -182,7 +101,7 @@ def aes_ccm_encrypt(bytes key not None, bytes nonce not None, plaintext, aad):
     _check_key_nonce(key, nonce)
     cdef bytes p = bytes(plaintext), a = bytes(aad)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, len(p) + TAG_LEN)
-    if ccm_seal(_module_cipher.x, <unsigned char *>PyBytes_AS_STRING(key),
+    if sp_ccm_seal(_module_cipher.x, <unsigned char *>PyBytes_AS_STRING(key),
                 <unsigned char *>PyBytes_AS_STRING(nonce),
                 <unsigned char *>PyBytes_AS_STRING(a), len(a),
                 <unsigned char *>PyBytes_AS_STRING(p), len(p),
@@ -198,7 +117,7 @@ def aes_ccm_decrypt(bytes key not None, bytes nonce not None, data, aad):
     if len(d) < TAG_LEN:
         raise OscoreError("decryption failed", BAD_REQUEST)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, len(d) - TAG_LEN)
-    if ccm_open(_module_cipher.x, <unsigned char *>PyBytes_AS_STRING(key),
+    if sp_ccm_open(_module_cipher.x, <unsigned char *>PyBytes_AS_STRING(key),
                 <unsigned char *>PyBytes_AS_STRING(nonce),
                 <unsigned char *>PyBytes_AS_STRING(a), len(a),
                 <unsigned char *>PyBytes_AS_STRING(d), len(d),
@@ -207,83 +126,8 @@ def aes_ccm_decrypt(bytes key not None, bytes nonce not None, data, aad):
     return out
 
 
-# ---- the wire pieces: option, AAD, nonce ------------------------------------------------------
-
-cdef struct opt_t:
-    int piv_off
-    int piv_len     # 0: none
-    int kid_off
-    int kid_len     # -1: none
-    int has_ctx     # a kid context
-
-
-cdef int parse_option(const unsigned char *v, int n, opt_t *o) noexcept nogil:
-    """1 when v[0:n] is a well-formed OSCORE option value (protocol.oscore.decode_option
-    accepts it), 0 otherwise."""
-    cdef int flags, pos, s
-    o.piv_len = 0
-    o.kid_len = -1
-    o.has_ctx = 0
-    if n == 0:
-        return 1
-    flags = v[0]
-    if flags & 0xE0 or (flags & 7) > 5:
-        return 0
-    o.piv_off = 1
-    o.piv_len = flags & 7
-    pos = 1 + o.piv_len
-    if pos > n:
-        return 0
-    if flags & 0x10:
-        if pos >= n:
-            return 0
-        s = v[pos]
-        pos += 1
-        if pos + s > n:
-            return 0
-        o.has_ctx = 1
-        pos += s
-    if flags & 0x08:
-        o.kid_off = pos
-        o.kid_len = n - pos
-    elif pos != n:
-        return 0
-    if o.piv_len == 0 and not (flags & 0x18):
-        return 0
-    return 1
-
-
-cdef int make_aad(unsigned char *out, const unsigned char *kid, int kl,
-                  const unsigned char *piv, int pl) noexcept nogil:
-    """protocol.oscore.aad(kid, piv) for kid <= 7 and piv <= 5 bytes; its length."""
-    cdef int elen = 4 + 1 + kl + 1 + pl + 1
-    memcpy(out, b"\x83\x68Encrypt0\x40", 11)
-    out[11] = 0x40 | elen
-    out[12] = 0x85
-    out[13] = 0x01
-    out[14] = 0x81
-    out[15] = 10
-    out[16] = 0x40 | kl
-    memcpy(out + 17, kid, kl)
-    out[17 + kl] = 0x40 | pl
-    memcpy(out + 18 + kl, piv, pl)
-    out[18 + kl + pl] = 0x40
-    return 19 + kl + pl
-
-
-cdef void make_nonce(unsigned char *out, const unsigned char *iv, const unsigned char *id_,
-                     int il, const unsigned char *piv, int pl) noexcept nogil:
-    """protocol.oscore.Context.nonce(id_, piv)."""
-    cdef int i
-    memset(out, 0, NONCE_LEN)
-    out[0] = il
-    memcpy(out + 1 + MAX_ID - il, id_, il)
-    memcpy(out + NONCE_LEN - pl, piv, pl)
-    for i in range(NONCE_LEN):
-        out[i] ^= iv[i]
-
-
 cdef inline uint64_t kid_key(const unsigned char *kid, int kl) noexcept nogil:
+    """A kid of <= 7 bytes as one 64-bit key: its length in the top byte, then the bytes."""
     cdef uint64_t k = (<uint64_t>kl) << 56
     cdef int i
     for i in range(kl):
@@ -296,14 +140,6 @@ cdef inline uint32_t kid_hash(uint64_t k) noexcept nogil:
     k *= 0xff51afd7ed558ccdULL
     k ^= k >> 33
     return <uint32_t>k
-
-
-cdef inline int64_t piv_value(const unsigned char *piv, int pl) noexcept nogil:
-    cdef int64_t v = 0
-    cdef int i
-    for i in range(pl):
-        v = (v << 8) | piv[i]
-    return v
 
 
 # ---- the inner request of a report --------------------------------------------------------
@@ -424,7 +260,7 @@ cdef class Table:
     cdef list names              # slot -> node
     cdef list echoes             # slot -> pending Echo value or None
     cdef dict slot_of            # node -> slot
-    cdef EVP_CIPHER_CTX *x
+    cdef sp_ccm_ctx *x
     cdef int busy
     cdef unsigned long long fallback[F_COUNT]
     cdef readonly unsigned long long n_opened, n_sealed, n_seal_lost
@@ -437,7 +273,7 @@ cdef class Table:
         self.ctx = <ctx_t *>calloc(self.cap, sizeof(ctx_t))
         self.hcap = 64
         self.hash = <hent_t *>malloc(self.hcap * sizeof(hent_t))
-        self.x = EVP_CIPHER_CTX_new()
+        self.x = sp_ccm_new()
         if self.ctx == NULL or self.hash == NULL or self.x == NULL:
             raise MemoryError()
         cdef int i
@@ -452,8 +288,7 @@ cdef class Table:
     def __dealloc__(self):
         free(self.ctx)
         free(self.hash)
-        if self.x != NULL:
-            EVP_CIPHER_CTX_free(self.x)
+        sp_ccm_free(self.x)
 
     cdef int _idle(self) except -1:
         if self.busy:
@@ -641,7 +476,7 @@ cdef class Table:
         make_nonce(nonce, e.iv, e.kid, e.kid_len, <const unsigned char *>PyBytes_AS_STRING(piv),
                    o.piv_len)
         cdef bytes pt = PyBytes_FromStringAndSize(NULL, len(data) - TAG_LEN)
-        if ccm_open(self.x, e.rkey, nonce, a, al, <const unsigned char *>PyBytes_AS_STRING(data),
+        if sp_ccm_open(self.x, e.rkey, nonce, a, al, <const unsigned char *>PyBytes_AS_STRING(data),
                     len(data), <unsigned char *>PyBytes_AS_STRING(pt)) < 0:
             raise OscoreError("decryption failed: the message does not verify", BAD_REQUEST)
         icode, options, inner_payload = oscore.parse_inner(pt)
@@ -716,7 +551,7 @@ cdef class Table:
         cdef int al = make_aad(a, e.kid, e.kid_len, <const unsigned char *>PyBytes_AS_STRING(rpiv),
                                len(rpiv))
         cdef bytes out = PyBytes_FromStringAndSize(NULL, len(pt) + TAG_LEN)
-        if ccm_seal(self.x, e.skey, nonce, a, al, <const unsigned char *>PyBytes_AS_STRING(pt),
+        if sp_ccm_seal(self.x, e.skey, nonce, a, al, <const unsigned char *>PyBytes_AS_STRING(pt),
                     len(pt), <unsigned char *>PyBytes_AS_STRING(out)) != 0:
             raise RuntimeError("OpenSSL AES-CCM encryption failed")
         return value, out
@@ -889,7 +724,7 @@ cdef class Table:
                 continue
             al = make_aad(a, e.kid, e.kid_len, op[i] + o.piv_off, o.piv_len)
             make_nonce(nonce, e.iv, e.kid, e.kid_len, op[i] + o.piv_off, o.piv_len)
-            k = ccm_open(self.x, e.rkey, nonce, a, al, dp[i], dl[i], pt + ptoff[i])
+            k = sp_ccm_open(self.x, e.rkey, nonce, a, al, dp[i], dl[i], pt + ptoff[i])
             if k < 0:
                 st[i] = F_DECRYPT
                 continue
@@ -1050,7 +885,7 @@ cdef class Table:
         cdef unsigned char a[AAD_MAX]
         cdef int al = make_aad(a, e.kid, e.kid_len, b.piv, b.piv_len)
         make_nonce(nonce, e.iv, e.kid, e.kid_len, b.piv, b.piv_len)
-        return ccm_seal(self.x, e.skey, nonce, a, al, pt, ptlen, out)
+        return sp_ccm_seal(self.x, e.skey, nonce, a, al, pt, ptlen, out)
 
 
 cdef int put_uint(unsigned char *out, unsigned int v) noexcept nogil:
