@@ -105,7 +105,8 @@ class Hub:
         if c.coap_fast_path:  # POST /r off the same socket, the rest stays aiocoap
             from .fastpath import FastPath
 
-            self.fastpath = FastPath(self.pipeline, self.metrics).attach(self.coap)
+            self.fastpath = FastPath(self.pipeline, self.metrics,
+                                     security=self.security).attach(self.coap)
         self.http = HttpApi(self.registry, self.store, self.events, self.metrics,
                             access=Access.from_config(c),
                             health=self.health)
