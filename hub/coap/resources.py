@@ -90,10 +90,11 @@ class ConfigResource(Resource, PathCapable):
     """GET /cfg/<node>: the node's configuration, CBOR, with an ETag (2.03 when unchanged).
 
     Secrets (the Wi-Fi password, keys: hub/nodesecrets.py) go to the node itself
-    only: a request whose `smartpark_node` attribute (the node id the OSCORE
-    layer, hub/security.py, authenticated; absent or None when unprotected)
-    equals the path's node gets the whole config, any other request the config
-    without the top-level keys that hold a secret (config_for)."""
+    only: a request that speaks for the path's node (coap/oscore_site.py
+    speaks_for: its `smartpark_node`, the node whose OSCORE key verified it,
+    is that node; or it is unprotected on a hub with security off) gets the
+    whole config, any other request the config without the top-level keys that
+    hold a secret (config_for)."""
 
     rt = "smartpark.config"
     ct = str(CT_CBOR)
