@@ -98,7 +98,7 @@ class Security:
         self.keys_dir = keys.keys_dir(data_dir)
         self.seq = None
         self.clean_start = False  # the windows of the last run were restored
-        self._last_scan = None
+        self._last_unknown = None
         self._keys_stamp = None
         self.nodes = set()  # nodes whose key is in the table
         self.scans = 0
@@ -114,7 +114,7 @@ class Security:
     def start(self):
         first = not os.path.isdir(self.state_dir)
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        self.rescan(force=True)
+        self.rescan()
         clean = os.path.join(self.state_dir, CLEAN_FILE)
         windows = os.path.join(self.state_dir, WINDOWS_FILE)
         state = None
@@ -157,13 +157,9 @@ class Security:
 
     # ---- keys ---------------------------------------------------------------------------
 
-    def rescan(self, force=False):
-        """Load the key store into the table (new and rotated keys in, revoked keys out).
-        At most once per RESCAN_EVERY s unless `force`; True when it loaded."""
-        now = self.clock()
-        if not force and self._last_scan is not None and now - self._last_scan < RESCAN_EVERY:
-            return False
-        self._last_scan = now
+    def rescan(self):
+        """Load the key store into the table (new and rotated keys in, revoked keys out);
+        True when it loaded."""
         self._keys_stamp = self._stamp(self.data_dir)
         try:
             entries = self._load_keys(self.data_dir)
@@ -190,10 +186,13 @@ class Security:
 
     def unknown_kid(self, kid):
         """A request named a key id the table does not know: maybe a key added since the
-        last load. True when the table knows it now."""
-        if self.rescan():
-            return self.table.node_of(kid) is not None
-        return False
+        last load. Loads the key store at most once per RESCAN_EVERY s (unknown key ids
+        cost anyone nothing to send); True when the table knows the kid now."""
+        now = self.clock()
+        if self._last_unknown is not None and now - self._last_unknown < RESCAN_EVERY:
+            return False
+        self._last_unknown = now
+        return self.rescan() and self.table.node_of(kid) is not None
 
     def poll(self):
         """Reload the keys when a key file was added, replaced or removed (keys.stamp: a
