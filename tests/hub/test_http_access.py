@@ -376,7 +376,7 @@ def _oscore_get(rec, path, port):
 def test_cfg_over_oscore_has_secrets_for_its_own_node_only(hubs):
     """Real CoAP with OSCORE: the node itself gets its Wi-Fi password, another node with a
     valid key of its own gets the config without it."""
-    h = hubs(extra=["--admin-token", ADMIN], keys_for=("sec-own", "sec-other"))
+    h = hubs(extra=["--admin-token", ADMIN, "-vv"], keys_for=("sec-own", "sec-other"))
     cfg = {"report_interval": 20, "wifi": {"ssid": "park", "password": WIFI_PASSWORD}}
     assert h.call("PUT", "/api/nodes/sec-own/config", token=ADMIN, body=cfg)[0] == 200
     mine = _oscore_get(h.keys["sec-own"], "cfg/sec-own", h.handle.coap_port)
