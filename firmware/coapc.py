@@ -12,6 +12,17 @@
   response with a stale token -- are ignored (a duplicate CON is re-ACKed so
   the server stops retransmitting). An RST for our MID ends the exchange.
 - Block2 (RFC 7959) for GETs whose answer does not fit one datagram.
+- OSCORE (RFC 8613), when the Client has a security context (security.py):
+  each request is protected with a fresh sequence number, its retransmissions
+  resend the same protected bytes, and only a response that verifies for that
+  very request (its kid and PIV) ends the exchange. Anything else with our MID
+  or token -- unprotected, a wrong tag, another request's response -- is
+  ignored as a stray datagram, so a rogue answer can neither ack a pack nor set
+  the clock nor hand out a config; the exchange goes on and times out if nothing
+  better comes. The hub's own OSCORE errors come unprotected (4.00, 4.01, 4.02,
+  RFC 8613 section 8.2) and end the exchange with SecurityError. A verified
+  4.01 with an Echo option (the hub lost its replay window) is retried once
+  with that Echo value (RFC 9175).
 
 The socket is a connected, non-blocking UDP socket: the client waits for it
 on asyncio's I/O queue (no polling) and takes one datagram with recv(); ICMP
@@ -22,6 +33,7 @@ import asyncio
 import socket
 
 from compat import const, sleep_ms, ticks_add, ticks_diff, ticks_ms, urandom_int
+from security import SecurityError
 from smartpark.protocol import coap
 from smartpark.protocol.errors import DecodeError
 
@@ -47,8 +59,10 @@ class CoapReset(OSError):
 
 
 class Client:
-    def __init__(self, params=None):
+    def __init__(self, params=None, security=None):
         p = params or {}
+        # security.Security (or security.Unusable): every exchange OSCORE-protected; None: plain CoAP
+        self.security = security
         self.ack_timeout_ms = int(p.get("ack_timeout", 2.0) * 1000)
         self.factor = float(p.get("ack_random_factor", 1.5))
         self.max_retransmit = int(p.get("max_retransmit", 4))
@@ -57,6 +71,8 @@ class Client:
         self.mid = urandom_int(16)
         self.retx = 0          # retransmissions since boot (health "retx")
         self.requests = 0
+        self.strays = 0        # datagrams of our exchange that did not verify (OSCORE), ignored
+        self.echoes = 0        # requests retried with the hub's Echo
         self.last_rtt_ms = None
         self.last_io = ticks_ms()   # an exchange in progress counts as life for the watchdog
         self._lock = asyncio.Lock()
@@ -138,17 +154,59 @@ class Client:
                     return resp, body
                 num = blk[0] + 1
 
-    async def _exchange(self, code, path, payload, cf, query, accept, options):  # noqa: C901 - RFC 7252's exchange as one state machine (retransmission, separate responses, duplicates, RST)
+    async def _exchange(self, code, path, payload, cf, query, accept, options):
+        """One request and its response; with OSCORE, protected, and retried once on an Echo."""
         if self._sock is None:
             raise CoapTimeout("not connected")
-        mid = self._next_mid()
-        token = urandom_int(32).to_bytes(4, "big")
-        msg = coap.make_request(code, path, mid, token, coap.CON, payload, cf, query, accept)
-        if options:
-            for n, v in options:
-                msg.add_option(n, v)
-        data = msg.encode()
-        del msg
+        sec = self.security
+        echo = None
+        while True:
+            mid = self._next_mid()
+            token = urandom_int(32).to_bytes(4, "big")
+            msg = coap.make_request(code, path, mid, token, coap.CON, payload, cf, query, accept)
+            if options:
+                for n, v in options:
+                    msg.add_option(n, v)
+            binding = None
+            if sec is not None:
+                if echo is not None:
+                    msg.add_option(coap.ECHO, echo)
+                msg, binding = sec.protect(msg)   # a fresh sequence number per request
+            data = msg.encode()
+            del msg
+            r = await self._transmit(data, mid, token, binding)
+            # RFC 9175 / RFC 8613 B.1.2: the hub lost its replay window and asks for
+            # freshness; one retry carries its Echo value (with a new sequence number)
+            if binding is None or echo is not None or r.code != coap.UNAUTHORIZED:
+                return r
+            echo = r.get_option(coap.ECHO)
+            if echo is None:
+                return r
+            self.echoes += 1
+
+    def _answer(self, r, binding):
+        """What the exchange returns for a response `r` with its MID or token: `r` itself
+        (plain CoAP), its verified inner message (OSCORE), or None: not ours, keep waiting.
+
+        With OSCORE only a response that verifies for this very request counts. An
+        unprotected one is a stray unless it is one of the hub's OSCORE errors (RFC 8613
+        section 8.2: 4.00 verification failed, 4.01 unknown key or replay, 4.02 bad
+        option), which carry no protection because the hub had no context to use."""
+        if binding is None:
+            return r
+        if r.get_option(coap.OSCORE) is None:
+            if r.code in (coap.BAD_REQUEST, coap.UNAUTHORIZED, coap.BAD_OPTION):
+                raise SecurityError("the hub refused our OSCORE request: %s %s" % (
+                    coap.code_str(r.code), _text(r.payload)))
+            self.strays += 1
+            return None
+        inner = self.security.verify(binding, r)   # type: ignore[union-attr]
+        if inner is None:
+            self.strays += 1
+        return inner
+
+    async def _transmit(self, data, mid, token, binding):  # noqa: C901 - RFC 7252's exchange as one state machine (retransmission, separate responses, duplicates, RST)
+        """Send `data` (CON) until its response comes; retransmissions resend the same bytes."""
         self.requests += 1
         timeout = self.ack_timeout_ms + urandom_int(16) * int(self.ack_timeout_ms * (self.factor - 1)) // 65536
         sent = ticks_ms()
@@ -177,6 +235,7 @@ class Client:
                 r = coap.parse(dgram)
             except DecodeError:
                 continue
+            del dgram
             if r.mtype == coap.ACK and r.mid == mid:
                 if r.code == coap.EMPTY:
                     if not acked:
@@ -184,6 +243,9 @@ class Client:
                         deadline = ticks_add(ticks_ms(), self.separate_ms)
                     continue
                 if r.token != token:
+                    continue
+                r = self._answer(r, binding)
+                if r is None:
                     continue
                 self.last_rtt_ms = None if tries else ticks_diff(ticks_ms(), first)
                 return r
@@ -193,6 +255,16 @@ class Client:
                 if r.mtype == coap.CON:
                     self._send(coap.empty_ack(r).encode())
                 if r.token == token:
+                    r = self._answer(r, binding)
+                    if r is None:
+                        continue
                     self.last_rtt_ms = None
                     return r
             # anything else: a duplicate or stray message, ignored
+
+
+def _text(b):
+    try:
+        return b[:60].decode()
+    except UnicodeError:
+        return "(%d bytes)" % len(b)

@@ -12,6 +12,12 @@ One report cycle (every report_interval s, or one per wake-up in deep-sleep mode
      never take that pack, so its records are dropped and counted;
   5. a newer config version -> GET /cfg/<node>, validate, persist, apply.
 
+Security: with an oscore.json (security.py) every request to the hub is
+OSCORE-protected and only responses that verify count (coapc.py), so the
+clock, configs and the hub's wishes come from the hub alone. A 4.01 keeps the
+pack's readings (the hub refused the node, not the pack). Without the file the
+node talks plain CoAP and says so once at boot.
+
 Safe mode: when config.json is missing or invalid, the key at fault is
 logged, and the node runs with no sensors (remotecfg.safe_config), still
 reporting health and fetching its config from the hub every third cycle
@@ -30,6 +36,7 @@ import pack
 import rd
 import remotecfg
 import sampler as samplermod
+import security
 from board import Board
 from coapc import Client, CoapReset, CoapTimeout
 from compat import log, mem_free, sleep_ms, ticks_diff, ticks_ms, unload
@@ -72,7 +79,14 @@ class Node:
         if ob.recovered_bytes:
             log("outbox: dropped", ob.recovered_bytes - ob.resync_bytes, "bytes of torn tail,",
                 ob.resync_bytes, "damaged bytes in the log, losing", ob.lost, "records")
-        self.client = Client(cfg["coap"])
+        self.security = sec = security.load()
+        if sec is None:
+            log("no %s: plain CoAP, for a hub with security.mode \"off\"" % security.KEY_FILE)
+        elif isinstance(sec, security.Unusable):
+            log("OSCORE key unusable:", sec.why, "- nothing is sent until it is replaced")
+        else:
+            log("OSCORE: requests protected, kid", sec.kid.hex())
+        self.client = Client(cfg["coap"], sec)
         self.node = cfg["node"]
         self.hub = None
         self.reg = None
@@ -260,6 +274,11 @@ class Node:
                 self._ack(r)
             elif r.code == coap.REQUEST_ENTITY_TOO_LARGE and limit > 1:
                 limit = max(1, len(items) // 2)
+            elif r.code == coap.UNAUTHORIZED:
+                # not this pack's fault: the hub does not accept this node's credentials
+                # (a plain node at an OSCORE hub, a key the hub revoked); keep the readings
+                log("hub answered 4.01 Unauthorized", r.payload[:60], "- keeping readings")
+                return False
             elif cls == 4:
                 log("hub refused a pack:", coap.code_str(r.code), r.payload[:60], "- dropping", len(items))
                 self.refused += len(items)
@@ -352,6 +371,9 @@ class Node:
         except CoapReset:
             log("hub reset the exchange")
             return False
+        except security.SecurityError as e:
+            log("OSCORE:", e)
+            return False
         except OSError as e:
             log("network error:", e)
             self.hub = None
@@ -369,7 +391,9 @@ class Node:
               "config_version": self.cfg["config_version"], "samples": self.sampler.samples,
               "failures": self.sampler.failures, "boot": self.rtc.get("boot"),
               "reset": self.board.reset_cause(), "syncs": self.clock.syncs,
-              "wdt_feeds": self._wdt.fed if self._wdt is not None and hasattr(self._wdt, "fed") else None}
+              "wdt_feeds": self._wdt.fed if self._wdt is not None and hasattr(self._wdt, "fed") else None,
+              "oscore": self.security is not None, "strays": self.client.strays,
+              "echoes": self.client.echoes}
         tmp = "status.json.tmp"
         with open(tmp, "w") as f:
             json.dump(st, f)
