@@ -202,7 +202,8 @@ def test_hub_ingest_vs_bare_aiocoap(benchmark, tmp_path):
         data = tempfile.mkdtemp(dir=str(tmp_path))
         return [sys.executable, "-m", "smartpark.tools.cli", "hub", "--data", data,
                 "--coap-bind", "127.0.0.1", "--coap-port", "0", "--http-bind", "127.0.0.1",
-                "--http-port", "0", "--no-zeroconf", "--no-multicast"] + hub_flags
+                "--http-port", "0", "--no-zeroconf", "--no-multicast",
+                "--security", "off"] + hub_flags  # plaintext CoAP, like the bare server
 
     def one_round():
         runs["bare"].append(_measure([sys.executable, "-c", _BARE], str(tmp_path)))
