@@ -52,13 +52,6 @@ CLEAN_FILE = "clean"
 RESCAN_EVERY = 1.0  # s: the fewest seconds between two loads of the key directory
 
 
-def _table_class():
-    table = getattr(fast, "OscoreTable", None)
-    if table is None:  # a fast/ without the OSCORE table's selector entry
-        from smartpark.fast.oscore_py import Table as table
-    return table
-
-
 def _load_keys(data_dir):
     """[{node, sender_id, recipient_id, secret, salt}] of the key store; a damaged file is
     logged and left out (the other nodes keep working)."""
@@ -93,7 +86,7 @@ class Security:
         self.clock = clock
         self._load_keys = load_keys
         self._stamp = stamp
-        self.table = _table_class()(window)
+        self.table = fast.OscoreTable(window)
         self.state_dir = os.path.join(data_dir, STATE_DIR)
         self.keys_dir = keys.keys_dir(data_dir)
         self.seq = None
@@ -114,6 +107,7 @@ class Security:
     def start(self):
         first = not os.path.isdir(self.state_dir)
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)  # also when it was made more open
         self.rescan()
         clean = os.path.join(self.state_dir, CLEAN_FILE)
         windows = os.path.join(self.state_dir, WINDOWS_FILE)
