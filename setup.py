@@ -13,6 +13,7 @@ from setuptools import Extension, setup
 
 LINK_SQLITE = {"mover"}
 LINK_CRYPTO = {"oscore"}  # OpenSSL's libcrypto (EVP AES-CCM); skipped without its headers
+USE_CRYPTO = {"loadgen"}  # libcrypto when there (OSCORE load); built without it otherwise
 
 
 def _have_openssl():
@@ -56,6 +57,9 @@ def _extensions():
                       % name)
                 continue
             kw = {"libraries": ["crypto"], "optional": True}
+        elif name in USE_CRYPTO:
+            crypto = _have_openssl() if crypto is None else crypto
+            kw = {"libraries": ["crypto"]} if crypto else {}
         if name in LINK_SQLITE:
             # the SQLite library Python's sqlite3 module uses, by soname: no headers needed;
             # where it cannot link, the extension is skipped and the store uses sqlite3

@@ -13,8 +13,8 @@ errors and codes; the tests compare them message by message). What is C here:
 - kid -> context: an open-addressing hash table on the kid packed into 64
   bits (an ID has at most 7 bytes: the nonce holds no more, RFC 8613 §5.2);
 - AES-CCM-16-64-128 (key 16, nonce 13, tag 8) through OpenSSL's EVP: one
-  EVP_CIPHER_CTX per table, re-initialised with each message's key and nonce
-  (the cipher is fetched once per process);
+  EVP_CIPHER_CTX per table and direction, set up once and re-initialised with
+  each message's key and nonce (the cipher is fetched once per process);
 - two batch calls for the hub's fast path (hub/fastpath.py), each one C loop
   over the whole batch with the GIL released: `open_reports` (unprotect,
   check that the inner request is a report, replay check and window update)
@@ -910,3 +910,6 @@ cdef int put_opt(unsigned char *out, int pos, int delta, const unsigned char *va
         pos += 1
     memcpy(out + pos, val, ln)
     return pos + ln
+
+
+OscoreTable = Table  # the name smartpark.fast's selector gives it

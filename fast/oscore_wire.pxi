@@ -2,8 +2,9 @@
 # the OSCORE pieces both ends build in C, each the twin of a function of protocol/oscore.py.
 #
 # - sp_ccm_seal / sp_ccm_open: AES-CCM-16-64-128 (key 16, nonce 13, tag 8) through OpenSSL's
-#   EVP, one EVP_CIPHER_CTX re-initialised with each message's key and nonce (the cipher is
-#   fetched once per process). Where OpenSSL's headers are missing this part still compiles:
+#   EVP: per user (a table, a load run) one EVP_CIPHER_CTX per direction, set up for CCM once
+#   and re-initialised with each message's key and nonce (the cipher is fetched once per
+#   process). Where OpenSSL's headers are missing this part still compiles:
 #   SP_HAVE_CCM is 0 and every call fails (setup.py then skips fast/oscore.pyx and builds
 #   loadgen without OSCORE).
 # - parse_option (decode_option's accept/reject), make_aad (aad), make_nonce
@@ -14,6 +15,7 @@ from libc.string cimport memcpy, memset
 
 cdef extern from *:
     """
+    #include <stdlib.h>
     #if defined(__has_include)
     #  if __has_include(<openssl/evp.h>)
     #    include <openssl/evp.h>
@@ -25,47 +27,85 @@ cdef extern from *:
     #endif
 
     #if SP_HAVE_CCM
-    typedef EVP_CIPHER_CTX sp_ccm_ctx;
+    /* one EVP context per direction, set up for AES-128-CCM (nonce 13, tag 8) once: a
+       message then re-initialises only the key and nonce. After a failure the context is
+       set up afresh on its next use. */
+    typedef struct { EVP_CIPHER_CTX *enc, *dec; int enc_ready, dec_ready; } sp_ccm_ctx;
     static EVP_CIPHER *sp_ccm_cipher_ = NULL;
     static const void *sp_ccm_cipher(void) {
         if (sp_ccm_cipher_ == NULL)
             sp_ccm_cipher_ = EVP_CIPHER_fetch(NULL, "AES-128-CCM", NULL);
         return sp_ccm_cipher_;
     }
-    static sp_ccm_ctx *sp_ccm_new(void) { return EVP_CIPHER_CTX_new(); }
-    static void sp_ccm_free(sp_ccm_ctx *x) { if (x) EVP_CIPHER_CTX_free(x); }
+    static void sp_ccm_free(sp_ccm_ctx *x) {
+        if (x == NULL) return;
+        if (x->enc) EVP_CIPHER_CTX_free(x->enc);
+        if (x->dec) EVP_CIPHER_CTX_free(x->dec);
+        free(x);
+    }
+    static sp_ccm_ctx *sp_ccm_new(void) {
+        sp_ccm_ctx *x = (sp_ccm_ctx *)calloc(1, sizeof(sp_ccm_ctx));
+        if (x == NULL) return NULL;
+        x->enc = EVP_CIPHER_CTX_new();
+        x->dec = EVP_CIPHER_CTX_new();
+        if (x->enc == NULL || x->dec == NULL) { sp_ccm_free(x); return NULL; }
+        return x;
+    }
+    static int sp_ccm_seal_(sp_ccm_ctx *x, const unsigned char *key, const unsigned char *nonce,
+                            const unsigned char *aad, int aadlen, const unsigned char *pt,
+                            int ptlen, unsigned char *out) {
+        EVP_CIPHER_CTX *c = x->enc;
+        int ol = 0;
+        if (!x->enc_ready) {
+            if (EVP_EncryptInit_ex(c, sp_ccm_cipher_, NULL, NULL, NULL) != 1) return -1;
+            if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_IVLEN, 13, NULL) != 1) return -1;
+            if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, 8, NULL) != 1) return -1;
+            x->enc_ready = 1;
+        }
+        if (EVP_EncryptInit_ex(c, NULL, NULL, key, nonce) != 1) return -1;
+        if (EVP_EncryptUpdate(c, NULL, &ol, NULL, ptlen) != 1) return -1;
+        if (aadlen && EVP_EncryptUpdate(c, NULL, &ol, aad, aadlen) != 1) return -1;
+        if (EVP_EncryptUpdate(c, out, &ol, pt, ptlen) != 1) return -1;
+        if (EVP_EncryptFinal_ex(c, out + ol, &ol) != 1) return -1;
+        if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, 8, out + ptlen) != 1) return -1;
+        return 0;
+    }
     /* out[0:ptlen + 8] = ciphertext || tag; 0 on success, -1 on failure */
     static int sp_ccm_seal(sp_ccm_ctx *x, const unsigned char *key, const unsigned char *nonce,
                            const unsigned char *aad, int aadlen, const unsigned char *pt,
                            int ptlen, unsigned char *out) {
-        int ol = 0;
-        if (EVP_EncryptInit_ex(x, sp_ccm_cipher_, NULL, NULL, NULL) != 1) return -1;
-        if (EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_SET_IVLEN, 13, NULL) != 1) return -1;
-        if (EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_SET_TAG, 8, NULL) != 1) return -1;
-        if (EVP_EncryptInit_ex(x, NULL, NULL, key, nonce) != 1) return -1;
-        if (EVP_EncryptUpdate(x, NULL, &ol, NULL, ptlen) != 1) return -1;
-        if (aadlen && EVP_EncryptUpdate(x, NULL, &ol, aad, aadlen) != 1) return -1;
-        if (EVP_EncryptUpdate(x, out, &ol, pt, ptlen) != 1) return -1;
-        if (EVP_EncryptFinal_ex(x, out + ol, &ol) != 1) return -1;
-        if (EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_GET_TAG, 8, out + ptlen) != 1) return -1;
-        return 0;
+        int r = sp_ccm_seal_(x, key, nonce, aad, aadlen, pt, ptlen, out);
+        if (r != 0) x->enc_ready = 0;
+        return r;
+    }
+    static int sp_ccm_open_(sp_ccm_ctx *x, const unsigned char *key, const unsigned char *nonce,
+                            const unsigned char *aad, int aadlen, const unsigned char *data,
+                            int n, unsigned char *out) {
+        EVP_CIPHER_CTX *c = x->dec;
+        int ol = 0, ptlen = n - 8;
+        if (!x->dec_ready) {
+            if (EVP_DecryptInit_ex(c, sp_ccm_cipher_, NULL, NULL, NULL) != 1) return -1;
+            if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_IVLEN, 13, NULL) != 1) return -1;
+            x->dec_ready = 1;
+        }
+        if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, 8, (void *)(data + ptlen)) != 1)
+            return -1;
+        if (EVP_DecryptInit_ex(c, NULL, NULL, key, nonce) != 1) return -1;
+        if (EVP_DecryptUpdate(c, NULL, &ol, NULL, ptlen) != 1) return -1;
+        if (aadlen && EVP_DecryptUpdate(c, NULL, &ol, aad, aadlen) != 1) return -1;
+        if (EVP_DecryptUpdate(c, out, &ol, data, ptlen) <= 0) return -1;
+        return ptlen;
     }
     /* data = ciphertext || tag (n >= 8): n - 8 plaintext bytes into out, or -1 when the tag
        does not verify (out is then garbage) */
     static int sp_ccm_open(sp_ccm_ctx *x, const unsigned char *key, const unsigned char *nonce,
                            const unsigned char *aad, int aadlen, const unsigned char *data,
                            int n, unsigned char *out) {
-        int ol = 0, ptlen = n - 8;
-        if (ptlen < 0) return -1;
-        if (EVP_DecryptInit_ex(x, sp_ccm_cipher_, NULL, NULL, NULL) != 1) return -1;
-        if (EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_SET_IVLEN, 13, NULL) != 1) return -1;
-        if (EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_SET_TAG, 8, (void *)(data + ptlen)) != 1)
-            return -1;
-        if (EVP_DecryptInit_ex(x, NULL, NULL, key, nonce) != 1) return -1;
-        if (EVP_DecryptUpdate(x, NULL, &ol, NULL, ptlen) != 1) return -1;
-        if (aadlen && EVP_DecryptUpdate(x, NULL, &ol, aad, aadlen) != 1) return -1;
-        if (EVP_DecryptUpdate(x, out, &ol, data, ptlen) <= 0) return -1;
-        return ptlen;
+        int r;
+        if (n < 8) return -1;
+        r = sp_ccm_open_(x, key, nonce, aad, aadlen, data, n, out);
+        if (r < 0) x->dec_ready = 0;
+        return r;
     }
     #else
     typedef void sp_ccm_ctx;

@@ -26,7 +26,16 @@ paid whatever the server does. The tools engineer's `smartpark bench`
 calls `compare()`; benchmarks/test_ingest_bench.py runs it under
 pytest-benchmark.
 
+OSCORE (RFC 8613): `hub-oscore` is the hub with `security.mode = "oscore"` and
+a key per peer made in its data directory with hub/keys.py; `aiocoap-oscore`
+is aiocoap's OscoreSiteWrapper around the same do-nothing handler, with the
+same kind of context per peer. Against them every peer protects its
+requests with its own key and verifies the protected acks (in the load
+generator's C loop), and its sequence numbers go on from run to run. The
+plaintext hubs (`hub-fast`, `hub`) run with `security.mode = "off"`.
+
     python -m smartpark.tools.coapload bench [--seconds 3] [--peers 500] [--hold 600]
+    python -m smartpark.tools.coapload bench --targets hub-fast,hub-oscore,aiocoap-oscore
     python -m smartpark.tools.coapload load --port 5683 [--peers 500 --rate 200 --seconds 5]
     python -m smartpark.tools.coapload serve-bare|serve-aiocoap|serve-fast-echo --port N
 """
@@ -110,15 +119,37 @@ def peer_sockets(host, port, peers):
     return socks
 
 
+class OscorePeers:
+    """The OSCORE side of a set of load peers: per peer a node name and its security
+    context (the node's side), and the next sequence number, which goes on from run to run
+    (the hub's replay windows remember the last ones)."""
+
+    def __init__(self, nodes, contexts):
+        self.nodes = list(nodes)
+        self.keys = [(c.sender_key, c.recipient_key, c.common_iv, c.sender_id, c.recipient_id)
+                     for c in contexts]
+        self.seq = 0
+
+    @classmethod
+    def from_records(cls, records):
+        """From hub/keys.py records (the node's side of each key)."""
+        from smartpark.protocol import oscore
+        return cls([r["node"] for r in records],
+                   [oscore.Context(r["secret"], r["salt"], r["sender_id"], r["recipient_id"])
+                    for r in records])
+
+
 def load(host, port, peers=500, peer_rate=200.0, seconds=3.0, window=1, drain=3.0,
          max_messages=10 ** 9, ack_timeout=2.0, node_prefix=None, bt0=None, realtime=True,
-         socks=None, mid_base=None):
+         socks=None, mid_base=None, oscore=None):
     """Drive `peers` CoAP endpoints against host:port; returns the loadgen result dict plus
     `acked` (2.xx responses) and `acked_per_s`. Readings are stamped with the wall clock
     (`realtime`, as live nodes do; a message's time is unique per peer: + 1 us a message),
     or from `bt0` (default two days ago) 1 ms apart per message. `socks` (from
     peer_sockets, kept open) makes the same peers go on from an earlier run, as nodes keep
-    their source port; `mid_base` must then move past the message IDs they used."""
+    their source port; `mid_base` must then move past the message IDs they used.
+    `oscore` (OscorePeers, at least `peers` of them): peer i is node oscore.nodes[i] and
+    protects its requests with its key; the sequence numbers move on past this run."""
     if _loadgen is None:
         raise RuntimeError("smartpark.fast.loadgen is not available (%s); it is built by "
                            "`python setup.py build_ext --inplace`" % _fast.UNAVAILABLE["loadgen"])
@@ -131,8 +162,10 @@ def load(host, port, peers=500, peer_rate=200.0, seconds=3.0, window=1, drain=3.
     try:
         tmpls = []
         offs = []
+        if oscore is not None and len(oscore.nodes) < peers:
+            raise ValueError("%d OSCORE peers for %d peers" % (len(oscore.nodes), peers))
         for i in range(peers):
-            m, off = template("%s-%d" % (prefix, i))
+            m, off = template(oscore.nodes[i] if oscore is not None else "%s-%d" % (prefix, i))
             tmpls.append(m)
             offs.append(off)
         if bt0 is None:
@@ -142,7 +175,11 @@ def load(host, port, peers=500, peer_rate=200.0, seconds=3.0, window=1, drain=3.
                            peer_rate=peer_rate, window=window, duration=seconds,
                            max_messages=max_messages, drain=drain, ack_timeout=ack_timeout,
                            mid_base=(os.getpid() & 0xFFFF) if mid_base is None else mid_base,
-                           realtime=realtime)
+                           realtime=realtime,
+                           keys=None if oscore is None else oscore.keys[:peers],
+                           seq_base=0 if oscore is None else oscore.seq)
+        if oscore is not None:
+            oscore.seq = res["seq_next"] + 1
     finally:
         if own:
             for s in socks:
@@ -191,6 +228,60 @@ def serve_aiocoap(port, host="127.0.0.1"):
         await asyncio.get_running_loop().create_future()
 
     asyncio.run(main())
+
+
+def serve_aiocoap_oscore(port, ctxdir, host="127.0.0.1"):
+    """aiocoap with OSCORE: its OscoreSiteWrapper around a site whose POST /r handler does
+    nothing but answer 2.04, one server-side security context per directory in `ctxdir`
+    (aiocoap's FilesystemSecurityContext, written by the bench)."""
+    import aiocoap
+    import aiocoap.resource as resource_
+    from aiocoap.credentials import CredentialsMap
+    from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
+
+    class Nothing(resource_.Resource):
+        async def render_post(self, request):
+            return aiocoap.Message(code=aiocoap.CHANGED)
+
+    async def main():
+        site = resource_.Site()
+        site.add_resource(("r",), Nothing())
+        creds = CredentialsMap()
+        creds.load_from_dict({":%s" % name: {"oscore": {"basedir": os.path.join(ctxdir, name)}}
+                              for name in sorted(os.listdir(ctxdir))})
+        ctx = await aiocoap.Context.create_server_context(OscoreSiteWrapper(site, creds),
+                                                          bind=(host, port))
+        ctx.server_credentials = creds
+        print("ready %d" % port, flush=True)
+        await asyncio.get_running_loop().create_future()
+
+    asyncio.run(main())
+
+
+def oscore_peers_for_aiocoap(ctxdir, peers):
+    """OscorePeers with a fresh random key per peer, and the server's side of each key as
+    an aiocoap context directory under `ctxdir` (what serve_aiocoap_oscore loads)."""
+    from smartpark.protocol import oscore
+    nodes, contexts = [], []
+    for i in range(peers):
+        secret, salt, kid = os.urandom(16), os.urandom(8), i.to_bytes(3, "big")
+        nodes.append("bench-%d" % i)
+        contexts.append(oscore.Context(secret, salt, kid, b""))
+        d = os.path.join(ctxdir, "peer-%d" % i)
+        os.makedirs(d, mode=0o700)
+        with open(os.path.join(d, "settings.json"), "w") as f:
+            json.dump({"sender-id_hex": "", "recipient-id_hex": kid.hex(),
+                       "algorithm": "AES-CCM-16-64-128", "kdf-hashfun": "sha256"}, f)
+        with open(os.path.join(d, "secret.json"), "w") as f:
+            json.dump({"secret_hex": secret.hex(), "salt_hex": salt.hex()}, f)
+    return OscorePeers(nodes, contexts)
+
+
+def oscore_peers_for_hub(data_dir, peers):
+    """OscorePeers with a key per peer made in the hub's key store (hub/keys.py)."""
+    from smartpark.hub import keys
+    return OscorePeers.from_records([keys.ensure(data_dir, "bench-%d" % i)[0]
+                                     for i in range(peers)])
 
 
 def serve_fast_echo(port, host="127.0.0.1", seconds=3600, room=1 << 30):
@@ -282,6 +373,7 @@ class Target:
         self.proc = None
         self.port0 = port  # 0: the process picks its port and names it in the ready line
         self.http = None   # a hub's HTTP port (from its ready line): its /metrics
+        self.oscore = None  # OscorePeers: the peers must speak OSCORE to this target
 
     def start(self, timeout=30):
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -343,19 +435,32 @@ class Target:
             self.proc = None
 
 
-def targets(workdir, names=("hub-fast", "hub", "aiocoap", "libcoap", "bare", "fast-echo")):
+def targets(workdir, names=("hub-fast", "hub", "aiocoap", "libcoap", "bare", "fast-echo"),
+            peers=500):
     py = sys.executable
     out = []
     for name in names:
-        if name in ("hub-fast", "hub"):
+        if name in ("hub-fast", "hub", "hub-oscore"):
             d = os.path.join(workdir, name)
             os.makedirs(d, exist_ok=True)
             cmd = [py, "-m", "smartpark.tools.cli", "hub", "--data", d, "--coap-bind",
                    "127.0.0.1", "--coap-port", "0", "--http-bind", "127.0.0.1", "--http-port",
-                   "0", "--no-zeroconf", "--no-multicast"]
+                   "0", "--no-zeroconf", "--no-multicast",
+                   "--security", "oscore" if name == "hub-oscore" else "off"]
             if name == "hub":
                 cmd.append("--no-fast-path")
-            out.append(Target(name, cmd, 0, cwd=d, ready="smartpark hub ready"))
+            tg = Target(name, cmd, 0, cwd=d, ready="smartpark hub ready")
+            if name == "hub-oscore":
+                tg.oscore = oscore_peers_for_hub(d, peers)
+            out.append(tg)
+        elif name == "aiocoap-oscore":
+            p = free_port()
+            d = os.path.join(workdir, name)
+            os.makedirs(d, exist_ok=True)
+            tg = Target(name, [py, "-m", "smartpark.tools.coapload", "serve-aiocoap-oscore",
+                               "--port", str(p), "--ctxdir", d], p, ready="ready")
+            tg.oscore = oscore_peers_for_aiocoap(d, peers)
+            out.append(tg)
         elif name == "aiocoap":
             p = free_port()
             out.append(Target(name, [py, "-m", "smartpark.tools.coapload", "serve-aiocoap",
@@ -388,15 +493,15 @@ def compare(seconds=3.0, peers=500, peer_rate=250.0, window=4, half_load=True, h
     rows = []
     fast_rate = None
     try:
-        for tg in targets(workdir, names):
-            tg.start()
+        for tg in targets(workdir, names, peers):
+            tg.start(timeout=60)
             try:
                 load("127.0.0.1", tg.port, peers=min(peers, 50), peer_rate=50, seconds=0.5,
-                     window=1, drain=1.0, node_prefix="warm")
+                     window=1, drain=1.0, node_prefix="warm", oscore=tg.oscore)
                 rss0 = tg.rss_kb()
                 cpu0, own0 = _cpu_s(tg.proc.pid), _own_cpu_s()
                 r = load("127.0.0.1", tg.port, peers=peers, peer_rate=peer_rate, seconds=seconds,
-                         window=window, drain=3.0, node_prefix="full")
+                         window=window, drain=3.0, node_prefix="full", oscore=tg.oscore)
                 cpu1, own1 = _cpu_s(tg.proc.pid), _own_cpu_s()
                 answered = sum(r["codes"].values())
                 # where the CPU went (the drain included: work done for these answers)
@@ -409,6 +514,9 @@ def compare(seconds=3.0, peers=500, peer_rate=250.0, window=4, half_load=True, h
                        "rss_kb_before": rss0, "rss_kb_after": tg.rss_kb(),
                        "cpu_us": cpu_us, "sys_us": sys_us,
                        "loadgen_cpu_us": lg_us, "loadgen_sys_us": lg_sys_us}
+                if tg.oscore is not None:  # responses that did not verify, or came unprotected
+                    row["unverified"] = r["unverified"]
+                    row["unprotected"] = r["unprotected"]
                 if tg.name == "hub-fast":
                     fast_rate = r["acked_per_s"]
                 if half_load and tg.name.startswith("hub") and fast_rate:
@@ -418,9 +526,10 @@ def compare(seconds=3.0, peers=500, peer_rate=250.0, window=4, half_load=True, h
                     # node's first report creates its series), then later readings
                     tg.restart()
                     load("127.0.0.1", tg.port, peers=peers, peer_rate=half, seconds=seconds,
-                         window=window, drain=3.0, node_prefix="half")
+                         window=window, drain=3.0, node_prefix="half", oscore=tg.oscore)
                     h = load("127.0.0.1", tg.port, peers=peers, peer_rate=half,
-                             seconds=seconds, window=window, drain=3.0, node_prefix="half")
+                             seconds=seconds, window=window, drain=3.0, node_prefix="half",
+                             oscore=tg.oscore)
                     row["half_load_per_s"] = half * peers
                     row["half_p50_ms"] = _ms(h["p50"])
                     row["half_p99_ms"] = _ms(h["p99"])
@@ -439,6 +548,13 @@ def compare(seconds=3.0, peers=500, peer_rate=250.0, window=4, half_load=True, h
         for b in ("aiocoap", "libcoap", "bare"):
             if b in base and base[b]["answered_per_s"]:
                 r["x_" + b] = r["acked_per_s"] / base[b]["answered_per_s"]
+    osc = base.get("hub-oscore")
+    if osc is not None:  # what OSCORE costs the hub, and the hub against aiocoap with OSCORE
+        if base.get("hub-fast", {}).get("acked_per_s"):
+            osc["x_plaintext"] = osc["acked_per_s"] / base["hub-fast"]["acked_per_s"]
+        if base.get("aiocoap-oscore", {}).get("answered_per_s"):
+            osc["x_aiocoap_oscore"] = (osc["acked_per_s"]
+                                       / base["aiocoap-oscore"]["answered_per_s"])
     return rows
 
 
@@ -473,12 +589,20 @@ def _ms(x):
 
 def table(rows):
     """Markdown table of compare() rows."""
+    oscore = any("x_plaintext" in r or "x_aiocoap_oscore" in r for r in rows)
     out = ["| target | acked/s | answered/s | p50 ms | p99 ms | p99 ms @ half load | codes "
            "| x aiocoap | x libcoap | RSS kB before/after | CPU us/report: target (kernel),"
-           " loadgen (kernel) |",
-           "|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|"]
+           " loadgen (kernel) |" + (" x plaintext hub | x aiocoap-oscore |" if oscore else ""),
+           "|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|" + ("---:|---:|" if oscore
+                                                                     else "")]
     for r in rows:
-        out.append("| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %s/%s | %s (%s), %s (%s) |" % (
+        extra = ""
+        if oscore:
+            extra = " %s | %s |" % (
+                "%.2f" % r["x_plaintext"] if "x_plaintext" in r else "",
+                "%.1f" % r["x_aiocoap_oscore"] if "x_aiocoap_oscore" in r else "")
+        out.append(("| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %s/%s | %s (%s), %s (%s) |"
+                    + extra) % (
             r["target"], r["acked_per_s"], r["answered_per_s"], r["p50_ms"], r["p99_ms"],
             r.get("half_p99_ms", ""), " ".join("%s:%d" % kv for kv in sorted(r["codes"].items())),
             "%.1f" % r["x_aiocoap"] if "x_aiocoap" in r else "",
@@ -497,7 +621,8 @@ def main(argv=None):
     b.add_argument("--peer-rate", type=float, default=250.0)
     b.add_argument("--window", type=int, default=4)
     b.add_argument("--hold", type=float, default=0.0, help="seconds of half load on the fast hub")
-    b.add_argument("--targets", default="hub-fast,hub,aiocoap,libcoap,bare,fast-echo")
+    b.add_argument("--targets", default="hub-fast,hub,aiocoap,libcoap,bare,fast-echo",
+                   help="also: hub-oscore, aiocoap-oscore")
     b.add_argument("--json", action="store_true")
     lo = sub.add_parser("load", help="drive one server")
     lo.add_argument("--host", default="127.0.0.1")
@@ -506,10 +631,13 @@ def main(argv=None):
     lo.add_argument("--rate", type=float, default=200.0, help="messages/s per peer (<= 250)")
     lo.add_argument("--window", type=int, default=1)
     lo.add_argument("--seconds", type=float, default=3.0)
-    for name in ("serve-bare", "serve-aiocoap", "serve-fast-echo"):
+    for name in ("serve-bare", "serve-aiocoap", "serve-fast-echo", "serve-aiocoap-oscore"):
         s = sub.add_parser(name)
         s.add_argument("--port", type=int, required=True)
         s.add_argument("--host", default="127.0.0.1")
+        if name == "serve-aiocoap-oscore":
+            s.add_argument("--ctxdir", required=True,
+                           help="one aiocoap OSCORE context directory per peer")
     a = ap.parse_args(argv)
     if a.cmd == "bench":
         rows = compare(a.seconds, a.peers, a.peer_rate, a.window, hold=a.hold,
@@ -524,6 +652,8 @@ def main(argv=None):
         serve_aiocoap(a.port, a.host)
     elif a.cmd == "serve-fast-echo":
         serve_fast_echo(a.port, a.host)
+    elif a.cmd == "serve-aiocoap-oscore":
+        serve_aiocoap_oscore(a.port, a.ctxdir, a.host)
     return 0
 
 

@@ -26,6 +26,7 @@ SELECTED = {
     "rollup": ("Rollups",),
     "rows": ("batch_rows",),
     "ack": ("encode_ack", "ack_head"),
+    "oscore": ("OscoreTable",),
     "udp": (),
     "loadgen": (),
     "lane": ("Lane", "NewestTime", "Latest", "Block"),
