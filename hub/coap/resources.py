@@ -17,7 +17,6 @@ from smartpark.protocol import cbor, senml
 
 from .. import nodesecrets
 from ..interfaces import CT_CBOR, CT_SENML_CBOR
-from .oscore_site import speaks_for
 
 CT_TEXT = 0
 CT_LINK_FORMAT = 40
@@ -90,11 +89,12 @@ class ConfigResource(Resource, PathCapable):
     """GET /cfg/<node>: the node's configuration, CBOR, with an ETag (2.03 when unchanged).
 
     Secrets (the Wi-Fi password, keys: hub/nodesecrets.py) go to the node itself
-    only: a request that speaks for the path's node (coap/oscore_site.py
-    speaks_for: its `smartpark_node`, the node whose OSCORE key verified it,
-    is that node; or it is unprotected on a hub with security off) gets the
-    whole config, any other request the config without the top-level keys that
-    hold a secret (config_for)."""
+    only, and only through OSCORE: a request whose `smartpark_node` (the node
+    whose key verified it, coap/oscore_site.py) is the path's node gets the
+    whole config; any other request -- another node's, or an unprotected one,
+    even on a hub with security off -- the config without the top-level keys
+    that hold a secret (config_for). A node merges a config per top-level key,
+    so the keys left out keep their local values."""
 
     rt = "smartpark.config"
     ct = str(CT_CBOR)
@@ -112,8 +112,7 @@ class ConfigResource(Resource, PathCapable):
         if len(path) != 1 or not path[0]:
             raise error.NotFound("use /cfg/<node>")
         node = path[0]
-        # speaks_for: the node's own key, or an unprotected request with security off
-        version, body = self.config_for(node, node if speaks_for(request, node) else None)
+        version, body = self.config_for(node, getattr(request, "smartpark_node", None))
         etag = hashlib.sha1(b"%d:" % version + body).digest()[:8]
         if request.opt.etags and etag in request.opt.etags:
             m = aiocoap.Message(code=codes.VALID)
