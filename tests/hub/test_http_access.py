@@ -425,6 +425,10 @@ def test_cfg_serves_secrets_to_the_authenticated_node_only():
     anon = run(get(...))
     assert cbor2.loads(other.payload) == cbor2.loads(anon.payload)
     assert WIFI_PASSWORD.encode() not in other.payload + anon.payload
+    # security off: an unprotected request still gets no secret
+    m = aiocoap.Message(code=aiocoap.GET, uri_path=("n1",))
+    m.smartpark_open = True
+    assert WIFI_PASSWORD.encode() not in run(res.render_get(m)).payload
     # the two views have their own ETags: a masked copy never validates the full one
     assert mine.opt.etag != anon.opt.etag
     assert run(get("n1", mine.opt.etag)).code == aiocoap.VALID
