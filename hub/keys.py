@@ -432,23 +432,38 @@ def put(data_dir, rec, replace=False):
 
     KeyIdTaken when another node's key has its Sender ID; KeyExists when the node
     has a different key and not replace. The same key again changes nothing."""
-    check_node(rec["node"])
-    rec = Record(rec)
+    return put_many(data_dir, [rec], replace)[0]
+
+
+def put_many(data_dir, recs, replace=False):
+    """put() for many Records under one lock and one read of the store (provisioning
+    a fleet); returns them. Each stored file is whole; an error stops at that record."""
+    recs = [Record(r) for r in recs]
+    for rec in recs:
+        check_node(rec["node"])
+    out = []
     with _Locked(data_dir):
-        old = find(data_dir, rec["node"])
-        if old is not None and _doc(old) == _doc(rec):
-            return old
-        if old is not None and not replace:
-            raise KeyExists("node %s already has another key (key id %s); replace it "
-                            "explicitly" % (rec["node"], old.kid_hex))
-        others = _taken(data_dir, but=rec["node"])
-        if rec["sender_id"] in others:
-            raise KeyIdTaken("key id %s is already used by another node's key: rotate the key "
-                             "of node %s where it was made, then import it again"
-                             % (rec.kid_hex, rec["node"]))
-        _save(data_dir, rec)
-        log.info("key store: stored the key of node %s (key id %s)", rec["node"], rec.kid_hex)
-        return rec
+        owners = {r["sender_id"]: r["node"]
+                  for r in load_all(data_dir, on_error=lambda e: None)}
+        for rec in recs:
+            old = find(data_dir, rec["node"])
+            if old is not None and _doc(old) == _doc(rec):
+                out.append(old)
+                continue
+            if old is not None and not replace:
+                raise KeyExists("node %s already has another key (key id %s); replace it "
+                                "explicitly" % (rec["node"], old.kid_hex))
+            if owners.get(rec["sender_id"], rec["node"]) != rec["node"]:
+                raise KeyIdTaken("key id %s is already used by another node's key: rotate the "
+                                 "key of node %s where it was made, then import it again"
+                                 % (rec.kid_hex, rec["node"]))
+            _save(data_dir, rec)
+            if old is not None:
+                owners.pop(old["sender_id"], None)
+            owners[rec["sender_id"]] = rec["node"]
+            log.info("key store: stored the key of node %s (key id %s)", rec["node"], rec.kid_hex)
+            out.append(rec)
+    return out
 
 
 def import_record(data_dir, source, replace=False):

@@ -39,6 +39,7 @@ class StoreSide:
 
     def __init__(self, data_dir):
         self.data_dir = data_dir
+        self._taken = None      # key ids in the store and handed out here: read once
 
     def where(self):
         return keystore.keys_dir(self.data_dir)
@@ -47,8 +48,12 @@ class StoreSide:
         return keystore.find(self.data_dir, node)
 
     def fresh(self, node, old):
-        taken = {r["sender_id"] for r in keystore.load_all(self.data_dir, on_error=lambda e: None)}
-        return keystore.new_record(node, taken)
+        if self._taken is None:
+            self._taken = {r["sender_id"] for r in
+                           keystore.load_all(self.data_dir, on_error=lambda e: None)}
+        rec = keystore.new_record(node, self._taken)
+        self._taken.add(rec["sender_id"])
+        return rec
 
     def save(self, rec):
         keystore.put(self.data_dir, rec, replace=True)
@@ -147,19 +152,36 @@ def plan(side, node, on_node=None, wipe=False, rotate=False):
 def provision_dir(data_dir, node, node_dir, rotate=False):
     """Give the node whose flash directory is `node_dir` its key from the key store of
     `data_dir` (simulate, demo, tests); returns the Plan, committed."""
-    path = os.path.join(node_dir, NODE_FILE)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError:
-        raw = None
-    p = plan(StoreSide(data_dir), node, raw, rotate=rotate)
-    if p.action != "kept":
-        os.makedirs(node_dir, exist_ok=True)
-        keystore.write_private(path, p.node_bytes)
+    return provision_dirs(data_dir, [(node, node_dir)], rotate)[0]
+
+
+def provision_dirs(data_dir, nodes, rotate=False):
+    """provision_dir() for many (node, node_dir): the store is read once and written
+    under one lock. Returns the Plans, committed."""
+    side = StoreSide(data_dir)
+    plans = []
+    for node, node_dir in nodes:
+        path = os.path.join(node_dir, NODE_FILE)
         try:
-            os.unlink(os.path.join(node_dir, SEQ_FILE))
-        except FileNotFoundError:
-            pass
-        p.commit()
-    return p
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError:
+            raw = None
+        p = plan(side, node, raw, rotate=rotate)
+        if p.action != "kept":
+            os.makedirs(node_dir, exist_ok=True)
+            keystore.write_private(path, p.node_bytes)
+            try:
+                os.unlink(os.path.join(node_dir, SEQ_FILE))
+            except FileNotFoundError:
+                pass
+        plans.append(p)
+    changed = [p.record for p in plans if p.action != "kept"]
+    if changed:
+        try:
+            keystore.put_many(data_dir, changed, replace=True)
+        except (keystore.KeyStoreError, OSError) as e:
+            raise ProvisionError("the nodes hold their keys, but the hub's halves could not "
+                                 "be written to %s: %s; run this again (it makes new keys)"
+                                 % (side.where(), e)) from None
+    return plans

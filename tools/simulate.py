@@ -297,11 +297,10 @@ def provision_keys(data_dir, nodes, quiet=False, who="simulate"):
     (provision.provision_dir); SimError(EXIT_KEYS) when the store cannot be used."""
     actions = {}
     try:
-        for nid, flash in nodes:
-            p = provision.provision_dir(data_dir, nid, flash)
+        for p in provision.provision_dirs(data_dir, nodes):
             actions[p.action] = actions.get(p.action, 0) + 1
     except (provision.ProvisionError, ValueError, OSError) as e:
-        raise SimError(EXIT_KEYS, "cannot give node %s its OSCORE key: %s" % (nid, e)) from None
+        raise SimError(EXIT_KEYS, "cannot give the nodes their OSCORE keys: %s" % e) from None
     say("%s: OSCORE keys in %s: %s" % (
         who, os.path.join(data_dir, "keys"),
         ", ".join("%d %s" % (actions[a], a) for a in sorted(actions))), quiet)
