@@ -191,6 +191,7 @@ def hil_flash(pytestconfig, hil, hil_hub, hil_bundle, tmp_path_factory):
     args = ["flash", "--port", hil.port, "--node-id", NODE,
             "--hub", "%s:%d" % (hil_hub["host"], hil_hub["coap"]), "--bundle", hil_bundle,
             "--sensors", sensors_file, "--wipe", "--no-reset", "--json", summary,
+            "--data", hil_hub["data"],     # the node's OSCORE key, in the test hub's store
             "--set", "report_interval=2", "--set", "ledger=true", "--set", "watchdog_ms=0",
             "--set", 'coap={"ack_timeout": 1.0, "max_retransmit": 4}']
     if hil.kind == "pty":

@@ -37,7 +37,7 @@ def _collect(kind):
 
 # ---- 1. flashing ---------------------------------------------------------------------------
 
-def test_flash_verified(hil_flash, hil):
+def test_flash_verified(hil_flash, hil, hil_hub):
     assert hil_flash["node"] == NODE
     proc = hil_flash["proc"]
     assert proc.returncode == 0, proc.stderr
@@ -45,7 +45,7 @@ def test_flash_verified(hil_flash, hil):
     manifest = json.load(open(os.path.join(hil_flash["bundle"], "manifest.json")))
     on_fs = [e for e in manifest["files"]
              if s["layout"] == "fs" or e["path"] in fwsize.FS_ONLY]
-    assert s["files"] == len(on_fs) + 2   # + config.json + manifest.json
+    assert s["files"] == len(on_fs) + 3   # + config.json, oscore.json, manifest.json
     assert "verified by SHA-256 on the board" in proc.stderr
     if hil.kind == "pty":
         assert s["layout"] == "romfs"      # the pty board has a ROMFS partition
@@ -56,7 +56,12 @@ def test_flash_verified(hil_flash, hil):
             image = manifest["romfs"]
             assert b.romfs_sha256(image["size"]) == image["sha256"]
         cfg = json.loads(b.read("config.json"))
+        key = json.loads(b.read("oscore.json"))
     assert cfg["node"] == NODE and cfg["ledger"] is True
+    # the node's half of the key the test hub holds for it
+    from smartpark.hub import keys
+    assert key == keys.node_half(keys.get(hil_hub["data"], NODE))
+    assert s["oscore"]["key_id"] == key["sender_id"]
 
 
 # ---- 2. code on the board's REPL -----------------------------------------------------------
