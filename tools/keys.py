@@ -86,8 +86,9 @@ def _line(rec):
 
 
 def cmd_add(args, data):
+    had = args.rotate and keystore.find(data, args.node) is not None
     rec = keystore.add(data, args.node, rotate=args.rotate)
-    print("%s key id %s (%s)" % (rec["node"], rec.kid_hex, "rotated" if args.rotate else "new"))
+    print("%s key id %s (%s)" % (rec["node"], rec.kid_hex, "rotated" if had else "new"))
 
 
 def cmd_rotate(args, data):

@@ -47,6 +47,9 @@ def test_add_list_rotate_revoke(tmp_path):
     assert new.kid_hex in proc.stdout and rec.kid_hex in proc.stdout and new != rec
     proc = smartpark("keys", "add", "bay-1", "--data", data, "--rotate")
     assert proc.returncode == 0 and "(rotated)" in proc.stdout
+    proc = smartpark("keys", "add", "bay-3", "--data", data, "--rotate")
+    assert proc.returncode == 0 and "(new)" in proc.stdout
+    assert smartpark("keys", "revoke", "bay-3", "--data", data).returncode == 0
     proc = smartpark("keys", "revoke", "bay-2", "--data", data)
     assert proc.returncode == 0 and "revoked" in proc.stdout
     assert [r["node"] for r in keys.load_all(str(data))] == ["bay-1"]
