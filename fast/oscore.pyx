@@ -603,6 +603,28 @@ cdef class Table:
         """Counts of requests open_reports left to the aiocoap path, by why."""
         return {FALLBACK_NAMES[i]: self.fallback[i] for i in range(1, F_COUNT)}
 
+    def open_batch(self, list protected not None, list reports not None,
+                   list others not None):
+        """`open_reports` over fast/udp.pyx's protected candidates (peer, mid, token, option,
+        ciphertext, pktinfo, datagram): each report is appended to `reports` as (peer, mid,
+        token, cf, payload, pktinfo, node, binding) -- what hub/fastpath.py ingests and
+        `seal_acks` answers --, every other candidate to `others` as it came. Returns how
+        many were reports."""
+        cdef Py_ssize_t i, n = len(protected), k = 0
+        cdef tuple e, o
+        opened = self.open_reports([(<tuple>e)[3] for e in protected],
+                                   [(<tuple>e)[4] for e in protected])
+        for i in range(n):
+            e = <tuple>protected[i]
+            r = opened[i]
+            if r is None:
+                others.append(e)
+                continue
+            o = <tuple>r
+            reports.append((e[0], e[1], e[2], o[1], o[2], e[5], o[0], o[3]))
+            k += 1
+        return k
+
     def open_reports(self, list options not None, list payloads not None):
         """Open a batch of protected POSTs (the OSCORE option value and the ciphertext of
         each) in one C loop with the GIL released. A request comes back as (node,

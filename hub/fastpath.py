@@ -94,7 +94,7 @@ class FastPath:
         # compiled table, protected reports are opened and their acks sealed here
         self.oscore = security is not None and bool(security.required)
         self.table = security.table if self.oscore else None
-        self.sealing = self.oscore and hasattr(self.table, "open_reports")
+        self.sealing = self.oscore and hasattr(self.table, "open_batch")
         self.metrics = metrics
         self.queue_bound = queue_bound
         self.batch = batch
@@ -277,15 +277,13 @@ class FastPath:
     def _open(self, protected, reports, others):
         """Open a batch of protected candidates: reports join `reports` as (peer, mid, token,
         cf, payload, pktinfo, node, binding); the rest go to aiocoap as received."""
-        opened = self.table.open_reports([e[3] for e in protected], [e[4] for e in protected])
+        left = []
+        self.table.open_batch(protected, reports, left)  # one C loop, the GIL released
         ep = self.endpoint
-        for e, o in zip(protected, opened, strict=True):
-            if o is None:
-                ep.forget(e[0], e[1])
-                anc = [] if e[5] is None else [(IPPROTO_IPV6, IPV6_PKTINFO, e[5])]
-                others.append((e[6], anc, 0, e[0].sockaddr))
-            else:
-                reports.append((e[0], e[1], e[2], o[1], o[2], e[5], o[0], o[3]))
+        for e in left:
+            ep.forget(e[0], e[1])
+            anc = [] if e[5] is None else [(IPPROTO_IPV6, IPV6_PKTINFO, e[5])]
+            others.append((e[6], anc, 0, e[0].sockaddr))
 
     def _pump(self):
         while self.pending and self.active < self.concurrency:

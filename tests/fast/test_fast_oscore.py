@@ -324,9 +324,12 @@ def test_seal_acks_are_respond_many_acks_protected(C):
         opt, pay, code = _protect(tw.ctx[node], seq, *_inner(rnd, "report"))
         po = tw.p.unprotect(opt, pay, code)
         tw.p.accept(po)
-        got = tw.b.open_reports([opt], [pay])[0]
-        assert got is not None
-        chunk.append((None, 1000 + i, token, got[1], got[2], None, got[0], got[3]))
+        peer, pktinfo, left = object(), rnd.choice([None, b"p" * 20]), []
+        n = len(chunk)
+        assert tw.b.open_batch([(peer, 1000 + i, token, opt, pay, pktinfo, b"dgram")], chunk,
+                               left) == 1 and not left
+        assert chunk[n][:3] == (peer, 1000 + i, token) and chunk[n][5:7] == (pktinfo, node)
+        assert chunk[n][3:5] == (coap.decode_uint(po.options[1][1]), po.payload)
         if i % 4 == 3:
             res = ReportResult(0xA3, b"busy", max_age=2, error="backlog")
             inner = (0xA3, [(coap.CONTENT_FORMAT, b""), (coap.MAX_AGE, b"\x02")], b"busy")
@@ -388,6 +391,9 @@ def test_fuzz_option_and_ciphertext_only_oscore_errors(C):
     batch_o = [rnd.randbytes(rnd.randrange(0, 12)) for _ in range(500)]
     batch_p = [rnd.randbytes(rnd.randrange(0, 100)) for _ in range(500)]
     assert tw.b.open_reports(batch_o, batch_p) == [None] * 500
+    cands = [(None, i, b"", o, p, None, b"") for i, (o, p) in enumerate(zip(batch_o, batch_p))]
+    reports, left = [], []
+    assert tw.b.open_batch(cands, reports, left) == 0 and left == cands and not reports
     with pytest.raises(TypeError):
         tw.b.open_reports([bytearray(b"\x09")], [b"x" * 20])
     with pytest.raises(ValueError):
