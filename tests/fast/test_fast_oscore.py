@@ -391,7 +391,8 @@ def test_fuzz_option_and_ciphertext_only_oscore_errors(C):
     batch_o = [rnd.randbytes(rnd.randrange(0, 12)) for _ in range(500)]
     batch_p = [rnd.randbytes(rnd.randrange(0, 100)) for _ in range(500)]
     assert tw.b.open_reports(batch_o, batch_p) == [None] * 500
-    cands = [(None, i, b"", o, p, None, b"") for i, (o, p) in enumerate(zip(batch_o, batch_p))]
+    cands = [(None, i, b"", o, p, None, b"")
+             for i, (o, p) in enumerate(zip(batch_o, batch_p, strict=True))]
     reports, left = [], []
     assert tw.b.open_batch(cands, reports, left) == 0 and left == cands and not reports
     with pytest.raises(TypeError):
@@ -486,5 +487,38 @@ def test_hub_fast_path_takes_aiocoap_oscore_reports_and_refuses_a_replay(C, tmp_
         assert h.metric("smartpark_fastpath_oscore_to_aiocoap") == 1
         status, body = h.get("/api/series/fo1/temp?from=0")
         assert status == 200 and [p["value"] for p in body["points"]] == [20.5, 21.5]
+    finally:
+        h.stop()
+
+
+def test_loadgen_speaks_oscore_and_does_the_echo_exchange(C, tmp_path):
+    """The load generator's OSCORE against a real hub: every ack verifies; after a hub
+    killed (replay windows lost) each peer gets one verified 4.01 with Echo, retries with
+    it and is acked again."""
+    require(fast.udp is not None and fast.loadgen is not None,
+            "smartpark.fast.udp/loadgen: %s" % fast.UNAVAILABLE)
+    from hubutil import HubProc
+    from smartpark.tools import coapload
+
+    d = str(tmp_path / "data")
+    os.makedirs(d)
+    peers = coapload.oscore_peers_for_hub(d, 4)
+    h = HubProc(d, extra=["--security", "oscore"]).start()
+    try:
+        r = coapload.load("127.0.0.1", h.coap_port, peers=4, peer_rate=20, seconds=0.5,
+                          drain=2.0, oscore=peers)
+        assert r["codes"] == {"2.04": r["sent"]} and r["sent"] >= 8
+        assert r["unverified"] == r["unprotected"] == 0
+        assert h.metric("smartpark_fastpath_oscore_opened") == r["sent"]
+    finally:
+        h.kill()
+    h = HubProc(d, extra=["--security", "oscore"]).start()
+    try:
+        r = coapload.load("127.0.0.1", h.coap_port, peers=4, peer_rate=20, seconds=1.0,
+                          drain=2.0, oscore=peers)
+        assert r["unverified"] == r["unprotected"] == 0 and r["timeouts"] == 0
+        assert r["codes"]["4.01"] == r["echoes"] == 4
+        assert r["codes"]["2.04"] == r["sent"] - 4
+        assert h.metric("smartpark_fastpath_oscore_opened") >= r["sent"] - 8
     finally:
         h.stop()
