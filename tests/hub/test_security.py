@@ -10,17 +10,7 @@ through aiocoap alone and with the fast path in front of it.
 import asyncio
 import os
 import socket
-import sys
 import time
-import types
-
-try:
-    import lakers  # noqa: F401
-except ImportError:
-    # aiocoap's OSCORE transport imports lakers (EDHOC, in aiocoap's "oscore" extra) at its
-    # top and uses it only for EDHOC, which these tests never do; the project does not
-    # depend on it
-    sys.modules["lakers"] = types.ModuleType("lakers")
 
 import aiocoap
 import pytest
