@@ -33,7 +33,6 @@ import asyncio
 import socket
 
 from compat import const, sleep_ms, ticks_add, ticks_diff, ticks_ms, urandom_int
-from security import SecurityError
 from smartpark.protocol import coap
 from smartpark.protocol.errors import DecodeError
 
@@ -58,10 +57,14 @@ class CoapReset(OSError):
     pass
 
 
+class SecurityError(OSError):
+    """OSCORE: the exchange cannot be protected (security.py), or the hub refused it."""
+
+
 class Client:
     def __init__(self, params=None, security=None):
         p = params or {}
-        # security.Security (or security.Unusable): every exchange OSCORE-protected; None: plain CoAP
+        # security.Security: every exchange OSCORE-protected; None: plain CoAP
         self.security = security
         self.ack_timeout_ms = int(p.get("ack_timeout", 2.0) * 1000)
         self.factor = float(p.get("ack_random_factor", 1.5))

@@ -36,16 +36,16 @@ import pack
 import rd
 import remotecfg
 import sampler as samplermod
-import security
 from board import Board
-from coapc import Client, CoapReset, CoapTimeout
-from compat import log, mem_free, sleep_ms, ticks_diff, ticks_ms, unload
+from coapc import Client, CoapReset, CoapTimeout, SecurityError
+from compat import exists, log, mem_free, sleep_ms, ticks_diff, ticks_ms, unload
 from smartpark.protocol import coap, report
 from smartpark.protocol.errors import DecodeError
 from smartpark.protocol.version import VERSION
 
 FIRMWARE = VERSION
 _PULSE_FILE = "pulse.json"
+_KEY_FILE = "oscore.json"   # the node's OSCORE key (security.py)
 _MAX_PAYLOAD = 1024
 
 
@@ -79,13 +79,16 @@ class Node:
         if ob.recovered_bytes:
             log("outbox: dropped", ob.recovered_bytes - ob.resync_bytes, "bytes of torn tail,",
                 ob.resync_bytes, "damaged bytes in the log, losing", ob.lost, "records")
-        self.security = sec = security.load()
-        if sec is None:
-            log("no %s: plain CoAP, for a hub with security.mode \"off\"" % security.KEY_FILE)
-        elif isinstance(sec, security.Unusable):
-            log("OSCORE key unusable:", sec.why, "- nothing is sent until it is replaced")
+        self.security = sec = None
+        if exists(_KEY_FILE):
+            import security
+            self.security = sec = security.load(_KEY_FILE)
+            if sec.why is not None:
+                log("OSCORE key unusable:", sec.why, "- nothing is sent until it is replaced")
+            else:
+                log("OSCORE: requests protected, kid", sec.kid.hex())
         else:
-            log("OSCORE: requests protected, kid", sec.kid.hex())
+            log("no %s: plain CoAP, for a hub with security.mode \"off\"" % _KEY_FILE)
         self.client = Client(cfg["coap"], sec)
         self.node = cfg["node"]
         self.hub = None
@@ -371,7 +374,7 @@ class Node:
         except CoapReset:
             log("hub reset the exchange")
             return False
-        except security.SecurityError as e:
+        except SecurityError as e:
             log("OSCORE:", e)
             return False
         except OSError as e:

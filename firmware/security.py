@@ -20,22 +20,19 @@ unusable does not fall back to plain CoAP: every exchange fails with
 SecurityError, its readings wait in the outbox, and the log says which field
 is wrong (never its value).
 
-protocol/oscore.py is imported only when the file exists, so a plain node
-spends no heap on it. coapc.Client calls protect() once per exchange and
-verify() for every datagram that matches the exchange's MID or token.
+node.py imports this module, and this module protocol/oscore.py, only when the file
+exists, so a plain node spends no heap on either. coapc.Client calls protect()
+once per exchange and verify() for every datagram that matches the exchange's
+MID or token.
 """
 
 import json
 
-from compat import exists
+from coapc import SecurityError
 
 KEY_FILE = "oscore.json"
 SEQ_FILE = "oscore.seq"
 _FIELDS = (("sender_id", 0, 7), ("recipient_id", 0, 7), ("secret", 16, 64), ("salt", 0, 32))
-
-
-class SecurityError(OSError):
-    """The exchange cannot be protected, or the hub refused it at the OSCORE layer."""
 
 
 def _unhex(doc, name, lo, hi):
@@ -52,19 +49,22 @@ def _unhex(doc, name, lo, hi):
 
 
 class Security:
-    """A security context and its sequence-number store; repr and str show the kid only."""
+    """A security context and its sequence-number store; or, with `why`, the stand-in for a
+    broken key file, which refuses every exchange (never plain CoAP). Shows the kid only."""
 
-    def __init__(self, ctx, seqs):
+    def __init__(self, ctx, seqs, why=None):
         self._ctx = ctx
         self._seqs = seqs
-        self.kid = ctx.sender_id
-        self.rejected = 0      # responses that matched an exchange but did not verify
+        self.why = why
+        self.kid = ctx.sender_id if ctx is not None else b""
 
     def __repr__(self):
         return "<OSCORE kid=%s>" % self.kid.hex()
 
     def protect(self, msg):
         """(outer Message, binding) for a request Message; a fresh sequence number each call."""
+        if self.why is not None:
+            raise SecurityError(self.why)
         from smartpark.protocol import oscore
         return oscore.protect_request(self._ctx, self._seqs.next(), msg)
 
@@ -75,29 +75,11 @@ class Security:
         try:
             return oscore.unprotect_response(self._ctx, binding, outer)
         except ValueError:   # OscoreError, CoAPDecodeError: DecodeErrors, so ValueErrors
-            self.rejected += 1
             return None
 
 
-class Unusable:
-    """Stands in for a broken oscore.json: refuses every exchange (never plain CoAP)."""
-
-    def __init__(self, why):
-        self.why = why
-        self.kid = b""
-        self.rejected = 0
-
-    def protect(self, msg):
-        raise SecurityError(self.why)
-
-    def verify(self, binding, outer):
-        return None
-
-
 def load(path=KEY_FILE, seq_path=SEQ_FILE):
-    """Security from `path`; None when there is no such file; Unusable when it is broken."""
-    if not exists(path):
-        return None
+    """Security from the key file at `path` (which exists); with `why` set when it is broken."""
     try:
         try:
             with open(path) as f:
@@ -108,7 +90,10 @@ def load(path=KEY_FILE, seq_path=SEQ_FILE):
         if doc.get("id_context"):
             raise SecurityError("%s: an ID context is not supported" % path)
         from smartpark.protocol import oscore
-        ctx = oscore.Context(secret, salt, sid, rid)
+        try:
+            ctx = oscore.Context(secret, salt, sid, rid)
+        except ValueError as e:   # OscoreError: IDs too long or equal (no key material in it)
+            raise SecurityError("%s: %s" % (path, e))
         del secret, salt, doc
         try:
             seqs = oscore.SeqStore(seq_path)
@@ -117,4 +102,4 @@ def load(path=KEY_FILE, seq_path=SEQ_FILE):
             raise SecurityError("%s: unreadable; the node needs a new key" % seq_path)
         return Security(ctx, seqs)
     except SecurityError as e:
-        return Unusable(str(e))
+        return Security(None, None, str(e))
