@@ -30,19 +30,11 @@ from peers import require  # noqa: E402
 
 aiocoap = pytest.importorskip("aiocoap")
 try:
-    import lakers  # noqa: F401
-except ImportError:
-    # aiocoap's site wrapper imports lakers (EDHOC, in aiocoap's "oscore" extra) at its top
-    # and uses it only for /.well-known/edhoc, which these tests never ask for; the project
-    # does not depend on it
-    import types
-    sys.modules["lakers"] = types.ModuleType("lakers")
-try:
     import aiocoap.resource as resource
     from aiocoap.credentials import CredentialsMap
     from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
     from aiocoap.transports.oscore import OSCOREAddress
-except ImportError as e:   # aiocoap without what its OSCORE needs (cryptography, filelock)
+except ImportError as e:   # aiocoap without its "oscore" extra (a test dependency)
     OscoreSiteWrapper = None
     _MISSING = repr(e)
 
