@@ -249,6 +249,68 @@ cdef inline void window_accept(ctx_t *c, int64_t seq, int size) noexcept nogil:
         c.bits |= 1ULL << (c.top - seq)
 
 
+cdef class _Batch:
+    """The C arrays of one open_reports/open_batch call (freed with it)."""
+    cdef Py_ssize_t n
+    cdef const unsigned char **op
+    cdef const unsigned char **dp
+    cdef int *ol
+    cdef int *dl
+    cdef int *st
+    cdef int *slot
+    cdef int *cfs
+    cdef int *poff
+    cdef int *plen
+    cdef size_t *ptoff
+    cdef opt_t *opts
+    cdef unsigned char *pt
+
+    def __cinit__(self, Py_ssize_t n):
+        self.n = n
+        self.op = <const unsigned char **>calloc(n, sizeof(void *))
+        self.dp = <const unsigned char **>calloc(n, sizeof(void *))
+        self.ol = <int *>calloc(n, sizeof(int))
+        self.dl = <int *>calloc(n, sizeof(int))
+        self.st = <int *>calloc(n, sizeof(int))
+        self.slot = <int *>calloc(n, sizeof(int))
+        self.cfs = <int *>calloc(n, sizeof(int))
+        self.poff = <int *>calloc(n, sizeof(int))
+        self.plen = <int *>calloc(n, sizeof(int))
+        self.ptoff = <size_t *>calloc(n, sizeof(size_t))
+        self.opts = <opt_t *>calloc(n, sizeof(opt_t))
+        self.pt = NULL
+        if not (self.op and self.dp and self.ol and self.dl and self.st and self.slot
+                and self.cfs and self.poff and self.plen and self.ptoff and self.opts):
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.op)
+        free(self.dp)
+        free(self.ol)
+        free(self.dl)
+        free(self.st)
+        free(self.slot)
+        free(self.cfs)
+        free(self.poff)
+        free(self.plen)
+        free(self.ptoff)
+        free(self.opts)
+        free(self.pt)
+
+    cdef bytes payload(self, Py_ssize_t i):
+        return PyBytes_FromStringAndSize(<char *>self.pt + self.ptoff[i] + self.poff[i],
+                                         self.plen[i] - self.poff[i])
+
+    cdef bytes binding(self, Py_ssize_t i, uint32_t gen):
+        cdef binding_t b
+        memset(&b, 0, sizeof(binding_t))
+        b.slot = self.slot[i]
+        b.gen = gen
+        b.piv_len = self.opts[i].piv_len
+        memcpy(b.piv, self.op[i] + self.opts[i].piv_off, self.opts[i].piv_len)
+        return PyBytes_FromStringAndSize(<char *>&b, sizeof(binding_t))
+
+
 cdef class Table:
     """The hub's OSCORE contexts, one per node (fast/oscore_py.py's Table, in C)."""
     cdef readonly int window
@@ -605,23 +667,46 @@ cdef class Table:
 
     def open_batch(self, list protected not None, list reports not None,
                    list others not None):
-        """`open_reports` over fast/udp.pyx's protected candidates (peer, mid, token, option,
-        ciphertext, pktinfo, datagram): each report is appended to `reports` as (peer, mid,
-        token, cf, payload, pktinfo, node, binding) -- what hub/fastpath.py ingests and
-        `seal_acks` answers --, every other candidate to `others` as it came. Returns how
-        many were reports."""
-        cdef Py_ssize_t i, n = len(protected), k = 0
-        cdef tuple e, o
-        opened = self.open_reports([(<tuple>e)[3] for e in protected],
-                                   [(<tuple>e)[4] for e in protected])
+        """`open_reports` over fast/udp.pyx's protected candidates (peer, mid, token,
+        option offset, option length, pktinfo, datagram; the ciphertext follows the option
+        and the payload marker): each report is appended to `reports` as (peer, mid, token,
+        cf, payload, pktinfo, node, binding) -- what hub/fastpath.py ingests and `seal_acks`
+        answers --, every other candidate to `others` as it came. Returns how many were
+        reports."""
+        self._idle()
+        cdef Py_ssize_t n = len(protected), i, k = 0
+        cdef tuple e
+        cdef object d
+        cdef Py_ssize_t off, ln, size
+        cdef _Batch b
+        if n == 0:
+            return 0
+        b = _Batch(n)
+        for i in range(n):
+            e = <tuple?>protected[i]
+            d = e[6]
+            if type(d) is not bytes:
+                raise TypeError("candidate %d: the datagram must be bytes" % i)
+            off = e[3]
+            ln = e[4]
+            size = PyBytes_GET_SIZE(d)
+            if off < 0 or ln < 0 or off + ln + 1 > size:
+                off = ln = 0   # not a candidate udp.pyx makes: left to aiocoap
+                b.dl[i] = 0
+            else:
+                b.dp[i] = <const unsigned char *>PyBytes_AS_STRING(d) + off + ln + 1
+                b.dl[i] = <int>(size - off - ln - 1)
+            b.op[i] = <const unsigned char *>PyBytes_AS_STRING(d) + off
+            b.ol[i] = <int>ln
+        self._open(b)
         for i in range(n):
             e = <tuple>protected[i]
-            r = opened[i]
-            if r is None:
+            if b.st[i] != F_OK:
                 others.append(e)
                 continue
-            o = <tuple>r
-            reports.append((e[0], e[1], e[2], o[1], o[2], e[5], o[0], o[3]))
+            reports.append((e[0], e[1], e[2], None if b.cfs[i] < 0 else b.cfs[i],
+                            b.payload(i), e[5], self.names[b.slot[i]], b.binding(i,
+                            self.ctx[b.slot[i]].gen)))
             k += 1
         return k
 
@@ -637,79 +722,53 @@ cdef class Table:
         and `accept`. `binding` (bytes) is what `seal_acks` needs of the request."""
         self._idle()
         cdef Py_ssize_t n = len(options), i
+        cdef object ob, db
+        cdef _Batch b
         if len(payloads) != n:
             raise ValueError("%d payloads for %d options" % (len(payloads), n))
         if n == 0:
             return []
-        cdef const unsigned char **op = <const unsigned char **>malloc(n * sizeof(void *))
-        cdef const unsigned char **dp = <const unsigned char **>malloc(n * sizeof(void *))
-        cdef int *ol = <int *>malloc(n * sizeof(int))
-        cdef int *dl = <int *>malloc(n * sizeof(int))
-        cdef int *st = <int *>malloc(n * sizeof(int))
-        cdef int *slot = <int *>malloc(n * sizeof(int))
-        cdef int *cfs = <int *>malloc(n * sizeof(int))
-        cdef int *poff = <int *>malloc(n * sizeof(int))
-        cdef int *plen = <int *>malloc(n * sizeof(int))
-        cdef size_t *ptoff = <size_t *>malloc(n * sizeof(size_t))
-        cdef opt_t *opts = <opt_t *>malloc(n * sizeof(opt_t))
-        cdef unsigned char *pt = NULL
+        b = _Batch(n)
+        for i in range(n):
+            ob = options[i]
+            db = payloads[i]
+            if type(ob) is not bytes or type(db) is not bytes:
+                raise TypeError("options and payloads must be bytes")
+            b.op[i] = <const unsigned char *>PyBytes_AS_STRING(ob)
+            b.ol[i] = <int>PyBytes_GET_SIZE(ob)
+            b.dp[i] = <const unsigned char *>PyBytes_AS_STRING(db)
+            b.dl[i] = <int>PyBytes_GET_SIZE(db)
+        self._open(b)
+        out = [None] * n
+        for i in range(n):
+            if b.st[i] == F_OK:
+                out[i] = (self.names[b.slot[i]], None if b.cfs[i] < 0 else b.cfs[i],
+                          b.payload(i), b.binding(i, self.ctx[b.slot[i]].gen))
+        return out
+
+    cdef int _open(self, _Batch b) except -1:
+        """The C loop of a batch (the GIL released), then the counters."""
+        cdef Py_ssize_t i
         cdef size_t total = 0
-        cdef object ob, db
-        cdef list out
-        cdef binding_t b
+        for i in range(b.n):
+            b.ptoff[i] = total
+            if b.dl[i] > TAG_LEN:
+                total += b.dl[i] - TAG_LEN
+        b.pt = <unsigned char *>malloc(total + 1)
+        if b.pt == NULL:
+            raise MemoryError()
+        self.busy = 1
         try:
-            if not (op and dp and ol and dl and st and slot and cfs and poff and plen and ptoff
-                    and opts):
-                raise MemoryError()
-            for i in range(n):
-                ob = options[i]
-                db = payloads[i]
-                if type(ob) is not bytes or type(db) is not bytes:
-                    raise TypeError("options and payloads must be bytes")
-                op[i] = <const unsigned char *>PyBytes_AS_STRING(ob)
-                ol[i] = <int>PyBytes_GET_SIZE(ob)
-                dp[i] = <const unsigned char *>PyBytes_AS_STRING(db)
-                dl[i] = <int>PyBytes_GET_SIZE(db)
-                ptoff[i] = total
-                if dl[i] > TAG_LEN:
-                    total += dl[i] - TAG_LEN
-            pt = <unsigned char *>malloc(total + 1)
-            if pt == NULL:
-                raise MemoryError()
-            self.busy = 1
             with nogil:
-                self._open_loop(n, op, ol, dp, dl, opts, pt, ptoff, st, slot, cfs, poff, plen)
-            self.busy = 0
-            out = [None] * n
-            memset(&b, 0, sizeof(binding_t))
-            for i in range(n):
-                self.fallback[st[i]] += 1
-                if st[i] != F_OK:
-                    continue
-                self.n_opened += 1
-                b.slot = slot[i]
-                b.gen = self.ctx[slot[i]].gen
-                b.piv_len = opts[i].piv_len
-                memcpy(b.piv, op[i] + opts[i].piv_off, opts[i].piv_len)
-                out[i] = (self.names[slot[i]], None if cfs[i] < 0 else cfs[i],
-                          PyBytes_FromStringAndSize(<char *>pt + ptoff[i] + poff[i],
-                                                    plen[i] - poff[i]),
-                          PyBytes_FromStringAndSize(<char *>&b, sizeof(binding_t)))
-            return out
+                self._open_loop(b.n, b.op, b.ol, b.dp, b.dl, b.opts, b.pt, b.ptoff, b.st,
+                                b.slot, b.cfs, b.poff, b.plen)
         finally:
             self.busy = 0
-            free(op)
-            free(dp)
-            free(ol)
-            free(dl)
-            free(st)
-            free(slot)
-            free(cfs)
-            free(poff)
-            free(plen)
-            free(ptoff)
-            free(opts)
-            free(pt)
+        for i in range(b.n):
+            self.fallback[b.st[i]] += 1
+            if b.st[i] == F_OK:
+                self.n_opened += 1
+        return 0
 
     cdef void _open_loop(self, Py_ssize_t n, const unsigned char **op, int *ol,
                          const unsigned char **dp, int *dl, opt_t *opts, unsigned char *pt,

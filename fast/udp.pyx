@@ -635,9 +635,10 @@ cdef class Endpoint:
         With a list `protected` (the hub runs OSCORE), a CON POST whose options are one
         OSCORE option (and Uri-Host/Uri-Port) with a payload is a protected candidate: it
         takes the same retransmission cache and `room`, and goes to `protected` as (peer,
-        mid, token, oscore option value, ciphertext, pktinfo, datagram) for the OSCORE
-        table to open (a candidate it leaves to aiocoap must be given back with
-        `forget`). `plain=False` hands plaintext reports to aiocoap (which refuses them
+        mid, token, option offset, option length, pktinfo, datagram) for the OSCORE table
+        to open (fast/oscore.pyx's open_batch; the ciphertext follows the option and the
+        payload marker); a candidate it leaves to aiocoap must be given back with
+        `forget`. `plain=False` hands plaintext reports to aiocoap (which refuses them
         when OSCORE is required)."""
         cdef list reports = []
         cdef list others = []
@@ -724,11 +725,8 @@ cdef class Endpoint:
                 continue
             room -= 1
             if prot:
-                protected.append((p, r.mid, token,
-                                  PyBytes_FromStringAndSize(<char *>d + pr.opt_off, pr.opt_len),
-                                  PyBytes_FromStringAndSize(<char *>d + pr.pay_off,
-                                                            ln - pr.pay_off),
-                                  pktinfo, PyBytes_FromStringAndSize(<char *>d, ln)))
+                protected.append((p, r.mid, token, pr.opt_off, pr.opt_len, pktinfo,
+                                  PyBytes_FromStringAndSize(<char *>d, ln)))
                 continue
             reports.append((p, r.mid, token, None if r.cf < 0 else r.cf,
                             PyBytes_FromStringAndSize(<char *>d + r.pay_off, ln - r.pay_off),

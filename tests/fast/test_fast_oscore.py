@@ -326,7 +326,8 @@ def test_seal_acks_are_respond_many_acks_protected(C):
         tw.p.accept(po)
         peer, pktinfo, left = object(), rnd.choice([None, b"p" * 20]), []
         n = len(chunk)
-        assert tw.b.open_batch([(peer, 1000 + i, token, opt, pay, pktinfo, b"dgram")], chunk,
+        dgram = b"\x44\x02\x00\x01" + bytes([0x90 | len(opt)]) + opt + b"\xff" + pay
+        assert tw.b.open_batch([(peer, 1000 + i, token, 5, len(opt), pktinfo, dgram)], chunk,
                                left) == 1 and not left
         assert chunk[n][:3] == (peer, 1000 + i, token) and chunk[n][5:7] == (pktinfo, node)
         assert chunk[n][3:5] == (coap.decode_uint(po.options[1][1]), po.payload)
@@ -391,8 +392,9 @@ def test_fuzz_option_and_ciphertext_only_oscore_errors(C):
     batch_o = [rnd.randbytes(rnd.randrange(0, 12)) for _ in range(500)]
     batch_p = [rnd.randbytes(rnd.randrange(0, 100)) for _ in range(500)]
     assert tw.b.open_reports(batch_o, batch_p) == [None] * 500
-    cands = [(None, i, b"", o, p, None, b"")
+    cands = [(None, i, b"", 4, len(o), None, b"\x44\x02\x00\x00" + o + b"\xff" + p)
              for i, (o, p) in enumerate(zip(batch_o, batch_p, strict=True))]
+    cands += [(None, 0, b"", 4, 100, None, b"short"), (None, 0, b"", -1, 0, None, b"\xff" * 9)]
     reports, left = [], []
     assert tw.b.open_batch(cands, reports, left) == 0 and left == cands and not reports
     with pytest.raises(TypeError):
