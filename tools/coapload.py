@@ -37,6 +37,7 @@ plaintext hubs (`hub-fast`, `hub`) run with `security.mode = "off"`.
     python -m smartpark.tools.coapload bench [--seconds 3] [--peers 500] [--hold 600]
     python -m smartpark.tools.coapload bench --targets hub-fast,hub-oscore,aiocoap-oscore
     python -m smartpark.tools.coapload load --port 5683 [--peers 500 --rate 200 --seconds 5]
+    python -m smartpark.tools.coapload load --port 5683 --keys DATA_DIR   # OSCORE, hub's keys
     python -m smartpark.tools.coapload serve-bare|serve-aiocoap|serve-fast-echo --port N
 """
 
@@ -631,6 +632,9 @@ def main(argv=None):
     lo.add_argument("--rate", type=float, default=200.0, help="messages/s per peer (<= 250)")
     lo.add_argument("--window", type=int, default=1)
     lo.add_argument("--seconds", type=float, default=3.0)
+    lo.add_argument("--keys", metavar="DATA_DIR",
+                    help="speak OSCORE as nodes bench-0..N-1, with keys from (or made in) the "
+                         "hub's key store in DATA_DIR; a running hub picks new keys up itself")
     for name in ("serve-bare", "serve-aiocoap", "serve-fast-echo", "serve-aiocoap-oscore"):
         s = sub.add_parser(name)
         s.add_argument("--port", type=int, required=True)
@@ -645,7 +649,14 @@ def main(argv=None):
                        say=lambda s: print(s, file=sys.stderr, flush=True))
         print(json.dumps(rows, indent=1) if a.json else table(rows))
     elif a.cmd == "load":
-        print(json.dumps(load(a.host, a.port, a.peers, a.rate, a.seconds, a.window), indent=1))
+        peers = None
+        if a.keys:
+            peers = oscore_peers_for_hub(a.keys, a.peers)
+            # sequence numbers from the clock in ms: ahead of any earlier run of these peers
+            # (a peer sends at most 250 a second)
+            peers.seq = int((time.time() - 1.7e9) * 1000)
+        print(json.dumps(load(a.host, a.port, a.peers, a.rate, a.seconds, a.window,
+                              oscore=peers), indent=1))
     elif a.cmd == "serve-bare":
         serve_bare(a.port, a.host)
     elif a.cmd == "serve-aiocoap":
