@@ -2,6 +2,13 @@
 
 Used by tests/firmware, tests/e2e and tests/reliability. Every process this
 starts is tracked and stopped by its own handle (never by name).
+
+Security is on, as in a park: the hub requires OSCORE (`security.mode =
+"oscore"`), and a node made by the `make_node` fixture gets its key from the
+key store of the hub the test started last (`Hub.latest`), the way `smartpark
+flash` and `simulate` provision a real one (tools/provision.py). A test whose
+node talks to another server (aiocoap, libcoap) starts no hub, so its node has
+no key and speaks plaintext.
 """
 
 import json
@@ -148,9 +155,10 @@ class Node:
 
 
 class Hub:
-    """`smartpark hub` on loopback with a fresh data directory."""
+    """`smartpark hub` on loopback with a fresh data directory, OSCORE required."""
 
     TOKEN = "test-token"
+    latest = None   # the Hub started last (make_node provisions its nodes' keys from it)
 
     def __init__(self, data, port=0, bind="127.0.0.1", multicast=False):
         self.data = str(data)
@@ -164,14 +172,19 @@ class Hub:
     def start(self, timeout=30):
         args = ["--data", self.data, "--coap-bind", self.bind, "--coap-port", str(self.port),
                 "--http-bind", "127.0.0.1", "--http-port", "0", "--http-token", self.TOKEN,
-                "--no-zeroconf", "--security", "off"] + (  # plaintext nodes
-                    [] if self.multicast else ["--no-multicast"])
+                "--no-zeroconf"] + ([] if self.multicast else ["--no-multicast"])
         self.handle = start_hub(args, cwd=self.data, timeout=timeout,
                                 log_path=os.path.join(self.data, "hub.out"))
         self.proc = self.handle.proc
         self.port = self.handle.coap_port
         self.http_port = self.handle.http_port
+        Hub.latest = self
         return self
+
+    def provision(self, node, flash):
+        """Give `node` (flash directory `flash`) its key from this hub's key store."""
+        from smartpark.tools.provision import provision_dir
+        provision_dir(self.data, node, str(flash))
 
     def stop(self):
         if self.proc is not None:
@@ -279,6 +292,13 @@ class LossyProxy:
         self.sock.close()
 
 
+@pytest.fixture(autouse=True)
+def _no_latest_hub():
+    Hub.latest = None
+    yield
+    Hub.latest = None
+
+
 @pytest.fixture
 def hub(tmp_path):
     h = Hub(tmp_path / "hub").start()
@@ -290,7 +310,9 @@ def hub(tmp_path):
 def make_node(tmp_path, micropython_bin, micropython_path):
     nodes = []
 
-    def make(name, config):
+    def make(name, config, key=True):
+        if key and Hub.latest is not None:
+            Hub.latest.provision(config.get("node", name) if config else name, tmp_path / name)
         n = Node(tmp_path / name, config, micropython_bin, micropython_path)
         nodes.append(n)
         return n

@@ -147,6 +147,7 @@ def test_readings_from_before_any_sync_survive_a_reset(tmp_path, make_node, powe
     if power_cut:
         os.remove(os.path.join(n.flash, "rtc.mem"))
     hub = harness.Hub(tmp_path / "hub", port=port).start()
+    hub.provision("s1", n.flash)
     try:
         assert n.run(timeout=60, SMARTPARK_CYCLES=2) == 0, n.output()
         assert n.run(timeout=60, SMARTPARK_DRAIN=1) == 0, n.output()

@@ -5,4 +5,4 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e"))
 
-from harness import hub, make_node  # noqa: E402,F401
+from harness import _no_latest_hub, hub, make_node  # noqa: E402,F401
