@@ -92,6 +92,7 @@ class Node:
         self.client = Client(cfg["coap"], sec)
         self.node = cfg["node"]
         self.hub = None
+        self.hub_saved = False
         self.reg = None
         self.cycles = 0
         self.stored = 0
@@ -191,12 +192,31 @@ class Node:
             return False
         if self.hub != hp:
             log("hub at %s:%d" % hp, "(%s)" % how)
-            if hp != rd.remembered():
-                rd.remember(hp[0], hp[1])
             self.client.connect(hp[0], hp[1])
             self.hub = hp
+            self.hub_saved = False
             self.reg = None
         return True
+
+    async def _register(self):
+        """Register with the hub's RD, or refresh the registration when due."""
+        if self.reg is None:
+            self.reg = rd.Registration(self.client, self.node, self.cfg["lifetime"],
+                                       rd.links_for(self.cfg["sensors"]), FIRMWARE)
+        try:
+            if await self.reg.ensure():
+                self._save_hub()
+        except (CoapTimeout, CoapReset):
+            self.reg.forget()
+            raise
+
+    def _save_hub(self):
+        """Remember the hub in flash once it answered a registration (with OSCORE: one that
+        verified), never merely because something answered the discovery."""
+        if not self.hub_saved and self.hub is not None:
+            if self.hub != rd.remembered():
+                rd.remember(self.hub[0], self.hub[1])
+            self.hub_saved = True
 
     def _ack(self, resp):
         """Use the report ack carried by a 2.xx (hub time, config version, firmware)."""
@@ -352,14 +372,7 @@ class Node:
             if self.hub is None and not await self.find_hub():
                 log("no hub found")
                 return False
-            if self.reg is None:
-                self.reg = rd.Registration(self.client, self.node, self.cfg["lifetime"],
-                                           rd.links_for(self.cfg["sensors"]), FIRMWARE)
-            try:
-                await self.reg.ensure()
-            except (CoapTimeout, CoapReset):
-                self.reg.forget()
-                raise
+            await self._register()
             if not self.clock.synced():
                 await self.sync_time()
             ok = await self.drain()

@@ -1,8 +1,9 @@
 """Registering with the hub's Resource Directory (RFC 9176), and the hub last found.
 
 Finding the hub is discover.py's (multicast, mDNS), loaded only while a node
-looks for it; the last hub that answered is remembered here, in flash
-(hub.addr). A configured "host[:port]" is used directly.
+looks for it; the last hub that answered a registration (with OSCORE: an
+answer that verified) is remembered here, in flash (hub.addr), never one that
+only answered the discovery. A configured "host[:port]" is used directly.
 
 Registration: POST /rd?ep=<node>&lt=<lifetime>&fw=<version> with one link per
 sensor (</name>;rt="smartpark.<driver>"), answered 2.01 with a Location.

@@ -282,7 +282,7 @@ def assert_unique_pivs(relay):
 
 def make_node(tmp_path, micropython_bin, micropython_path, port, key, name="n1", **cfg):
     flash = tmp_path / name
-    conf = harness.node_config(name, "127.0.0.1:%d" % port, **cfg)
+    conf = harness.node_config(name, cfg.pop("hub", "127.0.0.1:%d" % port), **cfg)
     node = harness.Node(flash, conf, micropython_bin, micropython_path)
     if key is not None:
         with open(os.path.join(node.flash, "oscore.json"), "w") as f:
@@ -363,6 +363,9 @@ def test_protected_reports_registration_echo_and_block2_config(tmp_path, micropy
         if m.code != coap.EMPTY:
             assert m.get_option(coap.OSCORE) is not None and m.code == coap.CHANGED, m
     assert assert_unique_pivs(relay) >= 5
+    # the hub that answered a verified registration is remembered for a later "auto"
+    with open(os.path.join(node.flash, "hub.addr")) as f:
+        assert f.read().split() == ["127.0.0.1", str(relay.port)]
 
 
 def test_separate_protected_responses(tmp_path, micropython_bin, micropython_path, key, server,
@@ -458,16 +461,19 @@ def test_server_with_a_wrong_key_is_never_an_ack(tmp_path, micropython_bin, micr
     assert not st["registered"] and not st["synced"] and st["stored"] == 0 and st["depth"] > 0
 
 
+class _AnyAck(resource.Resource):
+    """A plain CoAP server's answer to anything: 2.04 with the rogue's report ack."""
+
+    async def render_post(self, request):
+        return aiocoap.Message(code=aiocoap.CHANGED, payload=_rogue_ack())
+
+
 def test_plain_aiocoap_server_gets_protected_requests_and_is_ignored(tmp_path, micropython_bin,
                                                                      micropython_path, key):
-    class Any(resource.Resource):
-        async def render_post(self, request):
-            return aiocoap.Message(code=aiocoap.CHANGED, payload=_rogue_ack())
-
     class Plain(OscoreServer):
         def site(self):
             site = resource.Site()
-            site.add_resource([], Any())
+            site.add_resource([], _AnyAck())
             return site
 
     server = Plain(None)
@@ -480,6 +486,28 @@ def test_plain_aiocoap_server_gets_protected_requests_and_is_ignored(tmp_path, m
     st = node.status()
     assert not st["registered"] and not st["synced"] and st["stored"] == 0, st
     assert st["strays"] >= 1 and "hub silent" in node.output()
+
+
+def test_a_hub_found_but_never_verified_is_not_remembered(tmp_path, micropython_bin,
+                                                         micropython_path, key):
+    # "hub": "auto": the mDNS name (the host's resolver: localhost) leads to a plain server
+    # that answers everything; the node must not keep it in flash as its hub
+    class Plain(OscoreServer):
+        def site(self):
+            site = resource.Site()
+            site.add_resource([], _AnyAck())
+            return site
+
+    server = Plain(None)
+    try:
+        node = make_node(tmp_path, micropython_bin, micropython_path, server.port, key,
+                         hub="auto", hub_port=server.port, hub_mdns="localhost",
+                         coap={"ack_timeout": 0.2, "max_retransmit": 1})
+        assert node.run(timeout=60, SMARTPARK_CYCLES=1) == 0, node.output()
+    finally:
+        server.close()
+    assert "hub at 127.0.0.1:%d (mdns)" % server.port in node.output(), node.output()
+    assert not os.path.exists(os.path.join(node.flash, "hub.addr"))
 
 
 def test_without_a_key_the_node_talks_plain_coap_and_says_so(tmp_path, micropython_bin,
