@@ -424,8 +424,9 @@ def test_rogue_answers_ack_nothing_and_set_nothing(tmp_path, micropython_bin, mi
     # place (and the hub never hears of it)
     relay.forward = 3
     relay.rogue = rogue
+    # (the hub's own answers must come within 1.2 s: 0.4 s, then a retransmission 0.8 s)
     node = make_node(tmp_path, micropython_bin, micropython_path, relay.port, key,
-                     coap={"ack_timeout": 0.2, "max_retransmit": 1})
+                     coap={"ack_timeout": 0.4, "max_retransmit": 1})
     assert node.run(timeout=60, SMARTPARK_CYCLES=1) == 0, node.output()
     out = node.output()
     st = node.status()
