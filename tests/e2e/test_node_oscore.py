@@ -1,9 +1,10 @@
 """A real unix-port node with its OSCORE key against a real `smartpark hub` that requires OSCORE.
 
-The node's key comes from the hub's key store the way `smartpark flash` and
-`simulate` give it (tools/provision.py). Exactly once is checked against the
-node's ledger and the hub's SQLite file, across a hub that is killed (it loses
-its replay windows and asks every node for an Echo) and started again.
+The hub requires OSCORE and the node's key comes from its key store the way
+`smartpark flash` and `simulate` give it (harness.make_node, tools/provision.py).
+Exactly once is checked against the node's ledger and the hub's SQLite file,
+across a hub that is killed (it loses its replay windows and asks every node
+for an Echo) and started again.
 """
 
 import json
@@ -12,50 +13,21 @@ import signal
 
 import harness
 import pytest
-from smartpark.tools import provision
 
 pytestmark = pytest.mark.micropython
 
 
-class OscoreHub(harness.Hub):
-    """The hub as deployed: security.mode "oscore" (harness.Hub runs plaintext nodes)."""
-
-    def start(self, timeout=30):
-        from smartpark.hub.process import start_hub
-        args = ["--data", self.data, "--coap-bind", self.bind, "--coap-port", str(self.port),
-                "--http-bind", "127.0.0.1", "--http-port", "0", "--http-token", self.TOKEN,
-                "--no-zeroconf", "--no-multicast", "--security", "oscore"]
-        self.handle = start_hub(args, cwd=self.data, timeout=timeout,
-                                log_path=os.path.join(self.data, "hub.out"))
-        self.proc = self.handle.proc
-        self.port = self.handle.coap_port
-        self.http_port = self.handle.http_port
-        return self
-
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-
-@pytest.fixture
-def secure_hub(tmp_path):
-    h = OscoreHub(tmp_path / "hub").start()
-    yield h
-    if h.proc.poll() is None:
-        h.stop()
-
-
-def test_protected_node_exactly_once_across_a_hub_crash(secure_hub, make_node):
-    hub = secure_hub
+def test_protected_node_exactly_once_across_a_hub_crash(hub, make_node):
     cfg = harness.node_config("s1", "127.0.0.1:%d" % hub.port)
-    n = make_node("s1", cfg)
-    provision.provision_dir(hub.data, "s1", n.flash)
+    n = make_node("s1", cfg)     # with its key from the hub's store
+    assert os.path.isfile(os.path.join(n.flash, "oscore.json"))
     assert n.run(timeout=60, SMARTPARK_CYCLES=3) == 0, n.output()
     st = n.status()
     assert st["oscore"] and st["registered"] and st["synced"] and st["stored"] > 0, st
     assert st["echoes"] == 0 and st["strays"] == 0, st
     # the hub dies without saving its replay windows and comes back on the same port
-    hub.kill()
+    hub.proc.send_signal(signal.SIGKILL)
+    hub.proc.wait(10)
     hub.start()
     hub.put_config("s1", {"report_interval": 2})
     assert n.run(timeout=60, SMARTPARK_CYCLES=2) == 0, n.output()
@@ -79,13 +51,13 @@ def test_protected_node_exactly_once_across_a_hub_crash(secure_hub, make_node):
     assert secret not in out and secret not in open(os.path.join(hub.data, "hub.out")).read()
 
 
-def test_node_without_a_key_keeps_its_readings_at_an_oscore_hub(secure_hub, make_node):
+def test_node_without_a_key_keeps_its_readings_at_an_oscore_hub(hub, make_node):
     # with the host's clock (ntp), so that the node has packs to send without the hub's time
-    n = make_node("s2", harness.node_config("s2", "127.0.0.1:%d" % secure_hub.port, ntp=True))
+    n = make_node("s2", harness.node_config("s2", "127.0.0.1:%d" % hub.port, ntp=True), key=False)
     assert n.run(timeout=60, SMARTPARK_CYCLES=2) == 0, n.output()
     st = n.status()
     out = n.output()
     # the hub answers 4.01 to plain requests: nothing is stored, nothing dropped or refused
     assert "no oscore.json: plain CoAP" in out and "hub answered 4.01 Unauthorized" in out, out
     assert st["stored"] == 0 and st["refused"] == 0 and st["dropped"] == 0 and st["depth"] > 0, st
-    assert secure_hub.readings("s2") == []
+    assert hub.readings("s2") == []
