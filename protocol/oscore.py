@@ -165,74 +165,101 @@ def piv_int(piv):
 # -- AES-CCM-16-64-128 (RFC 3610: M = 8, L = 2) -----------------------------------------------
 
 def _ecb(key):
-    """The AES-128 block function for `key` (16 bytes in, 16 out)."""
+    """The AES-128 block function for `key`: block(src, dst) writes the 16 bytes of
+    E(key, src) into the bytearray `dst` (which may be `src`), allocating nothing."""
     try:
         import cryptolib  # type: ignore[import-not-found]  # MicroPython
         return cryptolib.aes(key, 1).encrypt
     except ImportError:
         from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-        return Cipher(algorithms.AES(key), modes.ECB()).encryptor().update
+        enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor().update
+
+        def block(src, dst):
+            dst[0:16] = enc(bytes(src))
+        return block
 
 
-def _xor_into(acc, data, off):
-    for i in range(min(16, len(data) - off)):
-        acc[i] ^= data[off + i]
+def _mac_in(block, x, data, i):
+    """CBC-MAC `data` into the state x, which holds i bytes of a partial block; returns
+    the new i (a full block is enciphered in place)."""
+    for b in data:
+        x[i] ^= b
+        i += 1
+        if i == 16:
+            block(x, x)
+            i = 0
+    return i
 
 
-def _cbc_mac(block, nonce, msg, adata):
-    b = bytearray(16)
-    b[0] = 0x40 * (len(adata) > 0) + 8 * ((TAG_LEN - 2) // 2) + 1
-    b[1:14] = nonce
-    b[14] = len(msg) >> 8
-    b[15] = len(msg) & 0xFF
-    x = bytearray(block(bytes(b)))
-    if adata:
-        a = bytes((len(adata) >> 8, len(adata) & 0xFF)) + adata   # adata < 0xFF00 bytes
-        for off in range(0, len(a), 16):
-            _xor_into(x, a, off)
-            x = bytearray(block(bytes(x)))
-    for off in range(0, len(msg), 16):
-        _xor_into(x, msg, off)
-        x = bytearray(block(bytes(x)))
-    return x[:TAG_LEN]
+def _cbc_mac(block, nonce, msg, adata, x):
+    """The CCM tag's CBC-MAC (RFC 3610 section 2.2) left in the 16-byte bytearray x."""
+    x[0] = 0x40 * (len(adata) > 0) + 8 * ((TAG_LEN - 2) // 2) + 1
+    x[1:14] = nonce
+    x[14] = len(msg) >> 8
+    x[15] = len(msg) & 0xFF
+    block(x, x)
+    if adata:   # adata < 0xFF00 bytes: a 2-byte length
+        x[0] ^= len(adata) >> 8
+        x[1] ^= len(adata) & 0xFF
+        if _mac_in(block, x, adata, 2):
+            block(x, x)
+    if _mac_in(block, x, msg, 0):
+        block(x, x)
 
 
-def _ctr(block, nonce, data, first):
-    """data XOR the key stream from counter block `first` on."""
-    a = bytearray(16)
+def _ctr(block, nonce, src, out, first, a, s):
+    """out[i] = src[i] XOR the key stream from counter block `first` on (a, s: 16-byte
+    scratch bytearrays)."""
     a[0] = 1  # L - 1
     a[1:14] = nonce
-    out = bytearray(data)
+    n = len(src)
+    off = 0
     i = first
-    for off in range(0, len(data), 16):
+    while off < n:
         a[14] = i >> 8
         a[15] = i & 0xFF
-        s = block(bytes(a))
-        for j in range(min(16, len(data) - off)):
-            out[off + j] ^= s[j]
+        block(a, s)
+        for j in range(min(16, n - off)):
+            out[off + j] = src[off + j] ^ s[j]
+        off += 16
         i += 1
-    return out
 
 
 def ccm_encrypt_ecb(key, nonce, plaintext, adata):
     block = _ecb(key)
-    tag = _cbc_mac(block, nonce, plaintext, adata)
-    return bytes(_ctr(block, nonce, plaintext, 1) + _ctr(block, nonce, tag, 0))
+    n = len(plaintext)
+    out = bytearray(n + TAG_LEN)
+    x = bytearray(16)
+    a = bytearray(16)
+    s = bytearray(16)
+    _cbc_mac(block, nonce, plaintext, adata, x)
+    _ctr(block, nonce, plaintext, out, 1, a, s)
+    a[14] = a[15] = 0
+    block(a, s)
+    for j in range(TAG_LEN):
+        out[n + j] = x[j] ^ s[j]
+    return bytes(out)
 
 
 def ccm_decrypt_ecb(key, nonce, data, adata):
     if len(data) < TAG_LEN:
         raise OscoreError("ciphertext shorter than the %d-byte tag" % TAG_LEN, _BAD_REQUEST)
     block = _ecb(key)
-    plaintext = bytes(_ctr(block, nonce, data[:-TAG_LEN], 1))
-    tag = _ctr(block, nonce, data[-TAG_LEN:], 0)
-    want = _cbc_mac(block, nonce, plaintext, adata)
+    n = len(data) - TAG_LEN
+    plaintext = bytearray(n)
+    x = bytearray(16)
+    a = bytearray(16)
+    s = bytearray(16)
+    _ctr(block, nonce, memoryview(data)[:n], plaintext, 1, a, s)
+    _cbc_mac(block, nonce, plaintext, adata, x)
+    a[14] = a[15] = 0
+    block(a, s)
     diff = 0
-    for i in range(TAG_LEN):   # constant time
-        diff |= tag[i] ^ want[i]
+    for j in range(TAG_LEN):   # constant time
+        diff |= data[n + j] ^ s[j] ^ x[j]
     if diff:
         raise OscoreError("decryption failed: the message does not verify", _BAD_REQUEST)
-    return plaintext
+    return bytes(plaintext)
 
 
 try:
