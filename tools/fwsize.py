@@ -29,9 +29,9 @@ figure and layout on two unix builds (32 and 64 bit) of one MicroPython source
 (`smartpark firmware size --calibrate`; docs/firmware-size.md says how).
 
 The budget for heap is BUDGET_SHARE (70 %) of the heap free at boot, so that
-fragmentation has room; the node's peak plus the allowances still reserved for
-code that does not exist yet (RESERVED: OSCORE, OTA download buffers) must fit
-under it. Flash: both firmware slots (an OTA update writes the new version
+fragmentation has room; the node's peak (its OSCORE included: the probe nodes
+carry keys) plus the allowance still reserved for code that does not exist yet
+(RESERVED: OTA download buffers) must fit under it. Flash: both firmware slots (an OTA update writes the new version
 beside the running one), the outbox at the default 2,000 readings (twice:
 compaction writes a copy before it renames), keys, config and state files, each rounded up
 to whole filesystem blocks, must leave FLASH_MARGIN of the filesystem free; in
@@ -566,8 +566,8 @@ def format_report(manifest, measured, rows):
                      % (r["title"], "%s/%s" % (r["layout"], r["table"]), e["resident"],
                         e["per_report"], e["reserved"], e["total"], r["budget"],
                         _pct(e["total"], r["budget"]), flash, mark))
-    lines.append("  (heap in 32-bit bytes; budget = %d %% of the heap free at boot; reserved = "
-                 "OSCORE %d + OTA %d)" % (BUDGET_SHARE * 100, RESERVED["oscore"], RESERVED["ota"]))
+    lines.append("  (heap in 32-bit bytes, OSCORE included; budget = %d %% of the heap free at "
+                 "boot; reserved = OTA %d)" % (BUDGET_SHARE * 100, RESERVED["ota"]))
     return "\n".join(lines)
 
 
