@@ -12,7 +12,9 @@ Files in the node's flash directory (beside config.json):
 - oscore.seq: the next sender sequence number, persisted ahead in chunks by
   protocol/oscore.py's SeqStore (temp file + rename): after a reboot or a power
   cut the node starts past every number it may have used, so no (kid, PIV) is
-  ever sent twice with different content.
+  ever sent twice with different content. Provisioning writes it ("0") with
+  every new key; a key without it is refused, because a lost or missing file
+  would start the numbers again at 0 under a key already used.
 
 A node without oscore.json talks plain CoAP (a hub with `security.mode =
 "off"`); node.py says so once at boot. A node whose oscore.json is there but
@@ -95,6 +97,13 @@ def load(path=KEY_FILE, seq_path=SEQ_FILE):
         except ValueError as e:   # OscoreError: IDs too long or equal (no key material in it)
             raise SecurityError("%s: %s" % (path, e))
         del secret, salt, doc
+        try:
+            open(seq_path).close()
+        except OSError:
+            # provisioning writes it with the key: without it, where the numbers stood is
+            # unknown, and starting again at 0 would reuse nonces
+            raise SecurityError("%s: missing; the node needs a new key (smartpark flash)"
+                                % seq_path)
         try:
             seqs = oscore.SeqStore(seq_path)
         except (OSError, ValueError):

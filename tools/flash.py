@@ -253,6 +253,8 @@ def flash(port, config, bundle_dir=None, wipe=False, retries=2, quiet=False, res
             files.append((CONFIG, config_bytes))
             key = _plan_key(board, keys, config["node"], wipe, rotate_key, quiet)
             if key is not None:
+                if key.new_seq:   # before the key: a key never lands without its numbers
+                    files.append((provision.SEQ_FILE, provision.SEQ_START))
                 files.append((provision.NODE_FILE, key.node_bytes))
             manifest_bytes = (json.dumps(dict(manifest, layout=layout), sort_keys=True)
                               + "\n").encode()
@@ -279,8 +281,6 @@ def flash(port, config, bundle_dir=None, wipe=False, retries=2, quiet=False, res
                 board.remove_empty_dirs(stale)
                 # the previous install is incomplete until the new manifest lands
                 board.remove(bundlemod.MANIFEST)
-            if key is not None and key.drop_seq and not wipe:
-                board.remove(provision.SEQ_FILE)   # it counted for the old key
             romfs = "kept"
             if layout == "romfs":
                 romfs = _deploy_romfs(board, bundle_dir, manifest["romfs"], quiet)
@@ -315,7 +315,7 @@ def _plan_key(board, keys, node, wipe, rotate, quiet):
         return None
     try:
         key = provision.plan(keys, node, board.read(provision.NODE_FILE), wipe=wipe,
-                             rotate=rotate)
+                             rotate=rotate, has_seq=board.read(provision.SEQ_FILE) is not None)
     except provision.ProvisionError as e:
         raise FlashError(EXIT_KEY, str(e)) from None
     say(key.text(), quiet)

@@ -9,14 +9,17 @@ sequence number in `oscore.seq`.
 Which key a node gets:
 
 - none yet (or --rotate-key): a new one;
-- the node already holds the hub's key for it (its oscore.json is that key):
-  kept, and oscore.seq with it;
-- otherwise (the board or directory holds no key or another one, or --wipe
-  erases it and oscore.seq): a new one. Nothing remembers the sequence numbers
-  the old key was used with, so keeping it could send two messages with one
-  nonce.
+- the node already holds the hub's key for it (its oscore.json is that key)
+  and its oscore.seq: kept, with its sequence numbers;
+- otherwise (the board or directory holds no key or another one, its
+  oscore.seq is gone, or --wipe erases both): a new one. Nothing else
+  remembers the sequence numbers the old key was used with, so keeping it
+  could send two messages with one nonce.
 
-A new key also removes the node's oscore.seq (it counted for the old key).
+A new key comes with a new oscore.seq that starts at 0, written before the
+key. The node refuses to use a key without its oscore.seq (firmware/
+security.py), so a lost sequence file never restarts the numbers at 0 under
+a used key.
 The hub's side is written after the node's: a failure in between leaves a
 node whose key the hub does not know yet, and the next run replaces both.
 """
@@ -28,6 +31,7 @@ from smartpark.hub import keys as keystore
 
 NODE_FILE = "oscore.json"
 SEQ_FILE = "oscore.seq"
+SEQ_START = b"0"   # a new key's oscore.seq: its first sequence number
 
 
 class ProvisionError(Exception):
@@ -97,7 +101,7 @@ def held(node, raw):
 
 class Plan:
     """What one node gets: .action ("kept", "new", "rotated"), .why, .record, .node_bytes,
-    .drop_seq (remove the node's oscore.seq)."""
+    .new_seq (write SEQ_START as the node's oscore.seq, before the key)."""
 
     def __init__(self, side, node, action, why, record):
         self.side = side
@@ -106,7 +110,7 @@ class Plan:
         self.why = why
         self.record = record
         self.node_bytes = keystore.node_half_bytes(record)
-        self.drop_seq = action != "kept"
+        self.new_seq = action != "kept"
 
     def commit(self):
         """Store the hub's half (nothing to do for a kept key)."""
@@ -128,8 +132,9 @@ class Plan:
             self.side.where())
 
 
-def plan(side, node, on_node=None, wipe=False, rotate=False):
-    """The Plan for `node` whose oscore.json holds `on_node` (bytes or None)."""
+def plan(side, node, on_node=None, wipe=False, rotate=False, has_seq=True):
+    """The Plan for `node` whose oscore.json holds `on_node` (bytes or None) and which
+    holds an oscore.seq when `has_seq`."""
     try:
         current = side.current(node)
         if current is None:
@@ -141,7 +146,11 @@ def plan(side, node, on_node=None, wipe=False, rotate=False):
                         "so its key is replaced", side.fresh(node, current))
         have = held(node, on_node)
         if have is not None and keystore.same_key(have, current):
-            return Plan(side, node, "kept", "", current)
+            if has_seq:
+                return Plan(side, node, "kept", "", current)
+            return Plan(side, node, "rotated", "the node holds its key %s but not its "
+                        "sequence number (%s): a new key, so that no sequence number repeats"
+                        % (current.kid_hex, SEQ_FILE), side.fresh(node, current))
         return Plan(side, node, "rotated", "the node does not hold its key %s (another "
                     "board, or erased): a new key, so that no sequence number repeats under "
                     "the old one" % current.kid_hex, side.fresh(node, current))
@@ -167,14 +176,12 @@ def provision_dirs(data_dir, nodes, rotate=False):
                 raw = f.read()
         except OSError:
             raw = None
-        p = plan(side, node, raw, rotate=rotate)
+        p = plan(side, node, raw, rotate=rotate,
+                 has_seq=os.path.exists(os.path.join(node_dir, SEQ_FILE)))
         if p.action != "kept":
             os.makedirs(node_dir, exist_ok=True)
+            keystore.write_private(os.path.join(node_dir, SEQ_FILE), SEQ_START)
             keystore.write_private(path, p.node_bytes)
-            try:
-                os.unlink(os.path.join(node_dir, SEQ_FILE))
-            except FileNotFoundError:
-                pass
         plans.append(p)
     changed = [p.record for p in plans if p.action != "kept"]
     if changed:

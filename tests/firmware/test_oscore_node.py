@@ -280,11 +280,15 @@ def assert_unique_pivs(relay):
 
 # -- the node --------------------------------------------------------------------------------------
 
-def make_node(tmp_path, micropython_bin, micropython_path, port, key, name="n1", **cfg):
+def make_node(tmp_path, micropython_bin, micropython_path, port, key, name="n1", seq=True,
+              **cfg):
     flash = tmp_path / name
     conf = harness.node_config(name, cfg.pop("hub", "127.0.0.1:%d" % port), **cfg)
     node = harness.Node(flash, conf, micropython_bin, micropython_path)
     if key is not None:
+        if seq:   # provisioning writes the sequence file with the key (tools/provision.py)
+            with open(os.path.join(node.flash, "oscore.seq"), "w") as f:
+                f.write("0")
         with open(os.path.join(node.flash, "oscore.json"), "w") as f:
             json.dump(key, f)
     return node
@@ -536,6 +540,19 @@ def test_a_broken_key_file_sends_nothing(tmp_path, micropython_bin, micropython_
         relay.close()
     out = node.output()
     assert "oscore.json: secret is not hex" in out and "zz" + key["secret"][2:] not in out, out
+    assert relay.requests == [] and node.status()["depth"] > 0
+
+
+def test_a_key_without_its_sequence_file_sends_nothing(tmp_path, micropython_bin,
+                                                       micropython_path, key):
+    """A lost oscore.seq would restart the numbers at 0 under a used key: refused."""
+    relay = Relay(harness.free_udp_port())
+    try:
+        node = make_node(tmp_path, micropython_bin, micropython_path, relay.port, key, seq=False)
+        assert node.run(timeout=60, SMARTPARK_CYCLES=1) == 0, node.output()
+    finally:
+        relay.close()
+    assert "oscore.seq: missing; the node needs a new key" in node.output()
     assert relay.requests == [] and node.status()["depth"] > 0
 
 

@@ -453,7 +453,13 @@ def test_flash_provisions_the_oscore_key_and_keeps_it(tiny_bundle, pty_board, tm
     new = keys.get(str(data), "node-7")
     assert new["secret"] != rec["secret"] and new["sender_id"] != rec["sender_id"]
     assert _board_key(pty_board.flash_dir) == keys.node_half(new)
-    assert not os.path.exists(seq)
+    assert open(seq).read() == "0"   # a new key starts its own count
+    # a board that lost its sequence file cannot keep its key
+    os.remove(seq)
+    proc = _flash(pty_board.port, tiny_bundle, "--no-reset", "--data", data)
+    assert proc.returncode == 0, proc.stderr
+    assert "not its sequence number" in proc.stderr and open(seq).read() == "0"
+    new = keys.get(str(data), "node-7")
     # --wipe erases the counter, so the key cannot stay
     proc = _flash(pty_board.port, tiny_bundle, "--no-reset", "--data", data, "--wipe")
     assert proc.returncode == 0, proc.stderr

@@ -39,8 +39,15 @@ def test_node_directories_get_and_keep_their_keys(tmp_path):
     assert "does not hold its key" in plans[1].why
     new = keys.get(data, "n1")
     assert new["sender_id"] != recs["n1"]["sender_id"] and _held(nodes[1][1]) == keys.node_half(new)
-    assert not os.path.exists(os.path.join(nodes[1][1], "oscore.seq"))
-    assert os.path.exists(os.path.join(nodes[0][1], "oscore.seq"))
+    assert open(os.path.join(nodes[1][1], "oscore.seq")).read() == "0"   # a new count
+    assert open(os.path.join(nodes[0][1], "oscore.seq")).read() == "77"
+    # one node lost its sequence file: its key cannot stay (the count would restart at 0)
+    os.remove(os.path.join(nodes[0][1], "oscore.seq"))
+    plans = provision.provision_dirs(data, nodes)
+    assert [p.action for p in plans] == ["rotated", "kept", "kept"]
+    assert "not its sequence number" in plans[0].why
+    assert open(os.path.join(nodes[0][1], "oscore.seq")).read() == "0"
+    recs["n0"] = keys.get(data, "n0")
     # a node holding another key than the store's (a copy from elsewhere) is not trusted
     other = keys.new_record("n2")
     keys.write_private(os.path.join(nodes[2][1], "oscore.json"), keys.node_half_bytes(other))
