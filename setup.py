@@ -56,10 +56,12 @@ def _extensions():
                       "smartpark.fast.%s; the pure twin serves (install libssl-dev to build it)"
                       % name)
                 continue
-            kw = {"libraries": ["crypto"], "optional": True}
+            kw = {"libraries": ["crypto"], "optional": True,
+                  "define_macros": [("SP_USE_OPENSSL", "1")]}
         elif name in USE_CRYPTO:
             crypto = _have_openssl() if crypto is None else crypto
-            kw = {"libraries": ["crypto"]} if crypto else {}
+            if crypto:
+                kw = {"libraries": ["crypto"], "define_macros": [("SP_USE_OPENSSL", "1")]}
         if name in LINK_SQLITE:
             # the SQLite library Python's sqlite3 module uses, by soname: no headers needed;
             # where it cannot link, the extension is skipped and the store uses sqlite3

@@ -105,6 +105,8 @@ if _oscore is not None:
     from .oscore import Table as OscoreTable  # noqa: F401 - the selector exports it
 else:
     from .oscore_py import Table as OscoreTable  # noqa: F401 - the selector exports it
+    if not PUREPYTHON:  # setup.py skips it where OpenSSL's headers are missing
+        UNAVAILABLE["oscore"] += "; it is built only where OpenSSL's headers are (libssl-dev)"
 
 COMPILED = EXTENSIONS["decode"] and EXTENSIONS["rollup"]
 # why the core is not compiled when it should be (None when compiled or forced pure)

@@ -4,9 +4,9 @@
 # - sp_ccm_seal / sp_ccm_open: AES-CCM-16-64-128 (key 16, nonce 13, tag 8) through OpenSSL's
 #   EVP: per user (a table, a load run) one EVP_CIPHER_CTX per direction, set up for CCM once
 #   and re-initialised with each message's key and nonce (the cipher is fetched once per
-#   process). Where OpenSSL's headers are missing this part still compiles:
-#   SP_HAVE_CCM is 0 and every call fails (setup.py then skips fast/oscore.pyx and builds
-#   loadgen without OSCORE).
+#   process). Only where setup.py links libcrypto (it defines SP_USE_OPENSSL); elsewhere
+#   this part still compiles, SP_HAVE_CCM is 0 and every call fails (setup.py then skips
+#   fast/oscore.pyx and builds loadgen without OSCORE).
 # - parse_option (decode_option's accept/reject), make_aad (aad), make_nonce
 #   (Context.nonce), piv_value (piv_int).
 
@@ -16,7 +16,7 @@ from libc.string cimport memcpy, memset
 cdef extern from *:
     """
     #include <stdlib.h>
-    #if defined(__has_include)
+    #if defined(SP_USE_OPENSSL) && defined(__has_include)
     #  if __has_include(<openssl/evp.h>)
     #    include <openssl/evp.h>
     #    define SP_HAVE_CCM 1
