@@ -464,24 +464,27 @@ def test_hub_fast_path_takes_aiocoap_oscore_reports_and_refuses_a_replay(C, tmp_
         assert h.metric("smartpark_fastpath_oscore_opened") == 1
         assert h.metric("smartpark_fastpath_oscore_to_aiocoap") == 0
 
-        # a report built with protocol/oscore.py, then the same datagram again from another
-        # socket (no CoAP retransmission: a replay)
+        # a report built with protocol/oscore.py; the same datagram again from the same
+        # socket (a CoAP retransmission: the response cache answers, before OSCORE), then
+        # from another socket (not a retransmission: a replay)
         ctx = oscore.Context(rec["secret"], rec["salt"], rec["sender_id"], rec["recipient_id"])
         msg = coap.make_request(coap.POST, "r", 0x4242, token=b"\x07",
                                 payload=senml_cbor("fo1", [("temp", 21.5, 60, "Cel")]))
         msg.add_option(coap.CONTENT_FORMAT, CF_CBOR)
         outer, binding = oscore.protect_request(ctx, 1000, msg)
         data = outer.encode()
-        answers = []
-        for _ in range(2):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.settimeout(10)
-            try:
+        raw = []
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+        try:
+            for s in (socks[0], socks[0], socks[1]):
+                s.settimeout(10)
                 s.sendto(data, ("127.0.0.1", h.coap_port))
-                answers.append(coap.parse(s.recv(4096)))
-            finally:
+                raw.append(s.recv(4096))
+        finally:
+            for s in socks:
                 s.close()
-        first, replay = answers
+        assert raw[1] == raw[0] and h.metric("smartpark_fastpath_resent") == 1
+        first, replay = coap.parse(raw[0]), coap.parse(raw[2])
         inner = oscore.unprotect_response(ctx, binding, first)
         assert first.code == coap.CHANGED and decode_ack(inner.payload)["stored"] == 1
         assert replay.code == coap.UNAUTHORIZED and replay.get_option(coap.OSCORE) is None
