@@ -15,6 +15,14 @@ The virtual nodes share `sockets` UDP sockets (one per node would exhaust
 file descriptors); each socket matches responses by token. After
 `duration` the nodes stop recording and keep sending until their outboxes
 are empty or `drain` seconds have passed.
+
+With `keys_data` (the hub's data directory) every virtual node gets a new
+OSCORE key in the hub's key store for this run (hub/keys.py; the hub picks
+keys up while it runs) and protects its requests with it (protocol/oscore.py,
+sequence numbers from 0, held in memory: the key lives for one run). As on a
+node, only a response that verifies under the node's key for that request
+counts (`unverified` counts the others); an unprotected 4.01 keeps the
+readings.
 """
 
 import asyncio
@@ -24,8 +32,8 @@ import socket
 import struct
 import time
 
-from smartpark.protocol import coap, report, senml
-from smartpark.protocol.errors import DecodeError
+from smartpark.protocol import coap, oscore, report, senml
+from smartpark.protocol.errors import DecodeError, OscoreError
 from smartpark.tools.progress import say
 
 ACK_TIMEOUT = 2.0
@@ -39,7 +47,7 @@ UNITS = {"temp": "Cel", "hum": "%RH", "co2": "ppm", "lux": "lx", "bay": "", "pm2
 
 class VNode:
     __slots__ = ("id", "sensors", "outbox", "recorded", "acknowledged", "dropped",
-                 "duplicates", "last_t", "busy", "rng")
+                 "duplicates", "last_t", "busy", "rng", "ctx", "seq", "refused")
 
     def __init__(self, node_id, sensors, seed):
         self.id = node_id
@@ -49,6 +57,9 @@ class VNode:
         self.last_t = {}
         self.busy = False
         self.rng = random.Random(seed)
+        self.ctx = None   # its OSCORE context (protocol/oscore.Context), with a key
+        self.seq = 0
+        self.refused = 0  # packs the hub answered with an unprotected 4.01
 
     def record(self):
         now = round(time.time(), 3)
@@ -120,6 +131,7 @@ class LoadGen:
         self.nsockets = sockets
         self.endpoints = []
         self.bad = self.errors = self.requests = self.retransmits = self.separate = 0
+        self.unverified = 0
         self.stopping = False
         self._token = random.randrange(1 << 32)
 
@@ -137,14 +149,19 @@ class LoadGen:
             if ep.transport:
                 ep.transport.close()
 
-    async def request(self, ep, payload):
-        """CON POST /r with retransmission; the response Message or None."""
+    async def request(self, ep, payload, node=None):
+        """CON POST /r with retransmission; the response Message (the verified inner one when
+        `node` has a key) or None."""
         loop = asyncio.get_running_loop()
         self._token = (self._token + 1) & 0xFFFFFFFF
         token = struct.pack(">I", self._token)
         mid = ep.next_mid()
         msg = coap.make_request(coap.POST, "/r", mid, token, payload=payload,
                                 content_format=senml.CT_SENML_CBOR)
+        binding = None
+        if node is not None and node.ctx is not None:
+            msg, binding = oscore.protect_request(node.ctx, node.seq, msg)
+            node.seq += 1
         data = msg.encode()
         fut = loop.create_future()
         fut.mid = mid
@@ -156,11 +173,13 @@ class LoadGen:
             ep.transport.sendto(data)
             for attempt in range(MAX_RETRANSMIT + 1):
                 try:
-                    return await asyncio.wait_for(asyncio.shield(fut), timeout)
+                    return self._verified(
+                        await asyncio.wait_for(asyncio.shield(fut), timeout), node, binding)
                 except asyncio.TimeoutError:
                     if fut.acked:   # separate response pending: wait up to the exchange lifetime
                         try:
-                            return await asyncio.wait_for(fut, 30)
+                            return self._verified(await asyncio.wait_for(fut, 30), node,
+                                                  binding)
                         except asyncio.TimeoutError:
                             return None
                     if attempt == MAX_RETRANSMIT:
@@ -172,6 +191,19 @@ class LoadGen:
         finally:
             ep.pending.pop(token, None)
 
+    def _verified(self, resp, node, binding):
+        """The response a protected request may use: its verified inner message; an
+        unprotected 4.xx from the hub (it could not verify us) as it is; else None."""
+        if resp is None or binding is None:
+            return resp
+        if resp.get_option(coap.OSCORE) is None and resp.code >> 5 == 4:
+            return resp
+        try:
+            return oscore.unprotect_response(node.ctx, binding, resp)
+        except (OscoreError, DecodeError):
+            self.unverified += 1
+            return None
+
     async def report(self, node, ep):
         if node.busy or not node.outbox:
             return
@@ -179,7 +211,7 @@ class LoadGen:
         try:
             while node.outbox:
                 n, payload = node.pack()
-                resp = await self.request(ep, payload)
+                resp = await self.request(ep, payload, node)
                 if resp is None:
                     return
                 cls = resp.code >> 5
@@ -190,6 +222,9 @@ class LoadGen:
                         node.duplicates += report.decode_ack(resp.payload)["duplicates"]
                     except (DecodeError, ValueError, TypeError, KeyError):
                         pass
+                elif resp.code == coap.UNAUTHORIZED:
+                    node.refused += 1   # the hub did not take our key: keep the readings
+                    return
                 elif cls == 4:
                     del node.outbox[:n]
                     node.dropped += n
@@ -208,13 +243,33 @@ class LoadGen:
             await asyncio.sleep(interval)
 
 
-async def _run(n, target, duration, drain, interval, sensors, sockets, prefix, quiet):
+def _keys(keys_data, nodes, quiet):
+    """A new OSCORE key per virtual node, stored in the hub's key store for this run."""
+    from smartpark.hub import keys as keystore
+    taken = {r["sender_id"] for r in keystore.load_all(keys_data)
+             if r["node"] not in {nd.id for nd in nodes}}
+    recs = []
+    for nd in nodes:
+        rec = keystore.new_record(nd.id, taken)
+        taken.add(rec["sender_id"])
+        recs.append(rec)
+        nd.ctx = oscore.Context(rec["secret"], rec["salt"], rec["sender_id"],
+                                rec["recipient_id"])
+    keystore.put_many(keys_data, recs, replace=True)
+    say("simulate --light: %d new OSCORE keys in %s" % (len(recs), keystore.keys_dir(keys_data)),
+        quiet)
+
+
+async def _run(n, target, duration, drain, interval, sensors, sockets, prefix, quiet,
+               keys_data=None):
     gen = LoadGen(target, max(1, min(sockets, n)))
     await gen.open()
     width = max(5, len(str(n)))
     sensor_names = [SENSOR_NAMES[i % len(SENSOR_NAMES)] + ("" if i < len(SENSOR_NAMES) else str(i))
                     for i in range(sensors)]
     nodes = [VNode("%s-%0*d" % (prefix, width, i + 1), sensor_names, i) for i in range(n)]
+    if keys_data is not None:
+        _keys(keys_data, nodes, quiet)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal
@@ -261,11 +316,14 @@ async def _run(n, target, duration, drain, interval, sensors, sockets, prefix, q
                for nd in nodes]
     extra = {"mode": "light", "requests": gen.requests, "retransmissions": gen.retransmits,
              "separate_responses": gen.separate, "unparsable": gen.bad,
+             "oscore": keys_data is not None, "unverified": gen.unverified,
+             "refused_4_01": sum(nd.refused for nd in nodes),
              "run_seconds": round(run_s, 3),
              "machine": "%s, %d cpus" % (os.uname().machine, os.cpu_count() or 0)}
     return summary, extra
 
 
 def run(n, target, duration=None, drain=15.0, interval=10.0, sensors=2, sockets=64,
-        prefix="vnode", quiet=False):
-    return asyncio.run(_run(n, target, duration, drain, interval, sensors, sockets, prefix, quiet))
+        prefix="vnode", quiet=False, keys_data=None):
+    return asyncio.run(_run(n, target, duration, drain, interval, sensors, sockets, prefix, quiet,
+                            keys_data))

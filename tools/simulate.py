@@ -31,7 +31,9 @@ instead (their time-sync requests then add a few time-less readings).
 
 --light: a CPython asyncio load generator for 10,000+ virtual nodes, speaking
 the same wire protocol (CON POST /r, SenML-CBOR with bn "<node>/", the report
-ack), with CoAP retransmission (RFC 7252 4.2) and the same summary.
+ack, OSCORE with a new key per virtual node in the --data key store), with
+CoAP retransmission (RFC 7252 4.2) and the same summary. It too needs --data
+or --no-key.
 
 A second Ctrl-C skips the drain. Exit codes: 0 all outboxes empty at the
 end; 6 readings still pending after the drain; 2 usage (including a --json
@@ -525,11 +527,20 @@ def run(args):  # noqa: C901 - checks every option of both modes before anything
             if target is None:
                 say("smartpark simulate: error: --light needs the hub's address (no discovery)")
                 return EXIT_USAGE
+            if not (args.data or args.no_key):
+                say("smartpark simulate: error: the virtual nodes need OSCORE keys: give --data "
+                    "DIR (the hub's data directory on this machine), or --no-key for a hub "
+                    "without security")
+                return EXIT_USAGE
             from smartpark.tools import loadgen
-            summary, extra = loadgen.run(
-                args.nodes, target, duration=args.duration, drain=args.drain,
-                interval=args.interval, sensors=args.sensors_per_node, sockets=args.sockets,
-                prefix=args.prefix or "vnode", quiet=args.quiet)
+            try:
+                summary, extra = loadgen.run(
+                    args.nodes, target, duration=args.duration, drain=args.drain,
+                    interval=args.interval, sensors=args.sensors_per_node, sockets=args.sockets,
+                    prefix=args.prefix or "vnode", quiet=args.quiet,
+                    keys_data=None if args.no_key else args.data)
+            except ValueError as e:   # hub/keys.py KeyStoreError: the store cannot be used
+                raise SimError(EXIT_KEYS, "the virtual nodes' keys: %s" % e) from None
         else:
             if args.nodes > 500:
                 say("smartpark simulate: error: %d firmware processes is too many for one "

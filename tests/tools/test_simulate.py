@@ -119,10 +119,12 @@ def test_unreachable_hub_leaves_readings_pending(tmp_path):
 def test_light_mode_summary_matches_the_hub(hub, tmp_path):
     out = tmp_path / "light.json"
     proc = smartpark("simulate", "--light", "--nodes", 300, "--hub", "127.0.0.1:%d" % hub["coap"],
-                     "--duration", 5, "--interval", 2, "--drain", 30, "--json", out, timeout=120)
+                     "--duration", 5, "--interval", 2, "--drain", 30, "--json", out,
+                     "--data", hub["data"], timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.load(open(out))
     assert summary["mode"] == "light" and len(summary["nodes"]) == 300
+    assert summary["oscore"] and summary["unverified"] == 0 and summary["refused_4_01"] == 0
     _check_against_hub(summary, hub["data"])
 
 
