@@ -16,9 +16,10 @@ errors and codes; the tests compare them message by message). What is C here:
   EVP_CIPHER_CTX per table and direction, set up once and re-initialised with
   each message's key and nonce (the cipher is fetched once per process);
 - two batch calls for the hub's fast path (hub/fastpath.py), each one C loop
-  over the whole batch with the GIL released: `open_reports` (unprotect,
-  check that the inner request is a report, replay check and window update)
-  and `seal_acks` (the protected piggybacked ACKs, built and encrypted).
+  over the whole batch with the GIL released: `open_batch` (`open_reports`
+  for plain lists: unprotect, check that the inner request is a report,
+  replay check and window update) and `seal_acks` (the protected
+  piggybacked ACKs, built and encrypted).
 
 One thread at a time may use a table: the batch calls release the GIL, and a
 second thread that touches the table meanwhile gets a RuntimeError instead of
@@ -29,7 +30,7 @@ import hmac
 import os
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 
@@ -55,7 +56,7 @@ BAD_REQUEST = 0x80
 UNAUTHORIZED = 0x81
 BAD_OPTION = 0x82
 
-# why a message left the fast path (open_reports' counters; the same names in hub/fastpath.py)
+# why a request was left to the aiocoap path (`fallbacks()` counts them by these names)
 cdef enum:
     F_OK = 0
     F_OPTION = 1       # OSCORE option malformed, or no kid / a kid context
@@ -91,7 +92,7 @@ cdef class _Cipher:
 cdef _Cipher _module_cipher = _Cipher()
 
 
-def _check_key_nonce(bytes key, bytes nonce):
+cdef _check_key_nonce(bytes key, bytes nonce):
     if len(key) != KEY_LEN or len(nonce) != NONCE_LEN:
         raise ValueError("AES-CCM-16-64-128 takes a 16-byte key and a 13-byte nonce")
 
@@ -115,14 +116,14 @@ def aes_ccm_decrypt(bytes key not None, bytes nonce not None, data, aad):
     _check_key_nonce(key, nonce)
     cdef bytes d = bytes(data), a = bytes(aad)
     if len(d) < TAG_LEN:
-        raise OscoreError("decryption failed", BAD_REQUEST)
+        raise OscoreError("ciphertext shorter than the %d-byte tag" % TAG_LEN, BAD_REQUEST)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, len(d) - TAG_LEN)
     if sp_ccm_open(_module_cipher.x, <unsigned char *>PyBytes_AS_STRING(key),
                 <unsigned char *>PyBytes_AS_STRING(nonce),
                 <unsigned char *>PyBytes_AS_STRING(a), len(a),
                 <unsigned char *>PyBytes_AS_STRING(d), len(d),
                 <unsigned char *>PyBytes_AS_STRING(out)) < 0:
-        raise OscoreError("decryption failed", BAD_REQUEST)
+        raise OscoreError("decryption failed: the message does not verify", BAD_REQUEST)
     return out
 
 
