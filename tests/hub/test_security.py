@@ -9,6 +9,7 @@ through aiocoap alone and with the fast path in front of it.
 
 import asyncio
 import os
+import random
 import socket
 import time
 
@@ -568,3 +569,63 @@ def test_site_answers_a_protected_notification_with_own_partial_ivs():
     first, second, used = run(go())
     assert first.payload == b"1 obs" and second.payload == b"2 obs"
     assert used >= 2  # the registration response and the notification: own Partial IVs
+
+
+def _mutate_protected(rng, outer, mid):
+    """A protected request with its OSCORE option or ciphertext damaged (one of several ways)."""
+    m = coap.parse(outer.encode())
+    opt = bytearray(m.get_option(coap.OSCORE))
+    ct = bytearray(m.payload)
+    op = rng.randrange(7)
+    if op == 0:   # flags byte: reserved bits, PIV lengths 0..7, kid/kid-context flags
+        opt[0] ^= 1 + rng.randrange(255)
+    elif op == 1:   # truncated or extended option
+        opt = opt[:rng.randrange(len(opt))] if rng.random() < 0.5 else opt + bytes(
+            rng.randrange(256) for _ in range(rng.randrange(1, 9)))
+    elif op == 2:   # another key id
+        opt[-1] ^= 1 + rng.randrange(255)
+    elif op == 3:   # a bit of the ciphertext or tag
+        ct[rng.randrange(len(ct))] ^= 1 << rng.randrange(8)
+    elif op == 4:   # truncated ciphertext, down to nothing
+        ct = ct[:rng.randrange(len(ct))]
+    elif op == 5:   # random ciphertext
+        ct = bytearray(rng.randrange(256) for _ in range(rng.randrange(0, 80)))
+    else:   # the Partial IV changed (nonce and AAD no longer match)
+        opt[1] ^= 1 + rng.randrange(255)
+    m.set_option(coap.OSCORE, bytes(opt))
+    m.payload = bytes(ct)
+    m.mid = mid   # a new MID each: CoAP deduplication would answer a repeated one from cache
+    return m.encode()
+
+
+def test_fuzzed_oscore_requests_get_only_4xx_and_the_hub_keeps_serving(secured, tmp_path):
+    """Damaged OSCORE options and ciphertexts, fast path and aiocoap path: every answer is
+    an unprotected 4.00/4.01/4.02, each counted; nothing is stored; a good report after
+    them is stored."""
+    h, d = secured(nodes=("sa",))
+    rec = keys.get(d, "sa")
+    rng = random.Random(8613)
+    before = sum(h.metric("smartpark_errors_total", kind=k)
+                 for k in ("oscore_option", "oscore_key", "oscore_verify", "oscore_replay"))
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    codes = {}
+    try:
+        for i in range(300):
+            outer, _, _ = protected_post(rec, i, senml_cbor("sa", [("fz", float(i), i, "Cel")]))
+            s.sendto(_mutate_protected(rng, outer, 0x2000 + i), ("127.0.0.1", h.coap_port))
+            resp = coap.parse(s.recv(4096))
+            assert resp.get_option(coap.OSCORE) is None, resp
+            assert resp.code in (coap.BAD_REQUEST, coap.UNAUTHORIZED, coap.BAD_OPTION), resp
+            codes[resp.code] = codes.get(resp.code, 0) + 1
+    finally:
+        s.close()
+    assert len(codes) == 3, codes   # every kind of refusal came up
+    after = sum(h.metric("smartpark_errors_total", kind=k)
+                for k in ("oscore_option", "oscore_key", "oscore_verify", "oscore_replay"))
+    assert after - before == 300
+    assert points(h, "sa", "fz") == []
+    outer, binding, ctx = protected_post(rec, 1000, senml_cbor("sa", [("ok", 1.0, 0, "Cel")]))
+    resp = oscore.unprotect_response(ctx, binding, send_raw(h.coap_port, outer.encode()))
+    assert resp.code == coap.CHANGED and decode_ack(resp.payload)["stored"] == 1
+    assert len(points(h, "sa", "ok")) == 1
