@@ -529,3 +529,33 @@ def test_loadgen_speaks_oscore_and_does_the_echo_exchange(C, tmp_path):
         assert h.metric("smartpark_fastpath_oscore_opened") >= r["sent"] - 8
     finally:
         h.stop()
+
+
+def test_a_second_thread_during_a_batch_gets_runtimeerror(C):
+    """A batch runs with the GIL released; another thread touching the table meanwhile is
+    refused instead of changing the table under it."""
+    import threading
+    rnd = random.Random(19)
+    tw = Twins(C, rnd, nodes=4)
+    msgs = [_protect(tw.ctx["n%d" % (k % 4)], k // 4, *_inner(rnd, "report"))
+            for k in range(2000)]
+    opts, pays = [m[0] for m in msgs] * 40, [m[1] for m in msgs] * 40
+    refused, done = [], threading.Event()
+
+    def batch():
+        try:
+            tw.b.open_reports(opts, pays)
+        finally:
+            done.set()
+
+    t = threading.Thread(target=batch)
+    t.start()
+    while not done.is_set():
+        try:
+            tw.b.add("late", b"\x55\x55", b"", bytes(16), bytes(8))
+            tw.b.remove("late")
+        except RuntimeError as e:
+            refused.append(str(e))
+    t.join()
+    assert refused and "in use by another thread" in refused[0]
+    assert tw.b.n_opened == 2000  # the first of each sequence number; the rest replays
