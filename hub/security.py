@@ -32,6 +32,7 @@ start of a data directory (no `oscore/` yet) starts every window empty.
 """
 
 import asyncio
+import hmac
 import json
 import logging
 import os
@@ -94,6 +95,7 @@ class Security:
         self._last_unknown = None
         self._keys_stamp = None
         self.nodes = set()  # nodes whose key is in the table
+        self._loaded = {}   # node -> its key's bytes as last put in the table
         self.scans = 0
         self.key_errors = 0
 
@@ -166,14 +168,21 @@ class Security:
         for k in entries:
             node = k["node"]
             try:
-                self.table.add(node, k["sender_id"], k["recipient_id"], k["secret"], k["salt"])
-            except (ValueError, KeyError) as e:  # OscoreError is a ValueError too
+                raw = b"|".join((k["sender_id"], k["recipient_id"], k["secret"], k["salt"]))
+                old = self._loaded.get(node)
+                if old is None or not hmac.compare_digest(old, raw):
+                    # (an unchanged key is not derived again: a rescan costs no HKDF)
+                    self.table.add(node, k["sender_id"], k["recipient_id"], k["secret"],
+                                   k["salt"])
+                    self._loaded[node] = raw
+            except (ValueError, KeyError, TypeError) as e:  # OscoreError is a ValueError too
                 self.key_errors += 1
                 log.error("key of node %r not used: %s", node, e)
                 continue
             seen.add(node)
         for node in self.nodes - seen:
             self.table.remove(node)
+            self._loaded.pop(node, None)
             log.info("key of node %r removed", node)
         self.nodes = seen
         return True
