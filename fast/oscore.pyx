@@ -68,6 +68,7 @@ cdef enum:
     F_COUNT = 7
 
 include "cbor_head.pxi"  # put_head: the stored count of a report ack (seal_acks)
+include "coap_option.pxi"  # next_option: one option header, in bounds or refused
 
 FALLBACK_NAMES = ("ok", "option", "kid", "echo", "decrypt", "not_report", "replay")
 
@@ -149,33 +150,16 @@ cdef int inner_report(const unsigned char *d, int n, int *cf, int *pay_off) noex
     """1 when the plaintext d[0:n] is POST with only Uri-Path "r" and at most one
     Content-Format (<= 2 bytes), and a payload: what the fast path ingests (the inner twin of
     fast/udp.pyx's parse_report_c). 0 for anything else, valid or not."""
-    cdef int pos = 1, delta, length, num = 0, paths = 0, k
+    cdef int pos = 1, length = 0, num = 0, paths = 0, k, step
     cf[0] = -1
     if n < 1 or d[0] != C_POST:
         return 0
     while True:
-        if pos >= n:
+        step = next_option(d, n, &pos, &num, &length)
+        if step == 0:
             return 0
-        if d[pos] == 0xFF:
-            pos += 1
-            if pos >= n:
-                return 0
+        if step == 2:
             break
-        delta = d[pos] >> 4
-        length = d[pos] & 0x0F
-        pos += 1
-        if delta == 13:
-            if pos >= n:
-                return 0
-            delta = d[pos] + 13
-            pos += 1
-        elif delta >= 14:
-            return 0  # no option a report carries is that far
-        if length >= 13:
-            return 0
-        if pos + length > n:
-            return 0
-        num += delta
         if num == O_URI_PATH:
             paths += 1
             if paths > 1 or length != 1 or d[pos] != 0x72:  # 'r'
@@ -914,11 +898,11 @@ cdef class Table:
                     last = 0
                     if cf is not None:
                         vl = put_uint(val, <unsigned int>cf)
-                        pos = put_opt(w, pos, O_CONTENT_FORMAT - last, val, vl)
+                        pos = put_option(w, pos, O_CONTENT_FORMAT - last, val, vl)
                         last = O_CONTENT_FORMAT
                     if max_age is not None:
                         vl = put_uint(val, <unsigned int>max_age)
-                        pos = put_opt(w, pos, O_MAX_AGE - last, val, vl)
+                        pos = put_option(w, pos, O_MAX_AGE - last, val, vl)
                     pl = PyBytes_GET_SIZE(payload)
                     if pl:
                         w[pos] = 0xFF
@@ -978,20 +962,6 @@ cdef int put_uint(unsigned char *out, unsigned int v) noexcept nogil:
     for i in range(n):
         out[i] = (v >> (8 * (n - 1 - i))) & 0xFF
     return n
-
-
-cdef int put_opt(unsigned char *out, int pos, int delta, const unsigned char *val,
-                 int ln) noexcept nogil:
-    """Option header (delta < 269, length < 13) and value at out[pos:]; the new pos."""
-    if delta >= 13:
-        out[pos] = (13 << 4) | ln
-        out[pos + 1] = delta - 13
-        pos += 2
-    else:
-        out[pos] = (delta << 4) | ln
-        pos += 1
-    memcpy(out + pos, val, ln)
-    return pos + ln
 
 
 OscoreTable = Table  # the name smartpark.fast's selector gives it

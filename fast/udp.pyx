@@ -145,6 +145,7 @@ SERVICE_UNAVAILABLE = 0xA3
 AVAILABLE = bool(SP_HAVE_MMSG)
 
 include "cbor_head.pxi"  # put_head: the stored count of a report ack (respond_many)
+include "coap_option.pxi"  # next_option: one option header, in bounds or refused
 
 
 cdef struct report_t:
@@ -159,7 +160,7 @@ cdef int parse_report_c(const unsigned char *d, int n, report_t *r) noexcept nog
     """1 when d[0:n] is CON POST /r with only Uri-Path "r", Content-Format (and Uri-Host or
     Uri-Port, which a single-host server ignores) options and a
     non-empty payload; 0 for anything else (including malformed messages)."""
-    cdef int pos, tkl, delta, length, num = 0, paths = 0, cf = -1, k, last_ignored = -1
+    cdef int pos, tkl, length = 0, num = 0, paths = 0, cf = -1, k, last_ignored = -1, step
     if n < 4:
         return 0
     if (d[0] >> 6) != 1 or ((d[0] >> 4) & 3) != T_CON or d[1] != C_POST:
@@ -172,43 +173,11 @@ cdef int parse_report_c(const unsigned char *d, int n, report_t *r) noexcept nog
     r.tok_off = 4
     pos = 4 + tkl
     while True:
-        if pos >= n:
-            return 0  # no payload
-        if d[pos] == 0xFF:
-            pos += 1
-            if pos >= n:
-                return 0  # payload marker with nothing after it: a format error (aiocoap's call)
+        step = next_option(d, n, &pos, &num, &length)
+        if step == 0:
+            return 0  # no payload, an empty one after the marker, or malformed (aiocoap's call)
+        if step == 2:
             break
-        delta = d[pos] >> 4
-        length = d[pos] & 0x0F
-        pos += 1
-        if delta == 13:
-            if pos >= n:
-                return 0
-            delta = d[pos] + 13
-            pos += 1
-        elif delta == 14:
-            if pos + 1 >= n:
-                return 0
-            delta = ((d[pos] << 8) | d[pos + 1]) + 269
-            pos += 2
-        elif delta == 15:
-            return 0
-        if length == 13:
-            if pos >= n:
-                return 0
-            length = d[pos] + 13
-            pos += 1
-        elif length == 14:
-            if pos + 1 >= n:
-                return 0
-            length = ((d[pos] << 8) | d[pos + 1]) + 269
-            pos += 2
-        elif length == 15:
-            return 0
-        if pos + length > n:
-            return 0
-        num += delta
         if num == O_URI_PATH:
             paths += 1
             if paths > 1 or length != 1 or d[pos] != 0x72:  # 'r'
@@ -246,7 +215,7 @@ cdef int parse_protected_c(const unsigned char *d, int n, protected_t *r) noexce
     """1 when d[0:n] is a CON POST whose only options are one OSCORE option (and Uri-Host or
     Uri-Port, as for a report), with a payload: an OSCORE-protected request that may be a
     report (RFC 8613: outer POST, every other option inside the ciphertext). 0 otherwise."""
-    cdef int pos, tkl, delta, length, num = 0, seen = 0, last_ignored = -1
+    cdef int pos, tkl, length = 0, num = 0, seen = 0, last_ignored = -1, step
     if n < 4:
         return 0
     if (d[0] >> 6) != 1 or ((d[0] >> 4) & 3) != T_CON or d[1] != C_POST:
@@ -259,43 +228,11 @@ cdef int parse_protected_c(const unsigned char *d, int n, protected_t *r) noexce
     r.tok_off = 4
     pos = 4 + tkl
     while True:
-        if pos >= n:
-            return 0
-        if d[pos] == 0xFF:
-            pos += 1
-            if pos >= n:
-                return 0
+        step = next_option(d, n, &pos, &num, &length)
+        if step == 0:
+            return 0  # no payload, an empty one after the marker, or malformed (aiocoap's call)
+        if step == 2:
             break
-        delta = d[pos] >> 4
-        length = d[pos] & 0x0F
-        pos += 1
-        if delta == 13:
-            if pos >= n:
-                return 0
-            delta = d[pos] + 13
-            pos += 1
-        elif delta == 14:
-            if pos + 1 >= n:
-                return 0
-            delta = ((d[pos] << 8) | d[pos + 1]) + 269
-            pos += 2
-        elif delta == 15:
-            return 0
-        if length == 13:
-            if pos >= n:
-                return 0
-            length = d[pos] + 13
-            pos += 1
-        elif length == 14:
-            if pos + 1 >= n:
-                return 0
-            length = ((d[pos] << 8) | d[pos + 1]) + 269
-            pos += 2
-        elif length == 15:
-            return 0
-        if pos + length > n:
-            return 0
-        num += delta
         if num == O_OSCORE:
             if seen:
                 return 0
@@ -366,20 +303,6 @@ cdef int put_uint(unsigned char *out, unsigned int v) noexcept nogil:
     out[2] = (v >> 8) & 0xFF
     out[3] = v & 0xFF
     return 4
-
-
-cdef int put_option(unsigned char *out, int pos, int delta, unsigned char *val,
-                    int ln) noexcept nogil:
-    """Option header (delta < 269, length < 13 here) and value at out[pos:]; new pos."""
-    if delta >= 13:
-        out[pos] = (13 << 4) | ln
-        out[pos + 1] = delta - 13
-        pos += 2
-    else:
-        out[pos] = (delta << 4) | ln
-        pos += 1
-    memcpy(&out[pos], val, ln)
-    return pos + ln
 
 
 def build_ack(int mid, bytes token, int code, cf=None, max_age=None, bytes payload=b""):
