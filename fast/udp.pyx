@@ -156,22 +156,29 @@ cdef struct report_t:
     int pay_off
 
 
+cdef inline int con_post(const unsigned char *d, int n, int *mid, int *tkl) noexcept nogil:
+    """The offset of the first option when d[0:n] is a CoAP 1 CON POST with its whole token
+    (mid and tkl set), else -1."""
+    if n < 4:
+        return -1
+    if (d[0] >> 6) != 1 or ((d[0] >> 4) & 3) != T_CON or d[1] != C_POST:
+        return -1
+    tkl[0] = d[0] & 0x0F
+    if tkl[0] > 8 or 4 + tkl[0] > n:
+        return -1
+    mid[0] = (d[2] << 8) | d[3]
+    return 4 + tkl[0]
+
+
 cdef int parse_report_c(const unsigned char *d, int n, report_t *r) noexcept nogil:
     """1 when d[0:n] is CON POST /r with only Uri-Path "r", Content-Format (and Uri-Host or
     Uri-Port, which a single-host server ignores) options and a
     non-empty payload; 0 for anything else (including malformed messages)."""
-    cdef int pos, tkl, length = 0, num = 0, paths = 0, cf = -1, k, last_ignored = -1, step
-    if n < 4:
+    cdef int pos, length = 0, num = 0, paths = 0, cf = -1, k, last_ignored = -1, step
+    pos = con_post(d, n, &r.mid, &r.tkl)
+    if pos < 0:
         return 0
-    if (d[0] >> 6) != 1 or ((d[0] >> 4) & 3) != T_CON or d[1] != C_POST:
-        return 0
-    tkl = d[0] & 0x0F
-    if tkl > 8 or 4 + tkl > n:
-        return 0
-    r.mid = (d[2] << 8) | d[3]
-    r.tkl = tkl
     r.tok_off = 4
-    pos = 4 + tkl
     while True:
         step = next_option(d, n, &pos, &num, &length)
         if step == 0:
@@ -215,18 +222,11 @@ cdef int parse_protected_c(const unsigned char *d, int n, protected_t *r) noexce
     """1 when d[0:n] is a CON POST whose only options are one OSCORE option (and Uri-Host or
     Uri-Port, as for a report), with a payload: an OSCORE-protected request that may be a
     report (RFC 8613: outer POST, every other option inside the ciphertext). 0 otherwise."""
-    cdef int pos, tkl, length = 0, num = 0, seen = 0, last_ignored = -1, step
-    if n < 4:
+    cdef int pos, length = 0, num = 0, seen = 0, last_ignored = -1, step
+    pos = con_post(d, n, &r.mid, &r.tkl)
+    if pos < 0:
         return 0
-    if (d[0] >> 6) != 1 or ((d[0] >> 4) & 3) != T_CON or d[1] != C_POST:
-        return 0
-    tkl = d[0] & 0x0F
-    if tkl > 8 or 4 + tkl > n:
-        return 0
-    r.mid = (d[2] << 8) | d[3]
-    r.tkl = tkl
     r.tok_off = 4
-    pos = 4 + tkl
     while True:
         step = next_option(d, n, &pos, &num, &length)
         if step == 0:
