@@ -473,15 +473,18 @@ class _AnyAck(resource.Resource):
         return aiocoap.Message(code=aiocoap.CHANGED, payload=_rogue_ack())
 
 
+class PlainServer(OscoreServer):
+    """A server without OSCORE that answers everything with 2.04 and a report ack."""
+
+    def site(self):
+        site = resource.Site()
+        site.add_resource([], _AnyAck())
+        return site
+
+
 def test_plain_aiocoap_server_gets_protected_requests_and_is_ignored(tmp_path, micropython_bin,
                                                                      micropython_path, key):
-    class Plain(OscoreServer):
-        def site(self):
-            site = resource.Site()
-            site.add_resource([], _AnyAck())
-            return site
-
-    server = Plain(None)
+    server = PlainServer(None)
     try:
         node = make_node(tmp_path, micropython_bin, micropython_path, server.port, key,
                          coap={"ack_timeout": 0.2, "max_retransmit": 1})
@@ -497,13 +500,7 @@ def test_a_hub_found_but_never_verified_is_not_remembered(tmp_path, micropython_
                                                          micropython_path, key):
     # "hub": "auto": the mDNS name (the host's resolver: localhost) leads to a plain server
     # that answers everything; the node must not keep it in flash as its hub
-    class Plain(OscoreServer):
-        def site(self):
-            site = resource.Site()
-            site.add_resource([], _AnyAck())
-            return site
-
-    server = Plain(None)
+    server = PlainServer(None)
     try:
         node = make_node(tmp_path, micropython_bin, micropython_path, server.port, key,
                          hub="auto", hub_port=server.port, hub_mdns="localhost",
