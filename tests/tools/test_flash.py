@@ -360,7 +360,7 @@ def test_flash_puts_the_code_in_the_boards_romfs_partition(sized_unix_bundle, sp
                                                              tmp_path):
     """A board whose MicroPython has a ROMFS partition gets the code as the bundle's image
     (mpremote romfs deploy), its filesystem only boot.py, main.py, the config, the OSCORE
-    key and the manifest; after the reset the node boots from /rom and looks for its hub."""
+    key and its sequence file, and the manifest; after the reset the node boots from /rom and looks for its hub."""
     summary = tmp_path / "s.json"
     data = tmp_path / "hub"
     proc = smartpark("flash", "--port", special_board.port, "--node-id", "rom-7", "--hub",
@@ -369,7 +369,8 @@ def test_flash_puts_the_code_in_the_boards_romfs_partition(sized_unix_bundle, sp
     assert proc.returncode == 0, proc.stderr
     assert "ROMFS: writing the" in proc.stderr and "romfs layout" in proc.stderr
     assert sorted(os.listdir(special_board.flash_dir)) == ["boot.py", "config.json", "main.py",
-                                                           "manifest.json", "oscore.json"]
+                                                           "manifest.json", "oscore.json",
+                                                           "oscore.seq"]
     s = json.load(open(summary))
     assert s["layout"] == "romfs" and s["romfs"] == "written"
     on_board = json.load(open(os.path.join(special_board.flash_dir, "manifest.json")))

@@ -57,7 +57,7 @@ def test_light_mode_separate_responses_and_refusals(tmp_path):
         out = tmp_path / "light.json"
         proc = smartpark("simulate", "--light", "--nodes", 6, "--hub", "127.0.0.1:%d" % port,
                          "--duration", 4, "--interval", 1, "--drain", 20, "--sockets", 2,
-                         "--json", out, timeout=120)
+                         "--json", out, "--no-key", timeout=120)   # a plain server
         assert proc.returncode == 0, proc.stdout + proc.stderr
         doc = json.load(open(out))
         assert doc["separate_responses"] > 0   # the late answers came as separate responses
