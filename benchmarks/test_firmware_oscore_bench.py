@@ -170,6 +170,8 @@ from smartpark.protocol import coap, oscore
 import security
 KEY = {"sender_id": "a1b2c3", "recipient_id": "", "secret": "00112233445566778899aabbccddeeff",
        "salt": "0011223344556677"}
+with open("oscore.seq", "w") as f:   # provisioning writes it with the key
+    f.write("0")
 with open("oscore.json", "w") as f:
     json.dump(KEY, f)
 def med(xs):
