@@ -94,6 +94,8 @@ class Node:
         self.hub = None
         self.hub_saved = False
         self.reg = None
+        self._saved_reg = None
+        self._restore_hub()
         self.cycles = 0
         self.stored = 0
         self.refused = 0
@@ -177,12 +179,33 @@ class Node:
         return recs
 
     # --- talking to the hub ---
+    def _restore_hub(self):
+        """Keep the hub and its registration across a wake-up: from RTC memory, else (a
+        deep-sleep node after a power cut) rd.json, whose registration time is of another
+        power cycle and is refreshed at once. Not after the hub stopped answering ("lost")."""
+        st = self.rtc.get("rd")
+        fresh = True
+        if not st and self.cfg["deep_sleep"] != "off":
+            st = rd.saved_state()
+            fresh = False
+        if not st or self.rtc.get("lost"):
+            return
+        hp = (st[0], st[1])
+        conf = config.parse_hub(self.cfg["hub"])
+        if conf is not None and conf != hp:
+            return
+        self._saved_reg = (st, fresh)
+        self.client.connect(hp[0], hp[1])
+        self.hub = hp
+        self.hub_saved = True
+
     async def find_hub(self):
         cfg = self.cfg
         hp = config.parse_hub(cfg["hub"])
         how = "config"
         if hp is None:
             import discover
+            self.rtc["disc"] = self.rtc.get("disc", 0) + 1
             try:
                 hp, how = await discover.find(cfg["hub_port"], cfg["hub_mdns"])
             finally:
@@ -200,15 +223,35 @@ class Node:
 
     async def _register(self):
         """Register with the hub's RD, or refresh the registration when due."""
-        if self.reg is None:
-            self.reg = rd.Registration(self.client, self.node, self.cfg["lifetime"],
-                                       rd.links_for(self.cfg["sensors"]), FIRMWARE)
+        reg = self.reg
+        if reg is None:
+            st, fresh = self._saved_reg or (None, True)
+            self._saved_reg = None
+            reg = self.reg = rd.Registration(self.client, self.node, self.cfg["lifetime"],
+                                             rd.links_for(self.cfg["sensors"]), FIRMWARE,
+                                             self.board.rtc_ms, self.hub, st)
+            if not fresh:
+                reg.stale()
+        sent = reg.count + reg.updates
         try:
-            if await self.reg.ensure():
+            if await reg.ensure():
                 self._save_hub()
         except (CoapTimeout, CoapReset):
-            self.reg.forget()
+            reg.forget()
             raise
+        finally:
+            self._note_reg(reg, reg.count + reg.updates - sent)
+
+    def _note_reg(self, reg, sent):
+        """Keep the registration in RTC memory and rd.json when it changed."""
+        if sent:
+            self.rtc["rdq"] = self.rtc.get("rdq", 0) + sent
+        st = reg.state()
+        if st != self.rtc.get("rd"):
+            self.rtc["rd"] = st
+            rd.save_state(st)
+        if sent:
+            self._save_rtc()
 
     def _save_hub(self):
         """Remember the hub in flash once it answered a registration (with OSCORE: one that
@@ -217,6 +260,7 @@ class Node:
             if self.hub != rd.remembered():
                 rd.remember(self.hub[0], self.hub[1])
             self.hub_saved = True
+        self.rtc.pop("lost", None)
 
     def _ack(self, resp):
         """Use the report ack carried by a 2.xx (hub time, config version, firmware)."""
@@ -383,6 +427,7 @@ class Node:
             log("hub silent:", e)
             if self.cfg["hub"] == "auto":
                 self.hub = None
+                self.rtc["lost"] = 1   # the next wake-up looks for the hub again
             return False
         except CoapReset:
             log("hub reset the exchange")
@@ -409,7 +454,8 @@ class Node:
               "reset": self.board.reset_cause(), "syncs": self.clock.syncs,
               "wdt_feeds": self._wdt.fed if self._wdt is not None and hasattr(self._wdt, "fed") else None,
               "oscore": self.security is not None, "strays": self.client.strays,
-              "echoes": self.client.echoes}
+              "echoes": self.client.echoes, "rd_requests": self.rtc.get("rdq", 0),
+              "discoveries": self.rtc.get("disc", 0)}
         tmp = "status.json.tmp"
         with open(tmp, "w") as f:
             json.dump(st, f)

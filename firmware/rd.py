@@ -7,15 +7,29 @@ only answered the discovery. A configured "host[:port]" is used directly.
 
 Registration: POST /rd?ep=<node>&lt=<lifetime>&fw=<version> with one link per
 sensor (</name>;rt="smartpark.<driver>"), answered 2.01 with a Location.
-The node refreshes with POST <location>?lt=.. when 3/4 of the lifetime has
+The node refreshes with POST <location>?lt=.. when half the lifetime has
 passed, and registers from scratch when the refresh gets 4.04 (the hub forgot
 it) or fails.
+
+A registration outlives the process: `state()` is [host, port, location,
+registered at (RTC ms), lifetime, key] (key: CRC-32 of node, links and
+firmware, so a changed sensor list or firmware registers again). The node
+keeps it in RTC memory (deep sleep, soft resets) and in flash (`rd.json`,
+written only when the registration changes: once per half lifetime), so a
+deep-sleep wake within the lifetime neither registers nor looks for the hub.
+The RTC ms of a flash copy may come from before a power cut (another time
+base): restored from flash, the registration is refreshed on the first
+cycle (an update, not a new registration, and no discovery).
 """
 
-from compat import log, ticks_diff, ticks_ms, unload
+import json
+import os
+
+from compat import crc32, log, unload
 from smartpark.protocol import coap
 
 _HUB_FILE = "hub.addr"
+_REG_FILE = "rd.json"
 _LINKFORMAT = "smartpark.protocol.linkformat"
 
 
@@ -36,21 +50,64 @@ def remember(host, port):
         pass
 
 
+def saved_state():
+    """The registration state kept in flash (rd.json), or None."""
+    try:
+        with open(_REG_FILE) as f:
+            st = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return st if isinstance(st, list) and len(st) == 6 else None
+
+
+def save_state(st):
+    """Write rd.json (temp + rename); None removes it."""
+    try:
+        if st is None:
+            os.remove(_REG_FILE)
+            return
+        with open(_REG_FILE + ".tmp", "w") as f:
+            json.dump(st, f)
+        os.rename(_REG_FILE + ".tmp", _REG_FILE)
+    except OSError:
+        pass
+
+
 class Registration:
-    def __init__(self, client, node, lifetime, links, fw):
+    def __init__(self, client, node, lifetime, links, fw, now_ms, hub=None, state=None):
+        """now_ms(): the RTC's ms (keeps counting through deep sleep); hub: (host, port);
+        state: a state() of an earlier run, restored when hub, key and lifetime match."""
         self.client = client
         self.node = node
         self.lifetime = lifetime
         self.links = links
         self.fw = fw
+        self.now_ms = now_ms
+        self.hub = hub
+        self.key = crc32(("%s|%s|%s" % (node, fw, links)).encode()) & 0xFFFFFFFF
         self.location = None
         self._at = None
-        self.count = 0
+        self.count = 0      # registrations sent by this process
+        self.updates = 0    # refreshes sent by this process
+        if (state and hub is not None and state[0] == hub[0] and state[1] == hub[1]
+                and state[4] == lifetime and state[5] == self.key and state[2]):
+            self.location = state[2]
+            self._at = state[3]
+
+    def state(self):
+        if self.location is None or self.hub is None:
+            return None
+        return [self.hub[0], self.hub[1], self.location, self._at, self.lifetime, self.key]
 
     def due(self):
         if self.location is None or self._at is None:
             return True
-        return ticks_diff(ticks_ms(), self._at) > self.lifetime * 750
+        age = self.now_ms() - self._at
+        return age < 0 or age > self.lifetime * 500   # negative: RTC of another power cycle
+
+    def stale(self):
+        """Restored from flash: the time base may be another power cycle's; refresh now."""
+        self._at = None
 
     def forget(self):
         self.location = None
@@ -61,20 +118,21 @@ class Registration:
             return True
         c = self.client
         if self.location is not None:
+            self.updates += 1
             r = await c.request(coap.POST, self.location, query=["lt=%d" % self.lifetime])
             if r.code == coap.CHANGED:
-                self._at = ticks_ms()
+                self._at = self.now_ms()
                 return True
             log("rd: update got", coap.code_str(r.code), "- registering again")
             self.location = None
+        self.count += 1
         r = await c.request(coap.POST, "/rd", self.links.encode(), coap.LINK_FORMAT,
                             query=["ep=" + self.node, "lt=%d" % self.lifetime, "fw=" + self.fw])
         if r.code != coap.CREATED:
             log("rd: registration got", coap.code_str(r.code))
             return False
         self.location = r.location_path
-        self._at = ticks_ms()
-        self.count += 1
+        self._at = self.now_ms()
         return True
 
 
