@@ -2,7 +2,7 @@
 
 Start order: store (thread) -> live state loaded from it -> rollups replay ->
 OSCORE keys and state -> ingest pipeline -> CoAP site (POST /r, RD, /cfg,
-/latest) -> HTTP API -> zeroconf -> background tasks (liveness, retention,
+/latest, /fw) -> HTTP API -> zeroconf -> background tasks (liveness, retention,
 rollup watermark, key directory).
 
 Stop order ("stop accepting, flush, close"): new reports get 5.03, reports
@@ -94,7 +94,7 @@ class Hub:
         default_config = {"report_interval": c.liveness_default_interval}
         site, self.latest_site, self.rd = build_site(self.pipeline, self.registry, self.events,
                                                      default_config, self.security,
-                                                     self.metrics)
+                                                     self.metrics, data_dir=c.data_dir)
         self.metrics.events.source = self.events.counts
         self.rd.restore()
         self.coap = CoapServer(site, c.coap_bind, c.coap_port, c.coap_multicast,
@@ -109,7 +109,7 @@ class Hub:
                                      security=self.security).attach(self.coap)
         self.http = HttpApi(self.registry, self.store, self.events, self.metrics,
                             access=Access.from_config(c),
-                            health=self.health)
+                            health=self.health, data_dir=c.data_dir)
         self.runner = web.AppRunner(self.http.app, access_log=None, shutdown_timeout=2.0)
         await self.runner.setup()
         http_site = web.TCPSite(self.runner, c.http_bind, c.http_port,

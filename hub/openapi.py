@@ -35,8 +35,38 @@ _NODE = {
         "lifetime": {"type": ["number", "null"]},
         "expected_interval": {"type": "number"},
         "config_version": {"type": "integer"},
+        "update": {"$ref": "#/components/schemas/Update"},
     },
 }
+
+# GET /api/nodes/{node} "update": the node's health.fw / health.ota_* readings (latest
+# values; null when never reported) and the version the hub wants it to run
+_UPDATE = {
+    "type": "object", "required": ["running", "wanted", "state", "result", "reason", "since"],
+    "properties": {
+        "running": {"type": ["string", "null"], "description": "health.fw"},
+        "wanted": {"type": ["string", "null"],
+                   "description": "the node config's firmware, else the hub's nodes.firmware"},
+        "state": {"type": ["string", "null"], "description": "health.ota_state: idle, "
+                  "downloading, downloaded or updating"},
+        "result": {"type": ["string", "null"], "description": "health.ota_result"},
+        "reason": {"type": ["string", "null"], "description": "health.ota_reason"},
+        "since": {"type": ["number", "null"],
+                  "description": "when the state took its current value (epoch seconds)"},
+    },
+}
+
+_FIRMWARE = {"type": "object",
+             "required": ["version", "board", "kind", "files", "total_size", "published"],
+             "properties": {"version": {"type": "string"},
+                            "board": {"type": ["string", "null"]},
+                            "kind": {"type": ["string", "null"]},
+                            "files": {"type": "integer"},
+                            "total_size": {"type": "integer"},
+                            "published": {"type": "number"}}}
+
+_PUBLISHED = {"type": "object", "required": ["version", "created"],
+              "properties": {"version": {"type": "string"}, "created": {"type": "boolean"}}}
 
 _LATEST = {"type": "object", "required": ["node", "sensor", "unit", "time", "value"],
            "properties": {"node": {"type": "string"}, "sensor": {"type": "string"},
@@ -145,6 +175,33 @@ def document(version, reads_need_token=False):
                                       "403": _error("writes disabled (no admin token "
                                                     "configured), or the read token "
                                                     "sent for a write")}}},
+            "/api/firmware": {
+                "get": {"summary": "Firmware versions in the hub's store",
+                        "operationId": "listFirmware",
+                        "responses": {"200": _json({
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Firmware"}})}},
+                "post": {"summary": "Publish a firmware bundle (admin token): a tar archive of "
+                                    "the bundle directory `smartpark firmware build` wrote",
+                         "operationId": "publishFirmware",
+                         "security": [{"adminToken": []}],
+                         "requestBody": {"required": True, "content": {"application/x-tar": {
+                             "schema": {"type": "string", "format": "binary"}}}},
+                         "responses": {
+                             "201": _json({"$ref": "#/components/schemas/Published"},
+                                          "published"),
+                             "200": _json({"$ref": "#/components/schemas/Published"},
+                                          "the same bundle was published already"),
+                             "400": _error("not a tar archive, an unsafe member (link, "
+                                           "absolute path, '..'), or a malformed or damaged "
+                                           "bundle (named)"),
+                             "401": _error("missing or wrong token"),
+                             "403": _error("writes disabled (no admin token configured), or "
+                                           "the read token sent for a write"),
+                             "409": _error("the version is published with other content"),
+                             "413": _error("the archive is too large"),
+                             "415": _error("not Content-Type application/x-tar"),
+                             "503": _error("this hub has no firmware store")}}},
             "/api/latest": {"get": {
                 "summary": "Latest value of every series", "operationId": "latest",
                 "parameters": [{"name": "node", "in": "query", "required": False,
@@ -201,6 +258,7 @@ def document(version, reads_need_token=False):
         }),
         "components": {
             "schemas": {"Node": _NODE, "Latest": _LATEST, "Series": _SERIES, "Config": _CONFIG,
+                        "Update": _UPDATE, "Firmware": _FIRMWARE, "Published": _PUBLISHED,
                         "Error": _ERROR},
             "securitySchemes": {
                 "readToken": {"type": "http", "scheme": "bearer",

@@ -23,6 +23,10 @@ from smartpark.protocol import cbor
 from .interfaces import StoreClosed
 
 HEALTH_PREFIX = "health."
+# health readings of an over-the-air update (the node reports them; /api/nodes/{node} "update")
+UPDATE_HEALTH = (("running", "health.fw"), ("state", "health.ota_state"),
+                 ("result", "health.ota_result"), ("reason", "health.ota_reason"))
+OTA_STATE = "health.ota_state"
 
 # latest numbers/booleans in C arrays, updated per lane block in one C loop (fast/lane.pyx);
 # without the extension a dict does the same
@@ -88,6 +92,7 @@ class Registry:
         self.latest = _Latest()  # sid -> (t, kind, val)
         self.configs = {}  # node -> (version, cbor bytes)
         self.node_firmware = {}  # node -> firmware version its config asks for
+        self.state_since = {}  # sid of a health.ota_state series -> (value, time it took it)
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -147,6 +152,11 @@ class Registry:
             cur = self.latest.get(sid)
             if cur is None or t >= cur[0]:
                 self.latest[sid] = (t, kind, val)
+                if kind == kinds.STR and sensor == OTA_STATE:
+                    if cur is None or cur[2] != val:
+                        self.state_since[sid] = (val, t)
+                    elif sid not in self.state_since:  # loaded at start: the best known
+                        self.state_since[sid] = (val, cur[0])
 
     def block_latest(self, block):
         """The newest reading of each series in a column-lane block (a
@@ -255,6 +265,27 @@ class Registry:
                 cur = self.latest.get(sid)
                 if cur is not None:
                     out[sensor[len(HEALTH_PREFIX):]] = value_out(cur[1], cur[2])
+        return out
+
+    def update_view(self, node_id):
+        """The node's over-the-air update as its latest health readings say (None for one
+        it never reported) and the version the hub wants it to run. `since`: when the
+        state took its current value (as seen by this hub process; after a restart, the
+        time of the latest state reading)."""
+        by_name = self.node_series.get(node_id, {})
+        out = {}
+        for key, sensor in UPDATE_HEALTH:
+            sid = by_name.get(sensor)
+            cur = self.latest.get(sid) if sid is not None else None
+            out[key] = None if cur is None else value_out(cur[1], cur[2])
+        out["wanted"] = self.wanted_firmware(node_id)
+        sid = by_name.get(OTA_STATE)
+        cur = self.latest.get(sid) if sid is not None else None
+        since = None
+        if cur is not None:
+            seen = self.state_since.get(sid)
+            since = seen[1] if seen is not None and seen[0] == cur[2] else cur[0]
+        out["since"] = since
         return out
 
     def expected_interval(self, n):

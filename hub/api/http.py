@@ -7,7 +7,7 @@ nodes or series 404. The OpenAPI document (hub/openapi.py) describes exactly
 these routes.
 
 Access (`Authorization: Bearer <token>`, compared in constant time):
-* writes (PUT /api/nodes/{node}/config) need `http.admin_token`: none
+* writes (PUT /api/nodes/{node}/config, POST /api/firmware) need `http.admin_token`: none
   configured = 403 for every write; missing or wrong = 401; the read token =
   403 (insufficient_scope).
 * reads need `http.read_token` or the admin token when the API is bound to
@@ -17,6 +17,14 @@ Access (`Authorization: Bearer <token>`, compared in constant time):
 * 401 carries `WWW-Authenticate: Bearer realm="smartpark"`.
 Node configs leave with their secrets masked (hub/nodesecrets.py); a "***" in
 a PUT keeps the stored secret. Tokens are never logged.
+
+Firmware (hub/firmware.py): GET /api/firmware lists the store's versions;
+POST /api/firmware takes a bundle directory as a tar archive (Content-Type
+application/x-tar, at most firmware.MAX_UPLOAD bytes) and publishes it: 201
+{"version", "created": true}, 200 with "created": false when the same bundle
+is there already, 400 naming what is wrong with the archive or the bundle,
+409 when the version exists with other content, 413 too large, 415 another
+content type.
 """
 
 import asyncio
@@ -32,7 +40,7 @@ from aiohttp import web
 from smartpark.protocol import cbor
 from smartpark.protocol.version import VERSION
 
-from .. import nodesecrets, openapi
+from .. import firmware, nodesecrets, openapi
 from ..registry import value_out
 from ..rollups import WINDOWS
 from ..rules import config_error, config_normalize, node_id_error
@@ -185,9 +193,12 @@ def _unauthorized(text, token_given):
 
 
 class HttpApi:
-    def __init__(self, registry, store, events, metrics, token="", health=None, access=None):
+    def __init__(self, registry, store, events, metrics, token="", health=None, access=None,
+                 data_dir=None):
         """`access`: an Access; without it, `token` is the admin token and reads follow
-        the loopback default."""
+        the loopback default. `data_dir`: the hub's data directory, for the firmware
+        store (without it the list is empty and publishing answers 503)."""
+        self.data_dir = data_dir
         self.registry = registry
         self.store = store
         self.events = events
@@ -210,6 +221,8 @@ class HttpApi:
         r.add_get("/api/latest", self.latest)
         r.add_get("/api/series/{node}/{sensor}", self.series)
         r.add_get("/api/events", self.sse)
+        r.add_get("/api/firmware", self.firmware_list)
+        r.add_post("/api/firmware", self.firmware_publish)
         r.add_get("/metrics", self.metrics_text)
         r.add_get("/healthz", self.healthz)
         r.add_get("/api/openapi.json", self.openapi)
@@ -274,7 +287,9 @@ class HttpApi:
         node = request.match_info["node"]
         if node not in self.registry.nodes:
             return _err(404, "unknown node", node=node)
-        return web.json_response(self.registry.node_view(node))
+        view = self.registry.node_view(node)
+        view["update"] = self.registry.update_view(node)
+        return web.json_response(view)
 
     async def get_config(self, request):
         node = request.match_info["node"]
@@ -328,6 +343,41 @@ class HttpApi:
                                        float(interval) if interval else None)
         return web.json_response({"node": node, "version": version,
                                   "config": nodesecrets.masked(doc)})
+
+    # ---- firmware -------------------------------------------------------------------------------
+
+    async def firmware_list(self, request):
+        if self.data_dir is None:
+            return web.json_response([])
+        return web.json_response(await asyncio.to_thread(firmware.versions, self.data_dir))
+
+    async def firmware_publish(self, request):  # the admin token was checked in _refusal
+        if self.data_dir is None:
+            return _err(503, "this hub has no firmware store")
+        if request.content_type != "application/x-tar":
+            return _err(415, "the body must be a tar archive of the bundle directory "
+                             "(Content-Type application/x-tar)", parameter="Content-Type")
+        if (request.content_length or 0) > firmware.MAX_UPLOAD:
+            return _err(413, "the archive is larger than %d bytes" % firmware.MAX_UPLOAD,
+                        parameter="body")
+        data = bytearray()
+        while True:
+            chunk = await request.content.read(65536)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > firmware.MAX_UPLOAD:
+                return _err(413, "the archive is larger than %d bytes" % firmware.MAX_UPLOAD,
+                            parameter="body")
+        try:
+            version, created = await asyncio.to_thread(firmware.publish_tar, self.data_dir,
+                                                       bytes(data))
+        except firmware.FirmwareError as e:
+            return _err(e.status, str(e), parameter="body")
+        if created:
+            log.info("firmware %s published over HTTP", version)
+        return web.json_response({"version": version, "created": created},
+                                 status=201 if created else 200)
 
     # ---- readings -------------------------------------------------------------------------------
 

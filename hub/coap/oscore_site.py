@@ -29,9 +29,10 @@ protected inner 4.01 carrying an Echo option (`oscore_echo`), under the
 hub's own Partial IV; the node repeats the request with that Echo value.
 
 Protected paths (mode "oscore"): /r, /rd and the RD's registration resources
-/reg/..., /cfg. Open to anyone who can reach the port, protected or not:
-/.well-known/core (discovery must work before a node has anything to show),
-/latest (the values are readable over HTTP as well), /rd-lookup (read-only).
+/reg/..., /cfg, /fw (firmware bundles). Open to anyone who can reach the port,
+protected or not: /.well-known/core (discovery must work before a node has
+anything to show), /latest (the values are readable over HTTP as well),
+/rd-lookup (read-only).
 
 Block2 inside OSCORE: the inner resources do block-wise transfer themselves
 (aiocoap's Block2 handling sees the inner Block2 option); a response still
@@ -53,7 +54,7 @@ log = logging.getLogger("smartpark.hub.coap.oscore")
 
 # first Uri-Path segments that need OSCORE in mode "oscore" ("reg": aiocoap's RD keeps
 # its registration resources there, CommonRD.entity_prefix)
-PROTECTED = frozenset(("r", "rd", "reg", "cfg"))
+PROTECTED = frozenset(("r", "rd", "reg", "cfg", "fw"))
 MAX_BLOCK_SZX = 6  # 1,024 bytes: the largest inner block in a protected response
 MAX_BLOCK = 1 << (MAX_BLOCK_SZX + 4)
 

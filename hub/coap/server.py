@@ -1,7 +1,7 @@
 """The hub's CoAP endpoint: one aiocoap context on one UDP port, IPv4 and IPv6.
 
 Scope: build the site (/.well-known/core, /r, /rd + RD function sets, /cfg,
-/latest) behind OSCORE (oscore_site.py), bind it, join the All-CoAP-Nodes groups (224.0.1.187, ff02::fd) on
+/latest, /fw) behind OSCORE (oscore_site.py), bind it, join the All-CoAP-Nodes groups (224.0.1.187, ff02::fd) on
 every interface where the host allows it (failures are logged and
 tolerated), and count datagrams aiocoap drops as unparsable.
 
@@ -17,6 +17,7 @@ import socket
 import aiocoap
 from aiocoap.resource import Site, WKCResource
 
+from .firmware import FirmwareIndex, FirmwareResource
 from .oscore_site import OscoreSite
 from .rd import HubRD
 from .resources import ConfigIndex, ConfigResource, LatestIndex, LatestSite, ReportResource
@@ -39,16 +40,21 @@ class _DropCounter(logging.Filter):
         return True
 
 
-def build_site(pipeline, registry, events, default_config, security, metrics=None):
+def build_site(pipeline, registry, events, default_config, security, metrics=None,
+               data_dir=None):
     """(the site to serve, the /latest resource, the RD). `security`: hub/security.py's
     Security, whose table verifies protected requests and whose mode says which paths
-    need OSCORE."""
+    need OSCORE. `data_dir`: the hub's data directory, whose firmware store /fw serves
+    (no /fw without it)."""
     site = Site()
     site.add_resource((".well-known", "core"),
                       WKCResource(site.get_resources_as_linkheader, impl_info=None))
     site.add_resource(("r",), ReportResource(pipeline))
     site.add_resource(("cfg",), ConfigIndex())
     site.add_resource(("cfg",), ConfigResource(registry, default_config))
+    if data_dir is not None:
+        site.add_resource(("fw",), FirmwareIndex())
+        site.add_resource(("fw",), FirmwareResource(data_dir))
     site.add_resource(("latest",), LatestIndex(registry))
     latest = LatestSite(registry, events, getattr(pipeline, "store", None))
     site.add_resource(("latest",), latest)
