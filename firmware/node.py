@@ -47,6 +47,13 @@ FIRMWARE = VERSION
 _PULSE_FILE = "pulse.json"
 _KEY_FILE = "oscore.json"   # the node's OSCORE key (security.py)
 _MAX_PAYLOAD = 1024
+_LOW = [False]   # the battery is low (config battery.low_v): see low_battery()
+
+
+def low_battery():
+    """True while the battery is below config battery.low_v (until it is 0.1 V above it):
+    reports are spaced battery.interval_factor times wider, and an update waits."""
+    return _LOW[0]
 
 
 class Node:
@@ -72,6 +79,7 @@ class Node:
         if not isinstance(self.rtc, dict):
             self.rtc = {}
         self.rtc["boot"] = self.rtc.get("boot", 0) + 1
+        _LOW[0] = bool(self.rtc.get("low"))   # known before this wake's battery reading
         self.clock = clockmod.Clock(self.board, self.rtc)
         self._save_rtc()
         self.outbox = outboxmod.Outbox(cfg["outbox_size"])
@@ -155,11 +163,37 @@ class Node:
             self._ledger.write("".join(lines))
             self._ledger.flush()
 
-    def health(self):
-        vbat = None
+    def _vbat(self):
         for s, drv in self.sensors:
             if drv.FIELDS[0][0] == "vbat":
-                vbat = drv.value(0)
+                return drv.value(0)
+        return None
+
+    def check_battery(self):
+        """Set low_battery() from the last battery reading, with 0.1 V of hysteresis."""
+        low_v = self.cfg["battery"]["low_v"]
+        v = self._vbat()
+        was = _LOW[0]
+        if not low_v:
+            low = False
+        elif v is None:
+            low = was
+        else:
+            low = v < low_v or (was and v < low_v + 0.1)
+        if low != was:
+            log("battery", v, "V:", "low - reports spaced wider, no update" if low else "ok again")
+            self.rtc["low"] = low
+            self._save_rtc()
+        _LOW[0] = low
+        return low
+
+    def interval_ms(self):
+        """The report interval, stretched while the battery is low."""
+        f = self.cfg["battery"]["interval_factor"] if _LOW[0] else 1
+        return int(self.cfg["report_interval"] * f * 1000)
+
+    def health(self):
+        vbat = self._vbat()
         values = {
             "uptime": (self.clock.uptime_s(), "s"),
             "heap_free": (mem_free(True), "B"),
@@ -176,6 +210,8 @@ class Node:
             v, unit = values.get(key, (None, ""))
             if v is not None:
                 recs.append((flags, run, t, "v", v, "health." + key, unit))
+        if self.cfg["battery"]["low_v"]:
+            recs.append((flags, run, t, "vb", _LOW[0], "health.low_battery", ""))
         return recs
 
     # --- talking to the hub ---
@@ -400,6 +436,7 @@ class Node:
     # --- the loop ---
     async def cycle(self):
         self.cycles += 1
+        self.check_battery()
         if self.cycles % self.cfg["health_every"] == 0 or self.safe:
             self.record(self.health())
         self._save_pulses()
@@ -514,9 +551,9 @@ class Node:
                 self._save_rtc()
                 self._save_pulses()
                 self.outbox.close()
-                rest = int(self.cfg["report_interval"] * 1000) - ticks_diff(ticks_ms(), t0)
+                rest = self.interval_ms() - ticks_diff(ticks_ms(), t0)
                 self.board.deepsleep(max(rest, 1000))
-            wait = int(self.cfg["report_interval"] * 1000) - ticks_diff(ticks_ms(), t0)
+            wait = self.interval_ms() - ticks_diff(ticks_ms(), t0)
             if not ok and wait > 5000:
                 wait = 5000 if self.outbox.depth() else wait
             while wait > 0:

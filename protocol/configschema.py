@@ -256,6 +256,10 @@ COAP = (
     ("ack_random_factor", number, 1.0, 4.0, 1.5),
     ("max_retransmit", integer, 0, 10, 4),
 )
+BATTERY = (
+    ("low_v", number, 0, 10, 0),                 # V of the battery reading (adc kind battery); 0: off
+    ("interval_factor", number, 1, 100, 4),      # report interval multiplier while low
+)
 WIFI = (
     ("ssid", text, 1, 32, None),
     ("password", text, 0, 64, ""),
@@ -275,6 +279,7 @@ KEYS = (
     ("health_every", integer, 1, 1000, 1),       # health readings every N reports
     ("batch_max", integer, 1, 200, 40),          # readings per report
     ("coap", section, COAP, True, None),
+    ("battery", section, BATTERY, True, None),   # low battery: reports spaced wider, no update
     ("ntp", ntp_server, 0, 0, False),            # true on unix: trust the host clock
     ("watchdog_ms", off_or, 5000, 600000, 60000),
     ("ledger", flag, 0, 0, False),               # append every reading to ledger.log (tests)

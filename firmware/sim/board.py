@@ -164,6 +164,10 @@ class Board:
             kind = sensor.get("params", {}).get("kind", "battery")
             if kind == "soil":
                 return sp.SimADC(lambda: w.soil_uv(clock()))
+            vbat = self.sim.get("vbat")   # a fixed battery voltage (tests), else the world's
+            if vbat is not None:
+                div = float(sensor.get("params", {}).get("divider", 2.0))
+                return sp.SimADC(lambda: int(vbat / div * 1e6))
             return sp.SimADC(lambda: w.battery_uv(clock()))
         raise ValueError("no simulated part for driver " + drv)
 

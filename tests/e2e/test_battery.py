@@ -1,8 +1,10 @@
 """A battery node between deep sleeps: what it keeps, what it spares, what it reports."""
 
+import json
 import os
 import sqlite3
 import time
+import urllib.request
 
 import harness
 import pytest
@@ -66,3 +68,34 @@ def test_refresh_at_half_the_lifetime_and_rediscovery_when_the_hub_is_silent(hub
     assert n.status()["discoveries"] == 1
     assert n.run(timeout=60) == EXIT_DEEPSLEEP, n.output()   # this wake looks again
     assert n.status()["discoveries"] == 2, n.output()
+
+
+def _health(hub, node):
+    req = urllib.request.Request("http://127.0.0.1:%d/api/nodes/%s" % (hub.http_port, node),
+                                 headers={"Authorization": "Bearer " + hub.TOKEN})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)["health"]
+
+
+def test_low_battery_spaces_reports_and_raises_the_health_flag(hub, make_node):
+    cfg = _sleeper(hub, "lb1", battery={"low_v": 3.5, "interval_factor": 5})
+    cfg["sensors"].append({"name": "bat", "driver": "adc", "bus": "adc", "pins": {"adc": 35}})
+    cfg["sim"]["vbat"] = 3.3
+    n = make_node("lb1", cfg)
+    assert n.run(timeout=60) == EXIT_DEEPSLEEP, n.output()
+    with open(os.path.join(n.flash, "deepsleep.flag")) as f:
+        slept = int(f.read())
+    assert 4000 < slept <= 5000, slept          # 5 x the 1 s interval
+    assert "battery 3.3 V: low" in n.output()
+    h = harness.wait_for(lambda: "low_battery" in _health(hub, "lb1") and _health(hub, "lb1"), 5)
+    assert h["low_battery"] is True and abs(h["vbat"] - 3.3) < 0.01, h
+    # charged again (above low_v + 0.1 V): the flag falls and the interval is back
+    cfg["sim"]["vbat"] = 3.9
+    with open(os.path.join(n.flash, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    assert n.run(timeout=60) == EXIT_DEEPSLEEP, n.output()
+    with open(os.path.join(n.flash, "deepsleep.flag")) as f:
+        assert int(f.read()) <= 1000
+    h = harness.wait_for(lambda: _health(hub, "lb1").get("low_battery") is False
+                         and _health(hub, "lb1"), 5)
+    assert h["low_battery"] is False, h
