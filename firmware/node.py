@@ -43,7 +43,8 @@ from smartpark.protocol import coap, report
 from smartpark.protocol.errors import DecodeError
 from smartpark.protocol.version import VERSION
 
-FIRMWARE = VERSION
+FIRMWARE = VERSION   # main.py sets the running app slot's version (ota.py)
+BOOT = None          # main.py: the boot pointer (boot.json) the node runs under, None: factory code
 _PULSE_FILE = "pulse.json"
 _KEY_FILE = "oscore.json"   # the node's OSCORE key (security.py)
 _MAX_PAYLOAD = 1024
@@ -109,7 +110,11 @@ class Node:
         self.refused = 0
         self.cfg_wanted = None
         self.cfg_failed = None
-        self.fw_noted = None
+        self.fw_wanted = None
+        self.fw_acked = False   # a trial version's report was acked: ota.step confirms it
+        st = remotecfg.load_json("ota.json", {})
+        self.ota = (st.get("state") or "idle", st.get("result"), st.get("reason"))
+        self.ota_sent = None
         self._alive = ticks_ms()
         self._wdt = None
         self._ledger = open("ledger.log", "a") if cfg.get("ledger") else None
@@ -212,7 +217,33 @@ class Node:
                 recs.append((flags, run, t, "v", v, "health." + key, unit))
         if self.cfg["battery"]["low_v"]:
             recs.append((flags, run, t, "vb", _LOW[0], "health.low_battery", ""))
+        if self.ota != self.ota_sent or self.cycles % (16 * self.cfg["health_every"]) == 0:
+            recs += self._ota_health(flags, run, t)
         return recs
+
+    # --- over-the-air update (ota.py, loaded only while it works) ---
+    def _ota_health(self, flags, run, t):
+        self.ota_sent = o = self.ota
+        recs = [(flags, run, t, "vs", FIRMWARE, "health.fw", ""),
+                (flags, run, t, "vs", o[0], "health.ota_state", "")]
+        if o[1]:
+            recs.append((flags, run, t, "vs", o[1], "health.ota_result", ""))
+            recs.append((flags, run, t, "vs", (o[2] or "")[:80], "health.ota_reason", ""))
+        return recs
+
+    async def update(self):
+        """ota.step: record main.py's fall-back, confirm a trial version once the hub acked a
+        report, or download a wake's share of the version the hub wants. A changed (state,
+        result, reason) is recorded as health readings at once."""
+        import ota
+        try:
+            got = await ota.step(self)
+        finally:
+            unload("ota")
+        if got is not None and got != self.ota:
+            self.ota = got
+            flags, run, t = self.clock.stamp()
+            self.record(self._ota_health(flags, run, t))
 
     # --- talking to the hub ---
     def _restore_hub(self):
@@ -312,10 +343,9 @@ class Node:
         cv = a["config_version"]
         if cv > self.cfg["config_version"] and cv != self.cfg_failed:
             self.cfg_wanted = cv
+        self.fw_acked = True
         fw = a["firmware"]
-        if fw and fw != FIRMWARE and fw != self.fw_noted:
-            self.fw_noted = fw
-            log("hub wants firmware", fw, "- OTA is not part of this build; update with `smartpark flash`")
+        self.fw_wanted = fw if fw and fw != FIRMWARE else None
 
     async def sync_time(self):
         extra = [("health.uptime", "s", "v", self.clock.uptime_s())]
@@ -459,6 +489,9 @@ class Node:
             ok = await self.drain()
             if self.cfg_wanted is not None or (self.safe and self.cycles % 3 == 1):
                 await self.fetch_config()
+            if (self.fw_wanted is not None and not self.safe) or (BOOT is not None and (
+                    BOOT.get("reason") or BOOT.get("trial") and self.fw_acked)):
+                await self.update()
             return ok
         except CoapTimeout as e:
             log("hub silent:", e)

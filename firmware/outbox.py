@@ -4,7 +4,8 @@ Files in the node's flash directory:
 
 - outbox.log: records, each  A5 | len (u16 BE) | payload | CRC-32 (u32 BE over len+payload).
   payload = seq u32 | flags u8 | run u16 | t ms i64 | kind u8 | value | name | unit
-  (value: f64 for "v"/"s", u8 for "vb"; name and unit are u8-length-prefixed).
+  (value: f64 for "v"/"s", u8 for "vb", u8-length-prefixed UTF-8 for "vs", whose unit is
+  empty; name and unit are u8-length-prefixed).
   flags bit 0: t is absolute Unix ms; otherwise t is the node's RTC ms of RTC
   run `run`, resolved once the clock has been synced in that run (clock.py).
 - outbox.head: head seq (oldest live record), dropped count, next seq, CRC-32
@@ -36,7 +37,7 @@ _MAX_REC = const(_HDR + _FIX_LEN + 8 + 2 + 2 * 255 + 4)   # 543
 _WIN = const(1024)                                  # recovery's read window (>= _MAX_REC)
 
 FLAG_ABS = const(1)
-KINDS = ("v", "vb", "s")
+KINDS = ("v", "vb", "s", "vs")
 
 
 def encode_into(buf, pos, seq, flags, run, t, kind, value, nb, ub):
@@ -48,6 +49,12 @@ def encode_into(buf, pos, seq, flags, run, t, kind, value, nb, ub):
     if k == 1:
         buf[i] = 1 if value else 0
         i += 1
+    elif k == 3:   # a text value: at most 255 bytes, in the room of a unit (the record's bound)
+        vb = value.encode()[:255]
+        ub = b""
+        buf[i] = len(vb)
+        buf[i + 1:i + 1 + len(vb)] = vb
+        i += 1 + len(vb)
     else:
         struct.pack_into(">d", buf, i, value)
         i += 8
@@ -121,6 +128,9 @@ def decode(payload, names=None):
     if k == 1:
         value = payload[i] != 0
         i += 1
+    elif k == 3:
+        value = bytes(payload[i + 1:i + 1 + payload[i]]).decode()
+        i += 1 + payload[i]
     else:
         value = struct.unpack_from(">d", payload, i)[0]
         i += 8
@@ -397,6 +407,8 @@ class Outbox:
             nb = self._b(r[5])
             ub = self._b(r[6])
             need = pos + _HDR + _FIX_LEN + 8 + 2 + len(nb) + len(ub) + 4
+            if r[3] == "vs":
+                need += 256   # its text, at most 255 bytes and a length
             if need > len(buf):
                 nbuf = bytearray(max(need, 2 * len(buf)))
                 nbuf[0:pos] = buf[0:pos]

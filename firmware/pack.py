@@ -27,10 +27,11 @@ _BT = const(-3)
 _N = const(0)
 _U = const(1)
 _V = const(2)
+_VS = const(3)
 _VB = const(4)
 _S = const(5)
 _T = const(6)
-_KIND = {"v": _V, "vb": _VB, "s": _S}
+_KIND = {"v": _V, "vb": _VB, "s": _S, "vs": _VS}
 
 CT_SENML_CBOR = const(112)  # RFC 8428 section 12.3
 # a float32 holds k/1024 exactly for k < 2**24: keep a pack's span below that

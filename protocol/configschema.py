@@ -256,6 +256,13 @@ COAP = (
     ("ack_random_factor", number, 1.0, 4.0, 1.5),
     ("max_retransmit", integer, 0, 10, 4),
 )
+OTA = (
+    ("blocks_per_wake", integer, 1, 100000, 64),   # 512-byte blocks fetched per report cycle
+    ("min_battery", number, 0, 100, 3.4),        # V; no download below it (with a battery reading)
+    ("flash_margin", integer, 0, 1 << 48, 65536),   # B kept free beyond the new files
+    ("retries", integer, 0, 100, 3),             # fetches again of a file whose hash is wrong
+    ("trial_boots", integer, 1, 100, 3),         # boots of a new version before its first ack
+)
 BATTERY = (
     ("low_v", number, 0, 10, 0),                 # V of the battery reading (adc kind battery); 0: off
     ("interval_factor", number, 1, 100, 4),      # report interval multiplier while low
@@ -280,6 +287,7 @@ KEYS = (
     ("batch_max", integer, 1, 200, 40),          # readings per report
     ("coap", section, COAP, True, None),
     ("battery", section, BATTERY, True, None),   # low battery: reports spaced wider, no update
+    ("ota", section, OTA, True, None),           # over-the-air updates (firmware/ota.py)
     ("ntp", ntp_server, 0, 0, False),            # true on unix: trust the host clock
     ("watchdog_ms", off_or, 5000, 600000, 60000),
     ("ledger", flag, 0, 0, False),               # append every reading to ledger.log (tests)
