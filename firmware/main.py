@@ -106,9 +106,9 @@ def _env(name):
 
 def _note_crash(e):
     try:
-        with open("crash.log", "a") as f:
-            f.write("%s: %s\n" % (type(e).__name__, e))
-    except OSError:
+        import crashlog  # the last few crashes only, a few hundred bytes (crashlog.py)
+        crashlog.note(e)
+    except Exception:  # noqa: BLE001 - noting a crash must not crash
         pass
 
 
@@ -134,7 +134,8 @@ def main():
                 time.sleep(10)
                 import machine
                 machine.reset()
-            asyncio.run(asyncio.sleep(2))
+            import time
+            time.sleep(2)   # (asyncio.run(asyncio.sleep(2)): MicroPython's sleep() is no coroutine)
 
 
 if __name__ == "__main__":

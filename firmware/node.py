@@ -118,6 +118,12 @@ class Node:
         self._alive = ticks_ms()
         self._wdt = None
         self._ledger = open("ledger.log", "a") if cfg.get("ledger") else None
+        if exists("crash.log"):
+            import crashlog
+            try:
+                crashlog.report(self)   # the newest crash, when it is not the one reported before
+            finally:
+                unload("crashlog")
         self._build_sensors()
 
     # --- configuration ---
@@ -126,8 +132,10 @@ class Node:
         sensors = []
         for i, s in enumerate(self.cfg["sensors"]):
             params = dict(s["params"])
-            if s["driver"] == "pulse" and s["name"] in pulses:
-                params["start"] = pulses[s["name"]]
+            if s["driver"] in ("pulse", "pir"):
+                # kept totals (pir: events not yet reported) plus the edges that woke the
+                # sleeping board (configschema.wake_inputs: one RTC GPIO)
+                params["start"] = pulses.get(s["name"], 0) + self.board.sleep_events(s["driver"], i)
             if s["driver"] == "scd4x" and self.cfg["deep_sleep"] != "off":
                 params.setdefault("single_shot", True)   # a wake-up is shorter than periodic mode's 5 s
             try:
@@ -146,10 +154,17 @@ class Node:
         except OSError:
             pass
 
+    def _wake_pin(self):
+        """(GPIO, level) of the input whose edges wake the sleeping board, or None."""
+        for s, drv in self.sensors:
+            if s["driver"] in ("pulse", "pir") and "in" in s["pins"]:
+                return s["pins"]["in"], 1 if s["driver"] == "pir" else 0
+        return None
+
     def _save_pulses(self):
         totals = {}
         for s, drv in self.sensors:
-            if s["driver"] == "pulse":
+            if s["driver"] in ("pulse", "pir"):
                 totals[s["name"]] = drv.total()
         if totals:
             tmp = _PULSE_FILE + ".tmp"
@@ -168,16 +183,13 @@ class Node:
             self._ledger.write("".join(lines))
             self._ledger.flush()
 
-    def _vbat(self):
+    def check_battery(self):
+        """The last battery reading (V or None); sets low_battery(), with 0.1 V of hysteresis."""
+        v = None
         for s, drv in self.sensors:
             if drv.FIELDS[0][0] == "vbat":
-                return drv.value(0)
-        return None
-
-    def check_battery(self):
-        """Set low_battery() from the last battery reading, with 0.1 V of hysteresis."""
+                v = drv.value(0)
         low_v = self.cfg["battery"]["low_v"]
-        v = self._vbat()
         was = _LOW[0]
         if not low_v:
             low = False
@@ -190,7 +202,7 @@ class Node:
             self.rtc["low"] = low
             self._save_rtc()
         _LOW[0] = low
-        return low
+        return v
 
     def interval_ms(self):
         """The report interval, stretched while the battery is low."""
@@ -198,11 +210,13 @@ class Node:
         return int(self.cfg["report_interval"] * f * 1000)
 
     def health(self):
-        vbat = self._vbat()
+        vbat = self.check_battery()
+        rc = self.board.reset_cause()
+        new_rc = rc != self.rtc.get("rst")   # the reset cause is sent when it changes
         values = {
             "uptime": (self.clock.uptime_s(), "s"),
             "heap_free": (mem_free(True), "B"),
-            "reset": (self.board.reset_cause(), ""),
+            "reset": (rc if new_rc else None, ""),
             "rssi": (self.board.rssi(), "dBm"),
             "vbat": (vbat, "V"),
             "outbox": (self.outbox.depth(), ""),
@@ -217,6 +231,8 @@ class Node:
                 recs.append((flags, run, t, "v", v, "health." + key, unit))
         if self.cfg["battery"]["low_v"]:
             recs.append((flags, run, t, "vb", _LOW[0], "health.low_battery", ""))
+        if new_rc:
+            self.rtc["rst"] = rc
         if self.ota != self.ota_sent or self.cycles % (16 * self.cfg["health_every"]) == 0:
             recs += self._ota_health(flags, run, t)
         return recs
@@ -253,7 +269,7 @@ class Node:
         st = self.rtc.get("rd")
         fresh = True
         if not st and self.cfg["deep_sleep"] != "off":
-            st = rd.saved_state()
+            st = rd.state_file()
             fresh = False
         if not st or self.rtc.get("lost"):
             return
@@ -298,7 +314,7 @@ class Node:
                                              rd.links_for(self.cfg["sensors"]), FIRMWARE,
                                              self.board.rtc_ms, self.hub, st)
             if not fresh:
-                reg.stale()
+                reg._at = None   # another power cycle's RTC time: refresh at once
         sent = reg.count + reg.updates
         try:
             if await reg.ensure():
@@ -313,10 +329,11 @@ class Node:
         """Keep the registration in RTC memory and rd.json when it changed."""
         if sent:
             self.rtc["rdq"] = self.rtc.get("rdq", 0) + sent
-        st = reg.state()
+        st = None if reg.location is None else [reg.hub[0], reg.hub[1], reg.location, reg._at,
+                                                reg.lifetime, reg.key]
         if st != self.rtc.get("rd"):
             self.rtc["rd"] = st
-            rd.save_state(st)
+            rd.state_file(st)
         if sent:
             self._save_rtc()
 
@@ -466,9 +483,10 @@ class Node:
     # --- the loop ---
     async def cycle(self):
         self.cycles += 1
-        self.check_battery()
         if self.cycles % self.cfg["health_every"] == 0 or self.safe:
-            self.record(self.health())
+            self.record(self.health())   # checks the battery too
+        else:
+            self.check_battery()
         self._save_pulses()
         if not self.board.network_up(self.cfg["wifi"]):
             log("network not up")
@@ -569,6 +587,13 @@ class Node:
             asyncio.create_task(self._watchdog(cfg["watchdog_ms"]))
         self.board.network_up(cfg["wifi"])   # start joining; cycle() checks again
         sleeping = cfg["deep_sleep"] == "between_reports"
+        if sleeping and self.board.pin_woke:
+            left = self.rtc.get("due", 0) - self.board.rtc_ms()
+            if 1000 < left < self.interval_ms() + 1000:
+                # woken by a pulse or PIR edge before the report is due: count it, sleep on
+                self._save_pulses()
+                self.outbox.close()
+                self.board.deepsleep(left, self._wake_pin())
         if sleeping:
             await self.sampler.sample_all()
         else:
@@ -581,11 +606,16 @@ class Node:
             ok = await self.cycle()
             self.write_status()
             if self.cfg["deep_sleep"] == "between_reports":
+                for _s, drv in self.sensors:
+                    if hasattr(drv, "sleep"):
+                        drv.sleep()   # a part left awake (a failed reading) sleeps with the node
                 self._save_rtc()
                 self._save_pulses()
                 self.outbox.close()
-                rest = self.interval_ms() - ticks_diff(ticks_ms(), t0)
-                self.board.deepsleep(max(rest, 1000))
+                rest = max(self.interval_ms() - ticks_diff(ticks_ms(), t0), 1000)
+                self.rtc["due"] = self.board.rtc_ms() + rest
+                self._save_rtc()
+                self.board.deepsleep(rest, self._wake_pin())
             wait = self.interval_ms() - ticks_diff(ticks_ms(), t0)
             if not ok and wait > 5000:
                 wait = 5000 if self.outbox.depth() else wait

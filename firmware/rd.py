@@ -11,7 +11,7 @@ The node refreshes with POST <location>?lt=.. when half the lifetime has
 passed, and registers from scratch when the refresh gets 4.04 (the hub forgot
 it) or fails.
 
-A registration outlives the process: `state()` is [host, port, location,
+A registration outlives the process: its state is [host, port, location,
 registered at (RTC ms), lifetime, key] (key: CRC-32 of node, links and
 firmware, so a changed sensor list or firmware registers again). The node
 keeps it in RTC memory (deep sleep, soft resets) and in flash (`rd.json`,
@@ -50,33 +50,30 @@ def remember(host, port):
         pass
 
 
-def saved_state():
-    """The registration state kept in flash (rd.json), or None."""
+def state_file(st=0):
+    """rd.json: state_file() reads the kept registration state (None when none);
+    state_file(st) writes st (temp + rename), state_file(None) removes the file."""
     try:
-        with open(_REG_FILE) as f:
-            st = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return st if isinstance(st, list) and len(st) == 6 else None
-
-
-def save_state(st):
-    """Write rd.json (temp + rename); None removes it."""
-    try:
+        if st == 0:
+            with open(_REG_FILE) as f:
+                st = json.load(f)
+            return st if isinstance(st, list) and len(st) == 6 else None
         if st is None:
             os.remove(_REG_FILE)
-            return
-        with open(_REG_FILE + ".tmp", "w") as f:
-            json.dump(st, f)
-        os.rename(_REG_FILE + ".tmp", _REG_FILE)
-    except OSError:
+        else:
+            with open(_REG_FILE + ".tmp", "w") as f:
+                json.dump(st, f)
+            os.rename(_REG_FILE + ".tmp", _REG_FILE)
+    except (OSError, ValueError):
         pass
+    return None
 
 
 class Registration:
     def __init__(self, client, node, lifetime, links, fw, now_ms, hub=None, state=None):
         """now_ms(): the RTC's ms (keeps counting through deep sleep); hub: (host, port);
-        state: a state() of an earlier run, restored when hub, key and lifetime match."""
+        state: the state of an earlier run (node.py keeps it), restored when hub, key and
+        lifetime match."""
         self.client = client
         self.node = node
         self.lifetime = lifetime
@@ -94,20 +91,11 @@ class Registration:
             self.location = state[2]
             self._at = state[3]
 
-    def state(self):
-        if self.location is None or self.hub is None:
-            return None
-        return [self.hub[0], self.hub[1], self.location, self._at, self.lifetime, self.key]
-
     def due(self):
         if self.location is None or self._at is None:
             return True
         age = self.now_ms() - self._at
         return age < 0 or age > self.lifetime * 500   # negative: RTC of another power cycle
-
-    def stale(self):
-        """Restored from flash: the time base may be another power cycle's; refresh now."""
-        self._at = None
 
     def forget(self):
         self.location = None

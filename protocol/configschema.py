@@ -318,8 +318,38 @@ def _object(d, table, prefix, full):
     return out
 
 
+# ESP32 GPIOs of the RTC domain: the only ones that can wake the chip from deep sleep (ext0/ext1)
+RTC_GPIOS = (0, 2, 4, 12, 13, 14, 15, 25, 26, 27, 32, 33, 34, 35, 36, 37, 38, 39)
+WAKE_DRIVERS = ("pulse", "pir")   # inputs whose edges must be counted while the node sleeps
+
+
+def wake_inputs(out):
+    """Deep sleep keeps pulse and PIR events only through a wake on their pin (ext0: one pin):
+    refuse a pin outside the RTC domain, and a second such input."""
+    if out.get("deep_sleep", "off") == "off":
+        return
+    first = None
+    for i, s in enumerate(out.get("sensors") or ()):
+        if s["driver"] not in WAKE_DRIVERS:
+            continue
+        key = "sensors[%d]" % i
+        pin = s["pins"].get("in")
+        if pin is not None and pin not in RTC_GPIOS:
+            raise ConfigError(key + ".pins.in", "a %s input with deep_sleep must be able to wake the "
+                              "ESP32 to count its events: an RTC GPIO (0, 2, 4, 12-15, 25-27, 32-39), "
+                              "not %d" % (s["driver"], pin))
+        if first is not None:
+            raise ConfigError(key, "only one pulse or pir input can wake the ESP32 from deep sleep "
+                              "(%s is one): its events would be lost while the node sleeps; "
+                              "use deep_sleep \"off\" or one such input" % first)
+        first = s["name"]
+
+
 def validate(raw, partial=False):
     """The config with defaults filled in; `partial`: only the keys present are checked."""
     if not isinstance(raw, dict):
         raise ConfigError("(top)", "config must be a JSON object")
-    return _object(raw, KEYS, "", not partial)
+    out = _object(raw, KEYS, "", not partial)
+    if not partial or ("deep_sleep" in out and "sensors" in out):
+        wake_inputs(out)
+    return out

@@ -23,6 +23,8 @@ class Board:
     def __init__(self, sim=None):
         self._buses = {}
         self._wlan = None
+        self._counted = False
+        self.pin_woke = machine.wake_reason() == machine.EXT0_WAKE   # an edge of the wake input
 
     def now(self):
         return time.time() + _EPOCH_OFFSET
@@ -74,8 +76,25 @@ class Board:
     def watchdog(self, timeout_ms):
         return machine.WDT(timeout=timeout_ms)
 
-    def deepsleep(self, ms):
+    def deepsleep(self, ms, wake=None):
+        """Sleep ms; wake=(GPIO, level): also wake on that RTC GPIO (ext0), to count an edge.
+        A level still held (a closed S0 contact, a PIR's hold time) would wake the chip at
+        once: wait up to 0.5 s for it to pass."""
+        if wake is not None:
+            import esp32
+            pin = machine.Pin(wake[0], machine.Pin.IN)
+            t0 = time.ticks_ms()
+            while pin.value() == wake[1] and time.ticks_diff(time.ticks_ms(), t0) < 500:
+                time.sleep_ms(1)
+            esp32.wake_on_ext0(pin, esp32.WAKEUP_ANY_HIGH if wake[1] else esp32.WAKEUP_ALL_LOW)
         machine.deepsleep(ms)
+
+    def sleep_events(self, driver, place):
+        """1 for the wake input's edge that woke the chip (ext0), once per boot."""
+        if self._counted or not self.pin_woke:
+            return 0
+        self._counted = True
+        return 1
 
     def reset(self):
         machine.reset()

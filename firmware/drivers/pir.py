@@ -15,13 +15,17 @@ class Driver:
 
     def __init__(self, pin, params):
         self._pin = pin
-        self._count = 0
+        self._count = int(params.get("start", 0))   # events not yet reported (kept over deep sleep)
         self._vals = [None, None]  # type: list
         self.status = OK
         pin.irq(self._irq, pin.IRQ_RISING)
 
     def _irq(self, _pin):
         self._count += 1
+
+    def total(self):
+        """Events not yet reported: the node keeps them with the pulse totals over a sleep."""
+        return self._count
 
     def start(self):
         return 0

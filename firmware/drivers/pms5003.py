@@ -6,14 +6,30 @@ data words (data 4..6 are PM1.0 / PM2.5 / PM10 in ug/m3 "under atmospheric
 environment"), and a check code equal to the 16-bit sum of the 30 bytes
 before it. In active mode the part sends a frame every 0.2-2.3 s; measure()
 takes the newest whole, valid frame from what the UART holds.
+
+Sleep and warm-up (datasheet Appendix II, and its note that stable data come
+at least 30 s after the wake-up, because of the fan): the fan and laser wear
+out and draw ~100 mA, so the part sleeps between readings. start() sends the
+wake-up command (42 4D E4 00 01 01 74) when the part sleeps and returns the
+warm-up left plus 2.5 s, the longest gap between two frames: the newest frame
+measure() then takes was sent after the warm-up. measure() refuses to read
+before the warm-up is over (status 3) and, after a reading, sends the sleep
+command (42 4D E4 00 00 01 73). params: "warmup_ms" (default 30000),
+"sleep" (default true; false keeps the fan running, for intervals so short
+that the part would hardly sleep). At boot the part's state is unknown: it is
+woken and given its whole warm-up. In deep-sleep mode each wake-up therefore
+lasts the warm-up (about 33 s with the radio off until the report).
 """
 
-from compat import const
+from compat import const, ticks_diff, ticks_ms
 
 from drivers import E_BUS, E_CRC, E_NOT_READY, OK
 
 _FRAME = const(32)
 _BUF = const(96)
+_GAP_MS = const(2500)    # frames come every 0.2-2.3 s
+_WAKE = b"\x42\x4d\xe4\x00\x01\x01\x74"
+_SLEEP = b"\x42\x4d\xe4\x00\x00\x01\x73"
 
 
 class Driver:
@@ -24,10 +40,24 @@ class Driver:
         self._buf = bytearray(_BUF)
         self._n = 0
         self._vals = [None, None, None]  # type: list
+        self._warm = int(params.get("warmup_ms", 30000))
+        self._sleeps = params.get("sleep", True) is not False
+        self._woke = None    # ticks_ms of the wake-up command; None: asleep
         self.status = OK
 
     def start(self):
-        return 0
+        if self._woke is None:
+            self._uart.write(_WAKE)
+            self._woke = ticks_ms()
+            self._n = 0      # what was buffered before is old
+        left = self._warm - ticks_diff(ticks_ms(), self._woke)
+        return left + _GAP_MS if left > 0 else 0
+
+    def sleep(self):
+        """Send the sleep command (the node also calls it before a deep sleep)."""
+        if self._woke is not None:
+            self._woke = None
+            self._uart.write(_SLEEP)
 
     def _fill(self):
         """Append what the UART holds; keep the newest _BUF bytes."""
@@ -48,6 +78,10 @@ class Driver:
     def measure(self):
         v = self._vals
         v[0] = v[1] = v[2] = None
+        if self._woke is None or ticks_diff(ticks_ms(), self._woke) < self._warm:
+            # the fan has not settled: no reading yet
+            self.status = E_NOT_READY
+            return False
         try:
             self._fill()
         except OSError:
@@ -70,6 +104,8 @@ class Driver:
                     b[0:rest] = b[i + _FRAME:n]
                     self._n = rest
                     self.status = OK
+                    if self._sleeps:
+                        self.sleep()
                     return True
                 bad = True
             i -= 1

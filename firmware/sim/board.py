@@ -56,8 +56,17 @@ class Board:
         self._buses = {}
         self._pins = []    # (SimPin, kind, place) fed by background()
         self._cause = PWRON_RESET
+        self._slept = None     # when a sleep with a wake pin began (sleep_events)
+        self.pin_woke = False  # an edge of the wake input woke the board
         if exists(_SLEEP_FLAG):
             self._cause = DEEPSLEEP_RESET
+            try:
+                with open(_SLEEP_FLAG) as f:
+                    _ms, at, wake = f.read().split()
+                if int(wake):
+                    self._slept = float(at)
+            except (OSError, ValueError):
+                pass
             os.remove(_SLEEP_FLAG)
         elif exists(_RTC_FILE):
             self._cause = HARD_RESET
@@ -89,6 +98,10 @@ class Board:
         return "sim" + os.getcwd().rstrip("/").split("/")[-1][-8:]
 
     def network_up(self, wifi):
+        if self.sim.get("crash_once") and not exists("crashed.sim"):
+            with open("crashed.sim", "w") as f:   # once per flash directory
+                f.write("1")
+            raise RuntimeError("simulated fault")
         return True
 
     def ntp_ms(self, host):
@@ -105,10 +118,27 @@ class Board:
     def watchdog(self, timeout_ms):
         return _SimWDT(timeout_ms)
 
-    def deepsleep(self, ms):
+    def deepsleep(self, ms, wake=None):
+        """Exit 75; the flag holds the sleep's length, its start and whether a pin may wake it."""
         with open(_SLEEP_FLAG, "w") as f:
-            f.write(str(ms))
+            f.write("%d %.3f %d" % (ms, time.time(), 1 if wake else 0))
         sys.exit(EXIT_DEEPSLEEP)
+
+    def sleep_events(self, driver, place):
+        """Edges of the wake input while the board slept: the world's pulses or motion events
+        since the sleep began (an ESP32 wakes on each and counts it, see board/esp32.py)."""
+        if self._slept is None:
+            return 0
+        now = time.time()
+        w = self.world
+        if driver == "pulse":
+            rate = float(self.sim.get("pulse_rate", 0.3))
+            n = w.pulses(now, place, rate) - w.pulses(self._slept, place, rate)
+        else:
+            n = w.motion_events(self._slept, now, place)
+        self._slept = None   # one wake input (configschema.wake_inputs)
+        self.pin_woke = n > 0
+        return n
 
     def reset(self):
         sys.exit(EXIT_DEEPSLEEP)
@@ -143,7 +173,8 @@ class Board:
             i2c.devices[addr] = part
             return i2c
         if drv == "pms5003":
-            return sp.SimUART(lambda: w.pm(clock()), clock=clock)
+            return sp.SimUART(lambda: w.pm(clock()), clock=clock,
+                              warmup_s=float(self.sim.get("pms_warmup_s", 30)))
         if drv == "ds18b20":
             ow = self._buses.get(bus_name)
             if ow is None:
@@ -188,7 +219,7 @@ class Board:
                         pin.fire(w.motion_events(last[0], now, place))
                     last[0] = now
                 else:
-                    total = w.pulses(now, place)
+                    total = w.pulses(now, place, float(self.sim.get("pulse_rate", 0.3)))
                     if last[0] is not None and total > last[0]:
                         pin.fire(1)      # at most one edge per 100 ms (debounce-safe)
                         total = last[0] + 1

@@ -318,27 +318,65 @@ def pms5003_frame(pm_cf1, pm_atm, counts=(0, 0, 0, 0, 0, 0)):
 
 
 class SimUART:
-    """machine.UART look-alike fed by a PMS5003 that sends one frame per second."""
+    """machine.UART look-alike fed by a PMS5003 that sends one frame per second.
 
-    def __init__(self, source=None, clock=None):
+    The part follows the sleep (42 4D E4 00 00 01 73) and wake-up (42 4D E4 00 01
+    01 74) commands: asleep it sends nothing; for `warmup_s` after a wake-up (or
+    the power-on) its fan has not settled and its frames read half the true
+    values, counted in `unsettled`. `sleeps` / `wakes` count the commands.
+    """
+
+    SLEEP = b"\x42\x4d\xe4\x00\x00\x01\x73"
+    WAKE = b"\x42\x4d\xe4\x00\x01\x01\x74"
+
+    def __init__(self, source=None, clock=None, warmup_s=30.0):
         self.source = source
         self.clock = clock
+        self.warmup_s = warmup_s
         self.rx = bytearray()
         self._next = None
+        self.asleep = False
+        self.woke = clock() if clock else None
+        self.sleeps = 0
+        self.wakes = 0
+        self.unsettled = 0
 
     def feed(self, data):
         self.rx += data
+
+    def write(self, data):
+        data = bytes(data)
+        if data == self.SLEEP:
+            self.asleep = True
+            self.sleeps += 1
+        elif data == self.WAKE:
+            if self.asleep or self.woke is None:
+                self.woke = self.clock() if self.clock else None
+            self.asleep = False
+            self.wakes += 1
+            self._next = self.woke      # the first frame comes right after the wake-up
+        return len(data)
 
     def _produce(self):
         if self.source is None or self.clock is None:
             return
         now = self.clock()
+        if self.asleep:
+            return
         if self._next is None:
             self._next = now
+        skip = int(now - self._next) - 2
+        if skip > 0:   # frames a UART FIFO would have overwritten: only the last 3 matter
+            if self.woke is not None:
+                self.unsettled += max(0, min(skip, int(self.woke + self.warmup_s - self._next)))
+            self._next += skip
         n = 0
         while self._next <= now and n < 3:
             pm1, pm25, pm10 = self.source()
             atm = (int(pm1), int(pm25), int(pm10))
+            if self.woke is not None and self._next - self.woke < self.warmup_s:
+                atm = (atm[0] // 2, atm[1] // 2, atm[2] // 2)   # the fan has not settled
+                self.unsettled += 1
             self.rx += pms5003_frame(atm, atm)
             self._next += 1.0
             n += 1

@@ -84,7 +84,7 @@ def test_low_battery_spaces_reports_and_raises_the_health_flag(hub, make_node):
     n = make_node("lb1", cfg)
     assert n.run(timeout=60) == EXIT_DEEPSLEEP, n.output()
     with open(os.path.join(n.flash, "deepsleep.flag")) as f:
-        slept = int(f.read())
+        slept = int(f.read().split()[0])
     assert 4000 < slept <= 5000, slept          # 5 x the 1 s interval
     assert "battery 3.3 V: low" in n.output()
     h = harness.wait_for(lambda: "low_battery" in _health(hub, "lb1") and _health(hub, "lb1"), 5)
@@ -95,7 +95,94 @@ def test_low_battery_spaces_reports_and_raises_the_health_flag(hub, make_node):
         json.dump(cfg, f)
     assert n.run(timeout=60) == EXIT_DEEPSLEEP, n.output()
     with open(os.path.join(n.flash, "deepsleep.flag")) as f:
-        assert int(f.read()) <= 1000
+        assert int(f.read().split()[0]) <= 1000
     h = harness.wait_for(lambda: _health(hub, "lb1").get("low_battery") is False
                          and _health(hub, "lb1"), 5)
     assert h["low_battery"] is False, h
+
+
+
+def _crash_node(hub, make_node, name):
+    cfg = _sleeper(hub, name)
+    cfg["sim"]["crash_once"] = True     # the simulated board raises once, before the first cycle
+    n = make_node(name, cfg)
+    with open(os.path.join(n.flash, "crash.log"), "w") as f:
+        f.write("".join("OSError old.py:%d an old crash\n" % i for i in range(50)))
+    assert n.run(timeout=60) == EXIT_DEEPSLEEP, n.output()   # main.py restarted the node
+    return n
+
+
+def test_crash_log_stays_bounded_and_the_crash_and_reset_cause_reach_the_hub_on_change(hub, make_node):
+    n = _crash_node(hub, make_node, "cr1")
+    with open(os.path.join(n.flash, "crash.log")) as f:
+        text = f.read()
+    log = text.splitlines()
+    assert len(log) == 4 and len(text) <= 400, log
+    assert log[-1].startswith("RuntimeError board.py:") and "simulated fault" in log[-1], log
+    # the restart after the crash: the simulated board keeps rtc.mem, as a hard reset would
+    assert harness.wait_for(lambda: _health(hub, "cr1").get("reset") == 2, 5)
+    for _ in range(2):   # deep sleep: the cause changes once, then stays
+        assert n.run(timeout=60) == EXIT_DEEPSLEEP, n.output()
+    rows = [s for s, _t in hub.readings("cr1")]
+    assert rows.count("health.reset") == 2, rows
+    assert harness.wait_for(lambda: _health(hub, "cr1")["reset"] == 4, 5)
+    # each crash once, as a text reading (type, file and line): the log's newest at the first
+    # boot (old.py), then the simulated fault; none on the later wakes
+    assert rows.count("health.crash") == 2, rows
+    crash = _health(hub, "cr1")["crash"]
+    assert crash.startswith("RuntimeError board.py:") and int(crash.split(":")[1]) > 0, crash
+
+
+def test_pms5003_is_read_after_its_warm_up_and_sleeps_with_the_node(hub, make_node):
+    import sys
+    sys.path.insert(0, harness.FIRMWARE)
+    from sim.world import World
+    cfg = _sleeper(hub, "pm1")
+    cfg["sensors"] = [{"name": "pm", "driver": "pms5003", "bus": "uart2", "pins": {"rx": 16, "tx": 17},
+                       "params": {"warmup_ms": 1500}}]
+    cfg["sim"]["pms_warmup_s"] = 1.5    # the part's frames are off for 1.5 s after a wake-up
+    n = make_node("pm1", cfg)
+    for _ in range(2):
+        t0 = time.time()
+        assert n.run(timeout=60) == EXIT_DEEPSLEEP, n.output()
+        assert time.time() - t0 > 1.5        # the wake-up lasted the warm-up
+    world = World(cfg["sim"]["seed"])
+    db = os.path.join(hub.data, "hub.sqlite3")
+    pm = [(t, v) for _n, s, t, _k, v in harness.stored_readings(db, "pm1") if s == "pm.pm25"]
+    assert len(pm) == 2, pm
+    for t, v in pm:   # a settled frame: the world's value, not the warm-up's half of it
+        assert abs(v - int(world.pm(t)[1])) <= 1, (v, world.pm(t))
+
+
+def test_meter_pulses_while_asleep_are_counted(hub, make_node):
+    import sys
+    sys.path.insert(0, harness.FIRMWARE)
+    from sim.world import World
+    cfg = _sleeper(hub, "pu1", report_interval=4)
+    cfg["sensors"] = [{"name": "meter", "driver": "pulse", "bus": "pin", "pins": {"in": 27},
+                       "params": {"per_pulse": 1, "unit": "count"}}]
+    cfg["sim"].update(seed=7, pulse_rate=5.0)   # 5 pulses a second (the awake pin counts 10)
+    n = make_node("pu1", cfg)
+    world = World(7)
+
+    def total():
+        with open(os.path.join(n.flash, "pulse.json")) as f:
+            return json.load(f)["meter"]
+
+    assert n.run(timeout=60) == EXIT_DEEPSLEEP, n.output()
+    ta, va = time.time(), total()
+    time.sleep(1.5)
+    t0 = time.time()
+    assert n.run(timeout=60) == EXIT_DEEPSLEEP, n.output()   # woken by pulses: counts, sleeps on
+    assert time.time() - t0 < 3 and total() > va
+    with open(os.path.join(n.flash, "deepsleep.flag")) as f:
+        assert int(f.read().split()[0]) < 4000              # the rest of the interval only
+    assert n.status()["cycles"] == 1 and n.status().get("rd_requests") == 1   # no report then
+    time.sleep(2.6)
+    assert n.run(timeout=60) == EXIT_DEEPSLEEP, n.output()   # the report is due: a reading
+    tb, vb = time.time(), total()
+    want = world.pulses(tb, 0, 5.0) - world.pulses(ta, 0, 5.0)
+    assert want > 10 and abs((vb - va) - want) <= 3, (va, vb, want)   # none lost while asleep
+    db = os.path.join(hub.data, "hub.sqlite3")
+    rows = [t for _n, s, t, _k, _v in harness.stored_readings(db, "pu1") if s == "meter.total"]
+    assert len(rows) == 2, rows

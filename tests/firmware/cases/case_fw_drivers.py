@@ -195,8 +195,10 @@ def test_bh1750_datasheet_example():
 
 def test_pms5003_frame_and_checksum():
     u = sp.SimUART()
-    d = load("pms5003")(u, {})
-    assert not d.measure() and d.status == E_NOT_READY
+    d = load("pms5003")(u, {"warmup_ms": 0, "sleep": False})
+    assert not d.measure() and d.status == E_NOT_READY   # not woken yet
+    assert d.start() == 0 and u.wakes == 1
+    assert not d.measure() and d.status == E_NOT_READY   # no frame yet
     good = sp.pms5003_frame((5, 9, 12), (4, 8, 11))
     # frame layout per Appendix I: 0x42 0x4d, length 28, check = sum of first 30 bytes
     assert good[0:4] == b"\x42\x4d\x00\x1c" and len(good) == 32
@@ -293,3 +295,21 @@ def test_adc_battery_and_soil():
     a.raw_uv = 2500000
     s.measure()
     assert s.value(0) == 0.0
+
+
+def test_pms5003_sleeps_between_readings_and_waits_its_warm_up():
+    import time
+    from drivers import wait_ms
+    u = sp.SimUART(lambda: (10, 20, 30), clock=time.time, warmup_s=0.3)
+    u.write(u.SLEEP)                       # as the node left it before a deep sleep
+    d = load("pms5003")(u, {"warmup_ms": 300})
+    wait = d.start()
+    assert u.wakes == 1 and not u.asleep
+    assert 2700 < wait <= 2800, wait      # warm-up + the longest gap between frames
+    assert not d.measure() and d.status == E_NOT_READY   # too early: the fan has not settled
+    wait_ms(wait)
+    assert d.measure(), d.status
+    assert u.unsettled >= 1               # the part did send frames during its warm-up...
+    assert (d.value(0), d.value(1), d.value(2)) == (10, 20, 30)   # ...and none was taken
+    assert u.asleep and u.sleeps == 2     # back to sleep after the reading
+    assert d.start() > 2700               # the next reading waits a whole warm-up again
