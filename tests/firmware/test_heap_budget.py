@@ -32,9 +32,10 @@ pytestmark = pytest.mark.micropython
 
 ESP32 = fwsize.BOARD_CLASSES["esp32"]
 # shares of the plain ESP32's budget: what stays resident (OSCORE's module and security
-# context included) must leave a third of it to the report cycle, the reserve for OTA
-# and the GC's slack
-RESIDENT_SHARE = 0.67
+# context, the registration kept across wakes, the update and battery state included)
+# must leave 32 % of it to the report cycle, the reserve for OTA and the GC's slack; the
+# peak check below is the one that decides whether the board fits
+RESIDENT_SHARE = 0.68
 
 
 @pytest.fixture(scope="module")
