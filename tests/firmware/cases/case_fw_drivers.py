@@ -299,6 +299,7 @@ def test_adc_battery_and_soil():
 
 def test_pms5003_sleeps_between_readings_and_waits_its_warm_up():
     import time
+
     from drivers import wait_ms
     u = sp.SimUART(lambda: (10, 20, 30), clock=time.time, warmup_s=0.3)
     u.write(u.SLEEP)                       # as the node left it before a deep sleep
