@@ -91,6 +91,8 @@ def test_mdns_name_then_remembered_hub(tmp_path, make_node):
         cfg["hub_mdns"] = "nonexistent.invalid"     # the name is gone: memory must do
         with open(os.path.join(n.flash, "config.json"), "w") as f:
             json.dump(cfg, f)
+        # a power cut: RTC memory (which keeps the hub across a reset) is gone, flash is not
+        os.remove(os.path.join(n.flash, "rtc.mem"))
         before = len(hub.readings("m2"))
         assert n.run(timeout=60, SMARTPARK_CYCLES=1) == 0, n.output()
         assert "hub at 127.0.0.1:%d (remembered)" % hub.port in n.output(), n.output()

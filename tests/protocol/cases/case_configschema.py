@@ -194,7 +194,10 @@ def test_defaults_filled_in():
             "report_interval": 30, "wifi": None, "deep_sleep": "off", "outbox_size": 2000,
             "config_version": 0, "lifetime": 3600, "health_every": 1, "batch_max": 40,
             "ntp": False, "watchdog_ms": 60000, "ledger": False, "sim": None, "node": "n1",
-            "coap": {"ack_timeout": 2.0, "ack_random_factor": 1.5, "max_retransmit": 4}}
+            "coap": {"ack_timeout": 2.0, "ack_random_factor": 1.5, "max_retransmit": 4},
+            "battery": {"low_v": 0, "interval_factor": 4},
+            "ota": {"blocks_per_wake": 64, "min_battery": 3.4, "flash_margin": 65536,
+                    "trial_boots": 3, "retries": 3}}
     sensors = c.pop("sensors")
     assert c == want, c
     assert sensors[0] == {"name": "t", "driver": "sht4x", "bus": "i2c0", "pins": {},
