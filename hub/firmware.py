@@ -143,7 +143,8 @@ def parse_manifest(raw):
     return manifest
 
 
-def _sha256(path):
+def sha256_file(path):
+    """The hex SHA-256 of a file, read in 64 KB blocks (also the bundle builder's)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(65536), b""):
@@ -178,7 +179,7 @@ def verify(bundle_dir):
         if size != e["size"]:
             raise FirmwareError("%s has %d bytes, the manifest says %d"
                                 % (e["path"], size, e["size"]))
-        if _sha256(full) != e["sha256"]:
+        if sha256_file(full) != e["sha256"]:
             raise FirmwareError("%s does not match its SHA-256 in the manifest" % e["path"])
     return manifest, raw
 

@@ -42,7 +42,6 @@ Exit codes (scripts can rely on them):
 """
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -50,6 +49,7 @@ import shutil
 import subprocess
 import sys
 
+from smartpark.hub.firmware import sha256_file  # one file hash for builder and store
 from smartpark.protocol.version import VERSION
 from smartpark.tools import fwsize
 from smartpark.tools.progress import Progress, say
@@ -96,14 +96,6 @@ def parse_version(text):
 
 def version_text(v):
     return "%d.%d.%d" % tuple(v[:3])
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(65536), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # -- which files --------------------------------------------------------------

