@@ -251,11 +251,23 @@ class Node:
         """ota.step: record main.py's fall-back, confirm a trial version once the hub acked a
         report, or download a wake's share of the version the hub wants. A changed (state,
         result, reason) is recorded as health readings at once."""
-        import ota
-        try:
-            got = await ota.step(self)
-        finally:
-            unload("ota")
+        left = None
+        while True:
+            import ota
+            try:
+                got = await ota.step(self, left)
+            finally:
+                unload("ota")
+            if not isinstance(got, int):
+                break
+            left = got   # the manifest is whole: its half runs with ota.py out of the heap
+            import otaman
+            try:
+                got = otaman.check(self.cfg["ota"])
+            finally:
+                unload("otaman")
+            if got is not None or left <= 0:
+                break
         if got is not None and got != self.ota:
             self.ota = got
             flags, run, t = self.clock.stamp()

@@ -22,22 +22,26 @@ the version that runs again.
 
 ota.json, the progress (temp + rename after each file and at the end of each
 wake): {"version", "slot", "file" (-1: the manifest), "block", "tries",
-"state", "result", "reason", "failed"}. The block a download resumes at is
+"state", "result", "reason", "failed"}; "file" -1 is the manifest being
+fetched, -2 the manifest whole and not yet read by otaman.py. The block a download resumes at is
 the size of the file on flash / 512, so a power cut between a block's write
 and the progress file loses nothing; a file whose size is not a whole number
 of blocks (a torn write) is fetched again. SHA-256 cannot be resumed in
 MicroPython, so each file is hashed from flash once it is complete.
 
 Heap: one 512-byte block at a time goes straight to flash; the manifest
-too, which is then read back as a stream (scan()), one file entry at a time.
+too, which otaman.py then reads back as a stream, one file entry at a time,
+in a call of its own: node.update() unloads this module before it imports
+otaman, so the two halves never share the heap.
 """
 
 import hashlib
-import json
 import os
 import sys
 
 from compat import exists, log, ticks_ms
+from config import save as _save
+from remotecfg import load_json
 from smartpark.protocol import coap
 
 STATE = "ota.json"
@@ -47,7 +51,6 @@ INDEX = "files.lst"
 MANIFEST = "manifest.json"
 BLOCK = 512
 SZX = 5
-LOADER = ("boot.py", "main.py")   # the loader stays the flashed one
 
 
 def slot_dir(s):
@@ -55,19 +58,8 @@ def slot_dir(s):
 
 
 def load(path):
-    try:
-        with open(path) as f:
-            d = json.load(f)
-        return d if isinstance(d, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def save(path, doc):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
-    os.rename(tmp, path)
+    d = load_json(path, {})
+    return d if isinstance(d, dict) else {}
 
 
 def slot_version(s):
@@ -126,134 +118,6 @@ def sha256_file(p):
     return h.digest()
 
 
-# --- the manifest, streamed ---
-
-def scan(f, entry):  # noqa: C901 - one pass of a small JSON tokenizer over a stream
-    """The manifest's small top-level values ({"firmware_version": ..., "micropython": {...}}),
-    read from stream `f` 256 bytes at a time; each object of its "files" array goes to
-    `entry(dict)` as it is read, so only one file entry is ever in the heap. Top-level values
-    longer than 1 KB (none but "files" in a bundle) are skipped."""
-    top = {}
-    depth = 0
-    instr = esc = False
-    key = None
-    kb = None        # a top-level key being read
-    cur = None       # the raw bytes of the value or file entry being collected
-    big = False
-    while True:
-        chunk = f.read(256)
-        if not chunk:
-            break
-        for c in chunk:
-            if instr:
-                if cur is not None:
-                    cur.append(c)
-                if esc:
-                    esc = False
-                elif c == 92:
-                    esc = True
-                elif c == 34:
-                    instr = False
-                    if kb is not None:
-                        key = bytes(kb).decode()
-                        kb = None
-                elif kb is not None:
-                    kb.append(c)
-                continue
-            if c in (32, 9, 10, 13):
-                continue
-            if depth == 1 and c in (44, 125):    # ',' or '}' ends a top-level value
-                if cur is not None and not big and key is not None and key != "files":
-                    top[key] = json.loads(bytes(cur))
-                cur = None
-                key = None
-                big = False
-                if c == 44:
-                    continue
-            if depth == 1 and key is None and c == 34:   # a top-level key starts
-                kb = bytearray()
-                instr = True
-                continue
-            if depth == 1 and c == 58:   # ':' - the value follows
-                if key != "files":
-                    cur = bytearray()
-                continue
-            if key == "files" and depth == 2 and c == 123:
-                cur = bytearray()
-            if cur is not None:
-                cur.append(c)
-                if len(cur) > 1024:
-                    cur = None
-                    big = True
-            if c == 34:
-                instr = True
-            elif c in (123, 91):
-                depth += 1
-            elif c in (125, 93):
-                depth -= 1
-                if key == "files" and depth == 2 and cur is not None:
-                    entry(json.loads(bytes(cur)))
-                    cur = None
-    return top
-
-
-def _mp_version():
-    v = sys.implementation.version
-    return (v[0], v[1], v[2])
-
-
-def _parse_version(t):
-    try:
-        p = str(t).lstrip("v").split("-")[0].split(".")
-        return (int(p[0]), int(p[1]), int(p[2]) if len(p) > 2 else 0)
-    except (ValueError, IndexError):
-        return None
-
-
-def _check_bundle(top, want):
-    """None, or why the bundle cannot run here (unsupported_bundle)."""
-    if top.get("firmware_version") != want:
-        return "manifest is for %s" % top.get("firmware_version")
-    board = "esp32" if sys.platform == "esp32" else "unix"
-    if top.get("board", board) != board:
-        return "bundle for board %s" % top.get("board")
-    mp = top.get("micropython") or {}
-    here = _mp_version()
-    least = _parse_version(mp.get("min", "0.0"))
-    target = _parse_version(mp.get("target", "0.0"))
-    if least is None or target is None:
-        return "bad MicroPython version in manifest"
-    if here < least:
-        return "needs MicroPython %d.%d.%d" % least
-    if top.get("kind") == "mpy" and target[:2] > here[:2]:
-        return "compiled for MicroPython %d.%d" % target[:2]
-    return None
-
-
-def index(d, want):
-    """Read the slot's manifest.json into files.lst ("path size sha256" per line); None, or
-    why the bundle cannot be installed here."""
-    bad = [""]
-
-    def entry(e):
-        p = e.get("path") if isinstance(e, dict) else None
-        if not isinstance(p, str) or not p or p[0] == "/" or ".." in p or " " in p:
-            bad[0] = "bad file path %r" % (p,)
-            return
-        if p in LOADER:
-            return
-        out.write("%s %d %s\n" % (p, int(e["size"]), e["sha256"]))
-
-    with open(d + "/" + INDEX + ".tmp", "w") as out:
-        with open(d + "/" + MANIFEST, "rb") as f:
-            try:
-                top = scan(f, entry)
-            except (ValueError, KeyError, TypeError) as e:
-                return "manifest unreadable: %r" % e
-    os.rename(d + "/" + INDEX + ".tmp", d + "/" + INDEX)
-    return bad[0] or _check_bundle(top, want)
-
-
 def file_entry(d, i):
     """(path, size, sha256 bytes) of file i of the slot's index, or None past the end."""
     with open(d + "/" + INDEX) as f:
@@ -264,14 +128,6 @@ def file_entry(d, i):
                 return p, int(size), bytes.fromhex(sha)
             n += 1
     return None
-
-
-def free_flash():
-    try:
-        st = os.statvfs(".")
-        return st[0] * st[4], st[0]
-    except (AttributeError, OSError):
-        return None, 4096
 
 
 # --- the update ---
@@ -337,10 +193,12 @@ async def _fetch(node, path, dest, budget):
     return False
 
 
-async def step(node):
+async def step(node, left=None):
     """Records main.py's fall-back (rolled_back), confirms a trial version whose report the hub
-    acked, or fetches one wake's share of node.fw_wanted; the new (state, result, reason), or
-    None. Switches (and resets the board) once the version is complete."""
+    acked, or fetches one wake's share of node.fw_wanted (`left`: blocks of it still to use,
+    when this is the wake's second call); the new (state, result, reason), or None, or, when
+    the manifest is whole and otaman.check() is to read it, the number of blocks left of the
+    wake's share. Switches (and resets the board) once the version is complete."""
     boot = getattr(sys.modules.get("node"), "BOOT", None)
     if boot is not None and boot.get("reason"):
         return rolled_back(boot)
@@ -362,9 +220,11 @@ async def step(node):
     if st.get("version") != want or st.get("slot") != slot or st.get("state") in (None, "idle"):
         _fresh(st, want, slot)
     d = slot_dir(slot)
-    budget = [o["blocks_per_wake"]]
+    budget = [o["blocks_per_wake"] if left is None else left]
     try:
-        got = await _manifest(node, st, d, budget, o) if st["file"] < 0 else None
+        if st["file"] == -2:
+            return budget[0]
+        got = await _manifest(node, st, d, budget) if st["file"] < 0 else None
         if got is None:
             got = await _files(node, st, d, budget, o)
         if got is not None:
@@ -382,21 +242,13 @@ async def step(node):
     return None
 
 
-async def _manifest(node, st, d, budget, o):
-    """The manifest into the slot, read into files.lst and checked; None when done."""
-    want = st["version"]
-    if not await _fetch(node, "/fw/" + want, d + "/" + MANIFEST, budget):
+async def _manifest(node, st, d, budget):
+    """The manifest into the slot; the blocks left once it is whole (file -2: otaman reads it)."""
+    if not await _fetch(node, "/fw/" + st["version"], d + "/" + MANIFEST, budget):
         return _progress(st, _size(d + "/" + MANIFEST) // BLOCK)
-    why = index(d, want)
-    if why:
-        return _finish(st, "idle", "unsupported_bundle", why, want)
-    free, bsize = free_flash()
-    need = _need(d, bsize) + o["flash_margin"]
-    if free is not None and free < need:
-        return _finish(st, "idle", "not_enough_flash", "%d B free, %d B needed" % (free, need), None)
-    st["file"] = 0
-    save(STATE, st)
-    return None
+    st["file"] = -2
+    _save(st, STATE)
+    return budget[0]
 
 
 async def _files(node, st, d, budget, o):
@@ -420,27 +272,18 @@ async def _files(node, st, d, budget, o):
                                st["version"])
             st["result"] = "integrity_failure"
             st["reason"] = "%s: hash or size differs, fetching it again" % p
-            save(STATE, st)
+            _save(st, STATE)
             continue
         st["file"] += 1
         st["block"] = 0
-        save(STATE, st)
-
-
-def _need(d, bsize):
-    need = 0
-    with open(d + "/" + INDEX) as f:
-        for line in f:
-            size = int(line.split()[1])
-            need += (size + bsize - 1) // bsize * bsize
-    return need
+        _save(st, STATE)
 
 
 def _progress(st, block, result=None):
     st["block"] = block
     if result:
         st["result"] = result
-    save(STATE, st)
+    _save(st, STATE)
     return st["state"], st.get("result"), st.get("reason")
 
 
@@ -450,7 +293,7 @@ def _finish(st, state, result, reason, failed):
     st["reason"] = reason
     if failed:
         st["failed"] = failed
-    save(STATE, st)
+    _save(st, STATE)
     log("OTA", st.get("version"), "->", result + ":", reason)
     return state, result, reason
 
@@ -465,9 +308,9 @@ def switch(node, st, boot, slot):
     st["state"] = "updating"
     st["result"] = None
     st["reason"] = None
-    save(STATE, st)
-    save(BOOT, {"slot": slot, "trial": True, "boots": 0, "prev": running_slot(boot),
-                "max": node.cfg["ota"]["trial_boots"]})
+    _save(st, STATE)
+    _save({"slot": slot, "trial": True, "boots": 0, "prev": running_slot(boot),
+           "max": node.cfg["ota"]["trial_boots"]}, BOOT)
     log("OTA: firmware", st["version"], "in slot", slot, "- restarting on trial")
     node._save_rtc()   # what deep sleep saves
     node._save_pulses()
@@ -483,8 +326,8 @@ def confirm(boot):
     st["state"] = "idle"
     st["result"] = "success"
     st["reason"] = None
-    save(STATE, st)
-    save(BOOT, b)
+    _save(st, STATE)
+    _save(b, BOOT)
     boot.update(b)
     log("OTA: firmware", st.get("version"), "confirmed")
     return "idle", "success", None
@@ -500,9 +343,9 @@ def rolled_back(boot):
     st["result"] = "rolled_back"
     st["reason"] = why
     st["failed"] = failed
-    save(STATE, st)
+    _save(st, STATE)
     b = {"slot": boot.get("slot"), "trial": False, "boots": 0, "prev": boot.get("prev")}
-    save(BOOT, b)
+    _save(b, BOOT)
     boot.clear()
     boot.update(b)
     log("OTA:", failed, "rolled back:", why)
