@@ -11,8 +11,9 @@ It is also the loader of the app slots (ota.py): before any firmware module is
 imported, boot() reads the boot pointer boot.json, puts the slot it names
 (app_a or app_b, when the slot holds a whole version) first on sys.path, counts
 a trial version's boots and falls back to the previous slot when they exceed
-its limit or when importing it raises. This file and boot.py are never replaced
-over the air.
+its limit or when importing it raises; a version that hangs is reset by the
+watchdog, and each such boot counts too (the reason then says "hung"). This
+file and boot.py are never replaced over the air.
 """
 
 import sys
@@ -44,6 +45,19 @@ def _fall_back(b, why):
     return b
 
 
+def _watchdog_reset():
+    """The last reset was the watchdog's (the simulated board leaves wdt.flag, sim/board.py)."""
+    if sys.platform == "esp32":
+        import machine
+        return machine.reset_cause() == machine.WDT_RESET
+    import os
+    try:
+        os.stat("wdt.flag")
+        return True
+    except OSError:
+        return False
+
+
 def boot():
     """The boot pointer (dict, or None for the factory code) with "fw", the running version
     (None: the factory code's own)."""
@@ -57,8 +71,13 @@ def boot():
         return None
     if b.get("trial"):
         b["boots"] = b.get("boots", 0) + 1   # a reset, the watchdog's included, is a boot
+        if b["boots"] > 1 and _watchdog_reset():
+            b["hung"] = b.get("hung", 0) + 1
         if b["boots"] > b.get("max", 3):
-            b = _fall_back(b, "%d boots without an acknowledged report" % (b["boots"] - 1))
+            why = "%d boots without an acknowledged report" % (b["boots"] - 1)
+            if b.get("hung"):
+                why = "hung: %d of %s ended by the watchdog" % (b["hung"], why)
+            b = _fall_back(b, why)
         else:
             _save(b)
     s = b.get("slot")

@@ -15,13 +15,20 @@ with files in the flash directory:
 
 Deep sleep is "exit with status 75 (EX_TEMPFAIL) and let the supervisor
 start us again"; the reset cause after that is DEEPSLEEP_RESET.
+
+The watchdog only counts feeds, unless the config's sim section has
+"watchdog": true: then a thread resets the board as the ESP32's WDT does when
+no feed came for the timeout (a hung loop or a blocked interpreter): it
+leaves wdt.flag, for the reset cause WDT_RESET at the next boot, and kills
+the process (SIGKILL, status -9 to the supervisor). Off by default, so a
+node starved of CPU on a loaded test machine is not reset by it.
 """
 
 import os
 import sys
 import time
 
-from board import DEEPSLEEP_RESET, HARD_RESET, PWRON_RESET
+from board import DEEPSLEEP_RESET, HARD_RESET, PWRON_RESET, WDT_RESET
 from compat import exists
 
 from sim import parts as sp
@@ -29,18 +36,33 @@ from sim.world import World
 
 _RTC_FILE = "rtc.mem"
 _SLEEP_FLAG = "deepsleep.flag"
+_WDT_FLAG = "wdt.flag"
 EXIT_DEEPSLEEP = 75
 
 
 class _SimWDT:
-    """Remembers the last feed; the simulated node has no hardware to reset it."""
+    """Counts feeds; with `resets`, a thread resets the board when none came for the timeout
+    (module docstring)."""
 
-    def __init__(self, timeout_ms):
+    def __init__(self, timeout_ms, resets=False):
         self.timeout_ms = timeout_ms
         self.fed = 0
+        self.last = time.ticks_ms()  # type: ignore[attr-defined]
+        if resets:
+            import _thread
+            _thread.start_new_thread(self._watch, ())
 
     def feed(self):
         self.fed += 1
+        self.last = time.ticks_ms()  # type: ignore[attr-defined]
+
+    def _watch(self):
+        while True:
+            time.sleep_ms(self.timeout_ms // 8)  # type: ignore[attr-defined]
+            if time.ticks_diff(time.ticks_ms(), self.last) > self.timeout_ms:  # type: ignore[attr-defined]
+                with open(_WDT_FLAG, "w") as f:
+                    f.write("%d" % self.timeout_ms)
+                os.system("kill -9 $PPID")  # type: ignore[attr-defined]
 
 
 class Board:
@@ -58,7 +80,10 @@ class Board:
         self._cause = PWRON_RESET
         self._slept = None     # when a sleep with a wake pin began (sleep_events)
         self.pin_woke = False  # an edge of the wake input woke the board
-        if exists(_SLEEP_FLAG):
+        if exists(_WDT_FLAG):
+            self._cause = WDT_RESET
+            os.remove(_WDT_FLAG)
+        elif exists(_SLEEP_FLAG):
             self._cause = DEEPSLEEP_RESET
             try:
                 with open(_SLEEP_FLAG) as f:
@@ -116,7 +141,7 @@ class Board:
         return gc.mem_free() if hasattr(gc, "mem_free") else -1
 
     def watchdog(self, timeout_ms):
-        return _SimWDT(timeout_ms)
+        return _SimWDT(timeout_ms, bool(self.sim.get("watchdog")))
 
     def deepsleep(self, ms, wake=None):
         """Exit 75; the flag holds the sleep's length, its start and whether a pin may wake it."""

@@ -29,17 +29,31 @@ harness = T.harness
 pytestmark = pytest.mark.micropython
 
 NEW = "9.9.9-ota"
+NEW2 = "9.9.10-ota"
+KILLS = 50
 
 
-def make_bundle(out, version=NEW, break_node=False):
+# a version whose report cycle blocks the interpreter soon after the watchdog is armed (a driver
+# read that never returns): only the watchdog can end it
+HANG = """
+async def _hang(self):
+    await sleep_ms(100)
+    import time
+    while True:
+        time.sleep(1)
+Node.cycle = _hang
+"""
+
+
+def make_bundle(out, version=NEW, break_node=False, hang=False):
     """A source bundle for the unix port stamped `version`; with break_node, its node.py raises
-    at import."""
+    at import; with hang, its report cycle never returns (HANG)."""
     fw = bundle.FIRMWARE_DIR
-    if break_node:
+    if break_node or hang:
         fw = os.path.join(os.path.dirname(out), "fw-broken")
         shutil.copytree(bundle.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
         with open(os.path.join(fw, "node.py"), "a") as f:
-            f.write("\nraise RuntimeError('broken build')\n")
+            f.write(HANG if hang else "\nraise RuntimeError('broken build')\n")
     m = bundle.build_bundle(out=out, source=True, board="unix", quiet=True, firmware_dir=fw)
     m["firmware_version"] = version
     bundle.write_manifest(out, m)
@@ -53,10 +67,11 @@ class _FwRes(T._Res):
 
 class FwServer(T.OscoreServer):
     """The OSCORE test server whose report ack wants `wanted`, and which serves a bundle
-    directory under /fw/<version> (files by device path; `damage`: path whose bytes differ)."""
+    directory under /fw/<version> (files by device path; `damage`: path whose bytes differ), and
+    the `more` bundle directories beside it."""
 
-    def __init__(self, creds_dir, bundle_dir, wanted=NEW, damage=None):
-        self.bundle_dir = bundle_dir
+    def __init__(self, creds_dir, bundle_dir, wanted=NEW, damage=None, more=()):
+        self.bundle_dirs = [bundle_dir] + list(more)
         self.wanted = wanted
         self.damage = damage
         self.blocks = 0
@@ -71,10 +86,10 @@ class FwServer(T.OscoreServer):
         return aiocoap.Message(code=aiocoap.CHANGED, payload=T.report.encode_ack(
             time.time(), self.cfg_version, self.wanted))
 
-    def _file(self, path):
+    def _file(self, bundle_dir, path):
         def render(request):
             self.blocks += 1
-            with open(os.path.join(self.bundle_dir, path), "rb") as f:
+            with open(os.path.join(bundle_dir, path), "rb") as f:
                 data = f.read()
             if path == self.damage:
                 data = data[:-1] + bytes([data[-1] ^ 1])
@@ -94,18 +109,19 @@ class FwServer(T.OscoreServer):
         site.add_resource(["r"], T._Res(self, self._report))
         site.add_resource(["rd"], T._Res(self, self._rd))
         site.add_resource(["reg", "1"], T._Res(self, self._reg))
-        self._add_fw(site)
+        for d in self.bundle_dirs:
+            self._add_fw(site, d)
         creds = T.CredentialsMap()
         creds.load_from_dict({":node": {"oscore": {"basedir": self.creds_dir}}})
         return T.OscoreSiteWrapper(site, creds)
 
-    def _add_fw(self, site):
-        with open(os.path.join(self.bundle_dir, "manifest.json")) as f:
+    def _add_fw(self, site, d):
+        with open(os.path.join(d, "manifest.json")) as f:
             m = json.load(f)
         v = m["firmware_version"]
-        site.add_resource(["fw", v], _FwRes(self, self._file("manifest.json")))
+        site.add_resource(["fw", v], _FwRes(self, self._file(d, "manifest.json")))
         for e in m["files"]:
-            site.add_resource(["fw", v] + e["path"].split("/"), _FwRes(self, self._file(e["path"])))
+            site.add_resource(["fw", v] + e["path"].split("/"), _FwRes(self, self._file(d, e["path"])))
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +140,12 @@ def start(tmp_path, bundle_dir, key, **kw):
     return FwServer(T.credentials_dir(str(tmp_path / "creds"), key), bundle_dir, **kw)
 
 
-def node_for(tmp_path, mp_bin, mp_path, server, key, **ota):
+def node_for(tmp_path, mp_bin, mp_path, server, key, cfg=None, **ota):
     o = {"blocks_per_wake": 200}
     o.update(ota)
-    n = T.make_node(tmp_path, mp_bin, mp_path, server.port, key, ota=o,
-                    coap={"ack_timeout": 0.5, "max_retransmit": 3}, watchdog_ms=0)
-    return n
+    c = {"coap": {"ack_timeout": 0.5, "max_retransmit": 3}, "watchdog_ms": 0}
+    c.update(cfg or {})
+    return T.make_node(tmp_path, mp_bin, mp_path, server.port, key, ota=o, **c)
 
 
 def boot(node, cycles=1, timeout=60):
@@ -248,6 +264,30 @@ def test_version_without_an_acked_report_is_rolled_back(tmp_path, micropython_bi
         srv.close()
 
 
+def test_version_that_hangs_is_reset_by_the_watchdog_and_rolled_back(tmp_path, micropython_bin,
+                                                                    micropython_path, key):
+    d = str(tmp_path / "hangs")
+    make_bundle(d, hang=True)
+    srv = start(tmp_path, d, key)
+    try:
+        node = node_for(tmp_path, micropython_bin, micropython_path, srv, key,
+                        cfg={"watchdog_ms": 5000, "sim": {"seed": 3, "watchdog": True}},
+                        blocks_per_wake=5000, trial_boots=1)
+        assert boot(node, cycles=2) == 75, node.output()[-3000:]    # downloaded, switched
+        assert boot(node, cycles=2, timeout=30) == -9               # hangs: the watchdog resets it
+        assert os.path.exists(os.path.join(node.flash, "wdt.flag"))
+        assert boot(node, cycles=2) == 0, node.output()[-3000:]    # second boot: back to "a"
+        st = readf(node, "ota.json")
+        assert st["result"] == "rolled_back" and st["failed"] == NEW, st
+        assert st["reason"] == "hung: 1 of 1 boots without an acknowledged report ended by the watchdog"
+        assert health(srv, "ota_reason")[-1] == st["reason"]
+        assert health(srv, "fw")[-1] != NEW
+        resets = [rec.get(2) for p in srv.packs for rec in cbor2.loads(p) if rec.get(0) == "health.reset"]
+        assert resets[-1] == 3, resets   # WDT_RESET (firmware/board/__init__.py)
+    finally:
+        srv.close()
+
+
 def test_not_enough_flash(tmp_path, micropython_bin, micropython_path, good_bundle, key):
     srv = start(tmp_path, good_bundle, key)
     try:
@@ -261,17 +301,21 @@ def test_not_enough_flash(tmp_path, micropython_bin, micropython_path, good_bund
 
 
 def test_sigkill_during_download_and_switch(tmp_path, micropython_bin, micropython_path, good_bundle, key):
-    """~15 SIGKILLs at random moments of the download and the switch: every boot runs a whole
-    version, and every reading the node recorded reaches the server."""
-    srv = start(tmp_path, good_bundle, key)
+    """50 SIGKILLs at random moments of downloads and switches, the hub wanting another version
+    each time the node has confirmed one (NEW in slot b, NEW2 in slot a, ...): every boot runs a
+    whole version, every confirmed version is the one wanted, and every reading the node
+    recorded reaches the server."""
+    second = str(tmp_path / "second")
+    make_bundle(second, version=NEW2)
+    srv = start(tmp_path, good_bundle, key, more=[second])
     rnd = random.Random(7)
     try:
-        node = node_for(tmp_path, micropython_bin, micropython_path, srv, key, blocks_per_wake=40)
-        kills = switched = 0
+        node = node_for(tmp_path, micropython_bin, micropython_path, srv, key, blocks_per_wake=24)
+        kills = switched = updates = 0
         t0 = time.monotonic()
-        while kills < 15 and time.monotonic() - t0 < 30:
+        while kills < KILLS and time.monotonic() - t0 < 120:
             node.start(SMARTPARK_CYCLES=3)
-            time.sleep(rnd.uniform(0.15, 1.0))
+            time.sleep(rnd.uniform(0.05, 0.6))
             if node.proc.poll() is None:
                 node.kill()
                 kills += 1
@@ -281,19 +325,21 @@ def test_sigkill_during_download_and_switch(tmp_path, micropython_bin, micropyth
             if b is not None:   # the pointer names a whole, verified version, always
                 assert os.path.exists(os.path.join(node.flash, "app_" + b["slot"], "version")), b
                 switched += 1
-            if b and b.get("slot") == "b" and not b.get("trial"):
-                break
-        print("%d kills, %d of them after the switch" % (kills, switched))
+                if not b.get("trial") and _slot_version(node, b["slot"]) == srv.wanted:
+                    updates += 1   # confirmed: now the hub wants the other one
+                    srv.wanted = NEW2 if srv.wanted == NEW else NEW
+        print("%d kills, %d boots after a switch, %d updates confirmed" % (kills, switched, updates))
         for _ in range(10):
             b = readf(node, "boot.json")
-            if b and b.get("slot") == "b" and not b.get("trial"):
+            if b and not b.get("trial") and _slot_version(node, b["slot"]) == srv.wanted:
                 break
             boot(node, cycles=2)
         out = node.output()
-        assert kills >= 5, "only %d kills" % kills
+        assert kills >= KILLS, "only %d kills" % kills
+        assert updates >= 1 and switched, "no update confirmed under the kills"
         assert "Traceback" not in out and "crash:" not in out, out[-3000:]
-        assert readf(node, "boot.json") == {"slot": "b", "trial": False, "boots": 0, "prev": "a"}, \
-            out[-3000:]
+        b = readf(node, "boot.json")
+        assert not b["trial"] and _slot_version(node, b["slot"]) == srv.wanted, (b, out[-3000:])
         assert node.run(60, SMARTPARK_DRAIN=1) == 0
         ledger, _unresolved = node.ledger()
         got = set()
@@ -303,3 +349,11 @@ def test_sigkill_during_download_and_switch(tmp_path, micropython_bin, micropyth
         assert not lost, "%d readings lost, e.g. %r" % (len(lost), lost[:3])
     finally:
         srv.close()
+
+
+def _slot_version(node, slot):
+    try:
+        with open(os.path.join(node.flash, "app_" + slot, "version")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
