@@ -1,15 +1,16 @@
 """Composition root: the only place that wires the hub's parts together.
 
 Start order: store (thread) -> live state loaded from it -> rollups replay ->
-OSCORE keys and state -> ingest pipeline -> CoAP site (POST /r, RD, /cfg,
-/latest, /fw) -> HTTP API -> zeroconf -> background tasks (liveness, retention,
-rollup watermark, key directory).
+staged rollouts (their files) -> OSCORE keys and state -> ingest pipeline -> CoAP
+site (POST /r, RD, /cfg, /latest, /fw) -> HTTP API -> zeroconf -> background tasks
+(liveness, retention, rollup watermark, key directory, rollout checks).
 
 Stop order ("stop accepting, flush, close"): new reports get 5.03, reports
 in flight finish (their commits and acks), CoAP and HTTP close, background
 tasks stop, the OSCORE replay windows are saved with their clean-stop marker,
-zeroconf withdraws, the store commits what is queued and closes the database
-(WAL checkpoint). A restart loads everything back.
+the queued rollout files are written, zeroconf withdraws, the store commits what
+is queued and closes the database (WAL checkpoint). A restart loads everything
+back.
 """
 
 import asyncio
@@ -30,6 +31,7 @@ from .events import EventBus
 from .ingest import Pipeline
 from .metrics import Metrics
 from .registry import Registry
+from .rollouts import Rollouts
 from .rollups import RollupFeeder
 from .security import Security
 from .store import SqliteStore
@@ -75,6 +77,8 @@ class Hub:
                                  firmware=c.nodes_firmware)
         self.registry.load(await self.store.load_state())
         await self.store.replay_rollups()
+        # before CoAP serves: the first ack offers the versions the rollouts offered before
+        self.rollouts = Rollouts(c.data_dir, self.registry, self.events).load()
         self.security = Security(c.data_dir, mode=c.security_mode,
                                  window=c.security_replay_window).start()
         for line in self.security.warnings():
@@ -109,7 +113,7 @@ class Hub:
                                      security=self.security).attach(self.coap)
         self.http = HttpApi(self.registry, self.store, self.events, self.metrics,
                             access=Access.from_config(c),
-                            health=self.health, data_dir=c.data_dir)
+                            health=self.health, data_dir=c.data_dir, rollouts=self.rollouts)
         self.runner = web.AppRunner(self.http.app, access_log=None, shutdown_timeout=2.0)
         await self.runner.setup()
         http_site = web.TCPSite(self.runner, c.http_bind, c.http_port,
@@ -130,6 +134,7 @@ class Hub:
         ]
         self._tasks.append(asyncio.create_task(self._rollup_clock(), name="rollups"))
         self._tasks.append(asyncio.create_task(self.security.watch(), name="keys"))
+        self._tasks.append(asyncio.create_task(self._rollout_clock(), name="rollouts"))
         # A report allocates a few short-lived containers; with the default threshold
         # (700) the collector would run every hundred reports or so and take a large share
         # of the event loop under load. Start-up state is long-lived: freeze it so
@@ -185,6 +190,8 @@ class Hub:
                 lambda: self.rollups.written)
         m.gauge("smartpark_rollup_late_total", "Readings too late for their rollup bucket",
                 lambda: self.rollups.late)
+        m.gauge("smartpark_rollouts_active", "Staged rollouts in their canary or rolling phase",
+                lambda: self.rollouts.active())
 
     def health(self):
         return dict({"status": "ok", "version": VERSION,
@@ -223,6 +230,14 @@ class Hub:
                 await self.store.advance_rollups(time.time())
             except Exception:  # noqa: BLE001 - store closing
                 return
+
+    async def _rollout_clock(self):
+        while True:
+            await asyncio.sleep(self.config.rollouts_check_interval)
+            try:
+                await self.rollouts.tick()
+            except Exception:  # noqa: BLE001 - logged; the next check runs anyway
+                log.exception("rollout check failed")
 
     def _save_security(self):
         if getattr(self, "security", None) is None:
@@ -263,6 +278,8 @@ class Hub:
                 await t
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
+        if getattr(self, "rollouts", None) is not None:
+            await asyncio.to_thread(self.rollouts.close)
         if getattr(self, "advertiser", None) is not None:
             await self.advertiser.stop()
         if getattr(self, "store", None) is not None:

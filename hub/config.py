@@ -40,6 +40,8 @@ TOML layout (every key optional):
     name = "smartpark hub"
     [nodes]
     firmware = ""           # firmware version wanted on every node ("" = none)
+    [rollouts]
+    check_interval = 5.0    # s between evaluations of the staged rollouts (hub/rollouts.py)
     [security]
     mode = "oscore"         # "oscore": nodes must use OSCORE; "off": development only
     replay_window = 32      # sequence numbers per node the hub remembers (1..64)
@@ -88,6 +90,7 @@ _SPEC = {
     "discovery.zeroconf": (True, "bool"),
     "discovery.name": ("smartpark hub", "str"),
     "nodes.firmware": ("", "str"),
+    "rollouts.check_interval": (5.0, "posfloat"),
     "security.mode": ("oscore", "str"),
     "security.replay_window": (32, "posint"),
 }

@@ -11,7 +11,7 @@ reads are open (loopback bind or http.open_reads), required otherwise.
 /healthz and /api/openapi.json need none.
 """
 
-from . import rules
+from . import firmware, rollouts, rules
 
 _ERROR = {"type": "object", "required": ["error"],
           "properties": {"error": {"type": "string"}, "parameter": {"type": "string"},
@@ -46,7 +46,8 @@ _UPDATE = {
     "properties": {
         "running": {"type": ["string", "null"], "description": "health.fw"},
         "wanted": {"type": ["string", "null"],
-                   "description": "the node config's firmware, else the hub's nodes.firmware"},
+                   "description": "the node config's firmware, else the version a rollout "
+                                  "offers the node, else the hub's nodes.firmware"},
         "state": {"type": ["string", "null"], "description": "health.ota_state: idle, "
                   "downloading, downloaded or updating"},
         "result": {"type": ["string", "null"], "description": "health.ota_result"},
@@ -67,6 +68,69 @@ _FIRMWARE = {"type": "object",
 
 _PUBLISHED = {"type": "object", "required": ["version", "created"],
               "properties": {"version": {"type": "string"}, "created": {"type": "boolean"}}}
+
+# /api/rollouts (hub/rollouts.py)
+_ROLLOUT_REQUEST = {
+    "type": "object", "required": ["version"], "additionalProperties": False,
+    "properties": {
+        "version": {"type": "string", "pattern": firmware.VERSION_RE.pattern,
+                    "description": "a version in the hub's firmware store"},
+        "nodes": {"type": "string", "maxLength": rollouts.MAX_SELECTOR,
+                  "description": "comma-separated node ids and shell-style globs over the "
+                                 "nodes the hub knows; default: every known node"},
+        "canary": {"type": "number", "minimum": 0, "maximum": 100,
+                   "default": rollouts.DEFAULTS["canary"],
+                   "description": "percent of the nodes updated first"},
+        "soak": {"type": "number", "minimum": 0, "maximum": rollouts.MAX_SOAK,
+                 "default": rollouts.DEFAULTS["soak"],
+                 "description": "seconds the canaries run it before the rest get it"},
+        "max_failures": {"type": "number", "minimum": 0, "maximum": 100,
+                         "default": rollouts.DEFAULTS["max_failures"],
+                         "description": "percent of the assigned nodes that may fail before "
+                                        "the rollout halts by itself"}}}
+
+_ROLLOUT_NODE = {
+    "type": "object", "additionalProperties": False,
+    "required": ["node", "phase", "status", "assigned", "since", "result", "reason", "wanted"],
+    "properties": {
+        "node": {"type": "string"},
+        "phase": {"type": ["string", "null"], "enum": ["canary", "rest", None]},
+        "status": {"type": "string", "enum": list(rollouts.STATUSES)},
+        "assigned": {"type": ["number", "null"],
+                     "description": "when it was first offered the version"},
+        "since": {"type": "number", "description": "when the status took its value"},
+        "result": {"type": ["string", "null"], "description": "health.ota_result behind the "
+                   "status (success, or the failure)"},
+        "reason": {"type": ["string", "null"]},
+        "wanted": {"type": "boolean", "description": "the rollout offers it the version now"}}}
+
+_ROLLOUT_FIELDS = {
+    "id": {"type": "integer"},
+    "version": {"type": "string"},
+    "selector": {"type": "string"},
+    "canary": {"type": "number"},
+    "soak": {"type": "number"},
+    "max_failures": {"type": "number"},
+    "state": {"type": "string", "enum": list(rollouts.STATES)},
+    "created": {"type": "number"},
+    "changed": {"type": "number", "description": "the last state change"},
+    "promoted": {"type": ["number", "null"], "description": "when the rest were assigned"},
+    "reason": {"type": ["string", "null"], "description": "why it halted or was cancelled"},
+    "promote_at": {"type": ["number", "null"],
+                   "description": "canary phase: when the rest will be assigned (every "
+                                  "canary settled and the soak ends), else null"},
+    "counts": {"type": "object", "additionalProperties": False,
+               "required": list(rollouts.STATUSES),
+               "properties": {k: {"type": "integer"} for k in rollouts.STATUSES}},
+}
+
+_ROLLOUT_SUMMARY = {"type": "object", "additionalProperties": False,
+                    "required": list(_ROLLOUT_FIELDS), "properties": _ROLLOUT_FIELDS}
+
+_ROLLOUT = {"type": "object", "additionalProperties": False,
+            "required": list(_ROLLOUT_FIELDS) + ["nodes"],
+            "properties": dict(_ROLLOUT_FIELDS, nodes={
+                "type": "array", "items": {"$ref": "#/components/schemas/RolloutNode"}})}
 
 _LATEST = {"type": "object", "required": ["node", "sensor", "unit", "time", "value"],
            "properties": {"node": {"type": "string"}, "sensor": {"type": "string"},
@@ -128,6 +192,25 @@ def _guarded(paths):
 _NODE_PARAM = {"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}
 _NODE_ID_PARAM = {"name": "node", "in": "path", "required": True,
                   "schema": {"type": "string", "pattern": rules.NODE_ID_PATTERN}}
+
+
+_ROLLOUT_ID = {"name": "id", "in": "path", "required": True,
+               "schema": {"type": "integer", "minimum": 1}}
+_WRITE_401_403 = {"401": _error("missing or wrong token"),
+                  "403": _error("writes disabled (no admin token configured), or the read "
+                                "token sent for a write")}
+
+
+def _rollout_stop(what, operation_id, summary):
+    return {"post": {
+        "summary": summary, "operationId": operation_id, "parameters": [_ROLLOUT_ID],
+        "security": [{"adminToken": []}],
+        "responses": dict({"200": _json({"$ref": "#/components/schemas/Rollout"}, what),
+                           "400": _error("id is not a rollout number"),
+                           "404": _error("unknown rollout"),
+                           "409": _error("the rollout's state does not allow it"),
+                           "503": _error("this hub has no rollouts, or the change could not "
+                                         "be saved")}, **_WRITE_401_403)}}
 
 
 def config_schema():
@@ -202,6 +285,42 @@ def document(version, reads_need_token=False):
                              "413": _error("the archive is too large"),
                              "415": _error("not Content-Type application/x-tar"),
                              "503": _error("this hub has no firmware store")}}},
+            "/api/rollouts": {
+                "get": {"summary": "Staged firmware rollouts (without their node rows)",
+                        "operationId": "listRollouts",
+                        "responses": {"200": _json({
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/RolloutSummary"}})}},
+                "post": {"summary": "Start a staged rollout of a published version (admin "
+                                    "token): canaries first, then the rest after the soak; "
+                                    "halts by itself above max_failures",
+                         "operationId": "startRollout",
+                         "security": [{"adminToken": []}],
+                         "requestBody": {"required": True, "content": {"application/json": {
+                             "schema": {"$ref": "#/components/schemas/RolloutRequest"}}}},
+                         "responses": dict({
+                             "201": _json({"$ref": "#/components/schemas/Rollout"}, "started"),
+                             "400": _error("a bad parameter (named in `parameter`), or a "
+                                           "selector that names no known node"),
+                             "404": _error("the version is not in the hub's firmware store"),
+                             "409": _error("an active rollout already has one of the nodes"),
+                             "503": _error("this hub has no rollouts, or the rollout could "
+                                           "not be saved")}, **_WRITE_401_403)}},
+            "/api/rollouts/{id}": {"get": {
+                "summary": "One rollout with a row per node", "operationId": "getRollout",
+                "parameters": [_ROLLOUT_ID],
+                "responses": {"200": _json({"$ref": "#/components/schemas/Rollout"}),
+                              "400": _error("id is not a rollout number"),
+                              "404": _error("unknown rollout"),
+                              "503": _error("this hub has no rollouts")}}},
+            "/api/rollouts/{id}/halt": _rollout_stop(
+                "halted", "haltRollout",
+                "Halt an active rollout (admin token): nothing more is assigned, and nodes "
+                "that do not run the version yet stop being offered it"),
+            "/api/rollouts/{id}/cancel": _rollout_stop(
+                "cancelled", "cancelRollout",
+                "Cancel a rollout (admin token): as halt, and the nodes that run the version "
+                "are no longer offered it either (they want what they would without it)"),
             "/api/latest": {"get": {
                 "summary": "Latest value of every series", "operationId": "latest",
                 "parameters": [{"name": "node", "in": "query", "required": False,
@@ -233,10 +352,12 @@ def document(version, reads_need_token=False):
                               "404": _error("unknown node or series"),
                               "503": _error("rollups not available in this build")}}},
             "/api/events": {"get": {
-                "summary": "Server-Sent Events: reading, node (online/offline), registration",
+                "summary": "Server-Sent Events: reading, node (online/offline), registration, "
+                           "rollout (state and node status changes)",
                 "operationId": "events",
                 "parameters": [{"name": "types", "in": "query", "required": False,
-                                "description": "comma list of reading, node, registration",
+                                "description": "comma list of reading, node, registration, "
+                                               "rollout",
                                 "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "event stream",
                                       "content": {"text/event-stream": {
@@ -259,6 +380,8 @@ def document(version, reads_need_token=False):
         "components": {
             "schemas": {"Node": _NODE, "Latest": _LATEST, "Series": _SERIES, "Config": _CONFIG,
                         "Update": _UPDATE, "Firmware": _FIRMWARE, "Published": _PUBLISHED,
+                        "RolloutRequest": _ROLLOUT_REQUEST, "Rollout": _ROLLOUT,
+                        "RolloutSummary": _ROLLOUT_SUMMARY, "RolloutNode": _ROLLOUT_NODE,
                         "Error": _ERROR},
             "securitySchemes": {
                 "readToken": {"type": "http", "scheme": "bearer",

@@ -92,6 +92,7 @@ class Registry:
         self.latest = _Latest()  # sid -> (t, kind, val)
         self.configs = {}  # node -> (version, cbor bytes)
         self.node_firmware = {}  # node -> firmware version its config asks for
+        self.rollout_firmware = {}  # node -> version a rollout offers it (hub/rollouts.py)
         self.state_since = {}  # sid of a health.ota_state series -> (value, time it took it)
 
     # ---- loading -------------------------------------------------------------------------
@@ -224,8 +225,11 @@ class Registry:
         return c[0] if c else 0
 
     def wanted_firmware(self, node_id):
-        """The node config's "firmware" when set, else the hub-wide nodes.firmware."""
-        return self.node_firmware.get(node_id) or self.firmware
+        """The node config's "firmware" (a pin) when set, else the version a rollout offers
+        the node (hub/rollouts.py keeps that map), else the hub-wide nodes.firmware. Called
+        for every ack: dict lookups only."""
+        return (self.node_firmware.get(node_id) or self.rollout_firmware.get(node_id)
+                or self.firmware)
 
     def _note_firmware(self, node_id, body):
         try:

@@ -7,7 +7,8 @@ nodes or series 404. The OpenAPI document (hub/openapi.py) describes exactly
 these routes.
 
 Access (`Authorization: Bearer <token>`, compared in constant time):
-* writes (PUT /api/nodes/{node}/config, POST /api/firmware) need `http.admin_token`: none
+* writes (PUT /api/nodes/{node}/config, POST /api/firmware, POST /api/rollouts[/...]) need
+  `http.admin_token`: none
   configured = 403 for every write; missing or wrong = 401; the read token =
   403 (insufficient_scope).
 * reads need `http.read_token` or the admin token when the API is bound to
@@ -25,6 +26,13 @@ application/x-tar, at most firmware.MAX_UPLOAD bytes) and publishes it: 201
 is there already, 400 naming what is wrong with the archive or the bundle,
 409 when the version exists with other content, 413 too large, 415 another
 content type.
+
+Rollouts (hub/rollouts.py): POST /api/rollouts {version, nodes, canary, soak, max_failures}
+starts one (201 with the rollout; 400 naming a bad parameter, 404 for a version the store
+does not hold, 409 when an active rollout already has one of the nodes); GET /api/rollouts
+lists them (without their node rows), GET /api/rollouts/{id} shows one; POST
+/api/rollouts/{id}/halt and /cancel stop one (409 when its state does not allow it). Each
+of them evaluates the rollouts first, so the answer is current.
 """
 
 import asyncio
@@ -42,6 +50,7 @@ from smartpark.protocol.version import VERSION
 
 from .. import firmware, nodesecrets, openapi
 from ..registry import value_out
+from ..rollouts import RolloutError
 from ..rollups import WINDOWS
 from ..rules import config_error, config_normalize, node_id_error
 
@@ -49,7 +58,7 @@ DEFAULT_SPAN = 86400.0
 MAX_LIMIT = 100000
 DEFAULT_LIMIT = 10000
 SSE_HEARTBEAT = 15.0
-EVENT_TYPES = ("reading", "node", "registration")
+EVENT_TYPES = ("reading", "node", "registration", "rollout")
 OPEN_ROUTES = ("/healthz", "/api/openapi.json")  # no token needed, whatever the bind
 REALM = 'Bearer realm="smartpark"'
 
@@ -194,11 +203,13 @@ def _unauthorized(text, token_given):
 
 class HttpApi:
     def __init__(self, registry, store, events, metrics, token="", health=None, access=None,
-                 data_dir=None):
+                 data_dir=None, rollouts=None):
         """`access`: an Access; without it, `token` is the admin token and reads follow
         the loopback default. `data_dir`: the hub's data directory, for the firmware
-        store (without it the list is empty and publishing answers 503)."""
+        store (without it the list is empty and publishing answers 503). `rollouts`:
+        the hub's Rollouts (without it the list is empty and the rest answers 503)."""
         self.data_dir = data_dir
+        self.rollouts = rollouts
         self.registry = registry
         self.store = store
         self.events = events
@@ -223,6 +234,11 @@ class HttpApi:
         r.add_get("/api/events", self.sse)
         r.add_get("/api/firmware", self.firmware_list)
         r.add_post("/api/firmware", self.firmware_publish)
+        r.add_get("/api/rollouts", self.rollout_list)
+        r.add_post("/api/rollouts", self.rollout_start)
+        r.add_get("/api/rollouts/{id}", self.rollout_get)
+        r.add_post("/api/rollouts/{id}/halt", self.rollout_halt)
+        r.add_post("/api/rollouts/{id}/cancel", self.rollout_cancel)
         r.add_get("/metrics", self.metrics_text)
         r.add_get("/healthz", self.healthz)
         r.add_get("/api/openapi.json", self.openapi)
@@ -378,6 +394,55 @@ class HttpApi:
             log.info("firmware %s published over HTTP", version)
         return web.json_response({"version": version, "created": created},
                                  status=201 if created else 200)
+
+    # ---- rollouts -------------------------------------------------------------------------------
+
+    def _rollout_id(self, request):
+        raw = request.match_info["id"]
+        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+            raise BadParam("id", "id must be a rollout number (1, 2, ...)")
+        return int(raw)
+
+    async def _rollout_call(self, fn, *args, status=200):
+        if self.rollouts is None:
+            return _err(503, "this hub has no rollouts")
+        try:
+            view = await fn(*args)
+        except RolloutError as e:
+            extra = {"parameter": e.parameter} if e.parameter else {}
+            return _err(e.status, e.text, **extra)
+        return web.json_response(view, status=status)
+
+    async def rollout_list(self, request):
+        if self.rollouts is None:
+            return web.json_response([])
+        await self.rollouts.tick()
+        return web.json_response(self.rollouts.list_view())
+
+    async def rollout_get(self, request):
+        rid = self._rollout_id(request)
+
+        async def one():
+            await self.rollouts.tick()
+            return self.rollouts.view(self.rollouts.get(rid))
+
+        return await self._rollout_call(one)
+
+    async def rollout_start(self, request):  # the admin token was checked in _refusal
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise BadParam("body", "body must be a JSON object") from None
+        return await self._rollout_call(self.rollouts.start if self.rollouts else None, body,
+                                        status=201)
+
+    async def rollout_halt(self, request):
+        rid = self._rollout_id(request)
+        return await self._rollout_call(self.rollouts.halt if self.rollouts else None, rid)
+
+    async def rollout_cancel(self, request):
+        rid = self._rollout_id(request)
+        return await self._rollout_call(self.rollouts.cancel if self.rollouts else None, rid)
 
     # ---- readings -------------------------------------------------------------------------------
 
