@@ -29,6 +29,10 @@ and the progress file loses nothing; a file whose size is not a whole number
 of blocks (a torn write) is fetched again. SHA-256 cannot be resumed in
 MicroPython, so each file is hashed from flash once it is complete.
 
+A file whose bytes the running version already has (same size and SHA-256,
+found along sys.path) is copied on flash instead of fetched, so a version
+that changes a few files downloads those files and the manifest only.
+
 Heap: one 512-byte block at a time goes straight to flash; the manifest
 too, which otaman.py then reads back as a stream, one file entry at a time,
 in a call of its own: node.update() unloads this module before it imports
@@ -261,7 +265,7 @@ async def _files(node, st, d, budget, o):
         dest = d + "/" + p
         if "/" in p:
             makedirs(dest[:dest.rfind("/")])
-        if _size(dest) != size:
+        if _size(dest) != size and not _copy_running(p, size, sha, dest):
             if not await _fetch(node, "/fw/%s/%s" % (st["version"], p), dest, budget):
                 return _progress(st, _size(dest) // BLOCK)
         if _size(dest) != size or sha256_file(dest) != sha:
@@ -277,6 +281,27 @@ async def _files(node, st, d, budget, o):
         st["file"] += 1
         st["block"] = 0
         _save(st, STATE)
+
+
+def _copy_running(p, size, sha, dest):
+    """Copy file `p` from the running version when it holds the same bytes (size, then
+    SHA-256), found as the import system finds it (sys.path: the running slot, the root, /rom;
+    a bundle's lib/ is on the path too); True when copied. A version that changes a few
+    files costs the radio those files only."""
+    for d in sys.path:
+        if d.startswith("app_") and d[4:5] == dest[4:5]:
+            continue   # the slot being written
+        for q in (p, p[4:] if p[:4] == "lib/" else None):
+            src = (d + "/" + q if d else q) if q else None
+            if src and _size(src) == size and sha256_file(src) == sha:
+                buf = bytearray(BLOCK)
+                with open(src, "rb") as f, open(dest, "wb") as out:
+                    while True:
+                        n = f.readinto(buf)
+                        if not n:
+                            return True
+                        out.write(buf if n == BLOCK else buf[:n])
+    return False
 
 
 def _progress(st, block, result=None):
