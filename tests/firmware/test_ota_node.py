@@ -7,6 +7,7 @@ cycles (status 0), or with 75 when it resets into a new version or back to the o
 tests are its supervisor, as for a deep-sleeping node.
 """
 
+import hashlib
 import json
 import os
 import random
@@ -45,13 +46,20 @@ Node.cycle = _hang
 """
 
 
-def make_bundle(out, version=NEW, break_node=False, hang=False):
-    """A source bundle for the unix port stamped `version`; with break_node, its node.py raises
-    at import; with hang, its report cycle never returns (HANG)."""
-    fw = bundle.FIRMWARE_DIR
+def make_bundle(out, version=NEW, break_node=False, hang=False, changed=None):
+    """A source bundle for the unix port stamped `version`, whose firmware files all differ from
+    the running ones (a comment naming the version; `changed`: only these, by device path), so
+    the node fetches them rather than copying its own (ota._copy_running); with break_node, its
+    node.py raises at import; with hang, its report cycle never returns (HANG)."""
+    fw = os.path.join(os.path.dirname(out), "fw-" + os.path.basename(out))
+    shutil.copytree(bundle.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
+    for root, _dirs, files in os.walk(fw):
+        for name in files:
+            rel = os.path.relpath(os.path.join(root, name), fw)
+            if name.endswith(".py") and (changed is None or rel in changed):
+                with open(os.path.join(root, name), "a") as f:
+                    f.write("\n# firmware %s\n" % version)
     if break_node or hang:
-        fw = os.path.join(os.path.dirname(out), "fw-broken")
-        shutil.copytree(bundle.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
         with open(os.path.join(fw, "node.py"), "a") as f:
             f.write(HANG if hang else "\nraise RuntimeError('broken build')\n")
     m = bundle.build_bundle(out=out, source=True, board="unix", quiet=True, firmware_dir=fw)
@@ -357,3 +365,28 @@ def _slot_version(node, slot):
             return f.read().strip()
     except OSError:
         return None
+
+
+def test_a_version_that_changes_one_file_fetches_that_file_only(tmp_path, micropython_bin,
+                                                                  micropython_path, key):
+    d = str(tmp_path / "one")
+    m = make_bundle(d, changed=["drivers/bh1750.py"])
+    srv = start(tmp_path, d, key)
+    try:
+        node = node_for(tmp_path, micropython_bin, micropython_path, srv, key, blocks_per_wake=5000)
+        assert boot(node, cycles=2) == 75, node.output()[-3000:]    # downloaded, switched
+        size = {e["path"]: e["size"] for e in m["files"]}
+        with open(os.path.join(d, "manifest.json"), "rb") as f:
+            manifest = len(f.read())
+        blocks = -(-manifest // 512) + -(-size["drivers/bh1750.py"] // 512)
+        assert srv.blocks == blocks, (srv.blocks, blocks)
+        assert boot(node, cycles=2) == 0, node.output()[-3000:]    # the new version confirmed
+        assert readf(node, "ota.json")["result"] == "success"
+        slot = os.path.join(node.flash, "app_b")
+        for e in m["files"]:   # every file of the version is in its slot, copied or fetched
+            if e["path"] in ("boot.py", "main.py"):
+                continue   # the loader stays the flashed one
+            with open(os.path.join(slot, e["path"]), "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == e["sha256"], e["path"]
+    finally:
+        srv.close()
