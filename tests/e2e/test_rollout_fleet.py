@@ -1,6 +1,8 @@
-"""A staged rollout to 20 real nodes (the unix-port firmware) through the real hub: a version
-that raises at import reaches the canaries only, they fall back to the version they ran,
-and the hub halts the rollout by itself, so the other nodes never download it.
+"""Staged rollouts to real nodes (the unix-port firmware) through the real hub: a good version
+to two nodes reaches the canary, then, once the canary confirmed it, the other; a version
+that raises at import, rolled out to all 20, reaches the two canaries only, they fall back
+to the version they ran, and the hub halts the rollout by itself, so the other 18 never
+download it.
 
 Each `micropython main.py` run is one boot of SMARTPARK_CYCLES report cycles (exit 0, or 75
 when the node resets into a new version or back to the old one); the test runs every node
@@ -17,26 +19,32 @@ import harness
 import pytest
 from smartpark.hub import firmware
 from smartpark.hub.process import start_hub
+from smartpark.protocol.version import VERSION
 from smartpark.tools import bundle
 from smartpark.tools import cli as smartpark_cli
 
 pytestmark = [pytest.mark.micropython, pytest.mark.slow]
 
+GOOD = "9.0.0-good"
 BAD = "9.0.0-bad"
 NODES = ["fl-%02d" % i for i in range(20)]
 EXIT_RESET = 75
 MAX_ROUNDS = 8
 
 
-def broken_bundle(tmp_path):
-    """A source bundle for the unix port, stamped BAD, whose node.py raises at import."""
-    fw = str(tmp_path / "fw-broken")
+def fleet_bundle(tmp_path, version, broken=False):
+    """A source bundle for the unix port stamped `version` whose node.py differs from the
+    running one (the node fetches that file and copies the rest from its own); `broken`:
+    that node.py raises at import."""
+    fw = str(tmp_path / ("fw-" + version))
     shutil.copytree(bundle.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
     with open(os.path.join(fw, "node.py"), "a") as f:
-        f.write("\nraise RuntimeError('broken build')\n")
-    out = str(tmp_path / "bundle-bad")
+        f.write("\n# firmware %s\n" % version)
+        if broken:
+            f.write("raise RuntimeError('broken build')\n")
+    out = str(tmp_path / ("bundle-" + version))
     m = bundle.build_bundle(out=out, source=True, board="unix", quiet=True, firmware_dir=fw)
-    bundle.write_manifest(out, dict(m, firmware_version=BAD))
+    bundle.write_manifest(out, dict(m, firmware_version=version))
     return out
 
 
@@ -74,8 +82,27 @@ def boot_all(nodes, cycles=2):
     return [n.wait(120) for n in nodes]
 
 
-def test_failing_version_halts_after_the_canaries(fleet_hub, make_node, tmp_path, capsys,
-                                                 monkeypatch):
+def start(hub, capsys, *argv):
+    """`smartpark rollout start ... --json` against the hub; the rollout it prints."""
+    url = "http://127.0.0.1:%d" % hub.http_port
+    assert smartpark_cli.main(["rollout", "start"] + list(argv) + ["--hub", url, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def run_until(hub, rid, fleet, settled):
+    """Boot `fleet` round after round until the rollout's file says `settled(rollout)`;
+    {node: exit codes}."""
+    codes = {n: [] for n in fleet}
+    for _ in range(MAX_ROUNDS):
+        for n, code in zip(fleet, boot_all(list(fleet.values())), strict=True):
+            codes[n].append(code)
+        # the last round's reports are stored; the hub's check (every 0.5 s) follows
+        if harness.wait_for(lambda: settled(rollout_file(hub, rid) or {"state": None}), 1):
+            break
+    return codes
+
+
+def test_staged_rollouts_to_twenty_nodes(fleet_hub, make_node, tmp_path, capsys, monkeypatch):
     hub = fleet_hub
     nodes = {}
     for name in NODES:
@@ -87,24 +114,33 @@ def test_failing_version_halts_after_the_canaries(fleet_hub, make_node, tmp_path
     fleet = [nodes[n] for n in NODES]
     assert boot_all(fleet, cycles=1) == [0] * len(fleet), fleet[0].output()[-2000:]
 
-    firmware.publish(hub.data, broken_bundle(tmp_path))
+    firmware.publish(hub.data, fleet_bundle(tmp_path, GOOD))
+    firmware.publish(hub.data, fleet_bundle(tmp_path, BAD, broken=True))
     monkeypatch.setenv("SMARTPARK_ADMIN_TOKEN", hub.TOKEN)
-    url = "http://127.0.0.1:%d" % hub.http_port
-    assert smartpark_cli.main(["rollout", "start", BAD, "--nodes", "fl-*", "--canary", "10",
-                               "--max-failures", "10", "--soak", "60", "--hub", url,
-                               "--json"]) == 0
-    r = json.loads(capsys.readouterr().out)
+
+    # a good version to two nodes: the canary takes and confirms it, then the other one
+    pair = {n: nodes[n] for n in NODES[:2]}
+    r = start(hub, capsys, GOOD, "--nodes", ",".join(pair), "--canary", "50", "--soak", "0")
+    [first] = [x["node"] for x in r["nodes"] if x["phase"] == "canary"]
+    [second] = [n for n in pair if n != first]
+    codes = run_until(hub, r["id"], pair, lambda x: x["state"] == "done")
+    good = rollout_file(hub, r["id"])
+    assert good["state"] == "done", (good, codes, pair[first].output()[-3000:])
+    a, b = good["nodes"][first], good["nodes"][second]
+    assert a["status"] == b["status"] == "updated" and a["result"] == "success", good
+    assert a["since"] <= good["promoted"] <= b["assigned"]  # canary confirmed, then the other
+    for n in pair:
+        assert EXIT_RESET in codes[n]
+        assert json.loads(urlget(hub, "/api/nodes/" + n))["update"]["running"] == GOOD
+
+    # a version that raises at import, to all 20
+    r = start(hub, capsys, BAD, "--nodes", "fl-*", "--canary", "10", "--max-failures", "10",
+              "--soak", "60")
     canaries = sorted(x["node"] for x in r["nodes"] if x["phase"] == "canary")
     assert r["state"] == "canary" and len(canaries) == 2, r
     rest = [n for n in NODES if n not in canaries]
-
-    codes = {n: [] for n in NODES}
-    for _ in range(MAX_ROUNDS):  # download, switch, the failed import, the old version's report
-        for n, code in zip(NODES, boot_all(fleet), strict=True):
-            codes[n].append(code)
-        if harness.wait_for(lambda: (rollout_file(hub, r["id"]) or {}).get("state") != "canary",
-                            2):
-            break
+    # download, switch, the failed import, the old version's report of it
+    codes = run_until(hub, r["id"], nodes, lambda x: x["state"] != "canary")
     boot_all(fleet)  # one more report each, with the rollout halted
     for n in canaries:
         assert EXIT_RESET in codes[n], (n, codes[n], nodes[n].output()[-3000:])
@@ -124,17 +160,16 @@ def test_failing_version_halts_after_the_canaries(fleet_hub, make_node, tmp_path
     db = os.path.join(hub.data, "hub.sqlite3")
     for name in NODES:
         node = nodes[name]
-        view = json.loads(urlget(hub, "/api/nodes/" + name))
-        assert view["update"]["wanted"] is None, (name, view["update"])  # withdrawn / never
-        states = [v for _n, s, _t, _k, v in harness.stored_readings(db, name)
-                  if s == "health.ota_state"]
-        if name in canaries:
-            assert "downloading" in states or "updating" in states, (name, states)
-            assert view["update"]["running"] != BAD
+        view = json.loads(urlget(hub, "/api/nodes/" + name))["update"]
+        # withdrawn or never offered: what the node would want without the rollout
+        assert view["wanted"] == (GOOD if name in pair else None), (name, view)
+        assert view["running"] == (GOOD if name in pair else VERSION), (name, view)
+        if name in canaries or name in pair:
             continue
         # the rest: never offered it, so never fetched, never switched
-        assert "downloading" not in states and "updating" not in states, (name, states)
+        states = [v for _n, s, _t, _k, v in harness.stored_readings(db, name)
+                  if s == "health.ota_state"]
+        assert states and "downloading" not in states and "updating" not in states, states
         assert not os.path.exists(os.path.join(node.flash, "app_b"))
         assert not os.path.exists(os.path.join(node.flash, "ota.json"))
-        assert view["update"]["running"] not in (None, BAD), view["update"]
 
