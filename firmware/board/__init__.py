@@ -11,6 +11,10 @@ rtc_memory() / rtc_memory_write(b); reset_cause(); unique_id();
 network_up(cfg) -> bool; rssi(); watchdog(ms) -> object with feed();
 deepsleep(ms) (does not return); background() -> coroutines to run
 (simulated sensor activity); heap_free().
+
+`partition()` is the class of the app partitions a full-image update writes
+(otaimage.py): esp32.Partition, or off an ESP32 its simulation
+(sim/partition.py), imported only when it is called.
 """
 
 import sys
@@ -25,3 +29,12 @@ if sys.platform == "esp32":
     from board.esp32 import Board  # noqa: F401
 else:
     from sim.board import Board  # noqa: F401
+
+
+def partition():
+    """esp32.Partition on an ESP32, else sim.partition.Partition (the unix port)."""
+    if sys.platform == "esp32":
+        from esp32 import Partition
+    else:
+        from sim.partition import Partition
+    return Partition
