@@ -58,7 +58,7 @@ class _SimWDT:
 
     def _watch(self):
         while True:
-            time.sleep_ms(self.timeout_ms // 8)  # type: ignore[attr-defined]
+            time.sleep_ms(self.timeout_ms // 8)  # type: ignore[attr-defined]  # blocking-ok: its own thread
             if time.ticks_diff(time.ticks_ms(), self.last) > self.timeout_ms:  # type: ignore[attr-defined]
                 with open(_WDT_FLAG, "w") as f:
                     f.write("%d" % self.timeout_ms)
