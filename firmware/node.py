@@ -114,6 +114,10 @@ class Node:
         self.fw_acked = False   # a trial version's report was acked: ota.step confirms it
         st = remotecfg.load_json("ota.json", {})
         self.ota = (st.get("state") or "idle", st.get("result"), st.get("reason"))
+        global FIRMWARE
+        img = remotecfg.load_json("image.json", {})   # a full image confirmed under this app code
+        if isinstance(img, dict) and img.get("app") == FIRMWARE and img.get("version"):
+            FIRMWARE = img["version"]   # otaimage.py: what the hub wanted runs
         self.ota_sent = None
         self._alive = ticks_ms()
         self._wdt = None
@@ -258,6 +262,7 @@ class Node:
                 got = await ota.step(self, left)
             finally:
                 unload("ota")
+                unload("otaimage")
             if not isinstance(got, int):
                 break
             left = got   # the manifest is whole: its half runs with ota.py out of the heap
@@ -519,8 +524,9 @@ class Node:
             ok = await self.drain()
             if self.cfg_wanted is not None or (self.safe and self.cycles % 3 == 1):
                 await self.fetch_config()
-            if (self.fw_wanted is not None and not self.safe) or (BOOT is not None and (
-                    BOOT.get("reason") or BOOT.get("trial") and self.fw_acked)):
+            if (self.fw_wanted is not None and not self.safe) or self.ota[0] == "updating" or (
+                    BOOT is not None and (BOOT.get("reason") or BOOT.get("trial") and self.fw_acked)) or (
+                    self.fw_acked and self.ota[0] == "downloading"):   # withdrawn by the hub?
                 await self.update()
             return ok
         except CoapTimeout as e:

@@ -197,21 +197,35 @@ async def _fetch(node, path, dest, budget):
     return False
 
 
+def _settle(node, st):
+    """The outcome of the last switch, recorded before anything else: main.py's fall-back,
+    a trial version to confirm, a full image set to boot; False when there is none."""
+    boot = getattr(sys.modules.get("node"), "BOOT", None)
+    if boot is not None and boot.get("reason"):
+        return rolled_back(boot)
+    if boot is not None and boot.get("trial"):
+        return confirm(boot) if node.fw_acked else None
+    if st.get("kind") == "image" and st.get("state") == "updating":
+        import otaimage  # a full image set to boot: confirm it, or report its roll-back
+        return otaimage.booted(node, st)
+    return False
+
+
 async def step(node, left=None):
     """Records main.py's fall-back (rolled_back), confirms a trial version whose report the hub
     acked, or fetches one wake's share of node.fw_wanted (`left`: blocks of it still to use,
     when this is the wake's second call); the new (state, result, reason), or None, or, when
     the manifest is whole and otaman.check() is to read it, the number of blocks left of the
     wake's share. Switches (and resets the board) once the version is complete."""
-    boot = getattr(sys.modules.get("node"), "BOOT", None)
-    if boot is not None and boot.get("reason"):
-        return rolled_back(boot)
-    if boot is not None and boot.get("trial"):
-        return confirm(boot) if node.fw_acked else None
+    st = load(STATE)
+    got = _settle(node, st)
+    if got is not False:
+        return got
     want = node.fw_wanted
     if want is None:
+        if node.fw_acked and st.get("state") == "downloading":
+            return _withdrawn(st)   # the hub no longer wants it: stop, the slot stays staged
         return None
-    st = load(STATE)
     if want == st.get("failed"):
         return None
     o = node.cfg["ota"]
@@ -257,6 +271,9 @@ async def _manifest(node, st, d, budget):
 
 async def _files(node, st, d, budget, o):
     """The files, one after the other, each verified from flash; None when all are."""
+    if st.get("kind") == "image":
+        import otaimage  # MicroPython itself, into the next app partition
+        return await otaimage.step(node, st, d, budget, o)
     while True:
         e = file_entry(d, st["file"])
         if e is None:
@@ -304,6 +321,15 @@ def _copy_running(p, size, sha, dest):
     return False
 
 
+def _withdrawn(st):
+    st["state"] = "idle"
+    st["result"] = None
+    st["reason"] = None
+    _save(st, STATE)
+    log("OTA", st.get("version"), "withdrawn by the hub")
+    return "idle", None, None
+
+
 def _progress(st, block, result=None):
     st["block"] = block
     if result:
@@ -337,6 +363,11 @@ def switch(node, st, boot, slot):
     _save({"slot": slot, "trial": True, "boots": 0, "prev": running_slot(boot),
            "max": node.cfg["ota"]["trial_boots"]}, BOOT)
     log("OTA: firmware", st["version"], "in slot", slot, "- restarting on trial")
+    restart(node)
+
+
+def restart(node):
+    """Save what deep sleep saves, then reset the board (also otaimage.py's, after set_boot)."""
     node._save_rtc()   # what deep sleep saves
     node._save_pulses()
     node.write_status()

@@ -18,7 +18,7 @@ import os
 import sys
 
 import config
-from compat import log
+from compat import log, unload
 from remotecfg import load_json
 
 STATE = "ota.json"
@@ -148,9 +148,9 @@ def index(d, want):
             try:
                 top = scan(f, entry)
             except (ValueError, KeyError, TypeError) as e:
-                return "manifest unreadable: %r" % e
+                return "manifest unreadable: %r" % e, None
     os.rename(d + "/" + INDEX + ".tmp", d + "/" + INDEX)
-    return bad[0] or _check_bundle(top, want)
+    return bad[0] or _check_bundle(top, want), top.get("kind")
 
 
 def _need(d, bsize):
@@ -190,11 +190,22 @@ def check(o):
     d = "app_" + st["slot"]
     want = st["version"]
     try:
-        why = index(d, want)
+        why, kind = index(d, want)
         if why:
             return _end(st, "unsupported_bundle", why, want)
-        free, bsize = free_flash()
-        need = _need(d, bsize) + o["flash_margin"]
+        if kind == "image":   # MicroPython itself, for the next app partition (otaimage.py)
+            import otaimage
+            try:
+                bad = otaimage.fits(d)
+            finally:
+                unload("otaimage")
+            if bad:
+                return _end(st, bad[0], bad[1], want)
+            st["kind"] = "image"
+            free = None
+        else:
+            free, bsize = free_flash()
+            need = _need(d, bsize) + o["flash_margin"]
     except MemoryError:
         return _end(st, "out_of_memory", "reading the manifest")
     except OSError as e:

@@ -390,3 +390,20 @@ def test_a_version_that_changes_one_file_fetches_that_file_only(tmp_path, microp
                 assert hashlib.sha256(f.read()).hexdigest() == e["sha256"], e["path"]
     finally:
         srv.close()
+
+
+def test_a_download_the_hub_withdraws_stops(tmp_path, micropython_bin, micropython_path, good_bundle,
+                                            key):
+    srv = start(tmp_path, good_bundle, key)
+    try:
+        node = node_for(tmp_path, micropython_bin, micropython_path, srv, key, blocks_per_wake=8)
+        assert boot(node, cycles=2) == 0, node.output()[-3000:]
+        assert readf(node, "ota.json")["state"] == "downloading"
+        srv.wanted = None   # a halted rollout, or a config that no longer names the version
+        blocks = srv.blocks
+        assert boot(node, cycles=2) == 0, node.output()[-3000:]
+        assert readf(node, "ota.json")["state"] == "idle"
+        assert health(srv, "ota_state")[-1] == "idle"
+        assert srv.blocks == blocks and readf(node, "boot.json") is None
+    finally:
+        srv.close()
