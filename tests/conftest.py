@@ -3,11 +3,13 @@
 A test that needs an outside program asks for it through `require()` from
 tests/peers.py: skip on a developer machine, fail under CI=true.
 
-`make test` runs the suite twice, the second time with the pure-Python twins
-of fast/ (SMARTPARK_PUREPYTHON=1). Tests in ONCE use none of that code (the
-firmware, the protocol reference, the build and flash tools and the HIL cases
-on the board's REPL, which never start a hub or import smartpark.fast): they
-are marked `once` and run in the first pass only.
+`make test` runs the suite twice, side by side, the second time with the
+pure-Python twins of fast/ (SMARTPARK_PUREPYTHON=1). Tests in ONCE use none of
+that code (the firmware, the protocol reference, the build and flash tools and
+the HIL cases on the board's REPL, which never start a hub or import
+smartpark.fast): they are marked `once` and run in one pass only, the first,
+except those in PURE_PASS (also marked `pure_pass`), which the pure pass runs
+so that the two passes take about as long.
 """
 
 import os
@@ -28,10 +30,16 @@ ONCE = ("tests/protocol/", "tests/firmware/", "tests/tools/test_bundle.py",
         "tests/hil/test_hil.py::test_sensor_self_test_on_board")
 
 
+PURE_PASS = ("tests/protocol/", "tests/firmware/")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.nodeid.replace(os.sep, "/").startswith(ONCE):
+        nodeid = item.nodeid.replace(os.sep, "/")
+        if nodeid.startswith(ONCE):
             item.add_marker(pytest.mark.once)
+            if nodeid.startswith(PURE_PASS):
+                item.add_marker(pytest.mark.pure_pass)
 
 
 @pytest.fixture(scope="session")
