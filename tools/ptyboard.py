@@ -29,7 +29,9 @@ interpreter has a handler (see _deliver). Why each interpreter ended (exit
 code or signal) is noted in the console log, `console()`, never on the port.
 If the program on the board exits (the unix port has no machine.reset();
 firmware calls sys.exit() instead) the board reboots the same way, unless
-`reboot_on_exit=False`.
+`reboot_on_exit=False`: from the REPL the interpreter ends by itself; a
+main.py that exits is ended by the ROM (`micropython -i` would otherwise
+open the REPL after it).
 
 Test hooks (all honest, all visible on the board): `fake_version=(1, 19, 1)`
 makes `sys.implementation.version` report an old MicroPython,
@@ -80,7 +82,13 @@ def _sp_run(name):
     except KeyboardInterrupt:
         print("KeyboardInterrupt in", name)
         return False
-    except SystemExit:
+    except SystemExit as e:
+        # the firmware's reset or deep sleep (sys.exit: the unix port has no machine.reset()).
+        # Under -i a SystemExit of this script would open the REPL, so the ROM ends the
+        # interpreter itself, as the reset does on a board; the board then boots again.
+        print("smartpark pty board: %s exited %r: reset" % (name, e.args))
+        import os
+        os.system("kill -TERM $PPID")
         raise
     except Exception as e:
         sys.print_exception(e)

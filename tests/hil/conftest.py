@@ -12,7 +12,8 @@ same tests run against a MicroPython unix-port REPL on a pseudo-terminal
 
 Fixtures (session-wide; the tests in test_hil.py run in file order):
   hil          the target: port, kind ("pty"/"serial"), reset() = hard reset
-  hil_hub      `smartpark hub` on this host (SQLite in a temp dir)
+  hil_hub      `smartpark hub` on this host (SQLite in a temp dir), with an admin
+               token ("token_file") for the update test's rollout
   hil_bundle   `smartpark firmware build --all-protocol` (the vectors need
                every protocol module on the board), for the board under test:
                --board esp32 for a real board, --board unix for the pty
@@ -30,6 +31,7 @@ Fixtures (session-wide; the tests in test_hil.py run in file order):
 
 import json
 import os
+import secrets
 import sys
 import time
 
@@ -125,10 +127,24 @@ def hil_hub(pytestconfig, tmp_path_factory, hil):
     from smartpark.tools import demo
     data = str(tmp_path_factory.mktemp("hil-hub"))
     bind = "0.0.0.0" if hil.kind == "serial" else "127.0.0.1"
-    proc, coap_port, http_port = demo.start_hub(data, 0, 0, bind=bind)
+    # an admin token, so that the update test rolls out as an operator does (smartpark rollout)
+    token = secrets.token_urlsafe(24)
+    token_file = os.path.join(str(tmp_path_factory.mktemp("hil-admin")), "admin.token")
+    with open(token_file, "w") as f:
+        f.write(token + "\n")
+    was = os.environ.get("SMARTPARK_ADMIN_TOKEN")
+    os.environ["SMARTPARK_ADMIN_TOKEN"] = token
+    try:
+        proc, coap_port, http_port = demo.start_hub(data, 0, 0, bind=bind)
+    finally:
+        if was is None:
+            os.environ.pop("SMARTPARK_ADMIN_TOKEN", None)
+        else:
+            os.environ["SMARTPARK_ADMIN_TOKEN"] = was
     assert proc is not None, open(os.path.join(data, "hub.log")).read()[-2000:]
     host = _opt(pytestconfig, "--hil-hub-host") or "127.0.0.1"
-    yield {"data": data, "host": host, "coap": coap_port, "http": http_port, "proc": proc}
+    yield {"data": data, "host": host, "coap": coap_port, "http": http_port, "proc": proc,
+           "token_file": token_file}
     demo.stop_hub(proc)
 
 

@@ -1,20 +1,23 @@
-"""HIL: flash, protocol vectors and driver self-tests on the board, exactly-once across a reset.
+"""HIL: flash, protocol vectors and driver self-tests on the board, exactly-once across a reset,
+and an over-the-air update.
 
 Runs against a real ESP32 with --hil-port, else against the pty board (see
 conftest.py). The tests run in file order on one board: flash first, then
-code on the board's REPL, then the node running on its own.
+code on the board's REPL, then the node running on its own, then its update.
 """
 
 import hashlib
 import json
 import os
+import shutil
 import time
 
 import pytest
+from conftest import _stop_node
 from ledger import parse_ledger
 from mpharness import check_case, collect_cases, parse_results
 from smartpark.tools import fwsize
-from toolhelp import hub_rows
+from toolhelp import hub_rows, smartpark
 
 NODE = "hil-node"   # the node id tests/hil/conftest.py flashes (hil_flash["node"])
 
@@ -281,3 +284,50 @@ def test_heap_within_the_budget_on_board(hil_flash, hil, hil_hub):
         "the running node holds %d bytes of heap (%s layout; %d on this board of %d); with %d "
         "reserved that is over the budget of %d" % (in_use_32, layout, in_use, total, reserved,
                                                    budget))
+
+
+# ---- 5. an over-the-air update, the operator's way ------------------------------------------
+
+HIL_NEW = "hil-ota-2"
+
+
+def test_update_over_the_air_through_the_hub(hil_flash, hil, hil_hub, hil_timeout, tmp_path):
+    """The next version (a driver fix) reaches the board as an operator ships it: `smartpark
+    firmware build --version`, `firmware publish` into the hub's store, `rollout start`. The
+    node downloads what changed over OSCORE with Block2 (the rest it copies from the code it
+    runs), switches slots, runs the new version on trial and confirms it with its first acked
+    report; the hub shows the update's result."""
+    from smartpark.tools import demo
+    board = "unix" if hil.kind == "pty" else "esp32"
+    fw = str(tmp_path / "fw")
+    shutil.copytree(os.path.join(ROOT, "firmware"), fw, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(os.path.join(fw, "drivers", "bme280.py"), "a") as f:
+        f.write("\n# %s\n" % HIL_NEW)
+    out = str(tmp_path / "bundle")
+    proc = smartpark("firmware", "build", "--all-protocol", "--board", board, "-q", "--no-size",
+                     "--version", HIL_NEW, "--firmware-dir", fw, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    proc = smartpark("firmware", "publish", out, "--data", hil_hub["data"])
+    assert proc.returncode == 0, proc.stderr
+    url = "http://127.0.0.1:%d" % hil_hub["http"]
+    proc = smartpark("rollout", "start", HIL_NEW, "--nodes", NODE, "--canary", "100",
+                     "--soak", "0", "--hub", url, "--token-file", hil_hub["token_file"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    hil.reset()   # the node runs: the next ack wants HIL_NEW
+    deadline = time.monotonic() + 3 * hil_timeout
+    update = {}
+    while time.monotonic() < deadline:
+        update = demo._get_json(url + "/api/nodes/" + NODE).get("update") or {}
+        if update.get("running") == HIL_NEW and update.get("result") == "success":
+            break
+        time.sleep(1)
+    console = hil.ptyboard.console()[-2000:] if hil.ptyboard is not None else b""
+    rollouts = demo._get_json(url + "/api/rollouts")
+    assert update.get("running") == HIL_NEW and update.get("result") == "success", (
+        update, rollouts, console)
+    _stop_node(hil)
+    with hil.session() as b:
+        assert (b.read("app_b/version") or b"").decode().strip() == HIL_NEW
+        boot = json.loads(b.read("boot.json") or b"{}")
+    assert boot.get("slot") == "b" and not boot.get("trial"), boot
