@@ -526,7 +526,7 @@ class Node:
                 await self.fetch_config()
             if (self.fw_wanted is not None and not self.safe) or self.ota[0] == "updating" or (
                     BOOT is not None and (BOOT.get("reason") or BOOT.get("trial") and self.fw_acked)) or (
-                    self.fw_acked and self.ota[0] == "downloading"):   # withdrawn by the hub?
+                    self.fw_acked and self.ota[0] in ("downloading", "downloaded")):   # withdrawn?
                 await self.update()
             return ok
         except CoapTimeout as e:

@@ -216,14 +216,15 @@ async def step(node, left=None):
     acked, or fetches one wake's share of node.fw_wanted (`left`: blocks of it still to use,
     when this is the wake's second call); the new (state, result, reason), or None, or, when
     the manifest is whole and otaman.check() is to read it, the number of blocks left of the
-    wake's share. Switches (and resets the board) once the version is complete."""
+    wake's share. Once every file is verified, the state is "downloaded" for one cycle (the
+    hub hears it), then the next switches (and resets the board)."""
     st = load(STATE)
     got = _settle(node, st)
     if got is not False:
         return got
     want = node.fw_wanted
     if want is None:
-        if node.fw_acked and st.get("state") == "downloading":
+        if node.fw_acked and st.get("state") in ("downloading", "downloaded"):
             return _withdrawn(st)   # the hub no longer wants it: stop, the slot stays staged
         return None
     if want == st.get("failed"):
@@ -256,6 +257,10 @@ async def step(node, left=None):
         if e.args and e.args[0] == 28:
             return _finish(st, "idle", "not_enough_flash", "flash full", None)
         return _finish(st, st["state"], "connection_lost", str(e) or repr(e), None)
+    if st["state"] == "downloading":   # reported first: the switch comes at the next cycle
+        st["state"] = "downloaded"
+        _save(st, STATE)
+        return "downloaded", None, None
     switch(node, st, boot, slot)
     return None
 
