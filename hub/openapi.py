@@ -151,6 +151,10 @@ _SERIES = {"type": "object", "required": ["node", "sensor", "unit", "window", "p
                           "unit": {"type": ["string", "null"]},
                           "window": {"type": "string",
                                      "enum": ["raw", "1m", "15m", "1h", "1d"]},
+                          # with max_points only: the asked limit and range
+                          "max_points": {"type": "integer"}, "from": {"type": "number"},
+                          "to": {"type": ["number", "null"],
+                                 "description": "null: no upper bound was given"},
                           "points": {"type": "array",
                                      "items": {"oneOf": [_RAW_POINT, _BUCKET]}}}}
 
@@ -346,8 +350,26 @@ def document(version, reads_need_token=False):
                     {"name": "limit", "in": "query", "required": False,
                      "schema": {"type": "integer", "minimum": 1, "maximum": 100000,
                                 "default": 10000}},
+                    {"name": "max_points", "in": "query", "required": False,
+                     "description": "at most this many points (and at most `limit`); "
+                                    "without `window` the hub picks it: the raw readings "
+                                    "when [from, to) holds at most that many, else the "
+                                    "smallest of 1m, 15m, 1h, 1d with at most that many "
+                                    "buckets (1d cut there when even that has more); the "
+                                    "answer says which in `window` (docs/dashboard.md)",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 100000}},
+                    {"name": "format", "in": "query", "required": False,
+                     "description": "csv: the same points as text/csv, a header row and a "
+                                    "row per point (time, iso_time, then value or count, "
+                                    "min, max, mean, p50, p95, p99)",
+                     "schema": {"type": "string", "enum": ["json", "csv"],
+                                "default": "json"}},
                 ],
-                "responses": {"200": _json({"$ref": "#/components/schemas/Series"}),
+                "responses": {"200": {
+                    "description": "OK",
+                    "content": {"application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Series"}},
+                                "text/csv": {"schema": {"type": "string"}}}},
                               "400": _error("bad parameter (named in `parameter`)"),
                               "404": _error("unknown node or series"),
                               "503": _error("rollups not available in this build")}}},
@@ -373,6 +395,22 @@ def document(version, reads_need_token=False):
                 "responses": {"200": _json({"type": "object", "required": ["status"],
                                             "properties": {"status": {"type": "string"}}}),
                               "503": _json({"type": "object"}, "unhealthy")}}},
+            "/": {"get": {
+                "summary": "The dashboard (HTML; its data comes from this API with the "
+                           "browser's token)", "operationId": "dashboard", "security": [],
+                "responses": {"200": {"description": "the dashboard's page",
+                                      "content": {"text/html": {
+                                          "schema": {"type": "string"}}}}}}},
+            "/ui/{name}": {"get": {
+                "summary": "The dashboard's scripts and style sheet",
+                "operationId": "dashboardFile", "security": [],
+                "parameters": [{"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the file", "content": {
+                    "text/javascript": {"schema": {"type": "string"}},
+                    "text/css": {"schema": {"type": "string"}},
+                    "image/svg+xml": {"schema": {"type": "string"}}}},
+                              "404": _error("no such file")}}},
             "/api/openapi.json": {"get": {
                 "summary": "This document", "operationId": "openapi", "security": [],
                 "responses": {"200": _json({"type": "object"})}}},

@@ -13,7 +13,8 @@ Access (`Authorization: Bearer <token>`, compared in constant time):
   403 (insufficient_scope).
 * reads need `http.read_token` or the admin token when the API is bound to
   anything but loopback (127.0.0.0/8, ::1, "localhost") and `http.open_reads`
-  is false; else they are open. /healthz and /api/openapi.json are always open.
+  is false; else they are open. /healthz, /api/openapi.json and the dashboard's static
+  files (/ and /ui/{name}, hub/web/: they hold no data) are always open.
   SSE (/api/events) takes the header like every route (no token in the URL).
 * 401 carries `WWW-Authenticate: Bearer realm="smartpark"`.
 Node configs leave with their secrets masked (hub/nodesecrets.py); a "***" in
@@ -49,17 +50,19 @@ from smartpark.protocol import cbor
 from smartpark.protocol.version import VERSION
 
 from .. import firmware, nodesecrets, openapi
+from .. import web as web_ui
 from ..registry import value_out
 from ..rollouts import RolloutError
 from ..rollups import WINDOWS
 from ..rules import config_error, config_normalize, node_id_error
+from ..web import series as chart
 
 DEFAULT_SPAN = 86400.0
 MAX_LIMIT = 100000
 DEFAULT_LIMIT = 10000
 SSE_HEARTBEAT = 15.0
 EVENT_TYPES = ("reading", "node", "registration", "rollout")
-OPEN_ROUTES = ("/healthz", "/api/openapi.json")  # no token needed, whatever the bind
+OPEN_ROUTES = ("/healthz", "/api/openapi.json") + web_ui.OPEN_ROUTES  # no token, any bind
 REALM = 'Bearer realm="smartpark"'
 
 log = logging.getLogger(__name__)
@@ -88,6 +91,19 @@ def _float_param(q, name, default):
         raise BadParam(name, "%s must be a number of epoch seconds" % name) from None
     if not math.isfinite(v):
         raise BadParam(name, "%s must be finite" % name)
+    return v
+
+
+def _int_param(q, name, default, top):
+    raw = q.get(name)
+    if raw is None:
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise BadParam(name, "%s must be an integer" % name) from None
+    if not 1 <= v <= top:
+        raise BadParam(name, "%s must be between 1 and %d" % (name, top))
     return v
 
 
@@ -242,6 +258,7 @@ class HttpApi:
         r.add_get("/metrics", self.metrics_text)
         r.add_get("/healthz", self.healthz)
         r.add_get("/api/openapi.json", self.openapi)
+        web_ui.add_routes(app)  # the dashboard at / (hub/web/)
         return app
 
     def _refusal(self, request):
@@ -461,26 +478,25 @@ class HttpApi:
                         "value": _json_value(value_out(cur[1], cur[2]))})
         return web.json_response(out)
 
-    async def series(self, request):
+    async def series(self, request):  # noqa: C901  (parameters, then one read)
         node = request.match_info["node"]
         sensor = request.match_info["sensor"]
         q = request.query
         window = q.get("window", "raw")
         if window != "raw" and window not in WINDOWS:
             raise BadParam("window", "window must be one of raw, 1m, 15m, 1h, 1d")
+        fmt = q.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise BadParam("format", "format must be json or csv")
         now = time.time()
         t1 = _float_param(q, "to", math.inf)
         t0 = _float_param(q, "from", (now if t1 == math.inf else t1) - DEFAULT_SPAN)
         # from > to is an empty range: 200 with no points (not an error)
-        limit_raw = q.get("limit")
-        limit = DEFAULT_LIMIT
-        if limit_raw is not None:
-            try:
-                limit = int(limit_raw)
-            except ValueError:
-                raise BadParam("limit", "limit must be an integer") from None
-            if not 1 <= limit <= MAX_LIMIT:
-                raise BadParam("limit", "limit must be between 1 and %d" % MAX_LIMIT)
+        limit = _int_param(q, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+        max_points = _int_param(q, "max_points", None, MAX_LIMIT)
+        auto = max_points is not None and "window" not in q  # the hub picks the window
+        if max_points is not None:
+            max_points = limit = min(max_points, limit)
         if node not in self.registry.nodes:
             return _err(404, "unknown node", node=node)
         sid = self.registry.series_by_name.get((node, sensor))
@@ -488,8 +504,16 @@ class HttpApi:
             return _err(404, "unknown series", node=node, sensor=sensor)
         unit = self.registry.series[sid][2]
         hi = t1 if t1 != math.inf else 1e300
+        rows = None
+        if auto:  # hub/web/series.py: raw when few enough, else the smallest rollup window
+            rows = await self.store.raw(sid, t0, hi, max_points + 1)
+            if len(rows) <= max_points:
+                window = "raw"
+            else:
+                rows, window = None, chart.rollup_window(t0, t1, max_points)
         if window == "raw":
-            rows = await self.store.raw(sid, t0, hi, limit)
+            if rows is None:
+                rows = await self.store.raw(sid, t0, hi, limit)
             points = [{"time": t, "value": _json_value(value_out(kind, val))}
                       for t, kind, val in rows]
         else:
@@ -497,8 +521,17 @@ class HttpApi:
             points = [{"time": t, "count": c, "min": mn, "max": mx, "mean": me, "p50": p50,
                        "p95": p95, "p99": p99}
                       for t, c, mn, mx, me, p50, p95, p99 in rows]
-        return web.json_response({"node": node, "sensor": sensor, "unit": unit,
-                                  "window": window, "points": points})
+        if fmt == "csv":
+            name = "%s_%s_%s.csv" % (node, sensor, window)
+            return web.Response(text=chart.to_csv(window, points), content_type="text/csv",
+                                charset="utf-8", headers={
+                                    "Content-Disposition": 'attachment; filename="%s"' % name})
+        body = {"node": node, "sensor": sensor, "unit": unit, "window": window,
+                "points": points}
+        if max_points is not None:
+            body.update({"max_points": max_points, "from": t0,
+                         "to": t1 if t1 != math.inf else None})
+        return web.json_response(body)
 
     # ---- events ---------------------------------------------------------------------------------
 

@@ -1,0 +1,69 @@
+"""The dashboard: static HTML, CSS and JavaScript the hub serves at `/` (hub/web/static/).
+
+No build step and nothing fetched from elsewhere: plain ES modules read the HTTP API
+with the token the login page keeps for the browser session (sessionStorage), sent as
+`Authorization: Bearer`; the event stream is read with fetch() for the same header.
+The files themselves hold no data, so they are served without a token
+(OPEN_ROUTES), with a Content-Security-Policy that lets them load only from the hub.
+What the pages show: docs/dashboard.md.
+"""
+
+import hashlib
+import os
+
+from aiohttp import web
+
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+OPEN_ROUTES = ("/", "/ui/{name}")
+TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript",
+         ".svg": "image/svg+xml", ".ico": "image/x-icon"}
+CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+       "form-action 'self'")
+
+
+def _load():
+    """{name: (bytes, content type, etag)} of every file in static/, read once."""
+    files = {}
+    for name in sorted(os.listdir(STATIC)):
+        ext = os.path.splitext(name)[1]
+        if ext not in TYPES:
+            continue
+        with open(os.path.join(STATIC, name), "rb") as f:
+            body = f.read()
+        files[name] = (body, TYPES[ext], '"%s"' % hashlib.sha256(body).hexdigest()[:16])
+    return files
+
+
+class Dashboard:
+    def __init__(self):
+        self.files = _load()
+
+    def _send(self, request, name):
+        got = self.files.get(name)
+        if got is None:
+            return web.json_response({"error": "no such file", "parameter": "name"},
+                                     status=404)
+        body, ctype, etag = got
+        headers = {"ETag": etag, "Cache-Control": "no-cache",
+                   "X-Content-Type-Options": "nosniff", "Content-Security-Policy": CSP,
+                   "Referrer-Policy": "no-referrer"}
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=body, content_type=ctype,
+                            charset="utf-8" if ctype.startswith("text/") else None,
+                            headers=headers)
+
+    async def index(self, request):
+        return self._send(request, "index.html")
+
+    async def file(self, request):
+        return self._send(request, request.match_info["name"])
+
+
+def add_routes(app):
+    """The dashboard's routes on the HTTP API's aiohttp application."""
+    d = Dashboard()
+    app.router.add_get("/", d.index)
+    app.router.add_get("/ui/{name}", d.file)
+    return d
