@@ -23,13 +23,16 @@ import time
 from aiohttp import web
 from smartpark.protocol.version import VERSION
 
+from . import alarms as alarms_mod
 from .api.http import Access, HttpApi, tls_context
+from .coap.alarms import AlarmsResource
 from .coap.server import CoapServer, build_site
 from .codec import Decoder
 from .discovery import Advertiser
 from .events import EventBus
 from .ingest import Pipeline
 from .metrics import Metrics
+from .park import Park
 from .registry import Registry
 from .rollouts import Rollouts
 from .rollups import RollupFeeder
@@ -79,6 +82,8 @@ class Hub:
         await self.store.replay_rollups()
         # before CoAP serves: the first ack offers the versions the rollouts offered before
         self.rollouts = Rollouts(c.data_dir, self.registry, self.events).load()
+        self.park = Park(c.data_dir, self.registry, c.park_file).load()
+        self.alarms = alarms_mod.from_config(c, self.registry, self.events, self.park)
         self.security = Security(c.data_dir, mode=c.security_mode,
                                  window=c.security_replay_window).start()
         for line in self.security.warnings():
@@ -99,6 +104,7 @@ class Hub:
         site, self.latest_site, self.rd = build_site(self.pipeline, self.registry, self.events,
                                                      default_config, self.security,
                                                      self.metrics, data_dir=c.data_dir)
+        site.inner.add_resource(("alarms",), AlarmsResource(self.alarms))  # observable
         self.metrics.events.source = self.events.counts
         self.rd.restore()
         self.coap = CoapServer(site, c.coap_bind, c.coap_port, c.coap_multicast,
@@ -114,6 +120,8 @@ class Hub:
         self.http = HttpApi(self.registry, self.store, self.events, self.metrics,
                             access=Access.from_config(c),
                             health=self.health, data_dir=c.data_dir, rollouts=self.rollouts)
+        self.http.park, self.http.alarms = self.park, self.alarms  # hub/api/park.py
+        self.alarms.gauges(self.metrics)
         self.runner = web.AppRunner(self.http.app, access_log=None, shutdown_timeout=2.0)
         await self.runner.setup()
         http_site = web.TCPSite(self.runner, c.http_bind, c.http_port,
@@ -135,6 +143,8 @@ class Hub:
         self._tasks.append(asyncio.create_task(self._rollup_clock(), name="rollups"))
         self._tasks.append(asyncio.create_task(self.security.watch(), name="keys"))
         self._tasks.append(asyncio.create_task(self._rollout_clock(), name="rollouts"))
+        self._tasks.append(asyncio.create_task(self.alarms.run(c.alarms_check_interval),
+                                               name="alarms"))
         # A report allocates a few short-lived containers; with the default threshold
         # (700) the collector would run every hundred reports or so and take a large share
         # of the event loop under load. Start-up state is long-lived: freeze it so
@@ -248,6 +258,12 @@ class Hub:
             log.exception("could not save the OSCORE replay windows; nodes will need the "
                           "Echo exchange after the next start")
 
+    async def _close_park(self):
+        if getattr(self, "alarms", None) is not None:
+            await self.alarms.close()
+        if getattr(self, "park", None) is not None:
+            await asyncio.to_thread(self.park.close)
+
     async def stop(self):
         """Stop in order; safe after a start that failed half way."""
         pipeline = getattr(self, "pipeline", None)
@@ -280,6 +296,7 @@ class Hub:
                 pass
         if getattr(self, "rollouts", None) is not None:
             await asyncio.to_thread(self.rollouts.close)
+        await self._close_park()  # after the alarm task: the last changes written
         if getattr(self, "advertiser", None) is not None:
             await self.advertiser.stop()
         if getattr(self, "store", None) is not None:

@@ -45,6 +45,14 @@ TOML layout (every key optional):
     [security]
     mode = "oscore"         # "oscore": nodes must use OSCORE; "off": development only
     replay_window = 32      # sequence numbers per node the hub remembers (1..64)
+    [park]
+    file = ""               # TOML file of node metadata read at start (hub/park.py)
+    [alarms]
+    file = ""               # TOML file of alarm rules read at start (docs/alarms.md)
+    check_interval = 1.0    # s between evaluations of the alarm rules
+    webhook = ""            # URL each alarm change is POSTed to ("" = none)
+    webhook_timeout = 5.0   # s per delivery attempt
+    webhook_retries = 3     # attempts after the first, waits doubling from 0.5 s
 """
 
 import os
@@ -93,6 +101,12 @@ _SPEC = {
     "rollouts.check_interval": (5.0, "posfloat"),
     "security.mode": ("oscore", "str"),
     "security.replay_window": (32, "posint"),
+    "park.file": ("", "str"),
+    "alarms.file": ("", "str"),
+    "alarms.check_interval": (1.0, "posfloat"),
+    "alarms.webhook": ("", "str"),
+    "alarms.webhook_timeout": (5.0, "posfloat"),
+    "alarms.webhook_retries": (3, "posint"),
 }
 
 # flag dest -> key
@@ -142,6 +156,27 @@ def _check_token(key, value):
     if not all("!" <= c <= "~" for c in value):
         raise ConfigError(key, "a token of printable ASCII characters without spaces")
     return value
+
+
+def _check_park(checked):
+    """The park and alarm rule files parse and hold only good entries (read again at start)."""
+    from . import alarms, park
+
+    if checked["park.file"]:
+        try:
+            park.read_file(checked["park.file"])
+        except park.ParkError as e:
+            raise ConfigError("park.file", "%s: %s" % (e.parameter, e.text),
+                              checked["park.file"]) from None
+    if checked["alarms.file"]:
+        try:
+            alarms.read_file(checked["alarms.file"])
+        except alarms.AlarmError as e:
+            raise ConfigError("alarms.file", "%s: %s" % (e.parameter, e.text),
+                              checked["alarms.file"]) from None
+    hook = checked["alarms.webhook"]
+    if hook and not hook.startswith(("http://", "https://")):
+        raise ConfigError("alarms.webhook", "an http:// or https:// URL")  # may hold a secret
 
 
 def _check_security(checked):
@@ -270,6 +305,7 @@ def load(path=None, overrides=None, environ=None):
         checked[key] = _check(key, _SPEC[key][1], value, text_ok=key in flagged)
     _check_http(checked)
     _check_security(checked)
+    _check_park(checked)
     return Config(checked)
 
 

@@ -12,6 +12,7 @@ reads are open (loopback bind or http.open_reads), required otherwise.
 """
 
 from . import firmware, rollouts, rules
+from .api import park as park_api
 
 _ERROR = {"type": "object", "required": ["error"],
           "properties": {"error": {"type": "string"}, "parameter": {"type": "string"},
@@ -30,6 +31,7 @@ _NODE = {
         "address": {"type": ["string", "null"]},
         "firmware": {"type": ["string", "null"]},
         "health": {"type": "object", "additionalProperties": _VALUE},
+        "meta": {"type": ["object", "null"]},  # hub/park.py
         "sensors": {"type": "array", "items": {"type": "string"}},
         "registered": {"type": "boolean"},
         "lifetime": {"type": ["number", "null"]},
@@ -236,7 +238,7 @@ def document(version, reads_need_token=False):
                                 "Node configs show every secret (Wi-Fi password, keys) as "
                                 "\"***\"; a PUT with \"***\" keeps the stored value."},
         "security": _read_security(reads_need_token),
-        "paths": _guarded({
+        "paths": _guarded(dict({
             "/api/nodes": {"get": {
                 "summary": "All known nodes", "operationId": "listNodes",
                 "responses": {"200": _json({"type": "array",
@@ -375,11 +377,12 @@ def document(version, reads_need_token=False):
                               "503": _error("rollups not available in this build")}}},
             "/api/events": {"get": {
                 "summary": "Server-Sent Events: reading, node (online/offline), registration, "
-                           "rollout (state and node status changes)",
+                           "rollout (state and node status changes), alarm (every change "
+                           "of an alarm)",
                 "operationId": "events",
                 "parameters": [{"name": "types", "in": "query", "required": False,
                                 "description": "comma list of reading, node, registration, "
-                                               "rollout",
+                                               "rollout, alarm",
                                 "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "event stream",
                                       "content": {"text/event-stream": {
@@ -414,7 +417,7 @@ def document(version, reads_need_token=False):
             "/api/openapi.json": {"get": {
                 "summary": "This document", "operationId": "openapi", "security": [],
                 "responses": {"200": _json({"type": "object"})}}},
-        }),
+        }, **park_api.openapi_paths())),  # zones, metadata, site plan, alarms
         "components": {
             "schemas": {"Node": _NODE, "Latest": _LATEST, "Series": _SERIES, "Config": _CONFIG,
                         "Update": _UPDATE, "Firmware": _FIRMWARE, "Published": _PUBLISHED,

@@ -56,12 +56,13 @@ from ..rollouts import RolloutError
 from ..rollups import WINDOWS
 from ..rules import config_error, config_normalize, node_id_error
 from ..web import series as chart
+from . import park as park_api
 
 DEFAULT_SPAN = 86400.0
 MAX_LIMIT = 100000
 DEFAULT_LIMIT = 10000
 SSE_HEARTBEAT = 15.0
-EVENT_TYPES = ("reading", "node", "registration", "rollout")
+EVENT_TYPES = ("reading", "node", "registration", "rollout", "alarm")
 OPEN_ROUTES = ("/healthz", "/api/openapi.json") + web_ui.OPEN_ROUTES  # no token, any bind
 REALM = 'Bearer realm="smartpark"'
 
@@ -258,6 +259,7 @@ class HttpApi:
         r.add_get("/metrics", self.metrics_text)
         r.add_get("/healthz", self.healthz)
         r.add_get("/api/openapi.json", self.openapi)
+        park_api.add_routes(app, self)  # zones, metadata, site plan, alarms (hub/api/park.py)
         web_ui.add_routes(app)  # the dashboard at / (hub/web/)
         return app
 
@@ -314,13 +316,18 @@ class HttpApi:
 
     async def nodes(self, request):
         reg = self.registry
-        return web.json_response([reg.node_view(n) for n in sorted(reg.nodes)])
+        return web.json_response([self._meta(reg.node_view(n)) for n in sorted(reg.nodes)])
+
+    def _meta(self, view):
+        park = getattr(self, "park", None)  # hub/park.py, set by the composition root
+        view["meta"] = park.meta(view["id"]) if park is not None else None
+        return view
 
     async def node(self, request):
         node = request.match_info["node"]
         if node not in self.registry.nodes:
             return _err(404, "unknown node", node=node)
-        view = self.registry.node_view(node)
+        view = self._meta(self.registry.node_view(node))
         view["update"] = self.registry.update_view(node)
         return web.json_response(view)
 
