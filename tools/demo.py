@@ -4,8 +4,9 @@ Starts `smartpark hub` with its data in ./data (SQLite, hub.sqlite3), then
 20 nodes running the real firmware from the firmware/ sources (simulated
 board and parts: firmware/sim/) on the MicroPython unix port (the same
 as `smartpark simulate`, flash directories in ./data/demo-nodes, so a second
-run continues where the first stopped). Prints the HTTP API URLs and a
-ready curl line, then tells you when the first readings are served.
+run continues where the first stopped). Prints the dashboard's URL first,
+then the HTTP API URLs and a ready curl line, then tells you when the first
+readings are served.
 
 Every node has its OSCORE key before the hub starts: made in the hub's key
 store (./data/keys) when the node has none, its half written as oscore.json
@@ -142,6 +143,7 @@ def run(args):
         def ready(nodes):
             sys.stdout.write(
                 "\nsmartpark demo: hub + %d nodes running (data in %s)\n"
+                "  dashboard:  %s/\n"
                 "  nodes:      %s/api/nodes\n"
                 "  latest:     %s/api/latest\n"
                 "  a series:   %s/api/series/<node>/<sensor>?window=1m\n"
@@ -151,7 +153,7 @@ def run(args):
                 "  CoAP:       coap://127.0.0.1:%d/r\n"
                 "try:  curl -s %s/api/latest | python3 -m json.tool\n"
                 "Ctrl-C stops everything.\n\n"
-                % (len(nodes), data, base, base, base, base, base, base,
+                % (len(nodes), data, base, base, base, base, base, base, base,
                    coap_port, base))
             sys.stdout.flush()
             threading.Thread(target=_watch_first_data, args=(base, watch_stop, args.quiet),

@@ -301,17 +301,80 @@ def test_keyboard_reaches_the_main_controls(page, hub):
     expect(page.locator("#chart")).to_have_attribute("data-window", "raw")
 
 
-def test_alarms_page_follows_the_hub(page, hub):
-    st = http(hub, "/api/alarms?state=active")[0]
-    page.goto(hub.base + "/#/alarms")
-    if st == 404:  # a hub without the park model: the page says so, the overview hides it
-        expect(page.locator("#no-alarms")).to_be_visible()
+def send(h, method, path, body, token=ADMIN):
+    req = urllib.request.Request(h.base + path, data=json.dumps(body).encode(), method=method,
+                                 headers={"Authorization": "Bearer " + token,
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def park_model(h):
+    """Whether the hub serves the park model (zones, metadata, alarms): a hub without it
+    answers 404 there, and the dashboard leaves those parts out."""
+    return http(h, "/api/zones")[0] != 404
+
+
+def test_zones_and_map(page, hub):
+    if not park_model(hub):
         page.goto(hub.base + "/")
         expect(page.locator("#count-online")).to_have_text("2")
+        assert page.locator("#zones").count() == page.locator("#map").count() == 0
         assert page.locator("#alarm-summary").count() == 0
-    else:
-        assert st == 200
-        expect(page.locator("#f-state")).to_be_visible()
+        return
+    for node, name, lat in (("dash-1", "Lobby", 52.0901), ("dash-2", "Bay 7", 52.0907)):
+        st, _meta = send(hub, "PUT", "/api/nodes/%s/meta" % node, {
+            "name": name, "zone": "hq/b1/ground", "location": {"lat": lat, "lon": 5.1214}})
+        assert st == 200, _meta
+    page.goto(hub.base + "/")
+    zone = page.locator("#zones tr", has_text="hq/b1/ground")
+    expect(zone).to_contain_text("air.temp")
+    expect(page.locator("#map [data-map-node]")).to_have_count(2)
+    expect(page.locator("#map a[aria-label='Lobby, online']")).to_have_count(1)
+    expect(page.locator("#alarm-summary")).to_be_visible()
+    page.screenshot(path=os.path.join(hub.shots, "overview-park.png"), full_page=True)
+
+
+def test_alarm_raised_acknowledged_and_cleared(browser, hub):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = ctx.new_page()
+    try:
+        pg.goto(hub.base + "/#/login")
+        pg.fill("#token", READ)
+        pg.click("button[type=submit]")
+        expect(pg.locator("h1")).to_have_text("Overview")
+        pg.goto(hub.base + "/#/alarms")
+        if not park_model(hub):
+            expect(pg.locator("#no-alarms")).to_be_visible()
+            return
+        st, rule = send(hub, "POST", "/api/alarm-rules", {
+            "type": "threshold", "sensor": "air.temp", "node": "dash-2", "above": 30,
+            "clear": 25, "severity": "major", "message": "too warm"})
+        assert st == 201, rule
+        hub.feed.report("dash-2", [("air.temp", 35.0, time.time(), "Cel")])
+        row = pg.locator("tr[data-alarm]", has_text="too warm")
+        expect(row).to_contain_text("active")  # over the event stream, no reload
+        row.get_by_role("button", name="Acknowledge").click()
+        expect(pg.locator("#alarm-msg")).to_contain_text("needs the admin token")
+        pg.click("#alarm-msg a")  # sign in again, with the admin token this time
+        pg.fill("#token", ADMIN)
+        pg.keyboard.press("Enter")
+        expect(pg.locator("h1")).to_have_text("Alarms")  # back to the list
+        row.get_by_role("button", name="Acknowledge").focus()
+        pg.keyboard.press("Enter")
+        expect(pg.locator("#alarm-msg")).to_have_text("Acknowledged.")
+        expect(row).to_contain_text("yes")
+        pg.screenshot(path=os.path.join(hub.shots, "alarms.png"), full_page=True)
+        hub.feed.report("dash-2", [("air.temp", 21.0, time.time(), "Cel")])
+        expect(row).to_have_count(0)  # the list shows active alarms: it went when it cleared
+        pg.select_option("#f-state", "cleared")
+        expect(row).to_contain_text("cleared")
+        assert send(hub, "DELETE", "/api/alarm-rules/%s" % rule["id"], None)[0] in (200, 204)
+    finally:
+        ctx.close()
 
 
 def test_first_load_is_light(browser, hub):

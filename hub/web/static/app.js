@@ -69,7 +69,7 @@ async function route() {
   for (const a of document.querySelectorAll("[data-nav]")) {
     if (a.dataset.nav === name) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
-  document.getElementById("nav-login").textContent = api.token.get() ? "Token" : "Sign in";
+  document.getElementById("nav-login").textContent = api.token.get() ? "Signed in" : "Sign in";
   for (const [re, fn] of routes) {
     const m = hash.match(re);
     if (m) {
@@ -161,8 +161,8 @@ async function overview() {
     const sec = h("section", { "aria-labelledby": "h-alarms", id: "alarm-summary" },
       h("h2", { id: "h-alarms" }, h("a", { href: "#/alarms" }, "Active alarms")),
       h("div", { class: "cards" }, SEVERITIES.map((s) => h("div", { class: "card" },
-        h("span", { class: "n" }, String((summary.active || {})[s] || 0)), sevBadge(s)))),
-      h("p", { class: "muted" }, (summary.unacked || 0) + " not acknowledged"));
+        h("span", { class: "n", "data-sev": s }, String((summary.active || {})[s] || 0)), sevBadge(s)))),
+      h("p", { class: "muted" }, h("span", { id: "unacked" }, String(summary.unacked || 0)), " not acknowledged"));
     kids.push(sec);
   }
 
@@ -222,8 +222,21 @@ async function overview() {
     if (n) { n.online = d.online; recount(); }
     const el = main.querySelector('[data-status="' + CSS.escape(d.node) + '"]');
     if (el) el.replaceChildren(badge(d.online));
+    const dot = main.querySelector('[data-map-node="' + CSS.escape(d.node) + '"]');
+    if (dot) {
+      dot.setAttribute("fill", d.online ? "#0b5d3b" : "#8a1c1c");
+      const a = dot.parentNode;
+      a.setAttribute("aria-label", a.getAttribute("aria-label").replace(/, (online|offline)$/, d.online ? ", online" : ", offline"));
+    }
   };
-  page.alarm = () => { if (summary) api.get("/api/alarms/summary").then((s) => { if (my === gen) Object.assign(summary, s); }).catch(() => {}); };
+  page.alarm = () => {
+    if (!summary) return;
+    api.get("/api/alarms/summary").then((s) => {
+      if (my !== gen) return;
+      for (const k of SEVERITIES) main.querySelector('[data-sev="' + k + '"]').textContent = String((s.active || {})[k] || 0);
+      document.getElementById("unacked").textContent = String(s.unacked || 0);
+    }).catch(() => {});
+  };
 }
 
 // Nodes on the site plan (x/y) or on a lat/lon projection; null when there is nothing to place.
@@ -243,20 +256,23 @@ async function parkMap(nodes) {
     if (url) root.append(svg("image", { href: url, x: 0, y: 0, width: W, height: H }));
     place = xy.map((n) => [n, frac ? n.meta.location.x * W : n.meta.location.x, frac ? n.meta.location.y * H : n.meta.location.y]);
   } else if (ll.length) {
+    // equirectangular around the park's middle latitude: true to scale at park sizes
     const lat = ll.map((n) => n.meta.location.lat), lon = ll.map((n) => n.meta.location.lon);
     const k = Math.cos(((Math.min(...lat) + Math.max(...lat)) / 2) * Math.PI / 180);
     const x0 = Math.min(...lon) * k, x1 = Math.max(...lon) * k, y0 = Math.min(...lat), y1 = Math.max(...lat);
-    const s = 900 / Math.max(x1 - x0, y1 - y0, 1e-6);
-    const W = 1000, H = Math.max(200, (y1 - y0) * s + 100);
+    const W = 1000, H = 420;
+    const s = Math.min(760 / Math.max(x1 - x0, 1e-9), 340 / Math.max(y1 - y0, 1e-9));
+    const ox = (W - (x1 - x0) * s) / 2, oy = (H - (y1 - y0) * s) / 2;
     root = svg("svg", { class: "map", viewBox: "0 0 " + W + " " + H, role: "group", "aria-label": "Nodes by latitude and longitude" });
-    place = ll.map((n) => [n, 50 + (n.meta.location.lon * k - x0) * s, 50 + (y1 - n.meta.location.lat) * s]);
+    place = ll.map((n) => [n, ox + (n.meta.location.lon * k - x0) * s, oy + (y1 - n.meta.location.lat) * s]);
   } else {
     return null;
   }
+  const u = parseFloat(root.getAttribute("viewBox").split(" ")[2]) / 1000;  // marks sized to the plan
   for (const [n, x, y] of place) {
     const a = svg("a", { href: nodeHref(n.id), "aria-label": ((n.meta && n.meta.name) || n.id) + (n.online ? ", online" : ", offline") });
-    a.append(svg("circle", { cx: x, cy: y, r: 9, fill: n.online ? "#0b5d3b" : "#8a1c1c", stroke: "#fff", "stroke-width": 2, "data-map-node": n.id }));
-    a.append(svg("text", { x: x + 12, y: y + 4 }, (n.meta && n.meta.name) || n.id));
+    a.append(svg("circle", { cx: x, cy: y, r: 9 * u, fill: n.online ? "#0b5d3b" : "#8a1c1c", stroke: "#fff", "stroke-width": 2 * u, "data-map-node": n.id }));
+    a.append(svg("text", { x: x + 13 * u, y: y + 5 * u, "font-size": 15 * u }, (n.meta && n.meta.name) || n.id));
     root.append(a);
   }
   return root;
@@ -414,9 +430,9 @@ async function alarmsPage() {
       if (row) row.replaceWith(alarmRow(got, ack));
     } catch (e) {
       msg.className = "err";
-      msg.replaceChildren(e.status === 401 || e.status === 403
-        ? ["Acknowledging needs the admin token: ", h("a", { href: "#/login" }, "sign in with it"), "."]
-        : "Could not acknowledge: " + e.message);
+      msg.replaceChildren(...(e.status === 401 || e.status === 403
+        ? ["Acknowledging needs the admin token: ", h("a", { href: "#/login", onclick: () => sessionStorage.setItem("smartpark.after", "#/alarms") }, "sign in with it"), "."]
+        : ["Could not acknowledge: " + e.message]));
     }
   };
   const load = async () => {

@@ -219,11 +219,12 @@ export async function sparkline(node, sensor, span) {
     const d = await get("/api/series/" + encodeURIComponent(node) + "/" + encodeURIComponent(sensor) +
       "?from=" + (now - span).toFixed(0) + "&max_points=60");
     const xy = d.points.map((p) => [p.time, num(d.window === "raw" ? p.value : p.mean)]).filter((p) => p[1] !== null);
-    if (xy.length > 1) {
+    if (xy.length > 1) {  // from the first point to now: a young series fills the line too
       let lo = Math.min(...xy.map((p) => p[1])), hi = Math.max(...xy.map((p) => p[1]));
       if (hi === lo) { hi += 1; lo -= 1; }
+      const t0 = xy[0][0], w = Math.max(now - t0, 1);
       el.append(svg("polyline", { fill: "none", stroke: "#1f4e8c", "stroke-width": 1.4,
-        points: xy.map((p) => (((p[0] - now + span) / span) * 118 + 1).toFixed(1) + "," + (26 - ((p[1] - lo) / (hi - lo)) * 24).toFixed(1)).join(" ") }));
+        points: xy.map((p) => (((p[0] - t0) / w) * 118 + 1).toFixed(1) + "," + (26 - ((p[1] - lo) / (hi - lo)) * 24).toFixed(1)).join(" ") }));
     }
   } catch (e) { /* a sparkline is decoration: the value beside it is what counts */ }
   return el;
