@@ -18,6 +18,7 @@ COMMANDS = (
     ("hub", "smartpark.hub.cli", "run the hub service (CoAP ingest, storage, HTTP API)", 4),
     ("firmware", "smartpark.tools.bundle", "build the node firmware bundle, publish it to the hub", 6),
     ("rollout", "smartpark.tools.rollout", "staged firmware rollouts on a running hub: start, status, list, halt", 6),
+    ("node", "smartpark.tools.node", "a node's metadata on a running hub: name, zone, location, tags", 17),
     ("flash", "smartpark.tools.flash", "flash a board with the firmware and its config (mpremote)", 6),
     ("keys", "smartpark.tools.keys", "the hub's OSCORE keys: add, list, rotate, revoke, export, import", 6),
     ("simulate", "smartpark.tools.simulate", "run simulated nodes on the MicroPython unix port", 6),
