@@ -35,6 +35,8 @@ NODES = ("dash-1", "dash-2")
 NOW = time.time()
 DAY0 = float(int(NOW) // 60 * 60 - 86400)  # a day of minute readings up to now
 FIRST_LOAD_LIMIT = 300 * 1024
+if sync_playwright is not None:
+    expect.set_options(timeout=20000)  # two test passes side by side on two cores
 
 
 class Feeder:
@@ -238,6 +240,7 @@ def test_overview_shows_nodes_and_a_live_value(page, hub):
 def test_node_page_health_sensors_config(page, hub):
     page.goto(hub.base + "/#/node/dash-1")
     expect(page.locator('[data-health="vbat"]')).to_have_text("3.71 V")
+    expect(page.locator("#live")).to_have_text("live")  # the stream is subscribed
     expect(page.locator('[data-health="rssi"]')).to_have_text("-61 dBm")
     expect(page.locator('[data-health="outbox"]')).to_have_text("3 records")
     expect(page.locator("#firmware")).to_contain_text("1.4.2")
@@ -347,6 +350,7 @@ def test_alarm_raised_acknowledged_and_cleared(browser, hub):
         pg.click("button[type=submit]")
         expect(pg.locator("h1")).to_have_text("Overview")
         pg.goto(hub.base + "/#/alarms")
+        expect(pg.locator("#live")).to_have_text("live")
         if not park_model(hub):
             expect(pg.locator("#no-alarms")).to_be_visible()
             return
@@ -363,6 +367,7 @@ def test_alarm_raised_acknowledged_and_cleared(browser, hub):
         pg.fill("#token", ADMIN)
         pg.keyboard.press("Enter")
         expect(pg.locator("h1")).to_have_text("Alarms")  # back to the list
+        expect(pg.locator("#live")).to_have_text("live")  # a new stream, with the new token
         row.get_by_role("button", name="Acknowledge").focus()
         pg.keyboard.press("Enter")
         expect(pg.locator("#alarm-msg")).to_have_text("Acknowledged.")

@@ -85,13 +85,14 @@ export function stream(handlers, status) {
                                                signal: ctrl.signal, cache: "no-store" });
         if (r.status === 401) onUnauthorized.forEach((f) => f());
         if (!r.ok || !r.body) throw new Error("HTTP " + r.status);
-        status(true);
         pause = 500;
         const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
         let buf = "";
+        let first = true;
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
+          if (first) { first = false; status(true); }  // the hub's greeting: it is subscribed
           buf += value.replace(/\r\n?/g, "\n");
           let i;
           while ((i = buf.indexOf("\n\n")) >= 0) {

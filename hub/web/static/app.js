@@ -92,6 +92,8 @@ api.onUnauthorized.add(() => {
 function startStream() {
   if (stopStream) stopStream();
   const live = document.getElementById("live");
+  live.textContent = "offline";
+  live.classList.remove("on");
   stopStream = api.stream({
     reading: (d) => page.reading && page.reading(d),
     node: (d) => page.node && page.node(d),
