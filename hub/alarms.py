@@ -78,6 +78,7 @@ STATES = ("active", "cleared")
 MAX_HISTORY = 50
 MAX_RULES = 1000
 SAVE_EVERY = 10.0  # s between writes for value updates alone
+SLICE = 0.005  # s of evaluation between yields to the event loop
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SENSOR = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -279,6 +280,7 @@ class Alarms:
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="alarms")
         self.listeners = []  # fn(alarm view) after each published change (CoAP Observe)
         self.evaluations = 0
+        self.eval_seconds = 0.0  # time spent in evaluate() since start
 
     # ---- files ------------------------------------------------------------------------------
 
@@ -647,10 +649,15 @@ class Alarms:
             return None, None
         return sid, self.registry.latest.get(sid)
 
-    def evaluate(self, now):
-        """Every enabled rule against the latest values; the alarms that changed."""
+    async def evaluate(self, now):
+        """Every enabled rule against the latest values; the alarms that changed. Yields
+        to the event loop every SLICE seconds of work, so a large park's pass does not hold
+        up the reports waiting for their acks (the caller holds the lock: no rule changes
+        meanwhile)."""
         changes = []
         self.evaluations += 1
+        t0 = time.perf_counter()
+        n = 0
         for rid in sorted(self.rules):
             rule = self.rules[rid]
             if not rule["enabled"]:
@@ -660,6 +667,12 @@ class Alarms:
                     self._check(rule, node, now, changes)
                 except (TypeError, ValueError) as e:  # a reading of an unexpected kind
                     log.debug("alarm rule %s on %s: %s", rid, node, e)
+                n += 1
+                if n & 127 == 0 and time.perf_counter() - t0 > SLICE:
+                    self.eval_seconds += time.perf_counter() - t0
+                    await asyncio.sleep(0)
+                    t0 = time.perf_counter()
+        self.eval_seconds += time.perf_counter() - t0
         return changes
 
     def _fresh(self, rule, sid, t):
@@ -768,6 +781,9 @@ class Alarms:
                       lambda: sum(1 for a in self.alarms.values() if a["state"] == "active"))
         metrics.gauge("smartpark_alarm_evaluations", "Evaluations of the alarm rules since start",
                       lambda: self.evaluations)
+        metrics.gauge("smartpark_alarm_evaluation_seconds",
+                      "Time spent evaluating the alarm rules since start (on the event loop)",
+                      lambda: self.eval_seconds)
         if self.webhook is not None:
             for name, what in (("sent", "delivered"), ("failed", "given up after the retries"),
                                ("dropped", "dropped from a full queue")):
@@ -780,7 +796,7 @@ class Alarms:
         """Evaluate now, write what changed, then publish it."""
         async with self._lock:
             now = time.time() if now is None else now
-            changes = self.evaluate(now)
+            changes = await self.evaluate(now)
             await self._save_state(now)
         self._publish(changes)
         return changes
