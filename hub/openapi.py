@@ -398,6 +398,18 @@ def document(version, reads_need_token=False):
                 "responses": {"200": _json({"type": "object", "required": ["status"],
                                             "properties": {"status": {"type": "string"}}}),
                               "503": _json({"type": "object"}, "unhealthy")}}},
+            "/api/access": {"get": {
+                "summary": "What the request's bearer token may do (the dashboard's login)",
+                "operationId": "access",
+                "responses": {"200": _json({
+                    "type": "object", "required": ["role", "reads_need_token", "writes"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "role": {"type": ["string", "null"], "enum": ["admin", "read", None],
+                                 "description": "null: no token, or not one of this hub's"},
+                        "reads_need_token": {"type": "boolean"},
+                        "writes": {"type": "boolean",
+                                   "description": "an admin token is configured"}}})}}},
             "/": {"get": {
                 "summary": "The dashboard (HTML; its data comes from this API with the "
                            "browser's token)", "operationId": "dashboard", "security": [],

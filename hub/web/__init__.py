@@ -5,7 +5,9 @@ with the token the login page keeps for the browser session (sessionStorage), se
 `Authorization: Bearer`; the event stream is read with fetch() for the same header.
 The files themselves hold no data, so they are served without a token
 (OPEN_ROUTES), with a Content-Security-Policy that lets them load only from the hub.
-What the pages show: docs/dashboard.md.
+GET /api/access tells the login page what a token may do (a read like any other: on a
+hub whose reads need a token, 401 without a valid one). What the pages show:
+docs/dashboard.md.
 """
 
 import hashlib
@@ -36,8 +38,19 @@ def _load():
 
 
 class Dashboard:
-    def __init__(self):
+    def __init__(self, access=None):
         self.files = _load()
+        self.access = access
+
+    async def whoami(self, request):
+        """{"role": "admin"|"read"|null, "reads_need_token", "writes"} for the request's
+        bearer token (null: none, or not one of this hub's)."""
+        from ..api.http import bearer  # api/http.py imports this package
+        acc = self.access
+        role = acc.role(bearer(request.headers.get("Authorization"))) if acc else None
+        return web.json_response({
+            "role": role, "reads_need_token": bool(acc and acc.reads_need_token),
+            "writes": bool(acc and acc.admin_token)})
 
     def _send(self, request, name):
         got = self.files.get(name)
@@ -61,9 +74,11 @@ class Dashboard:
         return self._send(request, request.match_info["name"])
 
 
-def add_routes(app):
-    """The dashboard's routes on the HTTP API's aiohttp application."""
-    d = Dashboard()
+def add_routes(app, access=None):
+    """The dashboard's routes on the HTTP API's aiohttp application; `access`: the API's
+    Access (api/http.py), for /api/access."""
+    d = Dashboard(access)
     app.router.add_get("/", d.index)
     app.router.add_get("/ui/{name}", d.file)
+    app.router.add_get("/api/access", d.whoami)
     return d

@@ -196,6 +196,13 @@ def test_static_files_need_no_token_and_data_does(hub):
     assert http(hub, "/ui/app.js", token=None)[0] == 200
     assert http(hub, "/ui/nope.js", token=None)[0] == 404
     assert http(hub, "/api/nodes", token=None)[0] == 401
+    # what a token may do, for the login page (a read: 401 without a token here)
+    assert http(hub, "/api/access", token=None)[0] == 401
+    assert http(hub, "/api/access", token="nope")[0] == 401
+    for token, role in ((READ, "read"), (ADMIN, "admin")):
+        st, _h, body = http(hub, "/api/access", token=token)
+        assert st == 200 and json.loads(body) == {"role": role, "reads_need_token": True,
+                                                  "writes": True}
 
 
 def test_login_keeps_the_token_for_the_session(browser, hub):
@@ -215,6 +222,7 @@ def test_login_keeps_the_token_for_the_session(browser, hub):
         pg.reload()  # the same tab's session keeps it
         expect(pg.locator("#sensors")).to_be_visible()
         pg.goto(hub.base + "/#/login")
+        expect(pg.locator("#signed-in")).to_contain_text("signed in with the read token")
         pg.click("#signout")
         assert pg.evaluate("sessionStorage.getItem('smartpark.token')") is None
         pg.screenshot(path=os.path.join(hub.shots, "login.png"))

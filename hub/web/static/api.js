@@ -14,8 +14,9 @@ export class HttpError extends Error {
 
 export const token = {
   get: () => sessionStorage.getItem(KEY) || "",
-  set: (t) => sessionStorage.setItem(KEY, t),
-  clear: () => sessionStorage.removeItem(KEY),
+  set: (t, role) => { sessionStorage.setItem(KEY, t); sessionStorage.setItem(KEY + ".role", role); },
+  role: () => sessionStorage.getItem(KEY + ".role") || "",
+  clear: () => { sessionStorage.removeItem(KEY); sessionStorage.removeItem(KEY + ".role"); },
 };
 
 function headers(extra) {
@@ -65,10 +66,16 @@ export async function blob(path) {
   return (await call("GET", path)).blob();
 }
 
-// Try a token without keeping it: the role it gets, or null when refused.
+// Try a token without keeping it: "admin", "read", or null when the hub refuses it.
 export async function probe(t) {
-  const r = await fetch("/api/nodes", { headers: { Authorization: "Bearer " + t }, cache: "no-store" });
-  return r.ok;
+  const r = await fetch("/api/access", { headers: { Authorization: "Bearer " + t }, cache: "no-store" });
+  if (!r.ok) return null;
+  return (await r.json()).role;
+}
+
+// What the kept token may do: {role, reads_need_token, writes}.
+export async function access() {
+  return (await call("GET", "/api/access")).json();
 }
 
 // The event stream: handlers[type](data) for each event; reconnects with a growing pause.

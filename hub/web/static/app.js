@@ -110,14 +110,15 @@ async function loginPage() {
     e.preventDefault();
     msg.textContent = "Checking…";
     msg.className = "";
-    if (await api.probe(input.value.trim())) {
-      api.token.set(input.value.trim());
+    const role = await api.probe(input.value.trim());
+    if (role) {
+      api.token.set(input.value.trim(), role);
       startStream();
       const to = sessionStorage.getItem("smartpark.after") || "#/";
       sessionStorage.removeItem("smartpark.after");
       location.hash = to === "#/login" ? "#/" : to;
     } else {
-      msg.textContent = "The hub refused this token.";
+      msg.textContent = "The hub refused this token.";  // or it is none of this hub's
       msg.className = "err";
       input.focus();
     }
@@ -128,8 +129,13 @@ async function loginPage() {
     h("p", {}, "The read token shows the park; the admin token also acknowledges alarms. " +
       "The token is kept for this browser tab only and sent to the hub in a header."),
     form, msg];
+  const acc = await api.access().catch(() => null);
+  if (acc && !acc.reads_need_token && !api.token.get()) {
+    kids.splice(2, 0, h("p", { class: "muted" }, "This hub's data is open to read here: sign in only to acknowledge alarms (admin token)."));
+  }
   if (api.token.get()) {
-    kids.push(h("p", {}, "You are signed in. ", h("button", { type: "button", class: "secondary", id: "signout", onclick: () => {
+    const role = (acc && acc.role) || api.token.role() || "stored";
+    kids.push(h("p", { id: "signed-in" }, "You are signed in with the " + role + " token. ", h("button", { type: "button", class: "secondary", id: "signout", onclick: () => {
       api.token.clear(); startStream(); route();
     } }, "Sign out")));
   }
