@@ -629,6 +629,12 @@ class Alarms:
         got = self._targets.get(rule["id"])
         if got is not None and got[0] == key:
             return got[1]
+        return self._scope(rule, key)[1]
+
+    def _scope(self, rule, key):
+        """(key, [node ids], {node ids}) of a rule, computed and cached."""
+        reg = self.registry
+        park = self.park
         out = []
         for n in sorted(reg.nodes):
             if rule["node"] and not (n == rule["node"] or fnmatch.fnmatchcase(n, rule["node"])):
@@ -640,8 +646,12 @@ class Alarms:
             if rule["tag"] and (park is None or rule["tag"] not in park.tags(n)):
                 continue
             out.append(n)
-        self._targets[rule["id"]] = (key, out)
-        return out
+        got = self._targets[rule["id"]] = (key, out, frozenset(out))
+        return got
+
+    def _in_scope(self, rule):
+        self._nodes(rule)
+        return self._targets[rule["id"]][2]
 
     def _latest(self, node, sensor):
         sid = self.registry.node_series.get(node, {}).get(sensor)
@@ -672,8 +682,22 @@ class Alarms:
                     self.eval_seconds += time.perf_counter() - t0
                     await asyncio.sleep(0)
                     t0 = time.perf_counter()
+        self._orphans(now, changes)
         self.eval_seconds += time.perf_counter() - t0
         return changes
+
+    def _orphans(self, now, changes):
+        """Clear the active alarms no rule stands behind any more: its rule was removed from
+        the file, disabled, or changed so that its scope no longer takes the node."""
+        for a in self.alarms.values():
+            if a["state"] != "active":
+                continue
+            rule = self.rules.get(a["rule"])
+            why = ("rule removed" if rule is None else "rule disabled" if not rule["enabled"]
+                   else None if a["node"] in self._in_scope(rule) else "out of the rule's scope")
+            if why:
+                self._clear(a, now, why)
+                changes.append(a)
 
     def _fresh(self, rule, sid, t):
         """True when the series has a reading newer than the rule last looked at."""

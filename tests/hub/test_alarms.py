@@ -294,6 +294,14 @@ def test_rules_from_the_file_and_the_api(hub):
     assert admin(hub, "DELETE", "/api/alarm-rules/" + r["id"])[0] == 200
     assert admin(hub, "DELETE", "/api/alarm-rules/" + r["id"])[0] == 404
     assert hub.request("POST", "/api/alarm-rules", {"type": "offline"})[0] == 401
+    # a rule changed so that its scope leaves the node out: its alarm clears
+    rule = {"id": "sc", "type": "threshold", "sensor": "temp", "above": 0, "node": "sc-1"}
+    assert admin(hub, "POST", "/api/alarm-rules", rule)[0] == 201
+    post(hub, "sc-1", [("temp", 5.0, "Cel")])
+    a = alarm_of(hub, "sc", "sc-1/temp", state="active")
+    assert admin(hub, "PUT", "/api/alarm-rules/sc", dict(rule, node="sc-2"))[0] == 200
+    assert alarm_of(hub, "sc", "sc-1/temp", state="cleared")
+    assert hub.get("/api/alarms/%d/history" % a["id"])[1][-1]["by"] == "out of the rule's scope"
 
 
 @pytest.mark.parametrize("body,field", [
