@@ -1,8 +1,8 @@
 """Alarms on a running hub (hub/alarms.py): rules from the TOML file and the API, threshold
 hysteresis and duration, scope by tag, offline, battery, dropped readings, a failed firmware
 update, the ack/clear lifecycle, the SSE event, the CoAP Observe notification, the webhook's
-retries against a real receiver, a restart that neither loses nor doubles an alarm, and the
-refusals of bad rules.
+retries against a real receiver (503 answers, an answer slower than the timeout), a restart
+that neither loses nor doubles an alarm, and the refusals of bad rules.
 
 Readings arrive as a node sends them: SenML-CBOR packs POSTed over CoAP (aiocoap), stamped
 with the present time. One hub (alarms checked every 0.2 s, nodes offline 1 s after their
@@ -69,7 +69,8 @@ tags = ["meeting"]
 
 class Receiver:
     """A webhook receiver (aiohttp on 127.0.0.1, in a thread): answers 503 to the first
-    `fail` deliveries of each alarm change of a node named wh-*, 200 to everything else."""
+    `fail` deliveries of each alarm change of a node named wh-*, the first of a node named
+    wt-* only after 3 s (past the hub's webhook_timeout), 200 to everything else."""
 
     def __init__(self, fail=2):
         self.fail = fail
@@ -89,6 +90,10 @@ class Receiver:
             key = (a["id"], doc["event"], a["updated"])
             tries = sum(1 for _s, d in self.got
                         if (d["alarm"]["id"], d["event"], d["alarm"]["updated"]) == key)
+            if a["node"].startswith("wt-") and tries == 0:  # slower than webhook_timeout
+                self.got.append(("slow", doc))
+                await asyncio.sleep(3)
+                return web.Response(status=200)
             status = 503 if a["node"].startswith("wh-") and tries < self.fail else 200
             self.got.append((status, doc))
             return web.Response(status=status)
@@ -124,6 +129,7 @@ def config(d, webhook=""):
     park = write(d, "park.toml", PARK)
     return write(d, "hub.toml", (
         '[alarms]\nfile = "%s"\ncheck_interval = 0.2\nwebhook = "%s"\nwebhook_retries = 3\n'
+        'webhook_timeout = 1.0\n'
         '[park]\nfile = "%s"\n[liveness]\nfactor = 1.0\ndefault_interval = 1.0\n'
         'check_interval = 0.2\n') % (rules, webhook, park))
 
@@ -389,6 +395,18 @@ def test_webhook_retries_a_failing_receiver(hub, receiver):
 
     assert wait_for(lambda: len(tries()) >= 3)
     assert tries() == [503, 503, 200]
+
+
+def test_webhook_times_out_a_slow_receiver_and_retries(hub, receiver):
+    post(hub, "wt-1", [("health.vbat", 2.9, "V")])
+    a = alarm_of(hub, "battery", "wt-1", state="active")
+
+    def tries():
+        return [s for s, d in receiver.got if d["alarm"]["id"] == a["id"]
+                and d["event"] == "raised"]
+
+    assert wait_for(lambda: len(tries()) >= 2)
+    assert tries() == ["slow", 200]
 
 
 def test_a_restart_neither_loses_nor_doubles_an_alarm(tmp_path):
