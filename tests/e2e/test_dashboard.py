@@ -347,6 +347,22 @@ def test_zones_and_map(page, hub):
     expect(page.locator("#map a[aria-label='Lobby, online']")).to_have_count(1)
     expect(page.locator("#alarm-summary")).to_be_visible()
     page.screenshot(path=os.path.join(hub.shots, "overview-park.png"), full_page=True)
+    # x/y places them on the uploaded site plan instead (fractions of the image here)
+    plan = (b'<svg xmlns="http://www.w3.org/2000/svg" width="800" height="400">'
+            b'<rect width="800" height="400" fill="#eef"/></svg>')
+    req = urllib.request.Request(hub.base + "/api/siteplan", data=plan, method="PUT", headers={
+        "Authorization": "Bearer " + ADMIN, "Content-Type": "image/svg+xml"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+    for node, x in (("dash-1", 0.25), ("dash-2", 0.75)):
+        assert send(hub, "PUT", "/api/nodes/%s/meta" % node,
+                    {"location": {"x": x, "y": 0.5}})[0] == 200
+    page.goto(hub.base + "/")
+    expect(page.locator("#map [data-map-node]")).to_have_count(2)
+    assert page.locator("#map svg").get_attribute("viewBox") == "0 0 800 400"
+    assert page.locator("#map image").get_attribute("href").startswith("blob:")
+    assert page.locator('#map [data-map-node="dash-2"]').get_attribute("cx") == "600"
+    page.screenshot(path=os.path.join(hub.shots, "overview-siteplan.png"), full_page=True)
 
 
 def test_alarm_raised_acknowledged_and_cleared(browser, hub):
@@ -385,6 +401,13 @@ def test_alarm_raised_acknowledged_and_cleared(browser, hub):
         expect(row).to_have_count(0)  # the list shows active alarms: it went when it cleared
         pg.select_option("#f-state", "cleared")
         expect(row).to_contain_text("cleared")
+        # the node page keeps the alarm with its history
+        pg.goto(hub.base + "/#/node/dash-2")
+        hist = pg.locator("#node-alarms details", has_text="too warm")
+        hist.locator("summary").click()
+        for event in ("raised", "acked", "cleared"):
+            expect(hist.locator("li", has_text=event)).not_to_have_count(0)
+        pg.screenshot(path=os.path.join(hub.shots, "node-alarms.png"), full_page=True)
         assert send(hub, "DELETE", "/api/alarm-rules/%s" % rule["id"], None)[0] in (200, 204)
     finally:
         ctx.close()

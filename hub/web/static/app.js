@@ -18,7 +18,7 @@ function h(tag, attrs, ...kids) {
     else if (k === "class") e.className = v;
     else e.setAttribute(k, v === true ? "" : v);
   }
-  for (const k of kids.flat()) if (k !== null && k !== undefined && k !== false) e.append(k);
+  for (const k of kids.flat(Infinity)) if (k !== null && k !== undefined && k !== false) e.append(k);
   return e;
 }
 
@@ -320,7 +320,7 @@ async function nodePage(id) {
   });
   const kids = [
     h("p", {}, h("a", { href: "#/" }, "← Overview")),
-    h("h1", {}, (meta.name ? meta.name + " " : "") + id, " ", h("span", { id: "node-status" }, badge(n.online))),
+    h("h1", {}, meta.name ? meta.name + " (" + id + ")" : id, " ", h("span", { id: "node-status" }, badge(n.online))),
     h("p", { class: "muted" }, "Last seen ", h("span", { id: "node-seen" }, stamp(n.last_seen)),
       meta.zone ? " · zone " + meta.zone : "", (meta.tags || []).length ? " · tags " + meta.tags.join(", ") : "",
       n.address ? " · " + n.address : ""),
@@ -334,7 +334,8 @@ async function nodePage(id) {
   ];
   if (alarms) {
     kids.push(h("section", { "aria-labelledby": "h-nalarms", id: "node-alarms" }, h("h2", { id: "h-nalarms" }, "Alarms"),
-      alarms.length ? alarmTable(alarms, null) : h("p", { class: "muted" }, "No alarms for this node.")));
+      alarms.length ? [alarmTable(alarms, null), h("h3", {}, "History"), alarms.map(alarmHistory)]
+        : h("p", { class: "muted" }, "No alarms for this node.")));
   }
   kids.push(h("section", { "aria-labelledby": "h-config" }, h("h2", { id: "h-config" }, "Configuration",
     cfg ? h("span", { class: "muted" }, " (version " + cfg.version + ")") : ""),
@@ -421,6 +422,20 @@ function alarmTable(list, onAck) {
   return h("table", { class: "alarms" }, h("thead", {}, h("tr", {},
     ["Severity", "Node", "Series", "Alarm", "Raised", "State", "Acknowledged"].map((c) => h("th", { scope: "col" }, c)))),
   h("tbody", {}, list.map((a) => alarmRow(a, onAck))));
+}
+
+// One alarm's history (raised, updated, acknowledged, cleared), fetched when opened.
+function alarmHistory(a) {
+  const list = h("ol", { class: "history" });
+  const d = h("details", { "data-history": a.id, ontoggle: async () => {
+    if (!d.open || list.childElementCount) return;
+    try {
+      const hist = await api.get("/api/alarms/" + enc(a.id) + "/history");
+      list.replaceChildren(...hist.map((e) => h("li", {}, stamp(e.t), " " + e.event,
+        e.value !== null && e.value !== undefined ? " (" + fmtValue(e.value) + ")" : "", e.by ? " by " + e.by : "")));
+    } catch (e) { list.replaceChildren(h("li", {}, "Could not load the history: " + e.message)); }
+  } }, h("summary", {}, sevBadge(a.severity), " " + (a.message || a.rule) + " · " + a.state), list);
+  return d;
 }
 
 async function alarmsPage() {
