@@ -242,6 +242,10 @@ def test_overview_shows_nodes_and_a_live_value(page, hub):
     hub.feed.report("dash-2", [("air.temp", 23.5, time.time(), "Cel")])
     expect(page.locator('[data-series="dash-2/air.temp"]')).to_contain_text("23.5 Cel")
     assert page.evaluate("window.__same_page") == 1  # no reload
+    expect(page.locator("#nodes-shown")).to_have_text("2 of 2 nodes.")
+    page.fill("#node-filter", "SH-2")
+    expect(page.locator("#nodes tbody tr")).to_have_count(1)
+    expect(page.locator('[data-series="dash-2/air.temp"]')).to_contain_text("23.5 Cel")
     page.screenshot(path=os.path.join(hub.shots, "overview.png"), full_page=True)
 
 

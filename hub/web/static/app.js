@@ -4,6 +4,7 @@ import { Chart, fmtValue, sparkline, svg } from "./chart.js";
 
 const main = document.getElementById("main");
 const SEVERITIES = ["critical", "major", "minor", "warning"];
+const MAX_ROWS = 200;   // node rows on the overview (the filter reaches the others)
 let page = {};          // the current page's live handlers: reading, node, alarm
 let stopStream = null;
 let gen = 0;            // bumped at every route change: late answers of an old page are dropped
@@ -202,19 +203,38 @@ async function overview() {
   }
   const cell = (r) => h("span", { class: "kv", "data-series": r.node + "/" + r.sensor, title: r.sensor },
     r.sensor + " ", h("b", {}, valueText(r.value, r.unit)), "  ");
-  const rows = [...byNode.values()].map((n) => h("tr", { "data-node": n.id },
+  const row = (n) => h("tr", { "data-node": n.id },
     h("th", { scope: "row" }, h("a", { href: nodeHref(n.id) }, (n.meta && n.meta.name) || n.id)),
     h("td", { "data-status": n.id }, badge(n.online)),
     h("td", { "data-seen": n.id }, stamp(n.last_seen)),
-    h("td", { "data-values": n.id }, (vals.get(n.id) || []).slice(0, 8).map(cell))));
+    h("td", { "data-values": n.id }, (vals.get(n.id) || []).slice(0, 8).map(cell)));
+  // at most MAX_ROWS rows, offline nodes first; the filter finds the others
+  const order = [...byNode.values()].sort((a, b) => (a.online - b.online) || (a.id < b.id ? -1 : 1));
+  const tbody = h("tbody"), shown = h("p", { class: "muted", id: "nodes-shown", role: "status" });
+  const filter = h("input", { id: "node-filter", type: "search", size: 28 });
+  const fill = () => {
+    const q = filter.value.trim().toLowerCase();
+    const hit = (n) => [n.id, n.meta && n.meta.name, n.meta && n.meta.zone].some((v) => v && v.toLowerCase().includes(q));
+    const match = q ? order.filter(hit) : order;
+    tbody.replaceChildren(...match.slice(0, MAX_ROWS).map(row));
+    shown.textContent = match.length > MAX_ROWS
+      ? "Showing " + MAX_ROWS + " of " + match.length + " nodes, offline first: filter to find the others."
+      : match.length + " of " + order.length + " nodes.";
+  };
+  filter.addEventListener("input", fill);
+  fill();
   kids.push(h("section", { "aria-labelledby": "h-nodes" }, h("h2", { id: "h-nodes" }, "Nodes"),
-    nodes.length ? h("table", { id: "nodes" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Node"), h("th", { scope: "col" }, "Status"),
-      h("th", { scope: "col" }, "Last seen"), h("th", { scope: "col" }, "Latest values"))), h("tbody", {}, rows))
+    nodes.length ? [h("div", { class: "toolbar" }, h("label", { for: "node-filter" }, "Filter by id, name or zone"), filter), shown,
+      h("table", { id: "nodes" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Node"), h("th", { scope: "col" }, "Status"),
+        h("th", { scope: "col" }, "Last seen"), h("th", { scope: "col" }, "Latest values"))), tbody)]
       : h("p", { class: "muted" }, "No node has reported yet.")));
   render("Overview", ...kids);
 
   page.reading = (d) => {
     if (d.sensor.startsWith("health.")) return;
+    const mine = vals.get(d.node) || [];
+    const known = mine.find((r) => r.sensor === d.sensor);
+    if (known) Object.assign(known, d); else { mine.push(d); vals.set(d.node, mine); }
     const el = main.querySelector('[data-series="' + CSS.escape(d.node + "/" + d.sensor) + '"]');
     if (el) { el.querySelector("b").textContent = valueText(d.value, d.unit); flash(el); }
     else {
