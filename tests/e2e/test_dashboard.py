@@ -9,6 +9,7 @@ Screenshots of each page go to the module's temporary directory (printed at the 
 
 import asyncio
 import csv
+import gzip
 import io
 import json
 import os
@@ -193,7 +194,12 @@ def test_static_files_need_no_token_and_data_does(hub):
     st, headers, body = http(hub, "/", token=None)
     assert st == 200 and b'src="/ui/app.js"' in body
     assert "default-src 'self'" in headers["Content-Security-Policy"]
-    assert http(hub, "/ui/app.js", token=None)[0] == 200
+    st, headers, body = http(hub, "/ui/app.js", token=None)
+    assert st == 200 and body.startswith(b"// ") and "Content-Encoding" not in headers
+    req = urllib.request.Request(hub.base + "/ui/app.js", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(r.read()) == body
     assert http(hub, "/ui/nope.js", token=None)[0] == 404
     assert http(hub, "/api/nodes", token=None)[0] == 401
     # what a token may do, for the login page (a read: 401 without a token here)
