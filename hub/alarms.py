@@ -31,9 +31,11 @@ clear it by hand: it then stays cleared until the condition has gone away once (
 text-valued fault and ota rules, until the value changes).
 
 Evaluation: every alarms.check_interval seconds (and after every rule change), on the
-registry's latest values, never in the ingest path. A series is looked at again only when
-it has a newer reading (or a time-based condition is pending). A spike shorter than the
-interval between two evaluations may be missed when the node reports faster than that.
+registry's latest values, never in the ingest path; a pass that took d seconds waits at
+least 4 d for the next, so a large park's rules take at most about a fifth of the event
+loop. A series is looked at again only when it has a newer reading (or a time-based
+condition is pending). A spike shorter than the interval between two evaluations may be
+missed when the node reports faster than that.
 
 Persistence: `<data_dir>/alarm-rules.json` (the API's rules) and `<data_dir>/alarms.json`
 (alarms, their histories, the conditions waiting out their `for`), each written whole
@@ -79,6 +81,7 @@ MAX_HISTORY = 50
 MAX_RULES = 1000
 SAVE_EVERY = 10.0  # s between writes for value updates alone
 SLICE = 0.005  # s of evaluation between yields to the event loop
+MAX_SHARE_WAIT = 4.0  # a pass that took d seconds waits at least this x d for the next
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SENSOR = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -826,12 +829,18 @@ class Alarms:
         return changes
 
     async def run(self, interval):
+        """Evaluate every `interval` seconds; when a pass takes long (a large park), wait
+        MAX_SHARE_WAIT times its duration instead, so evaluation never takes more than about
+        a fifth of the event loop."""
+        took = 0.0
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(interval, MAX_SHARE_WAIT * took))
+            before = self.eval_seconds
             try:
                 await self.tick()
             except Exception:  # noqa: BLE001 - logged; the next evaluation runs anyway
                 log.exception("alarm evaluation failed")
+            took = self.eval_seconds - before
 
     def _publish(self, changes):
         seen = set()

@@ -49,7 +49,7 @@ TOML layout (every key optional):
     file = ""               # TOML file of node metadata read at start (hub/park.py)
     [alarms]
     file = ""               # TOML file of alarm rules read at start (docs/alarms.md)
-    check_interval = 1.0    # s between evaluations of the alarm rules
+    check_interval = 0.5    # s between evaluations of the alarm rules
     webhook = ""            # URL each alarm change is POSTed to ("" = none)
     webhook_timeout = 5.0   # s per delivery attempt
     webhook_retries = 3     # attempts after the first, waits doubling from 0.5 s
@@ -103,7 +103,7 @@ _SPEC = {
     "security.replay_window": (32, "posint"),
     "park.file": ("", "str"),
     "alarms.file": ("", "str"),
-    "alarms.check_interval": (1.0, "posfloat"),
+    "alarms.check_interval": (0.5, "posfloat"),
     "alarms.webhook": ("", "str"),
     "alarms.webhook_timeout": (5.0, "posfloat"),
     "alarms.webhook_retries": (3, "posint"),
