@@ -2,7 +2,8 @@
 
 Scope: the rules (from the TOML file `alarms.file` and the API), their evaluation, the
 alarms they raise (one per rule and source), their files, their events (the "alarm" event
-on the bus: SSE /api/events, the observable CoAP resource /alarms) and the optional webhook.
+on the bus: SSE /api/events, the observable CoAP resource /alarms) and the optional webhook
+(raised, acked and cleared; not the value updates of an active alarm).
 Nothing here reads SQLite or speaks HTTP; docs/alarms.md is the operator's guide.
 
 Rule types (fields besides the common ones: id, type, severity, node, zone, tag, message,
@@ -859,12 +860,12 @@ class Alarms:
                     fn(v)
                 except Exception:  # noqa: BLE001 - a bad listener must not stop the others
                     log.exception("alarm listener failed")
-            if self.webhook is not None:
+            if self.webhook is not None and event != "updated":
                 self.webhook.send({"event": event, "alarm": v})
 
 
 class Webhook:
-    """POSTs each alarm change as JSON to one URL, in order, from a bounded queue: a failed
+    """POSTs alarm changes as JSON to one URL, in order, from a bounded queue: a failed
     delivery (no connection, timeout, 5xx, 429) is retried `retries` times with doubling
     waits from `backoff` s; then it is dropped (logged, counted) and the next one goes."""
 

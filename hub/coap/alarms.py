@@ -1,10 +1,14 @@
-"""Observable CoAP GET /alarms (RFC 7641): the alarm summary and the last change, as CBOR.
+"""Observable CoAP GET /alarms (RFC 7641): the alarm summary and the latest changes, as CBOR.
 
 Scope: translate the alarms' state (hub/alarms.py) into a CoAP representation and notify
-observers on every change. The payload is a CBOR map (content format 60):
-{"summary": {"active": {severity: n}, "unacked": n}, "last": the alarm that changed last
-(as GET /api/alarms shows it) or null, "active": [ids of the active alarms]}.
+observers when it changes. The payload is a CBOR map (content format 60):
+{"summary": {"active": {severity: n}, "unacked": n}, "active": [ids of the active alarms],
+"changed": [the alarms (as GET /api/alarms shows them) changed since the notification
+before]}. The changes of one evaluation pass make one notification, however many alarms
+they touch.
 """
+
+import asyncio
 
 import aiocoap
 from aiocoap.numbers import codes
@@ -21,17 +25,24 @@ class AlarmsResource(ObservableResource):
     def __init__(self, alarms):
         super().__init__()
         self.alarms = alarms
-        self.last = None
+        self.changed = []
+        self._batch = None  # the changes not yet notified (None: no notification due)
         alarms.listeners.append(self.on_change)
 
     def on_change(self, view):
-        self.last = view
+        if self._batch is None:
+            self._batch = []
+            asyncio.get_running_loop().call_soon(self._notify)
+        self._batch.append(view)
+
+    def _notify(self):
+        self.changed, self._batch = self._batch, None
         self.updated_state()
 
     def payload(self):
         active = sorted(i for i, a in self.alarms.alarms.items() if a["state"] == "active")
-        return cbor.dumps({"summary": self.alarms.summary(), "last": self.last,
-                           "active": active})
+        return cbor.dumps({"summary": self.alarms.summary(), "active": active,
+                           "changed": self.changed})
 
     async def render_get(self, request):
         m = aiocoap.Message(code=codes.CONTENT, payload=self.payload())
