@@ -160,6 +160,34 @@ _SERIES = {"type": "object", "required": ["node", "sensor", "unit", "window", "p
                           "points": {"type": "array",
                                      "items": {"oneOf": [_RAW_POINT, _BUCKET]}}}}
 
+# GET /api/overview (hub/web/overview.py)
+_OVERVIEW = {
+    "type": "object", "additionalProperties": False,
+    "required": ["total", "online", "offline", "matched", "nodes", "places"],
+    "properties": {
+        "total": {"type": "integer"}, "online": {"type": "integer"},
+        "offline": {"type": "integer"},
+        "matched": {"type": "integer", "description": "nodes the filter kept"},
+        "nodes": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["id", "online", "last_seen", "meta", "latest"],
+            "properties": {
+                "id": {"type": "string"}, "online": {"type": "boolean"},
+                "last_seen": {"type": ["number", "null"]},
+                "meta": {"type": ["object", "null"]},
+                "latest": {"type": "array", "items": {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["sensor", "unit", "time", "value"],
+                    "properties": {"sensor": {"type": "string"},
+                                   "unit": {"type": ["string", "null"]},
+                                   "time": {"type": "number"}, "value": _VALUE}}}}}},
+        "places": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["id", "online", "name", "location"],
+            "properties": {"id": {"type": "string"}, "online": {"type": "boolean"},
+                           "name": {"type": ["string", "null"]},
+                           "location": {"type": "object"}}}}}}
+
 _CONFIG = {"type": "object", "required": ["node", "version", "config"],
            "properties": {"node": {"type": "string"}, "version": {"type": "integer"},
                           "config": {"type": "object"}}}
@@ -410,6 +438,20 @@ def document(version, reads_need_token=False):
                         "reads_need_token": {"type": "boolean"},
                         "writes": {"type": "boolean",
                                    "description": "an admin token is configured"}}})}}},
+            "/api/overview": {"get": {
+                "summary": "The dashboard's overview: node counts, the first `limit` nodes "
+                           "(offline first, then by id) with their latest values, and the "
+                           "nodes that have a location",
+                "operationId": "overview",
+                "parameters": [
+                    {"name": "q", "in": "query", "required": False,
+                     "description": "keep the nodes whose id, name or zone contains this "
+                                    "(any case)", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 10000,
+                                "default": 200}}],
+                "responses": {"200": _json({"$ref": "#/components/schemas/Overview"}),
+                              "400": _error("bad limit")}}},
             "/": {"get": {
                 "summary": "The dashboard (HTML; its data comes from this API with the "
                            "browser's token)", "operationId": "dashboard", "security": [],
@@ -435,7 +477,7 @@ def document(version, reads_need_token=False):
                         "Update": _UPDATE, "Firmware": _FIRMWARE, "Published": _PUBLISHED,
                         "RolloutRequest": _ROLLOUT_REQUEST, "Rollout": _ROLLOUT,
                         "RolloutSummary": _ROLLOUT_SUMMARY, "RolloutNode": _ROLLOUT_NODE,
-                        "Error": _ERROR},
+                        "Overview": _OVERVIEW, "Error": _ERROR},
             "securitySchemes": {
                 "readToken": {"type": "http", "scheme": "bearer",
                               "description": "http.read_token (or SMARTPARK_READ_TOKEN): "

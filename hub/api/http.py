@@ -260,7 +260,7 @@ class HttpApi:
         r.add_get("/healthz", self.healthz)
         r.add_get("/api/openapi.json", self.openapi)
         park_api.add_routes(app, self)  # zones, metadata, site plan, alarms (hub/api/park.py)
-        web_ui.add_routes(app, self.access)  # the dashboard at / (hub/web/), /api/access
+        web_ui.add_routes(app, self)  # the dashboard at / (hub/web/), its two reads
         return app
 
     def _refusal(self, request):

@@ -5,9 +5,10 @@ with the token the login page keeps for the browser session (sessionStorage), se
 `Authorization: Bearer`; the event stream is read with fetch() for the same header.
 The files themselves hold no data, so they are served without a token
 (OPEN_ROUTES), with a Content-Security-Policy that lets them load only from the hub.
-GET /api/access tells the login page what a token may do (a read like any other: on a
-hub whose reads need a token, 401 without a valid one). What the pages show:
-docs/dashboard.md.
+GET /api/access tells the login page what a token may do, GET /api/overview gives the
+overview its counts and first rows whatever the park's size (overview.py); both are reads
+like any other (on a hub whose reads need a token, 401 without a valid one). What the
+pages show: docs/dashboard.md.
 """
 
 import gzip
@@ -15,6 +16,8 @@ import hashlib
 import os
 
 from aiohttp import web
+
+from . import overview
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 OPEN_ROUTES = ("/", "/ui/{name}")
@@ -41,15 +44,15 @@ def _load():
 
 
 class Dashboard:
-    def __init__(self, access=None):
+    def __init__(self, api=None):
         self.files = _load()
-        self.access = access
+        self.api = api
 
     async def whoami(self, request):
         """{"role": "admin"|"read"|null, "reads_need_token", "writes"} for the request's
         bearer token (null: none, or not one of this hub's)."""
         from ..api.http import bearer  # api/http.py imports this package
-        acc = self.access
+        acc = self.api.access if self.api is not None else None
         role = acc.role(bearer(request.headers.get("Authorization"))) if acc else None
         return web.json_response({
             "role": role, "reads_need_token": bool(acc and acc.reads_need_token),
@@ -80,11 +83,24 @@ class Dashboard:
         return self._send(request, request.match_info["name"])
 
 
-def add_routes(app, access=None):
-    """The dashboard's routes on the HTTP API's aiohttp application; `access`: the API's
-    Access (api/http.py), for /api/access."""
-    d = Dashboard(access)
+    async def overview(self, request):
+        from ..api.http import BadParam  # api/http.py imports this package
+        q = request.query
+        raw = q.get("limit", str(overview.DEFAULT_LIMIT))
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 10000:
+            raise BadParam("limit", "limit must be an integer between 1 and 10000")
+        park = getattr(self.api, "park", None)  # hub/park.py, when the hub has one
+        body = overview.overview(self.api.registry, park.meta if park else (lambda n: None),
+                                 q.get("q", ""), int(raw))
+        return web.json_response(body)
+
+
+def add_routes(app, api=None):
+    """The dashboard's routes on the HTTP API's aiohttp application; `api`: the HttpApi
+    (its access rules for /api/access, its registry and park for /api/overview)."""
+    d = Dashboard(api)
     app.router.add_get("/", d.index)
     app.router.add_get("/ui/{name}", d.file)
     app.router.add_get("/api/access", d.whoami)
+    app.router.add_get("/api/overview", d.overview)
     return d

@@ -190,6 +190,20 @@ def test_series_max_points_picks_the_window_and_exports_csv(hub):
     assert float(rows[1][0]) == DAY0 and rows[1][1].endswith("Z") and float(rows[1][2]) == 20.0
 
 
+def test_overview_api(hub):
+    doc = json.loads(http(hub, "/api/overview")[2])
+    assert (doc["total"], doc["online"], doc["offline"], doc["matched"]) == (2, 2, 0, 2)
+    one = {n["id"]: n for n in doc["nodes"]}["dash-1"]
+    assert one["online"] and [v["sensor"] for v in one["latest"]] == ["air.hum", "air.temp"]
+    assert one["latest"][0]["value"] == 41.5 and one["latest"][0]["unit"] == "%RH"
+    doc = json.loads(http(hub, "/api/overview?q=SH-2&limit=5")[2])
+    assert [n["id"] for n in doc["nodes"]] == ["dash-2"] and doc["matched"] == 1
+    assert len(json.loads(http(hub, "/api/overview?limit=1")[2])["nodes"]) == 1
+    for bad in ("0", "x", "10001"):
+        st, _h, body = http(hub, "/api/overview?limit=" + bad)
+        assert st == 400 and json.loads(body)["parameter"] == "limit"
+
+
 def test_static_files_need_no_token_and_data_does(hub):
     st, headers, body = http(hub, "/", token=None)
     assert st == 200 and b'src="/ui/app.js"' in body
@@ -439,7 +453,9 @@ def test_first_load_is_light(browser, hub):
             total += s["responseBodySize"] + s["responseHeadersSize"]
         urls = sorted(r.url.replace(hub.base, "") for r in done)
         print("first load: %d bytes in %d requests: %s" % (total, len(done), urls))
-        assert "/ui/app.js" in urls and "/api/nodes" in urls
+        # sized by the page, not the park: no whole list of nodes or latest values
+        assert "/ui/app.js" in urls and "/api/overview?limit=200" in urls
+        assert "/api/nodes" not in urls and "/api/latest" not in urls
         assert 0 < total <= FIRST_LOAD_LIMIT
     finally:
         ctx.close()

@@ -88,8 +88,8 @@ def test_server_matches_openapi(api_schema, shared_hub):
     # (fetched and validated by from_url above)
     assert sorted(done) == [
         "GET /", "GET /api/access", "GET /api/firmware", "GET /api/latest", "GET /api/nodes",
-        "GET /api/nodes/{node}",
-        "GET /api/nodes/{node}/config", "GET /api/rollouts", "GET /api/rollouts/{id}",
+        "GET /api/nodes/{node}", "GET /api/nodes/{node}/config", "GET /api/overview",
+        "GET /api/rollouts", "GET /api/rollouts/{id}",
         "GET /api/series/{node}/{sensor}", "GET /healthz", "GET /metrics", "GET /ui/{name}",
         "POST /api/firmware", "POST /api/rollouts", "POST /api/rollouts/{id}/cancel",
         "POST /api/rollouts/{id}/halt", "PUT /api/nodes/{node}/config"]

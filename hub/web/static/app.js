@@ -148,31 +148,25 @@ async function loginPage() {
 
 async function overview() {
   const my = gen;
-  const [nodes, latest, summary, zones] = await Promise.all([
-    api.get("/api/nodes"), api.get("/api/latest"), api.getOptional("/api/alarms/summary"),
+  const [ov, summary, zones] = await Promise.all([
+    api.get("/api/overview?limit=" + MAX_ROWS), api.getOptional("/api/alarms/summary"),
     api.getOptional("/api/zones"),
   ]);
   if (my !== gen) return;
-  const byNode = new Map(nodes.map((n) => [n.id, n]));
   const online = h("span", { class: "n", id: "count-online" }), offline = h("span", { class: "n", id: "count-offline" });
-  const recount = () => {
-    let on = 0;
-    for (const n of byNode.values()) if (n.online) on += 1;
-    online.textContent = on; offline.textContent = byNode.size - on;
-  };
-  recount();
+  const counts = (o) => { online.textContent = o.online; offline.textContent = o.offline; };
+  counts(ov);
   const cards = h("div", { class: "cards" },
     h("div", { class: "card" }, online, h("span", { class: "l" }, "nodes online")),
     h("div", { class: "card" }, offline, h("span", { class: "l" }, "nodes offline")));
   const kids = [h("h1", {}, "Overview"), h("h2", { id: "h-counts" }, "Park"), cards];
 
   if (summary) {
-    const sec = h("section", { "aria-labelledby": "h-alarms", id: "alarm-summary" },
+    kids.push(h("section", { "aria-labelledby": "h-alarms", id: "alarm-summary" },
       h("h2", { id: "h-alarms" }, h("a", { href: "#/alarms" }, "Active alarms")),
       h("div", { class: "cards" }, SEVERITIES.map((s) => h("div", { class: "card" },
         h("span", { class: "n", "data-sev": s }, String((summary.active || {})[s] || 0)), sevBadge(s)))),
-      h("p", { class: "muted" }, h("span", { id: "unacked" }, String(summary.unacked || 0)), " not acknowledged"));
-    kids.push(sec);
+      h("p", { class: "muted" }, h("span", { id: "unacked" }, String(summary.unacked || 0)), " not acknowledged")));
   }
 
   if (zones && zones.length) {
@@ -184,70 +178,53 @@ async function overview() {
             h("span", { class: "kv" }, k + " " + fmtValue(v.v) + " ", h("a", { href: nodeHref(v.node), class: "muted" }, "(" + v.node + ")"), " ")))))))));
   }
 
-  let metas = nodes.filter((n) => n.meta && n.meta.location);
-  if (zones && !nodes.some((n) => "meta" in n) && nodes.length <= 100) {
-    const full = await Promise.all(nodes.map((n) => api.getOptional("/api/nodes/" + enc(n.id)).catch(() => null)));
-    if (my !== gen) return;
-    for (const f of full) if (f && byNode.has(f.id)) byNode.get(f.id).meta = f.meta;
-    metas = [...byNode.values()].filter((n) => n.meta && n.meta.location);
-  }
-  const map = await parkMap(metas);
+  const map = await parkMap(ov.places.map((p) => ({ id: p.id, online: p.online, meta: { name: p.name, location: p.location } })));
   if (my !== gen) return;
   if (map) kids.push(h("section", { "aria-labelledby": "h-map", id: "map" }, h("h2", { id: "h-map" }, "Map"), map));
 
-  const vals = new Map();
-  for (const r of latest) {
-    if (r.sensor.startsWith("health.")) continue;
-    if (!vals.has(r.node)) vals.set(r.node, []);
-    vals.get(r.node).push(r);
-  }
+  // the node table: the hub sends the first MAX_ROWS (offline first); the filter asks it again
   const cell = (r) => h("span", { class: "kv", "data-series": r.node + "/" + r.sensor, title: r.sensor },
     r.sensor + " ", h("b", {}, valueText(r.value, r.unit)), "  ");
   const row = (n) => h("tr", { "data-node": n.id },
     h("th", { scope: "row" }, h("a", { href: nodeHref(n.id) }, (n.meta && n.meta.name) || n.id)),
     h("td", { "data-status": n.id }, badge(n.online)),
     h("td", { "data-seen": n.id }, stamp(n.last_seen)),
-    h("td", { "data-values": n.id }, (vals.get(n.id) || []).slice(0, 8).map(cell)));
-  // at most MAX_ROWS rows, offline nodes first; the filter finds the others
-  const order = [...byNode.values()].sort((a, b) => (a.online - b.online) || (a.id < b.id ? -1 : 1));
+    h("td", { "data-values": n.id }, n.latest.map((r) => cell(Object.assign({ node: n.id }, r)))));
   const tbody = h("tbody"), shown = h("p", { class: "muted", id: "nodes-shown", role: "status" });
   const filter = h("input", { id: "node-filter", type: "search", size: 28 });
-  const fill = () => {
-    const q = filter.value.trim().toLowerCase();
-    const hit = (n) => [n.id, n.meta && n.meta.name, n.meta && n.meta.zone].some((v) => v && v.toLowerCase().includes(q));
-    const match = q ? order.filter(hit) : order;
-    tbody.replaceChildren(...match.slice(0, MAX_ROWS).map(row));
-    shown.textContent = match.length > MAX_ROWS
-      ? "Showing " + MAX_ROWS + " of " + match.length + " nodes, offline first: filter to find the others."
-      : match.length + " of " + order.length + " nodes.";
+  const fill = (o) => {
+    tbody.replaceChildren(...o.nodes.map(row));
+    shown.textContent = o.matched > o.nodes.length
+      ? "Showing " + o.nodes.length + " of " + o.matched + " nodes, offline first: filter to find the others."
+      : o.matched + " of " + o.total + " nodes.";
   };
-  filter.addEventListener("input", fill);
-  fill();
+  let timer = null;
+  const refresh = () => api.get("/api/overview?limit=" + MAX_ROWS + "&q=" + enc(filter.value.trim()))
+    .then((o) => { if (my === gen) { counts(o); fill(o); } }).catch(() => {});
+  filter.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(refresh, 250); });
+  fill(ov);
   kids.push(h("section", { "aria-labelledby": "h-nodes" }, h("h2", { id: "h-nodes" }, "Nodes"),
-    nodes.length ? [h("div", { class: "toolbar" }, h("label", { for: "node-filter" }, "Filter by id, name or zone"), filter), shown,
-      h("table", { id: "nodes" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Node"), h("th", { scope: "col" }, "Status"),
-        h("th", { scope: "col" }, "Last seen"), h("th", { scope: "col" }, "Latest values"))), tbody)]
-      : h("p", { class: "muted" }, "No node has reported yet.")));
+    h("div", { class: "toolbar" }, h("label", { for: "node-filter" }, "Filter by id, name or zone"), filter), shown,
+    h("table", { id: "nodes" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Node"), h("th", { scope: "col" }, "Status"),
+      h("th", { scope: "col" }, "Last seen"), h("th", { scope: "col" }, "Latest values"))), tbody)));
   render("Overview", ...kids);
 
+  let countsTimer = null;
+  const recount = () => { clearTimeout(countsTimer); countsTimer = setTimeout(refresh, 1000); };
   page.reading = (d) => {
     if (d.sensor.startsWith("health.")) return;
-    const mine = vals.get(d.node) || [];
-    const known = mine.find((r) => r.sensor === d.sensor);
-    if (known) Object.assign(known, d); else { mine.push(d); vals.set(d.node, mine); }
     const el = main.querySelector('[data-series="' + CSS.escape(d.node + "/" + d.sensor) + '"]');
     if (el) { el.querySelector("b").textContent = valueText(d.value, d.unit); flash(el); }
     else {
       const td = main.querySelector('[data-values="' + CSS.escape(d.node) + '"]');
       if (td && td.children.length < 8) td.append(cell(d));
-      if (!td && !byNode.has(d.node)) { byNode.set(d.node, { id: d.node, online: true }); recount(); }
+      if (!td && tbody.childElementCount < MAX_ROWS) recount();  // a new node: ask for its row
     }
     const seen = main.querySelector('[data-seen="' + CSS.escape(d.node) + '"]');
     if (seen) seen.replaceChildren(stamp(d.time));
   };
   page.node = (d) => {
-    const n = byNode.get(d.node);
-    if (n) { n.online = d.online; recount(); }
+    recount();  // the counts (and the offline-first order) come from the hub
     const el = main.querySelector('[data-status="' + CSS.escape(d.node) + '"]');
     if (el) el.replaceChildren(badge(d.online));
     const dot = main.querySelector('[data-map-node="' + CSS.escape(d.node) + '"]');
