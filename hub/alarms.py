@@ -38,6 +38,9 @@ loop. A series is looked at again only when it has a newer reading (or a time-ba
 condition is pending). A spike shorter than the interval between two evaluations may be
 missed when the node reports faster than that.
 
+Events: every raise, ack and clear at once; the value updates of an active alarm at most
+every UPDATE_EVERY seconds per alarm (the API shows the current value at any time).
+
 Persistence: `<data_dir>/alarm-rules.json` (the API's rules) and `<data_dir>/alarms.json`
 (alarms, their histories, the conditions waiting out their `for`), each written whole
 (temporary file, fsync, rename) by one writer thread. A change is written before its event
@@ -82,6 +85,7 @@ MAX_HISTORY = 50
 MAX_RULES = 1000
 SAVE_EVERY = 10.0  # s between writes for value updates alone
 SLICE = 0.005  # s of evaluation between yields to the event loop
+UPDATE_EVERY = 5.0  # s: an active alarm's value updates are published at most this often
 MAX_SHARE_WAIT = 4.0  # a pass that took d seconds waits at least this x d for the next
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SENSOR = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -280,6 +284,7 @@ class Alarms:
         self._dirty = False
         self._soft = False
         self._saved = 0.0
+        self._due = set()  # ids of alarms with a value update not published yet
         self._lock = asyncio.Lock()
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="alarms")
         self.listeners = []  # fn(alarm view) after each published change (CoAP Observe)
@@ -568,6 +573,17 @@ class Alarms:
             what += " (%s)" % (value if not isinstance(value, float) else "%g" % value)
         return "%s: %s" % (node, what)
 
+    def _update(self, a, rule, node, sensor, value, t, now, changes):
+        """A new value of an active alarm (published now or by a later pass)."""
+        a["value"], a["t"], a["updated"] = value, t, now
+        a["message"] = self._message(rule, node, sensor, value)
+        self._note(a, now, "updated", "rule")
+        self._soft = True
+        if now - a.get("published", 0.0) >= UPDATE_EVERY:
+            changes.append(a)
+        else:
+            self._due.add(a["id"])
+
     def _apply(self, rule, node, sensor, source, cond, value, t, now, changes):
         """One condition: True (raise or update), False (clear), None (neither: in the
         hysteresis band; an active alarm's value follows the reading)."""
@@ -592,11 +608,7 @@ class Alarms:
             return
         if active:
             if t is not None and t != a.get("t") and value != a["value"]:
-                a["value"], a["t"], a["updated"] = value, t, now
-                a["message"] = self._message(rule, node, sensor, value)
-                self._note(a, now, "updated", "rule")
-                self._soft = True
-                changes.append(a)
+                self._update(a, rule, node, sensor, value, t, now, changes)
             return
         if a is not None and not a.get("armed", True):
             if not (rule["type"] in ("fault", "ota") and value != a.get("latched")):
@@ -687,6 +699,11 @@ class Alarms:
                     await asyncio.sleep(0)
                     t0 = time.perf_counter()
         self._orphans(now, changes)
+        for aid in list(self._due):
+            a = self.alarms[aid]
+            if now - a.get("published", 0.0) >= UPDATE_EVERY:
+                self._due.discard(aid)
+                changes.append(a)
         self.eval_seconds += time.perf_counter() - t0
         return changes
 
@@ -849,6 +866,8 @@ class Alarms:
             if a["id"] in seen:
                 continue
             seen.add(a["id"])
+            a["published"] = time.time()
+            self._due.discard(a["id"])
             v = self.view(a)
             event = a["history"][-1]["event"] if a["history"] else "updated"
             if event in ("raised", "cleared"):
