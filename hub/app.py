@@ -30,6 +30,7 @@ from .coap.server import CoapServer, build_site
 from .codec import Decoder
 from .discovery import Advertiser
 from .events import EventBus
+from .faults import DataLock, from_os_error, port_error
 from .ingest import Pipeline
 from .metrics import Metrics
 from .park import Park
@@ -38,6 +39,7 @@ from .rollouts import Rollouts
 from .rollups import RollupFeeder
 from .security import Security
 from .store import SqliteStore
+from .store.disk import DiskGuard
 
 GC_GEN0 = 50000  # allocations between young-generation collections (default 700)
 
@@ -72,9 +74,23 @@ class Hub:
         self.metrics = Metrics()
         self.events = EventBus()
         self.rollups = RollupFeeder()
+        try:
+            os.makedirs(c.data_dir, exist_ok=True)
+        except OSError as e:
+            raise from_os_error(e, "data directory %s" % c.data_dir) from None
+        self.lock = DataLock(c.data_dir).acquire()
+        if not os.access(c.data_dir, os.W_OK | os.X_OK):
+            raise from_os_error(PermissionError(13, "not writable"), "data directory %s"
+                                % c.data_dir)
+        self.disk = DiskGuard(c.data_dir, c.store_reserve_mb, c.store_reserve_percent)
         self.store = SqliteStore(c.db_path, cache_mb=c.store_cache_mb, memory_mb=c.store_memory_mb,
-                                 rollups=self.rollups)
-        await self.store.start(loop)
+                                 rollups=self.rollups, disk=self.disk,
+                                 check_seconds=c.store_check_seconds)
+        try:
+            await self.store.start(loop)  # its failures come as StartError naming the file
+        except OSError as e:
+            self.store = None
+            raise from_os_error(e, "database %s" % c.db_path) from None
         self.registry = Registry(self.store, self.events, factor=c.liveness_factor,
                                  default_interval=c.liveness_default_interval,
                                  firmware=c.nodes_firmware)
@@ -109,7 +125,10 @@ class Hub:
         self.rd.restore()
         self.coap = CoapServer(site, c.coap_bind, c.coap_port, c.coap_multicast,
                                self.metrics)
-        await self.coap.start()
+        try:
+            await self.coap.start()
+        except OSError as e:
+            raise port_error(e, "CoAP", c.coap_bind, c.coap_port) from None
         self.coap_port = self.coap.port
         self.fastpath = None
         if c.coap_fast_path:  # POST /r off the same socket, the rest stays aiocoap
@@ -126,7 +145,10 @@ class Hub:
         await self.runner.setup()
         http_site = web.TCPSite(self.runner, c.http_bind, c.http_port,
                                 ssl_context=tls_context(c.http_tls_cert, c.http_tls_key))
-        await http_site.start()
+        try:
+            await http_site.start()
+        except OSError as e:
+            raise port_error(e, "HTTP", c.http_bind, c.http_port) from None
         self.http_port = c.http_port
         for addr in self.runner.addresses:
             if isinstance(addr, tuple) and len(addr) >= 2:
@@ -145,6 +167,7 @@ class Hub:
         self._tasks.append(asyncio.create_task(self._rollout_clock(), name="rollouts"))
         self._tasks.append(asyncio.create_task(self.alarms.run(c.alarms_check_interval),
                                                name="alarms"))
+        self._tasks.append(asyncio.create_task(self._disk_watch(), name="disk"))
         # A report allocates a few short-lived containers; with the default threshold
         # (700) the collector would run every hundred reports or so and take a large share
         # of the event loop under load. Start-up state is long-lived: freeze it so
@@ -185,6 +208,15 @@ class Hub:
             m.gauge("smartpark_sqlite_memory_bytes",
                     "Heap SQLite holds in the hub process (page caches of every connection)",
                     self.store.sqlite_memory)
+        m.gauge("smartpark_disk_free_bytes", "Bytes free for the hub on the data directory's"
+                " filesystem (last check)", lambda: self.disk.free or 0)
+        m.gauge("smartpark_disk_reserve_bytes", "Free bytes below which new readings are"
+                " refused (store.reserve_mb, store.reserve_percent)",
+                lambda: self.disk.reserve or 0)
+        m.gauge("smartpark_ingest_refusing_disk", "1 while new readings are refused (5.03)"
+                " because free disk space is below the reserve", lambda: int(self.disk.refusing))
+        m.gauge("smartpark_store_damaged_files", "Database or journal files found damaged at"
+                " this start and set aside", lambda: len(self._damage()))
         m.gauge("smartpark_process_rss_bytes", "Resident memory of the hub process", _rss_bytes)
         m.gauge("smartpark_nodes", "Known nodes", lambda: len(self.registry.nodes))
         m.gauge("smartpark_nodes_online", "Nodes online",
@@ -203,11 +235,37 @@ class Hub:
         m.gauge("smartpark_rollouts_active", "Staged rollouts in their canary or rolling phase",
                 lambda: self.rollouts.active())
 
+    def _damage(self):
+        d = getattr(self.store, "damage", None) or {}
+        return d.get("recovered", [])
+
     def health(self):
-        return dict({"status": "ok", "version": VERSION,
-                     "uptime": time.time() - (self.started or 0),
-                     "decoder": self.decoder.path, "rollups": True,
-                     "zeroconf": self.advertiser.active}, **self.security.health())
+        """/healthz: "ok", or "degraded" (HTTP 503) with the reasons: free disk space below
+        the reserve (new readings refused), a damaged file set aside at this start."""
+        reasons = []
+        if self.disk.refusing:
+            reasons.append("disk: %s bytes free on %s, below the reserve of %s bytes; new"
+                           " readings are refused" % (self.disk.free, self.config.data_dir,
+                                                       self.disk.reserve))
+        for r in self._damage():
+            reasons.append("damaged file %s was set aside as %s at start (see smartpark hub"
+                           " doctor)" % (r["file"], r["moved_to"]))
+        out = dict({"status": "degraded" if reasons else "ok", "version": VERSION,
+                    "uptime": time.time() - (self.started or 0),
+                    "decoder": self.decoder.path, "rollups": True,
+                    "zeroconf": self.advertiser.active}, **self.security.health())
+        out["disk"] = self.disk.health()
+        if reasons:
+            out["reasons"] = reasons
+        return out
+
+    async def _disk_watch(self):
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.store.housekeeping()
+            except Exception:  # noqa: BLE001 - store closing
+                return
 
     async def _liveness(self):
         interval = self.config.liveness_check_interval
@@ -299,8 +357,16 @@ class Hub:
         await self._close_park()  # after the alarm task: the last changes written
         if getattr(self, "advertiser", None) is not None:
             await self.advertiser.stop()
+        await self._close_store()
+
+    async def _close_store(self):
+        """The store (its last commits, the journal moved in), then the data directory's
+        lock: the next hub starts on finished files."""
         if getattr(self, "store", None) is not None:
             await self.store.close()
+        if getattr(self, "lock", None) is not None:
+            self.lock.release()
+            self.lock = None
 
 
 async def serve(config, stop_event=None, out=None):

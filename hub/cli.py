@@ -3,7 +3,9 @@
 Works with no configuration (./data, CoAP 5683 on IPv4+IPv6, HTTP 8080 on loopback).
 `--config hub.toml` and the flags override the defaults (see hub/config.py).
 A wrong value stops start-up with a message naming the key; exit code 2.
-SIGINT/SIGTERM stop the hub cleanly (exit code 0).
+SIGINT/SIGTERM stop the hub cleanly (exit code 0). A failed start prints one
+line naming the path or port and exits with a code of hub/faults.py.
+`smartpark hub doctor --data DIR` reports the data directory's state (hub/doctor.py).
 """
 
 import asyncio
@@ -12,12 +14,16 @@ import signal
 import sys
 
 from . import config as hubconfig
+from .faults import EXIT_CONFIG, EXIT_OTHER, StartError
 
 
 def register(subparsers):
     p = subparsers.add_parser(
         "hub", help="run the hub service (CoAP ingest, storage, HTTP API)",
         description="Run the smartpark hub: CoAP ingest on UDP, SQLite storage, HTTP API.")
+    p.add_argument("action", nargs="?", choices=("doctor",),
+                   help="doctor: report the state of the data directory (damaged files set"
+                        " aside, what was saved, the journal, free space) and exit")
     p.add_argument("--config", metavar="FILE", help="TOML configuration file")
     p.add_argument("--data", metavar="DIR", help="data directory (default ./data)")
     p.add_argument("--coap-bind", metavar="ADDR", help='CoAP bind address (default "::" = v4+v6)')
@@ -57,7 +63,11 @@ def run(args):
         cfg = hubconfig.load(args.config, hubconfig.overrides_from_args(args))
     except hubconfig.ConfigError as e:
         sys.stderr.write("smartpark hub: %s\n" % e)
-        return 2
+        return EXIT_CONFIG
+    if args.action == "doctor":
+        from .doctor import report
+
+        return report(cfg.data_dir, seconds=cfg.store_check_seconds)
     logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else
                         logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -85,10 +95,18 @@ async def _main(cfg):
     hub = Hub(cfg)
     try:
         await hub.start()
-    except OSError as e:
-        sys.stderr.write("smartpark hub: cannot start: %s\n" % e)
-        await hub.stop()
-        return 1
+    except (Exception, asyncio.CancelledError) as e:  # noqa: BLE001 - one line, never a traceback
+        code = e.code if isinstance(e, StartError) else EXIT_OTHER
+        text = str(e) if isinstance(e, StartError) else "%s: %s" % (type(e).__name__, e)
+        if not isinstance(e, StartError):
+            logging.getLogger("smartpark.hub").debug("start failed", exc_info=True)
+        sys.stderr.write("smartpark hub: cannot start: %s\n" % text)
+        sys.stderr.flush()
+        try:
+            await hub.stop()
+        except Exception:  # noqa: BLE001 - half started: the exit code says it all
+            pass
+        return code
     try:
         await stop.wait()
     finally:

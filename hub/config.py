@@ -31,6 +31,9 @@ TOML layout (every key optional):
     retention_interval = 3600
     cache_mb = 64           # page cache of each SQLite connection
     memory_mb = 48          # SQLite's memory for the whole hub, all connections together
+    reserve_mb = 200.0      # free disk kept: below max(reserve_mb, reserve_percent) new
+    reserve_percent = 2.0   # readings get 5.03 (at most a quarter of the filesystem)
+    check_seconds = 10.0    # time bound of the integrity check of the files at start
     [liveness]
     factor = 3.0            # offline after factor x expected interval without a report
     default_interval = 60.0 # s, when neither config nor history gives one
@@ -92,6 +95,9 @@ _SPEC = {
     "store.retention_interval": (3600.0, "posfloat"),
     "store.cache_mb": (64, "posint"),
     "store.memory_mb": (48, "posint"),
+    "store.reserve_mb": (200.0, "posfloat"),
+    "store.reserve_percent": (2.0, "posfloat"),
+    "store.check_seconds": (10.0, "posfloat"),
     "liveness.factor": (3.0, "posfloat"),
     "liveness.default_interval": (60.0, "posfloat"),
     "liveness.check_interval": (1.0, "posfloat"),

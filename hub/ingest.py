@@ -48,12 +48,14 @@ from .interfaces import (
     UNSUPPORTED_CONTENT_FORMAT,
     ReportResult,
     StoreClosed,
+    StoreFull,
 )
 from .rules import DEFAULT_MAX_FUTURE, MIN_TIME, node_id_error, time_error
 
 log = logging.getLogger("smartpark.hub.ingest")
 
 RETRY_AFTER = 5  # s, Max-Age of a 5.03 when the store cannot take the report
+RETRY_AFTER_DISK = 30  # s, Max-Age of a 5.03 while the disk is below its reserve
 
 # A node's last-seen time reaches the store at most every SEEN_EVERY seconds (and at once
 # when its address changes); the registry keeps the exact value in memory and `flush_seen`
@@ -143,6 +145,7 @@ class Pipeline:
         results = [None] * n
         todo = []
         backlog = self.store.pending_readings > self.max_backlog
+        disk_full = getattr(self.store, "refusing", False)
         require_key = self.require_key
         for i, item in enumerate(items):
             payload, cf = item[1], item[2]
@@ -151,6 +154,9 @@ class Pipeline:
             elif self.closing:
                 results[i] = self._error(SERVICE_UNAVAILABLE, "hub is shutting down", "shutdown",
                                          RETRY_AFTER)
+            elif disk_full:
+                results[i] = self._error(SERVICE_UNAVAILABLE, "hub storage full, retry later",
+                                         "disk", RETRY_AFTER_DISK)
             elif backlog:
                 results[i] = self._error(SERVICE_UNAVAILABLE, "storage backlog, retry later",
                                          "backlog", RETRY_AFTER)
@@ -222,6 +228,12 @@ class Pipeline:
                     for i in waiting:
                         results[i] = self._error(SERVICE_UNAVAILABLE, "hub is shutting down",
                                                  "shutdown", RETRY_AFTER)
+                except StoreFull:
+                    done = None
+                    for i in waiting:
+                        results[i] = self._error(SERVICE_UNAVAILABLE,
+                                                 "hub storage full, retry later", "disk",
+                                                 RETRY_AFTER_DISK)
                 except Exception as e:  # noqa: BLE001 - the commit failed: nothing stored
                     done = None
                     for i in waiting:

@@ -71,6 +71,11 @@ class StoreClosed(RuntimeError):
     """The store no longer accepts work (shutting down or closed)."""
 
 
+class StoreFull(RuntimeError):
+    """The store refuses new readings for want of disk space (below its reserve); it
+    accepts them again by itself once space is back."""
+
+
 # (stored, duplicates, new_rows) of one report; new_rows: (series id, node, sensor, unit, t,
 # kind, val) of each reading it stored
 ReportStored = tuple[int, int, list[tuple]]
@@ -103,6 +108,11 @@ class Store(Protocol):
     @property
     def queue_depth(self) -> int:
         """Jobs waiting for the store thread."""
+        ...
+
+    @property
+    def refusing(self) -> bool:
+        """True while new readings are refused for want of disk space (StoreFull)."""
         ...
 
     @property

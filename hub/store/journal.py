@@ -142,6 +142,30 @@ def pending_keys(lconn):
     return keys
 
 
+def series_pending(lconn, sid, t0, t1):
+    """The journal's readings of series `sid` with t0 <= t < t1, moved or not (the caller
+    sorts that out with the marks): ([(row id, t, kind, val)], [(block id, t, kind, val)]).
+    Only blocks holding the series are decoded (a scan of their series column first)."""
+    rows = [tuple(r) for r in lconn.execute(
+        "SELECT id, t, kind, val FROM rows WHERE series = ? AND t >= ? AND t < ?", (sid, t0, t1))]
+    out = []
+    probe = array.array("i", [sid]).tobytes()
+    hits = []
+    for bid, s in lconn.execute("SELECT id, series FROM blocks"):
+        if not isinstance(s, bytes) or probe not in s:
+            continue
+        ids = array.array("i")
+        ids.frombytes(s[:len(s) - len(s) % 4])
+        if sid in ids:
+            hits.append(bid)
+    for bid in hits:
+        for _bid, b in read_blocks(lconn, bid - 1, bid):
+            for rsid, t, k, v in b.rows():
+                if rsid == sid and t0 <= t < t1:
+                    out.append((bid, t, k, v))
+    return rows, out
+
+
 def commit(lconn, blocks, rows, seen, drops):
     """One journal transaction: `drops` (blocks up to, rows up to, [(node, t)] of `seen`:
     what the mover has moved, each bounded per commit), the lane's `blocks`, the row path's
@@ -231,6 +255,7 @@ class Mover:
         self.flush_req = False  # a flush() waits: move now
         self.stopping = False
         self.error = None
+        self.failures = 0  # failed moves in a row
         self.last_commit = time.monotonic()
         self.moves = 0
         self.steps = 0
@@ -391,10 +416,18 @@ class Mover:
                     return
             try:
                 self._move_once()
+                if self.error is not None:
+                    log.warning("moving journal readings works again (%d failed tries)",
+                                self.failures)
                 self.error = None
+                self.failures = 0
             except Exception as e:  # noqa: BLE001 - disk full or similar: the readings stay
-                self.error = e  # in the journal (durable) and the next round retries
-                log.exception("moving journal readings failed")
+                # in the journal (durable) and the next round retries; said once, not per try
+                if self.error is None or str(e) != str(self.error):
+                    log.error("moving journal readings failed: %s: %s; the readings stay in"
+                              " the journal, retrying every second", type(e).__name__, e)
+                self.error = e
+                self.failures += 1
                 time.sleep(1.0)
 
     def _move_once(self):

@@ -17,8 +17,15 @@ path reading is new when its time is above its series' newest time
 (`NewestTime`, shared with the lane; loaded lazily, only ever raised); only
 the others -- resends, mostly -- are looked up, in the journal and in
 `readings`. New readings go to the journal (hub/store/journal.py); its mover
-brings them into `readings`. Queries that read raw readings first wait for
-the move, so they see every acknowledged reading.
+brings them into `readings`. A raw-series query reads `readings` and the journal's unmoved
+readings of that series together (no move forced: polling a chart does not
+slow ingest); the few queries that read every raw reading (start-up state,
+counts) first wait for the move, so they see every acknowledged reading.
+
+Disk space: with a `DiskGuard` (store/disk.py) a group commit is refused with
+`DiskFull` while free space is below the reserve; the journal's clean-up of
+moved readings goes on meanwhile (`housekeeping`), so what is held reaches
+`readings` and its room is reused once ingest resumes.
 
 Modules: schema.py (layout, migrations), queries.py (the SQL), journal.py
 (the holding area and its mover), this file (the thread and the methods).
@@ -26,13 +33,16 @@ Modules: schema.py (layout, migrations), queries.py (the SQL), journal.py
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 
 from smartpark.fast import NewestTime, mover
 
+from ..faults import from_sqlite_error
 from ..interfaces import StoreClosed
-from . import journal, queries, schema
+from . import damage, journal, queries, schema
+from .disk import DiskFull
 
 log = logging.getLogger("smartpark.hub.store")
 
@@ -83,8 +93,13 @@ class SqliteStore:
     """
 
     def __init__(self, path, cache_mb=64, memory_mb=None, rollups=None, c_mover=True,
-                 move_slice=4096, move_after=100000, move_idle=0.5, move_max=400000):
+                 move_slice=4096, move_after=100000, move_idle=0.5, move_max=400000,
+                 disk=None, check_seconds=None):
         self.path = path
+        # the time bound of the integrity check at start (store/damage.py); None: no check
+        self.check_seconds = check_seconds
+        self.damage = None  # what the check found and saved, after start
+        self.disk = disk  # store/disk.py's DiskGuard, or None (no reserve kept)
         self.cache_mb = cache_mb
         self.memory_mb = memory_mb  # SQLite's soft heap limit for the whole process
         self.rollups = rollups
@@ -116,7 +131,12 @@ class SqliteStore:
         self._thread = threading.Thread(target=self._run, args=(ready,), name="sqlite-store",
                                         daemon=True)
         self._thread.start()
-        await ready
+        try:
+            await ready
+        except BaseException:
+            self._thread.join(timeout=10)  # it ended: close() has nothing to stop
+            self._thread = None
+            raise
 
     async def close(self):
         """Finish everything queued, move the journal into the database, close. Idempotent."""
@@ -134,6 +154,11 @@ class SqliteStore:
     @property
     def queue_depth(self):
         return self._q.qsize()
+
+    @property
+    def refusing(self):
+        """True while new readings are refused for want of disk space."""
+        return self.disk is not None and self.disk.refusing
 
     @property
     def pending_readings(self):
@@ -194,8 +219,15 @@ class SqliteStore:
         return self._query(queries.load_state, raw=True)
 
     def raw(self, sid, t0, t1, limit):
-        """[(t, kind, val)] of series `sid` in [t0, t1), oldest first."""
-        return self._query(queries.raw, sid, t0, t1, limit, raw=True)
+        """[(t, kind, val)] of series `sid` in [t0, t1), oldest first: `readings` and the
+        journal's readings of that series not moved yet (no move is forced)."""
+        return self._query(self._raw, sid, t0, t1, limit)
+
+    def housekeeping(self):
+        """Check free space now and, while ingest is refused, delete what the mover has
+        moved from the journal (its pages are reused) and checkpoint the journal's WAL;
+        -> True while refusing. The hub calls it about once a second."""
+        return self._query(self._housekeeping)
 
     def rollup_buckets(self, sid, win, t0, t1, limit):
         """[(t, count, min, max, mean, p50, p95, p99)] of one series and window (seconds)."""
@@ -241,6 +273,8 @@ class SqliteStore:
     # ---- the thread ---------------------------------------------------------------------
 
     def _open(self):
+        if self.check_seconds is not None:
+            self.damage = damage.check_and_recover(self.path, self.check_seconds)
         conn = schema.open_database(self.path, self.cache_mb, self.memory_mb)
         for sid, node, sensor, unit in queries.series(conn):
             self._series[(node, sensor)] = (sid, unit)
@@ -251,10 +285,49 @@ class SqliteStore:
         self._mover.start()
         return conn
 
+    def _raw(self, conn, sid, t0, t1, limit):
+        """`readings` and the journal's unmoved readings of one series (see raw())."""
+        jrows, blocks = journal.series_pending(self._lconn, sid, t0, t1)
+        conn.execute("BEGIN")  # the marks and `readings` of one moment (a move may end)
+        try:
+            out = queries.raw(conn, sid, t0, t1, limit)
+            mark, rows_done = journal.read_marks(conn)
+        finally:
+            conn.execute("COMMIT")
+        extra = [(t, k, v) for rid, t, k, v in jrows if rid > rows_done]
+        extra.extend((t, k, v) for bid, t, k, v in blocks
+                     if not journal.moved(mark, bid, sid, t))
+        if not extra:
+            return out
+        out.extend(extra)
+        out.sort(key=lambda r: r[0])
+        return out[:limit]
+
+    def _housekeeping(self, conn):
+        if self.disk is None or not self.disk.check(force=True):
+            return False
+        upto, rows, seen = self._mover.take_drops()
+        if upto or rows or seen:
+            try:
+                _n, _b, _r, more = journal.commit(self._lconn, [], [], {}, (upto, rows, seen))
+                if more:
+                    self._mover.give_back(upto, rows)
+            except Exception:  # noqa: BLE001 - no room even for a delete: next time
+                self._mover.give_back(upto, rows)
+                return True
+        try:
+            self._lconn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except Exception:  # noqa: BLE001 - busy (the mover reads): the next round
+            pass
+        return True
+
     def _run(self, ready):
         loop = self._loop
         try:
-            conn = self._open()
+            try:
+                conn = self._open()
+            except sqlite3.Error as e:  # one line naming the file, an exit code of its own
+                raise from_sqlite_error(e, self.path) from None
         except Exception as e:  # noqa: BLE001 - reported to the starter
             loop.call_soon_threadsafe(_resolve_all, [(ready, False, e)])
             return
@@ -336,9 +409,16 @@ class SqliteStore:
                 if prev is None or t >= prev[1]:
                     seen[node] = (address, t)
         t0 = time.perf_counter()
+        if self.disk is not None and self.disk.check():
+            self._housekeeping(conn)
+            e = DiskFull("%s bytes free on %s, below the reserve of %s bytes"
+                         % (self.disk.free, self.disk.path, self.disk.reserve))
+            return [(b.future, False, e) for b in batches]
         try:
             new, results = self._store(conn, writes, blocks, seen)
         except Exception as e:  # noqa: BLE001 - every waiting report learns of the failure
+            if self.disk is not None and "full" in str(e):
+                self.disk.check(force=True)  # the reserve was too small for this burst
             self._pending_keys = None  # it may hold keys of the rolled-back readings
             self._series.clear()
             for sid, node, sensor, unit in queries.series(conn):
