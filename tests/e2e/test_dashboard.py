@@ -437,6 +437,46 @@ def test_alarm_raised_acknowledged_and_cleared(browser, hub):
         ctx.close()
 
 
+CONTRAST_JS = """() => {
+  // WCAG 2 contrast of every visible text run against the first opaque background behind it
+  const lum = (c) => {
+    const [r, g, b] = c.match(/[\\d.]+/g).slice(0, 3).map((v) => {
+      v = v / 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const alpha = (c) => { const m = c.match(/[\\d.]+/g); return m.length > 3 ? +m[3] : 1; };
+  const bad = [];
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let t = walk.nextNode(); t; t = walk.nextNode()) {
+    const el = t.parentElement;
+    if (!t.textContent.trim() || el.closest("svg, noscript") || !el.getClientRects().length) continue;
+    const cs = getComputedStyle(el);
+    if (cs.visibility === "hidden" || el.closest(".skip")) continue;
+    let bg = null;
+    for (let e = el; e; e = e.parentElement) {
+      const b = getComputedStyle(e).backgroundColor;
+      if (alpha(b) > 0.99) { bg = b; break; }
+    }
+    bg = bg || "rgb(255, 255, 255)";
+    const [l1, l2] = [lum(cs.color), lum(bg)].sort((a, b) => b - a);
+    const ratio = (l1 + 0.05) / (l2 + 0.05);
+    const size = parseFloat(cs.fontSize), bold = parseInt(cs.fontWeight, 10) >= 700;
+    const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    if (ratio < need) bad.push([t.textContent.trim().slice(0, 30), cs.color, bg, ratio.toFixed(2)]);
+  }
+  return bad;
+}"""
+
+
+def test_text_contrast_meets_wcag_aa(page, hub):
+    for path, ready in (("/", "#nodes tbody tr"), ("/#/node/dash-1", "#sensors"),
+                        ("/#/chart/dash-1/air.temp", "#chart[data-window]"),
+                        ("/#/alarms", "#f-state"), ("/#/login", "#token")):
+        page.goto(hub.base + path)
+        expect(page.locator(ready).first).to_be_attached()
+        assert page.evaluate(CONTRAST_JS) == [], path
+
+
 def test_first_load_is_light(browser, hub):
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     ctx.add_init_script("sessionStorage.setItem('smartpark.token', %s)" % json.dumps(READ))
