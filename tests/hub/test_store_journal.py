@@ -210,3 +210,56 @@ def test_a_version_1_data_directory_is_migrated_in_place(tmp_path):
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
     finally:
         conn.close()
+
+
+def test_a_raw_series_read_sees_the_journal_without_forcing_a_move(tmp_path):
+    """A chart polling raw readings must not make the mover move everything first (that
+    halved ingest): raw() reads `readings` and the journal's unmoved readings of the one
+    series. The lane's blocks (when fast/lane.pyx is built) and the row path's rows both."""
+    from hubutil import senml_cbor
+    from smartpark.hub.codec import Decoder
+    from smartpark.hub.events import EventBus
+    from smartpark.hub.ingest import Pipeline
+    from smartpark.hub.metrics import Metrics
+    from smartpark.hub.registry import Registry
+
+    path = str(tmp_path / "h.sqlite3")
+    t0 = 1_700_000_000.0
+
+    async def go():
+        st = SqliteStore(path, move_after=10**9, move_idle=3600.0)
+        await st.start(asyncio.get_running_loop())
+        events = EventBus()
+        registry = Registry(st, events)
+        registry.load(await st.load_state())
+        dec = Decoder()
+        dec.enable_lane(st.newest)
+        pipe = Pipeline(st, dec, registry, events, Metrics())
+
+        async def send(first, n):
+            for k in range(first, first + n):
+                (r,) = await pipe.ingest([("10.0.0.1:1", senml_cbor(
+                    "raw-1", [("a", float(k), 0), ("b", -float(k), 0)], bt=t0 + k), 112)])
+                assert r.code == 0x44 or isinstance(r, tuple)
+            # a resend of the first one: stored once, wherever it waits
+            await pipe.ingest([("10.0.0.1:1", senml_cbor(
+                "raw-1", [("a", float(first), 0), ("b", -float(first), 0)], bt=t0 + first), 112)])
+
+        try:
+            await send(0, 50)
+            sid = st.series_index[("raw-1", "a")][0]
+            got = await st.raw(sid, t0, t0 + 1000, 1000)
+            assert [(t - t0, v) for t, _k, v in got] == [(float(k), float(k)) for k in range(50)]
+            assert st.pending_readings == 100 and _count(path, "readings") == 0  # not moved
+            assert await st.count_readings() == 100  # this one does wait for the move
+            await send(50, 30)  # now half in `readings`, half in the journal
+            got = await st.raw(sid, t0 + 40, t0 + 60, 1000)
+            assert [t - t0 for t, _k, _v in got] == [float(k) for k in range(40, 60)]
+            assert st.pending_readings == 60
+            got = await st.raw(sid, t0, t0 + 1000, 7)  # the limit holds across both
+            assert [t - t0 for t, _k, _v in got] == [float(k) for k in range(7)]
+        finally:
+            await st.close()
+        assert _count(path, "readings") == 160
+
+    asyncio.run(go())
