@@ -103,7 +103,11 @@ def hub(tmp_path_factory):
                   cwd=d, timeout=30, log_path=os.path.join(d, "hub.log"))
     h.base = "http://127.0.0.1:%d" % h.http_port
     h.feed = Feeder("coap://127.0.0.1:%d" % h.coap_port, ctxdirs)
-    h.shots = str(tmp_path_factory.mktemp("dashboard-screenshots"))
+    # screenshots: kept in $SMARTPARK_ARTIFACTS/dashboard when set (CI), else a temporary dir
+    art = os.environ.get("SMARTPARK_ARTIFACTS")
+    h.shots = (os.path.join(art, "dashboard") if art
+               else str(tmp_path_factory.mktemp("dashboard-screenshots")))
+    os.makedirs(h.shots, exist_ok=True)
     # a day of minute readings (rollup buckets close as later readings pass them), health
     minutes = [DAY0 + 60 * i for i in range(1441)]
     for i in range(0, len(minutes), 30):  # packs that fit one OSCORE message
@@ -304,6 +308,9 @@ def test_chart_bands_zoom_to_raw_and_csv(page, hub, tmp_path):
     expect(chart).to_have_attribute("data-window", "raw")
     assert chart.locator("circle.dot").count() > 10
     assert "from=" in page.url  # the view is in the address, for a link or a reload
+    t0 = float(page.url.split("from=")[1].split("&")[0])
+    page.click("#pan-left")
+    page.wait_for_url(lambda u: float(u.split("from=")[1].split("&")[0]) < t0)
     page.screenshot(path=os.path.join(hub.shots, "chart-raw.png"))
     with page.expect_download() as dl:
         page.click("#export")

@@ -186,7 +186,8 @@ export class Chart {
         if (seg.length === 1) g.append(svg("circle", { class: "dot", cx: X(seg[0].time + half), cy: Y(seg[0].mean), r: 2.4, fill: "#1f4e8c" }));
       }
     }
-    const what = !d ? "" : raw ? "raw readings" : win + " buckets (min–max band, mean line)";
+    const what = (!d ? "" : raw ? "raw readings" : win + " buckets (min–max band, mean line)") +
+      (d && d.unit ? " in " + d.unit : "");
     this.statusEl.textContent = d ? pts.length + " " + what + ", " + new Date(this.t0 * 1000).toLocaleString() +
       " – " + new Date(this.t1 * 1000).toLocaleString() : "";
     el.setAttribute("aria-label", "Chart of " + this.sensor + ": " + this.statusEl.textContent +
