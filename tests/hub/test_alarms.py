@@ -4,8 +4,8 @@ update, the ack/clear lifecycle, the SSE event, the CoAP Observe notification, t
 retries against a real receiver (503 answers, an answer slower than the timeout), a restart
 that neither loses nor doubles an alarm, and the refusals of bad rules.
 
-Readings arrive as a node sends them: SenML-CBOR packs POSTed over CoAP (aiocoap), stamped
-with the present time. One hub (alarms checked every 0.2 s, nodes offline 1 s after their
+Readings arrive as a node sends them: SenML-CBOR packs POSTed over CoAP with OSCORE (aiocoap's
+client with the node's key from the hub's key store), stamped with the present time. One hub (alarms checked every 0.2 s, nodes offline 1 s after their
 last report, a webhook receiver on 127.0.0.1) serves every test but the restart; each test
 uses its own nodes.
 """
@@ -21,9 +21,12 @@ import cbor2
 import pytest
 from aiohttp import web
 from hubutil import HubProc, coap_post, run, senml_cbor
+from smartpark.hub import keys
 
 TOKEN = "al-admin"
-EXTRA = ["--admin-token", TOKEN, "--security", "off"]
+EXTRA = ["--admin-token", TOKEN, "--security", "oscore"]
+# every node of these tests, keyed before the hub starts
+NODES = ("th-1", "th-2", "hl-1", "off-1", "lc-1", "sc-1", "ev-1", "wh-1", "wt-1", "rs-1")
 
 RULES = """
 [[rule]]
@@ -134,19 +137,40 @@ def config(d, webhook=""):
         'check_interval = 0.2\n') % (rules, webhook, park))
 
 
+def keyed(d, cfg):
+    """A hub with a key for every node in NODES, and the nodes' aiocoap contexts."""
+    h = HubProc(d, extra=EXTRA, config=cfg)
+    h.ctxdirs, h.secctx = {}, {}
+    for n in NODES:
+        keys.add(d, n)
+        out = os.path.join(d, "..", "%s-ctx-%s" % (os.path.basename(d), n))
+        keys.write_aiocoap(out, keys.get(d, n))
+        h.ctxdirs[n] = out
+    return h
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, receiver):
     d = str(tmp_path_factory.mktemp("alhub"))
-    h = HubProc(d, extra=EXTRA, config=config(d, "http://127.0.0.1:%d/hook" % receiver.port))
+    h = keyed(d, config(d, "http://127.0.0.1:%d/hook" % receiver.port))
     h.start()
     yield h
     h.kill()
 
 
 def post(h, node, records):
-    """One report from `node`, readings stamped now (records: (sensor, value[, unit]))."""
+    """One OSCORE-protected report from `node`, readings stamped now (records: (sensor,
+    value[, unit]))."""
     async def go():
-        ctx = await aiocoap.Context.create_client_context()
+        ctx = await aiocoap.Context.create_client_context(transports=["oscore", "udp6"])
+        key = h.coap + "/*"
+        sc = h.secctx.get(node)  # one security context per node, kept: it holds the sequence
+        if sc is None:
+            ctx.client_credentials.load_from_dict({key: {"oscore": {
+                "basedir": h.ctxdirs[node]}}})
+            h.secctx[node] = ctx.client_credentials[key]
+        else:
+            ctx.client_credentials[key] = sc
         try:
             r = await coap_post(ctx, h.coap + "/r", senml_cbor(
                 node, [(rec[0], rec[1], 0) + tuple(rec[2:]) for rec in records],
@@ -410,8 +434,9 @@ def test_webhook_times_out_a_slow_receiver_and_retries(hub, receiver):
 
 
 def test_a_restart_neither_loses_nor_doubles_an_alarm(tmp_path):
-    d = str(tmp_path)
-    h = HubProc(d, extra=EXTRA, config=config(d)).start()
+    d = str(tmp_path / "rs")
+    os.makedirs(d)
+    h = keyed(d, config(d)).start()
     try:
         post(h, "rs-1", [("health.vbat", 3.0, "V")])
         a = alarm_of(h, "battery", "rs-1", state="active")
