@@ -411,11 +411,17 @@ def document(version, reads_need_token=False):
                 "parameters": [{"name": "types", "in": "query", "required": False,
                                 "description": "comma list of reading, node, registration, "
                                                "rollout, alarm",
+                                "schema": {"type": "string"}},
+                               {"name": "readings_of", "in": "query", "required": False,
+                                "description": "reading events of these nodes only (comma "
+                                               "list, at most 1000; empty: no readings); "
+                                               "the other types are not filtered",
                                 "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "event stream",
                                       "content": {"text/event-stream": {
                                           "schema": {"type": "string"}}}},
-                              "400": _error("unknown event type")}}},
+                              "400": _error("unknown event type, or more than 1000 "
+                                            "readings_of nodes")}}},
             "/metrics": {"get": {
                 "summary": "Prometheus metrics (text format 0.0.4)", "operationId": "metrics",
                 "responses": {"200": {"description": "metrics", "content": {

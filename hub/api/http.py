@@ -62,6 +62,7 @@ DEFAULT_SPAN = 86400.0
 MAX_LIMIT = 100000
 DEFAULT_LIMIT = 10000
 SSE_HEARTBEAT = 15.0
+MAX_READINGS_OF = 1000
 EVENT_TYPES = ("reading", "node", "registration", "rollout", "alarm")
 OPEN_ROUTES = ("/healthz", "/api/openapi.json") + web_ui.OPEN_ROUTES  # no token, any bind
 REALM = 'Bearer realm="smartpark"'
@@ -550,6 +551,11 @@ class HttpApi:
             bad = wanted - set(EVENT_TYPES)
             if bad:
                 raise BadParam("types", "types must be a comma list of " + ", ".join(EVENT_TYPES))
+        of = request.query.get("readings_of")  # the dashboard's page: its nodes' readings
+        only = None if of is None else set(n for n in of.split(",") if n)
+        if only is not None and len(only) > MAX_READINGS_OF:
+            raise BadParam("readings_of", "readings_of takes at most %d node ids"
+                           % MAX_READINGS_OF)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
         await resp.prepare(request)
@@ -569,6 +575,8 @@ class HttpApi:
                     continue
                 data = ev["data"]
                 if ev["type"] == "reading":
+                    if only is not None and data["node"] not in only:
+                        continue
                     data = {"node": data["node"], "sensor": data["sensor"], "unit": data["unit"],
                             "time": data["time"],
                             "value": _json_value(value_out(data["kind"], data["value"]))}

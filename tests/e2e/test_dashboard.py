@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from http.client import HTTPConnection
 
 import aiocoap
 import cbor2
@@ -206,6 +207,30 @@ def test_overview_api(hub):
     for bad in ("0", "x", "10001"):
         st, _h, body = http(hub, "/api/overview?limit=" + bad)
         assert st == 400 and json.loads(body)["parameter"] == "limit"
+
+
+def test_event_stream_readings_of_some_nodes(hub):
+    conn = HTTPConnection("127.0.0.1", hub.http_port, timeout=20)
+    conn.request("GET", "/api/events?readings_of=dash-1,nobody",
+                 headers={"Authorization": "Bearer " + READ})
+    resp = conn.getresponse()
+    try:
+        assert resp.status == 200
+        assert resp.readline().startswith(b": smartpark hub")  # sent once it has subscribed
+        t = time.time()
+        hub.feed.report("dash-2", [("door.open", True, t)])  # filtered out
+        hub.feed.report("dash-1", [("door.open", False, t)])
+        while True:
+            line = resp.readline()
+            if line.startswith(b"event: reading"):
+                data = json.loads(resp.readline().split(b":", 1)[1])
+                break
+        assert (data["node"], data["sensor"], data["value"]) == ("dash-1", "door.open", False)
+    finally:
+        conn.close()
+    ids = ",".join("n%d" % i for i in range(1001))
+    st, _h, body = http(hub, "/api/events?readings_of=" + ids)
+    assert st == 400 and json.loads(body)["parameter"] == "readings_of"
 
 
 def test_static_files_need_no_token_and_data_does(hub):

@@ -79,8 +79,9 @@ export async function access() {
 }
 
 // The event stream: handlers[type](data) for each event; reconnects with a growing pause.
-// status(true|false) tells whether the stream is open. Returns a stop function.
-export function stream(handlers, status) {
+// status(true|false) tells whether the stream is open; query: e.g. "?readings_of=a,b".
+// Returns a stop function.
+export function stream(handlers, status, query) {
   let stopped = false;
   let ctrl = null;
   let pause = 500;
@@ -88,7 +89,7 @@ export function stream(handlers, status) {
     while (!stopped) {
       ctrl = new AbortController();
       try {
-        const r = await fetch("/api/events", { headers: headers({ Accept: "text/event-stream" }),
+        const r = await fetch("/api/events" + (query || ""), { headers: headers({ Accept: "text/event-stream" }),
                                                signal: ctrl.signal, cache: "no-store" });
         if (r.status === 401) onUnauthorized.forEach((f) => f());
         if (!r.ok || !r.body) throw new Error("HTTP " + r.status);

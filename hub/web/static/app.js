@@ -7,6 +7,7 @@ const SEVERITIES = ["critical", "major", "minor", "warning"];
 const MAX_ROWS = 200;   // node rows on the overview (the filter reaches the others)
 let page = {};          // the current page's live handlers: reading, node, alarm
 let stopStream = null;
+let streamKey = null;   // the open stream's query and token: a page that wants the same keeps it
 let gen = 0;            // bumped at every route change: late answers of an old page are dropped
 
 // ---- helpers ------------------------------------------------------------------------------
@@ -90,7 +91,17 @@ api.onUnauthorized.add(() => {
   }
 });
 
-function startStream() {
+// The event stream a page wants: the readings of `nodes` only (null: every node's; [] none)
+// -- a page never pulls the whole park's readings -- and every other event.
+function useStream(nodes) {
+  const query = nodes === null ? "" : "?readings_of=" + nodes.map(enc).join(",");
+  const key = query + "\n" + api.token.get();
+  if (key === streamKey && stopStream) return;
+  streamKey = key;
+  startStream(query);
+}
+
+function startStream(query) {
   if (stopStream) stopStream();
   const live = document.getElementById("live");
   live.textContent = "offline";
@@ -99,7 +110,7 @@ function startStream() {
     reading: (d) => page.reading && page.reading(d),
     node: (d) => page.node && page.node(d),
     alarm: (d) => page.alarm && page.alarm(d),
-  }, (on) => { live.textContent = on ? "live" : "offline"; live.classList.toggle("on", on); });
+  }, (on) => { live.textContent = on ? "live" : "offline"; live.classList.toggle("on", on); }, query);
 }
 
 // ---- login --------------------------------------------------------------------------------
@@ -114,7 +125,6 @@ async function loginPage() {
     const role = await api.probe(input.value.trim());
     if (role) {
       api.token.set(input.value.trim(), role);
-      startStream();
       const to = sessionStorage.getItem("smartpark.after") || "#/";
       sessionStorage.removeItem("smartpark.after");
       location.hash = to === "#/login" ? "#/" : to;
@@ -137,10 +147,11 @@ async function loginPage() {
   if (api.token.get()) {
     const role = (acc && acc.role) || api.token.role() || "stored";
     kids.push(h("p", { id: "signed-in" }, "You are signed in with the " + role + " token. ", h("button", { type: "button", class: "secondary", id: "signout", onclick: () => {
-      api.token.clear(); startStream(); route();
+      api.token.clear(); route();
     } }, "Sign out")));
   }
   render("Sign in", ...kids);
+  useStream([]);
   input.focus();
 }
 
@@ -194,6 +205,7 @@ async function overview() {
   const filter = h("input", { id: "node-filter", type: "search", size: 28 });
   const fill = (o) => {
     tbody.replaceChildren(...o.nodes.map(row));
+    useStream(o.nodes.map((n) => n.id));
     shown.textContent = o.matched > o.nodes.length
       ? "Showing " + o.nodes.length + " of " + o.matched + " nodes, offline first: filter to find the others."
       : o.matched + " of " + o.total + " nodes.";
@@ -338,6 +350,7 @@ async function nodePage(id) {
     cfg ? h("span", { class: "muted" }, " (version " + cfg.version + ")") : ""),
   h("pre", { id: "config", tabindex: "0" }, cfg ? JSON.stringify(cfg.config, null, 2) : "not available")));
   render(id, ...kids);
+  useStream([id]);
   page.reading = (d) => {
     if (d.node !== id) return;
     if (d.sensor.startsWith("health.")) {
@@ -397,6 +410,7 @@ async function chartPage(node, sensor, params) {
   chart = new Chart(el, status, node, sensor, t0, t1, (a, b) => {
     history.replaceState(null, "", chartHref(node, sensor) + "?from=" + a.toFixed(0) + "&to=" + b.toFixed(0));
   });
+  useStream([node]);
   page.reading = (d) => { if (d.node === node && d.sensor === sensor) chart.addLive(d.time, d.value); };
 }
 
@@ -470,6 +484,7 @@ async function alarmsPage() {
   render("Alarms", h("h1", {}, "Alarms"),
     h("div", { class: "toolbar" }, h("label", { for: "f-state" }, "State"), state, h("label", { for: "f-severity" }, "Severity"), sev),
     msg, holder);
+  useStream([]);
   await load();
   page.alarm = () => load().catch(() => {});
 }
@@ -477,5 +492,4 @@ async function alarmsPage() {
 // ---- start --------------------------------------------------------------------------------
 
 window.addEventListener("hashchange", route);
-startStream();
 route();
