@@ -25,6 +25,7 @@ from smartpark.protocol.version import VERSION
 
 from . import alarms as alarms_mod
 from .api.http import Access, HttpApi, tls_context
+from .clock import HubClock
 from .coap.alarms import AlarmsResource
 from .coap.server import CoapServer, build_site
 from .codec import Decoder
@@ -72,6 +73,7 @@ class Hub:
         c = self.config
         loop = asyncio.get_running_loop()
         self.metrics = Metrics()
+        self.clock = HubClock()
         self.events = EventBus()
         self.rollups = RollupFeeder()
         try:
@@ -93,7 +95,7 @@ class Hub:
             raise from_os_error(e, "database %s" % c.db_path) from None
         self.registry = Registry(self.store, self.events, factor=c.liveness_factor,
                                  default_interval=c.liveness_default_interval,
-                                 firmware=c.nodes_firmware)
+                                 firmware=c.nodes_firmware, wall=self.clock)
         self.registry.load(await self.store.load_state())
         await self.store.replay_rollups()
         # before CoAP serves: the first ack offers the versions the rollouts offered before
@@ -114,7 +116,7 @@ class Hub:
                                lambda: lane.n_rows)
         self.pipeline = Pipeline(self.store, self.decoder, self.registry, self.events,
                                  self.metrics, max_payload=c.coap_max_payload,
-                                 max_future=c.coap_max_future,
+                                 max_future=c.coap_max_future, clock=self.clock,
                                  require_key=self.security.required)
         default_config = {"report_interval": c.liveness_default_interval}
         site, self.latest_site, self.rd = build_site(self.pipeline, self.registry, self.events,
@@ -217,6 +219,10 @@ class Hub:
                 " because free disk space is below the reserve", lambda: int(self.disk.refusing))
         m.gauge("smartpark_store_damaged_files", "Database or journal files found damaged at"
                 " this start and set aside", lambda: len(self._damage()))
+        m.gauge("smartpark_clock_steps", "Wall clock steps seen since start",
+                lambda: self.clock.steps)
+        m.gauge("smartpark_clock_step_seconds", "The last wall clock step (+ forward, - back)",
+                lambda: self.clock.last_step)
         m.gauge("smartpark_process_rss_bytes", "Resident memory of the hub process", _rss_bytes)
         m.gauge("smartpark_nodes", "Known nodes", lambda: len(self.registry.nodes))
         m.gauge("smartpark_nodes_online", "Nodes online",
@@ -255,13 +261,17 @@ class Hub:
                     "decoder": self.decoder.path, "rollups": True,
                     "zeroconf": self.advertiser.active}, **self.security.health())
         out["disk"] = self.disk.health()
+        out["clock"] = self.clock.health()
         if reasons:
             out["reasons"] = reasons
         return out
 
     async def _disk_watch(self):
+        """Once a second: free space (and the journal's clean-up while refusing), and the
+        clock (a wall clock step is noticed and logged here)."""
         while True:
             await asyncio.sleep(1.0)
+            self.clock.steady()
             try:
                 await self.store.housekeeping()
             except Exception:  # noqa: BLE001 - store closing
@@ -281,7 +291,7 @@ class Hub:
     async def _retention(self):
         c = self.config
         while True:
-            cutoff = time.time() - c.store_retention_days * 86400.0
+            cutoff = self.clock.wall() - c.store_retention_days * 86400.0
             after = 0
             while after is not None:
                 try:
@@ -295,7 +305,8 @@ class Hub:
         while True:
             await asyncio.sleep(10.0)
             try:
-                await self.store.advance_rollups(time.time())
+                # step-free: a wall clock step forward closes no bucket early
+                await self.store.advance_rollups(self.clock.steady())
             except Exception:  # noqa: BLE001 - store closing
                 return
 

@@ -79,8 +79,10 @@ class Node:
 
 
 class Registry:
-    def __init__(self, store, events, factor=3.0, default_interval=60.0, firmware=None):
+    def __init__(self, store, events, factor=3.0, default_interval=60.0, firmware=None,
+                 wall=None):
         self.store = store
+        self.wall = wall or time.time  # the hub's wall clock (hub/clock.py)
         self.events = events
         self.factor = factor
         self.default_interval = default_interval
@@ -94,6 +96,10 @@ class Registry:
         self.node_firmware = {}  # node -> firmware version its config asks for
         self.rollout_firmware = {}  # node -> version a rollout offers it (hub/rollouts.py)
         self.state_since = {}  # sid of a health.ota_state series -> (value, time it took it)
+        # node -> time.monotonic() of its last report / registration: liveness measures
+        # durations on it, so a wall clock step changes nothing (hub/clock.py)
+        self.heard = {}
+        self.heard_reg = {}
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -112,11 +118,20 @@ class Registry:
                       "first_seen"):
                 setattr(n, k, row[k])
             n.online = bool(row["online"])
+            self._heard_from_wall(n)
             if row["rd"]:
                 try:
                     n.rd = json.loads(row["rd"])
                 except ValueError:
                     n.rd = None
+
+    def _heard_from_wall(self, n):
+        """Monotonic times of a node loaded at start, from its stored wall times."""
+        mono, wall = time.monotonic(), self.wall()
+        if n.last_seen is not None:
+            self.heard[n.id] = mono - max(0.0, wall - n.last_seen)
+        if n.registered is not None:
+            self.heard_reg[n.id] = mono - max(0.0, wall - n.registered)
 
     def _node(self, node_id):
         n = self.nodes.get(node_id)
@@ -137,6 +152,7 @@ class Registry:
             gap = now - n.last_seen
             n.learned = gap if n.learned is None else 0.8 * n.learned + 0.2 * gap
         n.last_seen = now if n.last_seen is None else max(n.last_seen, now)
+        self.heard[node_id] = time.monotonic()
         n.address = address
         n.reports += count
         if not n.online:
@@ -178,6 +194,7 @@ class Registry:
     def registered(self, node_id, address, lt, rd, firmware, now):
         n = self._node(node_id)
         n.registered = now
+        self.heard_reg[node_id] = time.monotonic()
         n.lt = lt
         n.rd = rd
         if address:
@@ -314,16 +331,26 @@ class Registry:
     # ---- liveness ------------------------------------------------------------------------
 
     def check_liveness(self, now=None):
-        """Mark nodes offline that missed their reports; returns the ids that changed."""
-        now = time.time() if now is None else now
+        """Mark nodes offline that missed their reports; returns the ids that changed.
+        Durations are measured on the monotonic clock (`heard`), so a wall clock step
+        changes no node's state; `now` (a wall time) measures them on the stored wall times
+        instead."""
         changed = []
+        mono = time.monotonic()
         for n in self.nodes.values():
             if not n.online:
                 continue
-            last = max(n.last_seen or 0, n.registered or 0)
-            late = now - last > self.factor * self.expected_interval(n)
-            expired = (n.registered is not None and n.lt is not None
-                       and now > n.registered + n.lt and (n.last_seen or 0) < n.registered + n.lt)
+            if now is None:
+                seen, reg = self.heard.get(n.id), self.heard_reg.get(n.id)
+                if n.registered is None:
+                    reg = None
+                t, seen = mono, seen if seen is not None else -1e18
+            else:
+                t, seen, reg = now, n.last_seen or 0, n.registered
+            last = max(seen, reg if reg is not None else -1e18)
+            late = t - last > self.factor * self.expected_interval(n)
+            expired = (reg is not None and n.lt is not None
+                       and t > reg + n.lt and seen < reg + n.lt)
             if late or expired:
                 n.online = False
                 changed.append(n.id)
