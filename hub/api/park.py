@@ -132,20 +132,20 @@ class Routes:
             return _err(400, "acked must be true or false", "acked")
         if a is None:
             return web.json_response([])
-        return web.json_response(a.query(state, severity, q.get("node") or None,
-                                         q.get("zone") or None,
-                                         None if acked is None else acked == "true"))
+        return web.json_response(await a.read(a.query, state, severity, q.get("node") or None,
+                                              q.get("zone") or None,
+                                              None if acked is None else acked == "true"))
 
     async def summary(self, request):
         a = self.alarms()
         if a is None:
             return web.json_response({"active": dict.fromkeys(alarms_mod.SEVERITIES, 0),
                                       "unacked": 0})
-        return web.json_response(a.summary())
+        return web.json_response(await a.read(a.summary))
 
     async def one(self, request):
         async def go(a, aid):
-            return a.view(a.get(aid))
+            return await a.read(lambda: a.view(a.get(aid)))
 
         try:
             return await self.call(go, self.alarm_id(request))
@@ -154,7 +154,7 @@ class Routes:
 
     async def history(self, request):
         async def go(a, aid):
-            return a.history(aid)
+            return await a.read(a.history, aid)
 
         try:
             return await self.call(go, self.alarm_id(request))

@@ -45,6 +45,6 @@ class AlarmsResource(ObservableResource):
                            "changed": self.changed})
 
     async def render_get(self, request):
-        m = aiocoap.Message(code=codes.CONTENT, payload=self.payload())
+        m = aiocoap.Message(code=codes.CONTENT, payload=await self.alarms.read(self.payload))
         m.opt.content_format = CT_CBOR
         return m
