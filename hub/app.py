@@ -203,7 +203,9 @@ class Hub:
                 ("move_seconds", "Time the mover thread spent moving", "move_seconds"),
                 ("move_steps", "Slices of moves into the database", "move_steps"),
                 ("pending_readings", "Readings in the journal, not yet moved",
-                 "pending_readings")):
+                 "pending_readings"),
+                ("damaged_blocks", "Journal blocks found damaged, skipped and kept in the"
+                 " table damaged_blocks", "damaged_blocks")):
             m.gauge("smartpark_store_" + name, help_text,
                     lambda key=key: self.store.stats()[key])
         if self.store.sqlite_memory() is not None:

@@ -51,6 +51,11 @@ def report(data_dir, seconds=10.0, out=None):
                                     detail, "" if size is None else ", %d bytes" % size))
         if state == "damaged":
             code = 1
+        if name == "database" and state in ("ok", "partial"):
+            n = damage.damaged_blocks(path)
+            if n:
+                w("    journal blocks found damaged and kept in its table damaged_blocks: %d\n"
+                  % n)
         if name == "journal" and state in ("ok", "partial"):
             p = damage.journal_pending(path)
             if p is not None:

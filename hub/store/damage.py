@@ -93,6 +93,19 @@ def journal_pending(path):
         return None
 
 
+def damaged_blocks(path):
+    """Journal blocks the mover set aside as damaged in the database at `path` (0 when
+    none or unreadable)."""
+    try:
+        c = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=5)
+        try:
+            return c.execute("SELECT count(*) FROM damaged_blocks").fetchone()[0]
+        finally:
+            c.close()
+    except sqlite3.Error:
+        return 0
+
+
 def _damaged_or_raise(e):
     text = str(e)
     if "locked" in text or "busy" in text or "unable to open" in text:

@@ -93,26 +93,29 @@ class Cols:
                                         strict=True)]
 
 
-def read_blocks(lconn, after_id=0, upto_id=None):
-    """[(id, Cols)] of the journal's blocks with after_id < id (<= upto_id), in id order."""
+def read_blocks(lconn, after_id=0, upto_id=None, damaged=None):
+    """[(id, Cols)] of the journal's blocks with after_id < id (<= upto_id), in id order. A
+    damaged block is skipped with an error line (and its row appended to `damaged`)."""
     if upto_id is None:
         upto_id = 1 << 62
     out = []
-    for bid, s, t, k, v in lconn.execute("SELECT id, series, t, kind, val FROM blocks"
-                                         " WHERE id > ? AND id <= ? ORDER BY id",
-                                         (after_id, upto_id)):
+    for bid, n, s, t, k, v in lconn.execute("SELECT id, n, series, t, kind, val FROM blocks"
+                                            " WHERE id > ? AND id <= ? ORDER BY id",
+                                            (after_id, upto_id)):
         try:
             out.append((bid, Cols(s, t, k, v)))
         except (ValueError, TypeError) as e:  # not written by this hub: skipped, said once
             log.error("journal block %d is damaged (%s); skipped", bid, e)
+            if damaged is not None:
+                damaged.append((bid, n, s, t, k, v))
     return out
 
 
-def read_columns(lconn, after_id, upto_id):
+def read_columns(lconn, after_id, upto_id, damaged=None):
     """The blocks with after_id < id <= upto_id as one set of columns, joined in id order:
     (readings in them, by the blocks' own count; bytes of int32 series ids, float64 times,
     uint8 kinds, float64 values). A damaged block (columns of unequal length, not bytes) is
-    skipped with an error line, like read_blocks does."""
+    skipped with an error line, like read_blocks does (its row appended to `damaged`)."""
     ss, ts, ks, vs = [], [], [], []
     n = 0
     for bid, cnt, s, t, k, v in lconn.execute(
@@ -125,6 +128,8 @@ def read_columns(lconn, after_id, upto_id):
             log.error("journal block %d is damaged (columns of %s bytes); skipped", bid,
                       [len(x) if isinstance(x, bytes) else type(x).__name__
                        for x in (s, t, k, v)])
+            if damaged is not None:
+                damaged.append((bid, cnt, s, t, k, v))
             continue
         ss.append(s)
         ts.append(t)
@@ -256,6 +261,7 @@ class Mover:
         self.stopping = False
         self.error = None
         self.failures = 0  # failed moves in a row
+        self.damaged = 0  # journal blocks found damaged and set aside (damaged_blocks)
         self.last_commit = time.monotonic()
         self.moves = 0
         self.steps = 0
@@ -280,6 +286,7 @@ class Mover:
         if self.off:
             log.info("journal blocks move through Python's sqlite3: %s", self.off)
         mark, self.rows_done = read_marks(self._conn)
+        self.damaged = self._conn.execute("SELECT count(*) FROM damaged_blocks").fetchone()[0]
         self.done_id = mark[0]
         blocks = self._lconn.execute("SELECT max(id), coalesce(sum(n), 0) FROM blocks"
                                      " WHERE id > ?", (self.done_id,)).fetchone()
@@ -442,14 +449,17 @@ class Mover:
         upto = self._move_limit(upto)
         last_id, n = upto, 0
         if upto > self.done_id:
+            damaged = []
             if self._mover is not None:
-                n, cols = read_columns(self._lconn, self.done_id, upto)
+                n, cols = read_columns(self._lconn, self.done_id, upto, damaged)
+                self._set_aside(damaged)
                 move = self._mover.start_columns(*cols, self.done_id, upto)
                 while not move.step(self.slice_rows):
                     self.steps += 1
                 self.steps += 1
             else:
-                blocks = read_blocks(self._lconn, self.done_id, upto)
+                blocks = read_blocks(self._lconn, self.done_id, upto, damaged)
+                self._set_aside(damaged)
                 n = sum(len(b) for _bid, b in blocks)
                 self._move_blocks_python(blocks, last_id)
         applied = self._move_seen()
@@ -463,6 +473,19 @@ class Mover:
             self.moves += 1
             self.seconds += time.perf_counter() - t0
             self.cv.notify_all()
+
+    def _set_aside(self, damaged):
+        """Damaged journal blocks into the database's `damaged_blocks`, as they were (before
+        the move that skips them, and so before the journal drops them): counted, kept for
+        inspection, never silently lost."""
+        if not damaged:
+            return
+        conn = self._conn
+        now = time.time()
+        queries.with_transaction(conn, lambda: conn.executemany(
+            "INSERT OR IGNORE INTO damaged_blocks(id, n, series, t, kind, val, found)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)", [row + (now,) for row in damaged]))
+        self.damaged = conn.execute("SELECT count(*) FROM damaged_blocks").fetchone()[0]
 
     def _move_limit(self, upto):
         """The last block id up to `upto` whose move stays within max_move readings (at

@@ -14,6 +14,8 @@ Two files in the data directory, both WAL with synchronous=FULL:
     node_configs(node, version, body, created)
     block_moved(done_id, last_id, series, t) -- how far the moves of journal blocks got
     rows_moved(done_id)                      -- how far the moves of journal rows got
+    damaged_blocks(id, n, series, t, kind, val, found) -- journal blocks the mover found
+        damaged, kept as they were (skipped by the move, counted in /metrics)
 
   hub.journal.sqlite3  -- the journal: acknowledged readings not yet in `readings`
     blocks(id, n, series, t, kind, val)     -- the column lane's readings, one row per
@@ -58,6 +60,9 @@ CREATE TABLE IF NOT EXISTS block_moved(
     series INTEGER NOT NULL, t REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS rows_moved(
     k INTEGER PRIMARY KEY CHECK (k = 1), done_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS damaged_blocks(
+    id INTEGER PRIMARY KEY, n INTEGER, series BLOB, t BLOB, kind BLOB, val BLOB,
+    found REAL NOT NULL);
 """
 
 JOURNAL = """

@@ -183,7 +183,7 @@ class SqliteStore:
             "commits": self.commits, "committed_reports": self.committed_reports,
             "last_batch": self.last_batch, "commit_seconds": self.commit_seconds,
             "moves": m.moves, "move_steps": m.steps, "move_seconds": m.seconds,
-            "pending_readings": m.pending,
+            "pending_readings": m.pending, "damaged_blocks": m.damaged,
         }
 
     @property
