@@ -119,3 +119,35 @@ def test_damaged_database_is_set_aside_and_the_journal_survives(tmp_path, harm):
     with open(os.path.join(d, "hub.damage.json")) as f:
         rec = json.load(f)[0]
     assert rec["moved_to"] == os.path.join(d, aside[0]) and rec["saved"]["series"] >= 25
+
+
+def test_a_damaged_journal_is_set_aside_and_its_readable_blocks_kept(tmp_path):
+    d = str(tmp_path / "data")
+    os.makedirs(d)
+    h = HubProc(d, extra=["--security", "off", "--no-fast-path"]).start()
+    late = asyncio.run(_send(h.coap_port, "jdm-1", 0, 200, concurrency=4))
+    h.kill()  # the readings wait in the journal
+    db = os.path.join(d, "hub.sqlite3")
+    jpath = os.path.join(d, "hub.journal.sqlite3")
+    c = sqlite3.connect(jpath)  # what a kill left in the WAL goes into the file, then a
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # page of it is damaged
+    c.close()
+    held = {(sensor, t) for _n, sensor, t, _k, _v in stored_readings(db)}
+    assert late <= held
+    _flip_page(jpath)
+    h.start()
+    try:
+        status, body = h.get("/healthz")
+        assert status == 503 and any("damaged file %s" % jpath in r for r in body["reasons"])
+        keys = {(s, t) for _n, s, t, _k, _v in stored_readings(db)}
+        # the readable blocks are kept; those on the damaged page are named in the report
+        assert len(keys & late) > len(late) // 2
+    finally:
+        rc, log = h.stop()
+    assert rc == 0 and "DAMAGED journal" in log
+    with open(os.path.join(d, "hub.damage.json")) as f:
+        rec = json.load(f)[0]
+    assert rec["moved_to"].startswith(jpath + ".damaged-") and os.path.exists(rec["moved_to"])
+    lost = len(late - keys)
+    assert rec["saved"]["blocks"] + rec["saved"]["rows"] > 0
+    assert lost == 0 or rec["not_saved"], "readings lost without a word"
