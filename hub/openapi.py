@@ -18,6 +18,16 @@ _ERROR = {"type": "object", "required": ["error"],
           "properties": {"error": {"type": "string"}, "parameter": {"type": "string"},
                          "node": {"type": "string"}, "sensor": {"type": "string"}}}
 
+_HEALTH = {"type": "object", "required": ["status"], "properties": {
+    "status": {"type": "string", "enum": ["ok", "degraded"]},
+    "reasons": {"type": "array", "items": {"type": "string"}},
+    "disk": {"type": "object", "properties": {
+        "free_bytes": {"type": ["integer", "null"]}, "reserve_bytes": {"type": ["integer", "null"]},
+        "refusing": {"type": "boolean"}}},
+    "clock": {"type": "object", "properties": {
+        "steps": {"type": "integer"}, "last_step": {"type": "number"},
+        "last_step_at": {"type": ["number", "null"]}, "catching_up": {"type": "boolean"}}}}}
+
 _VALUE = {"oneOf": [{"type": "number"}, {"type": "boolean"}, {"type": "string"},
                     {"type": "null"}]}
 
@@ -429,9 +439,10 @@ def document(version, reads_need_token=False):
             "/healthz": {"get": {
                 "summary": "Liveness of the hub itself", "operationId": "healthz",
                 "security": [],
-                "responses": {"200": _json({"type": "object", "required": ["status"],
-                                            "properties": {"status": {"type": "string"}}}),
-                              "503": _json({"type": "object"}, "unhealthy")}}},
+                "responses": {"200": _json(_HEALTH),
+                              "503": _json(_HEALTH, "degraded: new readings refused for want"
+                                           " of disk space, or a damaged file set aside at"
+                                           " start (`reasons`; docs/operations.md)")}}},
             "/api/access": {"get": {
                 "summary": "What the request's bearer token may do (the dashboard's login)",
                 "operationId": "access",
