@@ -9,9 +9,11 @@ checked is: the header and the schema (read by any open), and every page the
 check reached before the bound; the rest is checked by SQLite as it is read.
 The answer says which.
 
-`recover(path, ...)` handles a damaged file: it renames it (with its -wal and
--shm) to `<name>.damaged-<UTC time>` -- never deleted --, creates a fresh file
-and copies into it what can still be read: series (with their ids, which the
+`recover(path, ...)` handles a damaged file: it copies what can still be read
+into a fresh file beside it, then renames the damaged one (with its -wal and
+-shm) to `<name>.damaged-<UTC time>` -- never deleted -- and puts the fresh
+one in its place (a crash before that leaves the damaged file to be found
+again). What the copy takes: series (with their ids, which the
 journal refers to), nodes, node configs, rollups and raw readings (per
 series, forward to a damaged page and backward from the end to it). The
 journal's acknowledged readings are moved into the new file by the mover as
@@ -315,12 +317,20 @@ def recover(path, found, journal=False, seconds=60.0):
     """Set the damaged file at `path` aside, start a fresh one, save what can be read;
     -> the report record (also appended to hub.damage.json). `journal`: the file is the
     journal, not the database."""
-    moved = set_aside(path)
+    # the copy is made beside it first and takes the file's place only when complete: a
+    # crash or power loss meanwhile leaves the damaged file where it was, found again at
+    # the next start
+    fresh = path + ".salvage-new"
+    _remove(fresh)
     deadline = time.monotonic() + seconds
     if journal:
-        saved, lost = _salvage_journal(moved, path, deadline)
+        saved, lost = _salvage_journal(path, fresh, deadline)
     else:
-        saved, lost = _salvage_db(moved, path, deadline)
+        saved, lost = _salvage_db(path, fresh, deadline)
+    moved = set_aside(path)
+    for suffix in ("-wal", "-shm", ""):  # the copy's connections are closed: no WAL left
+        if os.path.exists(fresh + suffix):
+            os.rename(fresh + suffix, path + suffix)
     record = {"time": time.time(), "file": path, "found": found, "moved_to": moved,
               "saved": saved, "not_saved": lost}
     log.critical("DAMAGED %s %s (%s): set aside as %s; a fresh file was started; saved %s;"
@@ -329,6 +339,14 @@ def recover(path, found, journal=False, seconds=60.0):
                  "; ".join(lost) or "nothing")
     append_report(os.path.dirname(os.path.abspath(path)), record)
     return record
+
+
+def _remove(path):
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(path + suffix)
+        except FileNotFoundError:
+            pass
 
 
 def append_report(data_dir, record):
