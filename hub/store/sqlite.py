@@ -368,8 +368,8 @@ class SqliteStore:
     def _flush_quietly(self):
         try:
             self._mover.flush()
-        except Exception:  # noqa: BLE001 - the readings stay in the journal; the query
-            log.exception("moving journal readings before a query failed")  # sees less
+        except Exception as e:  # noqa: BLE001 - the readings stay in the journal; the query
+            log.error("moving journal readings before a query failed: %s", e)  # sees less
 
     def _shut(self, conn, stopped):
         late = []  # anything that raced in after the stop marker
@@ -382,8 +382,10 @@ class SqliteStore:
                 late.append((j.future, False, StoreClosed("store closed")))
         try:
             self._mover.stop()  # everything into the database, then its thread ends
-        except Exception:  # noqa: BLE001 - the journal keeps them: moved at the next start
-            log.exception("moving journal readings at close failed")
+        except Exception as e:  # noqa: BLE001 - the journal keeps them: moved at the next start
+            log.error("moving journal readings at close failed (%s: %s); they stay in the"
+                      " journal %s and move at the next start", type(e).__name__, e,
+                      schema.journal_path(self.path))
         self._lconn.close()
         try:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
