@@ -92,10 +92,11 @@ class Feeder:
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("dashhub"))
+    ctx = str(tmp_path_factory.mktemp("dashkeys"))  # the clients' halves, apart from the hub
     ctxdirs = {}
     for n in NODES:
         keys.add(d, n)
-        ctxdirs[n] = os.path.join(d, "..", "ctx-" + n)
+        ctxdirs[n] = os.path.join(ctx, n)
         keys.write_aiocoap(ctxdirs[n], keys.get(d, n))
     # HTTP off loopback (still reached on 127.0.0.1): reads need the read or admin token
     h = start_hub(["--data", d, "--coap-bind", "127.0.0.1", "--coap-port", "0",

@@ -26,15 +26,20 @@ function headers(extra) {
   return h;
 }
 
-// Listeners told when the hub answers 401 (the page then offers the login).
+// Listeners told when the hub answers 401 (the page then offers the login) -- to a request
+// sent with the token kept now: a late answer to one sent before the login does not count.
 export const onUnauthorized = new Set();
+function refused(sent) {
+  if (sent === token.get()) onUnauthorized.forEach((f) => f());
+}
 
 async function call(method, path, body, opts) {
   const init = { method, headers: headers(body !== undefined ? { "Content-Type": "application/json" } : {}),
                  signal: opts && opts.signal, cache: "no-store" };
   if (body !== undefined) init.body = JSON.stringify(body);
+  const sent = token.get();
   const r = await fetch(path, init);
-  if (r.status === 401) onUnauthorized.forEach((f) => f());
+  if (r.status === 401) refused(sent);
   if (!r.ok) {
     let b = null;
     try { b = await r.json(); } catch (e) { b = null; }
@@ -88,10 +93,11 @@ export function stream(handlers, status, query) {
   async function run() {
     while (!stopped) {
       ctrl = new AbortController();
+      const sent = token.get();
       try {
         const r = await fetch("/api/events" + (query || ""), { headers: headers({ Accept: "text/event-stream" }),
                                                signal: ctrl.signal, cache: "no-store" });
-        if (r.status === 401) onUnauthorized.forEach((f) => f());
+        if (r.status === 401) refused(sent);
         if (!r.ok || !r.body) throw new Error("HTTP " + r.status);
         pause = 500;
         const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
