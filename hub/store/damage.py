@@ -264,6 +264,45 @@ def _salvage_db(old, new, deadline):
     return saved, lost
 
 
+LOST_NODE = "_lost"
+
+
+def _placeholders(db, jpath, saved, lost):
+    """Series the journal's readings refer to that the copy could not save get a row named
+    node "_lost", sensor "series-<id>": the readings stay findable, and a new series never
+    takes their id (and with it their readings)."""
+    import array
+
+    sids = set()
+    try:
+        j = sqlite3.connect("file:%s?mode=ro" % jpath, uri=True, timeout=5)
+        try:
+            sids.update(r[0] for r in j.execute("SELECT DISTINCT series FROM rows"))
+            for (blob,) in j.execute("SELECT series FROM blocks"):
+                if isinstance(blob, bytes):
+                    a = array.array("i")
+                    a.frombytes(blob[:len(blob) - len(blob) % 4])
+                    sids.update(a)
+        finally:
+            j.close()
+    except sqlite3.Error:
+        return
+    if not sids:
+        return
+    c = schema.connect(db)
+    try:
+        have = {r[0] for r in c.execute("SELECT id FROM series")}
+        missing = sorted(sids - have)
+        if missing:
+            c.executemany("INSERT INTO series(id, node, sensor, unit) VALUES (?, ?, ?, NULL)",
+                          [(sid, LOST_NODE, "series-%d" % sid) for sid in missing])
+            saved["placeholder_series"] = len(missing)
+            lost.append("the names of %d series: their journal readings are kept under node"
+                        " %s" % (len(missing), LOST_NODE))
+    finally:
+        c.close()
+
+
 def _salvage_journal(old, new, deadline):
     """Blocks, rows and seen of a damaged journal, one by one; -> (saved, lost)."""
     saved, lost = {}, []
@@ -327,6 +366,7 @@ def recover(path, found, journal=False, seconds=60.0):
         saved, lost = _salvage_journal(path, fresh, deadline)
     else:
         saved, lost = _salvage_db(path, fresh, deadline)
+        _placeholders(fresh, schema.journal_path(path), saved, lost)
     moved = set_aside(path)
     for suffix in ("-wal", "-shm", ""):  # the copy's connections are closed: no WAL left
         if os.path.exists(fresh + suffix):
