@@ -344,6 +344,17 @@ def test_chart_bands_zoom_to_raw_and_csv(page, hub, tmp_path):
     assert rows[0] == ["time", "iso_time", "value"] and 80 <= len(rows) - 1 <= 95
 
 
+def test_chart_of_the_last_hour_takes_live_readings(page, hub):
+    page.goto(hub.base + "/#/chart/dash-1/air.temp")
+    page.get_by_role("button", name="Last 1 h").click()
+    chart = page.locator("#chart")
+    expect(chart).to_have_attribute("data-window", "raw")
+    expect(page.locator("#live")).to_have_text("live")
+    before = int(chart.get_attribute("data-points"))
+    hub.feed.report("dash-1", [("air.temp", 30.5, time.time())])
+    expect(chart).to_have_attribute("data-points", str(before + 1))
+
+
 def test_keyboard_reaches_the_main_controls(page, hub):
     page.goto(hub.base + "/#/chart/dash-1/air.temp?from=%d&to=%d" % (DAY0, DAY0 + 86400))
     expect(page.locator("#chart")).to_have_attribute("data-window", "15m")
