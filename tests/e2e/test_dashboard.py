@@ -312,6 +312,8 @@ def test_node_page_health_sensors_config(page, hub):
     hub.feed.report("dash-1", [("health.vbat", 3.52, time.time(), "V")])
     expect(page.locator('[data-health="vbat"]')).to_have_text("3.52 V")
     page.screenshot(path=os.path.join(hub.shots, "node.png"), full_page=True)
+    page.goto(hub.base + "/#/node/nobody")
+    expect(page.get_by_role("alert")).to_have_text("The hub answered: unknown node")
 
 
 def test_chart_bands_zoom_to_raw_and_csv(page, hub, tmp_path):

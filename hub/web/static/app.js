@@ -75,8 +75,13 @@ async function route() {
   for (const [re, fn] of routes) {
     const m = hash.match(re);
     if (m) {
+      const my = gen;
       main.replaceChildren(h("p", {}, "Loading…"));
-      try { await fn(m); } catch (e) { if (!(e instanceof api.HttpError && e.status === 401)) render("Error", errorBox(e)); }
+      try {
+        await fn(m);
+      } catch (e) {  // a 401 went to the login; a page left behind keeps quiet
+        if (my === gen && !(e instanceof api.HttpError && e.status === 401)) render("Error", errorBox(e));
+      }
       if (document.activeElement === document.body || !main.contains(document.activeElement)) main.focus({ preventScroll: true });
       return;
     }
