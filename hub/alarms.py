@@ -16,7 +16,8 @@ enabled):
   offline    the node is offline (the registry's liveness)
   battery    health.vbat below `below` (default 3.3 V; clears at `clear`, default below +
              0.1 V) or health.low_battery true
-  fault      health.<key> (key default "fault") true, a non-empty text or a non-zero number
+  fault      health.<key> (key default "sensor_fault": the node's text of its sensors that
+             are not ok, "" when all are) true, a non-empty text or a non-zero number
   dropped    health.dropped grew by more than `above` (default 0) since the node's previous
              health report; clears with a report that shows no more drops
   ota        health.ota_result is a failure (hub/rollouts.py FAILURES); clears on another result
@@ -182,7 +183,7 @@ def check_rule(body, where="", rid=None):  # noqa: C901 - one branch per field
         r["below"] = _num(body, "below", 0, 100, 3.3, where)
         r["clear"] = _num(body, "clear", r["below"], 100, r["below"] + 0.1, where)
     elif kind == "fault":
-        key = body.get("key", "fault")
+        key = body.get("key", "sensor_fault")
         if not isinstance(key, str) or not _SENSOR.match(key):
             raise AlarmError("key must be a health key such as fault or crash", where + "key")
         r["key"] = key
@@ -806,7 +807,8 @@ class Alarms:
                 cond = False
             self._apply(rule, node, "health.vbat", node, cond, v, t, now, changes)
             return
-        sensor = {"fault": "health." + rule.get("key", "fault"), "dropped": "health.dropped",
+        sensor = {"fault": "health." + rule.get("key", "sensor_fault"),
+                  "dropped": "health.dropped",
                   "ota": "health.ota_result"}[kind]
         sid, cur = self._latest(node, sensor)
         if cur is None or not self._fresh(rule, sid, cur[0]):

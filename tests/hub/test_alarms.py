@@ -1,6 +1,6 @@
 """Alarms on a running hub (hub/alarms.py): rules from the TOML file and the API, threshold
-hysteresis and duration, scope by tag, offline, battery, dropped readings, a failed firmware
-update, the ack/clear lifecycle, the SSE event, the CoAP Observe notification, the webhook's
+hysteresis and duration, scope by tag, offline, battery, a sensor fault, dropped readings, a
+failed firmware update, the ack/clear lifecycle, the SSE event, the CoAP Observe notification, the webhook's
 retries against a real receiver (503 answers, an answer slower than the timeout), a restart
 that neither loses nor doubles an alarm, and the refusals of bad rules.
 
@@ -59,6 +59,11 @@ severity = "warning"
 [[rule]]
 id = "dropped"
 type = "dropped"
+node = "hl-*"
+
+[[rule]]
+id = "sensor-fault"
+type = "fault"
 node = "hl-*"
 """
 
@@ -251,15 +256,19 @@ def test_threshold_hysteresis_duration_and_scope(hub):
     assert status == 200 and set(s["active"]) == {"critical", "major", "minor", "warning"}
 
 
-def test_offline_battery_dropped_and_failed_update(hub):
+def test_offline_battery_sensor_fault_dropped_and_failed_update(hub):
     post(hub, "hl-1", [("health.vbat", 3.1, "V"), ("health.dropped", 0),
-                       ("health.ota_state", "idle"), ("health.ota_result", "rolled_back")])
+                       ("health.ota_state", "idle"), ("health.ota_result", "rolled_back"),
+                       ("health.sensor_fault", "air:read_error")])
+    fault = alarm_of(hub, "sensor-fault", "hl-1", state="active")
+    assert fault and fault["value"] == "air:read_error"
     bat = alarm_of(hub, "battery", "hl-1", state="active")
     assert bat and bat["severity"] == "minor" and bat["value"] == 3.1
     ota = alarm_of(hub, "ota", "hl-1", state="active")
     assert ota and ota["value"] == "rolled_back" and "update failed" in ota["message"]
     post(hub, "hl-1", [("health.vbat", 3.6, "V"), ("health.dropped", 5),
-                       ("health.ota_result", "success")])
+                       ("health.ota_result", "success"), ("health.sensor_fault", "")])
+    assert alarm_of(hub, "sensor-fault", "hl-1", state="cleared")
     assert alarm_of(hub, "dropped", "hl-1", state="active", value=5)
     assert alarm_of(hub, "battery", "hl-1", state="cleared")
     assert alarm_of(hub, "ota", "hl-1", state="cleared")
