@@ -60,6 +60,12 @@ def test_server_matches_openapi(api_schema, shared_hub):
             if isinstance(sensors, list):
                 names = [x.get("name") for x in sensors if isinstance(x, dict)]
                 assume(len(set(names)) == len(names) and "health" not in names)
+            # nor this one: with deep_sleep (in this body or the node's config so far), a pulse
+            # or PIR input must be a pin that can wake the ESP32, and only one of them
+            # (protocol/configschema.py wake_inputs)
+            if isinstance(sensors, list):
+                assume(not any(isinstance(x, dict) and x.get("driver") in ("pulse", "pir")
+                               for x in sensors))
             # the rule JSON Schema cannot say either: an alarm rule's clear on the safe side
             if case.operation.path.startswith("/api/alarm-rules") and body:
                 try:
