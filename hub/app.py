@@ -85,6 +85,7 @@ class Hub:
             raise from_os_error(PermissionError(13, "not writable"), "data directory %s"
                                 % c.data_dir)
         self.disk = DiskGuard(c.data_dir, c.store_reserve_mb, c.store_reserve_percent)
+        self.disk.check(force=True)  # below the reserve already: said now, refused from the start
         self.store = SqliteStore(c.db_path, cache_mb=c.store_cache_mb, memory_mb=c.store_memory_mb,
                                  rollups=self.rollups, disk=self.disk,
                                  check_seconds=c.store_check_seconds)
