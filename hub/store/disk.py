@@ -101,4 +101,4 @@ class DiskGuard:
     def health(self):
         """What /healthz shows."""
         return {"free_bytes": self.free, "reserve_bytes": self.reserve,
-                "refusing": self.refusing}
+                "refusing": self.refusing, "changes": self.changes}

@@ -184,15 +184,17 @@ def test_full_disk_refuses_reports_degrades_and_recovers_by_itself(mounts, tmp_p
         assert not refused2
         acked |= more
         assert _metric(h.http_port, "smartpark_ingest_refusing_disk") == 0
+        changes = _get(h.http_port, "/healthz")[1]["disk"]["changes"]
     finally:
         rc = h.stop()
     assert rc == 0
     text = h.log_text()
     assert "Traceback" not in text
-    # one line per state change: refused once, resumed once (the mover's failures, if any,
-    # are one line per kind of failure, not one per try)
-    assert text.count("refusing new readings") == 1, text[-3000:]
-    assert text.count("accepting readings") == 1
+    # one line per state change, not one per refused report: usually refused once and
+    # resumed once (the journal's clean-up while refusing may free enough for a resume
+    # before the ballast goes: then each further change has its line too)
+    refusing, accepting = text.count("refusing new readings"), text.count("accepting readings")
+    assert refusing == accepting >= 1 and refusing + accepting == changes, text[-3000:]
     assert text.count("moving journal readings failed") <= 2
 
     h2 = _start(mounts, data, log, config)  # a restart: every acknowledged reading once
