@@ -23,7 +23,7 @@ _HEALTH = {"type": "object", "required": ["status"], "properties": {
     "reasons": {"type": "array", "items": {"type": "string"}},
     "disk": {"type": "object", "properties": {
         "free_bytes": {"type": ["integer", "null"]}, "reserve_bytes": {"type": ["integer", "null"]},
-        "refusing": {"type": "boolean"}}},
+        "refusing": {"type": "boolean"}, "changes": {"type": "integer"}}},
     "clock": {"type": "object", "properties": {
         "steps": {"type": "integer"}, "last_step": {"type": "number"},
         "last_step_at": {"type": ["number", "null"]}, "catching_up": {"type": "boolean"}}}}}
