@@ -98,6 +98,8 @@ class Hub:
                                  default_interval=c.liveness_default_interval,
                                  firmware=c.nodes_firmware, wall=self.clock)
         self.registry.load(await self.store.load_state())
+        if c.metrics_per_node:
+            self.registry.add_node_gauges(self.metrics)
         await self.store.replay_rollups()
         # before CoAP serves: the first ack offers the versions the rollouts offered before
         self.rollouts = Rollouts(c.data_dir, self.registry, self.events).load()

@@ -38,6 +38,9 @@ TOML layout (every key optional):
     factor = 3.0            # offline after factor x expected interval without a report
     default_interval = 60.0 # s, when neither config nor history gives one
     check_interval = 1.0
+    [metrics]
+    per_node = false        # /metrics: battery, RSSI, outbox and sensor errors per node (one
+                            # series per node each: mind the cardinality of a large park)
     [discovery]
     zeroconf = true
     name = "smartpark hub"
@@ -101,6 +104,7 @@ _SPEC = {
     "liveness.factor": (3.0, "posfloat"),
     "liveness.default_interval": (60.0, "posfloat"),
     "liveness.check_interval": (1.0, "posfloat"),
+    "metrics.per_node": (False, "bool"),
     "discovery.zeroconf": (True, "bool"),
     "discovery.name": ("smartpark hub", "str"),
     "nodes.firmware": ("", "str"),

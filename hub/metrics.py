@@ -43,6 +43,21 @@ class Gauge:
         out.append("%s %s" % (self.name, _num(self.fn())))
 
 
+class NodeGauge:
+    """One gauge per node: fn() -> {node id: number}; nodes without a value are left out."""
+
+    def __init__(self, name, help_text, fn):
+        self.name = name
+        self.help = help_text
+        self.fn = fn
+
+    def render(self, out):
+        out.append("# HELP %s %s" % (self.name, self.help))
+        out.append("# TYPE %s gauge" % self.name)
+        for node, v in sorted(self.fn().items()):
+            out.append("%s%s %s" % (self.name, _labels(("node",), (node,)), _num(v)))
+
+
 class Histogram:
     def __init__(self, name, help_text, buckets):
         self.name = name
@@ -113,6 +128,10 @@ class Metrics:
 
     def gauge(self, name, help_text, fn):
         self.gauges.append(Gauge(name, help_text, fn))
+
+    def node_gauge(self, name, help_text, fn):
+        """A gauge labelled by node (config metrics.per_node: one series per node)."""
+        self.gauges.append(NodeGauge(name, help_text, fn))
 
     def render(self):
         out = []

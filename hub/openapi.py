@@ -48,6 +48,9 @@ _NODE = {
         "expected_interval": {"type": "number"},
         "config_version": {"type": "integer"},
         "update": {"$ref": "#/components/schemas/Update"},
+        "diagnostics": {"type": "object", "description": "field diagnostics from the node's "
+                        "health readings (docs/diagnostics.md): safe_mode, sensors, "
+                        "sensor_fault, config, clock, estimated, refused, crash, reset"},
     },
 }
 

@@ -45,6 +45,20 @@ def _done():
     return fut
 
 
+def _pairs(text, conv=str):
+    """"a:x b:y" (a diagnostics text reading) -> {"a": conv("x"), ...}; bad pairs skipped."""
+    out = {}
+    if isinstance(text, str):
+        for part in text.split():
+            name, _, v = part.rpartition(":")
+            if name:
+                try:
+                    out[name] = conv(v)
+                except ValueError:
+                    pass
+    return out
+
+
 MIN_GAP = 1.0  # s; shorter gaps between reports are not learned as the report interval
 
 
@@ -309,6 +323,70 @@ class Registry:
         out["since"] = since
         return out
 
+    def diagnostics(self, node_id):
+        """The node's field diagnostics (firmware/diag.py, docs/diagnostics.md) from its latest
+        health readings; None (or {}) for what the node never reported. A sensor the node
+        knows (a series or an RD link) and sensor_fault does not name is "ok"."""
+        h = self.health(node_id)
+        faults = _pairs(h.get("sensor_fault"))
+        errors = _pairs(h.get("sensor_errors"), int)
+        sensors = {}
+        if "sensor_fault" in h:
+            for name in self.sensors(node_id):
+                sensors[name.split(".", 1)[0]] = None
+            for name in faults:
+                sensors[name] = None
+            for name in sensors:
+                sensors[name] = {"status": faults.get(name, "ok"), "errors": errors.get(name, 0)}
+        unsynced = h.get("clock_unsynced")
+        return {
+            "safe_mode": {"active": None if "safe_mode" not in h else bool(h["safe_mode"]),
+                          "key": h.get("safe_mode") or None},
+            "sensors": sensors,
+            "sensor_fault": h.get("sensor_fault") or None,
+            "config": {"applied": h.get("config"), "rejected": h.get("config_rejected") or None},
+            "clock": {"synced": None if unsynced is None else not unsynced,
+                      "unsynced_for": unsynced or None},
+            "estimated": h.get("estimated"),
+            "refused": _pairs(h.get("refused"), int),
+            "crash": h.get("crash"),
+            "reset": h.get("reset"),
+        }
+
+    def health_by_node(self, key):
+        """{node: latest numeric health.<key>} of every node that reported one."""
+        out = {}
+        name = HEALTH_PREFIX + key
+        for node_id, by_name in self.node_series.items():
+            sid = by_name.get(name)
+            cur = self.latest.get(sid) if sid is not None else None
+            if cur is not None and cur[1] == kinds.NUM:
+                out[node_id] = cur[2]
+        return out
+
+    def sensor_errors_by_node(self):
+        """{node: failed measurements since the node's boot, all its sensors}."""
+        out = {}
+        name = HEALTH_PREFIX + "sensor_errors"
+        for node_id, by_name in self.node_series.items():
+            sid = by_name.get(name)
+            cur = self.latest.get(sid) if sid is not None else None
+            if cur is not None:
+                out[node_id] = sum(_pairs(cur[2], int).values())
+        return out
+
+    def add_node_gauges(self, metrics):
+        """Per-node gauges on /metrics (config metrics.per_node): one series per node each."""
+        for key, name, text in (("vbat", "battery_volts", "Battery voltage (health.vbat)"),
+                                ("rssi", "rssi_dbm", "Wi-Fi signal (health.rssi)"),
+                                ("outbox", "outbox_depth",
+                                 "Readings waiting in the node's outbox (health.outbox)")):
+            metrics.node_gauge("smartpark_node_" + name, text,
+                               lambda key=key: self.health_by_node(key))
+        metrics.node_gauge("smartpark_node_sensor_errors",
+                           "Failed sensor measurements since the node's boot "
+                           "(health.sensor_errors)", self.sensor_errors_by_node)
+
     def expected_interval(self, n):
         return n.interval or n.learned or self.default_interval
 
@@ -326,6 +404,7 @@ class Registry:
             "lifetime": n.lt,
             "expected_interval": self.expected_interval(n),
             "config_version": self.config_version(node_id),
+            "diagnostics": self.diagnostics(node_id),
         }
 
     # ---- liveness ------------------------------------------------------------------------
