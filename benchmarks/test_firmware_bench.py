@@ -85,6 +85,39 @@ def test_wire_bytes_per_reading(benchmark):
     assert got == mine and senml.resolve(senml.decode(mine, "cbor"))
 
 
+def _diagnostics():
+    """The diagnostics records a healthy node sends on the heartbeat (firmware/diag.py)."""
+    return [("health.safe_mode", "", "vs", ""), ("health.sensor_fault", "", "vs", ""),
+            ("health.sensor_errors", "", "vs", ""), ("health.config", "", "v", 3),
+            ("health.config_rejected", "", "vs", ""), ("health.clock_unsynced", "s", "v", 0),
+            ("health.estimated", "", "v", 17), ("health.refused", "", "vs", "")]
+
+
+def test_wire_bytes_per_reading_with_diagnostics(benchmark):
+    """Diagnostics travel on change and on the heartbeat (every 16th health report): the
+    typical pack above, the heartbeat's pack (the same + every diagnostic),
+    their average over one heartbeat period, and a pack marked as estimated (before sync)."""
+    items = _items()
+    n = len(items)
+    typical = pack.build("park-n17", items)
+    diag = [(T0 + 200, name, u, k, v) for name, u, k, v in _diagnostics()]
+    beat = pack.build("park-n17", items + diag)
+    est = pack.build("park-n17", items, est=True)
+    fig = {
+        "readings": n, "diagnostics records on the heartbeat": len(diag),
+        "typical pack bytes/reading": round(len(typical) / n, 1),
+        "heartbeat pack bytes/reading (its readings + diagnostics)": round(len(beat) / n, 1),
+        "average over a heartbeat period (16 packs)": round((15 * len(typical) + len(beat))
+                                                            / (16 * n), 1),
+        "estimated-time pack bytes/reading": round(len(est) / n, 1),
+    }
+    benchmark.group = "firmware pack.build with diagnostics, %d readings" % n
+    benchmark.extra_info.update(fig)
+    print("\nwire with diagnostics:", json.dumps(fig))
+    got = benchmark(pack.build, "park-n17", items + diag)
+    assert got == beat and len(senml.resolve(senml.decode(beat, "cbor"))) == n + len(diag)
+
+
 def test_senml_encode_baseline(benchmark):
     items = _items()
     benchmark.group = "firmware pack.build vs senml.encode (CPython), %d readings" % len(items)

@@ -29,18 +29,17 @@ import json
 import os
 
 import clock as clockmod
-import config
 import drivers
 import outbox as outboxmod
 import pack
 import rd
-import remotecfg
 import sampler as samplermod
 from board import Board
 from coapc import Client, CoapReset, CoapTimeout, SecurityError
 from compat import exists, log, mem_free, sleep_ms, ticks_diff, ticks_ms, unload
 from smartpark.protocol import coap, report
-from smartpark.protocol.errors import DecodeError
+from smartpark.protocol.errors import ConfigError, DecodeError
+from smartpark.protocol.names import parse_hub
 from smartpark.protocol.version import VERSION
 
 FIRMWARE = VERSION   # main.py sets the running app slot's version (ota.py)
@@ -51,6 +50,15 @@ _MAX_PAYLOAD = 1024
 _LOW = [False]   # the battery is low (config battery.low_v): see low_battery()
 
 
+def load_json(path, default):
+    """A JSON file's value, or `default` when it is missing or not JSON."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
 def low_battery():
     """True while the battery is below config battery.low_v (until it is 0.1 V above it):
     reports are spaced battery.interval_factor times wider, and an update waits."""
@@ -59,19 +67,25 @@ def low_battery():
 
 class Node:
     def __init__(self):
+        import config  # config.py and remotecfg.py: in the heap only while they work
         cfg, err = config.load()
         self.error = err
         # the file's dict even when invalid: a config from the hub is merged over it
         self.raw = cfg if isinstance(cfg, dict) else None
         sim = cfg.get("sim") if isinstance(cfg, dict) else None
         self.board = Board(sim if isinstance(sim, dict) else None)
-        if err is not None:
-            log("config error:", err, "-> safe mode (health only, waiting for a config from the hub)")
-            cfg = remotecfg.safe_config(cfg, self.board.unique_id())
+        import remotecfg
+        try:
+            if err is not None:
+                log("config error:", err, "-> safe mode (health only, waiting for a config from the hub)")
+                cfg = remotecfg.safe_config(cfg, self.board.unique_id())
+            else:
+                remotecfg.remember_ident(cfg["node"])
+        finally:
+            unload("remotecfg")
+            unload("config")
         self.cfg = cfg
         self.safe = err is not None
-        if not self.safe:
-            remotecfg.remember_ident(cfg["node"])
         mem = self.board.rtc_memory()
         try:
             self.rtc = json.loads(mem) if mem else {}
@@ -108,14 +122,15 @@ class Node:
         self.cycles = 0
         self.stored = 0
         self.refused = 0
+        self.diag = None   # diag.py's counts, made at the first: est, ref {code: n}, rej
         self.cfg_wanted = None
         self.cfg_failed = None
         self.fw_wanted = None
         self.fw_acked = False   # a trial version's report was acked: ota.step confirms it
-        st = remotecfg.load_json("ota.json", {})
+        st = load_json("ota.json", {})
         self.ota = (st.get("state") or "idle", st.get("result"), st.get("reason"))
         global FIRMWARE
-        img = remotecfg.load_json("image.json", {})   # a full image confirmed under this app code
+        img = load_json("image.json", {})   # a full image confirmed under this app code
         if isinstance(img, dict) and img.get("app") == FIRMWARE and img.get("version"):
             FIRMWARE = img["version"]   # otaimage.py: what the hub wanted runs
         self.ota_sent = None
@@ -132,7 +147,7 @@ class Node:
 
     # --- configuration ---
     def _build_sensors(self):
-        pulses = remotecfg.load_json(_PULSE_FILE, {})
+        pulses = load_json(_PULSE_FILE, {})
         sensors = []
         for i, s in enumerate(self.cfg["sensors"]):
             params = dict(s["params"])
@@ -239,6 +254,17 @@ class Node:
             self.rtc["rst"] = rc
         if self.ota != self.ota_sent or self.cycles % (16 * self.cfg["health_every"]) == 0:
             recs += self._ota_health(flags, run, t)
+        # field diagnostics (diag.py), in the heap only here; the first report after a
+        # power-on (registration and sync: the heap's peak) loads it only when something is wrong
+        if self.rtc.get("dg") or self.safe or self.sampler.failures or \
+                len(self.sensors) < len(self.cfg["sensors"]):
+            import diag
+            try:
+                recs += diag.readings(self, flags, run, t)
+            finally:
+                unload("diag")
+        else:
+            self.rtc["dg"] = (1, 0)   # the second report sends them all
         return recs
 
     # --- over-the-air update (ota.py, loaded only while it works) ---
@@ -263,6 +289,8 @@ class Node:
             finally:
                 unload("ota")
                 unload("otaimage")
+                unload("remotecfg")   # ota.py's load_json
+                unload("config")
             if not isinstance(got, int):
                 break
             left = got   # the manifest is whole: its half runs with ota.py out of the heap
@@ -271,6 +299,8 @@ class Node:
                 got = otaman.check(self.cfg["ota"])
             finally:
                 unload("otaman")
+                unload("remotecfg")
+                unload("config")
             if got is not None or left <= 0:
                 break
         if got is not None and got != self.ota:
@@ -291,7 +321,7 @@ class Node:
         if not st or self.rtc.get("lost"):
             return
         hp = (st[0], st[1])
-        conf = config.parse_hub(self.cfg["hub"])
+        conf = parse_hub(self.cfg["hub"])
         if conf is not None and conf != hp:
             return
         self._saved_reg = (st, fresh)
@@ -301,7 +331,7 @@ class Node:
 
     async def find_hub(self):
         cfg = self.cfg
-        hp = config.parse_hub(cfg["hub"])
+        hp = parse_hub(cfg["hub"])
         how = "config"
         if hp is None:
             import discover
@@ -390,13 +420,16 @@ class Node:
         return self.clock.synced()
 
     def _next_pack(self, limit):
-        """(items, last seq) of the next sendable records; drops never-resolvable ones."""
+        """(items, last seq, estimated) of the next sendable records; drops never-resolvable
+        ones. A pack's records all have measured times, or all estimated ones (taken before
+        the clock's first sync, flag 0): those carry the marker (pack.build `est`)."""
         while True:
             recs = self.outbox.peek(limit)
             items = []  # type: list
             last = None
             first_ms = None
             drop = None
+            est = None
             for seq, flags, run, t, kind, value, name, unit in recs:
                 ms = self.clock.resolve(flags, run, t)
                 if ms == -1:
@@ -408,6 +441,10 @@ class Node:
                     break
                 if drop is not None:
                     break
+                if est is None:
+                    est = not flags & 1
+                elif est != (not flags & 1):
+                    break
                 if first_ms is None:
                     first_ms = ms
                 elif not pack.fits(first_ms, ms):
@@ -418,26 +455,29 @@ class Node:
                 log("outbox: dropping readings of a run that never got the time, up to", drop)
                 self.outbox.drop(drop)
                 continue
-            return items, last
+            return items, last, bool(est)
 
     async def drain(self, max_packs=50):
         """Send packs until the outbox is empty (True) or the hub stops taking them (False)."""
         limit = self.cfg["batch_max"]
         for _ in range(max_packs):
             self._alive = ticks_ms()
-            items, last = self._next_pack(limit)
+            items, last, est = self._next_pack(limit)
             if not items:
                 return True
-            payload = pack.build(self.node, items)
+            payload = pack.build(self.node, items, est=est)
             while len(payload) > _MAX_PAYLOAD and len(items) > 1:
                 items = items[:len(items) // 2]
-                payload = pack.build(self.node, items)
+                payload = pack.build(self.node, items, est=est)
             last = self.outbox.head + len(items) - 1   # items always start at the head
             r = await self.client.request(coap.POST, "/r", payload, pack.CT_SENML_CBOR)
             cls = r.code >> 5
             if cls == 2:
                 self.outbox.ack(last)
                 self.stored += len(items)
+                if est:
+                    d = self.diag = self.diag or {}
+                    d["est"] = d.get("est", 0) + len(items)
                 self._ack(r)
             elif r.code == coap.REQUEST_ENTITY_TOO_LARGE and limit > 1:
                 limit = max(1, len(items) // 2)
@@ -447,8 +487,12 @@ class Node:
                 log("hub answered 4.01 Unauthorized", r.payload[:60], "- keeping readings")
                 return False
             elif cls == 4:
-                log("hub refused a pack:", coap.code_str(r.code), r.payload[:60], "- dropping", len(items))
+                code = coap.code_str(r.code)
+                log("hub refused a pack:", code, r.payload[:60], "- dropping", len(items))
                 self.refused += len(items)
+                d = self.diag = self.diag or {}
+                ref = d.setdefault("ref", {})
+                ref[code] = ref.get(code, 0) + len(items)
                 self.outbox.drop(last)
             else:
                 log("hub answered", coap.code_str(r.code), "- keeping readings")
@@ -461,18 +505,27 @@ class Node:
         if resp.code != coap.CONTENT:
             log("cfg: GET got", coap.code_str(resp.code))
             return False
+        import remotecfg
         try:
             got = remotecfg.merge(body, self.raw, self.cfg, self.safe, want)
-        except (DecodeError, config.ConfigError) as e:
+        except (DecodeError, ConfigError) as e:
             log("cfg from hub rejected:", e)
+            unload("remotecfg")
+            unload("config")
+            d = self.diag = self.diag or {}
+            d["rej"] = (want or 0, getattr(e, "key", "(cbor)"), getattr(e, "why", str(e)))
             self.cfg_failed = want
             self.cfg_wanted = None
             return False
         if got is None:
+            unload("remotecfg")
+            unload("config")
             log("cfg: the hub has no config for this node yet; staying in safe mode")
             return False
         merged, cfg = got
-        config.save(merged)
+        remotecfg.config.save(merged)
+        unload("remotecfg")
+        unload("config")
         log("config version", cfg["config_version"], "applied")
         self.apply(merged, cfg)
         return True
@@ -485,13 +538,15 @@ class Node:
         self.safe = False
         self.error = None
         self.cfg_wanted = None
+        if self.diag:
+            self.diag.pop("rej", None)
         self.outbox.max = cfg["outbox_size"]
         c = self.client
         p = cfg["coap"]
         c.ack_timeout_ms = int(p["ack_timeout"] * 1000)
         c.factor = float(p["ack_random_factor"])
         c.max_retransmit = int(p["max_retransmit"])
-        if config.parse_hub(cfg["hub"]) != self.hub and cfg["hub"] != "auto":
+        if parse_hub(cfg["hub"]) != self.hub and cfg["hub"] != "auto":
             self.hub = None
         self._build_sensors()
         if cfg["deep_sleep"] == "off":

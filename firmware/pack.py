@@ -34,6 +34,11 @@ _T = const(6)
 _KIND = {"v": _V, "vb": _VB, "s": _S, "vs": _VS}
 
 CT_SENML_CBOR = const(112)  # RFC 8428 section 12.3
+# The time-provenance marker: the text label "est" with the value true, on each record whose
+# time was estimated. RFC 8428 section 4.4 lets a pack carry labels a reader does not
+# know; only labels ending in "_" must be understood, so a reader without "est" still
+# takes the record and its time (docs/diagnostics.md). 4 bytes, only on such records.
+ESTIMATED = b"\x63est\xf5"
 # a float32 holds k/1024 exactly for k < 2**24: keep a pack's span below that
 MAX_SPAN_TICKS = 1 << 24
 
@@ -42,9 +47,13 @@ def ms_to_tick(ms):
     return ms * 1024 // 1000
 
 
-def build(node, items, extra=()):
+def build(node, items, extra=(), est=False):
     """Pack for items [(t_ms, name, unit, kind, value), ...] (t_ms None: "now"), as a
     bytearray (the CoAP client copies it into its send buffer; no bytes copy first).
+
+    `est`: the items' times are estimated (taken before the node's clock had the hub's
+    time, resolved with the run's first correction, clock.py); each record then carries
+    the extension label "est" (true), see ESTIMATED.
 
     `extra` are records without time (resolved to the hub's now), used only
     to ask for the time before the node has any.
@@ -76,7 +85,7 @@ def build(node, items, extra=()):
                 bt = base = tick >> 10
             off = tick - (bt << 10)
         _record(buf, sc, name, unit, kind, value, off / 1024 if off else None,
-                node + "/" if first else None, base)
+                node + "/" if first else None, base, est)
         first = False
     for name, unit, kind, value in extra:
         _record(buf, sc, name, unit, kind, value, None, node + "/" if first else None, None)
@@ -89,9 +98,9 @@ def _key(buf, label):
     buf.append(label if label >= 0 else 0x20 | (-1 - label))
 
 
-def _record(buf, sc, name, unit, kind, value, t, bn, bt):
+def _record(buf, sc, name, unit, kind, value, t, bn, bt, est=False):
     cbor.head(buf, cbor.MT_MAP, 2 + (1 if unit else 0) + (t is not None) + (bn is not None)
-              + (bt is not None))
+              + (bt is not None) + est)
     _key(buf, _N)
     cbor.encode_into(buf, name, sc)
     if unit:
@@ -108,6 +117,8 @@ def _record(buf, sc, name, unit, kind, value, t, bn, bt):
     if bt is not None:
         _key(buf, _BT)
         cbor.encode_into(buf, bt, sc)
+    if est:
+        buf.extend(ESTIMATED)   # a text label sorts after the integer ones
 
 
 def fits(first_ms, t_ms):

@@ -195,7 +195,8 @@ class Board:
             else:
                 part = sp.SimBH1750(lambda: w.lux(clock(), place))
                 addr = addr or 0x23
-            i2c.devices[addr] = part
+            if sensor.get("name") not in self.sim.get("unplugged", ()):
+                i2c.devices[addr] = part   # "unplugged": the part never answers on the bus
             return i2c
         if drv == "pms5003":
             return sp.SimUART(lambda: w.pm(clock()), clock=clock,

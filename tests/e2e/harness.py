@@ -160,11 +160,14 @@ class Hub:
     TOKEN = "test-token"
     latest = None   # the Hub started last (make_node provisions its nodes' keys from it)
 
-    def __init__(self, data, port=0, bind="127.0.0.1", multicast=False):
+    def __init__(self, data, port=0, bind="127.0.0.1", multicast=False, zeroconf=False,
+                 config=None):
         self.data = str(data)
         os.makedirs(self.data, exist_ok=True)
         self.bind = bind
         self.multicast = multicast
+        self.zeroconf = zeroconf
+        self.config = config   # a hub.toml path, or None
         self.port = port
         self.http_port = None
         self.proc = None
@@ -172,7 +175,9 @@ class Hub:
     def start(self, timeout=30):
         args = ["--data", self.data, "--coap-bind", self.bind, "--coap-port", str(self.port),
                 "--http-bind", "127.0.0.1", "--http-port", "0", "--http-token", self.TOKEN,
-                "--no-zeroconf"] + ([] if self.multicast else ["--no-multicast"])
+                ] + ([] if self.zeroconf else ["--no-zeroconf"]) + (
+                    [] if self.multicast else ["--no-multicast"]) + (
+                    ["--config", str(self.config)] if self.config else [])
         self.handle = start_hub(args, cwd=self.data, timeout=timeout,
                                 log_path=os.path.join(self.data, "hub.out"))
         self.proc = self.handle.proc
