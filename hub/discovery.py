@@ -12,16 +12,37 @@ log = logging.getLogger("smartpark.hub.discovery")
 
 
 def _addresses():
+    """Packed addresses to advertise: those of the host's interfaces (ifaddr, which zeroconf
+    brings), IPv4 and global IPv6, loopback only when there is nothing else; else what the
+    host name resolves to. A host name mapped to 127.0.1.1 (Debian) must not hide the LAN
+    address a node can reach."""
     out = []
+    loop = []
     try:
-        for fam, _t, _p, _c, sa in socket.getaddrinfo(socket.gethostname(), None):
-            if fam == socket.AF_INET and not sa[0].startswith("127."):
-                packed = socket.inet_aton(sa[0])
-                if packed not in out:
-                    out.append(packed)
-    except OSError:
+        import ifaddr
+
+        for adapter in ifaddr.get_adapters():
+            for ip in adapter.ips:
+                if isinstance(ip.ip, str):
+                    packed = socket.inet_aton(ip.ip)
+                    (loop if ip.ip.startswith("127.") else out).append(packed)
+                elif not ip.ip[0].lower().startswith("fe80"):   # link-local needs a scope
+                    packed = socket.inet_pton(socket.AF_INET6, ip.ip[0])
+                    (loop if ip.ip[0] == "::1" else out).append(packed)
+    except Exception:  # noqa: BLE001 - no interface list here: the host name below
         pass
-    return out or [socket.inet_aton("127.0.0.1")]
+    if not out:
+        try:
+            for fam, _t, _p, _c, sa in socket.getaddrinfo(socket.gethostname(), None):
+                if fam == socket.AF_INET and not sa[0].startswith("127."):
+                    out.append(socket.inet_aton(sa[0]))
+        except OSError:
+            pass
+    seen = []
+    for a in out or loop or [socket.inet_aton("127.0.0.1")]:
+        if a not in seen:
+            seen.append(a)
+    return seen
 
 
 class Advertiser:
@@ -51,7 +72,7 @@ class Advertiser:
                             properties={"path": "/api", "version": self.version},
                             server="%s.local." % host),
             ]
-            self._zc = AsyncZeroconf(ip_version=IPVersion.V4Only)
+            self._zc = AsyncZeroconf(ip_version=IPVersion.V4Only)   # AAAA records go out too
             for info in self._infos:
                 await self._zc.async_register_service(info, allow_name_change=True)
             return True
