@@ -311,6 +311,18 @@ def test_node_page_health_sensors_config(page, hub):
     expect(page.locator("#config")).to_be_visible()
     hub.feed.report("dash-1", [("health.vbat", 3.52, time.time(), "V")])
     expect(page.locator('[data-health="vbat"]')).to_have_text("3.52 V")
+    # the node's own diagnostics (docs/diagnostics.md), as the hub sums them up
+    now = time.time()
+    hub.feed.report("dash-1", [("health.sensor_fault", "air:read_error", now),
+                               ("health.sensor_errors", "air:4", now),
+                               ("health.clock_unsynced", 0, now), ("health.safe_mode", "", now),
+                               ("health.refused", "4.00:2", now)])
+    page.reload()
+    diag = page.locator("#diagnostics")
+    expect(diag).to_contain_text("air: read_error (4 errors)")
+    expect(diag).to_contain_text("synced")
+    expect(diag).to_contain_text("4.00 × 2")
+    expect(diag).to_contain_text("no")
     page.screenshot(path=os.path.join(hub.shots, "node.png"), full_page=True)
     page.goto(hub.base + "/#/node/nobody")
     expect(page.get_by_role("alert")).to_have_text("The hub answered: unknown node")

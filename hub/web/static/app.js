@@ -302,6 +302,28 @@ async function parkMap(nodes) {
 
 // ---- node ---------------------------------------------------------------------------------
 
+// what the node says about itself (GET /api/nodes/{node} "diagnostics", docs/diagnostics.md)
+function diagnosticsList(d) {
+  d = d || {};
+  const or = (v) => (v === null || v === undefined || v === "" ? "–" : String(v));
+  const safe = d.safe_mode || {};
+  const clock = d.clock || {};
+  const cfg = d.config || {};
+  const refused = Object.entries(d.refused || {}).map(([code, k]) => code + " × " + k).join(", ");
+  const sensors = Object.entries(d.sensors || {}).map(([name, st]) =>
+    name + ": " + st.status + (st.errors ? " (" + st.errors + " errors)" : "")).join(", ");
+  return h("dl", { class: "kv", id: "diagnostics" },
+    h("dt", {}, "Safe mode"), h("dd", {}, safe.active === null || safe.active === undefined ? "–"
+      : safe.active ? "yes, bad key " + or(safe.key) : "no"),
+    h("dt", {}, "Sensors"), h("dd", {}, sensors || "–"),
+    h("dt", {}, "Config"), h("dd", {}, "applied " + or(cfg.applied) + (cfg.rejected ? "; rejected " + cfg.rejected : "")),
+    h("dt", {}, "Clock"), h("dd", {}, clock.synced === null || clock.synced === undefined ? "–"
+      : clock.synced ? "synced" : "unsynced for " + or(clock.unsynced_for) + " s"),
+    h("dt", {}, "Estimated times"), h("dd", {}, or(d.estimated)),
+    h("dt", {}, "Refused by the hub"), h("dd", {}, refused || "none"),
+    h("dt", {}, "Last crash"), h("dd", {}, or(d.crash)));
+}
+
 async function nodePage(id) {
   const my = gen;
   const [n, latest, cfg, alarms] = await Promise.all([
@@ -323,6 +345,7 @@ async function nodePage(id) {
     h("dt", {}, "Update state"), h("dd", {}, up.state || "–"),
     h("dt", {}, "Last result"), h("dd", {}, up.result ? up.result + (up.reason ? " (" + up.reason + ")" : "") : "–"),
     h("dt", {}, "Since"), h("dd", {}, up.since ? stamp(up.since) : "–"));
+  const diag = diagnosticsList(n.diagnostics);
   const meta = n.meta || {};
   const sensors = latest.filter((r) => !r.sensor.startsWith("health."));
   const rows = sensors.map((r) => {
@@ -341,6 +364,7 @@ async function nodePage(id) {
     h("div", { class: "grid2" },
       h("section", { "aria-labelledby": "h-health" }, h("h2", { id: "h-health" }, "Health"), health),
       h("section", { "aria-labelledby": "h-fw" }, h("h2", { id: "h-fw" }, "Firmware"), fw)),
+    h("section", { "aria-labelledby": "h-diag" }, h("h2", { id: "h-diag" }, "Diagnostics"), diag),
     h("section", { "aria-labelledby": "h-sensors" }, h("h2", { id: "h-sensors" }, "Sensors"),
       sensors.length ? h("table", { id: "sensors" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Series"), h("th", { scope: "col" }, "Latest"),
         h("th", { scope: "col" }, "Time"), h("th", { scope: "col" }, "Last 6 h"))), h("tbody", {}, rows))
