@@ -73,13 +73,17 @@ RULES_FILE = "alarm-rules.json"
 STATE_FILE = "alarms.json"
 FILE_FORMAT = 1
 SEVERITIES = ("critical", "major", "minor", "warning")
-TYPES = ("threshold", "rate", "nodata", "offline", "battery", "fault", "dropped", "ota")
+TYPES = ("threshold", "rate", "nodata", "offline", "battery", "fault", "dropped", "ota", "hub")
 COMMON = ("id", "type", "severity", "node", "zone", "tag", "message", "enabled")
 FIELDS = {"threshold": ("sensor", "above", "below", "clear", "for"),
           "rate": ("sensor", "above", "per", "clear"),
           "nodata": ("sensor", "for"),
           "offline": (), "battery": ("below", "clear"), "fault": ("key",),
-          "dropped": ("above",), "ota": ()}
+          "dropped": ("above",), "ota": (), "hub": ("condition",)}
+# what a "hub" rule watches in the hub itself (Alarms.hub_state; docs/operations.md):
+#   disk    free space below the reserve: new readings refused (5.03)
+#   damage  a damaged database or journal file was set aside at this start
+HUB_CONDITIONS = ("disk", "damage")
 NODE_RULES = ("offline", "battery", "fault", "dropped", "ota")
 STATES = ("active", "cleared")
 MAX_HISTORY = 50
@@ -189,6 +193,15 @@ def check_rule(body, where="", rid=None):  # noqa: C901 - one branch per field
         r["key"] = key
     elif kind == "dropped":
         r["above"] = _num(body, "above", 0, math.inf, 0.0, where)
+    elif kind == "hub":
+        if body.get("condition") not in HUB_CONDITIONS:
+            raise AlarmError("condition is required: one of " + ", ".join(HUB_CONDITIONS),
+                             where + "condition")
+        r["condition"] = body["condition"]
+        for k in ("node", "zone", "tag"):
+            if r[k] is not None:
+                raise AlarmError("a hub rule watches the hub itself: it takes no %s" % k,
+                                 where + k)
     return r
 
 
@@ -225,6 +238,12 @@ def rule_json_schema(with_id=True):
     variant("fault", key=sensor)
     variant("dropped", above=dict(num, minimum=0))
     variant("ota")
+    hub = dict(common, type={"const": "hub"},
+               condition={"type": "string", "enum": list(HUB_CONDITIONS)})
+    for k in ("node", "zone", "tag"):
+        hub[k] = {"type": "null"}
+    variants.append({"type": "object", "additionalProperties": False,
+                     "required": ["type", "condition"], "properties": hub})
     return {"anyOf": variants}
 
 
@@ -271,6 +290,9 @@ class Alarms:
         self.park = park
         self.file = file or None
         self.webhook = webhook  # an alarms.Webhook or None
+        # the hub's own state for "hub" rules: {"disk": {"refusing", "free_bytes"},
+        # "damaged_files": n} (set by the app; None: hub rules raise nothing)
+        self.hub_state = None
         self.rules_path = os.path.join(data_dir, RULES_FILE)
         self.state_path = os.path.join(data_dir, STATE_FILE)
         self.rules = {}  # id -> rule (with "origin": "file" or "api")
@@ -574,11 +596,14 @@ class Alarms:
             what = "fault reported (health.%s)" % rule["key"]
         elif k == "dropped":
             what = "readings dropped"
+        elif k == "hub":
+            what = ("free disk space below the reserve: new readings refused"
+                    if rule["condition"] == "disk" else "a damaged store file was set aside")
         else:
             what = "firmware update failed"
         if value is not None and k not in ("offline", "nodata"):
             what += " (%s)" % (value if not isinstance(value, float) else "%g" % value)
-        return "%s: %s" % (node, what)
+        return "%s: %s" % (node or "hub", what)
 
     def _update(self, a, rule, node, sensor, value, t, now, changes):
         """A new value of an active alarm (published now or by a later pass)."""
@@ -695,6 +720,9 @@ class Alarms:
             rule = self.rules[rid]
             if not rule["enabled"]:
                 continue
+            if rule["type"] == "hub":
+                self._hub(rule, now, changes)
+                continue
             for node in self._nodes(rule):
                 try:
                     self._check(rule, node, now, changes)
@@ -722,7 +750,8 @@ class Alarms:
                 continue
             rule = self.rules.get(a["rule"])
             why = ("rule removed" if rule is None else "rule disabled" if not rule["enabled"]
-                   else None if a["node"] in self._in_scope(rule) else "out of the rule's scope")
+                   else None if rule["type"] == "hub" or a["node"] in self._in_scope(rule)
+                   else "out of the rule's scope")
             if why:
                 self._clear(a, now, why)
                 changes.append(a)
@@ -775,6 +804,20 @@ class Alarms:
             self._apply(rule, node, sensor, source, cond, round(rate, 6), t, now, changes)
             return
         self._health(rule, node, now, changes)
+
+    def _hub(self, rule, now, changes):
+        """A "hub" rule: the hub's own state (hub_state(), set by the app), no node."""
+        state = self.hub_state() if self.hub_state is not None else {}
+        cond = rule["condition"]
+        if cond == "disk":
+            disk = state.get("disk") or {}
+            if disk.get("refusing") is None:
+                return
+            self._apply(rule, None, None, "hub/disk", bool(disk["refusing"]),
+                        disk.get("free_bytes"), None, now, changes)
+        elif cond == "damage" and state.get("damaged_files") is not None:
+            n = state["damaged_files"]
+            self._apply(rule, None, None, "hub/damage", n > 0, n, None, now, changes)
 
     def _threshold(self, rule, key, v):
         aid = self.by_key.get(key)

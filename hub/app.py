@@ -146,6 +146,9 @@ class Hub:
                             health=self.health, data_dir=c.data_dir, rollouts=self.rollouts)
         self.http.park, self.http.alarms = self.park, self.alarms  # hub/api/park.py
         self.alarms.gauges(self.metrics)
+        self.alarms.hub_state = lambda: {   # "hub" alarm rules (hub/alarms.py)
+            "disk": {"refusing": self.disk.refusing, "free_bytes": self.disk.free},
+            "damaged_files": len(self._damage())}
         self.runner = web.AppRunner(self.http.app, access_log=None, shutdown_timeout=2.0)
         await self.runner.setup()
         http_site = web.TCPSite(self.runner, c.http_bind, c.http_port,

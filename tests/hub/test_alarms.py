@@ -355,6 +355,8 @@ def test_rules_from_the_file_and_the_api(hub):
     ({"type": "offline", "colour": "red"}, "colour"),
     ({"type": "offline", "id": "a b"}, "id"),
     ({"type": "battery", "below": 3.3, "clear": 3.0}, "clear"),
+    ({"type": "hub"}, "condition"),
+    ({"type": "hub", "condition": "disk", "node": "n1"}, "node"),
     ([1, 2], "body"),
 ])
 def test_bad_rules_are_refused_naming_the_field(hub, body, field):

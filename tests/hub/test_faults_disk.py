@@ -150,13 +150,29 @@ async def _load(port, acked, refused, stop_when, senders=40):
         await ctx.shutdown()
 
 
+def _wait_alarm(port, state, timeout=10):
+    """The disk-full alarm once it is in `state` (GET /api/alarms)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = [a for a in _get(port, "/api/alarms?state=" + state)[1] if a["rule"] == "disk-full"]
+        if got:
+            return got[0]
+        assert time.monotonic() < deadline, "no %s disk-full alarm within %d s" % (state, timeout)
+        time.sleep(0.1)
+
+
 def test_full_disk_refuses_reports_degrades_and_recovers_by_itself(mounts, tmp_path):
     mounts.start({"data": "size=8m"})
     data = os.path.join(mounts.base, "data")
     seen_data = mounts.inside(data)
     config = str(tmp_path / "hub.toml")
+    rules = str(tmp_path / "alarms.toml")   # the alarm a full disk raises (hub/alarms.py)
+    with open(rules, "w") as f:
+        f.write('[[rule]]\nid = "disk-full"\ntype = "hub"\ncondition = "disk"\n'
+                'severity = "critical"\n')
     with open(config, "w") as f:
-        f.write("[store]\nreserve_mb = 1.0\nreserve_percent = 0.1\n")
+        f.write("[store]\nreserve_mb = 1.0\nreserve_percent = 0.1\n"
+                "[alarms]\nfile = \"%s\"\ncheck_interval = 0.2\n" % rules)
     log = str(tmp_path / "hub.log")
     h = _start(mounts, data, log, config)
     try:
@@ -173,6 +189,9 @@ def test_full_disk_refuses_reports_degrades_and_recovers_by_itself(mounts, tmp_p
         assert any("disk" in r and "refused" in r for r in body["reasons"])
         assert _metric(h.http_port, "smartpark_ingest_refusing_disk") == 1
         assert 0 < _metric(h.http_port, "smartpark_disk_free_bytes") < 1_250_000
+        alarm = _wait_alarm(h.http_port, "active")
+        assert alarm["severity"] == "critical" and alarm["node"] is None, alarm
+        assert "disk" in alarm["message"], alarm
 
         os.unlink(ballast)  # space comes back: ingest resumes by itself
         deadline = time.monotonic() + 20
@@ -184,6 +203,7 @@ def test_full_disk_refuses_reports_degrades_and_recovers_by_itself(mounts, tmp_p
         assert not refused2
         acked |= more
         assert _metric(h.http_port, "smartpark_ingest_refusing_disk") == 0
+        assert _wait_alarm(h.http_port, "cleared")["id"] == alarm["id"]   # cleared by itself
         changes = _get(h.http_port, "/healthz")[1]["disk"]["changes"]
     finally:
         rc = h.stop()
