@@ -18,12 +18,10 @@ unreachable, 4 token refused, 5 request refused (400 names the field).
 """
 
 import argparse
-import json
 import sys
 import urllib.parse
 
-from smartpark.tools.progress import say
-from smartpark.tools.rollout import DEFAULT_HUB, EXIT_OK, EXIT_USAGE, TOKEN_ENV, Failed, call
+from smartpark.tools.rollout import DEFAULT_HUB, EXIT_USAGE, TOKEN_ENV, Failed, call, dispatch
 
 KEYS = ("name", "zone", "tags", "lat", "lon", "x", "y", "location")
 
@@ -100,17 +98,5 @@ def register(subparsers):
 
 
 def run(args):
-    fn = getattr(args, "node_func", None)
-    if fn is None:
-        args.node_parser.print_help(sys.stderr)
-        return EXIT_USAGE
-    try:
-        doc = fn(args)
-    except Failed as e:
-        say("smartpark node %s: error: %s" % (args.node_command, e.text))
-        return e.code
-    if args.json:
-        print(json.dumps(doc, indent=1))
-    else:
-        show(args.node, doc, sys.stdout)
-    return EXIT_OK
+    return dispatch(args, "node", getattr(args, "node_func", None), args.node_parser,
+                    getattr(args, "node_command", None), lambda doc: show(args.node, doc, sys.stdout))

@@ -240,22 +240,33 @@ def register(subparsers):
     p.set_defaults(func=run, rollout_parser=p)
 
 
-def run(args):
-    fn = getattr(args, "rollout_func", None)
+def dispatch(args, name, fn, parser, command, show_doc):
+    """Run subcommand `fn(args)` of `smartpark <name>` against the hub: its JSON with --json,
+    else show_doc(doc); a Failed is one line and its exit code. Shared by tools/node.py."""
     if fn is None:
-        args.rollout_parser.print_help(sys.stderr)
+        parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
         doc = fn(args)
     except Failed as e:
-        say("smartpark rollout %s: error: %s" % (args.rollout_command, e.text))
+        say("smartpark %s %s: error: %s" % (name, command, e.text))
         return e.code
     if args.json:
         print(json.dumps(doc, indent=1))
-    elif fn is cmd_list:
-        show_list(doc, sys.stdout)
-    elif not doc:
-        print("no rollouts on this hub")
     else:
-        show(doc, sys.stdout)
+        show_doc(doc)
     return EXIT_OK
+
+
+def run(args):
+    fn = getattr(args, "rollout_func", None)
+
+    def show_doc(doc):
+        if fn is cmd_list:
+            show_list(doc, sys.stdout)
+        elif not doc:
+            print("no rollouts on this hub")
+        else:
+            show(doc, sys.stdout)
+    return dispatch(args, "rollout", fn, args.rollout_parser, getattr(args, "rollout_command", None),
+                    show_doc)

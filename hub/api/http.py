@@ -57,6 +57,7 @@ from ..rollups import WINDOWS
 from ..rules import config_error, config_normalize, node_id_error
 from ..web import series as chart
 from . import park as park_api
+from .body import read_body
 
 DEFAULT_SPAN = 86400.0
 MAX_LIMIT = 100000
@@ -398,21 +399,13 @@ class HttpApi:
         if request.content_type != "application/x-tar":
             return _err(415, "the body must be a tar archive of the bundle directory "
                              "(Content-Type application/x-tar)", parameter="Content-Type")
-        if (request.content_length or 0) > firmware.MAX_UPLOAD:
+        data = await read_body(request, firmware.MAX_UPLOAD)
+        if data is None:
             return _err(413, "the archive is larger than %d bytes" % firmware.MAX_UPLOAD,
                         parameter="body")
-        data = bytearray()
-        while True:
-            chunk = await request.content.read(65536)
-            if not chunk:
-                break
-            data += chunk
-            if len(data) > firmware.MAX_UPLOAD:
-                return _err(413, "the archive is larger than %d bytes" % firmware.MAX_UPLOAD,
-                            parameter="body")
         try:
             version, created = await asyncio.to_thread(firmware.publish_tar, self.data_dir,
-                                                       bytes(data))
+                                                       data)
         except firmware.FirmwareError as e:
             return _err(e.status, str(e), parameter="body")
         if created:

@@ -22,6 +22,7 @@ from .. import alarms as alarms_mod
 from .. import park as park_mod
 from ..park import MAX_SITEPLAN, ParkError
 from ..rules import NODE_ID_PATTERN
+from .body import read_body
 
 
 def _err(status, text, parameter=None):
@@ -85,19 +86,11 @@ class Routes:
         p = self.park()
         if p is None:
             return _err(503, "this hub has no park model")
-        if (request.content_length or 0) > MAX_SITEPLAN:
+        data = await read_body(request, MAX_SITEPLAN)
+        if data is None:
             return _err(413, "the site plan is larger than %d bytes" % MAX_SITEPLAN, "body")
-        data = bytearray()
-        while True:
-            chunk = await request.content.read(65536)
-            if not chunk:
-                break
-            data += chunk
-            if len(data) > MAX_SITEPLAN:
-                return _err(413, "the site plan is larger than %d bytes" % MAX_SITEPLAN,
-                            "body")
         try:
-            return web.json_response(await p.put_siteplan(request.content_type, bytes(data)))
+            return web.json_response(await p.put_siteplan(request.content_type, data))
         except ParkError as e:
             return _refused(e)
 
