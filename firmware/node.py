@@ -59,6 +59,14 @@ def load_json(path, default):
         return default
 
 
+def save_json(doc, path):
+    """Write a JSON file whole: a temporary file, then a rename (a power cut leaves the old
+    or the new one). Also ota.py's, which so needs neither config.py nor remotecfg.py."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(doc, f)
+    os.rename(path + ".tmp", path)
+
+
 def low_battery():
     """True while the battery is below config battery.low_v (until it is 0.1 V above it):
     reports are spaced battery.interval_factor times wider, and an update waits."""
@@ -186,10 +194,7 @@ class Node:
             if s["driver"] in ("pulse", "pir"):
                 totals[s["name"]] = drv.total()
         if totals:
-            tmp = _PULSE_FILE + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(totals, f)
-            os.rename(tmp, _PULSE_FILE)
+            save_json(totals, _PULSE_FILE)
 
     # --- recording ---
     def record(self, recs):
@@ -289,8 +294,6 @@ class Node:
             finally:
                 unload("ota")
                 unload("otaimage")
-                unload("remotecfg")   # ota.py's load_json
-                unload("config")
             if not isinstance(got, int):
                 break
             left = got   # the manifest is whole: its half runs with ota.py out of the heap
@@ -617,10 +620,7 @@ class Node:
               "oscore": self.security is not None, "strays": self.client.strays,
               "echoes": self.client.echoes, "rd_requests": self.rtc.get("rdq", 0),
               "discoveries": self.rtc.get("disc", 0)}
-        tmp = "status.json.tmp"
-        with open(tmp, "w") as f:
-            json.dump(st, f)
-        os.rename(tmp, "status.json")
+        save_json(st, "status.json")
 
     async def run_drain(self, max_cycles=40):
         """Only send: no sampling, no health, until the outbox is empty (tests' final drain)."""

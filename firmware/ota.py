@@ -44,8 +44,8 @@ import os
 import sys
 
 from compat import exists, log, ticks_ms
-from config import save as _save
-from remotecfg import load_json
+from node import load_json
+from node import save_json as _save
 from smartpark.protocol import coap
 
 STATE = "ota.json"

@@ -44,7 +44,7 @@ import hashlib
 import sys
 
 from compat import log, sleep_ms, ticks_ms
-from config import save
+from node import save_json as save
 
 try:
     from esp32 import Partition

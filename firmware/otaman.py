@@ -17,9 +17,8 @@ import json
 import os
 import sys
 
-import config
 from compat import log, unload
-from remotecfg import load_json
+from node import load_json, save_json
 
 STATE = "ota.json"
 INDEX = "files.lst"
@@ -176,7 +175,7 @@ def _end(st, result, reason, failed=None):
     st["reason"] = reason
     if failed:
         st["failed"] = failed
-    config.save(st, STATE)
+    save_json(st, STATE)
     log("OTA", st.get("version"), "->", result + ":", reason)
     return "idle", result, reason
 
@@ -216,5 +215,5 @@ def check(o):
         return _end(st, "not_enough_flash", "%d B free, %d B needed" % (free, need))
     st["file"] = 0
     st["block"] = 0
-    config.save(st, STATE)
+    save_json(st, STATE)
     return None
