@@ -17,11 +17,10 @@ Deep sleep is "exit with status 75 (EX_TEMPFAIL) and let the supervisor
 start us again"; the reset cause after that is DEEPSLEEP_RESET.
 
 The watchdog only counts feeds, unless the config's sim section has
-"watchdog": true: then a thread resets the board as the ESP32's WDT does when
-no feed came for the timeout (a hung loop or a blocked interpreter): it
-leaves wdt.flag, for the reset cause WDT_RESET at the next boot, and kills
-the process (SIGKILL, status -9 to the supervisor). Off by default, so a
-node starved of CPU on a loaded test machine is not reset by it.
+"watchdog": true: then sim/wdt.py resets the board as the ESP32's WDT does
+when no feed came for the timeout (a hung loop or a blocked interpreter),
+and the next boot's reset cause is WDT_RESET. Off by default, so a node
+starved of CPU on a loaded test machine is not reset by it.
 """
 
 import os
@@ -36,33 +35,19 @@ from sim.world import World
 
 _RTC_FILE = "rtc.mem"
 _SLEEP_FLAG = "deepsleep.flag"
-_WDT_FLAG = "wdt.flag"
+_WDT_FLAG = "wdt.flag"   # sim/wdt.py leaves it when it resets the board
 EXIT_DEEPSLEEP = 75
 
 
 class _SimWDT:
-    """Counts feeds; with `resets`, a thread resets the board when none came for the timeout
-    (module docstring)."""
+    """Counts feeds; the simulated node has no hardware to reset it (sim/wdt.py does)."""
 
-    def __init__(self, timeout_ms, resets=False):
+    def __init__(self, timeout_ms):
         self.timeout_ms = timeout_ms
         self.fed = 0
-        self.last = time.ticks_ms()  # type: ignore[attr-defined]
-        if resets:
-            import _thread
-            _thread.start_new_thread(self._watch, ())
 
     def feed(self):
         self.fed += 1
-        self.last = time.ticks_ms()  # type: ignore[attr-defined]
-
-    def _watch(self):
-        while True:
-            time.sleep_ms(self.timeout_ms // 8)  # type: ignore[attr-defined]  # blocking-ok: its own thread
-            if time.ticks_diff(time.ticks_ms(), self.last) > self.timeout_ms:  # type: ignore[attr-defined]
-                with open(_WDT_FLAG, "w") as f:
-                    f.write("%d" % self.timeout_ms)
-                os.system("kill -9 $PPID")  # type: ignore[attr-defined]
 
 
 class Board:
@@ -141,7 +126,10 @@ class Board:
         return gc.mem_free() if hasattr(gc, "mem_free") else -1
 
     def watchdog(self, timeout_ms):
-        return _SimWDT(timeout_ms, bool(self.sim.get("watchdog")))
+        if self.sim.get("watchdog"):
+            from sim.wdt import ResettingWDT  # only then: it is no part of a node's heap
+            return ResettingWDT(timeout_ms)
+        return _SimWDT(timeout_ms)
 
     def deepsleep(self, ms, wake=None):
         """Exit 75; the flag holds the sleep's length, its start and whether a pin may wake it."""
