@@ -156,30 +156,27 @@ def _fill(tmp_path, name, memory_mb):
 def test_memory_budget_bounds_sqlite_in_the_whole_process(tmp_path):
     """store.memory_mb is SQLite's soft heap limit: every connection's page cache together
     stays near it (each cache alone may grow to cache_mb = 64 MB). The limit counts all of
-    SQLite in the process (other tests' connections too), so growth is what is compared; and
-    some of SQLite's memory is not the limit's to release (schemas, prepared statements,
-    lookaside: about 2 MB for the store's connections), so two budgets are compared too: the
-    growth follows the budget, and stays far below the unbounded growth."""
+    SQLite in the process (other tests' connections too), so growth is what is compared.
+    Some of SQLite's memory is not the limit's to release (schemas, prepared statements,
+    lookaside): up to about 1.5 MB beyond a budget here (seen: 1.0 to 1.4 MB with 1 and 2 MB
+    budgets), so a bounded store stays within its budget plus UNRELEASABLE, a fraction of
+    what the same fill takes unbounded."""
     require(SqliteStore.sqlite_memory() is not None,
             "SQLite's heap counter needs fast/mover.pyx built on Python's libsqlite3")
+    unreleasable = 2 << 20
     probe = sqlite3.connect(":memory:")
     try:
         unbounded = _fill(tmp_path, "a.sqlite3", None)
         assert probe.execute("PRAGMA soft_heap_limit").fetchone()[0] == 0
-        small = _fill(tmp_path, "b.sqlite3", 1)
-        large = _fill(tmp_path, "c.sqlite3", 3)
-        assert probe.execute("PRAGMA soft_heap_limit").fetchone()[0] == 3 << 20
+        bounded = _fill(tmp_path, "b.sqlite3", 2)
+        assert probe.execute("PRAGMA soft_heap_limit").fetchone()[0] == 2 << 20
     finally:
         probe.execute("PRAGMA soft_heap_limit=0")  # process-wide: leave the others unbounded
         probe.close()
-    grew = [peak - base for base, peak in (unbounded, small, large)]
-    why = "SQLite MB grew: unbounded %.1f, budget 1 MB %.1f, budget 3 MB %.1f" % tuple(
-        x / 2**20 for x in grew)
-    assert grew[0] > 8 << 20, why  # unbounded, SQLite grows far past the budgets
-    # the 2 MB more of budget are 2 MB more of page cache (within 0.75 MB)...
-    assert abs((grew[2] - grew[1]) - (2 << 20)) < 3 << 18, why
-    # ...and what the limit cannot release stays small beside what it holds back
-    assert grew[2] < grew[0] / 2, why
+    grew = (unbounded[1] - unbounded[0], bounded[1] - bounded[0])
+    why = "SQLite MB grew: unbounded %.1f, budget 2 MB %.1f" % tuple(x / 2**20 for x in grew)
+    assert grew[1] < (2 << 20) + unreleasable, why   # the budget holds the page caches
+    assert grew[0] > 2 * grew[1], why   # which, unbounded, grow far past it
 
 
 def test_nodes_going_offline_together_are_persisted_in_one_transaction(tmp_path):

@@ -33,6 +33,10 @@ def test_outbox_survives_sigkill_during_writes(tmp_path, micropython_bin, microp
     for _ in range(kills):
         p = subprocess.Popen([micropython_bin, os.path.join(HERE, "outbox_writer.py")], cwd=tmp_path,
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        ledger = tmp_path / "writer.ledger"
+        deadline = time.monotonic() + 10   # the first writer has started (a loaded machine
+        while not ledger.exists() and time.monotonic() < deadline:   # may take a while)
+            time.sleep(0.01)
         time.sleep(rng.uniform(0.02, 0.25))
         p.send_signal(signal.SIGKILL)
         p.wait(10)
