@@ -21,6 +21,7 @@ import errno
 import fcntl
 import os
 import sys
+import time
 
 EXIT_NO_DEVICE = 10      # nothing at that port path / device vanished
 EXIT_PORT_BUSY = 11      # another program holds the port
@@ -169,10 +170,19 @@ class Board:
             raise BoardError(EXIT_PORT_BUSY, "cannot open %s: %s (held by another program?)"
                              % (self.port, e)) from None
         # mpremote reads a pty with blocking read(1) (no inWaiting): with no
-        # timeout a silent port would hang forever. Bound every read instead.
-        self.transport.serial.timeout = 2
+        # timeout a silent port would hang forever. Bound every read instead (5 s:
+        # a board on a loaded host can be slow to answer).
+        self.transport.serial.timeout = 5
         try:
-            self.transport.enter_raw_repl(soft_reset=False, timeout_overall=10)
+            try:
+                self.transport.enter_raw_repl(soft_reset=False, timeout_overall=10)
+            except TransportError:
+                # a session cut in the middle of a raw paste leaves the board waiting for the
+                # rest: Ctrl-D ends the paste, Ctrl-C stops what it ran; then once more
+                self.transport.serial.write(b"\x04\r\x03\x03")
+                time.sleep(0.5)
+                self.transport.serial.reset_input_buffer()
+                self.transport.enter_raw_repl(soft_reset=False, timeout_overall=10)
         except TransportError:
             self.close()
             raise BoardError(EXIT_NO_REPL, "%s answers but no MicroPython REPL came up "
