@@ -37,23 +37,20 @@ class Gauge:
         self.help = help_text
         self.fn = fn
 
-    def render(self, out):
+    def head(self, out):
         out.append("# HELP %s %s" % (self.name, self.help))
         out.append("# TYPE %s gauge" % self.name)
+
+    def render(self, out):
+        self.head(out)
         out.append("%s %s" % (self.name, _num(self.fn())))
 
 
-class NodeGauge:
+class NodeGauge(Gauge):
     """One gauge per node: fn() -> {node id: number}; nodes without a value are left out."""
 
-    def __init__(self, name, help_text, fn):
-        self.name = name
-        self.help = help_text
-        self.fn = fn
-
     def render(self, out):
-        out.append("# HELP %s %s" % (self.name, self.help))
-        out.append("# TYPE %s gauge" % self.name)
+        self.head(out)
         for node, v in sorted(self.fn().items()):
             out.append("%s%s %s" % (self.name, _labels(("node",), (node,)), _num(v)))
 

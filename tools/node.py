@@ -21,7 +21,7 @@ import argparse
 import sys
 import urllib.parse
 
-from smartpark.tools.rollout import DEFAULT_HUB, EXIT_USAGE, TOKEN_ENV, Failed, call, dispatch
+from smartpark.tools.rollout import EXIT_USAGE, Failed, call, client_options, dispatch
 
 KEYS = ("name", "zone", "tags", "lat", "lon", "x", "y", "location")
 
@@ -80,12 +80,7 @@ def register(subparsers):
     p = subparsers.add_parser(
         "node", help="a node's metadata on a running hub: name, zone, location, tags",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--hub", metavar="URL", default=DEFAULT_HUB,
-                        help="the hub's HTTP API (default %s)" % DEFAULT_HUB)
-    common.add_argument("--token-file", metavar="FILE",
-                        help="a file holding the hub's admin token (default: $%s)" % TOKEN_ENV)
-    common.add_argument("--json", action="store_true", help="the hub's JSON answer")
+    common = client_options()
     sub = p.add_subparsers(dest="node_command", metavar="SUBCOMMAND")
     s = sub.add_parser("set", parents=[common], help="set metadata: key=value...")
     s.add_argument("node", metavar="NODE")

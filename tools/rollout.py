@@ -202,16 +202,23 @@ def _positive_id(text):
     return v
 
 
-def register(subparsers):
-    p = subparsers.add_parser(
-        "rollout", help="staged firmware rollouts on a running hub: start, status, list, halt",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def client_options():
+    """The options of every subcommand that talks to a running hub (--hub, --token-file,
+    --json), as a parent parser; shared by tools/node.py."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--hub", metavar="URL", default=DEFAULT_HUB,
                         help="the hub's HTTP API (default %s)" % DEFAULT_HUB)
     common.add_argument("--token-file", metavar="FILE",
                         help="a file holding the hub's admin token (default: $%s)" % TOKEN_ENV)
     common.add_argument("--json", action="store_true", help="the hub's JSON answer")
+    return common
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "rollout", help="staged firmware rollouts on a running hub: start, status, list, halt",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = client_options()
     sub = p.add_subparsers(dest="rollout_command", metavar="SUBCOMMAND")
     s = sub.add_parser("start", parents=[common], help="start a rollout of a published version")
     s.add_argument("version", metavar="VERSION")
