@@ -36,6 +36,7 @@ import sys
 
 from . import kinds  # noqa: F401 - the one numbering of value kinds
 from ._common import (  # noqa: F401
+    EST_LABEL,
     KIND_NAMES,
     KIND_S,
     KIND_V,

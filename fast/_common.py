@@ -31,6 +31,13 @@ DEFAULT_MAX_DEPTH = 32  # as protocol.cbor.MAX_DEPTH, so both twins agree
 
 RELATIVE_TIME_LIMIT = 268435456  # 2**28, RFC 8428 §4.5.3
 
+# The extension label of time provenance: a record carrying "est": true was timed by a
+# node whose clock had not yet been set by the hub, so its time is an estimate. RFC 8428
+# §4.4 lets a pack carry labels a reader does not know (only those ending in "_" must be
+# understood); any other value of "est" is ignored, as an unknown label's would be. Both
+# twins set Batch.est from it, and the hub stores it with the reading.
+EST_LABEL = "est"
+
 
 def split_series(name):
     """(node, sensor) of a resolved name: split at the last '/', else the last ':'."""
@@ -46,7 +53,7 @@ class Batch:
     """One decoded batch: per-record and per-payload columns (see fast/README.md)."""
 
     __slots__ = (
-        "series", "time", "value", "kind", "unit", "sum", "has_sum", "payload",
+        "series", "time", "value", "kind", "unit", "sum", "has_sum", "est", "payload",
         "ref_off", "ref_len", "ok", "first", "count", "errors", "payloads", "spill",
         "table", "n_records", "n_payloads",
     )
@@ -61,6 +68,7 @@ class Batch:
         self.unit = array("i")
         self.sum = array("d")
         self.has_sum = array("B")
+        self.est = array("B")
         self.payload = array("i")
         self.ref_off = array("i")
         self.ref_len = array("i")
@@ -111,6 +119,8 @@ class Batch:
             rec["vd"] = self.string_value(i)
         if self.has_sum[i]:
             rec["s"] = self.sum[i]
+        if self.est[i]:
+            rec[EST_LABEL] = True
         return rec
 
     def records(self, p=None):

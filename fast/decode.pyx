@@ -161,6 +161,7 @@ cdef struct Ctx:
     int32_t* o_unit
     double* o_sum
     uint8_t* o_has_sum
+    uint8_t* o_est
     int32_t* o_payload
     int32_t* o_ref_off
     int32_t* o_ref_len
@@ -341,6 +342,7 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
         unit = clone(_tmpl_i, cap, False)
         sums = clone(_tmpl_d, cap, False)
         has_sum = clone(_tmpl_B, cap, False)
+        est = clone(_tmpl_B, cap, False)
         payload = clone(_tmpl_i, cap, False)
         ref_off = clone(_tmpl_i, cap, False)
         ref_len = clone(_tmpl_i, cap, False)
@@ -357,6 +359,7 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
         c.o_unit = <int32_t*>(<array>unit).data.as_ints
         c.o_sum = (<array>sums).data.as_doubles
         c.o_has_sum = (<array>has_sum).data.as_uchars
+        c.o_est = (<array>est).data.as_uchars
         c.o_payload = <int32_t*>(<array>payload).data.as_ints
         c.o_ref_off = <int32_t*>(<array>ref_off).data.as_ints
         c.o_ref_len = <int32_t*>(<array>ref_len).data.as_ints
@@ -407,6 +410,7 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
         resize(unit, n)
         resize(sums, n)
         resize(has_sum, n)
+        resize(est, n)
         resize(payload, n)
         resize(ref_off, n)
         resize(ref_len, n)
@@ -417,6 +421,7 @@ def decode_batch(payloads, double now, SeriesTable table=None, *,
         batch.unit = unit
         batch.sum = sums
         batch.has_sum = has_sum
+        batch.est = est
         batch.payload = payload
         batch.ref_off = ref_off
         batch.ref_len = ref_len

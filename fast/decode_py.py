@@ -15,6 +15,7 @@ from ._common import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_RECORDS,
+    EST_LABEL,
     KIND_S,
     KIND_V,
     KIND_VB,
@@ -114,7 +115,8 @@ def _rows(payload, now, table, max_records, max_bytes):
         else:
             kind, value, ref = KIND_S, float(s), None
         rows.append((sid, float(rec["t"]), value, kind, uid,
-                     _NAN if s is None else float(s), s is not None, ref))
+                     _NAN if s is None else float(s), s is not None, ref,
+                     rec.get(EST_LABEL) is True))
     return rows
 
 
@@ -145,7 +147,7 @@ def decode_batch(payloads, now, table=None, *, max_records=DEFAULT_MAX_RECORDS,
         b.first.append(n)
         b.count.append(len(rows))
         b.errors.append(None)
-        for sid, t, value, kind, uid, s, has_s, ref in rows:
+        for sid, t, value, kind, uid, s, has_s, ref, est in rows:
             b.series.append(sid)
             b.time.append(t)
             b.value.append(value)
@@ -153,6 +155,7 @@ def decode_batch(payloads, now, table=None, *, max_records=DEFAULT_MAX_RECORDS,
             b.unit.append(uid)
             b.sum.append(s)
             b.has_sum.append(1 if has_s else 0)
+            b.est.append(1 if est else 0)
             b.payload.append(pi)
             if ref is None:
                 b.ref_off.append(-1)

@@ -92,8 +92,11 @@ cdef bint is_known_label(const uint8_t* p, Py_ssize_t n) noexcept nogil:
 
 
 cdef int unknown_label(Ctx* c, Rd* r, KeyInfo* ki, Py_ssize_t kpos,
-                       bint* has_ext) noexcept nogil:
-    """A key that is no RFC 8428 integer label (already read by canon_key): check it, skip its value."""
+                       bint* has_ext, bint* est) noexcept nogil:
+    """A key that is no RFC 8428 integer label (already read by canon_key): check it, skip its
+    value. The extension label "est" with the value true sets `est` (the record's time is an
+    estimate, fast/_common.py EST_LABEL); any other value of it is ignored, as an unknown
+    label's would be."""
     cdef int sub
     cdef const uint8_t* sp
     if ki.cls == KT_INT:
@@ -106,6 +109,9 @@ cdef int unknown_label(Ctx* c, Rd* r, KeyInfo* ki, Py_ssize_t kpos,
         if ki.text.n > 0 and sp[ki.text.n - 1] == b'_':
             # must-understand (RFC 8428 §4.4)
             return fail(c, E_MUST_UNDERSTAND, kpos)
+        if (ki.text.n == 3 and sp[0] == b'e' and sp[1] == b's' and sp[2] == b't'
+                and r.pos < r.n and r.p[r.pos] == 0xF5):
+            est[0] = True
         return skip_item(c, r, 2, &sub)
     return fail(c, E_LABEL_TYPE, kpos)
 
@@ -215,6 +221,7 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
     cdef int32_t k
     cdef void* q
     cdef bint has_ext = False
+    cdef bint est = False
 
     if c.max_depth > 1 and plain_record(r, &seen, &n_s, &u_s, &v_n, &vb):
         pass  # the common shapes, read inline (see plain_record)
@@ -258,7 +265,7 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
                     f = <int>ki.ival + 6     # a long-form or bignum integer label
                     c.nkeys -= 1             # tracked by `seen` instead
                 else:
-                    if unknown_label(c, r, &ki, kpos, &has_ext) < 0:
+                    if unknown_label(c, r, &ki, kpos, &has_ext, &est) < 0:
                         return -1
                     continue
             if seen & (1u << f):
@@ -491,6 +498,7 @@ cdef int decode_record(Ctx* c, Rd* r, Pack* pk, int32_t pi) noexcept nogil:
     c.o_time[o] = tval
     c.o_unit[o] = uid
     c.o_payload[o] = pi
+    c.o_est[o] = est
     c.o_ref_off[o] = -1
     c.o_ref_len[o] = -1
     if seen & (1u << F_S):

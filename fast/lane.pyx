@@ -229,6 +229,7 @@ cdef class Lane:
         cdef const unsigned char[::1] kinds = batch.kind
         cdef const int[::1] units = batch.unit
         cdef const unsigned char[::1] has_sum = batch.has_sum
+        cdef const unsigned char[::1] est = batch.est
         cdef const unsigned char[::1] ok = batch.ok
         cdef const int[::1] firsts = batch.first
         cdef const int[::1] counts = batch.count
@@ -239,7 +240,8 @@ cdef class Lane:
         cdef bint good
         cdef NewestTime newest = self.newest
         if (series.shape[0] < nrec or times.shape[0] < nrec or values.shape[0] < nrec
-                or kinds.shape[0] < nrec or units.shape[0] < nrec or has_sum.shape[0] < nrec):
+                or kinds.shape[0] < nrec or units.shape[0] < nrec or has_sum.shape[0] < nrec
+                or est.shape[0] < nrec):
             raise ValueError("batch columns are shorter than n_records")
         if ok.shape[0] < np_ or firsts.shape[0] < np_ or counts.shape[0] < np_:
             raise ValueError("batch payload columns are shorter than n_payloads")
@@ -286,7 +288,9 @@ cdef class Lane:
                         break
                     k = kinds[r]
                     t = times[r]
-                    if ((k != NUM and k != BOOL) or has_sum[r]
+                    # an estimated time (the label "est") is stored with its flag, which
+                    # only the row path keeps
+                    if ((k != NUM and k != BOOL) or has_sum[r] or est[r]
                             or not (t >= lo and t <= hi)
                             or (k == NUM and not isfinite(values[r]))):
                         good = False

@@ -3,7 +3,7 @@
 """Decoded batch to storable rows: the compiled twin of fast/rows_py.py.
 
 The hub's pipeline turns fast.decode_batch's columns back into one row tuple
-(node, sensor, unit, t, kind, val, sum) per reading; in Python that loop is
+(node, sensor, unit, t, kind, val, sum, est) per reading; in Python that loop is
 most of the pipeline's time. This twin runs the same checks in the same order
 with the same error texts, reading the columns through typed memoryviews. The
 selector (smartpark.fast.batch_rows) picks it unless SMARTPARK_PUREPYTHON=1;
@@ -35,6 +35,7 @@ def batch_rows(batch, table, dict names, where, list out, split_name, error, dec
     cdef const int[:] units = batch.unit
     cdef const double[:] sums = batch.sum
     cdef const unsigned char[:] has_sum = batch.has_sum
+    cdef const unsigned char[:] est = batch.est
     cdef const unsigned char[:] ok = batch.ok
     cdef const int[:] firsts = batch.first
     cdef const int[:] counts = batch.count
@@ -47,7 +48,8 @@ def batch_rows(batch, table, dict names, where, list out, split_name, error, dec
     # boundscheck is off: check the shapes the loop relies on once, up front
     cdef Py_ssize_t nrec = series.shape[0]
     if (times.shape[0] < nrec or values.shape[0] < nrec or kinds.shape[0] < nrec
-            or units.shape[0] < nrec or sums.shape[0] < nrec or has_sum.shape[0] < nrec):
+            or units.shape[0] < nrec or sums.shape[0] < nrec or has_sum.shape[0] < nrec
+            or est.shape[0] < nrec):
         raise ValueError("batch columns are shorter than batch.series")
     cdef Py_ssize_t np_ = min(ok.shape[0], firsts.shape[0], counts.shape[0])
     if pick is None and len(where) > np_:
@@ -120,7 +122,7 @@ def batch_rows(batch, table, dict names, where, list out, split_name, error, dec
                     unit_names[u] = un
             else:
                 un = None
-            rows.append((parts[0], parts[1], un, t, k, val, smo))
+            rows.append((parts[0], parts[1], un, t, k, val, smo, 1 if est[r] else 0))
         if bad is None and not rows:
             bad = error("pack has no records")
         out[i] = bad if bad is not None else rows

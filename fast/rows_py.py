@@ -1,14 +1,16 @@
 """Pure-Python twin of fast/rows.pyx: a decoded Batch to the rows the hub stores.
 
 The hub's pipeline (hub/codec.py) turns the columns of `decode_batch` back
-into one row tuple (node, sensor, unit, t, kind, val, sum) per reading, or
+into one row tuple (node, sensor, unit, t, kind, val, sum, est) per reading, or
 refuses a payload: a name that does not split into node and sensor, a
 non-finite time, value or sum, a pack without records. This is the reference
 of that loop; fast/rows.pyx runs the same checks in the same order with the
 same error texts, and tests/hub/fastpath/test_fast_rows.py checks the two agree.
 
 A row's kind is the decoder's (fast/kinds.py), which is also the stored one;
-a record with a sum and no value (SUM) is stored as NUM with no value.
+a record with a sum and no value (SUM) is stored as NUM with no value. `est` is 1 when
+the record's time is an estimate (the extension label "est", fast/_common.py EST_LABEL),
+else 0.
 """
 
 import math
@@ -24,7 +26,7 @@ def batch_rows(batch, table, names, where, out, split_name, error, decode_error,
     (None when it names no node); error is SenMLError, decode_error DecodeError."""
     nrec = len(batch.series)
     if min(len(batch.time), len(batch.value), len(batch.kind), len(batch.unit), len(batch.sum),
-           len(batch.has_sum)) < nrec:
+           len(batch.has_sum), len(batch.est)) < nrec:
         raise ValueError("batch columns are shorter than batch.series")
     ok, firsts, counts, errors = batch.ok, batch.first, batch.count, batch.errors
     np_ = min(len(ok), len(firsts), len(counts))
@@ -76,7 +78,7 @@ def _payload_rows(batch, table, names, unit_names, first, n, split_name, error):
             un = unit_names.get(u)
             if un is None:
                 un = unit_names[u] = table.unit(u)
-        rows.append((parts[0], parts[1], un, t, k, val, sm))
+        rows.append((parts[0], parts[1], un, t, k, val, sm, 1 if batch.est[r] else 0))
     return rows if rows else error("pack has no records")
 
 

@@ -1,7 +1,9 @@
 """SenML payloads to storable rows, for a batch of reports at once.
 
 Scope: turn (payload, content format) pairs into rows
-(node, sensor, unit, t, kind, val, sum) or a DecodeError per payload.
+(node, sensor, unit, t, kind, val, sum, est) or a DecodeError per payload; `est` is 1
+for a reading whose time the node estimated (the SenML extension label "est": true,
+fast/_common.py EST_LABEL), else 0.
 
 SenML-CBOR goes through fast/'s selector (`smartpark.fast.decode_batch`, then
 `smartpark.fast.batch_rows`: the Cython twins, or their pure-Python twins under
@@ -19,6 +21,7 @@ last ':' when there is no '/'; a record whose name has neither is rejected
 import math
 
 from smartpark import fast as _fast
+from smartpark.fast import EST_LABEL
 from smartpark.fast.kinds import BOOL as KIND_BOOL
 from smartpark.fast.kinds import DATA as KIND_DATA
 from smartpark.fast.kinds import NUM as KIND_NUM
@@ -82,7 +85,7 @@ def _rows_from_records(records):
         else:
             raise SenMLError("record %d: no value" % idx)
         rows.append((parts[0], parts[1], r.get("u"), float(t), kind, val,
-                     None if sm is None else float(sm)))
+                     None if sm is None else float(sm), 1 if r.get(EST_LABEL) is True else 0))
     if not rows:
         raise SenMLError("pack has no records")
     return rows

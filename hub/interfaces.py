@@ -99,7 +99,7 @@ class Store(Protocol):
 
     def write_many(self, reports: Sequence[Sequence[tuple]], seen: Sequence[tuple],
                    block: Any = None) -> Awaitable[list[ReportStored]]:
-        """One ingest batch: reports as rows (node, sensor, unit, t, kind, val, sum), node
+        """One ingest batch: reports as rows (node, sensor, unit, t, kind, val, sum[, est]), node
         last-seen updates (node, address, t), the column lane's block (or None). Resolves
         after the commit that makes all of it durable, one result per report in order;
         with the commit's exception when nothing was stored."""
@@ -145,7 +145,8 @@ class Store(Protocol):
         ...
 
     def raw(self, sid: int, t0: float, t1: float, limit: int) -> Awaitable[list[tuple]]:
-        """[(t, kind, val)] of one series in [t0, t1), oldest first."""
+        """[(t, kind, val, est)] of one series in [t0, t1), oldest first (est: 1 for a
+        time the node estimated, else None)."""
         ...
 
     def rollup_buckets(self, sid: int, win: int, t0: float, t1: float,

@@ -153,7 +153,11 @@ _LATEST = {"type": "object", "required": ["node", "sensor", "unit", "time", "val
                           "value": _VALUE}}
 
 _RAW_POINT = {"type": "object", "required": ["time", "value"], "additionalProperties": False,
-              "properties": {"time": {"type": "number"}, "value": _VALUE}}
+              "properties": {"time": {"type": "number"}, "value": _VALUE,
+                             "est": {"type": "boolean", "const": True,
+                                     "description": "present on a reading whose time the "
+                                                    "node estimated (taken before its "
+                                                    "clock had the hub's time)"}}}
 
 _BUCKET = {"type": "object", "additionalProperties": False,
            "required": ["time", "count", "min", "max", "mean", "p50", "p95", "p99"],
@@ -403,8 +407,8 @@ def document(version, reads_need_token=False):
                      "schema": {"type": "integer", "minimum": 1, "maximum": 100000}},
                     {"name": "format", "in": "query", "required": False,
                      "description": "csv: the same points as text/csv, a header row and a "
-                                    "row per point (time, iso_time, then value or count, "
-                                    "min, max, mean, p50, p95, p99)",
+                                    "row per point (time, iso_time, then value and "
+                                    "estimated, or count, min, max, mean, p50, p95, p99)",
                      "schema": {"type": "string", "enum": ["json", "csv"],
                                 "default": "json"}},
                 ],

@@ -116,6 +116,15 @@ def _json_value(v):
     return v
 
 
+def _raw_point(t, kind, val, est):
+    """One stored reading as a point of /api/series: "est": true only on a reading whose
+    time the node estimated (docs/diagnostics.md), so measured points stay as they were."""
+    p = {"time": t, "value": _json_value(value_out(kind, val))}
+    if est:
+        p["est"] = True
+    return p
+
+
 def is_loopback(host):
     """True for a bind address that only this machine reaches: 127.0.0.0/8, ::1 (also as
     ::ffff:127.x.y.z) and "localhost". Any other name or address (0.0.0.0, ::) is not."""
@@ -515,8 +524,7 @@ class HttpApi:
         if window == "raw":
             if rows is None:
                 rows = await self.store.raw(sid, t0, hi, limit)
-            points = [{"time": t, "value": _json_value(value_out(kind, val))}
-                      for t, kind, val in rows]
+            points = [_raw_point(t, kind, val, est) for t, kind, val, est in rows]
         else:
             rows = await self.store.rollup_buckets(sid, WINDOWS[window], t0, hi, limit)
             points = [{"time": t, "count": c, "min": mn, "max": mx, "mean": me, "p50": p50,

@@ -171,7 +171,17 @@ _DB_TABLES = (
     ("node_configs", ("node", "version", "body", "created")),
     ("rollups", ("series", "win", "t", "count", "min", "max", "mean", "p50", "p95", "p99")),
 )
-_READING = "INSERT OR IGNORE INTO readings(series, t, kind, val, sum) VALUES (?, ?, ?, ?, ?)"
+_READING = ("INSERT OR IGNORE INTO readings(series, t, kind, val, sum, est)"
+            " VALUES (?, ?, ?, ?, ?, ?)")
+
+
+def _est(src, table):
+    """The select expression of `est` in a damaged file's `table`: the column, or NULL in a
+    file of layout version 2, which had none."""
+    try:
+        return "est" if "est" in schema.columns(src, table) else "NULL"
+    except sqlite3.DatabaseError:
+        return "NULL"
 
 
 def _cut_copy(old):
@@ -239,8 +249,9 @@ def _salvage_db(old, new, deadline):
                 lost.append("part of table %s (unreadable pages)" % table)
         sids = [r[0] for r in dst.execute("SELECT id FROM series ORDER BY id")]
         readings = 0
+        est = _est(src, "readings") if "readings" in tables else "NULL"
         for sid in sids if "readings" in tables else ():
-            base = "SELECT series, t, kind, val, sum FROM readings WHERE series = ?"
+            base = "SELECT series, t, kind, val, sum, %s FROM readings WHERE series = ?" % est
             n, last, failed = _copy_rows(src, base + " ORDER BY t", (sid,), _READING, dst,
                                          deadline)
             readings += n
@@ -315,11 +326,12 @@ def _salvage_journal(old, new, deadline):
     dst.executescript(schema.JOURNAL)
     try:
         for table, cols in (("blocks", ("id", "n", "series", "t", "kind", "val")),
-                            ("rows", ("id", "series", "t", "kind", "val", "sum")),
+                            ("rows", ("id", "series", "t", "kind", "val", "sum", "est")),
                             ("seen", ("node", "address", "t"))):
             insert = "INSERT OR IGNORE INTO %s(%s) VALUES (%s)" % (
                 table, ", ".join(cols), ", ".join("?" * len(cols)))
-            sel = "SELECT %s FROM %s" % (", ".join(cols), table)
+            picks = [_est(src, table) if c == "est" else c for c in cols]
+            sel = "SELECT %s FROM %s" % (", ".join(picks), table)
             if table == "seen":
                 n, failed = _copy_table(src, dst, table, cols, deadline)
                 saved[table] = n

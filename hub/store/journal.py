@@ -40,7 +40,7 @@ from . import queries, schema
 log = logging.getLogger("smartpark.hub.store")
 
 INSERT_BLOCK = "INSERT INTO blocks(n, series, t, kind, val) VALUES (?, ?, ?, ?, ?)"
-INSERT_ROW = "INSERT INTO rows(series, t, kind, val, sum, id) VALUES (?, ?, ?, ?, ?, ?)"
+INSERT_ROW = "INSERT INTO rows(series, t, kind, val, sum, id, est) VALUES (?, ?, ?, ?, ?, ?, ?)"
 INSERT_SEEN = ("INSERT INTO seen(node, address, t) VALUES (?, ?, ?) ON CONFLICT(node) DO UPDATE"
                " SET address = excluded.address, t = excluded.t WHERE excluded.t >= seen.t")
 NODE_SEEN = (
@@ -48,8 +48,8 @@ NODE_SEEN = (
     "ON CONFLICT(id) DO UPDATE SET address = excluded.address, "
     "last_seen = max(coalesce(last_seen, 0), excluded.last_seen)"
 )
-_MOVE_ROWS = ("INSERT OR IGNORE INTO main.readings(series, t, kind, val, sum)"
-              " SELECT series, t, kind, val, sum FROM j.rows WHERE id > ? AND id <= ?"
+_MOVE_ROWS = ("INSERT OR IGNORE INTO main.readings(series, t, kind, val, sum, est)"
+              " SELECT series, t, kind, val, sum, est FROM j.rows WHERE id > ? AND id <= ?"
               " ORDER BY series, t")
 _COUNT_ROWS = "SELECT count(*) FROM j.rows WHERE id > ? AND id <= ?"
 _BLOCKS_MARK = ("INSERT OR REPLACE INTO block_moved(k, done_id, last_id, series, t)"
@@ -149,10 +149,11 @@ def pending_keys(lconn):
 
 def series_pending(lconn, sid, t0, t1):
     """The journal's readings of series `sid` with t0 <= t < t1, moved or not (the caller
-    sorts that out with the marks): ([(row id, t, kind, val)], [(block id, t, kind, val)]).
+    sorts that out with the marks): ([(row id, t, kind, val, est)], [(block id, t, kind, val)]).
     Only blocks holding the series are decoded (a scan of their series column first)."""
     rows = [tuple(r) for r in lconn.execute(
-        "SELECT id, t, kind, val FROM rows WHERE series = ? AND t >= ? AND t < ?", (sid, t0, t1))]
+        "SELECT id, t, kind, val, est FROM rows WHERE series = ? AND t >= ? AND t < ?",
+        (sid, t0, t1))]
     out = []
     probe = array.array("i", [sid]).tobytes()
     hits = []
@@ -174,7 +175,7 @@ def series_pending(lconn, sid, t0, t1):
 def commit(lconn, blocks, rows, seen, drops):
     """One journal transaction: `drops` (blocks up to, rows up to, [(node, t)] of `seen`:
     what the mover has moved, each bounded per commit), the lane's `blocks`, the row path's
-    new `rows` [(series, t, kind, val, sum, id)] (ids ever increasing) and the last-seen
+    new `rows` [(series, t, kind, val, sum, id, est)] (ids ever increasing) and the last-seen
     updates `seen` {node: (address, t)}. Returns (readings in blocks, last block
     id or 0, last row id or 0, whether moved blocks or rows are still left to drop)."""
     drop_blocks, drop_rows, drop_seen = drops

@@ -55,9 +55,9 @@ def load_state(conn):
 
 
 def raw(conn, sid, t0, t1, limit):
-    """[(t, kind, val)] of series `sid` in [t0, t1), oldest first, at most `limit`."""
+    """[(t, kind, val, est)] of series `sid` in [t0, t1), oldest first, at most `limit`."""
     return [tuple(r) for r in conn.execute(
-        "SELECT t, kind, val FROM readings WHERE series = ? AND t >= ? AND t < ? ORDER BY t LIMIT ?",
+        "SELECT t, kind, val, est FROM readings WHERE series = ? AND t >= ? AND t < ? ORDER BY t LIMIT ?",
         (sid, t0, t1, limit))]
 
 

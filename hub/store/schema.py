@@ -5,10 +5,12 @@ Two files in the data directory, both WAL with synchronous=FULL:
   hub.sqlite3          -- the database
     meta(key, value)                        -- "schema": the layout version below
     series(id, node, sensor, unit)          -- (node, sensor) unique
-    readings(series, t, kind, val, sum)     -- PRIMARY KEY (series, t) WITHOUT ROWID: one
+    readings(series, t, kind, val, sum, est) -- PRIMARY KEY (series, t) WITHOUT ROWID: one
         B-tree that is at once the uniqueness check for (node, sensor, time), the
         series/time index of the API and the table itself. Readings reach it only
         through the mover, sorted by that key, so neighbouring rows share pages.
+        `est` is 1 for a reading whose time the node estimated (taken before its clock
+        had the hub's time: the SenML label "est"), NULL for a measured time.
     rollups(series, win, t, count, min, max, mean, p50, p95, p99)
     nodes(id, address, firmware, lt, registered, rd, last_seen, online, interval, first_seen)
     node_configs(node, version, body, created)
@@ -20,14 +22,16 @@ Two files in the data directory, both WAL with synchronous=FULL:
   hub.journal.sqlite3  -- the journal: acknowledged readings not yet in `readings`
     blocks(id, n, series, t, kind, val)     -- the column lane's readings, one row per
         group commit holding four column blobs (int32, float64, uint8, float64)
-    rows(id, series, t, kind, val, sum)     -- the row path's new readings; ids given by
+    rows(id, series, t, kind, val, sum, est) -- the row path's new readings; ids given by
         the store, ever increasing (a rowid would restart at 1 once every row is deleted)
     seen(node, address, t)                  -- node last-seen updates not yet in `nodes`
 
 `kind` is the value kind of fast/kinds.py everywhere. Version 1 (no "schema" in
 `meta`) numbered kinds differently (string 1, bool 2) and kept the row path's
 readings in an `inbox` table of the database, in a journal file called
-hub.lane.sqlite3; `migrate` converts such a data directory in place.
+hub.lane.sqlite3; `migrate` converts such a data directory in place. Version 2 had no
+`est` column (in `readings` and the journal's `rows`); opening adds it, empty (NULL:
+measured), which SQLite does without rewriting a row.
 """
 
 import os
@@ -35,7 +39,7 @@ import sqlite3
 
 from smartpark.fast import kinds
 
-VERSION = 2
+VERSION = 3
 
 DATABASE = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
@@ -44,7 +48,7 @@ CREATE TABLE IF NOT EXISTS series(
     UNIQUE(node, sensor));
 CREATE TABLE IF NOT EXISTS readings(
     series INTEGER NOT NULL, t REAL NOT NULL, kind INTEGER NOT NULL, val, sum REAL,
-    PRIMARY KEY(series, t)) WITHOUT ROWID;
+    est INTEGER, PRIMARY KEY(series, t)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollups(
     series INTEGER NOT NULL, win INTEGER NOT NULL, t REAL NOT NULL,
     count INTEGER NOT NULL, min REAL, max REAL, mean REAL, p50 REAL, p95 REAL, p99 REAL,
@@ -71,7 +75,7 @@ CREATE TABLE IF NOT EXISTS blocks(
     t BLOB NOT NULL, kind BLOB NOT NULL, val BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS rows(
     id INTEGER PRIMARY KEY, series INTEGER NOT NULL, t REAL NOT NULL,
-    kind INTEGER NOT NULL, val, sum REAL);
+    kind INTEGER NOT NULL, val, sum REAL, est INTEGER);
 CREATE TABLE IF NOT EXISTS seen(node TEXT PRIMARY KEY, address TEXT, t REAL NOT NULL);
 """
 
@@ -119,6 +123,7 @@ def open_database(path, cache_mb=None, memory_mb=None):
     conn.executescript(DATABASE)
     if "readings" in tables and version is None:
         _migrate_v1(conn, path, "inbox" in tables)
+    add_column(conn, "readings", "est", "INTEGER")  # version 2 -> 3
     conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?)", (str(VERSION),))
     return conn
 
@@ -127,7 +132,19 @@ def open_journal(path, cache_mb=None):
     """The journal beside the database at `path` (any thread, one at a time)."""
     conn = connect(journal_path(path), cache_mb)
     conn.executescript(JOURNAL)
+    add_column(conn, "rows", "est", "INTEGER")  # a journal of version 2
     return conn
+
+
+def columns(conn, table):
+    """The column names of `table`."""
+    return [r[1] for r in conn.execute("PRAGMA table_info(%s)" % table)]
+
+
+def add_column(conn, table, column, decl):
+    """Add `column` to `table` when it lacks it (no row is rewritten: its value is NULL)."""
+    if column not in columns(conn, table):
+        conn.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, column, decl))
 
 
 def _tables(conn):

@@ -12,7 +12,7 @@ Under load a commit carries hundreds of reports and costs one fsync; when idle
 a lone report is committed at once (no timer, no added latency).
 
 A batch is the column lane's readings (one block, new by construction) plus
-the row path's reports as rows (node, sensor, unit, t, kind, val, sum). A row
+the row path's reports as rows (node, sensor, unit, t, kind, val, sum, est). A row
 path reading is new when its time is above its series' newest time
 (`NewestTime`, shared with the lane; loaded lazily, only ever raised); only
 the others -- resends, mostly -- are looked up, in the journal and in
@@ -200,7 +200,8 @@ class SqliteStore:
     # ---- writes -------------------------------------------------------------------------
 
     def write_many(self, reports, seen, block=None):
-        """Queue a batch: `reports` [rows, ...] (rows: (node, sensor, unit, t, kind, val, sum)),
+        """Queue a batch: `reports` [rows, ...] (rows: (node, sensor, unit, t, kind, val, sum
+        [, est]) as hub/codec.py makes them; est 1: a time the node estimated, default 0),
         `seen` [(node, address, time)] last-seen updates, `block` the column lane's readings
         (fast.lane.Block) or None. Returns ONE future resolved after the commit that holds
         them with [(stored, duplicates, new_rows), ...] in report order (new_rows:
@@ -219,8 +220,9 @@ class SqliteStore:
         return self._query(queries.load_state, raw=True)
 
     def raw(self, sid, t0, t1, limit):
-        """[(t, kind, val)] of series `sid` in [t0, t1), oldest first: `readings` and the
-        journal's readings of that series not moved yet (no move is forced)."""
+        """[(t, kind, val, est)] of series `sid` in [t0, t1), oldest first: `readings` and
+        the journal's readings of that series not moved yet (no move is forced). est: 1 for
+        a time the node estimated, else None."""
         return self._query(self._raw, sid, t0, t1, limit)
 
     def housekeeping(self):
@@ -294,8 +296,8 @@ class SqliteStore:
             mark, rows_done = journal.read_marks(conn)
         finally:
             conn.execute("COMMIT")
-        extra = [(t, k, v) for rid, t, k, v in jrows if rid > rows_done]
-        extra.extend((t, k, v) for bid, t, k, v in blocks
+        extra = [(t, k, v, est) for rid, t, k, v, est in jrows if rid > rows_done]
+        extra.extend((t, k, v, None) for bid, t, k, v in blocks
                      if not journal.moved(mark, bid, sid, t))
         if not extra:
             return out
@@ -510,7 +512,7 @@ class SqliteStore:
 
     def _new_readings(self, conn, flat, n, blocks):
         """Which sorted rows are new: (new, results, {series: newest new t}); `new` as
-        journal rows (series, t, kind, val, sum, id), ids from self._next_row on."""
+        journal rows (series, t, kind, val, sum, id, est), ids from self._next_row on."""
         newest = self._newest
         stored = [0] * n
         dups = [0] * n
@@ -531,7 +533,8 @@ class SqliteStore:
                 dups[wi] += 1
                 continue
             kind, val = row[4], row[5]
-            new.append((sid, t, kind, val, row[6], rid))
+            # est: 1 or NULL, as the lane's readings (which are all measured) have NULL
+            new.append((sid, t, kind, val, row[6], rid, (row[7] or None) if len(row) > 7 else None))
             rid += 1
             stored[wi] += 1
             per[wi].append((sid, row[0], row[1], row[2], t, kind, val))

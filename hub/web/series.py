@@ -19,7 +19,7 @@ import time
 
 from ..rollups import WINDOWS
 
-RAW_COLUMNS = ("time", "iso_time", "value")
+RAW_COLUMNS = ("time", "iso_time", "value", "estimated")
 BUCKET_COLUMNS = ("time", "iso_time", "count", "min", "max", "mean", "p50", "p95", "p99")
 
 
@@ -49,11 +49,16 @@ def _cell(v):
 
 def to_csv(window, points):
     """The points of a series answer as CSV text: a header row, then one row per point
-    (times as epoch seconds and as UTC ISO 8601; empty cells for nulls)."""
+    (times as epoch seconds and as UTC ISO 8601; empty cells for nulls). A raw reading's
+    `estimated` is true when the node estimated its time (a JSON point's "est")."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     cols = RAW_COLUMNS if window == "raw" else BUCKET_COLUMNS
     w.writerow(cols)
     for p in points:
-        w.writerow([p["time"], _iso(p["time"])] + [_cell(p.get(c)) for c in cols[2:]])
+        if window == "raw":
+            cells = [_cell(p.get("value")), _cell(bool(p.get("est")))]
+        else:
+            cells = [_cell(p.get(c)) for c in cols[2:]]
+        w.writerow([p["time"], _iso(p["time"])] + cells)
     return buf.getvalue()

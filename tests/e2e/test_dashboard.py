@@ -60,8 +60,9 @@ class Feeder:
         c.client_credentials.load_from_dict({self.coap + "/*": {"oscore": {"basedir": ctxdir}}})
         return c
 
-    def report(self, node, records):
-        """records: (sensor, value, epoch seconds[, unit]); asserts the hub's 2.04."""
+    def report(self, node, records, est=False):
+        """records: (sensor, value, epoch seconds[, unit]); asserts the hub's 2.04. est: each
+        record says its time was estimated (the SenML label "est")."""
         pack = []
         bt = records[0][2]
         for i, rec in enumerate(records):
@@ -71,6 +72,8 @@ class Feeder:
             if len(rec) > 3:
                 r[1] = rec[3]
             r[{bool: 4, str: 3}.get(type(rec[1]), 2)] = rec[1]
+            if est:
+                r["est"] = True
             pack.append(r)
 
         async def go():
@@ -114,7 +117,8 @@ def hub(tmp_path_factory):
     minutes = [DAY0 + 60 * i for i in range(1441)]
     for i in range(0, len(minutes), 30):  # packs that fit one OSCORE message
         h.feed.report("dash-1", [("air.temp", 20.0 + (j % 60) / 10.0, t)
-                                 for j, t in enumerate(minutes[i:i + 30], i)])
+                                 for j, t in enumerate(minutes[i:i + 30], i)],
+                      est=i == 0)  # the first half hour: before the node's clock was set
     h.feed.report("dash-1", [("air.hum", 41.5, NOW, "%RH"), ("health.vbat", 3.71, NOW, "V"),
                              ("health.rssi", -61, NOW, "dBm"), ("health.outbox", 3, NOW),
                              ("health.reset", 1, NOW), ("health.fw", "1.4.2", NOW)])
@@ -192,8 +196,11 @@ def test_series_max_points_picks_the_window_and_exports_csv(hub):
     assert rows[0] == ["time", "iso_time", "count", "min", "max", "mean", "p50", "p95", "p99"]
     assert len(rows) == len(banded["points"]) + 1
     rows = list(csv.reader(io.StringIO(http(hub, base + "&format=csv&limit=2")[2].decode())))
-    assert rows[0] == ["time", "iso_time", "value"] and len(rows) == 3
+    assert rows[0] == ["time", "iso_time", "value", "estimated"] and len(rows) == 3
     assert float(rows[1][0]) == DAY0 and rows[1][1].endswith("Z") and float(rows[1][2]) == 20.0
+    assert rows[1][3] == "true"   # the first half hour's times were estimated
+    doc = json.loads(http(hub, base + "&limit=40")[2])
+    assert [p.get("est") for p in doc["points"]] == [True] * 30 + [None] * 10
 
 
 def test_overview_api(hub):
@@ -355,7 +362,12 @@ def test_chart_bands_zoom_to_raw_and_csv(page, hub, tmp_path):
     with page.expect_download() as dl:
         page.click("#export")
     rows = list(csv.reader(open(dl.value.path())))
-    assert rows[0] == ["time", "iso_time", "value"] and 80 <= len(rows) - 1 <= 95
+    assert rows[0] == ["time", "iso_time", "value", "estimated"] and 80 <= len(rows) - 1 <= 95
+    # the day's first hour: its first half hour's readings had estimated times, drawn hollow
+    page.goto(hub.base + "/#/chart/dash-1/air.temp?from=%d&to=%d" % (DAY0, DAY0 + 3600))
+    expect(chart.locator("circle.dot")).to_have_count(60)
+    expect(chart.locator("circle.dot.est")).to_have_count(30)
+    expect(page.locator("#chart-status")).to_contain_text("30 with an estimated time")
 
 
 def test_chart_of_the_last_hour_takes_live_readings(page, hub):

@@ -6,6 +6,8 @@ a config from the hub the node refuses, a node that boots into safe mode, and re
 taken before the clock's first sync, marked as estimated.
 """
 
+import csv
+import io
 import json
 import os
 import sys
@@ -118,6 +120,34 @@ def test_readings_before_the_first_sync_are_counted_as_estimated(park):
         assert views[name]["health"]["clock_unsynced"] == 0
 
 
+def test_the_hub_stores_which_readings_had_an_estimated_time(park):
+    """Each node's first cycle ran before the hub gave it the time: those readings come
+    back from /api/series with "est": true (and "true" in the CSV export), the later ones
+    without; in every series the estimated ones come first."""
+    hub, _nodes, views = park
+    flagged = 0
+    for sensor in _sensors(hub, "refuser"):
+        path = "/api/series/refuser/%s?from=0&limit=1000" % sensor
+        points = _get(hub, path)["points"]
+        marks = [p.get("est", False) for p in points]
+        assert all(m is True or m is False for m in marks), points[:3]
+        n = marks.count(True)
+        assert marks == [True] * n + [False] * (len(marks) - n), (sensor, marks)
+        req = urllib.request.Request("http://127.0.0.1:%d%s&format=csv" % (hub.http_port, path),
+                                     headers={"Authorization": "Bearer " + hub.TOKEN})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            rows = list(csv.reader(io.StringIO(r.read().decode())))
+        assert rows[0] == ["time", "iso_time", "value", "estimated"], rows[0]
+        assert [row[3] == "true" for row in rows[1:]] == marks, (sensor, rows)
+        flagged += n
+    assert flagged >= 1, "no reading of refuser came back marked as estimated"
+    assert views["refuser"]["diagnostics"]["estimated"] >= 1
+
+
+def _sensors(hub, node):
+    return sorted(x["sensor"] for x in _get(hub, "/api/latest?node=" + node))
+
+
 def test_per_node_gauges_on_metrics(park):
     hub, _nodes, views = park
     req = urllib.request.Request("http://127.0.0.1:%d/metrics" % hub.http_port,
@@ -155,4 +185,5 @@ def test_the_estimated_marker_is_senml_the_hub_reads():
     for use_fast in (True, False):   # the hub's decoders take the marked pack as the plain one
         got = codec.Decoder(use_fast).decode([(est, codec.CT_SENML_CBOR),
                                               (plain, codec.CT_SENML_CBOR)], 0)
-        assert got[0] == got[1] and len(got[0]) == 2, (use_fast, got)
+        assert len(got[0]) == 2 and [r[:7] for r in got[0]] == [r[:7] for r in got[1]], got
+        assert [r[7] for r in got[0]] == [1, 1] and [r[7] for r in got[1]] == [0, 0], got

@@ -205,7 +205,7 @@ def db_state(data_dir):
     conn = sqlite3.connect(os.path.join(data_dir, "hub.sqlite3"))
     try:
         readings = sorted(conn.execute(
-            "SELECT s.node, s.sensor, s.unit, r.t, r.kind, r.val, r.sum FROM readings r"
+            "SELECT s.node, s.sensor, s.unit, r.t, r.kind, r.val, r.sum, r.est FROM readings r"
             " JOIN series s ON s.id = r.series").fetchall())
         rollups = sorted(conn.execute(
             "SELECT s.node, s.sensor, r.win, r.t, r.count, r.min, r.max, r.mean, r.p50, r.p95,"

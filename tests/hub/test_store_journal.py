@@ -199,15 +199,96 @@ def test_a_version_1_data_directory_is_migrated_in_place(tmp_path):
             await st.close()
 
     door, open_, temp = asyncio.run(go())
-    assert door == [(1.0, kinds.STR, "shut"), (2.0, kinds.STR, "ajar")]
-    assert open_ == [(1.0, kinds.BOOL, 1), (2.0, kinds.BOOL, 0)]
-    assert temp == [(1.0, kinds.NUM, 20.5), (2.0, kinds.NUM, 21.0)]
+    assert door == [(1.0, kinds.STR, "shut", None), (2.0, kinds.STR, "ajar", None)]
+    assert open_ == [(1.0, kinds.BOOL, 1, None), (2.0, kinds.BOOL, 0, None)]
+    assert temp == [(1.0, kinds.NUM, 20.5, None), (2.0, kinds.NUM, 21.0, None)]
     assert not os.path.exists(old) and os.path.exists(journal_path(path))
     conn = sqlite3.connect(path)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert "inbox" not in tables
-        assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("3",)
+    finally:
+        conn.close()
+
+
+def test_an_estimated_time_is_stored_with_its_reading_in_the_journal_and_after_the_move(
+        tmp_path):
+    """A row's `est` (1: the node estimated the time) waits in the journal with the reading
+    and reaches `readings` with it; a measured reading has none, whichever way it came."""
+    path = str(tmp_path / "hub.sqlite3")
+    rows = [("n1", "temp", "Cel", 1.0, kinds.NUM, 20.0, None, 1),
+            ("n1", "temp", "Cel", 2.0, kinds.NUM, 20.5, None, 0),
+            ("n1", "temp", "Cel", 3.0, kinds.NUM, 21.0, None)]   # est may be left out
+
+    async def go():
+        st = SqliteStore(path, move_after=10 ** 9, move_idle=3600.0)
+        await st.start(asyncio.get_running_loop())
+        try:
+            assert (await _write(st, rows))[:2] == (3, 0)
+            waiting = await st.raw(1, 0.0, 10.0, 10)
+            assert st.pending_readings == 3     # not moved: read from the journal
+            # the same reading again (a resend, now measured) is a duplicate: the first stays
+            again = [("n1", "temp", "Cel", 1.0, kinds.NUM, 20.0, None, 0)]
+            assert (await _write(st, again))[:2] == (0, 1)
+            await st.count_readings()           # waits for the move
+            return waiting, await st.raw(1, 0.0, 10.0, 10)
+        finally:
+            await st.close()
+
+    waiting, moved = asyncio.run(go())
+    want = [(1.0, kinds.NUM, 20.0, 1), (2.0, kinds.NUM, 20.5, None), (3.0, kinds.NUM, 21.0, None)]
+    assert waiting == want and moved == want
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT t FROM readings WHERE est = 1").fetchall() == [(1.0,)]
+    finally:
+        conn.close()
+
+
+def test_a_version_2_data_directory_gains_the_est_column(tmp_path):
+    """Layout 2 had no `est`: the database's readings and a journal row left unmoved by a
+    crash keep their values, read as measured; new readings carry their flag."""
+    path = str(tmp_path / "hub.sqlite3")
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
+        INSERT INTO meta VALUES ('schema', '2');
+        CREATE TABLE series(id INTEGER PRIMARY KEY, node TEXT NOT NULL, sensor TEXT NOT NULL,
+            unit TEXT, UNIQUE(node, sensor));
+        CREATE TABLE readings(series INTEGER NOT NULL, t REAL NOT NULL, kind INTEGER NOT NULL,
+            val, sum REAL, PRIMARY KEY(series, t)) WITHOUT ROWID;
+        INSERT INTO series VALUES (1, 'm', 'temp', 'Cel');
+        INSERT INTO readings VALUES (1, 1.0, 0, 20.5, NULL);
+    """)
+    conn.commit()
+    conn.close()
+    j = sqlite3.connect(journal_path(path))
+    j.executescript("""
+        CREATE TABLE rows(id INTEGER PRIMARY KEY, series INTEGER NOT NULL, t REAL NOT NULL,
+            kind INTEGER NOT NULL, val, sum REAL);
+        INSERT INTO rows VALUES (1, 1, 2.0, 0, 21.0, NULL);
+    """)
+    j.commit()
+    j.close()
+
+    async def go():
+        st = SqliteStore(path)
+        await st.start(asyncio.get_running_loop())
+        try:
+            res = await _write(st, [("m", "temp", "Cel", 3.0, kinds.NUM, 21.5, None, 1)])
+            assert res[:2] == (1, 0)
+            return await st.raw(1, 0, 10, 10)
+        finally:
+            await st.close()
+
+    assert asyncio.run(go()) == [(1.0, kinds.NUM, 20.5, None), (2.0, kinds.NUM, 21.0, None),
+                                 (3.0, kinds.NUM, 21.5, 1)]
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("3",)
+        assert conn.execute("SELECT t, est FROM readings ORDER BY t").fetchall() == [
+            (1.0, None), (2.0, None), (3.0, 1)]
     finally:
         conn.close()
 
@@ -249,15 +330,15 @@ def test_a_raw_series_read_sees_the_journal_without_forcing_a_move(tmp_path):
             await send(0, 50)
             sid = st.series_index[("raw-1", "a")][0]
             got = await st.raw(sid, t0, t0 + 1000, 1000)
-            assert [(t - t0, v) for t, _k, v in got] == [(float(k), float(k)) for k in range(50)]
+            assert [(t - t0, v) for t, _k, v, _e in got] == [(float(k), float(k)) for k in range(50)]
             assert st.pending_readings == 100 and _count(path, "readings") == 0  # not moved
             assert await st.count_readings() == 100  # this one does wait for the move
             await send(50, 30)  # now half in `readings`, half in the journal
             got = await st.raw(sid, t0 + 40, t0 + 60, 1000)
-            assert [t - t0 for t, _k, _v in got] == [float(k) for k in range(40, 60)]
+            assert [t - t0 for t, _k, _v, _e in got] == [float(k) for k in range(40, 60)]
             assert st.pending_readings == 60
             got = await st.raw(sid, t0, t0 + 1000, 7)  # the limit holds across both
-            assert [t - t0 for t, _k, _v in got] == [float(k) for k in range(7)]
+            assert [t - t0 for t, _k, _v, _e in got] == [float(k) for k in range(7)]
         finally:
             await st.close()
         assert _count(path, "readings") == 160

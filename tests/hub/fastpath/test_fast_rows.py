@@ -49,6 +49,8 @@ def records(draw, first):
         r[6] = draw(st.one_of(st.integers(-5, 5), st.floats(allow_nan=True)))
     if draw(st.integers(0, 5)) == 0:
         r[1] = draw(st.sampled_from(["V", "W"]))
+    if draw(st.integers(0, 3)) == 0:   # time provenance; only true marks the reading
+        r["est"] = draw(st.sampled_from([True, False, 1, "yes", None]))
     return r
 
 
@@ -105,11 +107,15 @@ def test_rows_twin_example():
     out = codec.Decoder().decode([(pack, 112), (pack[:-10], 112)], NOW)
     assert str(out[0]) == "record 3: value is not a finite number"
     assert type(out[1]).__name__ == "CBORDecodeError"
-    good = cbor2.dumps([{-2: "n1/", -3: 1.7e9, 0: "temp", 2: 21.5, 1: "Cel"},
-                        {0: "door", 4: True, 6: 1}])
+    good = cbor2.dumps([{-2: "n1/", -3: 1.7e9, 0: "temp", 2: 21.5, 1: "Cel", "est": True},
+                        {0: "door", 4: True, 6: 1, "est": 1}])
     (rows,) = codec.Decoder().decode([(good, 112)], NOW)
-    assert rows == [("n1", "temp", "Cel", 1.7e9, kinds.NUM, 21.5, None),
-                    ("n1", "door", None, 1.7e9 + 1, kinds.BOOL, 1, None)]
+    assert rows == [("n1", "temp", "Cel", 1.7e9, kinds.NUM, 21.5, None, 1),
+                    ("n1", "door", None, 1.7e9 + 1, kinds.BOOL, 1, None, 0)]
     # a sum without a value is stored as a number with no value
     (rows,) = codec.Decoder().decode([(cbor2.dumps([{0: "n1/e", 5: 3.5, 6: 1.7e9}]), 112)], NOW)
-    assert rows == [("n1", "e", None, 1.7e9, kinds.NUM, None, 3.5)]
+    assert rows == [("n1", "e", None, 1.7e9, kinds.NUM, None, 3.5, 0)]
+    # the JSON path reads the same label
+    (rows,) = codec.Decoder().decode([(b'[{"n": "n1/t", "v": 1, "t": 1.7e9, "est": true}]', 110)],
+                                     NOW)
+    assert rows == [("n1", "t", None, 1.7e9, kinds.NUM, 1.0, None, 1)]

@@ -106,6 +106,13 @@ def test_an_unknown_newest_time_times_out_of_range_and_non_finite_values_take_th
     recs = cbor2.loads(pack)
     recs[0][5] = 3.0
     assert list(_select(lane, table, [cbor2.dumps(recs)])[0]) == [0]
+    # so does an estimated time: only the row path stores the flag
+    recs = cbor2.loads(senml_cbor("n1", [("a", 1.0, 0)], bt=T0 + 50))
+    recs[0]["est"] = True
+    assert list(_select(lane, table, [cbor2.dumps(recs)])[0]) == [0]
+    recs = cbor2.loads(senml_cbor("n1", [("a", 1.0, 0)], bt=T0 + 60))
+    recs[0]["est"] = False   # only true marks a reading
+    assert list(_select(lane, table, [cbor2.dumps(recs)])[0]) == [1]
     lane.forget(table.lookup("n1/a"))
     assert not lane.known(table.lookup("n1/a"))
 
@@ -186,7 +193,7 @@ def _store_roundtrip(tmp_path, c_mover, name):
         before = sorted(stored_readings(path))
         assert len(before) == 5 and len(set((r[0], r[1], r[2]) for r in before)) == 5
         raw = await st.raw(sa, 0, 4e9, 10)  # a query moves everything into readings
-        assert raw == [(T0, 0, 1.0), (T0 + 1, 0, 2.5), (T0 + 2, 0, 3.5)]
+        assert raw == [(T0, 0, 1.0, None), (T0 + 1, 0, 2.5, None), (T0 + 2, 0, 3.5, None)]
         assert await st.count_readings() == 5
         assert (st.mover_off is None) == c_mover
         await st.close()
@@ -275,6 +282,9 @@ def _lane_stream():
             recs[0] = ("temp", 99.0, 0, "K")  # a unit change
         mid += 1
         pack = senml_cbor(node, recs, bt=T0 + 20 * k)
+        if k % 17 == 5:  # readings the node timed before its clock was set
+            import cbor2
+            pack = cbor2.dumps([dict(r, est=True) for r in cbor2.loads(pack)])
         out.append(_msg(mid, b"l%d" % k, pack))
         if k % 9 == 4:
             out.append(out[-1])  # retransmission
@@ -341,6 +351,8 @@ def test_differential_column_lane_on_and_off(tmp_path, front):
     lux = sum(1 for k in range(30, 60) if k % 3 == 1)
     assert len(readings_on) == len({r[:2] + (r[3],) for r in readings_on}) == 60 * 4 + lux
     assert rollups_on and rollups_on == state_off[1]
+    est = {r[3] for r in readings_on if r[7] == 1}
+    assert est == {T0 + 20 * k for k in range(60) if k % 17 == 5}, est
 
 
 def test_a_sliced_block_move_is_seen_whole_at_every_slice_and_after_a_crash(tmp_path):
@@ -479,7 +491,7 @@ def test_grouped_block_move_stores_what_one_row_at_a_time_stores(tmp_path):
         path = str(tmp_path / ("g%d.sqlite3" % grouped))
         conn = connect(path)
         conn.executescript(DATABASE)
-        conn.executemany("INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?, ?)", before)
+        conn.executemany("INSERT OR IGNORE INTO readings(series, t, kind, val, sum) VALUES (?, ?, ?, ?, ?)", before)
         mover = BlockMover(path, grouped=grouped)
         m = mover.start_columns(array.array("i", [c[0] for c in cols]).tobytes(),
                                 array.array("d", [c[1] for c in cols]).tobytes(),
