@@ -172,10 +172,16 @@ export class Chart {
     const g = svg("g", { "clip-path": "url(#" + clipId + ")" });
     el.append(g);
     if (raw) {
-      const xy = pts.map((p) => [p.time, num(p.value)]).filter((p) => p[1] !== null);
+      const xy = pts.map((p) => [p.time, num(p.value), p.est === true]).filter((p) => p[1] !== null);
       g.append(svg("polyline", { class: "line", fill: "none", stroke: "#1f4e8c", "stroke-width": 1.6,
         points: xy.map((p) => X(p[0]).toFixed(1) + "," + Y(p[1]).toFixed(1)).join(" ") }));
-      if (xy.length <= 300) for (const p of xy) g.append(svg("circle", { class: "dot", cx: X(p[0]), cy: Y(p[1]), r: 2.4, fill: "#1f4e8c" }));
+      // a reading whose time the node estimated (before its clock had the hub's time): hollow
+      if (xy.length <= 300) for (const p of xy) {
+        const dot = svg("circle", p[2] ? { class: "dot est", cx: X(p[0]), cy: Y(p[1]), r: 3, fill: "#fff", stroke: "#1f4e8c", "stroke-width": 1.4 }
+                                        : { class: "dot", cx: X(p[0]), cy: Y(p[1]), r: 2.4, fill: "#1f4e8c" });
+        if (p[2]) dot.append(svg("title", {}, "time estimated by the node (clock not yet set)"));
+        g.append(dot);
+      }
     } else {
       for (const seg of segments(pts, WIN[win] || 60)) {
         const top = seg.filter((p) => num(p.max) !== null).map((p) => X(p.time + half).toFixed(1) + "," + Y(p.max).toFixed(1));
@@ -186,8 +192,9 @@ export class Chart {
         if (seg.length === 1) g.append(svg("circle", { class: "dot", cx: X(seg[0].time + half), cy: Y(seg[0].mean), r: 2.4, fill: "#1f4e8c" }));
       }
     }
+    const nEst = raw ? pts.filter((p) => p.est === true).length : 0;
     const what = (!d ? "" : raw ? "raw readings" : win + " buckets (min–max band, mean line)") +
-      (d && d.unit ? " in " + d.unit : "");
+      (d && d.unit ? " in " + d.unit : "") + (nEst ? " (" + nEst + " with an estimated time, hollow)" : "");
     this.statusEl.textContent = d ? pts.length + " " + what + ", " + new Date(this.t0 * 1000).toLocaleString() +
       " – " + new Date(this.t1 * 1000).toLocaleString() : "";
     el.setAttribute("aria-label", "Chart of " + this.sensor + ": " + this.statusEl.textContent +
