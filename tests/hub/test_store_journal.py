@@ -28,6 +28,16 @@ async def _write(st, rows):
     return res
 
 
+def _script(path, sql):
+    """Run `sql` on the SQLite file at `path` (made by hand: an older layout) and close it."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(sql)
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def _count(path, table):
     conn = sqlite3.connect(path)
     try:
@@ -250,8 +260,7 @@ def test_a_version_2_data_directory_gains_the_est_column(tmp_path):
     """Layout 2 had no `est`: the database's readings and a journal row left unmoved by a
     crash keep their values, read as measured; new readings carry their flag."""
     path = str(tmp_path / "hub.sqlite3")
-    conn = sqlite3.connect(path)
-    conn.executescript("""
+    _script(path, """
         CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
         INSERT INTO meta VALUES ('schema', '2');
         CREATE TABLE series(id INTEGER PRIMARY KEY, node TEXT NOT NULL, sensor TEXT NOT NULL,
@@ -261,16 +270,11 @@ def test_a_version_2_data_directory_gains_the_est_column(tmp_path):
         INSERT INTO series VALUES (1, 'm', 'temp', 'Cel');
         INSERT INTO readings VALUES (1, 1.0, 0, 20.5, NULL);
     """)
-    conn.commit()
-    conn.close()
-    j = sqlite3.connect(journal_path(path))
-    j.executescript("""
+    _script(journal_path(path), """
         CREATE TABLE rows(id INTEGER PRIMARY KEY, series INTEGER NOT NULL, t REAL NOT NULL,
             kind INTEGER NOT NULL, val, sum REAL);
         INSERT INTO rows VALUES (1, 1, 2.0, 0, 21.0, NULL);
     """)
-    j.commit()
-    j.close()
 
     async def go():
         st = SqliteStore(path)
