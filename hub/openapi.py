@@ -102,7 +102,12 @@ _ROLLOUT_REQUEST = {
         "max_failures": {"type": "number", "minimum": 0, "maximum": 100,
                          "default": rollouts.DEFAULTS["max_failures"],
                          "description": "percent of the assigned nodes that may fail before "
-                                        "the rollout halts by itself"}}}
+                                        "the rollout halts by itself"},
+        "timeout": {"type": "number", "minimum": 0, "maximum": rollouts.MAX_TIMEOUT,
+                    "default": rollouts.DEFAULTS["timeout"],
+                    "description": "seconds after its assignment a node that has not "
+                                   "updated is set aside as timed_out (settled, not failed, "
+                                   "still offered the version); 0: never"}}}
 
 _ROLLOUT_NODE = {
     "type": "object", "additionalProperties": False,
@@ -126,6 +131,7 @@ _ROLLOUT_FIELDS = {
     "canary": {"type": "number"},
     "soak": {"type": "number"},
     "max_failures": {"type": "number"},
+    "timeout": {"type": "number", "description": "0: none"},
     "state": {"type": "string", "enum": list(rollouts.STATES)},
     "created": {"type": "number"},
     "changed": {"type": "number", "description": "the last state change"},

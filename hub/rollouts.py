@@ -49,7 +49,12 @@ than silently taking it over; halt or cancel that one first.
 
 Node status: pending (not assigned yet), updating (assigned, not settled), updated (its
 health.fw is the version and its health.ota_state idle, i.e. the trial boot is confirmed),
-failed, skipped, withdrawn. Failed: after its assignment the node reported a health.ota_result
+failed, timed_out, skipped, withdrawn. Timed out: still updating `timeout` seconds (default 7
+days, 0: never) after its assignment -- a node that stopped reporting, or one that failed
+this version before and will not fetch it again. It counts as settled, not as failed: the
+rollout goes on without it, the version stays offered to it, and it becomes updated (or
+failed) when it reports so later. A canary phase whose canaries all settled without one
+updated halts instead of promoting: nothing says the version works. Failed: after its assignment the node reported a health.ota_result
 of rolled_back, integrity_failure, unsupported_bundle, not_enough_flash or out_of_memory
 (deferred_low_battery and connection_lost are not failures: the node retries). A node repeats
 its last result on every 16th health report and after each boot, so an old result must not
@@ -103,16 +108,17 @@ ROLLOUTS_DIR = "rollouts"
 FILE_FORMAT = 1
 ACTIVE = ("canary", "rolling")
 STATES = ("canary", "rolling", "done", "halted", "cancelled")
-STATUSES = ("pending", "updating", "updated", "failed", "skipped", "withdrawn")
+STATUSES = ("pending", "updating", "updated", "failed", "timed_out", "skipped", "withdrawn")
 FAILURES = frozenset(("rolled_back", "integrity_failure", "unsupported_bundle",
                       "not_enough_flash", "out_of_memory"))
-PARAMS = ("version", "nodes", "canary", "soak", "max_failures")
-DEFAULTS = {"canary": 10.0, "soak": 600.0, "max_failures": 10.0}
+PARAMS = ("version", "nodes", "canary", "soak", "max_failures", "timeout")
+DEFAULTS = {"canary": 10.0, "soak": 600.0, "max_failures": 10.0, "timeout": 7 * 86400.0}
 MAX_SOAK = 30 * 86400.0  # s
+MAX_TIMEOUT = 90 * 86400.0  # s
 MAX_SELECTOR = 4096  # characters
 _GLOB = re.compile(r"[*?\[]")
 _FILE = re.compile(r"^([1-9][0-9]{0,9})\.json$")
-_SETTLED = ("updated", "failed")
+_SETTLED = ("updated", "failed", "timed_out")
 
 FW, STATE, RESULT, REASON = "health.fw", "health.ota_state", "health.ota_result", \
     "health.ota_reason"
@@ -130,13 +136,19 @@ class RolloutError(Exception):
         self.status = status
 
 
+def _num(x):
+    """A bound as an operator reads it: 7776000, not 7.776e+06."""
+    return "%d" % x if x == int(x) else "%g" % x
+
+
 def _number(body, name, lo, hi, unit):
     v = body.get(name, DEFAULTS[name])
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise RolloutError("%s must be a number of %s (%g..%g)" % (name, unit, lo, hi), name)
+        raise RolloutError("%s must be a number of %s (%s..%s)" % (name, unit, _num(lo),
+                                                                   _num(hi)), name)
     if not lo <= v <= hi:
-        raise RolloutError("%s must be between %g and %g %s, got %g" % (name, lo, hi, unit, v),
-                           name)
+        raise RolloutError("%s must be between %s and %s %s, got %g" % (
+            name, _num(lo), _num(hi), unit, v), name)
     return float(v)
 
 
@@ -163,7 +175,8 @@ def check_params(body):
     return {"version": version, "nodes": nodes or None,
             "canary": _number(body, "canary", 0, 100, "percent"),
             "soak": _number(body, "soak", 0, MAX_SOAK, "seconds"),
-            "max_failures": _number(body, "max_failures", 0, 100, "percent")}
+            "max_failures": _number(body, "max_failures", 0, 100, "percent"),
+            "timeout": _number(body, "timeout", 0, MAX_TIMEOUT, "seconds")}
 
 
 def select(selector, known):
@@ -202,6 +215,19 @@ def canaries(rollout_id, version, nodes, percent):
     rank = sorted(nodes, key=lambda n: hashlib.sha256(
         ("%d:%s:%s" % (rollout_id, version, n)).encode()).digest())
     return set(rank[:k])
+
+
+def _silence(registry, node, assigned, timeout, running, state):
+    """Why a node timed out: how long since its assignment, and what it last said."""
+    seen = getattr(registry.nodes.get(node), "last_seen", None)
+    if seen is None:
+        last = "never seen"
+    elif seen >= assigned:
+        last = "last seen %.0f s after its assignment" % (seen - assigned)
+    else:
+        last = "not seen since its assignment (last %.0f s before it)" % (assigned - seen)
+    return "not updated within %.0f s: %s, running %s, update state %s" % (
+        timeout, last, running or "unknown", state or "unknown")
 
 
 def _entry(phase, status, now, reason=None):
@@ -390,7 +416,7 @@ class Rollouts:
         first = canaries(rid, p["version"], free, p["canary"])
         r = {"id": rid, "version": p["version"], "selector": p["nodes"] or "*",
              "canary": p["canary"], "soak": p["soak"], "max_failures": p["max_failures"],
-             "state": "canary" if first else "rolling", "created": now, "changed": now,
+             "timeout": p["timeout"], "state": "canary" if first else "rolling", "created": now, "changed": now,
              "reason": None, "promoted": None if first else now, "nodes": {}}
         for n in nodes:
             if n in pins:
@@ -432,7 +458,7 @@ class Rollouts:
             if state == "halted" and self._ota(node)[0] == r["version"]:
                 continue  # switched (on trial): it runs the version; taking it back is a downgrade
             e["wanted"] = False
-            if e["status"] == "updating":
+            if e["status"] in ("updating", "timed_out"):
                 self._node_status(r, node, e, "withdrawn", now)
         r["state"] = state
         r["reason"] = reason
@@ -460,8 +486,9 @@ class Rollouts:
         changed = set()
         for rid in sorted(self.rollouts):
             r = self.rollouts[rid]
-            if r["state"] in ("done", "cancelled"):
-                continue
+            if r["state"] == "cancelled" or r["state"] == "done" and not any(
+                    e["status"] == "timed_out" for e in r["nodes"].values()):
+                continue  # a done rollout still watches its timed-out nodes
             if self._settle(r, now) | self._advance(r, now):
                 changed.add(rid)
         return changed
@@ -481,7 +508,9 @@ class Rollouts:
         """Node statuses from the latest readings; True when one changed."""
         changed = remap = False
         pins = self.registry.node_firmware
-        watch = ("pending", "updating") if r["state"] in ACTIVE else ("updating",)
+        watch = ("pending", "updating", "timed_out") if r["state"] in ACTIVE else (
+            "updating", "timed_out")
+        timeout = r.get("timeout") or 0   # a file of a hub before the timeout: none
         for node, e in r["nodes"].items():
             if e["status"] not in watch:
                 continue
@@ -493,7 +522,7 @@ class Rollouts:
                                   reason="pinned to %s by its node config" % pin)
                 changed = True
                 continue
-            if e["status"] != "updating":
+            if e["status"] == "pending":
                 continue
             running, state, since, res, why = self._ota(node)
             if res is not None and res[0] in FAILURES and res[1] >= e["assigned"] and (
@@ -506,6 +535,13 @@ class Rollouts:
             elif running == r["version"] and state in (None, "idle"):
                 self._node_status(r, node, e, "updated", now,
                                   res[0] if res is not None and res[0] == "success" else None)
+                changed = True
+            elif (e["status"] == "updating" and r["state"] in ACTIVE and timeout
+                    and now - e["assigned"] >= timeout):
+                # still offered the version (it updates when it comes back), but the
+                # rollout goes on without it
+                self._node_status(r, node, e, "timed_out", now, reason=_silence(
+                    self.registry, node, e["assigned"], timeout, running, state))
                 changed = True
         if remap:
             self._remap()
@@ -526,6 +562,11 @@ class Rollouts:
             first = [e for e in entries if e["phase"] == "canary"]
             if any(e["status"] not in _SETTLED for e in first):
                 return False
+            if first and not any(e["status"] == "updated" for e in first):
+                # no canary ran the version: nothing says it works
+                self._end(r, "halted", "no canary updated within the timeout of %.0f s "
+                                       "(%d timed out)" % (r["timeout"], len(first)), now)
+                return True
             rest = [(n, e) for n, e in r["nodes"].items()
                     if e["phase"] == "rest" and e["status"] == "pending"]
             if rest:
@@ -543,8 +584,10 @@ class Rollouts:
         if all(e["status"] in _SETTLED for e in entries):
             r["state"] = "done"
             r["changed"] = now
-            self._announce(r, "%d nodes updated, %d failed" % (
-                sum(1 for e in entries if e["status"] == "updated"), failed))
+            late = sum(1 for e in entries if e["status"] == "timed_out")
+            self._announce(r, "%d nodes updated, %d failed%s" % (
+                sum(1 for e in entries if e["status"] == "updated"), failed,
+                ", %d timed out (still offered the version)" % late if late else ""))
             return True
         return False
 
@@ -563,6 +606,7 @@ class Rollouts:
         """A rollout as the API shows it (`nodes`: with one row per node)."""
         out = {k: r[k] for k in ("id", "version", "selector", "canary", "soak", "max_failures",
                                  "state", "created", "changed", "promoted", "reason")}
+        out["timeout"] = r.get("timeout") or 0
         counts = dict.fromkeys(STATUSES, 0)
         for e in r["nodes"].values():
             counts[e["status"]] += 1

@@ -1,7 +1,7 @@
 """`smartpark rollout`: staged firmware rollouts on a running hub, over its HTTP API.
 
     smartpark rollout start VERSION [--nodes SELECTOR] [--canary PERCENT] [--soak SECONDS]
-                                    [--max-failures PERCENT]
+                                    [--max-failures PERCENT] [--timeout SECONDS]
     smartpark rollout status [ID]      (no ID: the newest rollout)
     smartpark rollout list
     smartpark rollout halt ID
@@ -17,7 +17,9 @@ VERSION must be in the hub's firmware store (`smartpark firmware publish`). SELE
 node ids and shell-style globs, comma-separated (`bay-*,gate-01`); default: every node
 the hub knows. Defaults: --canary 10 (percent of the nodes first), --soak 600 (seconds
 the canaries run it before the rest get it), --max-failures 10 (percent of the assigned
-nodes that may fail before the rollout halts by itself). docs/ota.md is the guide.
+nodes that may fail before the rollout halts by itself), --timeout 604800 (seconds after
+its assignment a node that has not updated is set aside as timed_out; 0: never).
+docs/ota.md is the guide.
 
 Exit codes:
     0  done (the rollout started, was shown, halted or cancelled)
@@ -131,8 +133,9 @@ def show(r, out):
     w = out.write
     w("rollout %d: firmware %s, %s (since %s)\n" % (r["id"], r["version"], r["state"],
                                                     _when(r["changed"])))
-    w("  nodes %s, canary %g %%, soak %g s, max failures %g %%; created %s\n" % (
-        r["selector"], r["canary"], r["soak"], r["max_failures"], _when(r["created"])))
+    w("  nodes %s, canary %g %%, soak %g s, max failures %g %%, timeout %s; created %s\n" % (
+        r["selector"], r["canary"], r["soak"], r["max_failures"],
+        "%g s" % r["timeout"] if r.get("timeout") else "none", _when(r["created"])))
     w("  %s\n" % _counts(r))
     if r.get("promote_at"):
         w("  the rest are assigned at %s\n" % _when(r["promote_at"]))
@@ -164,7 +167,7 @@ def show_list(rows, out):
 
 def cmd_start(args):
     body = {"version": args.version}
-    for key in ("nodes", "canary", "soak", "max_failures"):
+    for key in ("nodes", "canary", "soak", "max_failures", "timeout"):
         v = getattr(args, key)
         if v is not None:
             body[key] = v
@@ -230,6 +233,9 @@ def register(subparsers):
                    help="how long the canaries run it before the rest get it (default 600)")
     s.add_argument("--max-failures", dest="max_failures", metavar="PERCENT", type=float,
                    help="percent of failed nodes that halts the rollout (default 10)")
+    s.add_argument("--timeout", metavar="SECONDS", type=float,
+                   help="a node not updated this long after its assignment is set aside as "
+                        "timed_out (default 604800, 7 days; 0: never)")
     s.set_defaults(rollout_func=cmd_start)
     s = sub.add_parser("status", parents=[common], help="one rollout, node by node")
     s.add_argument("id", metavar="ID", nargs="?", type=_positive_id,

@@ -57,7 +57,7 @@ def publish(h, built, version):
 
 # every node of the shared hub's tests, keyed before it starts (a key added to a running
 # hub is found by its next scan of the key store, a second later)
-GROUPS = {"ca": 6, "fa": 10, "pi": 4, "er": 1, "cl": 2}
+GROUPS = {"ca": 6, "fa": 10, "pi": 4, "er": 1, "cl": 2, "to": 4}
 
 
 def group(prefix):
@@ -259,6 +259,48 @@ def test_failures_halt_the_rollout_and_withdraw_the_version(hub, built):
     assert log.count("rollout %d (8.2.0): halted: 1 of 3" % rid) == 1, log[-2000:]
 
 
+def test_silent_nodes_time_out_without_failing_the_rollout(hub, built):
+    t0, t1, t2, t3 = group("to")
+    publish(hub, built, "8.6.0")
+    report_all(hub, {n: health() for n in (t0, t1, t2, t3)})
+    events = Events(hub, lambda e: e.get("state") == "done" and "node" not in e)
+    # a canary that never comes back: nothing says the version works, so no promotion
+    status, r = admin(hub, "POST", "/api/rollouts", {"version": "8.6.0", "nodes": "to-0,to-1",
+                                                     "canary": 50, "soak": 0, "timeout": 1})
+    assert status == 201 and r["timeout"] == 1, r
+    first = [n for n, x in rows(r).items() if x["phase"] == "canary"]
+    rest = [n for n in (t0, t1) if n not in first]
+    assert len(first) == 1
+    assert wait_for(lambda: hub.get("/api/rollouts/%d" % r["id"])[1]["state"] == "halted")
+    r = hub.get("/api/rollouts/%d" % r["id"])[1]
+    assert r["reason"].startswith("no canary updated within the timeout of 1 s"), r["reason"]
+    assert rows(r)[first[0]]["status"] == "withdrawn" and rows(r)[rest[0]]["status"] == "pending"
+    assert report_all(hub, {t0: health(), t1: health()}) == {t0: BASE, t1: BASE}
+
+    # every node assigned at once: t2 updates, t3 stays silent and is set aside
+    status, r = admin(hub, "POST", "/api/rollouts", {"version": "8.6.0", "nodes": "to-2,to-3",
+                                                     "canary": 0, "timeout": 1})
+    assert status == 201, r
+    rid = r["id"]
+    report_all(hub, {t2: health("8.6.0", "idle", "success")})
+    assert wait_for(lambda: hub.get("/api/rollouts/%d" % rid)[1]["state"] == "done")
+    r = hub.get("/api/rollouts/%d" % rid)[1]
+    x = rows(r)
+    assert x[t2]["status"] == "updated" and x[t3]["status"] == "timed_out", x
+    assert x[t3]["reason"].startswith("not updated within 1 s: not seen since its assignment") and \
+        "running %s, update state idle" % BASE in x[t3]["reason"], x[t3]["reason"]
+    assert r["counts"]["timed_out"] == 1 and r["counts"]["failed"] == 0
+    # still offered the version: when it comes back it updates, and the rollout says so
+    assert report_all(hub, {t3: health()}) == {t3: "8.6.0"}
+    report_all(hub, {t3: health("8.6.0", "idle", "success")})
+    assert wait_for(lambda: rows(hub.get("/api/rollouts/%d" % rid)[1])[t3]["status"]
+                    == "updated")
+    got = events.wait()
+    assert [e["node"] for e in got if e.get("status") == "timed_out"] == first + [t3], got
+    assert any("1 timed out (still offered the version)" in (e.get("reason") or "")
+               for e in got if e.get("state") == "done"), got
+
+
 def test_pins_skipped_overlap_refused_and_cancel(hub, built):
     nodes = group("pi")
     publish(hub, built, "8.3.0")
@@ -328,13 +370,14 @@ def test_cli(hub, built, capsys, monkeypatch, tmp_path):
     url = hub.url("")
     monkeypatch.setenv("SMARTPARK_ADMIN_TOKEN", TOKEN)
     assert cli("start", "8.5.0", "--nodes", "cl-*", "--canary", "50", "--soak", "60",
-               "--hub", url, "--json") == 0
+               "--timeout", "86400", "--hub", url, "--json") == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["state"] == "canary" and r["counts"] == dict(
-        pending=1, updating=1, updated=0, failed=0, skipped=0, withdrawn=0)
+    assert r["state"] == "canary" and r["timeout"] == 86400 and r["counts"] == dict(
+        pending=1, updating=1, updated=0, failed=0, timed_out=0, skipped=0, withdrawn=0)
     assert cli("status", "--hub", url) == 0  # the newest
     out = capsys.readouterr().out
     assert out.startswith("rollout %d: firmware 8.5.0, canary" % r["id"]), out
+    assert "max failures 10 %, timeout 86400 s;" in out, out
     lines = out.splitlines()
     assert lines[lines.index("") + 1].split() == ["NODE", "PHASE", "STATUS", "RESULT", "REASON"]
     assert {tuple(x.split()[:3]) for x in lines[lines.index("") + 2:]} == {
@@ -347,6 +390,8 @@ def test_cli(hub, built, capsys, monkeypatch, tmp_path):
     # refusals, each with its exit code and a message that says what to do
     assert cli("start", "8.5.0", "--nodes", "cl-*", "--canary", "150", "--hub", url) == 5
     assert "canary must be between 0 and 100" in capsys.readouterr().err
+    assert cli("start", "8.5.0", "--nodes", "cl-*", "--timeout", "-1", "--hub", url) == 5
+    assert "timeout must be between 0 and 7776000 seconds, got -1" in capsys.readouterr().err
     assert cli("halt", str(r["id"]), "--hub", url) == 5
     assert "(409)" in capsys.readouterr().err
     bad = tmp_path / "token"
