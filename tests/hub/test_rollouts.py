@@ -1,7 +1,8 @@
 """Staged rollouts on a running hub (hub/rollouts.py): the version each node's real ack
 offers (protected reports through aiocoap's OSCORE client, the ack decoded), canaries
 first, the rest after the soak, a halt by itself on failures that withdraws the version,
-config pins, cancel, a restart, and the API's and the CLI's refusals.
+silent nodes set aside by the timeout, config pins, cancel, a restart, and the API's and
+the CLI's refusals.
 
 One hub (security.mode = "oscore", admin and read tokens, nodes.firmware = "1.0.0",
 rollouts checked every 0.2 s) serves every test but the restart; each test uses its own
