@@ -472,18 +472,23 @@ class Node:
             while len(payload) > _MAX_PAYLOAD and len(items) > 1:
                 items = items[:len(items) // 2]
                 payload = pack.build(self.node, items, est=est)
-            last = self.outbox.head + len(items) - 1   # items always start at the head
+            n = len(items)
+            # the pack holds them now: neither the items nor the bytearray stay in the heap
+            # while the request is out (bytes() of bytes is no copy in coap.Message)
+            del items
+            payload = bytes(payload)
+            last = self.outbox.head + n - 1   # items always start at the head
             r = await self.client.request(coap.POST, "/r", payload, pack.CT_SENML_CBOR)
             cls = r.code >> 5
             if cls == 2:
                 self.outbox.ack(last)
-                self.stored += len(items)
+                self.stored += n
                 if est:
                     d = self.diag = self.diag or {}
-                    d["est"] = d.get("est", 0) + len(items)
+                    d["est"] = d.get("est", 0) + n
                 self._ack(r)
             elif r.code == coap.REQUEST_ENTITY_TOO_LARGE and limit > 1:
-                limit = max(1, len(items) // 2)
+                limit = max(1, n // 2)
             elif r.code == coap.UNAUTHORIZED:
                 # not this pack's fault: the hub does not accept this node's credentials
                 # (a plain node at an OSCORE hub, a key the hub revoked); keep the readings
@@ -491,11 +496,11 @@ class Node:
                 return False
             elif cls == 4:
                 code = coap.code_str(r.code)
-                log("hub refused a pack:", code, r.payload[:60], "- dropping", len(items))
-                self.refused += len(items)
+                log("hub refused a pack:", code, r.payload[:60], "- dropping", n)
+                self.refused += n
                 d = self.diag = self.diag or {}
                 ref = d.setdefault("ref", {})
-                ref[code] = ref.get(code, 0) + len(items)
+                ref[code] = ref.get(code, 0) + n
                 self.outbox.drop(last)
             else:
                 log("hub answered", coap.code_str(r.code), "- keeping readings")

@@ -92,35 +92,53 @@ def encode(seq, flags, run, t, kind, value, name, unit):
     return bytes(b[0:n])
 
 
-def _text(mv, a, n, names):
+def _text(mv, a, n, names, known=None):
     """The str of mv[a:a+n], reused from `names` when seen before (no allocation then).
 
-    `names` maps a small-int key (length, first and last byte) to [(bytes, str)].
-    A node has a few dozen names and units; interning them keeps reading the
-    log back from costing a new bytes and str per record.
+    `names` maps a small-int key (length, first and last byte) to a flat list
+    [bytes, str, bytes, str, ...]. A node has a few dozen names and units;
+    interning them keeps reading the log back from costing a new bytes and str
+    per record. `known` (str -> its UTF-8 bytes: what the Outbox encoded) is
+    searched before a new bytes and str are made, so that a name written in
+    this run is held once, not twice.
     """
     if n == 0:
         return ""
     key = (n << 16) | (mv[a] << 8) | mv[a + n - 1]
     cands = names.get(key)
     if cands is not None:
-        for b, text in cands:
-            i = 1
-            while i < n - 1 and mv[a + i] == b[i]:
-                i += 1
-            if i >= n - 1:
-                return text
-    b = bytes(mv[a:a + n])
-    text = b.decode()
+        for j in range(0, len(cands), 2):
+            if _same(mv, a, n, cands[j]):
+                return cands[j + 1]
+    text = None
+    if known:
+        for s in known:
+            b = known[s]
+            if len(b) == n and b[0] == mv[a] and b[n - 1] == mv[a + n - 1] and _same(mv, a, n, b):
+                text = s
+                break
+    if text is None:
+        b = bytes(mv[a:a + n])
+        text = b.decode()
     if cands is None:
-        names[key] = [(b, text)]
+        names[key] = [b, text]
     else:
-        cands.append((b, text))
+        cands.append(b)
+        cands.append(text)
     return text
 
 
-def decode(payload, names=None):
-    """(seq, flags, run, t, kind, value, name, unit) from a record's payload."""
+def _same(mv, a, n, b):
+    """mv[a:a+n] == b, given equal lengths and last bytes (no allocation)."""
+    i = 1
+    while i < n - 1 and mv[a + i] == b[i]:
+        i += 1
+    return i >= n - 1
+
+
+def decode(payload, names=None, known=None):
+    """(seq, flags, run, t, kind, value, name, unit) from a record's payload (names, known:
+    see _text)."""
     if names is None:
         names = {}
     seq, flags, run, t, k = struct.unpack_from(_FIX, payload, 0)
@@ -135,9 +153,9 @@ def decode(payload, names=None):
         value = struct.unpack_from(">d", payload, i)[0]
         i += 8
     n = payload[i]
-    name = _text(payload, i + 1, n, names)
+    name = _text(payload, i + 1, n, names, known)
     i += 1 + n
-    unit = _text(payload, i + 1, payload[i], names)
+    unit = _text(payload, i + 1, payload[i], names, known)
     return seq, flags, run, t, KINDS[k], value, name, unit
 
 
@@ -336,7 +354,7 @@ class Outbox:
                 if seq < head:
                     return
                 ln = (mv[o + 1] << 8) | mv[o + 2]
-                r = decode(mv[o + _HDR:o + _HDR + ln], self._names)
+                r = decode(mv[o + _HDR:o + _HDR + ln], self._names, self._bytes)
                 n = encode_into(out, 0, state[0], r[1], r[2], r[3], r[4], r[5],
                                 self._b(r[6]), self._b(r[7]))
                 dst.write(memoryview(out)[0:n])
@@ -450,7 +468,7 @@ class Outbox:
                     have = f.readinto(win) or 0
                 o = pos - base
                 ln = (win[o + 1] << 8) | win[o + 2]
-                out.append(decode(mv[o + _HDR:o + _HDR + ln], self._names))
+                out.append(decode(mv[o + _HDR:o + _HDR + ln], self._names, self._bytes))
                 pos += _HDR + ln + 4
         self._mark = (end, pos)
         return out

@@ -49,7 +49,8 @@ def ms_to_tick(ms):
 
 def build(node, items, extra=(), est=False):
     """Pack for items [(t_ms, name, unit, kind, value), ...] (t_ms None: "now"), as a
-    bytearray (the CoAP client copies it into its send buffer; no bytes copy first).
+    bytearray. node.drain turns it into bytes and lets the bytearray go before the
+    request; coap.Message then takes the bytes as they are (no second copy).
 
     `est`: the items' times are estimated (taken before the node's clock had the hub's
     time, resolved with the run's first correction, clock.py); each record then carries

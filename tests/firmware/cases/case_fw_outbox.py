@@ -158,6 +158,24 @@ def test_names_read_back_exactly_even_when_alike():
     o.close()
 
 
+def test_names_written_in_this_run_read_back_as_the_same_objects():
+    # peek() reuses the str the outbox encoded (its `_bytes`), so a name is held once
+    _clean()
+    o = ob.Outbox(100)
+    names = ["air%d.%s" % (i % 3, "temp") for i in range(6)]
+    o.append([(ob.FLAG_ABS, 0, i, "v", 1.0, names[i], "Cel") for i in range(6)])
+    kept = list(o._bytes)
+    got = o.peek(100)
+    assert [g[6] for g in got] == names
+    for g in got:
+        assert any(g[6] is k for k in kept) and any(g[7] is k for k in kept)
+    o.close()
+    o = ob.Outbox(100)       # another run: decoded from the log, then interned
+    got = o.peek(100)
+    assert [g[6] for g in got] == names and got[0][6] is got[3][6]
+    o.close()
+
+
 def _eight_records_head_at_2():
     _clean()
     o = ob.Outbox(100)
