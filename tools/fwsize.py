@@ -103,8 +103,8 @@ RATIO_32 = {
 
 # Heap held back from every budget, in 32-bit bytes, for what the probe's report cycle
 # does not run: an OTA download. 4 KB is the target the download must meet, and it is
-# missed: benchmarks/test_ota_bench.py measures +12,902 B with ROMFS (32-bit estimate),
-# 8.8 KB over. Of the 20 KB it takes on the 64-bit port, 14.6 KB is MicroPython's qstr
+# missed: benchmarks/test_ota_bench.py measures +12,902 to +13,547 B with ROMFS (32-bit
+# estimate), 8.8-9.5 KB over. Of the 20 KB it takes on the 64-bit port, 14.6 KB is MicroPython's qstr
 # pool taking its next chunk when the update's new names (ota.py, otaman.py) no longer
 # fit; ota.py and remotecfg.py themselves are 5 KB (docs/firmware-size.md, "What an
 # update costs").
