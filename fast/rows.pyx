@@ -122,7 +122,7 @@ def batch_rows(batch, table, dict names, where, list out, split_name, error, dec
                     unit_names[u] = un
             else:
                 un = None
-            rows.append((parts[0], parts[1], un, t, k, val, smo, 1 if est[r] else 0))
+            rows.append((parts[0], parts[1], un, t, k, val, smo, 1 if est[r] else None))
         if bad is None and not rows:
             bad = error("pack has no records")
         out[i] = bad if bad is not None else rows

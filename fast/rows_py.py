@@ -10,7 +10,7 @@ same error texts, and tests/hub/fastpath/test_fast_rows.py checks the two agree.
 A row's kind is the decoder's (fast/kinds.py), which is also the stored one;
 a record with a sum and no value (SUM) is stored as NUM with no value. `est` is 1 when
 the record's time is an estimate (the extension label "est", fast/_common.py EST_LABEL),
-else 0.
+else None: what the store keeps.
 """
 
 import math
@@ -78,7 +78,7 @@ def _payload_rows(batch, table, names, unit_names, first, n, split_name, error):
             un = unit_names.get(u)
             if un is None:
                 un = unit_names[u] = table.unit(u)
-        rows.append((parts[0], parts[1], un, t, k, val, sm, 1 if batch.est[r] else 0))
+        rows.append((parts[0], parts[1], un, t, k, val, sm, 1 if batch.est[r] else None))
     return rows if rows else error("pack has no records")
 
 

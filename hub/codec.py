@@ -3,7 +3,7 @@
 Scope: turn (payload, content format) pairs into rows
 (node, sensor, unit, t, kind, val, sum, est) or a DecodeError per payload; `est` is 1
 for a reading whose time the node estimated (the SenML extension label "est": true,
-fast/_common.py EST_LABEL), else 0.
+fast/_common.py EST_LABEL), else None.
 
 SenML-CBOR goes through fast/'s selector (`smartpark.fast.decode_batch`, then
 `smartpark.fast.batch_rows`: the Cython twins, or their pure-Python twins under
@@ -85,7 +85,7 @@ def _rows_from_records(records):
         else:
             raise SenMLError("record %d: no value" % idx)
         rows.append((parts[0], parts[1], r.get("u"), float(t), kind, val,
-                     None if sm is None else float(sm), 1 if r.get(EST_LABEL) is True else 0))
+                     None if sm is None else float(sm), 1 if r.get(EST_LABEL) is True else None))
     if not rows:
         raise SenMLError("pack has no records")
     return rows

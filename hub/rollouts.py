@@ -54,9 +54,10 @@ days, 0: never) after its assignment -- a node that stopped reporting, or one th
 this version before and will not fetch it again. It counts as settled, not as failed: the
 rollout goes on without it, the version stays offered to it, and it becomes updated (or
 failed) when it reports so later. A canary phase whose canaries all settled without one
-updated halts instead of promoting: nothing says the version works. Failed: after its assignment the node reported a health.ota_result
-of rolled_back, integrity_failure, unsupported_bundle, not_enough_flash or out_of_memory
-(deferred_low_battery and connection_lost are not failures: the node retries). A node repeats
+updated halts instead of promoting: nothing says the version works. Failed: after its
+assignment the node reported a health.ota_result of rolled_back, integrity_failure,
+unsupported_bundle, not_enough_flash or out_of_memory (deferred_low_battery and
+connection_lost are not failures: the node retries). A node repeats
 its last result on every 16th health report and after each boot, so an old result must not
 count as a new failure: a result counts when its reading is not older than the assignment and
 either differs from the result the node had when it was assigned, or came with (or after) a
@@ -246,6 +247,9 @@ class Rollouts:
         self.events = events
         self.rollouts = {}  # id -> rollout dict (as in its file)
         self._top_id = 0  # the highest id seen, loaded or not (an unreadable file keeps its id)
+        # done rollouts left with no timed-out node: nothing in them can change any more (a
+        # node times out only while its rollout is active), so evaluate skips them for good
+        self._quiet = set()
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rollouts")
         self._lock = asyncio.Lock()
 
@@ -416,8 +420,8 @@ class Rollouts:
         first = canaries(rid, p["version"], free, p["canary"])
         r = {"id": rid, "version": p["version"], "selector": p["nodes"] or "*",
              "canary": p["canary"], "soak": p["soak"], "max_failures": p["max_failures"],
-             "timeout": p["timeout"], "state": "canary" if first else "rolling", "created": now, "changed": now,
-             "reason": None, "promoted": None if first else now, "nodes": {}}
+             "timeout": p["timeout"], "state": "canary" if first else "rolling",
+             "created": now, "changed": now, "reason": None, "promoted": None if first else now, "nodes": {}}
         for n in nodes:
             if n in pins:
                 r["nodes"][n] = _entry(None, "skipped", now,
@@ -486,9 +490,12 @@ class Rollouts:
         changed = set()
         for rid in sorted(self.rollouts):
             r = self.rollouts[rid]
-            if r["state"] == "cancelled" or r["state"] == "done" and not any(
-                    e["status"] == "timed_out" for e in r["nodes"].values()):
-                continue  # a done rollout still watches its timed-out nodes
+            if r["state"] == "cancelled" or rid in self._quiet:
+                continue
+            if r["state"] == "done" and not any(e["status"] == "timed_out"
+                                                for e in r["nodes"].values()):
+                self._quiet.add(rid)  # a done rollout watches only its timed-out nodes
+                continue
             if self._settle(r, now) | self._advance(r, now):
                 changed.add(rid)
         return changed

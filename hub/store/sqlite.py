@@ -201,7 +201,7 @@ class SqliteStore:
 
     def write_many(self, reports, seen, block=None):
         """Queue a batch: `reports` [rows, ...] (rows: (node, sensor, unit, t, kind, val, sum
-        [, est]) as hub/codec.py makes them; est 1: a time the node estimated, default 0),
+        [, est]) as hub/codec.py makes them; est 1: a time the node estimated, else None),
         `seen` [(node, address, time)] last-seen updates, `block` the column lane's readings
         (fast.lane.Block) or None. Returns ONE future resolved after the commit that holds
         them with [(stored, duplicates, new_rows), ...] in report order (new_rows:
@@ -533,8 +533,8 @@ class SqliteStore:
                 dups[wi] += 1
                 continue
             kind, val = row[4], row[5]
-            # est: 1 or NULL, as the lane's readings (which are all measured) have NULL
-            new.append((sid, t, kind, val, row[6], rid, (row[7] or None) if len(row) > 7 else None))
+            # est (1 or None) may be left out by a caller with only measured readings
+            new.append((sid, t, kind, val, row[6], rid, row[7] if len(row) > 7 else None))
             rid += 1
             stored[wi] += 1
             per[wi].append((sid, row[0], row[1], row[2], t, kind, val))

@@ -228,7 +228,7 @@ def test_an_estimated_time_is_stored_with_its_reading_in_the_journal_and_after_t
     and reaches `readings` with it; a measured reading has none, whichever way it came."""
     path = str(tmp_path / "hub.sqlite3")
     rows = [("n1", "temp", "Cel", 1.0, kinds.NUM, 20.0, None, 1),
-            ("n1", "temp", "Cel", 2.0, kinds.NUM, 20.5, None, 0),
+            ("n1", "temp", "Cel", 2.0, kinds.NUM, 20.5, None, None),
             ("n1", "temp", "Cel", 3.0, kinds.NUM, 21.0, None)]   # est may be left out
 
     async def go():
@@ -239,7 +239,7 @@ def test_an_estimated_time_is_stored_with_its_reading_in_the_journal_and_after_t
             waiting = await st.raw(1, 0.0, 10.0, 10)
             assert st.pending_readings == 3     # not moved: read from the journal
             # the same reading again (a resend, now measured) is a duplicate: the first stays
-            again = [("n1", "temp", "Cel", 1.0, kinds.NUM, 20.0, None, 0)]
+            again = [("n1", "temp", "Cel", 1.0, kinds.NUM, 20.0, None, None)]
             assert (await _write(st, again))[:2] == (0, 1)
             await st.count_readings()           # waits for the move
             return waiting, await st.raw(1, 0.0, 10.0, 10)
@@ -387,3 +387,40 @@ def test_a_damaged_journal_block_is_skipped_counted_and_kept(tmp_path):
     finally:
         c.close()
     assert _count(journal_path(path), "blocks") == 0  # dropped from the journal: kept above
+
+
+def test_the_salvage_of_a_damaged_file_keeps_est_and_reads_a_layout_2_file_as_measured(
+        tmp_path):
+    """hub/store/damage.py copies readings and journal rows one by one: `est` goes along,
+    and a file of layout 2 (no such column) gives NULL, measured."""
+    from smartpark.hub.store import damage
+
+    def database(path, est_column):
+        _script(path, """
+            CREATE TABLE series(id INTEGER PRIMARY KEY, node TEXT NOT NULL,
+                sensor TEXT NOT NULL, unit TEXT, UNIQUE(node, sensor));
+            CREATE TABLE readings(series INTEGER NOT NULL, t REAL NOT NULL,
+                kind INTEGER NOT NULL, val, sum REAL%s, PRIMARY KEY(series, t)) WITHOUT ROWID;
+            INSERT INTO series VALUES (1, 'm', 'temp', 'Cel');
+            INSERT INTO readings VALUES (1, 1.0, 0, 20.5, NULL%s);
+        """ % ((", est INTEGER", ", 1") if est_column else ("", "")))
+        _script(journal_path(path), """
+            CREATE TABLE rows(id INTEGER PRIMARY KEY, series INTEGER NOT NULL,
+                t REAL NOT NULL, kind INTEGER NOT NULL, val, sum REAL%s);
+            INSERT INTO rows VALUES (1, 1, 2.0, 0, 21.0, NULL%s);
+        """ % ((", est INTEGER", ", 1") if est_column else ("", "")))
+
+    for est_column, want in ((True, 1), (False, None)):
+        path = str(tmp_path / ("v3" if est_column else "v2") / "hub.sqlite3")
+        os.makedirs(os.path.dirname(path))
+        database(path, est_column)
+        damage.recover(path, "a test", journal=False)
+        damage.recover(journal_path(path), "a test", journal=True)
+        for file, sql in ((path, "SELECT t, est FROM readings"),
+                          (journal_path(path), "SELECT t, est FROM rows")):
+            conn = sqlite3.connect(file)
+            try:
+                got = conn.execute(sql).fetchall()
+            finally:
+                conn.close()
+            assert got == [(1.0 if file == path else 2.0, want)], (file, got)

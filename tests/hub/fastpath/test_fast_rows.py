@@ -111,10 +111,10 @@ def test_rows_twin_example():
                         {0: "door", 4: True, 6: 1, "est": 1}])
     (rows,) = codec.Decoder().decode([(good, 112)], NOW)
     assert rows == [("n1", "temp", "Cel", 1.7e9, kinds.NUM, 21.5, None, 1),
-                    ("n1", "door", None, 1.7e9 + 1, kinds.BOOL, 1, None, 0)]
+                    ("n1", "door", None, 1.7e9 + 1, kinds.BOOL, 1, None, None)]
     # a sum without a value is stored as a number with no value
     (rows,) = codec.Decoder().decode([(cbor2.dumps([{0: "n1/e", 5: 3.5, 6: 1.7e9}]), 112)], NOW)
-    assert rows == [("n1", "e", None, 1.7e9, kinds.NUM, None, 3.5, 0)]
+    assert rows == [("n1", "e", None, 1.7e9, kinds.NUM, None, 3.5, None)]
     # the JSON path reads the same label
     (rows,) = codec.Decoder().decode([(b'[{"n": "n1/t", "v": 1, "t": 1.7e9, "est": true}]', 110)],
                                      NOW)
